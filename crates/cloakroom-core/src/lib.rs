@@ -1,0 +1,21 @@
+//! Cloakroom's core: server-side sessions and CSRF protection, independent of any web
+//! framework or store driver.
+//!
+//! - [`session`]: the [`Session`](session::Session) handle and the commit state machine;
+//! - [`store`]: the [`SessionStore`](store::SessionStore) contract and the in-memory store;
+//! - [`keys`]: the [`KeyRing`](keys::KeyRing) that signs tickets;
+//! - [`cookie`]: the ticket codec and cookie attributes;
+//! - [`csrf`]: cross-origin checks and masked tokens.
+//!
+//! Adapters (the tower layer) and stores (SQLite, Redis) build on this crate; it depends on
+//! neither.
+
+pub mod cookie;
+pub mod csrf;
+pub mod keys;
+pub mod session;
+pub mod store;
+
+pub use keys::{Key, KeyRing};
+pub use session::{Session, SessionConfig, SessionEngine, SessionId, SessionKey, Timestamp};
+pub use store::{MemoryStore, SessionStore};

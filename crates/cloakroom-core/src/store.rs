@@ -1,0 +1,371 @@
+//! The store contract every backend implements, and the in-memory store.
+//!
+//! A store keeps [`Record`]s under [`SessionKey`]s (hashes of session ids; the store never
+//! sees an id). Writes are field-level [`Patch`]es on records that exist, never upserts, so a
+//! session that was logged out or expired is never brought back by a slower request, and two
+//! requests writing different fields of one session both keep their writes.
+//!
+//! ```
+//! # tokio_test_block_on(async {
+//! use cloakroom_core::store::{MemoryStore, Record, SessionStore, Patch, Applied};
+//! use cloakroom_core::session::{SessionId, Timestamp};
+//! use std::time::Duration;
+//!
+//! let store = MemoryStore::new();
+//! let key = SessionId::generate().key();
+//! let now = Timestamp::now();
+//! let mut record = Record::new(now, now.plus(Duration::from_secs(60)));
+//! record.data.insert("n".into(), "1".into());
+//! store.create(&key, &record).await.unwrap();
+//! let patch = Patch::new(now, now.plus(Duration::from_secs(60))).set("m", "2");
+//! assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
+//! assert_eq!(store.load(&key).await.unwrap().unwrap().data.len(), 2);
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::session::{SessionKey, Timestamp};
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// Session data: field name to the field's value as JSON text.
+pub type Fields = BTreeMap<String, String>;
+
+/// Everything a store keeps about one session.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// The session's fields (JSON text per field).
+    pub data: Fields,
+    /// Bookkeeping: times, owner, device.
+    pub meta: Meta,
+}
+
+impl Record {
+    /// An empty record created at `now`, expiring at `expires_at`.
+    pub fn new(now: Timestamp, expires_at: Timestamp) -> Self {
+        Record {
+            data: Fields::new(),
+            meta: Meta {
+                created_at: now,
+                last_seen: now,
+                expires_at,
+                user: None,
+                user_agent: None,
+                remember: false,
+            },
+        }
+    }
+
+    /// Bytes of field names and values: what the session costs in the store.
+    pub fn data_bytes(&self) -> usize {
+        self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// A summary for listings.
+    pub fn info(&self, key: SessionKey) -> SessionInfo {
+        SessionInfo {
+            key,
+            meta: self.meta.clone(),
+            fields: self.data.len(),
+            data_bytes: self.data_bytes(),
+        }
+    }
+
+    /// Applies `patch` to this record in memory, as stores do.
+    pub fn apply(&mut self, patch: &Patch) {
+        for name in &patch.remove {
+            self.data.remove(name);
+        }
+        for (name, value) in &patch.set {
+            self.data.insert(name.clone(), value.clone());
+        }
+        self.meta.last_seen = patch.last_seen;
+        self.meta.expires_at = patch.expires_at;
+        if let Some(remember) = patch.remember {
+            self.meta.remember = remember;
+        }
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("fields", &self.data.keys().collect::<Vec<_>>())
+            .field("values", &"REDACTED")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// Bookkeeping kept with every record.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// When the session was created (the absolute lifetime counts from here).
+    pub created_at: Timestamp,
+    /// Last activity the server recorded (coarse: updated on writes and touches).
+    pub last_seen: Timestamp,
+    /// When the record stops existing; stores never return a record past this.
+    pub expires_at: Timestamp,
+    /// The user the session is logged in as, if any (indexed).
+    pub user: Option<String>,
+    /// The `User-Agent` seen when the session was created.
+    pub user_agent: Option<String>,
+    /// Whether the cookie is persistent ("remember me").
+    pub remember: bool,
+}
+
+/// A field-level change to an existing record, applied atomically.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Patch {
+    /// Fields to set (name, JSON text).
+    pub set: Vec<(String, String)>,
+    /// Fields to remove.
+    pub remove: Vec<String>,
+    /// New last-activity time.
+    pub last_seen: Timestamp,
+    /// New expiry.
+    pub expires_at: Timestamp,
+    /// New "remember me" flag, if it changed.
+    pub remember: Option<bool>,
+}
+
+impl Patch {
+    /// A patch that changes no field, only the activity times.
+    pub fn new(last_seen: Timestamp, expires_at: Timestamp) -> Self {
+        Patch {
+            set: Vec::new(),
+            remove: Vec::new(),
+            last_seen,
+            expires_at,
+            remember: None,
+        }
+    }
+
+    /// Adds a field to set.
+    #[must_use]
+    pub fn set(mut self, name: impl Into<String>, json: impl Into<String>) -> Self {
+        self.set.push((name.into(), json.into()));
+        self
+    }
+
+    /// Adds a field to remove.
+    #[must_use]
+    pub fn remove(mut self, name: impl Into<String>) -> Self {
+        self.remove.push(name.into());
+        self
+    }
+
+    /// Bytes of field names and values this patch writes.
+    pub fn bytes(&self) -> usize {
+        self.set.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self.remove.iter().map(String::len).sum::<usize>()
+    }
+}
+
+impl fmt::Debug for Patch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Patch")
+            .field("set", &self.set.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("remove", &self.remove)
+            .field("last_seen", &self.last_seen)
+            .field("expires_at", &self.expires_at)
+            .field("remember", &self.remember)
+            .finish()
+    }
+}
+
+/// Outcome of [`SessionStore::create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The record was written.
+    Done,
+    /// A live record already has this key; nothing was written.
+    Collision,
+}
+
+/// Outcome of [`SessionStore::apply`] and [`SessionStore::touch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The record existed and was changed.
+    Done,
+    /// The record is gone (deleted or expired); nothing was written.
+    Missing,
+}
+
+/// A session as listed by [`SessionStore::sessions_of`] and [`SessionStore::scan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The store key, which is also the public handle.
+    pub key: SessionKey,
+    /// Bookkeeping.
+    pub meta: Meta,
+    /// Number of fields.
+    pub fields: usize,
+    /// Bytes of field names and values.
+    pub data_bytes: usize,
+}
+
+/// Where a [`SessionStore::scan`] continues; opaque to callers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cursor(pub String);
+
+impl Cursor {
+    /// The start of a scan.
+    pub fn start() -> Self {
+        Cursor(String::new())
+    }
+}
+
+/// One page of a scan.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    /// Live sessions on this page (a page may be short, even empty, before the end).
+    pub sessions: Vec<SessionInfo>,
+    /// Where to continue, `None` at the end.
+    pub next: Option<Cursor>,
+}
+
+/// What kind of store failure happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The backend cannot be reached (connection refused, closed, pool exhausted).
+    Unavailable,
+    /// The operation did not finish within the configured time.
+    Timeout,
+    /// Stored data could not be decoded.
+    Corrupt,
+    /// The backend reported an error.
+    Backend,
+    /// The store is misconfigured (bad URL, bad option).
+    Config,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Unavailable => "session store unavailable",
+            ErrorKind::Timeout => "session store timed out",
+            ErrorKind::Corrupt => "session store returned undecodable data",
+            ErrorKind::Backend => "session store error",
+            ErrorKind::Config => "session store misconfigured",
+        })
+    }
+}
+
+/// A store failure, with its cause kept as `source()`.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: Cow<'static, str>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "{}: {}", self.kind, self.message)
+        }?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Result of a store operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A place to keep sessions. Object safe: the layer holds an `Arc<dyn SessionStore>`.
+///
+/// Every implementation must pass the conformance suite in `cloakroom-testkit`. The rules:
+/// no operation ever returns or changes a record whose `expires_at` has passed; `create`
+/// never overwrites a live record; `apply` and `touch` never create one.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The live record under `key`, or `None`.
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
+
+    /// Writes a new record; [`Created::Collision`] (and no write) if a live one exists.
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created>;
+
+    /// Applies a field-level patch to a live record; [`Applied::Missing`] (and no write) when
+    /// there is none.
+    async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied>;
+
+    /// Moves a live record's activity times; [`Applied::Missing`] when there is none.
+    async fn touch(
+        &self,
+        key: &SessionKey,
+        last_seen: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Applied>;
+
+    /// Deletes the record; `true` if a live one was there.
+    async fn delete(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Live sessions bound to `user`.
+    async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>>;
+
+    /// Deletes every live session of `user` except `except`; returns how many were deleted.
+    async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64>;
+
+    /// One page of at most `limit` live sessions, for admin listings.
+    async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page>;
+
+    /// Deletes expired records; returns how many. A no-op where the backend expires keys.
+    async fn purge_expired(&self) -> Result<u64>;
+
+    /// Checks the backend is reachable (for health endpoints).
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}
