@@ -12,6 +12,7 @@
 
 pub mod cookie;
 pub mod csrf;
+pub mod flash;
 pub mod keys;
 pub mod session;
 pub mod store;

@@ -470,6 +470,15 @@ impl Session {
     /// # Errors
     /// Store failures, or a committed response.
     pub async fn remove(&self, key: &str) -> Result<bool> {
+        self.remove_raw(key).await
+    }
+
+    /// One-time notifications kept in this session.
+    pub fn flash(&self) -> crate::flash::Flash<'_> {
+        crate::flash::Flash::new(self)
+    }
+
+    pub(crate) async fn remove_raw(&self, key: &str) -> Result<bool> {
         let mut st = self.state_mut().await?;
         let removed = st
             .record
