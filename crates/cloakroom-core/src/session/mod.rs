@@ -749,7 +749,12 @@ impl Session {
         };
 
         if !st.stored || st.renew {
-            if !st.stored && record.data.is_empty() && record.meta.user.is_none() && !st.renew {
+            if !st.stored
+                && record.data.is_empty()
+                && record.meta.user.is_none()
+                && !st.renew
+                && !st.remember_changed
+            {
                 // Created then emptied within the request: nothing worth a cookie.
                 return Ok(CommitOutcome::default());
             }
