@@ -115,3 +115,30 @@ impl IntoResponse for SessionError {
         }
     }
 }
+
+/// The extractor found no CSRF token source: the [`CsrfLayer`](crate::CsrfLayer) is missing.
+#[derive(Debug, Clone, Copy)]
+pub struct MissingCsrfLayer;
+
+impl IntoResponse for MissingCsrfLayer {
+    fn into_response(self) -> Response {
+        tracing::error!("CsrfToken extractor used on a route without CsrfLayer");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server misconfigured: no CSRF layer\n",
+        )
+            .into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for crate::csrf::CsrfToken {
+    type Rejection = MissingCsrfLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<crate::csrf::CsrfToken>()
+            .cloned()
+            .ok_or(MissingCsrfLayer)
+    }
+}

@@ -21,11 +21,13 @@
 //! # }
 //! ```
 
+pub mod csrf;
 pub mod session;
 
 #[cfg(feature = "axum")]
 pub mod extract;
 
+pub use csrf::{CsrfLayer, CsrfMode, CsrfToken};
 pub use session::{ConfigError, SessionLayer, SessionService};
 
 #[cfg(feature = "axum")]

@@ -42,6 +42,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
 impl From<CookieConfigError> for ConfigError {
     fn from(e: CookieConfigError) -> Self {
         ConfigError(e.0)
@@ -253,6 +260,12 @@ pub struct ResponseFuture<R> {
 impl<R> fmt::Debug for ResponseFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
+    }
+}
+
+impl<R> ResponseFuture<R> {
+    pub(crate) fn new(inner: Pin<Box<dyn Future<Output = R> + Send>>) -> Self {
+        ResponseFuture { inner }
     }
 }
 

@@ -1,4 +1,141 @@
-//! CSRF protection: the cross-origin check and session-bound masked tokens.
+//! CSRF protection: the cross-origin check and session-bound masked tokens, wire-compatible
+//! with Tornado's `_xsrf`.
+//!
+//! Two checks run on every unsafe request (anything but GET, HEAD, OPTIONS):
+//! 1. [`check_cross_origin`]: Fetch Metadata (`Sec-Fetch-Site`), then `Origin` against
+//!    `Host`, with exact trusted origins;
+//! 2. the token: a [`Secret`] kept in the session (or, without a session, in Tornado's
+//!    `_xsrf` cookie), rendered masked afresh every time, compared unmasked in constant time.
+//!
+//! ```
+//! use cloakroom_core::csrf::{Reason, Secret};
+//! let secret = Secret::generate();
+//! let token = secret.mask();               // "2|<mask>|<masked>|<timestamp>"
+//! assert!(secret.verify(&token).is_ok());
+//! assert_eq!(secret.verify("2|bad"), Err(Reason::TokenMalformed));
+//! ```
+
+mod form;
+mod origin;
+mod token;
+
+use std::fmt;
+
+pub use form::{FormKind, form_kind, multipart_field, percent_decode, urlencoded_field};
+pub use origin::{Origin, OriginError, RequestOrigin, check_cross_origin, is_safe_method};
+pub use token::{MAX_TOKEN_LEN, SECRET_LEN, Secret, decode_token};
+
+use crate::session::{self, Session};
 
 /// The session field holding the CSRF secret (rotated by `Session::login`).
 pub(crate) const SESSION_FIELD: &str = "__cr.csrf";
+
+/// The form field and cookie name Tornado uses.
+pub const FIELD_NAME: &str = "_xsrf";
+
+/// Request headers a token may come in, in the order they are read.
+pub const HEADER_NAMES: [&str; 2] = ["x-xsrftoken", "x-csrftoken"];
+
+/// Why a request was refused. The text forms are stable: apps and tests match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The cross-origin check failed.
+    CrossOrigin,
+    /// No token in the form field or headers.
+    TokenMissing,
+    /// A token that does not decode.
+    TokenMalformed,
+    /// A well-formed token for another secret.
+    TokenMismatch,
+}
+
+impl Reason {
+    /// All reasons, for metrics.
+    pub const ALL: [Reason; 4] = [
+        Reason::CrossOrigin,
+        Reason::TokenMissing,
+        Reason::TokenMalformed,
+        Reason::TokenMismatch,
+    ];
+
+    /// The stable text: `cross-origin request`, `token missing`, `token malformed`,
+    /// `token mismatch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::CrossOrigin => "cross-origin request",
+            Reason::TokenMissing => "token missing",
+            Reason::TokenMalformed => "token malformed",
+            Reason::TokenMismatch => "token mismatch",
+        }
+    }
+
+    /// Tornado's message for the same failure.
+    pub fn tornado_message(self) -> &'static str {
+        match self {
+            Reason::CrossOrigin => "Cross-origin request denied",
+            Reason::TokenMissing => "'_xsrf' argument missing from POST",
+            Reason::TokenMalformed => "'_xsrf' argument has invalid format",
+            Reason::TokenMismatch => "XSRF cookie does not match POST argument",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request refused by CSRF protection; put in the 403 response's extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectionError {
+    reason: Reason,
+}
+
+impl ProtectionError {
+    /// A refusal for `reason`.
+    pub fn new(reason: Reason) -> Self {
+        ProtectionError { reason }
+    }
+
+    /// Why.
+    pub fn kind(&self) -> Reason {
+        self.reason
+    }
+}
+
+impl fmt::Display for ProtectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CSRF check failed: {}", self.reason)
+    }
+}
+
+impl std::error::Error for ProtectionError {}
+
+/// The session's CSRF secret, if it has one.
+///
+/// # Errors
+/// Store failures.
+pub async fn session_secret(session: &Session) -> session::Result<Option<Secret>> {
+    Ok(session
+        .get_raw(SESSION_FIELD)
+        .await?
+        .and_then(|json| serde_json::from_str::<String>(&json).ok())
+        .and_then(|hex| Secret::from_hex(&hex)))
+}
+
+/// The session's CSRF secret, made and stored if missing (this creates the session if
+/// there is none).
+///
+/// # Errors
+/// Session errors.
+pub async fn ensure_session_secret(session: &Session) -> session::Result<Secret> {
+    if let Some(s) = session_secret(session).await? {
+        return Ok(s);
+    }
+    let secret = Secret::generate();
+    let json = serde_json::to_string(&secret.to_hex()).expect("a string serializes");
+    session.set_raw(SESSION_FIELD, json).await?;
+    Ok(secret)
+}
