@@ -195,7 +195,11 @@ impl CookieConfig {
         if bad_attr(&self.path) || !self.path.starts_with('/') {
             return err("cookie path must start with '/' and contain no ';'");
         }
-        if self.domain.as_deref().is_some_and(|d| d.is_empty() || bad_attr(d)) {
+        if self
+            .domain
+            .as_deref()
+            .is_some_and(|d| d.is_empty() || bad_attr(d))
+        {
             return err("cookie domain must be non-empty and contain no ';'");
         }
         if self.same_site == SameSite::None && !self.secure {
@@ -299,8 +303,14 @@ mod tests {
     fn tampered_truncated_and_junk_tickets_are_refused() {
         let r = ring(1);
         let t = encode_ticket(&r, "s", &SessionId::generate());
-        assert_eq!(decode_ticket(&r, "s", &t[..91]), Err(TicketError::Malformed));
-        assert_eq!(decode_ticket(&r, "s", &format!("{t}A")), Err(TicketError::Malformed));
+        assert_eq!(
+            decode_ticket(&r, "s", &t[..91]),
+            Err(TicketError::Malformed)
+        );
+        assert_eq!(
+            decode_ticket(&r, "s", &format!("{t}A")),
+            Err(TicketError::Malformed)
+        );
         assert_eq!(decode_ticket(&r, "s", ""), Err(TicketError::Malformed));
         assert_eq!(
             decode_ticket(&r, "s", &"!".repeat(92)),
@@ -356,7 +366,10 @@ mod tests {
             "session=v; Max-Age=60; Path=/; Secure; HttpOnly; SameSite=Lax"
         );
         assert!(c.removal().starts_with("session=; Max-Age=0;"));
-        assert!(c.removal().ends_with("Path=/; Secure; HttpOnly; SameSite=Lax"));
+        assert!(
+            c.removal()
+                .ends_with("Path=/; Secure; HttpOnly; SameSite=Lax")
+        );
     }
 
     #[test]
@@ -377,7 +390,10 @@ mod tests {
     #[test]
     fn cookie_header_parsing() {
         let h = "a=1; session=x; b=\"2\"; session=y;junk; session=";
-        assert_eq!(cookie_values(h, "session").collect::<Vec<_>>(), ["x", "y", ""]);
+        assert_eq!(
+            cookie_values(h, "session").collect::<Vec<_>>(),
+            ["x", "y", ""]
+        );
         assert_eq!(cookie_values(h, "b").collect::<Vec<_>>(), ["2"]);
         assert_eq!(cookie_values(h, "c").count(), 0);
         let big = format!("session={}", "A".repeat(5000));

@@ -243,9 +243,7 @@ impl KeyRing {
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyRing")
-            .field("keys", &self.keys)
-            .finish()
+        f.debug_struct("KeyRing").field("keys", &self.keys).finish()
     }
 }
 
@@ -271,7 +269,10 @@ mod tests {
             KeyError::TooShort { len: 31 }
         );
         assert!(Key::from_bytes(&[7; 32]).is_ok());
-        assert_eq!(Key::from_base64("not base64!").unwrap_err(), KeyError::BadBase64);
+        assert_eq!(
+            Key::from_base64("not base64!").unwrap_err(),
+            KeyError::BadBase64
+        );
     }
 
     #[test]
@@ -282,7 +283,10 @@ mod tests {
         let rotated = KeyRing::new(vec![a.clone(), b.clone()]).unwrap();
         let mac = old.sign(b"c", b"m");
         assert_eq!(rotated.verify(b"c", b"m", &mac), Some(1));
-        assert_eq!(rotated.verify(b"c", b"m", &rotated.sign(b"c", b"m")), Some(0));
+        assert_eq!(
+            rotated.verify(b"c", b"m", &rotated.sign(b"c", b"m")),
+            Some(0)
+        );
         assert_eq!(KeyRing::single(a).verify(b"c", b"m", &mac), None);
         assert_eq!(rotated.verify(b"d", b"m", &mac), None);
     }

@@ -16,6 +16,7 @@ pub mod flash;
 pub mod keys;
 pub mod session;
 pub mod store;
+pub mod tornado;
 
 pub use keys::{Key, KeyRing};
 pub use session::{Session, SessionConfig, SessionEngine, SessionId, SessionKey, Timestamp};

@@ -167,7 +167,10 @@ impl Patch {
 
     /// Bytes of field names and values this patch writes.
     pub fn bytes(&self) -> usize {
-        self.set.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        self.set
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
             + self.remove.iter().map(String::len).sum::<usize>()
     }
 }

@@ -446,7 +446,11 @@ enum Refusal {
 }
 
 /// Runs both checks; returns the request (its body buffered if it was read) to hand on.
-async fn check<B>(config: &Config, token: &CsrfToken, req: Request<B>) -> Result<Request<B>, Refusal>
+async fn check<B>(
+    config: &Config,
+    token: &CsrfToken,
+    req: Request<B>,
+) -> Result<Request<B>, Refusal>
 where
     B: http_body::Body<Data = Bytes> + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -455,7 +459,11 @@ where
     let path = req.uri().path().to_owned();
     let refuse = |r: Reason| Refusal::Reason(r, json, path.clone());
     {
-        let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
         let host = header(HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
         let origin = RequestOrigin {
             method: req.method().as_str(),
@@ -479,7 +487,9 @@ where
             let bytes = match Limited::new(body, config.body_limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => {
-                    let too_big = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                    let too_big = e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some();
                     return Err(Refusal::Response(if too_big {
                         status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
                     } else {
@@ -506,9 +516,9 @@ where
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "session store failed during the CSRF check");
-            return Err(Refusal::Response(
-                crate::session::default_error_response(&e),
-            ));
+            return Err(Refusal::Response(crate::session::default_error_response(
+                &e,
+            )));
         }
     };
     let expected = expected.ok_or_else(|| refuse(Reason::TokenMismatch))?;

@@ -22,7 +22,9 @@ use std::time::Duration;
 use cloakroom_core::cookie::{CookieConfigError, SameSite};
 use cloakroom_core::session::{Error, SessionConfig, SessionEngine, default_touch_interval};
 use cloakroom_core::{KeyRing, SessionStore};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT, VARY};
+use http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT, VARY,
+};
 use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;

@@ -89,9 +89,7 @@ impl Client {
     }
 
     async fn token(&mut self) -> String {
-        let res = self
-            .send(Request::get("/form"), Body::empty())
-            .await;
+        let res = self.send(Request::get("/form"), Body::empty()).await;
         assert_eq!(res.status(), StatusCode::OK);
         body(res).await
     }
@@ -105,13 +103,18 @@ impl Client {
     }
 
     async fn post_header(&mut self, uri: &str, token: &str) -> Response<Body> {
-        self.send(Request::post(uri).header("X-XSRFToken", token), Body::empty())
-            .await
+        self.send(
+            Request::post(uri).header("X-XSRFToken", token),
+            Body::empty(),
+        )
+        .await
     }
 }
 
 async fn body(res: Response<Body>) -> String {
-    let b = axum::body::to_bytes(res.into_body(), 1 << 22).await.unwrap();
+    let b = axum::body::to_bytes(res.into_body(), 1 << 22)
+        .await
+        .unwrap();
     String::from_utf8_lossy(&b).into_owned()
 }
 
@@ -128,21 +131,34 @@ async fn cookie_mode_without_a_session_is_tornado_double_submit() {
     let mut c = Client::new(CsrfLayer::new());
     let token = c.token().await;
     assert!(token.starts_with("2|"), "{token}");
-    let xsrf = c.cookies.iter().find(|x| x.starts_with("_xsrf=")).cloned().unwrap();
+    let xsrf = c
+        .cookies
+        .iter()
+        .find(|x| x.starts_with("_xsrf="))
+        .cloned()
+        .unwrap();
     // The cookie holds the secret in Tornado's own v2 form.
     let secret = cloakroom_core::csrf::decode_token(xsrf.trim_start_matches("_xsrf=")).unwrap();
     secret.verify(&token).unwrap();
     // A second render reuses the cookie and masks afresh.
     let again = c.token().await;
     assert_ne!(token, again);
-    assert_eq!(c.cookies.iter().filter(|x| x.starts_with("_xsrf=")).count(), 1);
+    assert_eq!(
+        c.cookies.iter().filter(|x| x.starts_with("_xsrf=")).count(),
+        1
+    );
     for t in [&token, &again] {
         let res = c.post_form("/echo", &format!("_xsrf={}&a=1", enc(t))).await;
         assert_eq!(res.status(), StatusCode::OK);
     }
     let res = c.post_header("/echo", &token).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = c.send(Request::post("/echo").header("X-CSRFToken", &token), Body::empty()).await;
+    let res = c
+        .send(
+            Request::post("/echo").header("X-CSRFToken", &token),
+            Body::empty(),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -156,12 +172,32 @@ async fn missing_malformed_and_mismatched_tokens_get_their_reasons() {
         ("a=1".into(), None, Reason::TokenMissing),
         ("_xsrf=".into(), None, Reason::TokenMissing),
         ("_xsrf=abc".into(), None, Reason::TokenMalformed),
-        (format!("_xsrf={}", "zz".repeat(16)), None, Reason::TokenMalformed),
-        (format!("_xsrf={}", "00".repeat(17)), None, Reason::TokenMalformed),
-        (format!("_xsrf={}", enc(&good.replacen("2|", "3|", 1))), None, Reason::TokenMalformed),
+        (
+            format!("_xsrf={}", "zz".repeat(16)),
+            None,
+            Reason::TokenMalformed,
+        ),
+        (
+            format!("_xsrf={}", "00".repeat(17)),
+            None,
+            Reason::TokenMalformed,
+        ),
+        (
+            format!("_xsrf={}", enc(&good.replacen("2|", "3|", 1))),
+            None,
+            Reason::TokenMalformed,
+        ),
         (format!("_xsrf={huge}"), None, Reason::TokenMalformed),
-        (format!("_xsrf={}", enc(&other)), None, Reason::TokenMismatch),
-        (format!("_xsrf={}", Secret::generate().to_hex()), None, Reason::TokenMismatch),
+        (
+            format!("_xsrf={}", enc(&other)),
+            None,
+            Reason::TokenMismatch,
+        ),
+        (
+            format!("_xsrf={}", Secret::generate().to_hex()),
+            None,
+            Reason::TokenMismatch,
+        ),
         (String::new(), Some("2|zz|zz|1"), Reason::TokenMalformed),
     ];
     for (form, header, want) in cases {
@@ -181,7 +217,10 @@ async fn tokens_in_the_query_string_or_only_in_the_cookie_are_refused() {
     let mut c = Client::new(CsrfLayer::new());
     let token = c.token().await;
     let res = c
-        .send(Request::post(format!("/echo?_xsrf={}", enc(&token))), Body::empty())
+        .send(
+            Request::post(format!("/echo?_xsrf={}", enc(&token))),
+            Body::empty(),
+        )
         .await;
     assert_eq!(reason(&res), Some(Reason::TokenMissing));
     // The cookie alone is not a token.
@@ -195,7 +234,10 @@ async fn tokens_in_the_query_string_or_only_in_the_cookie_are_refused() {
     let mut q = Client::new(CsrfLayer::new().with_query_token(true));
     let token = q.token().await;
     let res = q
-        .send(Request::post(format!("/echo?_xsrf={}", enc(&token))), Body::empty())
+        .send(
+            Request::post(format!("/echo?_xsrf={}", enc(&token))),
+            Body::empty(),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
@@ -204,17 +246,33 @@ async fn tokens_in_the_query_string_or_only_in_the_cookie_are_refused() {
 async fn session_tokens_are_bound_to_their_session_and_rotate_on_login() {
     let mut a = Client::new(CsrfLayer::new());
     // A session exists: the secret lives in it.
-    assert_eq!(a.send(Request::post("/start"), Body::empty()).await.status(), StatusCode::OK);
+    assert_eq!(
+        a.send(Request::post("/start"), Body::empty())
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let token_a = a.token().await;
-    assert!(!a.cookies.iter().any(|c| c.starts_with("_xsrf=")), "session mode sets no _xsrf cookie");
-    assert_eq!(a.post_header("/echo", &token_a).await.status(), StatusCode::OK);
+    assert!(
+        !a.cookies.iter().any(|c| c.starts_with("_xsrf=")),
+        "session mode sets no _xsrf cookie"
+    );
+    assert_eq!(
+        a.post_header("/echo", &token_a).await.status(),
+        StatusCode::OK
+    );
 
     // Session B (same app) refuses A's token.
     let mut b = Client {
         app: a.app.clone(),
         cookies: Vec::new(),
     };
-    assert_eq!(b.send(Request::post("/start"), Body::empty()).await.status(), StatusCode::OK);
+    assert_eq!(
+        b.send(Request::post("/start"), Body::empty())
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let res = b.post_header("/echo", &token_a).await;
     assert_eq!(reason(&res), Some(Reason::TokenMismatch));
 
@@ -224,7 +282,10 @@ async fn session_tokens_are_bound_to_their_session_and_rotate_on_login() {
     let res = a.post_header("/echo", &token_a).await;
     assert_eq!(reason(&res), Some(Reason::TokenMismatch));
     let fresh = a.token().await;
-    assert_eq!(a.post_header("/echo", &fresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        a.post_header("/echo", &fresh).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -232,7 +293,10 @@ async fn login_csrf_token_from_before_login_fails_after_it() {
     // Anonymous visitor (no session): cookie token used to log in.
     let mut c = Client::new(CsrfLayer::new());
     let pre = c.token().await;
-    assert_eq!(c.post_header("/login/bob", &pre).await.status(), StatusCode::OK);
+    assert_eq!(
+        c.post_header("/login/bob", &pre).await.status(),
+        StatusCode::OK
+    );
     // Now a session exists: the cookie token no longer counts.
     let res = c.post_header("/echo", &pre).await;
     assert_eq!(reason(&res), Some(Reason::TokenMismatch));
@@ -252,8 +316,10 @@ async fn urlencoded_and_multipart_bodies_reach_the_handler_intact() {
     );
     let res = c
         .send(
-            Request::post("/echo")
-                .header(header::CONTENT_TYPE, "multipart/form-data; boundary=b0undary"),
+            Request::post("/echo").header(
+                header::CONTENT_TYPE,
+                "multipart/form-data; boundary=b0undary",
+            ),
             Body::from(mp.clone()),
         )
         .await;
@@ -282,7 +348,11 @@ async fn a_form_body_over_the_limit_is_413() {
 
 #[tokio::test]
 async fn cross_origin_requests_are_refused_before_the_token() {
-    let mut c = Client::new(CsrfLayer::new().with_trusted_origin("https://partner.example").unwrap());
+    let mut c = Client::new(
+        CsrfLayer::new()
+            .with_trusted_origin("https://partner.example")
+            .unwrap(),
+    );
     let token = c.token().await;
     let res = c
         .send(
@@ -339,12 +409,16 @@ async fn cross_origin_requests_are_refused_before_the_token() {
 #[tokio::test]
 async fn exempt_paths_match_exactly() {
     let mut c = Client::new(CsrfLayer::new());
-    let hostile = |uri: &str| {
-        Request::post(uri.to_owned()).header("Sec-Fetch-Site", "cross-site")
-    };
+    let hostile = |uri: &str| Request::post(uri.to_owned()).header("Sec-Fetch-Site", "cross-site");
     let res = c.send(hostile("/webhook"), Body::empty()).await;
     assert_eq!(res.status(), StatusCode::OK);
-    for uri in ["/webhook/", "/webhook/x", "/webhookx", "/Webhook", "//webhook"] {
+    for uri in [
+        "/webhook/",
+        "/webhook/x",
+        "/webhookx",
+        "/Webhook",
+        "//webhook",
+    ] {
         let res = c.send(hostile(uri), Body::empty()).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "{uri}");
     }
@@ -354,16 +428,27 @@ async fn exempt_paths_match_exactly() {
 async fn rejections_are_json_or_html_by_accept() {
     let mut c = Client::new(CsrfLayer::new());
     let res = c
-        .send(Request::post("/echo").header(header::ACCEPT, "application/json"), Body::empty())
+        .send(
+            Request::post("/echo").header(header::ACCEPT, "application/json"),
+            Body::empty(),
+        )
         .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
     let v: serde_json::Value = serde_json::from_str(&body(res).await).unwrap();
     assert_eq!(v["reason"], "token missing");
     let res = c
-        .send(Request::post("/echo").header(header::ACCEPT, "text/html"), Body::empty())
+        .send(
+            Request::post("/echo").header(header::ACCEPT, "text/html"),
+            Body::empty(),
+        )
         .await;
-    assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        res.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(body(res).await.contains("token missing"));
 }
 
@@ -382,10 +467,18 @@ async fn a_custom_rejection_handler_is_used() {
 #[tokio::test]
 async fn cookie_mode_ignores_the_session() {
     let mut c = Client::new(CsrfLayer::new().with_mode(CsrfMode::Cookie));
-    assert_eq!(c.send(Request::post("/start"), Body::empty()).await.status(), StatusCode::OK);
+    assert_eq!(
+        c.send(Request::post("/start"), Body::empty())
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let token = c.token().await;
     assert!(c.cookies.iter().any(|x| x.starts_with("_xsrf=")));
-    assert_eq!(c.post_header("/echo", &token).await.status(), StatusCode::OK);
+    assert_eq!(
+        c.post_header("/echo", &token).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -393,12 +486,20 @@ async fn form_field_renders_a_hidden_input() {
     let mut c = Client::new(CsrfLayer::new());
     let res = c.send(Request::get("/field"), Body::empty()).await;
     let html = body(res).await;
-    assert!(html.starts_with("<input type=\"hidden\" name=\"_xsrf\" value=\"2|"), "{html}");
+    assert!(
+        html.starts_with("<input type=\"hidden\" name=\"_xsrf\" value=\"2|"),
+        "{html}"
+    );
 }
 
 #[test]
 fn bad_trusted_origins_are_config_errors() {
-    for bad in ["https://example.com/", "example.com", "https://*.example.com", "null"] {
+    for bad in [
+        "https://example.com/",
+        "example.com",
+        "https://*.example.com",
+        "null",
+    ] {
         assert!(CsrfLayer::new().with_trusted_origin(bad).is_err(), "{bad}");
     }
     assert!(CsrfLayer::new().with_cookie_name("__Host-xsrf").is_ok());

@@ -36,7 +36,10 @@ impl Probe {
             std::future::pending::<()>().await;
         }
         if self.fail.load(Ordering::SeqCst) {
-            return Err(store::Error::new(store::ErrorKind::Unavailable, "probe down"));
+            return Err(store::Error::new(
+                store::ErrorKind::Unavailable,
+                "probe down",
+            ));
         }
         Ok(())
     }
@@ -116,10 +119,12 @@ fn harness(configure: impl FnOnce(SessionLayer) -> SessionLayer) -> Harness {
         )
         .route(
             "/set/{key}/{value}",
-            post(|s: Session, Path((k, v)): Path<(String, String)>| async move {
-                s.set(&k, &v).await?;
-                Ok::<_, SessionError>("ok")
-            }),
+            post(
+                |s: Session, Path((k, v)): Path<(String, String)>| async move {
+                    s.set(&k, &v).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
         )
         .route(
             "/login/{user}",
@@ -194,7 +199,9 @@ async fn send(app: &Router, method: &str, uri: &str, cookie: Option<&str>) -> Re
 }
 
 async fn text(res: Response<Body>) -> String {
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
@@ -230,12 +237,18 @@ async fn write_sets_cookie_with_safe_attributes_and_cache_headers() {
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(c.split("; ").any(|a| a == attr), "{attr} missing in {c}");
     }
-    assert!(!c.contains("Max-Age"), "browser-session cookie by default: {c}");
+    assert!(
+        !c.contains("Max-Age"),
+        "browser-session cookie by default: {c}"
+    );
     assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
     assert_eq!(res.headers()[header::VARY], "Cookie");
     assert_eq!(h.probe.calls(), 1, "a new session is one store operation");
     let res = send(&h.app, "GET", "/get/k", Some(&pair(&c))).await;
-    assert!(set_cookie(&res).is_none(), "an unchanged read sets no cookie");
+    assert!(
+        set_cookie(&res).is_none(),
+        "an unchanged read sets no cookie"
+    );
     assert_eq!(text(res).await, "v");
     assert_eq!(h.probe.calls(), 2, "a read is one store operation");
 }
@@ -286,9 +299,15 @@ async fn login_rotates_the_id_and_keeps_data() {
     let res = send(&h.app, "POST", "/login/alice", Some(&anon)).await;
     let logged = pair(&set_cookie(&res).unwrap());
     assert_ne!(anon, logged);
-    assert_eq!(text(send(&h.app, "GET", "/get/cart", Some(&logged)).await).await, "3");
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/cart", Some(&logged)).await).await,
+        "3"
+    );
     // The pre-login ticket is dead, and the store holds one session.
-    assert_eq!(text(send(&h.app, "GET", "/get/cart", Some(&anon)).await).await, "-");
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/cart", Some(&anon)).await).await,
+        "-"
+    );
     assert_eq!(h.probe.inner.len(), 1);
     let mine = h.probe.inner.sessions_of("alice").await.unwrap();
     assert_eq!(mine.len(), 1);
@@ -302,7 +321,10 @@ async fn logout_deletes_the_record_and_removes_the_cookie() {
     let removal = set_cookie(&res).unwrap();
     assert!(removal.starts_with("session=; Max-Age=0"), "{removal}");
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
-        assert!(removal.split("; ").any(|a| a == attr), "{attr} in {removal}");
+        assert!(
+            removal.split("; ").any(|a| a == attr),
+            "{attr} in {removal}"
+        );
     }
     assert!(h.probe.inner.is_empty());
     // Replaying the old ticket finds nothing.
@@ -325,8 +347,14 @@ async fn a_slower_write_does_not_undo_a_concurrent_logout() {
     let res = slow.await.unwrap();
     // The slow request's write is dropped and its cookie cleared; the session stays dead.
     assert!(set_cookie(&res).unwrap().contains("Max-Age=0"));
-    assert!(h.probe.inner.is_empty(), "logged-out session was resurrected");
-    assert_eq!(text(send(&h.app, "GET", "/get/k", Some(&c)).await).await, "-");
+    assert!(
+        h.probe.inner.is_empty(),
+        "logged-out session was resurrected"
+    );
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/k", Some(&c)).await).await,
+        "-"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -356,7 +384,10 @@ async fn idle_timeout_is_enforced_server_side() {
     let h = harness(|l| l.with_idle_timeout(Duration::from_millis(400)));
     let c = pair(&set_cookie(&send(&h.app, "POST", "/set/k/v", None).await).unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(text(send(&h.app, "GET", "/get/k", Some(&c)).await).await, "v");
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/k", Some(&c)).await).await,
+        "v"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The client replays its cookie; the server has expired the session.
     let res = send(&h.app, "GET", "/get/k", Some(&c)).await;
@@ -375,7 +406,10 @@ async fn activity_extends_idle_but_not_the_absolute_lifetime() {
     // Reads every 250 ms keep it alive past one idle window...
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(text(send(&h.app, "GET", "/get/k", Some(&c)).await).await, "v");
+        assert_eq!(
+            text(send(&h.app, "GET", "/get/k", Some(&c)).await).await,
+            "v"
+        );
     }
     // ...but not past the absolute lifetime.
     let start = Instant::now();
@@ -385,7 +419,10 @@ async fn activity_extends_idle_but_not_the_absolute_lifetime() {
         if got == "-" {
             break;
         }
-        assert!(start.elapsed() < Duration::from_millis(1500), "outlived its lifetime");
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "outlived its lifetime"
+        );
     }
 }
 
@@ -426,12 +463,19 @@ async fn store_failure_is_a_503_not_a_panic() {
         ("POST", "/logout", Some(c.as_str())),
     ] {
         let res = send(&h.app, method, uri, cookie).await;
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
+        assert_eq!(
+            res.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {uri}"
+        );
         assert!(set_cookie(&res).is_none());
     }
     // Nothing was lost: once the store is back the session is intact.
     h.probe.fail.store(false, Ordering::SeqCst);
-    assert_eq!(text(send(&h.app, "GET", "/get/k", Some(&c)).await).await, "v");
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/k", Some(&c)).await).await,
+        "v"
+    );
 }
 
 #[tokio::test]
@@ -467,9 +511,15 @@ async fn duplicate_cookies_use_the_first_valid_ticket() {
     let a = pair(&set_cookie(&send(&h.app, "POST", "/set/who/a", None).await).unwrap());
     let b = pair(&set_cookie(&send(&h.app, "POST", "/set/who/b", None).await).unwrap());
     let both = format!("session=junk; {a}; {b}");
-    assert_eq!(text(send(&h.app, "GET", "/get/who", Some(&both)).await).await, "a");
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/who", Some(&both)).await).await,
+        "a"
+    );
     let both = format!("{b}; {a}");
-    assert_eq!(text(send(&h.app, "GET", "/get/who", Some(&both)).await).await, "b");
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/who", Some(&both)).await).await,
+        "b"
+    );
 }
 
 #[tokio::test]
@@ -479,7 +529,10 @@ async fn a_ticket_under_another_cookie_name_is_ignored() {
     let other = harness(|l| l.with_cookie_name("other").unwrap());
     // Same keys, same store contents are irrelevant: the MAC binds the name.
     let renamed = c.replacen("session=", "other=", 1);
-    assert_eq!(text(send(&other.app, "GET", "/get/k", Some(&renamed)).await).await, "-");
+    assert_eq!(
+        text(send(&other.app, "GET", "/get/k", Some(&renamed)).await).await,
+        "-"
+    );
     assert_eq!(other.probe.calls(), 0);
 }
 
@@ -487,7 +540,13 @@ async fn a_ticket_under_another_cookie_name_is_ignored() {
 fn invalid_cookie_settings_are_config_errors() {
     let layer = || SessionLayer::new(Arc::new(MemoryStore::new()), keys());
     assert!(layer().with_cookie_name("bad name").is_err());
-    assert!(layer().with_cookie_name("__Host-s").unwrap().with_cookie_path("/app").is_err());
+    assert!(
+        layer()
+            .with_cookie_name("__Host-s")
+            .unwrap()
+            .with_cookie_path("/app")
+            .is_err()
+    );
     assert!(
         layer()
             .with_same_site(cloakroom_core::cookie::SameSite::None)

@@ -39,7 +39,8 @@ pub fn urlencoded_field(body: &[u8], field: &str) -> Option<String> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &[][..]),
         };
-        (percent_decode(k)? == field.as_bytes()).then(|| percent_decode(v))?
+        (percent_decode(k)? == field.as_bytes())
+            .then(|| percent_decode(v))?
             .and_then(|v| String::from_utf8(v).ok())
     })
 }
@@ -124,7 +125,10 @@ mod tests {
     #[test]
     fn urlencoded() {
         let body = b"text=hi+there&_xsrf=2%7Cab%7Ccd%7C1&x";
-        assert_eq!(urlencoded_field(body, "_xsrf").as_deref(), Some("2|ab|cd|1"));
+        assert_eq!(
+            urlencoded_field(body, "_xsrf").as_deref(),
+            Some("2|ab|cd|1")
+        );
         assert_eq!(urlencoded_field(body, "text").as_deref(), Some("hi there"));
         assert_eq!(urlencoded_field(body, "x").as_deref(), Some(""));
         assert_eq!(urlencoded_field(body, "nope"), None);
@@ -136,8 +140,14 @@ mod tests {
     #[test]
     fn multipart() {
         let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nline1\r\nline2\r\n--XyZ\r\ncontent-disposition: form-data; name=\"_xsrf\"\r\n\r\n2|00|11|3\r\n--XyZ--\r\n";
-        assert_eq!(multipart_field(body, "XyZ", "_xsrf").as_deref(), Some("2|00|11|3"));
-        assert_eq!(multipart_field(body, "XyZ", "text").as_deref(), Some("hello"));
+        assert_eq!(
+            multipart_field(body, "XyZ", "_xsrf").as_deref(),
+            Some("2|00|11|3")
+        );
+        assert_eq!(
+            multipart_field(body, "XyZ", "text").as_deref(),
+            Some("hello")
+        );
         assert_eq!(multipart_field(body, "XyZ", "missing"), None);
         assert_eq!(multipart_field(b"--XyZ", "XyZ", "_xsrf"), None);
         assert_eq!(multipart_field(b"", "XyZ", "_xsrf"), None);

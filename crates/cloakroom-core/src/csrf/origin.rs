@@ -43,7 +43,11 @@ impl Origin {
             // An IPv6 literal: [hex:...]
             let close = inner.find(']').ok_or_else(err)?;
             let addr = &inner[..close];
-            if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            if addr.is_empty()
+                || !addr
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
                 return Err(err());
             }
             let after = &inner[close + 1..];
@@ -58,7 +62,9 @@ impl Origin {
                 None => (rest, None),
             };
             if h.is_empty()
-                || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
                 || h.starts_with('.')
                 || h.ends_with('.')
                 || h.contains("..")
@@ -139,7 +145,9 @@ pub fn check_cross_origin(req: &RequestOrigin<'_>, trusted: &[Origin]) -> Result
             .is_some_and(|o| trusted.iter().any(|t| t.0.eq_ignore_ascii_case(o.trim())))
     };
     match req.sec_fetch_site.map(str::trim) {
-        Some(site) if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") => {
+        Some(site)
+            if site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none") =>
+        {
             return Ok(());
         }
         Some(_) => {
@@ -212,7 +220,11 @@ mod tests {
             ("cross-site", Some("https://partner.example"), Ok(())),
             ("cross-site", Some("HTTPS://PARTNER.EXAMPLE"), Ok(())),
             ("cross-site", Some("http://partner.example"), X),
-            ("cross-site", Some("https://partner.example.attacker.com"), X),
+            (
+                "cross-site",
+                Some("https://partner.example.attacker.com"),
+                X,
+            ),
             ("cross-site", Some("https://partner.example:8443"), X),
             ("cross-site", Some("null"), X),
             ("same-site", Some("https://partner.example"), Ok(())),
@@ -220,7 +232,11 @@ mod tests {
             ("", None, X),
         ];
         for (site, origin, want) in table {
-            assert_eq!(check(Some(site), *origin, &trusted), *want, "{site} {origin:?}");
+            assert_eq!(
+                check(Some(site), *origin, &trusted),
+                *want,
+                "{site} {origin:?}"
+            );
         }
     }
 
@@ -300,7 +316,13 @@ mod tests {
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(Origin::parse("HTTPS://Example.COM").unwrap().as_str(), "https://example.com");
-        assert_eq!(Origin::parse("http://localhost:8000").unwrap().host(), "localhost:8000");
+        assert_eq!(
+            Origin::parse("HTTPS://Example.COM").unwrap().as_str(),
+            "https://example.com"
+        );
+        assert_eq!(
+            Origin::parse("http://localhost:8000").unwrap().host(),
+            "localhost:8000"
+        );
     }
 }

@@ -117,7 +117,9 @@ pub fn decode_token(token: &str) -> Result<Secret, Reason> {
         if ts.is_empty() || ts.len() > 20 || !ts.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Reason::TokenMalformed);
         }
-        let mask = unhex(mask).filter(|m| m.len() == 4).ok_or(Reason::TokenMalformed)?;
+        let mask = unhex(mask)
+            .filter(|m| m.len() == 4)
+            .ok_or(Reason::TokenMalformed)?;
         let mut masked = unhex(masked).ok_or(Reason::TokenMalformed)?;
         for (i, b) in masked.iter_mut().enumerate() {
             *b ^= mask[i % 4];
@@ -173,10 +175,7 @@ mod tests {
         s.verify(&s.to_hex()).unwrap();
         s.verify(&s.to_hex().to_uppercase()).unwrap();
         let v2 = s.mask_with([1, 2, 3, 4], 1_700_000_000);
-        assert_eq!(
-            v2,
-            "2|01020304|3133313735373533393b626662666662|1700000000"
-        );
+        assert_eq!(v2, "2|01020304|3133313735373533393b626662666662|1700000000");
         s.verify(&v2).unwrap();
     }
 

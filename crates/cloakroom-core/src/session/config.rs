@@ -53,7 +53,9 @@ impl SessionConfig {
     pub fn validate(&self) -> Result<(), CookieConfigError> {
         self.cookie.validate()?;
         if self.idle_timeout.is_zero() || self.absolute_lifetime.is_zero() {
-            return Err(CookieConfigError("session timeouts must be positive".into()));
+            return Err(CookieConfigError(
+                "session timeouts must be positive".into(),
+            ));
         }
         if self.store_timeout.is_zero() {
             return Err(CookieConfigError("store timeout must be positive".into()));

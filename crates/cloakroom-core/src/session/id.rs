@@ -161,7 +161,10 @@ impl Timestamp {
 
     /// This time plus `d` (saturating).
     pub fn plus(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+        Timestamp(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// Time from `self` until `later`, zero if `later` is not later.
@@ -246,6 +249,9 @@ mod tests {
     #[test]
     fn timestamps_print_as_rfc3339() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(Timestamp(1_764_320_000_000).to_string(), "2025-11-28T08:53:20Z");
+        assert_eq!(
+            Timestamp(1_764_320_000_000).to_string(),
+            "2025-11-28T08:53:20Z"
+        );
     }
 }

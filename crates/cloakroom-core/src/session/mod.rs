@@ -362,7 +362,10 @@ impl Session {
     async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
         let mut st = self.inner.state.lock().await;
         if !st.loaded {
-            let id = st.id.clone().expect("an unloaded session has an incoming id");
+            let id = st
+                .id
+                .clone()
+                .expect("an unloaded session has an incoming id");
             let store = &self.inner.shared.store;
             let record = timed(self.config().store_timeout, store.load(&id.key())).await?;
             let now = Timestamp::now();
@@ -552,7 +555,10 @@ impl Session {
     /// Store failures, an empty user, or a committed response.
     pub async fn login(&self, user: &str) -> Result<()> {
         if user.is_empty() {
-            return Err(Error::new(ErrorKind::ReservedKey, "user id must not be empty"));
+            return Err(Error::new(
+                ErrorKind::ReservedKey,
+                "user id must not be empty",
+            ));
         }
         let mut st = self.state_mut().await?;
         let record = self.ensure_record(&mut st);

@@ -308,7 +308,8 @@ impl SessionStore for MemoryStore {
         for key in keys {
             let owned = {
                 let map = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
-                map.get(&key).is_some_and(|r| r.meta.user.as_deref() == Some(user))
+                map.get(&key)
+                    .is_some_and(|r| r.meta.user.as_deref() == Some(user))
             };
             if owned && self.delete(&key).await? {
                 n += 1;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout on a fresh machine:
+#   1. installs what the tests need (redis-server, Chromium + ChromeDriver, a Python venv
+#      with Tornado and pycket for the interop tests) when missing;
+#   2. checks formatting and lints;
+#   3. runs every test of the workspace (one shared debug build).
+# Tests start their own redis-server / chromedriver / Tornado processes on free loopback
+# ports; nothing here needs to be running beforehand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The Debian package starts a system redis on 6379; tests use their own servers.
+
+VENV="${CLOAKROOM_VENV:-$PWD/.venv}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import tornado, pycket, redis' 2>/dev/null; then
+    log "creating Python venv at $VENV (tornado, pycket, redis)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+export CLOAKROOM_PYTHON="$VENV/bin/python"
+
+log "versions"
+cargo --version
+redis-server --version
+chromium --version 2>/dev/null || true
+"$CLOAKROOM_PYTHON" -c 'import tornado, sys; print("python", sys.version.split()[0], "tornado", tornado.version)'
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "cargo test --workspace"
+cargo test --workspace --no-fail-fast "$@"
