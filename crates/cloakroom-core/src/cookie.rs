@@ -24,7 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::keys::{KEY_ID_LEN, KeyRing, MAC_LEN};
-use crate::session::{ID_LEN, SessionId};
+use crate::session::{ID_LEN, SessionId, SessionKey};
 
 const VERSION: u8 = 1;
 const RAW_LEN: usize = 1 + KEY_ID_LEN + ID_LEN + MAC_LEN;
@@ -107,6 +107,54 @@ pub fn decode_ticket(
     let mut id = [0u8; ID_LEN];
     id.copy_from_slice(&signed[1 + KEY_ID_LEN..]);
     Ok(SessionId::from_bytes(id))
+}
+
+/// How session ids are made, named in the store and carried in the cookie.
+///
+/// The default, [`SignedTicket`], is Cloakroom's own. [`crate::tornado::PycketTicket`]
+/// speaks pycket's format (a Tornado-signed uuid4) for sharing sessions with a Tornado app.
+pub trait TicketFormat: Send + Sync + fmt::Debug + 'static {
+    /// A fresh random id.
+    fn generate(&self) -> SessionId;
+    /// The store key of `id`.
+    fn key(&self, id: &SessionId) -> SessionKey;
+    /// The cookie value carrying `id`.
+    fn encode(&self, keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String;
+    /// The id in a cookie value, if it verifies.
+    ///
+    /// # Errors
+    /// A [`TicketError`] for anything that does not verify.
+    fn decode(
+        &self,
+        keys: &KeyRing,
+        cookie_name: &str,
+        value: &str,
+    ) -> Result<SessionId, TicketError>;
+}
+
+/// Cloakroom's ticket: 256 random bits, MAC'd by the key ring, bound to the cookie name;
+/// the store sees only a SHA-256 of the id.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SignedTicket;
+
+impl TicketFormat for SignedTicket {
+    fn generate(&self) -> SessionId {
+        SessionId::generate()
+    }
+    fn key(&self, id: &SessionId) -> SessionKey {
+        id.key()
+    }
+    fn encode(&self, keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
+        encode_ticket(keys, cookie_name, id)
+    }
+    fn decode(
+        &self,
+        keys: &KeyRing,
+        cookie_name: &str,
+        value: &str,
+    ) -> Result<SessionId, TicketError> {
+        decode_ticket(keys, cookie_name, value)
+    }
 }
 
 /// The `SameSite` cookie attribute.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use cloakroom_core::cookie::{CookieConfigError, SameSite};
+use cloakroom_core::cookie::{CookieConfigError, SameSite, TicketFormat};
 use cloakroom_core::session::{Error, SessionConfig, SessionEngine, default_touch_interval};
 use cloakroom_core::{KeyRing, SessionStore};
 use http::header::{
@@ -66,6 +66,7 @@ pub struct SessionLayer {
     config: SessionConfig,
     touch_set: bool,
     on_error: ErrorHandler,
+    format: Option<Arc<dyn TicketFormat>>,
 }
 
 impl fmt::Debug for SessionLayer {
@@ -102,6 +103,7 @@ impl SessionLayer {
             config: SessionConfig::default(),
             touch_set: false,
             on_error: Arc::new(default_error_response),
+            format: None,
         }
     }
 
@@ -214,6 +216,15 @@ impl SessionLayer {
         self
     }
 
+    /// How ids are made and carried. Default: Cloakroom's signed ticket
+    /// ([`SignedTicket`](cloakroom_core::cookie::SignedTicket)); use
+    /// [`PycketTicket`](cloakroom_core::tornado::PycketTicket) with the cookie name
+    /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
+    pub fn with_ticket_format(mut self, format: Arc<dyn TicketFormat>) -> Self {
+        self.format = Some(format);
+        self
+    }
+
     /// The configuration as it stands.
     pub fn config(&self) -> &SessionConfig {
         &self.config
@@ -222,7 +233,11 @@ impl SessionLayer {
     /// The engine this layer's services use (build it once and share it with code that
     /// lists or revokes sessions outside requests).
     pub fn engine(&self) -> SessionEngine {
-        SessionEngine::new(self.store.clone(), self.keys.clone(), self.config.clone())
+        let engine = SessionEngine::new(self.store.clone(), self.keys.clone(), self.config.clone());
+        match &self.format {
+            Some(f) => engine.with_ticket_format(f.clone()),
+            None => engine,
+        }
     }
 }
 

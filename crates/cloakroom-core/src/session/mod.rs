@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 pub use config::{SessionConfig, default_touch_interval};
 pub use id::{ID_LEN, InvalidHandle, SessionId, SessionKey, Timestamp};
 
-use crate::cookie::{decode_ticket, encode_ticket};
+use crate::cookie::{SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
 use crate::store::{self, Applied, Created, Patch, Record, SessionInfo, SessionStore};
 
@@ -167,6 +167,7 @@ struct Shared {
     store: Arc<dyn SessionStore>,
     keys: KeyRing,
     config: SessionConfig,
+    format: Arc<dyn TicketFormat>,
 }
 
 impl fmt::Debug for SessionEngine {
@@ -186,8 +187,28 @@ impl SessionEngine {
                 store,
                 keys,
                 config,
+                format: Arc::new(SignedTicket),
             }),
         }
+    }
+
+    /// The same engine with another ticket format (default [`SignedTicket`]).
+    #[must_use]
+    pub fn with_ticket_format(self, format: Arc<dyn TicketFormat>) -> Self {
+        let s = &self.shared;
+        SessionEngine {
+            shared: Arc::new(Shared {
+                store: s.store.clone(),
+                keys: s.keys.clone(),
+                config: s.config.clone(),
+                format,
+            }),
+        }
+    }
+
+    /// The ticket format.
+    pub fn ticket_format(&self) -> &Arc<dyn TicketFormat> {
+        &self.shared.format
     }
 
     /// The configuration.
@@ -217,7 +238,7 @@ impl SessionEngine {
         if let Some(header) = cookie_header {
             for value in crate::cookie::cookie_values(header, name) {
                 had_cookie = true;
-                match decode_ticket(&self.shared.keys, name, value) {
+                match self.shared.format.decode(&self.shared.keys, name, value) {
                     Ok(id) => {
                         incoming = Some(id);
                         break;
@@ -352,6 +373,10 @@ impl Session {
         &self.inner.shared.config
     }
 
+    fn key_of(&self, id: &SessionId) -> SessionKey {
+        self.inner.shared.format.key(id)
+    }
+
     fn deadline(&self, created_at: Timestamp, now: Timestamp) -> Timestamp {
         let c = self.config();
         now.plus(c.idle_timeout)
@@ -367,7 +392,7 @@ impl Session {
                 .clone()
                 .expect("an unloaded session has an incoming id");
             let store = &self.inner.shared.store;
-            let record = timed(self.config().store_timeout, store.load(&id.key())).await?;
+            let record = timed(self.config().store_timeout, store.load(&self.key_of(&id))).await?;
             let now = Timestamp::now();
             // Enforce this server's timeouts too: the store's expiry may predate a config
             // change.
@@ -622,10 +647,10 @@ impl Session {
         if !st.renew {
             st.renew = true;
             if st.stored {
-                st.replaced = st.id.as_ref().map(SessionId::key);
+                st.replaced = st.id.as_ref().map(|id| self.key_of(id));
             }
         }
-        st.id = Some(SessionId::generate());
+        st.id = Some(self.inner.shared.format.generate());
     }
 
     /// Makes the cookie persistent (`true`, "remember me") or a browser-session cookie.
@@ -668,9 +693,9 @@ impl Session {
             return Ok(None);
         }
         if st.id.is_none() {
-            st.id = Some(SessionId::generate());
+            st.id = Some(self.inner.shared.format.generate());
         }
-        Ok(st.id.as_ref().map(SessionId::key))
+        Ok(st.id.as_ref().map(|id| self.key_of(id)))
     }
 
     /// The engine's configuration.
@@ -692,7 +717,7 @@ impl Session {
             let st = self.state().await?;
             let user = st.record.as_ref().and_then(|r| r.meta.user.clone());
             let current = if st.stored && !st.renew {
-                st.id.as_ref().map(SessionId::key)
+                st.id.as_ref().map(|id| self.key_of(id))
             } else {
                 st.replaced
             };
@@ -734,7 +759,7 @@ impl Session {
         if st.destroyed {
             let mut keys: Vec<SessionKey> = st.replaced.into_iter().collect();
             if let Some(id) = &st.id {
-                keys.push(id.key());
+                keys.push(shared.format.key(id));
             }
             for key in &keys {
                 timed(limit, store.delete(key)).await?;
@@ -771,15 +796,15 @@ impl Session {
                 st.replaced = None;
             }
             let record = record.clone();
-            let mut id = st.id.take().unwrap_or_else(SessionId::generate);
+            let mut id = st.id.take().unwrap_or_else(|| shared.format.generate());
             let mut attempts = 0;
             loop {
-                match timed(limit, store.create(&id.key(), &record)).await? {
+                match timed(limit, store.create(&shared.format.key(&id), &record)).await? {
                     Created::Done => break,
                     Created::Collision if attempts < 3 => {
                         attempts += 1;
                         tracing::warn!("session id collision; retrying with a new id");
-                        id = SessionId::generate();
+                        id = shared.format.generate();
                     }
                     Created::Collision => {
                         return Err(store::Error::new(
@@ -809,7 +834,7 @@ impl Session {
         }
 
         let id = st.id.clone().expect("a stored session has an id");
-        let key = id.key();
+        let key = shared.format.key(&id);
         if !st.changes.is_empty() || st.remember_changed {
             let expires_at = self.deadline(record.meta.created_at, now);
             let mut patch = Patch::new(now, expires_at);
@@ -868,7 +893,9 @@ impl Session {
 
     fn ticket_cookie(&self, id: &SessionId, record: &Record) -> String {
         let shared = &*self.inner.shared;
-        let ticket = encode_ticket(&shared.keys, &shared.config.cookie.name, id);
+        let ticket = shared
+            .format
+            .encode(&shared.keys, &shared.config.cookie.name, id);
         let max_age = record
             .meta
             .remember
