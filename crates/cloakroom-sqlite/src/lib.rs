@@ -1,1 +1,719 @@
-//! Work in progress.
+//! An embedded SQLite session store for Cloakroom: sessions survive restarts, with no server
+//! to run.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), cloakroom_core::store::Error> {
+//! use std::time::Duration;
+//! use cloakroom_core::session::{SessionId, Timestamp};
+//! use cloakroom_core::store::{Applied, Patch, Record, SessionStore};
+//! use cloakroom_sqlite::SqliteStore;
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("sessions.db");
+//! let store = SqliteStore::open(&path).await?;   // creates the file and the schema
+//! let key = SessionId::generate().key();
+//! let now = Timestamp::now();
+//! let mut record = Record::new(now, now.plus(Duration::from_secs(3600)));
+//! record.data.insert("cart".into(), "[1,2]".into());
+//! store.create(&key, &record).await?;
+//!
+//! // Field-level patch: one guarded UPDATE, never recreates a deleted or expired session.
+//! let patch = Patch::new(now, now.plus(Duration::from_secs(3600))).set("theme", "\"dark\"");
+//! assert_eq!(store.apply(&key, &patch).await?, Applied::Done);
+//! assert_eq!(store.load(&key).await?.unwrap().data.len(), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! How it works:
+//! - One table, `sessions`, keyed by the 32-byte session key, with indexes on the user (for
+//!   "your devices" and revoke-all) and on the expiry (for purging). Times are milliseconds
+//!   since the Unix epoch. The schema is versioned with `PRAGMA user_version` ([`SCHEMA_VERSION`]);
+//!   a database from a newer version is refused.
+//! - `data` is a JSON object mapping each field name to the field's JSON text, stored as a
+//!   JSON string, so [`apply`](SessionStore::apply) is a single `UPDATE ... SET data =
+//!   json_patch(data, ?) ... WHERE key = ? AND expires_at > now`: field-level, atomic, and
+//!   unable to resurrect a session that is gone.
+//! - Every query ignores expired rows; a background task deletes them every few minutes
+//!   ([`SqliteStoreBuilder::purge_interval`]).
+//! - WAL journal, `synchronous = NORMAL`, a small pool of connections used on tokio's
+//!   blocking threads, prepared statements cached per connection.
+//!
+//! Several processes (the app and the `cloakroom` admin CLI) may use one file at once.
+
+mod error;
+mod pool;
+mod schema;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom_core::session::{SessionKey, Timestamp};
+use cloakroom_core::store::{
+    Applied, Created, Cursor, Error, ErrorKind, Fields, Meta, Page, Patch, Record, Result,
+    SessionInfo, SessionStore,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::SqlContext;
+use crate::pool::{Access, Pool, Target};
+
+pub use crate::schema::SCHEMA_VERSION;
+
+/// Default number of connections (see [`SqliteStoreBuilder::pool_size`]).
+pub const DEFAULT_POOL_SIZE: usize = 4;
+/// Default busy timeout (see [`SqliteStoreBuilder::busy_timeout`]).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default purge interval (see [`SqliteStoreBuilder::purge_interval`]).
+pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Expired rows deleted per statement while purging, so a large purge never holds the
+/// write lock for long.
+const PURGE_BATCH: usize = 1000;
+
+/// Sessions in a SQLite database file.
+///
+/// Cheap to clone (clones share the connections). Open it with [`SqliteStore::open`], or
+/// [`SqliteStore::builder`] to change the defaults.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Arc<Pool>,
+    purge_interval: Option<Duration>,
+    /// The background purge task, stopped when the store is dropped.
+    purger: OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(purger) = self.purger.get() {
+            purger.abort();
+        }
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SqliteStore");
+        match self.inner.pool.target() {
+            Target::File(path) => d.field("path", path),
+            Target::Memory => d.field("path", &":memory:"),
+        };
+        d.field("pool_size", &self.inner.pool.size())
+            .field("busy_timeout", &self.inner.pool.busy_timeout())
+            .field("purge_interval", &self.inner.purge_interval)
+            .finish()
+    }
+}
+
+/// Options for opening a [`SqliteStore`]; from [`SqliteStore::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SqliteStoreBuilder {
+    pool_size: usize,
+    busy_timeout: Duration,
+    purge_interval: Option<Duration>,
+}
+
+impl Default for SqliteStoreBuilder {
+    fn default() -> Self {
+        SqliteStoreBuilder {
+            pool_size: DEFAULT_POOL_SIZE,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            purge_interval: Some(DEFAULT_PURGE_INTERVAL),
+        }
+    }
+}
+
+impl SqliteStoreBuilder {
+    /// How many connections the store may open (default [`DEFAULT_POOL_SIZE`], 4; at least
+    /// 1). Reads run in parallel on them; writes take turns anyway (SQLite has one writer at
+    /// a time), so more connections than cores buys little. An in-memory store always has one.
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections.max(1);
+        self
+    }
+
+    /// How long an operation waits for another process's write lock before failing with
+    /// [`ErrorKind::Unavailable`] (default [`DEFAULT_BUSY_TIMEOUT`], 5 s: long enough for the
+    /// admin CLI's purge batches, short enough to answer 503 instead of hanging a request).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How often a background task deletes expired rows (default every
+    /// [`DEFAULT_PURGE_INTERVAL`], 5 min); `None` turns it off (run
+    /// [`SessionStore::purge_expired`] yourself, or `cloakroom gc`). Expired rows are invisible
+    /// at once either way; purging only reclaims their space. The task runs on the tokio
+    /// runtime that opened the store and stops when the store is dropped.
+    pub fn purge_interval(mut self, every: Option<Duration>) -> Self {
+        self.purge_interval = every;
+        self
+    }
+
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to
+    /// date. The path `:memory:` opens a private in-memory database, as
+    /// [`open_in_memory`](Self::open_in_memory) does.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a database written by a newer version of this crate or that
+    /// holds another program's `sessions` table; [`ErrorKind::Corrupt`] for a file that is not
+    /// a SQLite database; [`ErrorKind::Unavailable`] when the file cannot be opened or stays
+    /// locked past the busy timeout.
+    pub async fn open(self, path: impl AsRef<Path>) -> Result<SqliteStore> {
+        let path = path.as_ref();
+        if path.as_os_str() == ":memory:" {
+            return self.open_in_memory().await;
+        }
+        if path.as_os_str().is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the sqlite session store needs a file path (or :memory:)",
+            ));
+        }
+        let path = path.to_path_buf();
+        let busy = self.busy_timeout;
+        let target = Target::File(path.clone());
+        let conn = blocking(move || {
+            let mut conn = pool::open_file(&path, busy).map_err(|e| at_path(e, &path))?;
+            enable_wal(&conn).map_err(|e| at_path(e, &path))?;
+            schema::migrate(&mut conn).map_err(|e| at_path(e, &path))?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(self.finish(target, conn))
+    }
+
+    /// Opens a private in-memory database: for tests and demos, gone when the store is
+    /// dropped. It has a single connection whatever the pool size.
+    ///
+    /// # Errors
+    /// Only if SQLite cannot allocate the database.
+    pub async fn open_in_memory(self) -> Result<SqliteStore> {
+        let busy = self.busy_timeout;
+        let conn = blocking(move || {
+            let mut conn = pool::open_memory(busy)?;
+            schema::migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(self.finish(Target::Memory, conn))
+    }
+
+    fn finish(self, target: Target, conn: Connection) -> SqliteStore {
+        let pool = Arc::new(Pool::new(target, self.pool_size, self.busy_timeout, conn));
+        let inner = Arc::new(Inner {
+            pool,
+            purge_interval: self.purge_interval,
+            purger: OnceLock::new(),
+        });
+        if let (Some(every), Ok(runtime)) =
+            (self.purge_interval, tokio::runtime::Handle::try_current())
+        {
+            let task = runtime.spawn(purge_periodically(Arc::downgrade(&inner), every));
+            let _ = inner.purger.set(task.abort_handle());
+        }
+        SqliteStore { inner }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with the default options: see
+    /// [`SqliteStoreBuilder::open`].
+    ///
+    /// # Errors
+    /// As [`SqliteStoreBuilder::open`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().open(path).await
+    }
+
+    /// A private in-memory database (tests, demos): see [`SqliteStoreBuilder::open_in_memory`].
+    ///
+    /// # Errors
+    /// As [`SqliteStoreBuilder::open_in_memory`].
+    pub async fn open_in_memory() -> Result<Self> {
+        Self::builder().open_in_memory().await
+    }
+
+    /// Options: pool size, busy timeout, purge interval.
+    pub fn builder() -> SqliteStoreBuilder {
+        SqliteStoreBuilder::default()
+    }
+
+    /// The database file, or `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        match self.inner.pool.target() {
+            Target::File(path) => Some(path),
+            Target::Memory => None,
+        }
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.inner.pool.run(Access::Read, work).await
+    }
+
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.inner.pool.run(Access::Write, work).await
+    }
+}
+
+/// Runs blocking setup work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        Error::new(ErrorKind::Backend, "opening the sqlite store failed").with_source(e)
+    })?
+}
+
+/// Adds the file name to an error from opening it.
+fn at_path(e: Error, path: &Path) -> Error {
+    let message = format!("{} ({})", e.message(), path.display());
+    let kind = e.kind();
+    let source: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+    Error::new(kind, message).with_source(BoxedSource(source))
+}
+
+/// A boxed error usable as a `with_source` argument.
+#[derive(Debug)]
+struct BoxedSource(Box<dyn std::error::Error + Send + Sync>);
+
+impl fmt::Display for BoxedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The wrapped store error repeats the message; show only its cause.
+        match self.0.source() {
+            Some(cause) => fmt::Display::fmt(cause, f),
+            None => fmt::Display::fmt(&self.0, f),
+        }
+    }
+}
+
+impl std::error::Error for BoxedSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+fn enable_wal(conn: &Connection) -> Result<()> {
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .ctx("switching to WAL")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // E.g. a file system without shared memory: still correct, only slower.
+        tracing::warn!(journal_mode = %mode, "the session database could not use WAL");
+    }
+    Ok(())
+}
+
+async fn purge_periodically(store: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tick.tick().await;
+        let Some(inner) = store.upgrade() else { return };
+        let store = SqliteStore { inner };
+        match store.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "purged expired sessions"),
+            Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows
+
+const COLUMNS: &str = "key, user, created_at, last_seen, expires_at, user_agent, remember, data";
+
+/// A row as read: the data column still JSON.
+struct RawRow {
+    key: [u8; 32],
+    meta: Meta,
+    data: String,
+}
+
+fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        key: row.get(0)?,
+        meta: Meta {
+            user: row.get(1)?,
+            created_at: Timestamp(row.get(2)?),
+            last_seen: Timestamp(row.get(3)?),
+            expires_at: Timestamp(row.get(4)?),
+            user_agent: row.get(5)?,
+            remember: row.get(6)?,
+        },
+        data: row.get(7)?,
+    })
+}
+
+impl RawRow {
+    fn record(self) -> Result<Record> {
+        Ok(Record {
+            data: decode_data(&self.data)?,
+            meta: self.meta,
+        })
+    }
+
+    fn info(self) -> Result<SessionInfo> {
+        let key = SessionKey::from_bytes(self.key);
+        Ok(self.record()?.info(key))
+    }
+}
+
+fn decode_data(json: &str) -> Result<Fields> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::new(
+            ErrorKind::Corrupt,
+            "a session's data column is not a JSON object of strings",
+        )
+        .with_source(e)
+    })
+}
+
+fn encode_data(fields: &Fields) -> String {
+    serde_json::to_string(fields).expect("a map of strings always serializes")
+}
+
+/// The RFC 7396 merge patch for `patch`, or `None` when it changes no field. Removals go
+/// in first so that a field both removed and set ends up set, as in [`Record::apply`].
+fn merge_patch(patch: &Patch) -> Option<String> {
+    if patch.set.is_empty() && patch.remove.is_empty() {
+        return None;
+    }
+    let mut doc = serde_json::Map::new();
+    for name in &patch.remove {
+        doc.insert(name.clone(), serde_json::Value::Null);
+    }
+    for (name, json) in &patch.set {
+        doc.insert(name.clone(), serde_json::Value::String(json.clone()));
+    }
+    Some(serde_json::Value::Object(doc).to_string())
+}
+
+fn key_param(key: &SessionKey) -> &[u8] {
+    key.as_bytes()
+}
+
+fn parse_cursor(cursor: &Cursor) -> Result<Vec<u8>> {
+    if cursor.0.is_empty() {
+        return Ok(Vec::new()); // sorts before every key
+    }
+    SessionKey::from_handle(&cursor.0)
+        .map(|k| k.as_bytes().to_vec())
+        .ok_or_else(|| Error::new(ErrorKind::Config, "invalid scan cursor"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The store
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let key = *key;
+        self.read(move |conn| {
+            let now = Timestamp::now();
+            let row = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM sessions WHERE key = ?1 AND expires_at > ?2"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![key_param(&key), now.as_millis()], raw_row)
+                        .optional()
+                })
+                .ctx("loading a session")?;
+            row.map(RawRow::record).transpose()
+        })
+        .await
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
+        let key = *key;
+        let data = encode_data(&record.data);
+        let meta = record.meta.clone();
+        self.write(move |conn| {
+            let now = Timestamp::now();
+            // Inserts, or replaces a row only if it has expired: one statement, so two
+            // creates of one key cannot both win.
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (key, user, created_at, last_seen, expires_at, user_agent, remember, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (key) DO UPDATE SET
+                         user = excluded.user, created_at = excluded.created_at,
+                         last_seen = excluded.last_seen, expires_at = excluded.expires_at,
+                         user_agent = excluded.user_agent, remember = excluded.remember,
+                         data = excluded.data
+                     WHERE sessions.expires_at <= ?9",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        key_param(&key),
+                        meta.user,
+                        meta.created_at.as_millis(),
+                        meta.last_seen.as_millis(),
+                        meta.expires_at.as_millis(),
+                        meta.user_agent,
+                        meta.remember,
+                        data,
+                        now.as_millis(),
+                    ])
+                })
+                .ctx("creating a session")?;
+            Ok(if changed == 1 { Created::Done } else { Created::Collision })
+        })
+        .await
+    }
+
+    async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
+        let key = *key;
+        let merge = merge_patch(patch);
+        let (last_seen, expires_at, remember) = (patch.last_seen, patch.expires_at, patch.remember);
+        self.write(move |conn| {
+            let now = Timestamp::now();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE sessions SET
+                         data = CASE WHEN ?1 IS NULL THEN data ELSE json_patch(data, ?1) END,
+                         last_seen = ?2, expires_at = ?3, remember = coalesce(?4, remember)
+                     WHERE key = ?5 AND expires_at > ?6",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        merge,
+                        last_seen.as_millis(),
+                        expires_at.as_millis(),
+                        remember,
+                        key_param(&key),
+                        now.as_millis(),
+                    ])
+                })
+                .ctx("patching a session")?;
+            Ok(if changed == 1 {
+                Applied::Done
+            } else {
+                Applied::Missing
+            })
+        })
+        .await
+    }
+
+    async fn touch(
+        &self,
+        key: &SessionKey,
+        last_seen: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Applied> {
+        let key = *key;
+        self.write(move |conn| {
+            let now = Timestamp::now();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE sessions SET last_seen = ?1, expires_at = ?2
+                     WHERE key = ?3 AND expires_at > ?4",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        last_seen.as_millis(),
+                        expires_at.as_millis(),
+                        key_param(&key),
+                        now.as_millis(),
+                    ])
+                })
+                .ctx("touching a session")?;
+            Ok(if changed == 1 {
+                Applied::Done
+            } else {
+                Applied::Missing
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let key = *key;
+        self.write(move |conn| {
+            let now = Timestamp::now();
+            // Deletes an expired row too (it is garbage), but reports only a live one.
+            let expires_at: Option<i64> = conn
+                .prepare_cached("DELETE FROM sessions WHERE key = ?1 RETURNING expires_at")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![key_param(&key)], |row| row.get(0))
+                        .optional()
+                })
+                .ctx("deleting a session")?;
+            Ok(expires_at.is_some_and(|t| t > now.as_millis()))
+        })
+        .await
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
+        let user = user.to_owned();
+        self.read(move |conn| {
+            let now = Timestamp::now();
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM sessions
+                     WHERE user = ?1 AND expires_at > ?2
+                     ORDER BY last_seen DESC"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![user, now.as_millis()], raw_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .ctx("listing a user's sessions")?;
+            rows.into_iter().map(RawRow::info).collect()
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
+        let user = user.to_owned();
+        let except = except.map(|k| k.as_bytes().to_vec());
+        self.write(move |conn| {
+            let now = Timestamp::now();
+            // `key IS NOT NULL` (no exception) is true for every row.
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM sessions WHERE user = ?1 AND expires_at > ?2 AND key IS NOT ?3",
+                )
+                .and_then(|mut stmt| stmt.execute(params![user, now.as_millis(), except]))
+                .ctx("deleting a user's sessions")?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
+        let after = parse_cursor(&cursor)?;
+        let limit = limit.clamp(1, 10_000);
+        self.read(move |conn| {
+            let now = Timestamp::now();
+            // Keyset pagination on the primary key: stable under concurrent writes, and
+            // each page is one index range scan.
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM sessions
+                     WHERE key > ?1 AND expires_at > ?2
+                     ORDER BY key LIMIT ?3"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![after, now.as_millis(), limit as i64], raw_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .ctx("scanning sessions")?;
+            let next = (rows.len() == limit)
+                .then(|| {
+                    rows.last()
+                        .map(|r| Cursor(SessionKey::from_bytes(r.key).to_handle()))
+                })
+                .flatten();
+            let sessions = rows.into_iter().map(RawRow::info).collect::<Result<_>>()?;
+            Ok(Page { sessions, next })
+        })
+        .await
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            // One batch per statement and per turn at the writer lock, so requests get
+            // their writes in between.
+            let n = self
+                .write(move |conn| {
+                    let now = Timestamp::now();
+                    conn.prepare_cached(
+                        "DELETE FROM sessions WHERE key IN
+                             (SELECT key FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![now.as_millis(), PURGE_BATCH as i64]))
+                    .ctx("purging expired sessions")
+                })
+                .await?;
+            total += n as u64;
+            if n < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT 1")
+                .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
+                .ctx("pinging the session database")?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patches_set_fields_as_strings_and_remove_with_null() {
+        let now = Timestamp(0);
+        let p = Patch::new(now, now)
+            .remove("a")
+            .set("b", "null")
+            .set("a", "[1]");
+        assert_eq!(merge_patch(&p).unwrap(), r#"{"a":"[1]","b":"null"}"#);
+        let p = Patch::new(now, now).remove("gone");
+        assert_eq!(merge_patch(&p).unwrap(), r#"{"gone":null}"#);
+        assert_eq!(merge_patch(&Patch::new(now, now)), None);
+    }
+
+    #[test]
+    fn cursors_are_handles() {
+        assert_eq!(parse_cursor(&Cursor::start()).unwrap(), Vec::<u8>::new());
+        let key = SessionKey::from_bytes([7; 32]);
+        assert_eq!(parse_cursor(&Cursor(key.to_handle())).unwrap(), vec![7; 32]);
+        let err = parse_cursor(&Cursor("0:abc".into())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn data_round_trips_and_garbage_is_corrupt() {
+        let mut fields = Fields::new();
+        fields.insert("a\"b".into(), "\"\\u0000\"".into());
+        assert_eq!(decode_data(&encode_data(&fields)).unwrap(), fields);
+        assert_eq!(decode_data("[1]").unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            decode_data(r#"{"a":1}"#).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+    }
+
+    #[test]
+    fn debug_shows_settings_only() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let store = SqliteStore::open_in_memory().await.unwrap();
+                let text = format!("{store:?}");
+                assert!(text.contains("pool_size: 1"), "{text}");
+                assert!(text.contains(":memory:"), "{text}");
+            });
+    }
+}

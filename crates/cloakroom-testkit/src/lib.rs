@@ -1,1 +1,288 @@
-//! Work in progress.
+//! Test support for Cloakroom stores: the conformance suite every [`SessionStore`] must pass.
+//!
+//! In a store crate's `tests/conformance.rs`:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cloakroom_core::store::{MemoryStore, SessionStore};
+//!
+//! // One `#[test]` per check, each on a fresh store (the expression is evaluated per test).
+//! cloakroom_testkit::conformance_tests!(async { Arc::new(MemoryStore::new()) as Arc<dyn SessionStore> });
+//! # fn main() {}
+//! ```
+//!
+//! The factory is an expression that evaluates to a future whose output is a [`Fixture`]:
+//! an `Arc<dyn SessionStore>`, or a pair `(store, guard)` where `guard` (a temporary
+//! directory, a spawned server) lives until the check ends. A second argument says what
+//! [`SessionStore::purge_expired`] is expected to return:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cloakroom_core::store::{MemoryStore, SessionStore};
+//! use cloakroom_testkit::Purge;
+//!
+//! cloakroom_testkit::conformance_tests!(
+//!     async { Arc::new(MemoryStore::new()) as Arc<dyn SessionStore> },
+//!     purge = Purge::EngineExpires,
+//! );
+//! # fn main() {}
+//! ```
+//!
+//! Each check is also a public function (`check_*`, in [`conformance`] and re-exported here)
+//! so a harness that cannot use the macro can call them itself. The checks use fresh random
+//! keys and user names, so several can share one backend (a Redis server) at once.
+
+pub mod conformance;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloakroom_core::store::SessionStore;
+
+pub use conformance::*;
+
+/// What a store under test is handed to the checks as: the store, plus whatever must stay
+/// alive while it is used.
+pub trait Fixture: Send + 'static {
+    /// The store to check.
+    fn store(&self) -> Arc<dyn SessionStore>;
+}
+
+impl Fixture for Arc<dyn SessionStore> {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(self)
+    }
+}
+
+impl<S: SessionStore> Fixture for Arc<S> {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(self) as Arc<dyn SessionStore>
+    }
+}
+
+/// A store and a guard (a temporary directory, a server process) dropped after the check.
+impl<G: Send + 'static> Fixture for (Arc<dyn SessionStore>, G) {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// A store and a guard (a temporary directory, a server process) dropped after the check.
+impl<S: SessionStore, G: Send + 'static> Fixture for (Arc<S>, G) {
+    fn store(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(&self.0) as Arc<dyn SessionStore>
+    }
+}
+
+/// What [`check_purge_expired_with`] expects `purge_expired` to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Purge {
+    /// The store keeps expired records until purged: the count covers every record that
+    /// expired (stores such as SQLite and the memory store).
+    #[default]
+    Counts,
+    /// The backend drops expired records by itself (Redis): any count is accepted, only
+    /// the outcome (expired gone, live kept) is checked.
+    EngineExpires,
+}
+
+/// How long one check may run before it fails as hung.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one check the way the macro does: on a fresh multi-threaded runtime with two
+/// workers, failing (panicking) if it runs longer than [`CHECK_TIMEOUT`].
+///
+/// # Panics
+/// When the check fails, times out, or the runtime cannot be built.
+pub fn run<F, Fut, X, C, CFut>(factory: F, check: C)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = X>,
+    X: Fixture,
+    C: FnOnce(Arc<dyn SessionStore>) -> CFut,
+    CFut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime");
+    runtime.block_on(async move {
+        let fixture = factory().await;
+        let store = fixture.store();
+        match tokio::time::timeout(CHECK_TIMEOUT, check(store)).await {
+            Ok(()) => {}
+            Err(_) => panic!("the check did not finish within {CHECK_TIMEOUT:?}"),
+        }
+        drop(fixture);
+    });
+}
+
+/// Expands to `mod conformance { ... }` with one `#[test]` per conformance check, each on
+/// a fresh store from the factory, on a multi-threaded tokio runtime with two workers.
+///
+/// `conformance_tests!(factory)` or `conformance_tests!(factory, purge = Purge::EngineExpires)`;
+/// see the [crate docs](crate). Items the factory names must be in scope where the macro is
+/// invoked (the module does `use super::*`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr $(,)?) => {
+        $crate::conformance_tests!($factory, purge = $crate::Purge::Counts);
+    };
+    ($factory:expr, purge = $purge:expr $(,)?) => {
+        /// The store conformance suite (cloakroom-testkit).
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::__conformance_case!($factory, create_then_load, check_create_then_load);
+            $crate::__conformance_case!($factory, load_unknown_is_none, check_load_unknown_is_none);
+            $crate::__conformance_case!(
+                $factory,
+                create_collision_keeps_the_live_record,
+                check_create_collision_keeps_the_live_record
+            );
+            $crate::__conformance_case!(
+                $factory,
+                concurrent_creates_have_one_winner,
+                check_concurrent_creates_have_one_winner
+            );
+            $crate::__conformance_case!(
+                $factory,
+                create_over_an_expired_record,
+                check_create_over_an_expired_record
+            );
+            $crate::__conformance_case!(
+                $factory,
+                apply_sets_and_removes_fields,
+                check_apply_sets_and_removes_fields
+            );
+            $crate::__conformance_case!(
+                $factory,
+                apply_updates_remember_only_when_given,
+                check_apply_updates_remember_only_when_given
+            );
+            $crate::__conformance_case!(
+                $factory,
+                apply_same_field_last_write_wins,
+                check_apply_same_field_last_write_wins
+            );
+            $crate::__conformance_case!(
+                $factory,
+                apply_on_unknown_key_is_missing,
+                check_apply_on_unknown_key_is_missing
+            );
+            $crate::__conformance_case!(
+                $factory,
+                apply_on_deleted_key_is_missing,
+                check_apply_on_deleted_key_is_missing
+            );
+            $crate::__conformance_case!(
+                $factory,
+                apply_on_expired_key_is_missing,
+                check_apply_on_expired_key_is_missing
+            );
+            $crate::__conformance_case!(
+                $factory,
+                touch_moves_only_the_times,
+                check_touch_moves_only_the_times
+            );
+            $crate::__conformance_case!(
+                $factory,
+                touch_on_unknown_or_deleted_key_is_missing,
+                check_touch_on_unknown_or_deleted_key_is_missing
+            );
+            $crate::__conformance_case!(
+                $factory,
+                touch_on_expired_key_is_missing,
+                check_touch_on_expired_key_is_missing
+            );
+            $crate::__conformance_case!(
+                $factory,
+                patches_on_different_fields_merge,
+                check_patches_on_different_fields_merge
+            );
+            $crate::__conformance_case!(
+                $factory,
+                concurrent_patches_all_survive,
+                check_concurrent_patches_all_survive
+            );
+            $crate::__conformance_case!(
+                $factory,
+                no_resurrection_under_concurrency,
+                check_no_resurrection_under_concurrency
+            );
+            $crate::__conformance_case!(
+                $factory,
+                delete_reports_a_live_record_once,
+                check_delete_reports_a_live_record_once
+            );
+            $crate::__conformance_case!(
+                $factory,
+                expiry_is_honoured_everywhere,
+                check_expiry_is_honoured_everywhere
+            );
+            $crate::__conformance_case!(
+                $factory,
+                sessions_of_lists_exactly_the_users_sessions,
+                check_sessions_of_lists_exactly_the_users_sessions
+            );
+            $crate::__conformance_case!(
+                $factory,
+                deleted_sessions_leave_the_user_index,
+                check_deleted_sessions_leave_the_user_index
+            );
+            $crate::__conformance_case!(
+                $factory,
+                delete_user_with_and_without_except,
+                check_delete_user_with_and_without_except
+            );
+            $crate::__conformance_case!(
+                $factory,
+                scan_pages_through_every_live_session_once,
+                check_scan_pages_through_every_live_session_once
+            );
+            $crate::__conformance_case!(
+                $factory,
+                odd_field_names_survive,
+                check_odd_field_names_survive
+            );
+            $crate::__conformance_case!(
+                $factory,
+                odd_values_survive_verbatim,
+                check_odd_values_survive_verbatim
+            );
+            $crate::__conformance_case!($factory, large_values_survive, check_large_values_survive);
+            $crate::__conformance_case!(
+                $factory,
+                odd_user_ids_are_matched_exactly,
+                check_odd_user_ids_are_matched_exactly
+            );
+            $crate::__conformance_case!($factory, ping_answers, check_ping_answers);
+
+            #[test]
+            fn purge_expired_removes_only_expired_records() {
+                $crate::run(
+                    || $factory,
+                    |store| $crate::check_purge_expired_with(store, $purge),
+                );
+            }
+        }
+    };
+}
+
+/// One test of [`conformance_tests!`]: `fn $name` running `$check`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case {
+    ($factory:expr, $name:ident, $check:ident) => {
+        #[test]
+        fn $name() {
+            $crate::run(|| $factory, $crate::$check);
+        }
+    };
+}
+
+pub mod browser;
+pub mod redis_server;

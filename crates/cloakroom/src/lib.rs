@@ -1,1 +1,70 @@
-//! Work in progress.
+//! Cloakroom: server-side web sessions and CSRF protection for Rust.
+//!
+//! The coat (the session data) stays at the server; the browser keeps a ticket: a signed,
+//! random session id in a cookie. This crate gathers the pieces behind features:
+//!
+//! | feature  | default | what it adds |
+//! |----------|---------|--------------|
+//! | `memory` | yes     | `memory://` in [`store::open`] |
+//! | `sqlite` | yes     | [`store::SqliteStore`], `sqlite://` in [`store::open`] |
+//! | `tower`  | via `axum` | [`SessionLayer`], the tower middleware |
+//! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
+//!
+#![cfg_attr(feature = "axum", doc = "```")]
+#![cfg_attr(not(feature = "axum"), doc = "```ignore")]
+//! use axum::{Router, routing::get};
+//! use cloakroom::{Key, KeyRing, Session, SessionError, SessionLayer};
+//!
+//! async fn hello(session: Session) -> Result<String, SessionError> {
+//!     let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
+//!     session.set("visits", &visits).await?;
+//!     Ok(format!("visit number {visits}"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Pick the store at run time; `sqlite://sessions.db` keeps sessions across restarts.
+//! let store = cloakroom::store::open("memory://").await?;
+//! // In production, load keys from configuration (`KeyRing::from_base64_list`), so tickets
+//! // survive a restart.
+//! let keys = KeyRing::single(Key::generate());
+//! let app: Router = Router::new()
+//!     .route("/", get(hello))
+//!     .layer(SessionLayer::new(store, keys).with_secure(false)?); // http:// in development
+//! # use tower::ServiceExt as _;
+//! # let res = app.oneshot(axum::http::Request::new(axum::body::Body::empty())).await?;
+//! # assert!(res.headers()["set-cookie"].to_str()?.starts_with("session="));
+//! // axum::serve(tokio::net::TcpListener::bind("127.0.0.1:8000").await?, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The session handle itself is [`session::Session`] (the extractor derefs to it): typed
+//! `get`/`set`, `login`, `logout`, `set_remember`, [flash messages](flash), and the user's
+//! other sessions through its store.
+
+pub use cloakroom_core::{cookie, csrf, flash, keys, session};
+
+pub mod store;
+
+pub use cloakroom_core::keys::{Key, KeyRing};
+pub use cloakroom_core::session::{SessionConfig, SessionEngine, SessionKey, Timestamp};
+pub use cloakroom_core::store::SessionStore;
+
+#[cfg(feature = "memory")]
+pub use cloakroom_core::store::MemoryStore;
+
+#[cfg(feature = "sqlite")]
+pub use cloakroom_sqlite::SqliteStore;
+
+#[cfg(feature = "tower")]
+pub use cloakroom_tower::{ConfigError, SessionLayer, SessionService};
+
+#[cfg(feature = "axum")]
+pub use cloakroom_tower::{Session, SessionError};
+
+/// The tower and axum adapter, in full (error handlers, service types, extractors).
+#[cfg(feature = "tower")]
+pub mod tower {
+    pub use cloakroom_tower::*;
+}

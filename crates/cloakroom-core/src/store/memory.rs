@@ -207,7 +207,10 @@ impl SessionStore for MemoryStore {
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
         let now = Timestamp::now();
         if let Some(cap) = self.inner.capacity {
-            if self.len() >= cap && self.sweep() == 0 && self.len() >= cap {
+            if self.len() >= cap && {
+                self.sweep();
+                self.len() >= cap
+            } {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
                     format!("memory store is full ({cap} sessions)"),

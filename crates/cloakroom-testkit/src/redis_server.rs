@@ -1,0 +1,584 @@
+//! Real Redis servers for tests: a standalone [`RedisServer`] and a three-master
+//! [`RedisCluster`], each on free loopback ports, without persistence, killed on drop.
+//!
+//! Tests never skip: when `redis-server` is not installed, starting one panics with a message
+//! saying how to install it.
+//!
+//! Servers are cheap but not free (a cluster takes a second or two to form), so a test binary
+//! should share one: [`RedisServer::shared`] and [`RedisCluster::shared`] start one lazily and
+//! keep it for the life of the test binary (give each test its own key prefix). A shared server
+//! lives in a `static` and is never dropped; a watchdog shell process beside each server kills
+//! it within a second of the test binary exiting, however it exits.
+//!
+//! Command counting ([`RedisServer::reset_stats`], [`RedisServer::command_count`]) is
+//! server-wide: use a server of your own ([`RedisServer::start`]) for it, not a shared one.
+//!
+//! ```no_run
+//! use cloakroom_testkit::redis_server::RedisServer;
+//!
+//! let server = RedisServer::start();
+//! println!("connect to {}", server.url());
+//! server.reset_stats();
+//! // ... one store operation ...
+//! assert!(server.command_count() <= 1);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+const NOT_INSTALLED: &str =
+    "redis-server not found: run scripts/test.sh or apt-get install -y redis-server";
+
+/// How long a server may take to answer `PING` after it was spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a cluster may take to reach `cluster_state:ok` on every node.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Commands that the statistics helpers send themselves, left out of [`RedisServer::command_count`].
+const OWN_COMMANDS: &[&str] = &["info", "config", "slowlog"];
+
+/// A `redis-server` process on a free loopback port, with no persistence.
+///
+/// Killed (and its temporary directory removed) when dropped. [`RedisServer::stop`] and
+/// [`RedisServer::restart`] simulate an outage; the port stays the same.
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    extra_args: Vec<String>,
+    procs: Mutex<Procs>,
+}
+
+#[derive(Default)]
+struct Procs {
+    server: Option<Child>,
+    watchdog: Option<Child>,
+}
+
+impl fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .field("running", &self.procs().server.is_some())
+            .finish()
+    }
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers `PING`.
+    ///
+    /// # Panics
+    /// When `redis-server` is not installed or does not come up within 10 seconds.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[], |_| true)
+    }
+
+    /// A server shared by every caller in this test binary, started on first use and killed
+    /// when the test binary exits. Give each test its own key prefix.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(RedisServer::start)
+    }
+
+    /// Starts a server with extra `redis-server` arguments on a port accepted by `port_ok`.
+    fn start_with(extra: &[String], port_ok: impl Fn(u16) -> bool) -> RedisServer {
+        check_installed();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port(&port_ok);
+            let server = RedisServer {
+                port,
+                dir: temp_dir(port),
+                extra_args: extra.to_vec(),
+                procs: Mutex::new(Procs::default()),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                // Most likely somebody else took the port between our probe and the bind.
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    /// The URL to connect to, `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server at once (SIGKILL, like a crash). Connections to it break; the port
+    /// refuses connections until [`RedisServer::restart`]. Data is lost (no persistence).
+    pub fn stop(&self) {
+        let mut procs = self.procs();
+        kill(&mut procs.server);
+        kill(&mut procs.watchdog);
+    }
+
+    /// Starts the server again on the same port (stopping it first if it runs) and waits until
+    /// it answers `PING`. It comes back empty.
+    ///
+    /// # Panics
+    /// When it does not come up within 10 seconds.
+    pub fn restart(&self) {
+        self.stop();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                // The old socket may linger a moment.
+                Err(e) if Instant::now() > deadline => {
+                    panic!("could not restart redis-server on port {}: {e}", self.port)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Whether the process runs (it was not stopped, and did not die).
+    pub fn is_running(&self) -> bool {
+        let mut procs = self.procs();
+        match procs.server.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                kill(&mut procs.server);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Sends one command and returns the reply (for test set-up and assertions).
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub fn command(&self, args: &[&str]) -> io::Result<Resp> {
+        command(self.port, args)
+    }
+
+    /// Starts counting commands: clears the command statistics and the slow log, and makes the
+    /// slow log record every command. Call it again after [`RedisServer::restart`].
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub fn reset_stats(&self) {
+        for args in [
+            &["CONFIG", "SET", "slowlog-log-slower-than", "0"][..],
+            &["CONFIG", "SET", "slowlog-max-len", "100000"],
+            &["SLOWLOG", "RESET"],
+            &["CONFIG", "RESETSTAT"],
+        ] {
+            match self.command(args) {
+                Ok(Resp::Error(e)) => panic!("{args:?} failed: {e}"),
+                Ok(_) => {}
+                Err(e) => panic!("cannot reach redis-server on port {}: {e}", self.port),
+            }
+        }
+    }
+
+    /// Commands clients sent since [`RedisServer::reset_stats`] (a script call counts as
+    /// one, whatever the script does), leaving out the `INFO`, `CONFIG` and `SLOWLOG`
+    /// commands these helpers send.
+    ///
+    /// Counted from the slow log, which [`RedisServer::reset_stats`] sets to record every
+    /// command: `INFO commandstats` would also count each command a Lua script runs.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or [`RedisServer::reset_stats`] was not called.
+    pub fn command_count(&self) -> u64 {
+        self.commands_sent().len() as u64
+    }
+
+    /// The names (lowercase) of the commands counted by [`RedisServer::command_count`],
+    /// oldest first: handy in assertion messages.
+    ///
+    /// # Panics
+    /// As [`RedisServer::command_count`].
+    pub fn commands_sent(&self) -> Vec<String> {
+        let threshold = self.command(&["CONFIG", "GET", "slowlog-log-slower-than"]);
+        match threshold {
+            Ok(Resp::Array(Some(v))) if v.get(1).and_then(Resp::as_str) == Some("0") => {}
+            Ok(other) => panic!("call reset_stats() before command_count() (got {other:?})"),
+            Err(e) => panic!("cannot reach redis-server on port {}: {e}", self.port),
+        }
+        let log = match self.command(&["SLOWLOG", "GET", "1000000"]) {
+            Ok(Resp::Array(Some(entries))) => entries,
+            Ok(other) => panic!("unexpected SLOWLOG reply: {other:?}"),
+            Err(e) => panic!("cannot reach redis-server on port {}: {e}", self.port),
+        };
+        log.iter()
+            .rev()
+            .filter_map(|entry| {
+                let Resp::Array(Some(fields)) = entry else {
+                    return None;
+                };
+                // [id, time, duration, [args...], "client addr", "client name"]
+                let name = match fields.get(3) {
+                    Some(Resp::Array(Some(args))) => args.first()?.as_str()?.to_ascii_lowercase(),
+                    _ => return None,
+                };
+                // Commands run by a script have no client address ("?:0").
+                let addr = fields.get(4).and_then(Resp::as_str).unwrap_or("");
+                let from_client = !addr.is_empty() && !addr.starts_with('?');
+                (from_client && !OWN_COMMANDS.contains(&name.as_str())).then_some(name)
+            })
+            .collect()
+    }
+
+    /// `INFO commandstats` as command name -> calls, since the last
+    /// [`RedisServer::reset_stats`]. Unlike [`RedisServer::command_count`] this counts the
+    /// commands scripts run, and the statistics commands themselves.
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub fn commandstats(&self) -> BTreeMap<String, u64> {
+        let text = match self.command(&["INFO", "commandstats"]) {
+            Ok(Resp::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(other) => panic!("unexpected INFO reply: {other:?}"),
+            Err(e) => panic!("cannot reach redis-server on port {}: {e}", self.port),
+        };
+        text.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn procs(&self) -> MutexGuard<'_, Procs> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spawns redis-server and its watchdog, waits for `PING`.
+    fn spawn(&self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let log = self.dir.join(format!("redis-{}.log", self.port));
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{NOT_INSTALLED} ({e})"))?;
+        let watchdog = spawn_watchdog(child.id(), &self.dir);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let _ = watchdog.map(|mut w| (w.kill(), w.wait()));
+                return Err(format!(
+                    "redis-server on port {} exited with {status}: {}",
+                    self.port,
+                    log_tail(&log)
+                ));
+            }
+            if let Ok(Resp::Simple(s)) = command(self.port, &["PING"]) {
+                if s == "PONG" {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = watchdog.map(|mut w| (w.kill(), w.wait()));
+                return Err(format!(
+                    "redis-server on port {} did not answer PING within {START_TIMEOUT:?}: {}",
+                    self.port,
+                    log_tail(&log)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut procs = self.procs();
+        procs.server = Some(child);
+        procs.watchdog = watchdog.ok();
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Three Redis Cluster masters (no replicas) on free loopback ports, all 16384 slots
+/// assigned, killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("ports", &self.ports())
+            .finish()
+    }
+}
+
+impl RedisCluster {
+    /// Starts three masters, joins them with `redis-cli --cluster create` and waits until
+    /// every node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// When `redis-server` or `redis-cli` is missing or the cluster does not form within 30
+    /// seconds.
+    pub fn start() -> RedisCluster {
+        let mut nodes: Vec<RedisServer> = Vec::with_capacity(3);
+        for _ in 0..3 {
+            // The cluster bus listens on port + 10000.
+            let bus_free = |p: u16| p <= 55_535 && port_is_free(p + 10_000);
+            // The nodes file is relative to the node's own directory (`--dir`).
+            let node = RedisServer::start_with(
+                &[
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    "nodes.conf".into(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ],
+                bus_free,
+            );
+            nodes.push(node);
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.create();
+        cluster
+    }
+
+    /// A cluster shared by every caller in this test binary, started on first use and killed
+    /// when the test binary exits. Give each test its own key prefix.
+    ///
+    /// # Panics
+    /// As [`RedisCluster::start`].
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(RedisCluster::start)
+    }
+
+    /// The URL to connect to: `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The nodes' ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// The nodes (masters), e.g. to count keys per node.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    fn create(&self) {
+        let addrs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli not found ({e}): {NOT_INSTALLED}"));
+        if !out.status.success() {
+            panic!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        for node in &self.nodes {
+            loop {
+                let info = node.command(&["CLUSTER", "INFO"]);
+                if let Ok(Resp::Bulk(Some(text))) = &info {
+                    if String::from_utf8_lossy(text).contains("cluster_state:ok") {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "cluster node {} not ok within {CLUSTER_TIMEOUT:?}: {info:?}",
+                        node.port
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A RESP2 reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resp {
+    /// `+OK`
+    Simple(String),
+    /// `-ERR ...`
+    Error(String),
+    /// `:42`
+    Int(i64),
+    /// `$3\r\nfoo` (`None` for `$-1`).
+    Bulk(Option<Vec<u8>>),
+    /// `*2 ...` (`None` for `*-1`).
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// The text of a simple or bulk string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Resp::Simple(s) => Some(s),
+            Resp::Bulk(Some(b)) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Sends one command to 127.0.0.1:`port` on a fresh connection and reads the reply.
+fn command(port: u16, args: &[&str]) -> io::Result<Resp> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        req.extend_from_slice(arg.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&req)?;
+    read_reply(&mut BufReader::new(stream))
+}
+
+fn read_reply(r: &mut impl BufRead) -> io::Result<Resp> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at_checked(1).ok_or_else(|| bad("empty reply"))?;
+    let int = || rest.parse::<i64>().map_err(|_| bad("bad length"));
+    Ok(match kind {
+        "+" => Resp::Simple(rest.to_owned()),
+        "-" => Resp::Error(rest.to_owned()),
+        ":" => Resp::Int(int()?),
+        "$" => match usize::try_from(int()?) {
+            Ok(len) => {
+                let mut buf = vec![0; len + 2];
+                r.read_exact(&mut buf)?;
+                buf.truncate(len);
+                Resp::Bulk(Some(buf))
+            }
+            Err(_) => Resp::Bulk(None),
+        },
+        "*" => match usize::try_from(int()?) {
+            Ok(n) => Resp::Array(Some(
+                (0..n).map(|_| read_reply(r)).collect::<io::Result<_>>()?,
+            )),
+            Err(_) => Resp::Array(None),
+        },
+        _ => return Err(bad("unknown reply type")),
+    })
+}
+
+fn check_installed() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let ok = Command::new("redis-server")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{NOT_INSTALLED}");
+    });
+}
+
+/// A port that was free a moment ago (bind to port 0, read the port, close).
+fn free_port(ok: impl Fn(u16) -> bool) -> u16 {
+    for _ in 0..1000 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("cannot bind a loopback port");
+        if ok(port) {
+            return port;
+        }
+    }
+    panic!("found no free loopback port");
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+fn temp_dir(port: u16) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("cloakroom-redis-{}-{n}-{port}", std::process::id()))
+}
+
+/// A shell loop that, once this process is gone, kills `pid` and removes `dir`; it ends by
+/// itself when `pid` ends first.
+fn spawn_watchdog(pid: u32, dir: &Path) -> io::Result<Child> {
+    let me = std::process::id();
+    let dir = dir.display().to_string().replace('\'', "");
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             if ! kill -0 {me} 2>/dev/null; then kill -9 {pid} 2>/dev/null; sleep 1; \
+             rm -rf '{dir}'; fi"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

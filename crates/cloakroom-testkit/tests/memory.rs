@@ -1,0 +1,7 @@
+//! The conformance suite on the reference [`MemoryStore`].
+
+use std::sync::Arc;
+
+use cloakroom_core::store::MemoryStore;
+
+cloakroom_testkit::conformance_tests!(async { Arc::new(MemoryStore::new()) });

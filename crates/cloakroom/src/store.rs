@@ -1,0 +1,256 @@
+//! Session stores: the [`SessionStore`] contract, the stores this build has, and [`open`],
+//! which picks one from a URL at run time.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), cloakroom::store::Error> {
+//! # #[cfg(feature = "memory")] {
+//! let store = cloakroom::store::open("memory://").await?;
+//! store.ping().await?;
+//! # }
+//! let err = cloakroom::store::open("mongodb://localhost").await.err().unwrap();
+//! assert_eq!(err.kind(), cloakroom::store::ErrorKind::Config);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+pub use cloakroom_core::store::*;
+
+#[cfg(feature = "sqlite")]
+pub use cloakroom_sqlite::{SqliteStore, SqliteStoreBuilder};
+
+/// URL forms [`open`] understands in this build (depends on the enabled features).
+pub fn supported_urls() -> Vec<&'static str> {
+    let mut urls = Vec::new();
+    if cfg!(feature = "memory") {
+        urls.push("memory://");
+    }
+    if cfg!(feature = "sqlite") {
+        urls.extend([
+            "sqlite://relative/path.db",
+            "sqlite:///absolute/path.db",
+            "sqlite::memory:",
+        ]);
+    }
+    urls
+}
+
+/// Opens the session store a URL names:
+///
+/// - `memory://`: [`MemoryStore`], in process memory (feature `memory`);
+/// - `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`:
+///   [`SqliteStore`] (feature `sqlite`). The path is taken literally (no percent-decoding).
+///
+/// Scheme names are case-insensitive.
+///
+/// # Errors
+/// [`ErrorKind::Config`] for a URL this build does not support (the message lists the ones it
+/// does); the store's own errors when it cannot be opened.
+pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>> {
+    let Some((scheme, rest)) = split_scheme(url) else {
+        return Err(unsupported("a URL without a scheme"));
+    };
+    match scheme.as_str() {
+        "memory" => open_memory(rest),
+        "sqlite" => open_sqlite(rest).await,
+        // Redis (`redis`, `rediss`, `redis+cluster`, `pycket+redis`) comes with
+        // cloakroom-redis: add its arms here, behind its feature.
+        _ => Err(unsupported(&format!("the scheme {scheme:?}"))),
+    }
+}
+
+/// `scheme` (lower-cased) and what follows its colon, for `scheme:rest` URLs.
+fn split_scheme(url: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = url.trim().split_once(':')?;
+    let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then(|| (scheme.to_ascii_lowercase(), rest))
+}
+
+/// The error for a URL this build cannot open. Never repeats the URL itself: it may hold a
+/// password.
+fn unsupported(what: &str) -> Error {
+    let urls = supported_urls();
+    let supported = if urls.is_empty() {
+        "none (enable the `memory` or `sqlite` feature of cloakroom)".to_owned()
+    } else {
+        urls.join(", ")
+    };
+    Error::new(
+        ErrorKind::Config,
+        format!("unsupported session store URL: {what}; supported: {supported}"),
+    )
+}
+
+#[cfg(not(all(feature = "memory", feature = "sqlite")))]
+fn disabled(scheme: &str, feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "{scheme}:// session stores need cloakroom's `{feature}` feature, which this build lacks"
+        ),
+    )
+}
+
+#[cfg(feature = "memory")]
+fn open_memory(rest: &str) -> Result<Arc<dyn SessionStore>> {
+    if rest != "//" && !rest.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "a memory store URL takes no host, path or options: use memory://",
+        ));
+    }
+    Ok(Arc::new(MemoryStore::new()))
+}
+
+#[cfg(not(feature = "memory"))]
+fn open_memory(_: &str) -> Result<Arc<dyn SessionStore>> {
+    Err(disabled("memory", "memory"))
+}
+
+/// Where a `sqlite:` URL points.
+#[derive(Debug, PartialEq, Eq)]
+enum SqliteTarget<'a> {
+    InMemory,
+    File(&'a str),
+}
+
+fn sqlite_target(rest: &str) -> Result<SqliteTarget<'_>> {
+    if rest == ":memory:" || rest == "//:memory:" {
+        return Ok(SqliteTarget::InMemory);
+    }
+    if rest.contains(['?', '#']) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "sqlite store URLs take no options (nothing after '?' or '#')",
+        ));
+    }
+    // `sqlite://a/b.db` is relative, `sqlite:///a/b.db` absolute; `sqlite:a/b.db` also works.
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    if path.is_empty() || path == "/" {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "a sqlite store URL needs a file path: sqlite://relative/path.db or sqlite:///absolute/path.db",
+        ));
+    }
+    Ok(SqliteTarget::File(path))
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(rest: &str) -> Result<Arc<dyn SessionStore>> {
+    let store = match sqlite_target(rest)? {
+        SqliteTarget::InMemory => SqliteStore::open_in_memory().await?,
+        SqliteTarget::File(path) => SqliteStore::open(path).await?,
+    };
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(rest: &str) -> Result<Arc<dyn SessionStore>> {
+    sqlite_target(rest)?;
+    Err(disabled("sqlite", "sqlite"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_map_to_paths() {
+        fn target(url: &str) -> std::result::Result<SqliteTarget<'_>, ErrorKind> {
+            let (scheme, rest) = split_scheme(url).unwrap();
+            assert_eq!(scheme, "sqlite");
+            sqlite_target(rest).map_err(|e| e.kind())
+        }
+        assert_eq!(
+            target("sqlite://data/s.db"),
+            Ok(SqliteTarget::File("data/s.db"))
+        );
+        assert_eq!(
+            target("sqlite:///var/lib/s.db"),
+            Ok(SqliteTarget::File("/var/lib/s.db"))
+        );
+        assert_eq!(target("SQLite://s.db"), Ok(SqliteTarget::File("s.db")));
+        assert_eq!(target("sqlite:s.db"), Ok(SqliteTarget::File("s.db")));
+        assert_eq!(target("sqlite::memory:"), Ok(SqliteTarget::InMemory));
+        assert_eq!(target("sqlite://"), Err(ErrorKind::Config));
+        assert_eq!(target("sqlite:///"), Err(ErrorKind::Config));
+        assert_eq!(target("sqlite://s.db?mode=ro"), Err(ErrorKind::Config));
+    }
+
+    #[test]
+    fn schemes_are_case_insensitive_and_validated() {
+        assert_eq!(split_scheme("Memory://"), Some(("memory".into(), "//")));
+        assert_eq!(
+            split_scheme("redis+cluster://h:1"),
+            Some(("redis+cluster".into(), "//h:1"))
+        );
+        assert_eq!(split_scheme("no scheme here"), None);
+        assert_eq!(split_scheme("/abs/path.db"), None);
+        assert_eq!(split_scheme("1x://"), None);
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_a_config_error_listing_what_works() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "postgres://u:hunter2@h/db",
+            "",
+            "s.db",
+        ] {
+            let err = open(url).await.err().expect(url);
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            let text = err.to_string();
+            assert!(text.contains("supported:"), "{text}");
+            assert!(
+                !text.contains("hunter2"),
+                "the URL's password leaked: {text}"
+            );
+            #[cfg(feature = "memory")]
+            assert!(text.contains("memory://"), "{text}");
+            #[cfg(feature = "sqlite")]
+            assert!(text.contains("sqlite://"), "{text}");
+        }
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn memory_url_opens_a_working_store() {
+        use cloakroom_core::session::{SessionId, Timestamp};
+        let store = open("memory://").await.unwrap();
+        store.ping().await.unwrap();
+        let key = SessionId::generate().key();
+        let now = Timestamp::now();
+        let record = Record::new(now, now.plus(std::time::Duration::from_secs(60)));
+        assert_eq!(store.create(&key, &record).await.unwrap(), Created::Done);
+        assert!(store.load(&key).await.unwrap().is_some());
+        assert_eq!(
+            open("memory://somewhere").await.err().unwrap().kind(),
+            ErrorKind::Config
+        );
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_url_opens_a_store_that_persists() {
+        use cloakroom_core::session::{SessionId, Timestamp};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let key = SessionId::generate().key();
+        {
+            let store = open(&url).await.unwrap();
+            let now = Timestamp::now();
+            let mut record = Record::new(now, now.plus(std::time::Duration::from_secs(60)));
+            record.data.insert("n".into(), "1".into());
+            assert_eq!(store.create(&key, &record).await.unwrap(), Created::Done);
+        }
+        let reopened = open(&url).await.unwrap();
+        let record = reopened.load(&key).await.unwrap().expect("persisted");
+        assert_eq!(record.data.get("n").map(String::as_str), Some("1"));
+        open("sqlite::memory:").await.unwrap().ping().await.unwrap();
+    }
+}

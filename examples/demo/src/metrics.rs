@@ -1,0 +1,188 @@
+//! Counters for `GET /metrics`, in the Prometheus text exposition format. A handful of
+//! atomics: the demo needs no metrics crate.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::Method;
+
+/// Which kind of route a request hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RouteClass {
+    /// HTML pages (GET).
+    Page,
+    /// HTML form posts.
+    Form,
+    /// The JSON API under `/api`.
+    Api,
+    /// `/healthz` and `/metrics`.
+    Ops,
+    /// No route matched.
+    NotFound,
+}
+
+impl RouteClass {
+    const ALL: [RouteClass; 5] = [
+        RouteClass::Page,
+        RouteClass::Form,
+        RouteClass::Api,
+        RouteClass::Ops,
+        RouteClass::NotFound,
+    ];
+
+    /// The class of a request to the route `matched` (`None`: no route matched).
+    pub(crate) fn of(method: &Method, matched: Option<&str>) -> Self {
+        match matched {
+            None => RouteClass::NotFound,
+            Some(p) if p.starts_with("/api/") => RouteClass::Api,
+            Some("/healthz" | "/metrics") => RouteClass::Ops,
+            Some(_) if method == Method::GET || method == Method::HEAD => RouteClass::Page,
+            Some(_) => RouteClass::Form,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RouteClass::Page => "page",
+            RouteClass::Form => "form",
+            RouteClass::Api => "api",
+            RouteClass::Ops => "ops",
+            RouteClass::NotFound => "not_found",
+        }
+    }
+}
+
+/// The demo's counters. Shared by every request through an `Arc`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    requests: [AtomicU64; RouteClass::ALL.len()],
+    logins_ok: AtomicU64,
+    logins_failed: AtomicU64,
+    registrations: AtomicU64,
+    sessions_created: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub(crate) fn request(&self, class: RouteClass) {
+        bump(&self.requests[class as usize]);
+    }
+
+    /// A successful login; it also starts a new session (login renews the id).
+    pub(crate) fn login_ok(&self) {
+        bump(&self.logins_ok);
+        bump(&self.sessions_created);
+    }
+
+    pub(crate) fn login_failed(&self) {
+        bump(&self.logins_failed);
+    }
+
+    /// A registration; it also logs in, starting a new session.
+    pub(crate) fn registration(&self) {
+        bump(&self.registrations);
+        bump(&self.sessions_created);
+    }
+
+    pub(crate) fn store_error(&self) {
+        bump(&self.store_errors);
+    }
+
+    /// The counters in the Prometheus text format.
+    pub(crate) fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let header = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        };
+        header(
+            &mut out,
+            "cloakroom_demo_requests_total",
+            "HTTP requests by route class.",
+        );
+        for class in RouteClass::ALL {
+            let _ = writeln!(
+                out,
+                "cloakroom_demo_requests_total{{class=\"{}\"}} {}",
+                class.label(),
+                get(&self.requests[class as usize])
+            );
+        }
+        header(
+            &mut out,
+            "cloakroom_demo_logins_total",
+            "Login attempts by result.",
+        );
+        let _ = writeln!(
+            out,
+            "cloakroom_demo_logins_total{{result=\"ok\"}} {}\ncloakroom_demo_logins_total{{result=\"failed\"}} {}",
+            get(&self.logins_ok),
+            get(&self.logins_failed)
+        );
+        for (name, help, counter) in [
+            (
+                "cloakroom_demo_registrations_total",
+                "Accounts registered.",
+                &self.registrations,
+            ),
+            (
+                "cloakroom_demo_sessions_created_total",
+                "Logged-in sessions started (registrations and logins).",
+                &self.sessions_created,
+            ),
+            (
+                "cloakroom_demo_store_errors_total",
+                "Requests failed by the session store.",
+                &self.store_errors,
+            ),
+        ] {
+            header(&mut out, name, help);
+            let _ = writeln!(out, "{name} {}", get(counter));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_counter() {
+        let m = Metrics::default();
+        m.request(RouteClass::Api);
+        m.login_ok();
+        m.login_failed();
+        m.login_failed();
+        m.store_error();
+        let text = m.render();
+        assert!(text.contains("cloakroom_demo_requests_total{class=\"api\"} 1\n"));
+        assert!(text.contains("cloakroom_demo_requests_total{class=\"page\"} 0\n"));
+        assert!(text.contains("cloakroom_demo_logins_total{result=\"failed\"} 2\n"));
+        assert!(text.contains("cloakroom_demo_sessions_created_total 1\n"));
+        assert!(text.contains("cloakroom_demo_store_errors_total 1\n"));
+        assert!(text.contains("# TYPE cloakroom_demo_registrations_total counter\n"));
+    }
+
+    #[test]
+    fn routes_are_classified() {
+        assert_eq!(RouteClass::of(&Method::GET, Some("/")), RouteClass::Page);
+        assert_eq!(
+            RouteClass::of(&Method::POST, Some("/notes")),
+            RouteClass::Form
+        );
+        assert_eq!(
+            RouteClass::of(&Method::POST, Some("/api/notes")),
+            RouteClass::Api
+        );
+        assert_eq!(
+            RouteClass::of(&Method::GET, Some("/healthz")),
+            RouteClass::Ops
+        );
+        assert_eq!(RouteClass::of(&Method::GET, None), RouteClass::NotFound);
+    }
+}
