@@ -285,4 +285,5 @@ macro_rules! __conformance_case {
 }
 
 pub mod browser;
+pub mod process;
 pub mod redis_server;

@@ -1,107 +1,27 @@
 //! The demo binary over real HTTP on loopback: sessions and keys survive a hard restart.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cloakroom_testkit::process::ServerProcess;
 
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 
-/// A running `cloakroom-demo`; killed (and reaped) on drop, so a failing test leaves no
-/// process behind.
-struct Server {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- cloakroom-demo log ---\n{log}");
-        }
-    }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the demo with sessions and accounts in `dir/x.db`, and waits until it serves.
-async fn start(dir: &Path, client: &reqwest::Client) -> Server {
+/// Starts the demo with sessions and accounts in `dir/x.db`, waits until it serves, and
+/// checks its readiness line.
+async fn start(dir: &Path, _client: &reqwest::Client) -> ServerProcess {
     let db = format!("sqlite://{}", dir.join("x.db").display());
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = dir.join(format!("demo-{port}.log"));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"));
-    for var in [
-        "CLOAKROOM_ADDR",
-        "CLOAKROOM_STORE",
-        "CLOAKROOM_USERS",
-        "CLOAKROOM_KEYS",
-        "CLOAKROOM_ORIGIN",
-        "CLOAKROOM_TORNADO_SECRET",
-    ] {
-        command.env_remove(var);
-    }
-    let mut child = command
-        .args(["--addr", &addr, "--store", &db, "--users", &db])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn cloakroom-demo");
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Server {
-        child,
-        base: format!("http://{addr}"),
-        log,
-    };
-
-    // The readiness line, read on a thread so a silent server cannot hang the test.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("cloakroom-demo exited early: {status}");
-        }
-        let ready = client
-            .get(format!("{}/healthz", server.base))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::OK);
-        if ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cloakroom-demo not ready in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let line = rx
-        .recv_timeout(Duration::from_secs(5))
+    let server = ServerProcess::start(
+        env!("CARGO_BIN_EXE_cloakroom-demo"),
+        &["--store", &db, "--users", &db],
+        dir,
+    )
+    .await;
+    let line = server
+        .next_line(Duration::from_secs(5))
         .expect("no output line");
-    assert_eq!(line, format!("listening on {}", server.base));
-    // Keep the pipe drained.
-    std::thread::spawn(move || rx.into_iter().for_each(drop));
+    assert_eq!(line, format!("listening on {}", server.base()));
     server
 }
 
@@ -138,7 +58,7 @@ async fn sessions_and_keys_survive_a_hard_restart() {
         .unwrap();
 
     let server = start(dir.path(), &client).await;
-    let url = |path: &str| format!("{}{path}", server.base);
+    let url = |path: &str| format!("{}{path}", server.base());
     let reply = form(
         &client,
         url("/register"),
@@ -192,7 +112,7 @@ async fn sessions_and_keys_survive_a_hard_restart() {
     }
 
     let server = start(dir.path(), &client).await;
-    let url = |path: &str| format!("{}{path}", server.base);
+    let url = |path: &str| format!("{}{path}", server.base());
     let me = client.get(url("/api/me")).send().await.unwrap();
     assert_eq!(me.status(), StatusCode::OK, "logged out by the restart");
     let me: serde_json::Value = me.json().await.unwrap();
@@ -243,16 +163,10 @@ async fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let mut server = start(dir.path(), &client).await;
-    let pid = server.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "still running after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let exited = server.terminate(Duration::from_secs(20));
+    assert_eq!(
+        exited,
+        Some(true),
+        "SIGTERM must stop the demo with exit code 0"
+    );
 }
