@@ -29,6 +29,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -90,7 +91,7 @@ impl Record {
             self.data.insert(name.clone(), value.clone());
         }
         self.meta.last_seen = patch.last_seen;
-        self.meta.expires_at = patch.expires_at;
+        self.meta.expires_at = patch.expiry_for(self.meta.created_at);
         if let Some(remember) = patch.remember {
             self.meta.remember = remember;
         }
@@ -137,6 +138,9 @@ pub struct Patch {
     pub expires_at: Timestamp,
     /// New "remember me" flag, if it changed.
     pub remember: Option<bool>,
+    /// When set, the store caps the new expiry at the record's `created_at` plus this, so a
+    /// blind write (made without loading the record) still honours the absolute lifetime.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Patch {
@@ -148,6 +152,15 @@ impl Patch {
             last_seen,
             expires_at,
             remember: None,
+            max_lifetime: None,
+        }
+    }
+
+    /// The expiry this patch gives a record created at `created_at`.
+    pub fn expiry_for(&self, created_at: Timestamp) -> Timestamp {
+        match self.max_lifetime {
+            Some(l) => self.expires_at.min(created_at.plus(l)),
+            None => self.expires_at,
         }
     }
 
@@ -183,6 +196,7 @@ impl fmt::Debug for Patch {
             .field("last_seen", &self.last_seen)
             .field("expires_at", &self.expires_at)
             .field("remember", &self.remember)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }

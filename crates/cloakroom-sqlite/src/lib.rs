@@ -486,13 +486,18 @@ impl SessionStore for SqliteStore {
         let key = *key;
         let merge = merge_patch(patch);
         let (last_seen, expires_at, remember) = (patch.last_seen, patch.expires_at, patch.remember);
+        let lifetime = patch
+            .max_lifetime
+            .map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX));
         self.write(move |conn| {
             let now = Timestamp::now();
             let changed = conn
                 .prepare_cached(
                     "UPDATE sessions SET
                          data = CASE WHEN ?1 IS NULL THEN data ELSE json_patch(data, ?1) END,
-                         last_seen = ?2, expires_at = ?3, remember = coalesce(?4, remember)
+                         last_seen = ?2,
+                         expires_at = CASE WHEN ?7 IS NULL THEN ?3 ELSE min(?3, created_at + ?7) END,
+                         remember = coalesce(?4, remember)
                      WHERE key = ?5 AND expires_at > ?6",
                 )
                 .and_then(|mut stmt| {
@@ -503,6 +508,7 @@ impl SessionStore for SqliteStore {
                         remember,
                         key_param(&key),
                         now.as_millis(),
+                        lifetime,
                     ])
                 })
                 .ctx("patching a session")?;

@@ -456,6 +456,38 @@ pub async fn check_apply_updates_remember_only_when_given(store: Arc<dyn Session
     }
 }
 
+/// A patch with `max_lifetime` (a blind write) caps the expiry at `created_at + lifetime`;
+/// without it the patch's expiry is taken as given.
+pub async fn check_apply_caps_expiry_at_max_lifetime(store: Arc<dyn SessionStore>) {
+    let key = new_key();
+    let record = sample(None, LONG_TTL); // created 5 s ago
+    create(&store, &key, &record).await;
+    let mut p = patch(LONG_TTL).set("blind", "1");
+    p.max_lifetime = Some(Duration::from_secs(60));
+    assert_eq!(apply(&store, &key, &p).await, Applied::Done);
+    let loaded = load(&store, &key).await.expect("record");
+    let cap = record.meta.created_at.plus(Duration::from_secs(60));
+    assert_eq!(
+        loaded.meta.expires_at, cap,
+        "expiry capped at created + lifetime"
+    );
+    assert_eq!(loaded.data.get("blind").map(String::as_str), Some("1"));
+    // A lifetime longer than the idle deadline changes nothing.
+    let mut p = patch(LONG_TTL);
+    p.max_lifetime = Some(Duration::from_secs(3600));
+    assert_eq!(apply(&store, &key, &p).await, Applied::Done);
+    let loaded = load(&store, &key).await.expect("record");
+    assert_eq!(loaded.meta.expires_at, p.expires_at);
+    // A lifetime already over: the record's expiry is in the past, so it is gone.
+    let mut p = patch(LONG_TTL);
+    p.max_lifetime = Some(Duration::from_secs(1));
+    assert_eq!(apply(&store, &key, &p).await, Applied::Done);
+    assert!(
+        load(&store, &key).await.is_none(),
+        "expired by its lifetime"
+    );
+}
+
 /// The same field written twice: the later patch wins; a field both removed and set in one
 /// patch ends up set (removals apply first, as in [`Record::apply`]).
 pub async fn check_apply_same_field_last_write_wins(store: Arc<dyn SessionStore>) {

@@ -165,6 +165,11 @@ macro_rules! conformance_tests {
             );
             $crate::__conformance_case!(
                 $factory,
+                apply_caps_expiry_at_max_lifetime,
+                check_apply_caps_expiry_at_max_lifetime
+            );
+            $crate::__conformance_case!(
+                $factory,
                 apply_same_field_last_write_wins,
                 check_apply_same_field_last_write_wins
             );

@@ -254,6 +254,52 @@ async fn write_sets_cookie_with_safe_attributes_and_cache_headers() {
 }
 
 #[tokio::test]
+async fn a_blind_write_is_one_store_operation_and_keeps_the_absolute_lifetime() {
+    let h = harness(|l| l.with_absolute_lifetime(Duration::from_secs(100)));
+    let c = pair(&set_cookie(&send(&h.app, "POST", "/set/a/1", None).await).unwrap());
+    let key = only_key(&h.probe.inner).await;
+    let created = h
+        .probe
+        .inner
+        .load(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .meta
+        .created_at;
+    let before = h.probe.calls();
+    let res = send(&h.app, "POST", "/set/b/2", Some(&c)).await;
+    assert!(set_cookie(&res).is_none(), "a patch keeps the ticket");
+    assert_eq!(
+        h.probe.calls() - before,
+        1,
+        "set without a read: one patch, no load"
+    );
+    let record = h.probe.inner.load(&key).await.unwrap().unwrap();
+    assert_eq!(record.data["a"], "\"1\"");
+    assert_eq!(record.data["b"], "\"2\"");
+    assert!(record.meta.expires_at <= created.plus(Duration::from_secs(100)));
+    // A blind write under a ticket whose session is gone starts a new session (new ticket),
+    // it does not bring the old one back.
+    h.probe.inner.delete(&key).await.unwrap();
+    let res = send(&h.app, "POST", "/set/c/3", Some(&c)).await;
+    let fresh = pair(&set_cookie(&res).unwrap());
+    assert_ne!(fresh, c);
+    assert!(
+        h.probe.inner.load(&key).await.unwrap().is_none(),
+        "old record resurrected"
+    );
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/c", Some(&fresh)).await).await,
+        "3"
+    );
+    assert_eq!(
+        text(send(&h.app, "GET", "/get/a", Some(&fresh)).await).await,
+        "-"
+    );
+}
+
+#[tokio::test]
 async fn remember_me_makes_the_cookie_persistent() {
     let h = harness(|l| l.with_idle_timeout(Duration::from_secs(3600)));
     let res = send(&h.app, "POST", "/remember", None).await;

@@ -21,6 +21,9 @@ pub use cloakroom_core::store::*;
 #[cfg(feature = "sqlite")]
 pub use cloakroom_sqlite::{SqliteStore, SqliteStoreBuilder};
 
+#[cfg(feature = "redis")]
+pub use cloakroom_redis::{RedisStore, RedisStoreBuilder};
+
 /// URL forms [`open`] understands in this build (depends on the enabled features).
 pub fn supported_urls() -> Vec<&'static str> {
     let mut urls = Vec::new();
@@ -34,6 +37,13 @@ pub fn supported_urls() -> Vec<&'static str> {
             "sqlite::memory:",
         ]);
     }
+    if cfg!(feature = "redis") {
+        urls.extend([
+            "redis://host:port/db",
+            "redis+unix:///path/to/socket",
+            "redis+cluster://host:port,host:port",
+        ]);
+    }
     urls
 }
 
@@ -42,6 +52,9 @@ pub fn supported_urls() -> Vec<&'static str> {
 /// - `memory://`: [`MemoryStore`], in process memory (feature `memory`);
 /// - `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`:
 ///   [`SqliteStore`] (feature `sqlite`). The path is taken literally (no percent-decoding).
+///
+/// - `redis://[user:password@]host:port/db`, `redis+unix://`, `redis+cluster://h:p,h:p`:
+///   [`RedisStore`] (feature `redis`); options `?prefix=..&timeout_ms=..&connections=..`.
 ///
 /// Scheme names are case-insensitive.
 ///
@@ -55,8 +68,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>> {
     match scheme.as_str() {
         "memory" => open_memory(rest),
         "sqlite" => open_sqlite(rest).await,
-        // Redis (`redis`, `rediss`, `redis+cluster`, `pycket+redis`) comes with
-        // cloakroom-redis: add its arms here, behind its feature.
+        "redis" | "rediss" | "redis+unix" | "redis+cluster" => open_redis(url).await,
         _ => Err(unsupported(&format!("the scheme {scheme:?}"))),
     }
 }
@@ -86,7 +98,7 @@ fn unsupported(what: &str) -> Error {
     )
 }
 
-#[cfg(not(all(feature = "memory", feature = "sqlite")))]
+#[cfg(not(all(feature = "memory", feature = "sqlite", feature = "redis")))]
 fn disabled(scheme: &str, feature: &str) -> Error {
     Error::new(
         ErrorKind::Config,
@@ -155,6 +167,17 @@ async fn open_sqlite(rest: &str) -> Result<Arc<dyn SessionStore>> {
     Err(disabled("sqlite", "sqlite"))
 }
 
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str) -> Result<Arc<dyn SessionStore>> {
+    Ok(Arc::new(RedisStore::open(url.trim()).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(url: &str) -> Result<Arc<dyn SessionStore>> {
+    let scheme = url.split(':').next().unwrap_or("redis");
+    Err(disabled(scheme, "redis"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_scheme_is_a_config_error_listing_what_works() {
         for url in [
-            "redis://127.0.0.1:6379/0",
+            "mongodb://127.0.0.1:27017/0",
             "postgres://u:hunter2@h/db",
             "",
             "s.db",
@@ -214,7 +237,21 @@ mod tests {
             assert!(text.contains("memory://"), "{text}");
             #[cfg(feature = "sqlite")]
             assert!(text.contains("sqlite://"), "{text}");
+            #[cfg(feature = "redis")]
+            assert!(text.contains("redis://"), "{text}");
         }
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn unreachable_redis_is_unavailable_without_the_password() {
+        // Port 1 on loopback: nothing listens there.
+        let err = open("redis://:hunter2@127.0.0.1:1/0?timeout_ms=500")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[cfg(feature = "memory")]

@@ -409,6 +409,22 @@ impl Session {
             }
             st.stored = record.is_some();
             st.record = record;
+            if !st.changes.is_empty() {
+                // Blind writes made before this load: lay them over what was loaded (or over
+                // a new session, if the old one is gone).
+                let changes: Vec<(String, Option<String>)> = st
+                    .changes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let record = self.ensure_record(&mut st);
+                for (k, v) in changes {
+                    match v {
+                        Some(json) => record.data.insert(k, json),
+                        None => record.data.remove(&k),
+                    };
+                }
+            }
         }
         Ok(st)
     }
@@ -416,10 +432,7 @@ impl Session {
     async fn state_mut(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
         let st = self.state().await?;
         if st.committed {
-            return Err(Error::new(
-                ErrorKind::Committed,
-                "session changed after the response was committed; the change was not saved",
-            ));
+            return Err(committed_error());
         }
         Ok(st)
     }
@@ -469,8 +482,28 @@ impl Session {
     }
 
     pub(crate) async fn set_raw(&self, key: &str, json: String) -> Result<()> {
-        let mut st = self.state_mut().await?;
         let max = self.config().max_data_bytes;
+        {
+            // A blind write: the request carries a ticket and nothing was read yet. Record the
+            // change without loading; the commit patches the record in one store operation
+            // (or, if the session is gone, starts a new one with it).
+            let mut st = self.inner.state.lock().await;
+            if st.committed {
+                return Err(committed_error());
+            }
+            if !st.loaded {
+                let size = key.len() + json.len();
+                if size > max {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!("session value would be {size} bytes, over the limit of {max}"),
+                    ));
+                }
+                st.changes.insert(key.to_owned(), Some(json));
+                return Ok(());
+            }
+        }
+        let mut st = self.state_mut().await?;
         let record = self.ensure_record(&mut st);
         let old = record.data.get(key).map_or(0, |v| key.len() + v.len());
         let size = record.data_bytes() - old + key.len() + json.len();
@@ -771,6 +804,10 @@ impl Session {
             });
         }
 
+        if !st.loaded && !st.changes.is_empty() {
+            return self.commit_blind(st, now).await;
+        }
+
         let Some(record) = st.record.as_mut() else {
             // No session. A verified ticket whose record is gone: clear the cookie.
             return Ok(CommitOutcome {
@@ -883,6 +920,73 @@ impl Session {
         Ok(CommitOutcome::default())
     }
 
+    /// Commits writes made without a load: one patch (capped by the absolute lifetime in the
+    /// store, which knows the creation time); if the session is gone, a new one holding them.
+    async fn commit_blind(&self, st: &mut State, now: Timestamp) -> Result<CommitOutcome> {
+        let shared = &*self.inner.shared;
+        let limit = shared.config.store_timeout;
+        let id = st.id.clone().expect("a blind write has an incoming id");
+        let mut patch = Patch::new(now, now.plus(shared.config.idle_timeout));
+        patch.max_lifetime = Some(shared.config.absolute_lifetime);
+        for (k, v) in &st.changes {
+            match v {
+                Some(json) => patch.set.push((k.clone(), json.clone())),
+                None => patch.remove.push(k.clone()),
+            }
+        }
+        match timed(limit, shared.store.apply(&shared.format.key(&id), &patch)).await? {
+            Applied::Done => {
+                st.changes.clear();
+                Ok(CommitOutcome {
+                    set_cookie: None,
+                    action: CommitAction::Patched,
+                })
+            }
+            Applied::Missing => {
+                // The ticket's session is gone: the writes start a new session (new id), as a
+                // write without any session would.
+                let mut record = Record::new(now, self.deadline(now, now));
+                record.meta.user_agent = self.inner.user_agent.clone();
+                for (k, v) in std::mem::take(&mut st.changes) {
+                    if let Some(json) = v {
+                        record.data.insert(k, json);
+                    }
+                }
+                if record.data.is_empty() {
+                    return Ok(CommitOutcome {
+                        set_cookie: Some(self.config().cookie.removal()),
+                        action: CommitAction::Vanished,
+                    });
+                }
+                let mut id = shared.format.generate();
+                for attempt in 0..4 {
+                    match timed(limit, shared.store.create(&shared.format.key(&id), &record))
+                        .await?
+                    {
+                        Created::Done => break,
+                        Created::Collision if attempt < 3 => id = shared.format.generate(),
+                        Created::Collision => {
+                            return Err(store::Error::new(
+                                store::ErrorKind::Backend,
+                                "session create kept colliding",
+                            )
+                            .into());
+                        }
+                    }
+                }
+                let set_cookie = self.ticket_cookie(&id, &record);
+                st.id = Some(id);
+                st.record = Some(record);
+                st.stored = true;
+                st.loaded = true;
+                Ok(CommitOutcome {
+                    set_cookie: Some(set_cookie),
+                    action: CommitAction::Created,
+                })
+            }
+        }
+    }
+
     fn vanished(&self) -> CommitOutcome {
         tracing::info!("session ended while the request ran; its changes were dropped");
         CommitOutcome {
@@ -902,6 +1006,13 @@ impl Session {
             .then(|| Timestamp::now().until(record.meta.expires_at));
         shared.config.cookie.set_cookie(&ticket, max_age)
     }
+}
+
+fn committed_error() -> Error {
+    Error::new(
+        ErrorKind::Committed,
+        "session changed after the response was committed; the change was not saved",
+    )
 }
 
 fn check_key(key: &str) -> Result<()> {

@@ -1,0 +1,52 @@
+//! The store conformance suite (cloakroom-testkit) against a standalone Redis server and a
+//! three-master Redis Cluster. Each check gets its own key prefix on a server shared by the
+//! whole test binary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cloakroom_core::store::SessionStore;
+use cloakroom_redis::RedisStore;
+use cloakroom_testkit::Purge;
+use cloakroom_testkit::redis_server::{RedisCluster, RedisServer};
+
+/// A prefix no other check in this run uses.
+fn unique_prefix(kind: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "conf-{kind}-{}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn open(url: String, kind: &str) -> Arc<dyn SessionStore> {
+    let store = RedisStore::builder(url)
+        .prefix(unique_prefix(kind))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("opening the {kind} store: {e}"));
+    Arc::new(store)
+}
+
+async fn standalone_store() -> Arc<dyn SessionStore> {
+    open(RedisServer::shared().url(), "standalone").await
+}
+
+async fn cluster_store() -> Arc<dyn SessionStore> {
+    open(RedisCluster::shared().url(), "cluster").await
+}
+
+/// Against one Redis server.
+mod standalone {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(standalone_store(), purge = Purge::EngineExpires);
+}
+
+/// Against a Redis Cluster of three masters.
+mod cluster {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(cluster_store(), purge = Purge::EngineExpires);
+}

@@ -1,0 +1,562 @@
+//! RedisStore beyond the conformance suite: round trips per operation, the key layout,
+//! outages and recovery, Cluster distribution, configuration errors.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::store::{Applied, Created, Cursor, ErrorKind, Patch, Record, SessionStore};
+use cloakroom_redis::RedisStore;
+use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
+
+fn unique_prefix(kind: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t-{kind}-{}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn new_key() -> SessionKey {
+    SessionId::generate().key()
+}
+
+fn record(user: Option<&str>, ttl: Duration) -> Record {
+    let now = Timestamp::now();
+    let mut r = Record::new(now, now.plus(ttl));
+    r.data.insert("name".into(), "\"Ada\"".into());
+    r.meta.user = user.map(str::to_owned);
+    r.meta.user_agent = Some("test agent".into());
+    r
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Runs `op` between `reset_stats` and `command_count` and returns the commands it sent.
+async fn count<F: std::future::Future>(server: &RedisServer, op: F) -> (F::Output, Vec<String>) {
+    server.reset_stats();
+    let out = op.await;
+    (out, server.commands_sent())
+}
+
+#[tokio::test]
+async fn one_round_trip_per_operation() {
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url()).await.expect("open");
+    // Load the scripts first (a cold script costs EVALSHA + SCRIPT LOAD + EVALSHA once).
+    let warm = new_key();
+    store
+        .create(&warm, &record(Some("warm"), HOUR))
+        .await
+        .unwrap();
+    store
+        .apply(
+            &warm,
+            &Patch::new(Timestamp::now(), Timestamp::now().plus(HOUR)),
+        )
+        .await
+        .unwrap();
+    store
+        .touch(&warm, Timestamp::now(), Timestamp::now().plus(HOUR))
+        .await
+        .unwrap();
+    store.delete(&warm).await.unwrap();
+    store.delete_user("warm", None).await.unwrap();
+
+    let key = new_key();
+    let user_key = new_key();
+    let now = Timestamp::now();
+    let patch = Patch::new(now, now.plus(HOUR)).set("a", "1").remove("name");
+
+    let (created, anon_create) = count(&server, store.create(&key, &record(None, HOUR))).await;
+    assert_eq!(created.unwrap(), Created::Done);
+    let (created, login_create) =
+        count(&server, store.create(&user_key, &record(Some("ada"), HOUR))).await;
+    assert_eq!(created.unwrap(), Created::Done);
+    let (loaded, load) = count(&server, store.load(&key)).await;
+    assert!(loaded.unwrap().is_some());
+    let (applied, apply) = count(&server, store.apply(&key, &patch)).await;
+    assert_eq!(applied.unwrap(), Applied::Done);
+    let (touched, touch) = count(&server, store.touch(&key, now, now.plus(HOUR))).await;
+    assert_eq!(touched.unwrap(), Applied::Done);
+    let (missing, missing_apply) = count(&server, store.apply(&new_key(), &patch)).await;
+    assert_eq!(missing.unwrap(), Applied::Missing);
+    let (deleted, anon_delete) = count(&server, store.delete(&key)).await;
+    assert!(deleted.unwrap());
+    let (deleted, login_delete) = count(&server, store.delete(&user_key)).await;
+    assert!(deleted.unwrap());
+    let (pong, ping) = count(&server, store.ping()).await;
+    pong.unwrap();
+
+    println!(
+        "commands: load {load:?}, create {anon_create:?}, create with user {login_create:?}, \
+              apply {apply:?}, touch {touch:?}, apply on a missing key {missing_apply:?}, \
+              delete {anon_delete:?}, delete with user {login_delete:?}, ping {ping:?}"
+    );
+    assert_eq!(load, ["hgetall"], "load");
+    assert_eq!(anon_create, ["evalsha"], "create");
+    assert_eq!(
+        login_create,
+        ["evalsha", "evalsha"],
+        "create with a user (record + index)"
+    );
+    assert_eq!(apply, ["evalsha"], "apply");
+    assert_eq!(touch, ["evalsha"], "touch");
+    assert_eq!(missing_apply, ["evalsha"], "apply on a missing key");
+    assert_eq!(anon_delete, ["evalsha"], "delete");
+    assert_eq!(
+        login_delete,
+        ["evalsha", "srem"],
+        "delete with a user (record + index)"
+    );
+    assert_eq!(ping, ["ping"], "ping");
+    assert_eq!(
+        server.command_count(),
+        1,
+        "command_count agrees with commands_sent"
+    );
+
+    // After the scripts are flushed (as after a Redis restart) they are loaded once again.
+    server.command(&["SCRIPT", "FLUSH"]).unwrap();
+    let again = new_key();
+    let (created, cold) = count(&server, store.create(&again, &record(None, HOUR))).await;
+    assert_eq!(created.unwrap(), Created::Done);
+    assert_eq!(
+        cold,
+        ["evalsha", "script", "evalsha"],
+        "create with a flushed script cache"
+    );
+    let (_, warm) = count(&server, store.touch(&again, now, now.plus(HOUR))).await;
+    assert_eq!(warm.len(), 3, "touch loads its own script once: {warm:?}");
+    let (_, warm) = count(&server, store.touch(&again, now, now.plus(HOUR))).await;
+    assert_eq!(warm, ["evalsha"]);
+}
+
+#[tokio::test]
+async fn key_layout_and_expiry() {
+    let server = RedisServer::shared();
+    let prefix = unique_prefix("layout");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .expect("open");
+    let key = new_key();
+    let mut r = record(Some("grace"), HOUR);
+    r.data.insert(
+        "m:exp".into(),
+        "\"a data field named like metadata\"".into(),
+    );
+    r.meta.remember = true;
+    store.create(&key, &r).await.unwrap();
+
+    let hash_key = format!("{prefix}s:{}", key.to_handle());
+    assert_eq!(store.session_key(&key), hash_key);
+    let Ok(Resp::Array(Some(flat))) = server.command(&["HGETALL", &hash_key]) else {
+        panic!("no hash at {hash_key}");
+    };
+    let fields: HashSet<String> = flat
+        .chunks(2)
+        .map(|c| c[0].as_str().unwrap().to_owned())
+        .collect();
+    let expected: HashSet<String> = [
+        "d:name",
+        "d:m:exp",
+        "m:created",
+        "m:seen",
+        "m:exp",
+        "m:user",
+        "m:ua",
+        "m:rem",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(fields, expected);
+    let Ok(Resp::Int(expire_at)) = server.command(&["PEXPIRETIME", &hash_key]) else {
+        panic!("no PEXPIRETIME");
+    };
+    assert_eq!(
+        expire_at,
+        r.meta.expires_at.as_millis(),
+        "PEXPIREAT is the record's expiry"
+    );
+    let user_set = format!("{prefix}u:grace");
+    assert_eq!(store.user_key("grace"), user_set);
+    assert_eq!(
+        server.command(&["SMEMBERS", &user_set]).unwrap(),
+        Resp::Array(Some(vec![Resp::Bulk(Some(key.to_handle().into_bytes()))]))
+    );
+    assert_eq!(store.load(&key).await.unwrap(), Some(r));
+
+    // A touch moves the Redis expiry too.
+    let later = Timestamp::now().plus(2 * HOUR);
+    store.touch(&key, Timestamp::now(), later).await.unwrap();
+    assert_eq!(
+        server.command(&["PEXPIRETIME", &hash_key]).unwrap(),
+        Resp::Int(later.as_millis())
+    );
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+}
+
+/// Logins keep a user's index from growing without bound: dead entries are pruned.
+#[tokio::test]
+async fn user_index_is_pruned_on_login() {
+    let server = RedisServer::shared();
+    let prefix = unique_prefix("prune");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .expect("open");
+    let user_set = format!("{prefix}u:busy");
+    for _ in 0..40 {
+        let r = record(Some("busy"), Duration::from_millis(200));
+        store.create(&new_key(), &r).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        server.command(&["SCARD", &user_set]).unwrap(),
+        Resp::Int(40)
+    );
+    let mut live = Vec::new();
+    for _ in 0..8 {
+        let key = new_key();
+        store
+            .create(&key, &record(Some("busy"), HOUR))
+            .await
+            .unwrap();
+        live.push(key);
+    }
+    // The 48th entry triggered a pruning: only live sessions are left.
+    assert_eq!(server.command(&["SCARD", &user_set]).unwrap(), Resp::Int(8));
+    assert_eq!(store.sessions_of("busy").await.unwrap().len(), 8);
+}
+
+/// Redis goes away and comes back: operations fail fast with Unavailable or Timeout, and
+/// work again after the restart without reopening the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_redis_restart() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(500);
+    let store = RedisStore::builder(server.url())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .expect("open");
+    let key = new_key();
+    store
+        .create(&key, &record(Some("ada"), HOUR))
+        .await
+        .unwrap();
+
+    server.stop();
+    let now = Timestamp::now();
+    for round in 0..3 {
+        let results = [
+            ("load", timed(store.load(&key)).await),
+            (
+                "create",
+                timed(store.create(&new_key(), &record(None, HOUR))).await,
+            ),
+            (
+                "apply",
+                timed(store.apply(&key, &Patch::new(now, now.plus(HOUR)))).await,
+            ),
+            ("touch", timed(store.touch(&key, now, now.plus(HOUR))).await),
+            ("delete", timed(store.delete(&new_key())).await),
+            ("sessions_of", timed(store.sessions_of("ada")).await),
+            ("delete_user", timed(store.delete_user("ada", None)).await),
+            ("scan", timed(store.scan(Cursor::start(), 10)).await),
+            ("ping", timed(store.ping()).await),
+        ];
+        for (op, (result, took)) in results {
+            let err = result.expect_err(op);
+            assert!(
+                matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+                "{op} while Redis is down: {err}"
+            );
+            assert!(
+                took < Duration::from_secs(3),
+                "{op} took {took:?} while Redis is down"
+            );
+            if round == 0 {
+                println!("{op} while down: {:?} after {took:?}: {err}", err.kind());
+            }
+        }
+    }
+
+    server.restart();
+    let restarted = Instant::now();
+    let deadline = restarted + Duration::from_secs(10);
+    let mut failures = 0;
+    loop {
+        match store.ping().await {
+            Ok(()) => break,
+            Err(e) => {
+                failures += 1;
+                assert!(Instant::now() < deadline, "no recovery within 10 s: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let recovered = restarted.elapsed();
+    println!("recovered {recovered:?} after the restart ({failures} failed pings before)");
+    assert!(
+        recovered < Duration::from_secs(5),
+        "recovery took {recovered:?}"
+    );
+
+    // The restarted server is empty (no persistence); everything works on it.
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    let fresh = new_key();
+    assert_eq!(
+        store
+            .create(&fresh, &record(Some("ada"), HOUR))
+            .await
+            .unwrap(),
+        Created::Done
+    );
+    assert!(store.load(&fresh).await.unwrap().is_some());
+    assert_eq!(store.sessions_of("ada").await.unwrap().len(), 1);
+}
+
+/// A restart between two requests costs no failed request: the broken connection is
+/// replaced and the request sent again.
+#[tokio::test]
+async fn a_restart_between_requests_is_invisible() {
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url()).await.expect("open");
+    let key = new_key();
+    store.create(&key, &record(None, HOUR)).await.unwrap();
+    server.restart();
+    let started = Instant::now();
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "the restarted server is empty"
+    );
+    println!("first request after a restart took {:?}", started.elapsed());
+    assert_eq!(
+        store.create(&key, &record(None, HOUR)).await.unwrap(),
+        Created::Done
+    );
+}
+
+/// A Redis that accepts commands but does not answer (here: `CLIENT PAUSE`) makes
+/// operations fail with Timeout once the command timeout has passed.
+#[tokio::test]
+async fn a_stalled_redis_times_out() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(300);
+    let store = RedisStore::builder(server.url())
+        .command_timeout(timeout)
+        .build()
+        .await
+        .expect("open");
+    let key = new_key();
+    store.create(&key, &record(None, HOUR)).await.unwrap();
+    server.command(&["CLIENT", "PAUSE", "1500", "ALL"]).unwrap();
+    let (result, took) = timed(store.load(&key)).await;
+    let err = result.expect_err("load from a paused server");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(took >= timeout && took < timeout * 3, "took {took:?}");
+    let (result, _) = timed(store.touch(&key, Timestamp::now(), Timestamp::now().plus(HOUR))).await;
+    assert_eq!(result.expect_err("touch").kind(), ErrorKind::Timeout);
+    // Once Redis answers again, so does the store.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.load(&key).await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery after the pause");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.load(&key).await.unwrap().is_some());
+}
+
+/// Runs an operation, keeping only whether it failed (and how) and how long it took.
+async fn timed<T>(
+    op: impl std::future::Future<Output = Result<T, cloakroom_core::store::Error>>,
+) -> (Result<(), cloakroom_core::store::Error>, Duration) {
+    let started = Instant::now();
+    let out = op.await.map(drop);
+    (out, started.elapsed())
+}
+
+#[tokio::test]
+async fn open_fails_clearly() {
+    // Nobody listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let err = RedisStore::builder(format!("redis://:hunter2@127.0.0.1:{port}/"))
+        .command_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "open took {:?}",
+        started.elapsed()
+    );
+    assert!(std::error::Error::source(&err).is_some(), "keeps the cause");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("hunter2"), "the password leaked: {text}");
+    assert!(text.contains(&port.to_string()), "names the server: {text}");
+
+    for bad in [
+        "http://localhost",
+        "rediss://localhost",
+        "redis+cluster://",
+        "nonsense",
+    ] {
+        let err = RedisStore::open(bad).await.expect_err(bad);
+        assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
+    }
+    let err = RedisStore::builder("redis://127.0.0.1:1")
+        .command_timeout(Duration::ZERO)
+        .build()
+        .await
+        .expect_err("zero timeout");
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+#[tokio::test]
+async fn url_options_configure_the_store() {
+    let server = RedisServer::shared();
+    let prefix = unique_prefix("url");
+    let url = format!(
+        "{}?prefix={prefix}&timeout_ms=750&connections=2",
+        server.url()
+    );
+    let store = RedisStore::open(&url).await.expect("open");
+    assert_eq!(store.prefix(), prefix);
+    assert_eq!(store.command_timeout(), Duration::from_millis(750));
+    assert!(format!("{store:?}").contains("connections: 2"));
+    // The builder's own settings win over the URL's.
+    let store = RedisStore::builder(url)
+        .prefix("other:")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(store.prefix(), "other:");
+    assert_eq!(store.command_timeout(), Duration::from_millis(750));
+}
+
+#[tokio::test]
+async fn debug_output_hides_secrets() {
+    let server = RedisServer::shared();
+    let url = server.url().replace("redis://", "redis://default:hunter2@");
+    // The test server has no password: AUTH with one fails, so look at the builder.
+    let builder = RedisStore::builder(url).prefix("p:");
+    assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix("debug"))
+        .connections(2)
+        .build()
+        .await
+        .unwrap();
+    let key = new_key();
+    let mut r = record(Some("someone"), HOUR);
+    r.data.insert("secret".into(), "\"s3cr3t-value\"".into());
+    store.create(&key, &r).await.unwrap();
+    let shown = format!("{store:?} {:?}", store.load(&key).await.unwrap());
+    assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    assert!(shown.contains("connections: 2"), "{shown}");
+}
+
+#[tokio::test]
+async fn several_connections_share_the_work() {
+    let server = RedisServer::shared();
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix("pool"))
+        .connections(3)
+        .build()
+        .await
+        .unwrap();
+    let keys: Vec<SessionKey> = (0..30).map(|_| new_key()).collect();
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (store, key) = (store.clone(), *key);
+            tokio::spawn(async move { store.create(&key, &record(Some("pooled"), HOUR)).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), Created::Done);
+    }
+    assert_eq!(store.sessions_of("pooled").await.unwrap().len(), 30);
+    assert_eq!(
+        store.delete_user("pooled", Some(&keys[0])).await.unwrap(),
+        29
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_spreads_sessions_and_lists_them_all() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("spread");
+    let store = RedisStore::builder(cluster.url())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .expect("open cluster");
+    assert!(store.is_cluster());
+    let mut mine = HashSet::new();
+    for i in 0..60 {
+        let key = new_key();
+        let user = (i % 2 == 0).then_some("spread-user");
+        store.create(&key, &record(user, HOUR)).await.unwrap();
+        mine.insert(key);
+    }
+    // Every master holds some of them.
+    let pattern = format!("{prefix}s:*");
+    for node in cluster.nodes() {
+        let Ok(Resp::Array(Some(keys))) = node.command(&["KEYS", &pattern]) else {
+            panic!("KEYS failed on node {}", node.port());
+        };
+        assert!(
+            !keys.is_empty(),
+            "node {} holds none of the sessions",
+            node.port()
+        );
+    }
+    assert_eq!(store.sessions_of("spread-user").await.unwrap().len(), 30);
+
+    // Scanning with small pages crosses every node and lists each session once.
+    let mut seen = HashSet::new();
+    let mut cursor = Cursor::start();
+    let mut pages = 0;
+    loop {
+        let page = store.scan(cursor, 7).await.unwrap();
+        assert!(page.sessions.len() <= 7);
+        for info in page.sessions {
+            assert!(seen.insert(info.key), "listed twice");
+        }
+        pages += 1;
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, mine, "scan lists exactly this store's sessions");
+    assert!(pages >= 9, "{pages} pages of at most 7 for 60 sessions");
+
+    let keep = *mine.iter().next().unwrap();
+    let kept_is_users = store
+        .load(&keep)
+        .await
+        .unwrap()
+        .unwrap()
+        .meta
+        .user
+        .is_some();
+    let deleted = store.delete_user("spread-user", Some(&keep)).await.unwrap();
+    assert_eq!(deleted, if kept_is_users { 29 } else { 30 });
+    store.ping().await.unwrap();
+}
