@@ -49,3 +49,16 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 log "cargo test --workspace"
 cargo test --workspace --no-fail-fast "$@"
+
+# The fuzz targets (their own workspace) keep building and survive a few thousand random
+# inputs each. Plain cargo, no sanitizers: the long coverage-guided runs use cargo-fuzz
+# (see SECURITY.md).
+log "fuzz smoke"
+cargo build --quiet --manifest-path fuzz/Cargo.toml
+for target in ticket_decode cookie_header csrf_token tornado_signed_value form_token pickle_decode; do
+    bin="fuzz/target/debug/$target"
+    [ -x "$bin" ] || continue
+    corpus="$(mktemp -d)"
+    "$bin" -runs=20000 -max_len=4096 "$corpus" 2>&1 | tail -n 1
+    rm -rf "$corpus"
+done

@@ -1,0 +1,371 @@
+//! `sessions list`, `sessions show`, `sessions revoke`.
+
+use std::io::Write;
+
+use anyhow::{Context as _, anyhow, bail};
+use cloakroom::store::{Record, SessionInfo, SessionStore};
+use cloakroom::{SessionKey, Timestamp};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::render::{self, clean, truncate};
+use crate::scan::{Progress, for_each_session};
+use crate::table::{Align, Table};
+use crate::{ListArgs, RevokeArgs, ShowArgs};
+
+/// Field names starting with this belong to the library (CSRF secret, flash messages).
+const INTERNAL_PREFIX: &str = "__cr.";
+
+/// Fields whose values are secrets: never printed, in any format.
+const SECRET_FIELDS: [&str; 1] = ["__cr.csrf"];
+
+/// What replaces a secret value.
+const REDACTED: &str = "REDACTED";
+
+/// Characters of the user agent shown in the table.
+const USER_AGENT_WIDTH: usize = 40;
+
+/// `sessions list`: the live sessions of the store (or of `--user`), most recently seen
+/// first, as an aligned table or, with `--json`, an array of objects.
+///
+/// # Errors
+/// Store failures and output errors.
+pub async fn list(
+    store: &dyn SessionStore,
+    args: &ListArgs,
+    now: Timestamp,
+    progress: &mut Progress,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let limit = args.limit.map(usize::from);
+    let mut sessions = match &args.user {
+        Some(user) => store
+            .sessions_of(user)
+            .await
+            .with_context(|| format!("listing the sessions of user {:?}", clean(user)))?,
+        None => {
+            let mut sessions = Vec::new();
+            for_each_session(store, limit, progress, |info| sessions.push(info)).await?;
+            sessions
+        }
+    };
+    sessions.sort_by(|a, b| {
+        (b.meta.last_seen, b.meta.created_at).cmp(&(a.meta.last_seen, a.meta.created_at))
+    });
+    if let Some(limit) = limit {
+        sessions.truncate(limit);
+    }
+    if args.json {
+        let list: Vec<SessionJson<'_>> = sessions.iter().map(SessionJson::new).collect();
+        write_json(out, &list)?;
+        return Ok(());
+    }
+    let scope = match &args.user {
+        Some(user) => format!(" of user {}", clean(user)),
+        None => String::new(),
+    };
+    if sessions.is_empty() {
+        writeln!(out, "no sessions{scope}")?;
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        ("HANDLE", Align::Left),
+        ("USER", Align::Left),
+        ("CREATED (UTC)", Align::Left),
+        ("LAST SEEN", Align::Left),
+        ("EXPIRES", Align::Left),
+        ("FIELDS", Align::Right),
+        ("BYTES", Align::Right),
+        ("USER AGENT", Align::Left),
+    ]);
+    for info in &sessions {
+        let meta = &info.meta;
+        table.row(vec![
+            info.key.to_handle(),
+            meta.user.as_deref().map_or_else(|| "-".to_owned(), clean),
+            render::time(meta.created_at),
+            render::time(meta.last_seen),
+            format!(
+                "{} ({})",
+                render::time(meta.expires_at),
+                render::relative(now, meta.expires_at)
+            ),
+            info.fields.to_string(),
+            info.data_bytes.to_string(),
+            meta.user_agent
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |ua| truncate(ua, USER_AGENT_WIDTH)),
+        ]);
+    }
+    table.write(out)?;
+    writeln!(
+        out,
+        "{}{scope}",
+        render::count(sessions.len() as u64, "session")
+    )?;
+    Ok(())
+}
+
+/// `sessions show HANDLE`: the session's bookkeeping and its data, each value decoded from
+/// its JSON text; the library's own `__cr.*` fields under "internal", the CSRF secret as
+/// `REDACTED`.
+///
+/// # Errors
+/// "no such session" when the store has no live session under the handle; store failures.
+pub async fn show(
+    store: &dyn SessionStore,
+    args: &ShowArgs,
+    now: Timestamp,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let key = args.handle;
+    let record = store
+        .load(&key)
+        .await
+        .context("loading the session")?
+        .ok_or_else(|| no_such_session(&key))?;
+    let fields = decode_fields(&record);
+    let info = record.info(key);
+    if args.json {
+        let map = |internal: bool| -> Map<String, Value> {
+            fields
+                .iter()
+                .filter(|f| f.internal == internal)
+                .map(|f| (f.name.clone(), f.value.json()))
+                .collect()
+        };
+        let shown = ShowJson {
+            session: SessionJson::new(&info),
+            data: map(false),
+            internal: map(true),
+            undecodable: fields
+                .iter()
+                .filter(|f| matches!(f.value, Decoded::Raw(_)))
+                .map(|f| f.name.as_str())
+                .collect(),
+        };
+        write_json(out, &shown)?;
+        return Ok(());
+    }
+    write_meta(&info, now, out)?;
+    for (heading, internal) in [("data", false), ("internal", true)] {
+        writeln!(out)?;
+        writeln!(out, "{heading}:")?;
+        let mut any = false;
+        for field in fields.iter().filter(|f| f.internal == internal) {
+            any = true;
+            let value = match &field.value {
+                Decoded::Redacted => REDACTED.to_owned(),
+                Decoded::Json(value) => {
+                    let pretty = serde_json::to_string_pretty(value)?;
+                    // Later lines of a multi-line value line up under the field name.
+                    clean_lines(&pretty).join("\n  ")
+                }
+                Decoded::Raw(text) => format!("{} (not JSON)", clean(text)),
+            };
+            writeln!(out, "  {} = {value}", clean(&field.name))?;
+        }
+        if !any {
+            writeln!(out, "  (none)")?;
+        }
+    }
+    Ok(())
+}
+
+/// `sessions revoke HANDLE` (delete one session) or `sessions revoke --user U` (delete all
+/// of a user's sessions, printing how many).
+///
+/// # Errors
+/// "no such session" when there was no live session under the handle; store failures.
+pub async fn revoke(
+    store: &dyn SessionStore,
+    args: &RevokeArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match (&args.handle, &args.user) {
+        (Some(key), _) => {
+            let deleted = store.delete(key).await.context("revoking the session")?;
+            if !deleted {
+                return Err(no_such_session(key));
+            }
+            writeln!(out, "revoked session {}", key.to_handle())?;
+        }
+        (None, Some(user)) => {
+            let n = store
+                .delete_user(user, None)
+                .await
+                .with_context(|| format!("revoking the sessions of user {:?}", clean(user)))?;
+            writeln!(
+                out,
+                "revoked {} of user {}",
+                render::count(n, "session"),
+                clean(user)
+            )?;
+        }
+        (None, None) => bail!("sessions revoke needs a HANDLE or --user USER"),
+    }
+    Ok(())
+}
+
+fn no_such_session(key: &SessionKey) -> anyhow::Error {
+    anyhow!(
+        "no such session: {} (expired, revoked or never there)",
+        key.to_handle()
+    )
+}
+
+/// A session's summary in `--json` output: times as RFC 3339 and as milliseconds since the
+/// epoch.
+#[derive(Debug, Serialize)]
+struct SessionJson<'a> {
+    handle: String,
+    user: Option<&'a str>,
+    created_at: String,
+    created_at_ms: i64,
+    last_seen: String,
+    last_seen_ms: i64,
+    expires_at: String,
+    expires_at_ms: i64,
+    fields: usize,
+    data_bytes: usize,
+    user_agent: Option<&'a str>,
+    remember: bool,
+}
+
+impl<'a> SessionJson<'a> {
+    fn new(info: &'a SessionInfo) -> Self {
+        let meta = &info.meta;
+        SessionJson {
+            handle: info.key.to_handle(),
+            user: meta.user.as_deref(),
+            created_at: meta.created_at.to_string(),
+            created_at_ms: meta.created_at.as_millis(),
+            last_seen: meta.last_seen.to_string(),
+            last_seen_ms: meta.last_seen.as_millis(),
+            expires_at: meta.expires_at.to_string(),
+            expires_at_ms: meta.expires_at.as_millis(),
+            fields: info.fields,
+            data_bytes: info.data_bytes,
+            user_agent: meta.user_agent.as_deref(),
+            remember: meta.remember,
+        }
+    }
+}
+
+/// `sessions show --json`: the summary, then the decoded fields.
+#[derive(Debug, Serialize)]
+struct ShowJson<'a> {
+    #[serde(flatten)]
+    session: SessionJson<'a>,
+    /// The application's fields.
+    data: Map<String, Value>,
+    /// The library's own `__cr.*` fields, secrets redacted.
+    internal: Map<String, Value>,
+    /// Fields whose stored text is not JSON (their value is given as a string of it).
+    undecodable: Vec<&'a str>,
+}
+
+/// The header of `sessions show`.
+fn write_meta(info: &SessionInfo, now: Timestamp, out: &mut impl Write) -> anyhow::Result<()> {
+    let meta = &info.meta;
+    let time = |ts: Timestamp| format!("{} UTC ({})", render::time(ts), render::relative(now, ts));
+    let or_none = |text: &Option<String>| text.as_deref().map_or_else(|| "-".to_owned(), clean);
+    let lines = [
+        ("handle", info.key.to_handle()),
+        ("user", or_none(&meta.user)),
+        ("created", time(meta.created_at)),
+        ("last seen", time(meta.last_seen)),
+        ("expires", time(meta.expires_at)),
+        (
+            "remember",
+            if meta.remember { "yes" } else { "no" }.to_owned(),
+        ),
+        ("user agent", or_none(&meta.user_agent)),
+        (
+            "fields",
+            format!("{} ({} bytes)", info.fields, info.data_bytes),
+        ),
+    ];
+    for (label, value) in lines {
+        writeln!(out, "{label:<11} {value}")?;
+    }
+    Ok(())
+}
+
+/// One session field, decoded for display.
+#[derive(Debug)]
+struct Field {
+    name: String,
+    internal: bool,
+    value: Decoded,
+}
+
+#[derive(Debug)]
+enum Decoded {
+    /// A secret: the value was not even decoded.
+    Redacted,
+    Json(Value),
+    /// Not valid JSON (shown as the raw text).
+    Raw(String),
+}
+
+impl Decoded {
+    fn json(&self) -> Value {
+        match self {
+            Decoded::Redacted => Value::String(REDACTED.to_owned()),
+            Decoded::Json(value) => value.clone(),
+            Decoded::Raw(text) => Value::String(text.clone()),
+        }
+    }
+}
+
+fn decode_fields(record: &Record) -> Vec<Field> {
+    record
+        .data
+        .iter()
+        .map(|(name, text)| {
+            let value = if SECRET_FIELDS.contains(&name.as_str()) {
+                Decoded::Redacted
+            } else {
+                serde_json::from_str(text)
+                    .map_or_else(|_| Decoded::Raw(text.clone()), Decoded::Json)
+            };
+            Field {
+                name: name.clone(),
+                internal: name.starts_with(INTERNAL_PREFIX),
+                value,
+            }
+        })
+        .collect()
+}
+
+/// The lines of `text`, each [cleaned](clean) (serde_json leaves DEL and C1 controls as is).
+fn clean_lines(text: &str) -> Vec<String> {
+    text.lines().map(clean).collect()
+}
+
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_never_decoded_and_internal_fields_are_apart() {
+        let mut record = Record::new(Timestamp(0), Timestamp(1));
+        record.data.insert("__cr.csrf".into(), "\"s3cret\"".into());
+        record.data.insert("__cr.flash".into(), "[]".into());
+        record.data.insert("cart".into(), "[1,2]".into());
+        record.data.insert("odd".into(), "not json".into());
+        let fields = decode_fields(&record);
+        let by_name = |n: &str| fields.iter().find(|f| f.name == n).unwrap();
+        assert!(matches!(by_name("__cr.csrf").value, Decoded::Redacted));
+        assert!(by_name("__cr.flash").internal && !by_name("cart").internal);
+        assert_eq!(by_name("cart").value.json(), serde_json::json!([1, 2]));
+        assert_eq!(by_name("odd").value.json(), serde_json::json!("not json"));
+    }
+}
