@@ -7,7 +7,8 @@
 //! |----------|---------|--------------|
 //! | `memory` | yes     | `memory://` in [`store::open`] |
 //! | `sqlite` | yes     | [`store::SqliteStore`], `sqlite://` in [`store::open`] |
-//! | `tower`  | via `axum` | [`SessionLayer`], the tower middleware |
+//! | `redis`  | yes     | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`] |
+//! | `tower`  | via `axum` | [`SessionLayer`] and [`CsrfLayer`], the tower middleware |
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
 //!
 #![cfg_attr(feature = "axum", doc = "```")]
@@ -58,7 +59,12 @@ pub use cloakroom_core::store::MemoryStore;
 pub use cloakroom_sqlite::SqliteStore;
 
 #[cfg(feature = "tower")]
-pub use cloakroom_tower::{ConfigError, SessionLayer, SessionService};
+pub use cloakroom_tower::{
+    ConfigError, CsrfLayer, CsrfMode, CsrfToken, SessionLayer, SessionService,
+};
+
+#[cfg(feature = "redis")]
+pub use cloakroom_redis::RedisStore;
 
 #[cfg(feature = "axum")]
 pub use cloakroom_tower::{Session, SessionError};
