@@ -80,6 +80,16 @@ impl RedisServer {
         Self::start_with(&[], |_| true)
     }
 
+    /// Starts a server that keeps every acknowledged write across [`RedisServer::restart`]
+    /// (append-only file, fsync on every write), for fault tests that check nothing is lost.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_persistent() -> RedisServer {
+        let args = ["--appendonly", "yes", "--appendfsync", "always"].map(String::from);
+        Self::start_with(&args, |_| true)
+    }
+
     /// A server shared by every caller in this test binary, started on first use and killed
     /// when the test binary exits. Give each test its own key prefix.
     ///
