@@ -601,3 +601,47 @@ fn invalid_cookie_settings_are_config_errors() {
             .is_err()
     );
 }
+
+/// Flash messages survive a redirect, come back in order with their levels, exactly once.
+#[tokio::test]
+async fn flash_messages_are_shown_once_in_order_with_levels() {
+    use cloakroom_core::flash::Level;
+    let layer = SessionLayer::new(Arc::new(MemoryStore::new()), keys());
+    let app = Router::new()
+        .route(
+            "/act",
+            post(|s: Session| async move {
+                s.flash().push(Level::Success, "Note saved").await?;
+                s.flash().push(Level::Warning, "Almost full").await?;
+                s.flash().push(Level::Error, "One failed").await?;
+                Ok::<_, SessionError>((StatusCode::SEE_OTHER, [(header::LOCATION, "/")]))
+            }),
+        )
+        .route(
+            "/",
+            get(|s: Session| async move {
+                let shown: Vec<String> = s
+                    .flash()
+                    .take()
+                    .await?
+                    .into_iter()
+                    .map(|m| format!("{}:{}", m.level.as_str(), m.text))
+                    .collect();
+                Ok::<_, SessionError>(shown.join("|"))
+            }),
+        )
+        .layer(layer);
+    let res = send(&app, "POST", "/act", None).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let c = pair(&set_cookie(&res).unwrap());
+    let first = text(send(&app, "GET", "/", Some(&c)).await).await;
+    assert_eq!(
+        first,
+        "success:Note saved|warning:Almost full|error:One failed"
+    );
+    assert_eq!(
+        text(send(&app, "GET", "/", Some(&c)).await).await,
+        "",
+        "shown twice"
+    );
+}
