@@ -700,6 +700,15 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the cookie is persistent ("remember me"); `false` without a session.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn remember(&self) -> Result<bool> {
+        let st = self.state().await?;
+        Ok(st.record.as_ref().is_some_and(|r| r.meta.remember))
+    }
+
     /// When the session will expire if unused; `None` without a session.
     ///
     /// # Errors
