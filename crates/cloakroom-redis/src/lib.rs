@@ -54,9 +54,16 @@
 //! new connection, within the same timeout; every operation tolerates such a repeat).
 //!
 //! Needs Redis 6.2 or later (tested with 7). `rediss://` (TLS) is not supported.
+//!
+//! # pycket's format
+//!
+//! [`PycketStore`] (module [`pycket`]) keeps sessions the way Tornado's pycket does (bare
+//! uuid keys, pickled dicts, notifications in a second database), so a Cloakroom app and a
+//! Tornado app share them: `pycket+redis://host:port/db?notifications_db=N`.
 
 mod codec;
 mod conn;
+pub mod pycket;
 mod scripts;
 
 use std::cmp::Reverse;
@@ -77,6 +84,8 @@ use redis::{Cmd, RedisError, Script, Value};
 
 use crate::codec::{bytes, decode_record, int, items};
 use crate::conn::{Conn, Target, bounded, redact, take_options};
+
+pub use crate::pycket::{PycketStore, PycketStoreBuilder};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "cloakroom:";

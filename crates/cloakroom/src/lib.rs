@@ -7,7 +7,7 @@
 //! |----------|---------|--------------|
 //! | `memory` | yes     | `memory://` in [`store::open`] |
 //! | `sqlite` | yes     | [`store::SqliteStore`], `sqlite://` in [`store::open`] |
-//! | `redis`  | yes     | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`] |
+//! | `redis`  | yes     | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`]; [`store::PycketStore`], `pycket+redis://` (Tornado's pycket format) |
 //! | `tower`  | via `axum` | [`SessionLayer`] and [`CsrfLayer`], the tower middleware |
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
 //!
@@ -44,7 +44,7 @@
 //! `get`/`set`, `login`, `logout`, `set_remember`, [flash messages](flash), and the user's
 //! other sessions through its store.
 
-pub use cloakroom_core::{cookie, csrf, flash, keys, session};
+pub use cloakroom_core::{cookie, csrf, flash, keys, session, tornado};
 
 pub mod store;
 
@@ -64,7 +64,7 @@ pub use cloakroom_tower::{
 };
 
 #[cfg(feature = "redis")]
-pub use cloakroom_redis::RedisStore;
+pub use cloakroom_redis::{PycketStore, RedisStore};
 
 #[cfg(feature = "axum")]
 pub use cloakroom_tower::{Session, SessionError};

@@ -22,7 +22,7 @@ pub use cloakroom_core::store::*;
 pub use cloakroom_sqlite::{SqliteStore, SqliteStoreBuilder};
 
 #[cfg(feature = "redis")]
-pub use cloakroom_redis::{RedisStore, RedisStoreBuilder};
+pub use cloakroom_redis::{PycketStore, PycketStoreBuilder, RedisStore, RedisStoreBuilder};
 
 /// URL forms [`open`] understands in this build (depends on the enabled features).
 pub fn supported_urls() -> Vec<&'static str> {
@@ -42,6 +42,7 @@ pub fn supported_urls() -> Vec<&'static str> {
             "redis://host:port/db",
             "redis+unix:///path/to/socket",
             "redis+cluster://host:port,host:port",
+            "pycket+redis://host:port/db?notifications_db=N",
         ]);
     }
     urls
@@ -55,6 +56,9 @@ pub fn supported_urls() -> Vec<&'static str> {
 ///
 /// - `redis://[user:password@]host:port/db`, `redis+unix://`, `redis+cluster://h:p,h:p`:
 ///   [`RedisStore`] (feature `redis`); options `?prefix=..&timeout_ms=..&connections=..`.
+/// - `pycket+redis://[user:password@]host:port/db?notifications_db=N`: [`PycketStore`]
+///   (feature `redis`), sessions in the format of Tornado's pycket (db default 0,
+///   notifications default 1); pair it with `cloakroom::tornado::PycketTicket`.
 ///
 /// Scheme names are case-insensitive.
 ///
@@ -69,6 +73,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>> {
         "memory" => open_memory(rest),
         "sqlite" => open_sqlite(rest).await,
         "redis" | "rediss" | "redis+unix" | "redis+cluster" => open_redis(url).await,
+        "pycket+redis" => open_pycket(url).await,
         _ => Err(unsupported(&format!("the scheme {scheme:?}"))),
     }
 }
@@ -178,6 +183,16 @@ async fn open_redis(url: &str) -> Result<Arc<dyn SessionStore>> {
     Err(disabled(scheme, "redis"))
 }
 
+#[cfg(feature = "redis")]
+async fn open_pycket(url: &str) -> Result<Arc<dyn SessionStore>> {
+    Ok(Arc::new(PycketStore::open(url.trim()).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_pycket(_: &str) -> Result<Arc<dyn SessionStore>> {
+    Err(disabled("pycket+redis", "redis"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +255,28 @@ mod tests {
             #[cfg(feature = "redis")]
             assert!(text.contains("redis://"), "{text}");
         }
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn pycket_urls_open_the_pycket_store() {
+        // Port 1 on loopback: nothing listens there, so the URL got as far as connecting.
+        let err = open("pycket+redis://:hunter2@127.0.0.1:1/5?notifications_db=11&timeout_ms=500")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = open("PYCKET+REDIS://127.0.0.1:1/5?notifications_db=5")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(
+            supported_urls()
+                .iter()
+                .any(|u| u.starts_with("pycket+redis://"))
+        );
     }
 
     #[cfg(feature = "redis")]

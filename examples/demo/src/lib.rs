@@ -4,6 +4,13 @@
 //! your other sessions, log out. Accounts live in a SQLite `users` table; sessions live in
 //! whatever store the `--store` URL names.
 //!
+//! With `--store pycket+redis://host:port/db?notifications_db=N --tornado-secret SECRET` the
+//! demo shares its sessions with a Tornado + pycket app on the same host: the session cookie
+//! is pycket's `PYCKET_ID` (a Tornado signed value, with the Tornado app's `cookie_secret`),
+//! sessions are pycket's pickled dicts, flash messages are pycket's notifications, a session
+//! whose `ID` field is set counts as logged in (that is the Tornado app's login), and CSRF
+//! tokens live in Tornado's `_xsrf` cookie, so each app accepts the other's tokens.
+//!
 //! [`app`] builds the whole application as an [`axum::Router`], so tests drive it with
 //! `tower::ServiceExt::oneshot`, no sockets needed:
 //!
@@ -29,7 +36,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use cloakroom::{KeyRing, SessionLayer};
+use cloakroom::tornado::{PycketTicket, TornadoSecret};
+use cloakroom::{CsrfMode, KeyRing, SessionLayer};
 
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
@@ -51,7 +59,8 @@ pub struct DemoConfig {
     /// The public origin (`scheme://host[:port]`). Session cookies are `Secure` unless it is
     /// `http://`.
     pub origin: String,
-    /// Tornado's `cookie_secret`, for a later pycket-compatible mode. Unused for now.
+    /// Tornado's `cookie_secret`: required with a `pycket+redis://` store (it signs the
+    /// `PYCKET_ID` cookie), unused otherwise.
     pub tornado_secret: Option<String>,
 }
 
@@ -107,6 +116,7 @@ fn origin_is_https(origin: &str) -> anyhow::Result<bool> {
 /// A bad origin or key list, or a store or database that cannot be opened.
 pub async fn app(config: DemoConfig) -> anyhow::Result<axum::Router> {
     let https = origin_is_https(&config.origin)?;
+    let pycket = pycket_secret(&config)?;
     let store = cloakroom::store::open(&config.store)
         .await
         .context("cannot open the session store")?;
@@ -135,26 +145,70 @@ pub async fn app(config: DemoConfig) -> anyhow::Result<axum::Router> {
     let metrics = Arc::new(Metrics::default());
     let on_store_error = metrics.clone();
     // `__Host-` keeps subdomains from planting the cookie; it requires Secure, so HTTPS only.
-    let cookie_name = if https { "__Host-session" } else { "session" };
-    let layer = SessionLayer::new(store, keys)
+    let cookie_name = match (&pycket, https) {
+        (Some(_), _) => PYCKET_COOKIE,
+        (None, true) => "__Host-session",
+        (None, false) => "session",
+    };
+    let mut layer = SessionLayer::new(store, keys)
         .with_secure(https)?
         .with_cookie_name(cookie_name)?
         .with_error_handler(move |error| {
             on_store_error.store_error();
             cloakroom::tower::session::default_error_response(error)
         });
+    if let Some(secret) = &pycket {
+        // pycket's ticket: a Tornado v2 signed value of the session's uuid, read back for 31
+        // days as Tornado's `get_secure_cookie` does.
+        let ticket = PycketTicket::new(TornadoSecret::single(secret), 31.0);
+        layer = layer.with_ticket_format(Arc::new(ticket));
+    }
     let state = routes::AppState {
         engine: layer.engine(),
         users,
         passwords: Passwords::new().await?,
         templates: templates::environment()?,
         metrics,
+        pycket_ids: pycket.is_some(),
     };
     tracing::info!(config = ?config, secure_cookies = https, "demo configured");
     // CSRF: tokens bound to the session (the `_xsrf` cookie before login), Fetch Metadata
     // and Origin checks on every unsafe request, login and registration included.
-    let csrf = cloakroom::tower::CsrfLayer::new().with_secure_cookie(https)?;
+    let mut csrf = cloakroom::tower::CsrfLayer::new().with_secure_cookie(https)?;
+    if pycket.is_some() {
+        // Tornado's way, so the two apps accept each other's tokens: the secret lives in the
+        // `_xsrf` cookie (whichever app set it first), readable by scripts as Tornado sets it
+        // (Tornado apps' JavaScript reads it to send `X-XSRFToken`).
+        csrf = csrf
+            .with_mode(CsrfMode::Cookie)
+            .with_http_only_cookie(false);
+    }
     Ok(routes::router(Arc::new(state), layer, csrf))
+}
+
+/// pycket's session cookie.
+const PYCKET_COOKIE: &str = "PYCKET_ID";
+
+/// Whether the store is pycket's; if so, the Tornado secret it needs.
+fn pycket_secret(config: &DemoConfig) -> anyhow::Result<Option<String>> {
+    let scheme = config
+        .store
+        .trim()
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    if scheme.as_deref() != Some("pycket+redis") {
+        if config.tornado_secret.is_some() {
+            tracing::warn!("--tornado-secret is only used with a pycket+redis:// store; ignored");
+        }
+        return Ok(None);
+    }
+    match config.tornado_secret.as_deref() {
+        Some(secret) if !secret.is_empty() => Ok(Some(secret.to_owned())),
+        _ => anyhow::bail!(
+            "--store pycket+redis://... needs --tornado-secret (or CLOAKROOM_TORNADO_SECRET): \
+             the Tornado app's cookie_secret, which signs pycket's PYCKET_ID cookie"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +222,21 @@ mod tests {
         assert!(origin_is_https("ftp://example.com").is_err());
         assert!(origin_is_https("https://example.com/app").is_err());
         assert!(origin_is_https("https://").is_err());
+    }
+
+    #[test]
+    fn pycket_stores_need_the_tornado_secret() {
+        let mut c = DemoConfig::new("pycket+redis://127.0.0.1:6379/5", "sqlite::memory:");
+        let err = pycket_secret(&c).unwrap_err().to_string();
+        assert!(err.contains("--tornado-secret"), "{err}");
+        c.tornado_secret = Some(String::new());
+        assert!(pycket_secret(&c).is_err());
+        c.tornado_secret = Some("s3cret".into());
+        assert_eq!(pycket_secret(&c).unwrap().as_deref(), Some("s3cret"));
+        c.store = "PYCKET+REDIS://h/0".into();
+        assert!(pycket_secret(&c).unwrap().is_some());
+        c.store = "memory://".into();
+        assert_eq!(pycket_secret(&c).unwrap(), None);
     }
 
     #[test]

@@ -16,7 +16,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "CLOAKROOM_ADDR", default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
-    /// Session store URL: memory://, sqlite://relative.db, sqlite:///absolute.db.
+    /// Session store URL: memory://, sqlite://relative.db, sqlite:///absolute.db,
+    /// redis://host:port/db, redis+cluster://host:port,host:port, or
+    /// pycket+redis://host:port/db?notifications_db=N to share sessions with a Tornado +
+    /// pycket app (needs --tornado-secret).
     #[arg(
         long,
         env = "CLOAKROOM_STORE",
@@ -38,7 +41,8 @@ struct Args {
     /// Session cookies are Secure unless it is http://.
     #[arg(long, env = "CLOAKROOM_ORIGIN")]
     origin: Option<String>,
-    /// Tornado's cookie_secret, for the pycket-compatible store (not used yet).
+    /// Tornado's cookie_secret, which signs pycket's PYCKET_ID cookie: required with a
+    /// pycket+redis:// store.
     #[arg(long, env = "CLOAKROOM_TORNADO_SECRET", hide_env_values = true)]
     tornado_secret: Option<String>,
 }

@@ -48,6 +48,10 @@ pub(crate) struct AppState {
     pub(crate) passwords: Passwords,
     pub(crate) templates: Environment<'static>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Sessions shared with a Tornado + pycket app: a session whose `ID` field is set counts
+    /// as logged in as that name even without a Cloakroom login (the Tornado app's login is
+    /// `self.session.set('ID', name)`).
+    pub(crate) pycket_ids: bool,
 }
 
 type App = State<Arc<AppState>>;
@@ -122,6 +126,22 @@ async fn csrf_token(visit: &Visit) -> Result<String, AppError> {
 }
 
 impl AppState {
+    /// Who the session is logged in as: its login, or (sessions shared with Tornado) the
+    /// name in its `ID` field.
+    async fn user_of(&self, session: &Session) -> Result<Option<String>, AppError> {
+        if let Some(user) = session.user().await? {
+            return Ok(Some(user));
+        }
+        if !self.pycket_ids {
+            return Ok(None);
+        }
+        Ok(match session.get::<serde_json::Value>("ID").await? {
+            Some(serde_json::Value::String(name)) if !name.is_empty() => Some(name),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    }
+
     /// Renders `template` with the page basics (the user, the pending flash messages, which
     /// this render consumes, and the CSRF field) plus `extra`.
     async fn page(
@@ -131,7 +151,7 @@ impl AppState {
         template: &str,
         extra: Value,
     ) -> Handled {
-        let user = session.user().await?;
+        let user = self.user_of(session).await?;
         let flashes = session.flash().take().await?;
         let ctx = context! {
             user,
@@ -280,6 +300,7 @@ async fn register(
     }
     tracing::info!(user = name, "registered");
     start_session(
+        &app,
         &session,
         name,
         form.remember.is_some(),
@@ -316,6 +337,7 @@ async fn login(
     }
     tracing::info!(user = name, "logged in");
     start_session(
+        &app,
         &session,
         name,
         form.remember.is_some(),
@@ -329,13 +351,14 @@ async fn login(
 /// Logs the session in as `name`: a new session id (the old ticket stops working), the
 /// tutorial's `ID` field, the remember-me choice and a welcome message for the next page.
 async fn start_session(
+    app: &AppState,
     session: &Session,
     name: &str,
     remember: bool,
     welcome: String,
 ) -> Result<(), AppError> {
     // Another user's notes must not follow a different user into their session.
-    if session.user().await?.is_some_and(|user| user != name) {
+    if app.user_of(session).await?.is_some_and(|user| user != name) {
         session.clear().await?;
     }
     session.login(name).await?;
@@ -353,7 +376,7 @@ async fn logout(session: Session) -> Handled {
 // ---- Home and notes -------------------------------------------------------------------
 
 async fn home(State(app): App, session: Visit) -> Handled {
-    let Some(user) = session.user().await? else {
+    let Some(user) = app.user_of(&session).await? else {
         return Ok(to_login());
     };
     let notes: Vec<String> = session.get(NOTES).await?.unwrap_or_default();
@@ -405,7 +428,7 @@ async fn add_note_form(
     session: Visit,
     form: Result<Form<NewNote>, FormRejection>,
 ) -> Handled {
-    if session.user().await?.is_none() {
+    if app.user_of(&session).await?.is_none() {
         // Starts an anonymous session just to carry the message to the login page.
         session
             .flash()
@@ -435,7 +458,7 @@ fn capitalize(s: &str) -> String {
 // ---- Sessions -------------------------------------------------------------------------
 
 async fn sessions_page(State(app): App, session: Visit) -> Handled {
-    let Some(user) = session.user().await? else {
+    let Some(user) = app.user_of(&session).await? else {
         return Ok(to_login());
     };
     let current = session.handle().await?;
@@ -479,7 +502,7 @@ async fn revoke(
     session: Visit,
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> Handled {
-    let Some(user) = session.user().await? else {
+    let Some(user) = app.user_of(&session).await? else {
         return Ok(to_login());
     };
     let form = match form {
@@ -511,11 +534,21 @@ async fn revoke(
     Ok(Redirect::to("/sessions").into_response())
 }
 
-async fn revoke_others(session: Session) -> Handled {
-    if session.user().await?.is_none() {
+async fn revoke_others(State(app): App, session: Session) -> Handled {
+    let Some(user) = app.user_of(&session).await? else {
         return Ok(to_login());
-    }
-    let n = session.revoke_others().await?;
+    };
+    let n = if session.user().await?.is_some() {
+        session.revoke_others().await?
+    } else {
+        // Logged in by the Tornado app (`ID` only): this session is not in the user index,
+        // so every indexed session of the name is another one.
+        let current = session.handle().await?;
+        app.engine
+            .store()
+            .delete_user(&user, current.as_ref())
+            .await?
+    };
     let plural = if n == 1 { "" } else { "s" };
     let message = format!("Signed out of {n} other session{plural}");
     session.flash().push(Level::Success, message).await?;
@@ -543,8 +576,8 @@ fn json_error(status: StatusCode, error: &str) -> Response {
         .into_response()
 }
 
-async fn api_me(session: Session) -> Handled {
-    let Some(name) = session.user().await? else {
+async fn api_me(State(app): App, session: Session) -> Handled {
+    let Some(name) = app.user_of(&session).await? else {
         return Ok(json_error(StatusCode::UNAUTHORIZED, "not logged in"));
     };
     let notes = session.get(NOTES).await?.unwrap_or_default();
@@ -564,8 +597,12 @@ async fn api_csrf(csrf: CsrfToken) -> Handled {
     Ok((private(), Json(serde_json::json!({ "token": token }))).into_response())
 }
 
-async fn api_add_note(session: Session, payload: Result<Json<NewNote>, JsonRejection>) -> Handled {
-    if session.user().await?.is_none() {
+async fn api_add_note(
+    State(app): App,
+    session: Session,
+    payload: Result<Json<NewNote>, JsonRejection>,
+) -> Handled {
+    if app.user_of(&session).await?.is_none() {
         return Ok(json_error(StatusCode::UNAUTHORIZED, "not logged in"));
     }
     let note = match payload {

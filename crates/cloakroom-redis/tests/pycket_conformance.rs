@@ -1,0 +1,25 @@
+//! The store conformance suite (cloakroom-testkit) against [`PycketStore`], on a standalone
+//! Redis server shared by this test binary (sessions in database 3, notifications in 4).
+//!
+//! The suite uses random 32-byte keys, which are not uuids: the store keeps those under
+//! their handles (see `cloakroom_redis::pycket`), so the suite runs unchanged.
+
+use std::sync::Arc;
+
+use cloakroom_core::store::SessionStore;
+use cloakroom_redis::PycketStore;
+use cloakroom_testkit::Purge;
+use cloakroom_testkit::redis_server::RedisServer;
+
+async fn pycket_store() -> Arc<dyn SessionStore> {
+    let url = format!(
+        "pycket+redis://127.0.0.1:{}/3?notifications_db=4",
+        RedisServer::shared().port()
+    );
+    let store = PycketStore::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("opening the pycket store: {e}"));
+    Arc::new(store)
+}
+
+cloakroom_testkit::conformance_tests!(pycket_store(), purge = Purge::EngineExpires);
