@@ -7,7 +7,7 @@
 //! use cloakroom_core::flash::Level;
 //! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionConfig, SessionEngine};
 //! let engine = SessionEngine::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::generate()), SessionConfig::default());
-//! let session = engine.session(None, None);
+//! let session = engine.session(None);
 //! session.flash().push(Level::Success, "Note saved").await.unwrap();
 //! let shown = session.flash().take().await.unwrap();
 //! assert_eq!(shown[0].text, "Note saved");

@@ -310,11 +310,12 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let headers = req.headers();
-        let user_agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+        // A cheap clone (shared bytes): only copied into a String if a session is created.
+        let user_agent = headers.get(USER_AGENT).cloned();
         let mut cookies = headers.get_all(COOKIE).iter();
         let session = match (cookies.next(), cookies.next()) {
-            (None, _) => self.engine.session(None, user_agent),
-            (Some(one), None) => self.engine.session(one.to_str().ok(), user_agent),
+            (None, _) => self.engine.session(None),
+            (Some(one), None) => self.engine.session(one.to_str().ok()),
             // HTTP/2 may split cookies over several headers: join them.
             (Some(_), Some(_)) => {
                 let joined = headers
@@ -323,7 +324,7 @@ where
                     .filter_map(|v| v.to_str().ok())
                     .collect::<Vec<_>>()
                     .join("; ");
-                self.engine.session(Some(&joined), user_agent)
+                self.engine.session(Some(&joined))
             }
         };
         req.extensions_mut().insert(session.clone());
@@ -332,7 +333,8 @@ where
         ResponseFuture {
             inner: Box::pin(async move {
                 let mut res = fut.await?;
-                match session.commit().await {
+                let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
+                match session.commit(user_agent).await {
                     Ok(outcome) => {
                         if let Some(cookie) = outcome.set_cookie {
                             add_cookie_headers(&mut res, &cookie);

@@ -11,13 +11,13 @@
 //! use cloakroom_core::{keys::{Key, KeyRing}, session::{SessionConfig, SessionEngine}, store::MemoryStore};
 //!
 //! let engine = SessionEngine::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::generate()), SessionConfig::default());
-//! let session = engine.session(None, None);
+//! let session = engine.session(None);
 //! session.set("cart", &vec![1, 2, 3]).await.unwrap();
-//! let outcome = session.commit().await.unwrap();
+//! let outcome = session.commit(Some("my-browser/1.0")).await.unwrap();
 //! let cookie = outcome.set_cookie.unwrap();          // "session=<ticket>; Path=/; ..."
 //! let ticket = cookie.split(';').next().unwrap();
 //!
-//! let next = engine.session(Some(ticket), None);     // the browser's next request
+//! let next = engine.session(Some(ticket));           // the browser's next request
 //! assert_eq!(next.get::<Vec<u32>>("cart").await.unwrap(), Some(vec![1, 2, 3]));
 //! # });
 //! ```
@@ -226,12 +226,12 @@ impl SessionEngine {
         &self.shared.keys
     }
 
-    /// The session of a request, from its `Cookie` header value(s) and `User-Agent`.
+    /// The session of a request, from its `Cookie` header value(s).
     ///
     /// Nothing is loaded yet. A cookie that does not verify means no session (and no store
     /// call). When the header carries several cookies of our name, the first that verifies
     /// is used.
-    pub fn session(&self, cookie_header: Option<&str>, user_agent: Option<&str>) -> Session {
+    pub fn session(&self, cookie_header: Option<&str>) -> Session {
         let name = &self.shared.config.cookie.name;
         let mut incoming = None;
         let mut had_cookie = false;
@@ -247,22 +247,15 @@ impl SessionEngine {
                 }
             }
         }
-        self.session_with_id(incoming, had_cookie, user_agent)
+        self.session_with_id(incoming, had_cookie)
     }
 
     /// The session for an already verified id (for adapters that read tickets themselves).
-    pub fn session_with_id(
-        &self,
-        incoming: Option<SessionId>,
-        had_cookie: bool,
-        user_agent: Option<&str>,
-    ) -> Session {
-        let user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+    pub fn session_with_id(&self, incoming: Option<SessionId>, had_cookie: bool) -> Session {
         Session {
             inner: Arc::new(Inner {
                 shared: self.shared.clone(),
                 had_cookie,
-                user_agent,
                 state: tokio::sync::Mutex::new(State {
                     loaded: incoming.is_none(),
                     id: incoming,
@@ -334,7 +327,6 @@ pub struct Session {
 struct Inner {
     shared: Arc<Shared>,
     had_cookie: bool,
-    user_agent: Option<String>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -441,9 +433,7 @@ impl Session {
     fn ensure_record<'a>(&self, st: &'a mut State) -> &'a mut Record {
         if st.record.is_none() {
             let now = Timestamp::now();
-            let mut r = Record::new(now, self.deadline(now, now));
-            r.meta.user_agent = self.inner.user_agent.clone();
-            st.record = Some(r);
+            st.record = Some(Record::new(now, self.deadline(now, now)));
             st.stored = false;
             st.destroyed = false;
         }
@@ -780,12 +770,14 @@ impl Session {
     }
 
     /// Writes the session to the store: the commit state machine. Call once, when the
-    /// response is ready; later changes fail with [`ErrorKind::Committed`].
+    /// response is ready; later changes fail with [`ErrorKind::Committed`]. `user_agent` (the
+    /// request's `User-Agent`) is recorded if this creates the session: taken here, not per
+    /// request, so requests that create nothing copy nothing.
     ///
     /// # Errors
     /// Store failures (answer 503: nothing the handler did to the session was saved, except
     /// that a failed renewal leaves the old session usable).
-    pub async fn commit(&self) -> Result<CommitOutcome> {
+    pub async fn commit(&self, user_agent: Option<&str>) -> Result<CommitOutcome> {
         let mut guard = self.inner.state.lock().await;
         let st: &mut State = &mut guard;
         if st.committed {
@@ -814,7 +806,7 @@ impl Session {
         }
 
         if !st.loaded && !st.changes.is_empty() {
-            return self.commit_blind(st, now).await;
+            return self.commit_blind(st, now, user_agent).await;
         }
 
         let Some(record) = st.record.as_mut() else {
@@ -837,6 +829,10 @@ impl Session {
             }
             record.meta.last_seen = now;
             record.meta.expires_at = self.deadline(record.meta.created_at, now);
+            if record.meta.user_agent.is_none() {
+                record.meta.user_agent =
+                    user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+            }
             if st.renew && !st.stored {
                 // A brand-new session logging in: nothing to replace.
                 st.replaced = None;
@@ -931,7 +927,12 @@ impl Session {
 
     /// Commits writes made without a load: one patch (capped by the absolute lifetime in the
     /// store, which knows the creation time); if the session is gone, a new one holding them.
-    async fn commit_blind(&self, st: &mut State, now: Timestamp) -> Result<CommitOutcome> {
+    async fn commit_blind(
+        &self,
+        st: &mut State,
+        now: Timestamp,
+        user_agent: Option<&str>,
+    ) -> Result<CommitOutcome> {
         let shared = &*self.inner.shared;
         let limit = shared.config.store_timeout;
         let id = st.id.clone().expect("a blind write has an incoming id");
@@ -955,7 +956,8 @@ impl Session {
                 // The ticket's session is gone: the writes start a new session (new id), as a
                 // write without any session would.
                 let mut record = Record::new(now, self.deadline(now, now));
-                record.meta.user_agent = self.inner.user_agent.clone();
+                record.meta.user_agent =
+                    user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
                 for (k, v) in std::mem::take(&mut st.changes) {
                     if let Some(json) = v {
                         record.data.insert(k, json);
