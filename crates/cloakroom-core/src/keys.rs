@@ -142,10 +142,18 @@ impl Key {
     }
 
     fn mac(&self, context: &[u8], message: &[u8]) -> [u8; MAC_LEN] {
+        self.mac_parts(&[context], message)
+    }
+
+    /// MAC with the context given in pieces (concatenated), so callers need not allocate.
+    fn mac_parts(&self, context: &[&[u8]], message: &[u8]) -> [u8; MAC_LEN] {
         let mut mac = self.mac.clone();
         // Length-prefix the context so (context, message) pairs cannot collide.
-        mac.update(&(context.len() as u32).to_be_bytes());
-        mac.update(context);
+        let len: usize = context.iter().map(|c| c.len()).sum();
+        mac.update(&(len as u32).to_be_bytes());
+        for part in context {
+            mac.update(part);
+        }
         mac.update(message);
         mac.finalize().into_bytes().into()
     }
@@ -230,6 +238,21 @@ impl KeyRing {
         message: &[u8],
     ) -> Option<[u8; MAC_LEN]> {
         self.find(key_id).map(|k| k.mac(context, message))
+    }
+
+    /// Like [`KeyRing::sign_with`], with the context given as pieces that are concatenated.
+    pub fn sign_with_parts(
+        &self,
+        key_id: [u8; KEY_ID_LEN],
+        context: &[&[u8]],
+        message: &[u8],
+    ) -> Option<[u8; MAC_LEN]> {
+        self.find(key_id).map(|k| k.mac_parts(context, message))
+    }
+
+    /// MAC of `message` under the signing key, the context given as concatenated pieces.
+    pub fn sign_parts(&self, context: &[&[u8]], message: &[u8]) -> [u8; MAC_LEN] {
+        self.keys[0].mac_parts(context, message)
     }
 
     /// Checks `mac` against every key in constant time per key; returns the index of the key
