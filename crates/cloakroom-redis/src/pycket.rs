@@ -250,6 +250,12 @@ impl Stored {
     /// Decodes a pickled dict. `strict`: refuse what a rewrite would lose (class instances,
     /// unknown globals); otherwise those read as `None` or their bare state.
     fn decode(bytes: &[u8], strict: bool) -> Result<Stored> {
+        if !value::within_limits(bytes) {
+            return Err(corrupt(
+                "the pycket session pickle is too large or too deeply self-referencing to decode \
+                 safely (limits: 4 MiB pickled, 16 Mi values and bytes decoded)",
+            ));
+        }
         let options = DeOptions::new().decode_strings();
         let decoded = if strict {
             if !value::is_plain_data(bytes) {

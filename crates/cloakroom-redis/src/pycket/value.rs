@@ -384,9 +384,314 @@ pub(crate) fn is_plain_data(pickle: &[u8]) -> bool {
     }
 }
 
+/// Largest pickle accepted, in bytes.
+pub(crate) const MAX_PICKLE_BYTES: usize = 4 << 20;
+
+/// Largest decoded size accepted, in "units" (one per value plus one per byte of text).
+const MAX_DECODED_UNITS: u64 = 16 << 20;
+
+/// Whether decoding `pickle` stays within bounds. A pickle can reference one object many
+/// times (DUP, memo GET), and the decoder copies each reference: a hundred bytes of nested
+/// duplicates decode to gigabytes (found by the `pickle_decode` fuzz target). This walks the
+/// opcodes with a model of the pickle machine's stack and memo, adding up what the decoded
+/// value would hold, and refuses before decoding when it would exceed the limits.
+pub(crate) fn within_limits(pickle: &[u8]) -> bool {
+    if pickle.len() > MAX_PICKLE_BYTES {
+        return false;
+    }
+    bounded_size(pickle).is_some_and(|units| units <= MAX_DECODED_UNITS)
+}
+
+/// An entry of the modelled stack: a mark, or an object (index into `sizes`).
+#[derive(Clone, Copy)]
+enum Slot {
+    Mark,
+    Obj(usize),
+}
+
+fn bounded_size(p: &[u8]) -> Option<u64> {
+    let mut sizes: Vec<u64> = Vec::new(); // per object: its decoded size so far
+    let mut stack: Vec<Slot> = Vec::new();
+    let mut memo: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut i = 0usize;
+    let take = |i: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = p.get(*i..i.checked_add(n)?)?;
+        *i += n;
+        Some(s)
+    };
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |n, &x| (n << 8) | u64::from(x));
+    let line = |i: &mut usize| -> Option<&[u8]> {
+        let n = p.get(*i..)?.iter().position(|&b| b == b'\n')?;
+        let s = &p[*i..*i + n];
+        *i += n + 1;
+        Some(s)
+    };
+    macro_rules! new {
+        ($units:expr) => {{
+            let u: u64 = $units;
+            if u > MAX_DECODED_UNITS {
+                return None;
+            }
+            sizes.push(u);
+            stack.push(Slot::Obj(sizes.len() - 1));
+        }};
+    }
+    macro_rules! pop_obj {
+        () => {
+            match stack.pop()? {
+                Slot::Obj(o) => o,
+                Slot::Mark => return None,
+            }
+        };
+    }
+    // Pops to the last mark; the total size of what was popped.
+    macro_rules! pop_mark {
+        () => {{
+            let mut total = 0u64;
+            loop {
+                match stack.pop()? {
+                    Slot::Mark => break,
+                    Slot::Obj(o) => total = total.saturating_add(sizes[o]),
+                }
+            }
+            total
+        }};
+    }
+    macro_rules! grow {
+        ($obj:expr, $by:expr) => {{
+            let o = $obj;
+            sizes[o] = sizes[o].saturating_add($by);
+            if sizes[o] > MAX_DECODED_UNITS {
+                return None;
+            }
+        }};
+    }
+    loop {
+        let op = *p.get(i)?;
+        i += 1;
+        match op {
+            b'.' => {
+                return Some(match stack.pop()? {
+                    Slot::Obj(o) => sizes[o],
+                    Slot::Mark => return None,
+                });
+            }
+            0x80 => {
+                take(&mut i, 1)?;
+            }
+            0x95 => {
+                take(&mut i, 8)?;
+            }
+            b'(' => stack.push(Slot::Mark),
+            b'2' => {
+                let top = *stack.last()?;
+                stack.push(top);
+            }
+            b'0' => {
+                stack.pop()?;
+            }
+            b'1' => {
+                pop_mark!();
+            }
+            // Scalars.
+            b'N' | 0x88 | 0x89 => new!(1),
+            b'K' => {
+                take(&mut i, 1)?;
+                new!(1)
+            }
+            b'M' => {
+                take(&mut i, 2)?;
+                new!(1)
+            }
+            b'J' => {
+                take(&mut i, 4)?;
+                new!(1)
+            }
+            b'G' => {
+                take(&mut i, 8)?;
+                new!(1)
+            }
+            b'I' | b'L' | b'F' => {
+                let l = line(&mut i)?;
+                new!(1 + l.len() as u64)
+            }
+            b'S' | b'V' => {
+                let l = line(&mut i)?;
+                new!(1 + l.len() as u64)
+            }
+            0x8a | b'U' | 0x8c | b'C' => {
+                let n = le(take(&mut i, 1)?) as usize;
+                take(&mut i, n)?;
+                new!(1 + n as u64)
+            }
+            0x8b | b'T' | b'X' | b'B' => {
+                let n = usize::try_from(le(take(&mut i, 4)?)).ok()?;
+                take(&mut i, n)?;
+                new!(1 + n as u64)
+            }
+            0x8d | 0x8e | 0x96 => {
+                let n = usize::try_from(le(take(&mut i, 8)?)).ok()?;
+                take(&mut i, n)?;
+                new!(1 + n as u64)
+            }
+            // Empty containers.
+            b'}' | b']' | b')' | 0x8f => new!(1),
+            // Containers built from the stack.
+            b'l' | b't' | b'd' | 0x91 => {
+                let total = pop_mark!();
+                new!(1u64.saturating_add(total))
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                let mut total = 1u64;
+                for _ in 0..n {
+                    total = total.saturating_add(sizes[pop_obj!()]);
+                }
+                new!(total)
+            }
+            // Adding to the container below.
+            b'a' => {
+                let item = pop_obj!();
+                let list = match *stack.last()? {
+                    Slot::Obj(o) => o,
+                    Slot::Mark => return None,
+                };
+                grow!(list, sizes[item]);
+            }
+            b's' => {
+                let v = pop_obj!();
+                let k = pop_obj!();
+                let dict = match *stack.last()? {
+                    Slot::Obj(o) => o,
+                    Slot::Mark => return None,
+                };
+                grow!(dict, sizes[k].saturating_add(sizes[v]));
+            }
+            b'e' | b'u' | 0x90 => {
+                let total = pop_mark!();
+                let target = match *stack.last()? {
+                    Slot::Obj(o) => o,
+                    Slot::Mark => return None,
+                };
+                grow!(target, total);
+            }
+            // Memo.
+            b'p' => {
+                let idx: u64 = std::str::from_utf8(line(&mut i)?)
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                let o = match *stack.last()? {
+                    Slot::Obj(o) => o,
+                    Slot::Mark => return None,
+                };
+                memo.insert(idx, o);
+            }
+            b'q' | b'r' => {
+                let idx = le(take(&mut i, if op == b'q' { 1 } else { 4 })?);
+                let o = match *stack.last()? {
+                    Slot::Obj(o) => o,
+                    Slot::Mark => return None,
+                };
+                memo.insert(idx, o);
+            }
+            0x94 => {
+                let idx = memo.len() as u64;
+                let o = match *stack.last()? {
+                    Slot::Obj(o) => o,
+                    Slot::Mark => return None,
+                };
+                memo.insert(idx, o);
+            }
+            b'g' | b'h' | b'j' => {
+                let idx = if op == b'g' {
+                    std::str::from_utf8(line(&mut i)?)
+                        .ok()?
+                        .trim()
+                        .parse()
+                        .ok()?
+                } else {
+                    le(take(&mut i, if op == b'h' { 1 } else { 4 })?)
+                };
+                stack.push(Slot::Obj(*memo.get(&idx)?));
+            }
+            // Globals and object construction (decoded as stand-ins).
+            b'c' => {
+                line(&mut i)?;
+                line(&mut i)?;
+                new!(1)
+            }
+            0x93 => {
+                pop_obj!();
+                pop_obj!();
+                new!(1)
+            }
+            b'R' | 0x81 => {
+                pop_obj!();
+                let f = pop_obj!();
+                stack.push(Slot::Obj(f));
+            }
+            0x92 => {
+                pop_obj!();
+                pop_obj!();
+                let f = pop_obj!();
+                stack.push(Slot::Obj(f));
+            }
+            b'b' => {
+                let state = pop_obj!();
+                let obj = match *stack.last()? {
+                    Slot::Obj(o) => o,
+                    Slot::Mark => return None,
+                };
+                grow!(obj, sizes[state]);
+            }
+            b'i' => {
+                line(&mut i)?;
+                line(&mut i)?;
+                let total = pop_mark!();
+                new!(1u64.saturating_add(total))
+            }
+            b'o' => {
+                let total = pop_mark!();
+                new!(1u64.saturating_add(total))
+            }
+            _ => return None,
+        }
+        if stack.len() > 1 << 20 || sizes.len() > 1 << 22 {
+            return None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz finding, `pickle_decode`, oom-009ade13…): 104 bytes of nested DUPs
+    /// and TUPLE3s decoded to over 2 GiB. Refused before decoding now.
+    #[test]
+    fn pickle_bombs_are_refused_before_decoding() {
+        let bomb: &[u8] = &[
+            143, 50, 50, 135, 50, 50, 50, 135, 50, 50, 50, 50, 135, 50, 50, 50, 135, 50, 50, 50,
+            135, 50, 50, 50, 50, 135, 50, 50, 50, 135, 50, 50, 50, 50, 135, 50, 50, 50, 135, 50,
+            50, 50, 135, 50, 50, 50, 50, 135, 50, 50, 50, 135, 50, 50, 50, 135, 50, 50, 135, 50,
+            135, 50, 135, 50, 97, 135, 255, 255, 255, 0, 50, 50, 50, 50, 50, 135, 50, 50, 50, 135,
+            50, 50, 50, 135, 50, 50, 135, 50, 135, 50, 135, 50, 97, 135, 255, 255, 255, 0, 50, 50,
+            50, 50, 135, 50, 97,
+        ];
+        assert!(!within_limits(bomb));
+        // A doubling list: x = []; x = [x, x] thirty times.
+        let mut doubling = vec![0x80, 4, b']'];
+        for _ in 0..30 {
+            doubling.extend_from_slice(&[b'2', 0x86]);
+        }
+        doubling.push(b'.');
+        assert!(!within_limits(&doubling));
+        // Ordinary session pickles pass (Python's protocol 4 output for {'ID': 42}).
+        let id42 = b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x02ID\x94K*s.";
+        assert!(within_limits(id42));
+    }
 
     #[test]
     fn canonical_json_round_trips() {
