@@ -246,6 +246,19 @@ fn key(name: &str) -> HashableValue {
     HashableValue::String(name.to_owned())
 }
 
+/// serde-pickle's decoder, with a panic inside it (a bug of the decoder on hostile input)
+/// turned into an error: a session store must never take the request down.
+fn decode_guarded(bytes: &[u8], options: DeOptions) -> serde_pickle::Result<Value> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serde_pickle::value_from_slice(bytes, options)
+    }))
+    .unwrap_or_else(|_| {
+        Err(serde_pickle::Error::Syntax(
+            serde_pickle::ErrorCode::Structure("the pickle decoder failed on this input".into()),
+        ))
+    })
+}
+
 impl Stored {
     /// Decodes a pickled dict. `strict`: refuse what a rewrite would lose (class instances,
     /// unknown globals); otherwise those read as `None` or their bare state.
@@ -264,7 +277,7 @@ impl Stored {
                      instances); Cloakroom will not rewrite it and lose them",
                 ));
             }
-            serde_pickle::value_from_slice(bytes, options).map_err(|e| {
+            decode_guarded(bytes, options).map_err(|e| {
                 corrupt(
                     "the pycket session holds values Cloakroom cannot rewrite without loss \
                      (e.g. a datetime); store plain values",
@@ -272,7 +285,7 @@ impl Stored {
                 .with_source(e)
             })?
         } else {
-            serde_pickle::value_from_slice(
+            decode_guarded(
                 bytes,
                 options
                     .replace_unresolved_globals()

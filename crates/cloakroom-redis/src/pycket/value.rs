@@ -507,11 +507,24 @@ fn bounded_size(p: &[u8]) -> Option<u64> {
                 take(&mut i, 4)?;
                 new!(1)
             }
+            // NaN breaks the ordering of sets and dict keys in the decoder (a panic, found by
+            // fuzzing); JSON cannot hold it either.
             b'G' => {
-                take(&mut i, 8)?;
+                let f = f64::from_be_bytes(take(&mut i, 8)?.try_into().ok()?);
+                if f.is_nan() {
+                    return None;
+                }
                 new!(1)
             }
-            b'I' | b'L' | b'F' => {
+            b'F' => {
+                let l = line(&mut i)?;
+                let f: f64 = std::str::from_utf8(l).ok()?.trim().parse().ok()?;
+                if f.is_nan() {
+                    return None;
+                }
+                new!(1 + l.len() as u64)
+            }
+            b'I' | b'L' => {
                 let l = line(&mut i)?;
                 new!(1 + l.len() as u64)
             }
@@ -668,6 +681,13 @@ fn bounded_size(p: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn base64_decode(text: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap()
+    }
+
     /// Regression (fuzz finding, `pickle_decode`, oom-009ade13…): 104 bytes of nested DUPs
     /// and TUPLE3s decoded to over 2 GiB. Refused before decoding now.
     #[test]
@@ -688,6 +708,18 @@ mod tests {
         }
         doubling.push(b'.');
         assert!(!within_limits(&doubling));
+        // Regression (fuzz finding, crash-a6401f26…): a NaN float inside a frozenset made the
+        // decoder's sort panic ("comparison does not implement a total order").
+        let nan_set = base64_decode(
+            "KCkpKU0wTk5OMk5HR0dHR0dHR0dHhpEpTTB6Tk5OMk5HR0dHV0dHR0dH////////AZQyTpRLhpRHR0c/RUdHR0dH/////////wCUKZGULg==",
+        );
+        assert!(!within_limits(&nan_set));
+        let mut float_nan = vec![0x80, 2, b'G'];
+        float_nan.extend_from_slice(&f64::NAN.to_be_bytes());
+        float_nan.push(b'.');
+        assert!(!within_limits(&float_nan));
+        assert!(!within_limits(b"Fnan\n."));
+        assert!(within_limits(b"F1.5\n."));
         // Ordinary session pickles pass (Python's protocol 4 output for {'ID': 42}).
         let id42 = b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x02ID\x94K*s.";
         assert!(within_limits(id42));
