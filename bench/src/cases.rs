@@ -1,0 +1,166 @@
+//! What is measured: the servers (a session implementation on a store) and the workloads.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One server under test: a session implementation on a store, or no sessions at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Server {
+    /// axum with no session layer: the ceiling every ratio is taken against.
+    Plain,
+    /// Cloakroom's `SessionLayer` on its `MemoryStore`.
+    CloakroomMemory,
+    /// Cloakroom on `SqliteStore`, the database file on disk in a temporary directory.
+    CloakroomSqlite,
+    /// Cloakroom on `RedisStore` (one multiplexed connection, the default).
+    CloakroomRedis,
+    /// tower-sessions 0.14 on its `MemoryStore`.
+    TowerSessionsMemory,
+    /// tower-sessions 0.14 on tower-sessions-redis-store 0.16 (fred).
+    TowerSessionsRedis,
+    /// The original system: Tornado 6.6 + pycket 0.3 on the same Redis (Python).
+    TornadoPycket,
+}
+
+impl Server {
+    /// Every server, in report order.
+    pub(crate) const ALL: [Server; 7] = [
+        Server::Plain,
+        Server::CloakroomMemory,
+        Server::CloakroomSqlite,
+        Server::CloakroomRedis,
+        Server::TowerSessionsMemory,
+        Server::TowerSessionsRedis,
+        Server::TornadoPycket,
+    ];
+
+    /// The name used on the command line, in tables and in `store=` fields.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Server::Plain => "plain",
+            Server::CloakroomMemory => "cloakroom-memory",
+            Server::CloakroomSqlite => "cloakroom-sqlite",
+            Server::CloakroomRedis => "cloakroom-redis",
+            Server::TowerSessionsMemory => "tower-sessions-memory",
+            Server::TowerSessionsRedis => "tower-sessions-redis",
+            Server::TornadoPycket => "tornado-pycket",
+        }
+    }
+
+    /// Whether the server keeps its sessions in Redis (Redis statistics apply).
+    pub(crate) fn uses_redis(self) -> bool {
+        matches!(
+            self,
+            Server::CloakroomRedis | Server::TowerSessionsRedis | Server::TornadoPycket
+        )
+    }
+
+    /// Whether the server is this crate's binary (`serve CASE`), as opposed to Python.
+    pub(crate) fn is_rust(self) -> bool {
+        self != Server::TornadoPycket
+    }
+
+    /// The peer a Cloakroom server is compared with (`ratio_peer`): tower-sessions on the same
+    /// kind of store. None for the peers themselves, `plain`, and SQLite (tower-sessions has no
+    /// SQLite store outside sqlx).
+    pub(crate) fn peer(self) -> Option<Server> {
+        match self {
+            Server::CloakroomMemory => Some(Server::TowerSessionsMemory),
+            Server::CloakroomRedis => Some(Server::TowerSessionsRedis),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Server {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Server::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown server case {s:?}"))
+    }
+}
+
+/// What each request does with its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Workload {
+    /// Read one key of an existing session; no change.
+    Read,
+    /// Read a counter and write it back incremented.
+    Write,
+    /// Set a key without reading anything first.
+    BlindWrite,
+    /// No cookie: every request starts (and writes) a new session.
+    New,
+    /// A session of 20 keys holding 10 KB; one small key is read and changed per request.
+    Large,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub(crate) const ALL: [Workload; 5] = [
+        Workload::Read,
+        Workload::Write,
+        Workload::BlindWrite,
+        Workload::New,
+        Workload::Large,
+    ];
+
+    /// The name in tables and `case=` fields; also the request path (`/read`, ...).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::Read => "read",
+            Workload::Write => "write",
+            Workload::BlindWrite => "blind-write",
+            Workload::New => "new",
+            Workload::Large => "large",
+        }
+    }
+
+    /// The request path.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Workload::Read => "/read",
+            Workload::Write => "/write",
+            Workload::BlindWrite => "/blind-write",
+            Workload::New => "/new",
+            Workload::Large => "/large",
+        }
+    }
+
+    /// Requests each client sends once before measuring, to create its session (its cookie is
+    /// kept). `/init` creates the session with one key; `/init-large` then adds 19 keys of
+    /// 512 bytes (two requests, because pycket loses all but the last write of a request that
+    /// starts a session).
+    pub(crate) fn warm_up(self) -> &'static [&'static str] {
+        match self {
+            Workload::Read | Workload::Write | Workload::BlindWrite => &["/init"],
+            Workload::New => &[],
+            Workload::Large => &["/init", "/init-large"],
+        }
+    }
+
+    /// Whether clients keep the cookies the server sets.
+    pub(crate) fn keeps_cookies(self) -> bool {
+        self != Workload::New
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Keys `/init-large` adds, and the bytes of each value (a JSON string of this many `x`s plus
+/// its quotes). With `counter` that makes 20 keys and about 10 KB.
+pub(crate) const LARGE_KEYS: usize = 19;
+/// See [`LARGE_KEYS`].
+pub(crate) const LARGE_VALUE_LEN: usize = 512;

@@ -1,0 +1,241 @@
+//! `cloakroom-bench`: Cloakroom under load against plain axum, tower-sessions and the
+//! original Tornado + pycket system.
+//!
+//! ```text
+//! cargo run --release -p cloakroom-bench -- --quick      # ~5 minutes on 2 cores
+//! cargo run --release -p cloakroom-bench -- --full       # ~15 minutes, what BENCHMARKS.md shows
+//! cargo run -p cloakroom-bench -- --smoke                # seconds; proves it works (CI)
+//! ```
+//!
+//! Options (after the mode): `--rounds N`, `--window-ms MS`, `--connections N`,
+//! `--servers a,b,..`, `--workloads a,b,..`, `--ts-pool N` (fred pool size of the
+//! tower-sessions Redis store, default 1), `--client raw|hyper` (the load generator's HTTP
+//! client, default hyper), `--out DIR` (default `bench/results`).
+//!
+//! Internal subcommands, run by the harness itself: `serve CASE [--redis URL] [--sqlite PATH]`
+//! (one server under test) and `mem STORE N` (RAM per idle session). For profiling a server
+//! started by hand: `load ADDR WORKLOAD SECONDS [CONNECTIONS]` drives it like the harness does
+//! and prints requests/s and latencies.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage error.
+
+mod cases;
+mod compact;
+mod counting;
+mod load;
+mod memory;
+mod procs;
+mod redis_stats;
+mod report;
+mod run;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::cases::{Server, Workload};
+
+const USAGE: &str =
+    "usage: cloakroom-bench [--smoke | --quick | --full] [--rounds N] [--window-ms MS] \
+[--connections N] [--servers a,b] [--workloads a,b] [--ts-pool N] [--client raw|hyper] [--out DIR]
+       cloakroom-bench serve CASE [--redis URL] [--sqlite PATH] [--ts-pool N]
+       cloakroom-bench mem STORE SESSIONS
+       cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
+servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis tower-sessions-memory \
+tower-sessions-redis tornado-pycket
+workloads: read write blind-write new large";
+
+/// A command line that does not parse.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{USAGE}", self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    Usage(msg.into()).into()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Usage>() => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("serve") => serve_command(&args[1..]),
+        Some("mem") => mem_command(&args[1..]),
+        Some("load") => load_command(&args[1..]),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => run::run(&parse_plan(args)?).map(drop),
+    }
+}
+
+fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> anyhow::Result<&'a str> {
+    it.next()
+        .map(String::as_str)
+        .ok_or_else(|| usage(format!("{flag} needs a value")))
+}
+
+fn number<T: std::str::FromStr>(text: &str, flag: &str) -> anyhow::Result<T> {
+    text.parse()
+        .map_err(|_| usage(format!("{flag}: {text:?} is not a number")))
+}
+
+fn parse_plan(args: &[String]) -> anyhow::Result<run::Plan> {
+    let mode = match args.first().map(String::as_str) {
+        Some("--smoke") => "smoke",
+        Some("--quick") => "quick",
+        Some("--full") => "full",
+        _ => return Err(usage("choose --smoke, --quick or --full first")),
+    };
+    let mut plan = run::Plan::for_mode(mode).expect("known mode");
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--rounds" => plan.rounds = number(value(&mut it, flag)?, flag)?,
+            "--window-ms" => {
+                plan.window = Duration::from_millis(number(value(&mut it, flag)?, flag)?);
+            }
+            "--connections" => plan.connections = number(value(&mut it, flag)?, flag)?,
+            "--ts-pool" => plan.ts_pool = number(value(&mut it, flag)?, flag)?,
+            "--client" => {
+                plan.client = match value(&mut it, flag)? {
+                    "raw" => load::ClientKind::Raw,
+                    "hyper" => load::ClientKind::Hyper,
+                    other => return Err(usage(format!("unknown client {other:?}"))),
+                }
+            }
+            "--out" => plan.out = Some(PathBuf::from(value(&mut it, flag)?)),
+            "--servers" => {
+                plan.servers = value(&mut it, flag)?
+                    .split(',')
+                    .map(|s| s.parse::<Server>().map_err(|e| usage(e.to_string())))
+                    .collect::<anyhow::Result<_>>()?;
+                // Ratios need their baseline in the same round.
+                if !plan.servers.contains(&Server::Plain) {
+                    plan.servers.insert(0, Server::Plain);
+                }
+            }
+            "--workloads" => {
+                plan.workloads = value(&mut it, flag)?
+                    .split(',')
+                    .map(|w| {
+                        Workload::ALL
+                            .into_iter()
+                            .find(|x| x.name() == w)
+                            .ok_or_else(|| usage(format!("unknown workload {w:?}")))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            other => return Err(usage(format!("unknown option {other:?}"))),
+        }
+    }
+    if plan.rounds == 0 || plan.connections == 0 {
+        return Err(usage("--rounds and --connections must be at least 1"));
+    }
+    Ok(plan)
+}
+
+fn serve_command(args: &[String]) -> anyhow::Result<()> {
+    let case: Server = args
+        .first()
+        .ok_or_else(|| usage("serve needs a CASE"))?
+        .parse()
+        .map_err(|e: anyhow::Error| usage(e.to_string()))?;
+    let mut options = serve::ServeOptions {
+        ts_pool: 1,
+        ..Default::default()
+    };
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--redis" => options.redis = Some(value(&mut it, flag)?.to_owned()),
+            "--sqlite" => options.sqlite = Some(PathBuf::from(value(&mut it, flag)?)),
+            "--ts-pool" => options.ts_pool = number(value(&mut it, flag)?, flag)?,
+            other => return Err(usage(format!("unknown serve option {other:?}"))),
+        }
+    }
+    serve::serve(case, options)
+}
+
+fn mem_command(args: &[String]) -> anyhow::Result<()> {
+    let [store, n] = args else {
+        return Err(usage("mem needs STORE and SESSIONS"));
+    };
+    if !memory::STORES.contains(&store.as_str()) {
+        return Err(usage(format!("mem: STORE is one of {:?}", memory::STORES)));
+    }
+    let n: u64 = number(n, "SESSIONS")?;
+    if n == 0 {
+        bail!("SESSIONS must be at least 1");
+    }
+    let result = memory::measure(store, n).context("measuring memory")?;
+    println!("{}", result.render());
+    Ok(())
+}
+
+fn load_command(args: &[String]) -> anyhow::Result<()> {
+    let (addr, workload, secs, conns) = match args {
+        [a, w, s] => (a, w, s, "32"),
+        [a, w, s, c] => (a, w, s, c.as_str()),
+        _ => return Err(usage("load needs ADDR WORKLOAD SECONDS [CONNECTIONS]")),
+    };
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| usage(format!("{addr:?} is not HOST:PORT")))?;
+    let workload = Workload::ALL
+        .into_iter()
+        .find(|w| w.name() == workload)
+        .ok_or_else(|| usage(format!("unknown workload {workload:?}")))?;
+    let secs: f64 = number(secs, "SECONDS")?;
+    let conns: usize = number(conns, "CONNECTIONS")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(async {
+        let mut c = load::Clients::connect(
+            addr,
+            load::ClientKind::Hyper,
+            conns,
+            workload.keeps_cookies(),
+        )
+        .await?;
+        c.warm_up(workload.warm_up()).await?;
+        c.run(
+            workload.path(),
+            load::Stop::After(Duration::from_secs_f64(secs)),
+        )
+        .await
+    })?;
+    println!(
+        "{} requests, {} errors, {:.0} req/s, p50 {} us, p99 {} us",
+        res.requests,
+        res.errors,
+        res.rps(),
+        res.latency.value_at_quantile(0.5),
+        res.latency.value_at_quantile(0.99)
+    );
+    Ok(())
+}

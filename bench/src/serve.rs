@@ -1,0 +1,281 @@
+//! `cloakroom-bench serve CASE`: one server under test, in a process of its own, on ONE tokio
+//! thread (a current-thread runtime), so the load generator has the other core and the
+//! server's CPU time can be read from `/proc/PID/stat`.
+//!
+//! Every server answers the same routes (see [`Workload`](crate::cases::Workload)):
+//! `/init`, `/init-large`, `/read`, `/write`, `/blind-write`, `/new`, `/large`, plus
+//! `/__bench/stats` and `/__bench/detail/{on,off}` outside the session layer. It binds
+//! 127.0.0.1:0 and prints `port=N` on stdout once it accepts connections. It exits by itself
+//! when the process that started it goes away.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use cloakroom_core::{Key, KeyRing, MemoryStore, SessionStore};
+use cloakroom_redis::RedisStore;
+use cloakroom_sqlite::SqliteStore;
+use cloakroom_tower::{SessionError, SessionLayer};
+
+use crate::cases::{LARGE_KEYS, LARGE_VALUE_LEN, Server};
+use crate::counting::{Counters, CountingStore, CountingTsStore};
+
+/// Options of `serve`.
+#[derive(Debug, Default)]
+pub(crate) struct ServeOptions {
+    /// `redis://127.0.0.1:PORT/` for the Redis cases.
+    pub(crate) redis: Option<String>,
+    /// The database file for `cloakroom-sqlite`.
+    pub(crate) sqlite: Option<PathBuf>,
+    /// Connections in tower-sessions' fred pool (default 1, like Cloakroom's one multiplexed
+    /// connection).
+    pub(crate) ts_pool: usize,
+}
+
+/// Runs a server until the parent process exits.
+pub(crate) fn serve(case: Server, options: ServeOptions) -> anyhow::Result<()> {
+    if !case.is_rust() {
+        bail!("{case} is not served by this binary");
+    }
+    watch_parent();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let counters = Arc::new(Counters::default());
+        let app = app(case, &options, counters.clone()).await?;
+        let app = app.merge(stats_routes(counters));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "port={port}")?;
+        out.flush()?;
+        drop(out);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// Exits when the parent (the harness) is gone, however it ended.
+fn watch_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
+}
+
+fn stats_routes(counters: Arc<Counters>) -> Router {
+    Router::new()
+        .route(
+            "/__bench/stats",
+            get(|State(c): State<Arc<Counters>>| async move { c.render() }),
+        )
+        .route(
+            "/__bench/detail/on",
+            get(|State(c): State<Arc<Counters>>| async move {
+                c.set_detail(true);
+                "on"
+            }),
+        )
+        .route(
+            "/__bench/detail/off",
+            get(|State(c): State<Arc<Counters>>| async move {
+                c.set_detail(false);
+                "off"
+            }),
+        )
+        .with_state(counters)
+}
+
+async fn app(
+    case: Server,
+    options: &ServeOptions,
+    counters: Arc<Counters>,
+) -> anyhow::Result<Router> {
+    let redis_url = || options.redis.clone().context("--redis URL is needed");
+    Ok(match case {
+        Server::Plain => plain::app(),
+        Server::CloakroomMemory => cloakroom::app(Arc::new(MemoryStore::new()), counters),
+        Server::CloakroomSqlite => {
+            let path = options.sqlite.clone().context("--sqlite PATH is needed")?;
+            let store = SqliteStore::open(&path).await?;
+            cloakroom::app(Arc::new(store), counters)
+        }
+        Server::CloakroomRedis => {
+            let store = RedisStore::open(&redis_url()?).await?;
+            cloakroom::app(Arc::new(store), counters)
+        }
+        Server::TowerSessionsMemory => {
+            tower_sessions_app::app(tower_sessions::MemoryStore::default(), counters)
+        }
+        Server::TowerSessionsRedis => {
+            use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+            let config = Config::from_url(&redis_url()?)?;
+            let pool = Pool::new(config, None, None, None, options.ts_pool.max(1))?;
+            // The connection tasks run for as long as the process.
+            let _connections = pool.connect();
+            pool.wait_for_connect().await?;
+            tower_sessions_app::app(tower_sessions_redis_store::RedisStore::new(pool), counters)
+        }
+        Server::TornadoPycket => unreachable!("checked above"),
+    })
+}
+
+/// A fresh value for every blind write, so no implementation can skip it as unchanged.
+fn next_value() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+fn large_value() -> String {
+    "x".repeat(LARGE_VALUE_LEN)
+}
+
+/// The ceiling: the same routes with no session layer.
+mod plain {
+    use super::*;
+
+    pub(super) fn app() -> Router {
+        let ok = || async { "0" };
+        Router::new()
+            .route("/init", get(ok))
+            .route("/init-large", get(ok))
+            .route("/read", get(ok))
+            .route("/write", get(ok))
+            .route("/blind-write", get(ok))
+            .route("/new", get(ok))
+            .route("/large", get(ok))
+    }
+}
+
+/// Cloakroom: `SessionLayer` with default settings and the `Session` extractor.
+mod cloakroom {
+    use super::*;
+    use cloakroom_tower::Session;
+
+    type Reply = Result<String, SessionError>;
+
+    pub(super) fn app(store: Arc<dyn SessionStore>, counters: Arc<Counters>) -> Router {
+        let store: Arc<dyn SessionStore> = Arc::new(CountingStore::new(store, counters));
+        let keys = KeyRing::single(Key::from_bytes(&[7; 32]).expect("a 32-byte key"));
+        Router::new()
+            .route("/init", get(init))
+            .route("/init-large", get(init_large))
+            .route("/read", get(read))
+            .route("/write", get(write))
+            .route("/blind-write", get(blind_write))
+            .route("/new", get(new))
+            .route("/large", get(write))
+            .layer(SessionLayer::new(store, keys))
+    }
+
+    async fn init(s: Session) -> Reply {
+        s.set("counter", &0u64).await?;
+        Ok("0".into())
+    }
+
+    async fn init_large(s: Session) -> Reply {
+        let value = large_value();
+        for i in 0..LARGE_KEYS {
+            s.set(&format!("blob{i:02}"), &value).await?;
+        }
+        Ok("0".into())
+    }
+
+    async fn read(s: Session) -> Reply {
+        let n: Option<u64> = s.get("counter").await?;
+        Ok(n.unwrap_or(0).to_string())
+    }
+
+    async fn write(s: Session) -> Reply {
+        let n: u64 = s.get("counter").await?.unwrap_or(0) + 1;
+        s.set("counter", &n).await?;
+        Ok(n.to_string())
+    }
+
+    async fn blind_write(s: Session) -> Reply {
+        s.set("last", &next_value()).await?;
+        Ok("0".into())
+    }
+
+    async fn new(s: Session) -> Reply {
+        s.set("counter", &1u64).await?;
+        Ok("1".into())
+    }
+}
+
+/// tower-sessions 0.14: `SessionManagerLayer` with default settings and its `Session`.
+mod tower_sessions_app {
+    use super::*;
+    use tower_sessions::{Session, SessionManagerLayer};
+
+    type Reply = Result<String, (StatusCode, String)>;
+
+    fn fail(e: tower_sessions::session::Error) -> (StatusCode, String) {
+        (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+
+    pub(super) fn app<S>(store: S, counters: Arc<Counters>) -> Router
+    where
+        S: tower_sessions::SessionStore + Clone,
+    {
+        let store = CountingTsStore::new(store, counters);
+        Router::new()
+            .route("/init", get(init))
+            .route("/init-large", get(init_large))
+            .route("/read", get(read))
+            .route("/write", get(write))
+            .route("/blind-write", get(blind_write))
+            .route("/new", get(new))
+            .route("/large", get(write))
+            .layer(SessionManagerLayer::new(store))
+    }
+
+    async fn init(s: Session) -> Reply {
+        s.insert("counter", 0u64).await.map_err(fail)?;
+        Ok("0".into())
+    }
+
+    async fn init_large(s: Session) -> Reply {
+        let value = large_value();
+        for i in 0..LARGE_KEYS {
+            s.insert(&format!("blob{i:02}"), &value)
+                .await
+                .map_err(fail)?;
+        }
+        Ok("0".into())
+    }
+
+    async fn read(s: Session) -> Reply {
+        let n: Option<u64> = s.get("counter").await.map_err(fail)?;
+        Ok(n.unwrap_or(0).to_string())
+    }
+
+    async fn write(s: Session) -> Reply {
+        let n: u64 = s.get("counter").await.map_err(fail)?.unwrap_or(0) + 1;
+        s.insert("counter", n).await.map_err(fail)?;
+        Ok(n.to_string())
+    }
+
+    async fn blind_write(s: Session) -> Reply {
+        s.insert("last", next_value()).await.map_err(fail)?;
+        Ok("0".into())
+    }
+
+    async fn new(s: Session) -> Reply {
+        s.insert("counter", 1u64).await.map_err(fail)?;
+        Ok("1".into())
+    }
+}
