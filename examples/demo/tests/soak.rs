@@ -190,13 +190,11 @@ async fn soak(
     let injector = {
         let (tally, done, every) = (tally.clone(), done.clone(), plan.fault_every);
         tokio::spawn(async move {
+            // The first fault right away (clients are registering), then one every `every`.
             while !done.load(Ordering::SeqCst) {
-                tokio::time::sleep(every).await;
-                if done.load(Ordering::SeqCst) {
-                    break;
-                }
                 fault().await;
                 tally.faults.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(every).await;
             }
         })
     };
@@ -234,6 +232,12 @@ async fn soak(
             let mut n = 0;
             let deadline = Instant::now() + Duration::from_secs(120);
             while mine.len() < notes && Instant::now() < deadline {
+                if mine.len() == notes / 2 {
+                    // Halfway, wait for a fault during the writes (however fast the machine).
+                    while tally.faults.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
                 n += 1;
                 let text = format!("{name} note {n}");
                 let outcome = post_note(&c, &base, &text).await;
