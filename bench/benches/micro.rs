@@ -10,7 +10,11 @@
 //!   session;
 //! - `memory_store`: load and apply on `MemoryStore`, for both session sizes;
 //! - `engine`: a whole request's session work on `MemoryStore` (ticket in, read or write,
-//!   commit), i.e. what `SessionLayer` adds to a request minus HTTP parsing.
+//!   commit), i.e. what `SessionLayer` adds to a request minus HTTP parsing;
+//! - `rng`: 32 bytes from the OS (`getrandom`, one system call), what every new session id
+//!   and every CSRF mask costs;
+//! - `sqlite`: `SqliteStore::load`/`apply` (each runs on tokio's blocking pool) next to the
+//!   same SQL run inline on one connection, which prices the thread hand-off.
 //!
 //! ```text
 //! cargo bench -p cloakroom-bench --bench micro
@@ -175,6 +179,78 @@ fn engine(c: &mut Criterion) {
     g.finish();
 }
 
+fn rng(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rng");
+    g.bench_function("getrandom_32", |b| {
+        b.iter(|| {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).expect("OS randomness");
+            bytes
+        })
+    });
+    g.bench_function("session_id_generate", |b| b.iter(SessionId::generate));
+    g.finish();
+}
+
+fn sqlite(c: &mut Criterion) {
+    use cloakroom_sqlite::SqliteStore;
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("micro.db");
+    let store = rt.block_on(SqliteStore::open(&path)).expect("opened");
+    let key = SessionId::generate().key();
+    rt.block_on(store.create(&key, &small_record()))
+        .expect("created");
+    let conn = rusqlite::Connection::open(&path).expect("a second connection");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("pragma");
+    let mut g = c.benchmark_group("sqlite");
+    g.bench_function("load_via_store", |b| {
+        b.iter(|| rt.block_on(store.load(black_box(&key))))
+    });
+    g.bench_function("select_inline", |b| {
+        b.iter(|| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key, user, created_at, last_seen, expires_at, user_agent, remember, \
+                     data FROM sessions WHERE key = ?1 AND expires_at > ?2",
+                )
+                .expect("prepared");
+            stmt.query_row(
+                rusqlite::params![key.as_bytes().as_slice(), Timestamp::now().as_millis()],
+                |row| row.get::<_, String>(7),
+            )
+            .map(|data| serde_json::from_str::<Fields>(&data).expect("fields"))
+            .expect("a row")
+        })
+    });
+    let now = Timestamp::now();
+    let patch = Patch::new(now, now.plus(Duration::from_secs(3600))).set("counter", "42");
+    g.bench_function("apply_via_store", |b| {
+        b.iter(|| rt.block_on(store.apply(black_box(&key), black_box(&patch))))
+    });
+    g.bench_function("update_inline", |b| {
+        b.iter(|| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "UPDATE sessions SET data = json_patch(data, ?1), last_seen = ?2, \
+                     expires_at = ?3 WHERE key = ?4 AND expires_at > ?5",
+                )
+                .expect("prepared");
+            let now = Timestamp::now().as_millis();
+            stmt.execute(rusqlite::params![
+                r#"{"counter":"42"}"#,
+                now,
+                now + 3_600_000,
+                key.as_bytes().as_slice(),
+                now
+            ])
+            .expect("updated")
+        })
+    });
+    g.finish();
+}
+
 // By hand rather than `criterion_group!`, whose generated `pub fn` has no docs.
 fn main() {
     let mut c = Criterion::default().configure_from_args();
@@ -183,5 +259,7 @@ fn main() {
     record(&mut c);
     memory_store(&mut c);
     engine(&mut c);
+    rng(&mut c);
+    sqlite(&mut c);
     c.final_summary();
 }

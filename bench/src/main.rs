@@ -15,7 +15,8 @@
 //! Internal subcommands, run by the harness itself: `serve CASE [--redis URL] [--sqlite PATH]`
 //! (one server under test) and `mem STORE N` (RAM per idle session). For profiling a server
 //! started by hand: `load ADDR WORKLOAD SECONDS [CONNECTIONS]` drives it like the harness does
-//! and prints requests/s and latencies.
+//! and prints requests/s and latencies; `chart REPORT.txt OUT.svg` redraws the chart of a saved
+//! report (`bench/results/MODE.txt`).
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error.
 
@@ -44,6 +45,7 @@ const USAGE: &str =
        cloakroom-bench serve CASE [--redis URL] [--sqlite PATH] [--ts-pool N]
        cloakroom-bench mem STORE SESSIONS
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
+       cloakroom-bench chart REPORT.txt OUT.svg
 servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis tower-sessions-memory \
 tower-sessions-redis tornado-pycket
 workloads: read write blind-write new large";
@@ -84,6 +86,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
         Some("serve") => serve_command(&args[1..]),
         Some("mem") => mem_command(&args[1..]),
         Some("load") => load_command(&args[1..]),
+        Some("chart") => chart_command(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -238,4 +241,26 @@ fn load_command(args: &[String]) -> anyhow::Result<()> {
         res.latency.value_at_quantile(0.99)
     );
     Ok(())
+}
+
+fn chart_command(args: &[String]) -> anyhow::Result<()> {
+    let [report, out] = args else {
+        return Err(usage("chart needs REPORT.txt and OUT.svg"));
+    };
+    let text = std::fs::read_to_string(report).with_context(|| format!("reading {report}"))?;
+    let rows = report::rows_from_text(&text);
+    if rows.is_empty() {
+        bail!("{report} has no case= lines");
+    }
+    // The first line says how the report was made: `cloakroom-bench --full: 5 round(s), ...`.
+    let how = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split(':')
+        .next()
+        .unwrap_or("");
+    let title = format!("requests/s per case ({how}, median over rounds)");
+    report::chart(&rows, std::path::Path::new(out), &title)
+        .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))
 }

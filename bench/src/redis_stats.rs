@@ -17,6 +17,8 @@ pub(crate) struct RedisInfo {
     pub(crate) cpu_secs: f64,
     /// `total_net_input_bytes`: every byte clients sent.
     pub(crate) input_bytes: u64,
+    /// `INFO commandstats`: command -> (calls, µs), commands run by scripts included.
+    pub(crate) commands: BTreeMap<String, (u64, u64)>,
 }
 
 fn info_text(server: &RedisServer, section: &str) -> anyhow::Result<String> {
@@ -37,6 +39,20 @@ impl RedisInfo {
     pub(crate) fn read(server: &RedisServer) -> anyhow::Result<RedisInfo> {
         let cpu = info_text(server, "cpu")?;
         let stats = info_text(server, "stats")?;
+        let commandstats = info_text(server, "commandstats")?;
+        let commands = commandstats
+            .lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let field = |key: &str| -> Option<u64> {
+                    rest.split(',')
+                        .find_map(|kv| kv.strip_prefix(key))?
+                        .parse()
+                        .ok()
+                };
+                Some((name.to_owned(), (field("calls=")?, field("usec=")?)))
+            })
+            .collect();
         let cpu = fields(&cpu);
         let stats = fields(&stats);
         let num = |m: &BTreeMap<&str, &str>, k: &str| -> anyhow::Result<f64> {
@@ -48,8 +64,31 @@ impl RedisInfo {
         Ok(RedisInfo {
             cpu_secs: num(&cpu, "used_cpu_sys")? + num(&cpu, "used_cpu_user")?,
             input_bytes: num(&stats, "total_net_input_bytes")? as u64,
+            commands,
         })
     }
+}
+
+/// Where Redis spent its command time between two snapshots, per request: `name=µs(calls)`
+/// for each command that ran (script-internal commands too; `INFO`, `CONFIG` and `SLOWLOG`
+/// left out), biggest first.
+pub(crate) fn command_time(before: &RedisInfo, after: &RedisInfo, requests: f64) -> String {
+    let mut rows: Vec<(f64, String)> = after
+        .commands
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "config" | "slowlog"))
+        .filter_map(|(name, (calls, usec))| {
+            let (c0, u0) = before.commands.get(name).copied().unwrap_or((0, 0));
+            let calls = calls.checked_sub(c0)? as f64 / requests;
+            let usec = usec.checked_sub(u0)? as f64 / requests;
+            (calls > 0.0).then(|| (usec, format!("{name}={usec:.1}us({calls:.2})")))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    rows.into_iter()
+        .map(|(_, s)| s)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Starts a counting pass: the slow log records every command from now on.

@@ -38,6 +38,8 @@ pub(crate) struct Sample {
     pub(crate) cmds: Option<f64>,
     /// Those commands by name, per request.
     pub(crate) cmd_names: String,
+    /// Redis's own time per command per request (timed window, `INFO commandstats`).
+    pub(crate) cmd_time: String,
     /// Store operations per request (counting pass; Rust servers).
     pub(crate) store_ops: Option<f64>,
     /// Bytes of session data handed to the store for writing per request (counting pass).
@@ -92,6 +94,7 @@ pub(crate) struct Row {
     pub(crate) redis_in_bytes: Option<f64>,
     pub(crate) cmds: Option<f64>,
     pub(crate) cmd_names: String,
+    pub(crate) cmd_time: String,
     pub(crate) store_ops: Option<f64>,
     pub(crate) data_bytes: Option<f64>,
     pub(crate) ratio_plain: Option<f64>,
@@ -156,6 +159,10 @@ impl Results {
                 .last()
                 .map(|x| x.cmd_names.clone())
                 .unwrap_or_default(),
+            cmd_time: samples
+                .last()
+                .map(|x| x.cmd_time.clone())
+                .unwrap_or_default(),
             store_ops: med(&|x| x.store_ops),
             data_bytes: med(&|x| x.data_bytes),
             ratio_plain: (s != Server::Plain)
@@ -170,20 +177,12 @@ impl Results {
             cpu_over_plain_us: (s != Server::Plain)
                 .then(|| self.ratio(s, Server::Plain, w, cpu_over))
                 .flatten(),
+            // A ratio of two differences amplifies noise when taken per round, so this one is
+            // the ratio of the two medians (each difference still taken within a round).
             cpu_over_plain_vs_peer: s.peer().and_then(|peer| {
-                let ours = self.round_samples(s, w);
-                let theirs = self.round_samples(peer, w);
-                let plain = self.round_samples(Server::Plain, w);
-                median(
-                    ours.iter()
-                        .zip(theirs)
-                        .zip(plain)
-                        .filter_map(|((o, t), p)| {
-                            let (o, t, p) = (o.as_ref()?, t.as_ref()?, p.as_ref()?);
-                            Some((o.cpu_us - p.cpu_us) / (t.cpu_us - p.cpu_us))
-                        })
-                        .collect(),
-                )
+                let ours = self.ratio(s, Server::Plain, w, cpu_over)?;
+                let theirs = self.ratio(peer, Server::Plain, w, cpu_over)?;
+                (theirs > 0.0).then(|| ours / theirs)
             }),
         }
     }
@@ -207,6 +206,79 @@ fn num(v: Option<f64>, digits: usize) -> String {
         Some(x) => format!("{x:.digits$}"),
         None => "n/a".into(),
     }
+}
+
+/// Every sample, one CSV line each, for analysis beyond the medians.
+pub(crate) fn samples_csv(results: &Results) -> String {
+    let mut out = String::from(
+        "server,workload,round,rps,p50_us,p99_us,requests,errors,cpu_us,server_util,load_util,\
+         other_load,redis_cpu_us,redis_in_bytes,cmds,store_ops,data_bytes\n",
+    );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
+    for ((s, w), rounds) in &results.samples {
+        for (i, x) in rounds.iter().enumerate() {
+            let Some(x) = x else { continue };
+            let _ = writeln!(
+                out,
+                "{s},{w},{},{:.1},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{}",
+                i + 1,
+                x.rps,
+                x.p50_us,
+                x.p99_us,
+                x.requests,
+                x.errors,
+                x.cpu_us,
+                x.util,
+                x.load_util,
+                x.other_load,
+                opt(x.redis_cpu_us),
+                opt(x.redis_in_bytes),
+                opt(x.cmds),
+                opt(x.store_ops),
+                opt(x.data_bytes),
+            );
+        }
+    }
+    out
+}
+
+/// The machine, for the report header: cores, CPU model, memory, kernel, load average.
+pub(crate) fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim())
+        })
+        .unwrap_or("unknown CPU")
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({model}), {mem_gib:.1} GiB, Linux {}, load average {}",
+        kernel.trim(),
+        load_average()
+    )
+}
+
+/// `/proc/loadavg`'s three averages.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// (max - min) / median of requests/s over the rounds, as a percentage.
@@ -332,7 +404,16 @@ pub(crate) fn command_breakdown(rows: &[Row]) -> String {
     for r in rows {
         if let (Some(s), Some(w)) = (r.server, r.workload) {
             if s.uses_redis() && !r.cmd_names.is_empty() {
-                let _ = writeln!(out, "  {:<12} {:<22} {}", w.name(), s.name(), r.cmd_names);
+                let _ = writeln!(
+                    out,
+                    "  {:<12} {:<22} sent: {}\n  {:<12} {:<22} time: {}",
+                    w.name(),
+                    s.name(),
+                    r.cmd_names,
+                    "",
+                    "",
+                    r.cmd_time
+                );
             }
         }
     }
@@ -482,6 +563,29 @@ pub(crate) fn checks_text(checks: &[Check]) -> String {
     out
 }
 
+/// Rows rebuilt from the `case=` lines of a saved report (for redrawing its chart).
+pub(crate) fn rows_from_text(text: &str) -> Vec<Row> {
+    text.lines()
+        .filter(|l| l.starts_with("case="))
+        .filter_map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            };
+            let w = Workload::ALL
+                .into_iter()
+                .find(|w| Some(w.name()) == field("case"))?;
+            let s: Server = field("store")?.parse().ok()?;
+            Some(Row {
+                server: Some(s),
+                workload: Some(w),
+                rps: field("rps").and_then(|v| v.parse().ok()),
+                ..Row::default()
+            })
+        })
+        .collect()
+}
+
 /// Draws requests/s per case (log scale: Tornado is orders of magnitude below the rest).
 pub(crate) fn chart(rows: &[Row], path: &Path, title: &str) -> anyhow::Result<()> {
     use plotters::prelude::*;
@@ -502,9 +606,10 @@ pub(crate) fn chart(rows: &[Row], path: &Path, title: &str) -> anyhow::Result<()
     let max = rows.iter().filter_map(|r| r.rps).fold(1.0, f64::max);
     let min = rows.iter().filter_map(|r| r.rps).fold(max, f64::min);
     let y_min = 10f64.powf((min.max(1.0) / 2.0).log10().floor());
-    let y_max = 10f64.powf((max * 1.5).log10().ceil());
+    // A decade of head room above the tallest bar keeps the legend clear of the bars.
+    let y_max = 10f64.powf((max * 1.5).log10().ceil() + 1.0);
 
-    let root = SVGBackend::new(path, (1200, 620)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 700)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = workloads.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
@@ -561,6 +666,7 @@ pub(crate) fn chart(rows: &[Row], path: &Path, title: &str) -> anyhow::Result<()
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;

@@ -64,7 +64,7 @@ impl Plan {
             window: Duration::from_secs(2),
             warm: Duration::from_millis(500),
             connections: 32,
-            max_other_load: 0.25,
+            max_other_load: 0.3,
             retries: 2,
             count_per_client: 10,
             mem_sessions: 100_000,
@@ -108,6 +108,8 @@ impl Plan {
 /// Runs the plan; returns the report text (also printed as it is made).
 pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     let started = Instant::now();
+    let machine = report::machine();
+    eprintln!("machine: {machine}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -235,8 +237,13 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
         plan.client,
         started.elapsed().as_secs_f64()
     );
+    text += &format!(
+        "machine at start: {machine}; load average at end: {}\n\n",
+        report::load_average()
+    );
     text += &report::table(&rows);
-    text += "\nRedis commands per request (counting pass):\n";
+    text += "\nRedis commands per request: sent by the server (counting pass), and Redis's time \
+             per command per request, script-internal commands included (last round):\n";
     text += &report::command_breakdown(&rows);
     text += "\n";
     text += &report::machine_lines(&rows);
@@ -262,6 +269,10 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
     if plan.out.is_some() {
         std::fs::write(out_dir.join(format!("{}.txt", plan.mode)), &text)?;
+        std::fs::write(
+            out_dir.join(format!("{}-samples.csv", plan.mode)),
+            report::samples_csv(&results),
+        )?;
         println!("\nchart: {}", svg.display());
     }
     Ok(text)
@@ -322,6 +333,7 @@ fn measure(
     sample.other_load =
         (((busy1 - busy0).as_secs_f64() - ours) / res.elapsed.as_secs_f64()).max(0.0);
     if let (Some(a), Some(b)) = (info0, info1) {
+        sample.cmd_time = redis_stats::command_time(&a, &b, n);
         sample.redis_cpu_us = Some((b.cpu_secs - a.cpu_secs) * 1e6 / n);
         sample.redis_in_bytes = Some(b.input_bytes.saturating_sub(a.input_bytes) as f64 / n);
     }
