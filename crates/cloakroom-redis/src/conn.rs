@@ -5,17 +5,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 
-/// Connection attempts after the first when (re)connecting, before the manager gives up
-/// until the next command starts a new round. Kept small so that while Redis is down,
-/// operations fail fast with `Unavailable` rather than wait out the command timeout.
-const RECONNECT_RETRIES: usize = 1;
-/// Backoff between connection attempts: from this...
+use crate::pipe::Pipe;
+
+/// Backoff between a Cluster client's connection attempts: from this...
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 /// ...doubling up to this.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
@@ -187,7 +185,7 @@ fn redact_query(tail: &str) -> String {
 /// One multiplexed connection: to a server (reconnecting by itself) or to a cluster.
 #[derive(Clone)]
 pub(crate) enum Conn {
-    Standalone(ConnectionManager),
+    Standalone(Pipe),
     Cluster(ClusterConnection),
 }
 
@@ -240,17 +238,7 @@ impl Conn {
             match target {
                 Target::Standalone(url) => {
                     let info = url.as_str().into_connection_info().map_err(config)?;
-                    let client = redis::Client::open(info).map_err(config)?;
-                    let settings = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(timeout))
-                        .set_response_timeout(Some(timeout))
-                        .set_number_of_retries(RECONNECT_RETRIES)
-                        .set_min_delay(RECONNECT_MIN_DELAY)
-                        .set_max_delay(RECONNECT_MAX_DELAY);
-                    ConnectionManager::new_with_config(client, settings)
-                        .await
-                        .map(Conn::Standalone)
-                        .map_err(|e| open_error(e, &unavailable))
+                    Ok(Conn::Standalone(Pipe::new(info, timeout)))
                 }
                 Target::Cluster(nodes) => {
                     let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))

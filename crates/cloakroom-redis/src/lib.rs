@@ -63,6 +63,7 @@
 
 mod codec;
 mod conn;
+mod pipe;
 pub mod pycket;
 mod scripts;
 

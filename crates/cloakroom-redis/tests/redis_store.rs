@@ -560,3 +560,46 @@ async fn cluster_spreads_sessions_and_lists_them_all() {
     assert_eq!(deleted, if kept_is_users { 29 } else { 30 });
     store.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn passwords_and_databases_from_the_url() {
+    let server = RedisServer::start();
+    let base = format!("redis://127.0.0.1:{}", server.port());
+    // Database 3 and database 0 are separate.
+    let db3 = RedisStore::open(&format!("{base}/3")).await.expect("db 3");
+    let db0 = RedisStore::open(&format!("{base}/0")).await.expect("db 0");
+    let key = new_key();
+    assert_eq!(
+        db3.create(&key, &record(None, HOUR)).await.unwrap(),
+        Created::Done
+    );
+    assert!(db3.load(&key).await.unwrap().is_some());
+    assert!(db0.load(&key).await.unwrap().is_none(), "not in db 0");
+    let db3_again = RedisStore::open(&format!("{base}/3")).await.unwrap();
+    assert!(db3_again.load(&key).await.unwrap().is_some());
+
+    // With a password set, the right one (with database selection) works; others are
+    // configuration errors that say so, never outages.
+    assert!(matches!(
+        server.command(&["CONFIG", "SET", "requirepass", "s3cret"]),
+        Ok(Resp::Simple(_))
+    ));
+    let authed = RedisStore::open(&format!("redis://:s3cret@127.0.0.1:{}/3", server.port()))
+        .await
+        .expect("right password");
+    assert!(authed.load(&key).await.unwrap().is_some());
+    for url in [
+        format!("redis://:wrong@127.0.0.1:{}/3", server.port()),
+        format!("redis://:wrong@127.0.0.1:{}/0", server.port()),
+        format!("redis://127.0.0.1:{}/3", server.port()),
+    ] {
+        let err = RedisStore::open(&url).await.expect_err(&url);
+        assert_ne!(err.kind(), ErrorKind::Unavailable, "{url}: {err}");
+        assert!(
+            !format!("{err:?}").contains("wrong"),
+            "password leaked: {err:?}"
+        );
+    }
+    // Connections made before the password was set stay authenticated (Redis's rule).
+    assert!(db0.load(&key).await.unwrap().is_none());
+}
