@@ -56,11 +56,8 @@ pub(crate) fn create_args(record: &Record, now: Timestamp) -> Vec<Vec<u8>> {
 
 /// `ARGV` of the apply script (see [`crate::scripts::APPLY`]).
 pub(crate) fn apply_args(patch: &Patch, now: Timestamp) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(6 + patch.remove.len() + 2 * patch.set.len());
+    let mut args = Vec::with_capacity(9 + patch.remove.len() + 2 * patch.set.len());
     args.push(now.as_millis().to_string().into_bytes());
-    args.push(patch.last_seen.as_millis().to_string().into_bytes());
-    args.push(patch.expires_at.as_millis().to_string().into_bytes());
-    args.push(patch.remember.map(remember).unwrap_or(b"").to_vec());
     args.push(
         patch
             .max_lifetime
@@ -69,6 +66,14 @@ pub(crate) fn apply_args(patch: &Patch, now: Timestamp) -> Vec<Vec<u8>> {
     );
     args.push(patch.remove.len().to_string().into_bytes());
     args.extend(patch.remove.iter().map(|name| data_field(name)));
+    args.push(SEEN.to_vec());
+    args.push(patch.last_seen.as_millis().to_string().into_bytes());
+    args.push(EXPIRES.to_vec());
+    args.push(patch.expires_at.as_millis().to_string().into_bytes());
+    if let Some(flag) = patch.remember {
+        args.push(REMEMBER.to_vec());
+        args.push(remember(flag).to_vec());
+    }
     for (name, value) in &patch.set {
         args.push(data_field(name));
         args.push(value.as_bytes().to_vec());
@@ -316,9 +321,25 @@ mod tests {
         let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
-            [&b"3"[..], b"7", b"9", b"0", b"", b"1", b"d:b", b"d:a", b"1"]
+            [
+                &b"3"[..],
+                b"",
+                b"1",
+                b"d:b",
+                b"m:seen",
+                b"7",
+                b"m:exp",
+                b"9",
+                b"m:rem",
+                b"0",
+                b"d:a",
+                b"1"
+            ]
         );
         p.remember = None;
-        assert_eq!(apply_args(&p, Timestamp(3))[3], b"");
+        p.max_lifetime = Some(std::time::Duration::from_secs(2));
+        let args = apply_args(&p, Timestamp(3));
+        assert_eq!(args[1], b"2000");
+        assert_eq!(args.len(), 10, "no m:rem pair");
     }
 }
