@@ -44,7 +44,12 @@
 //! By default the store keeps **one multiplexed connection** (requests from all tasks are
 //! pipelined over it, which is what Redis serves fastest); [`RedisStoreBuilder::connections`]
 //! opens several and spreads operations over them round-robin (pycket's `max_connections`).
-//! On Cluster each connection is one multiplexed connection per node.
+//! To a standalone server that connection is the crate's own lean client: the commands that
+//! all tasks issue while the runtime is busy go out in one `write`, and the replies of one
+//! `read` are parsed and handed out under one lock, so under load Redis and the application
+//! make far fewer system calls and wake-ups per command than with one write per command.
+//! (redis-rs still encodes the commands, runs the scripts' `NOSCRIPT` fallback, and is the
+//! client for Redis Cluster, where each connection is one multiplexed connection per node.)
 //!
 //! Every command is bounded by the command timeout (default 2 s): when Redis is down an
 //! operation fails with [`ErrorKind::Unavailable`] (connection refused or broken) or
