@@ -21,7 +21,6 @@
 //! Exit codes: 0 success, 1 failure, 2 usage error.
 
 mod cases;
-mod compact;
 mod counting;
 mod load;
 mod memory;

@@ -78,12 +78,18 @@ fn rss_bytes() -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-/// The stores `mem` knows: the two in-memory stores, and the compact prototype.
-pub(crate) const STORES: [&str; 3] = [
-    "cloakroom-memory",
-    "tower-sessions-memory",
-    "compact-prototype",
-];
+/// The stores `mem` knows: the two in-memory stores.
+pub(crate) const STORES: [&str; 2] = ["cloakroom-memory", "tower-sessions-memory"];
+
+/// The record `mem` puts in every store: `counter` = `1`.
+fn idle_record() -> cloakroom_core::store::Record {
+    use cloakroom_core::session::Timestamp;
+    let now = Timestamp::now();
+    let mut record =
+        cloakroom_core::store::Record::new(now, now.plus(std::time::Duration::from_secs(86_400)));
+    record.data.insert("counter".into(), "1".into());
+    record
+}
 
 /// Creates `n` idle sessions in `store` and reports the RSS growth, then times `n` loads.
 pub(crate) fn measure(store: &str, n: u64) -> anyhow::Result<MemResult> {
@@ -92,14 +98,16 @@ pub(crate) fn measure(store: &str, n: u64) -> anyhow::Result<MemResult> {
         .build()?;
     rt.block_on(async move {
         // Keys are made before the baseline, so they are not counted.
-        let keys = crate::compact::keys(n);
+        let keys: Vec<cloakroom_core::session::SessionKey> = (0..n)
+            .map(|_| cloakroom_core::session::SessionId::generate().key())
+            .collect();
         let (rss_delta, load_ns) = match store {
             "cloakroom-memory" => {
                 use cloakroom_core::store::{MemoryStore, SessionStore};
                 let s = MemoryStore::new();
                 let before = rss_bytes()?;
                 for key in &keys {
-                    s.create(key, &crate::compact::idle_record()).await?;
+                    s.create(key, &idle_record()).await?;
                 }
                 let after = rss_bytes()?;
                 anyhow::ensure!(s.len() as u64 == n, "the store lost sessions");
@@ -108,17 +116,6 @@ pub(crate) fn measure(store: &str, n: u64) -> anyhow::Result<MemResult> {
                     std::hint::black_box(s.load(key).await?);
                 }
                 (after.saturating_sub(before), per(start, n))
-            }
-            "compact-prototype" => {
-                let s = crate::compact::CompactStore::new();
-                let before = rss_bytes()?;
-                for key in &keys {
-                    s.create(*key, &crate::compact::idle_record());
-                }
-                let after = rss_bytes()?;
-                anyhow::ensure!(s.len() as u64 == n, "the store lost sessions");
-                let load_ns = crate::compact::time_loads(&s, &keys);
-                (after.saturating_sub(before), load_ns)
             }
             "tower-sessions-memory" => {
                 use tower_sessions::SessionStore as _;

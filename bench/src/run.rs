@@ -213,7 +213,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
 
     let mut stores = Vec::new();
     if plan.servers.contains(&Server::CloakroomMemory) {
-        stores.extend(["cloakroom-memory", "compact-prototype"]);
+        stores.push("cloakroom-memory");
     }
     if plan.servers.contains(&Server::TowerSessionsMemory) {
         stores.push("tower-sessions-memory");

@@ -1,5 +1,5 @@
 //! Password hashing: Argon2id with the `argon2` crate's default parameters (OWASP's minimum:
-//! 19 MiB, 2 passes), run on the blocking thread pool: a hash costs tens of milliseconds of
+//! 19 MiB, 2 passes), run on a few dedicated threads: a hash costs tens of milliseconds of
 //! CPU that must not stall the async workers.
 
 use std::sync::mpsc;
