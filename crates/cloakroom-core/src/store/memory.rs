@@ -49,6 +49,9 @@ impl BuildHasher for KeyHash {
     }
 }
 
+/// Packed fields up to this many bytes are unpacked by insertion, larger ones bulk-built.
+const SMALL_FIELDS: usize = 256;
+
 /// One session as the store keeps it.
 struct Entry {
     /// Every field: `u32` little-endian length + name, `u32` length + value, in name order.
@@ -66,11 +69,7 @@ fn pack(fields: &Fields) -> Box<[u8]> {
     let len = fields.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(len);
     for (k, v) in fields {
-        for s in [k, v] {
-            let n = u32::try_from(s.len()).expect("session data is limited far below 4 GiB");
-            out.extend_from_slice(&n.to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        }
+        push_field(&mut out, k, v);
     }
     out.into_boxed_slice()
 }
@@ -93,6 +92,49 @@ fn unpacked(mut b: &[u8]) -> impl Iterator<Item = (&str, &str)> {
         let value = take(&mut b);
         Some((name, value))
     })
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    for s in [name, value] {
+        let n = u32::try_from(s.len()).expect("session data is limited far below 4 GiB");
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Packed fields with `patch`'s removals and then its sets applied (as [`Record::apply`]
+/// does), in one pass over the old bytes: a small change to a large session copies its bytes
+/// once and allocates nothing per field.
+fn patched(old: &[u8], patch: &Patch) -> Box<[u8]> {
+    let mut changes: std::collections::BTreeMap<&str, Option<&str>> =
+        std::collections::BTreeMap::new();
+    for name in &patch.remove {
+        changes.insert(name, None);
+    }
+    for (name, value) in &patch.set {
+        changes.insert(name, Some(value));
+    }
+    let added: usize = patch.set.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(old.len() + added);
+    let mut pending = changes.into_iter().peekable();
+    for (name, value) in unpacked(old) {
+        while let Some((new_name, new_value)) = pending.next_if(|(n, _)| *n < name) {
+            if let Some(v) = new_value {
+                push_field(&mut out, new_name, v);
+            }
+        }
+        match pending.next_if(|(n, _)| *n == name) {
+            Some((_, Some(v))) => push_field(&mut out, name, v),
+            Some((_, None)) => {}
+            None => push_field(&mut out, name, value),
+        }
+    }
+    for (name, value) in pending {
+        if let Some(v) = value {
+            push_field(&mut out, name, v);
+        }
+    }
+    out.into_boxed_slice()
 }
 
 impl Entry {
@@ -120,26 +162,25 @@ impl Entry {
     }
 
     fn record(&self) -> Record {
+        let pairs = unpacked(&self.fields).map(|(k, v)| (k.to_owned(), v.to_owned()));
+        // A few fields are inserted one by one (no intermediate vector); many are
+        // bulk-built, which beats a search per insertion.
+        let data = if self.fields.len() <= SMALL_FIELDS {
+            let mut data = Fields::new();
+            data.extend(pairs);
+            data
+        } else {
+            pairs.collect()
+        };
         Record {
-            data: unpacked(&self.fields)
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            data,
             meta: self.meta(),
         }
     }
 
     fn apply(&mut self, patch: &Patch) {
         if !patch.set.is_empty() || !patch.remove.is_empty() {
-            let mut data: Fields = unpacked(&self.fields)
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            for name in &patch.remove {
-                data.remove(name);
-            }
-            for (name, value) in &patch.set {
-                data.insert(name.clone(), value.clone());
-            }
-            self.fields = pack(&data);
+            self.fields = patched(&self.fields, patch);
         }
         self.last_seen = patch.last_seen;
         self.expires_at = patch.expiry_for(self.created_at);
@@ -558,6 +599,27 @@ mod tests {
             Timestamp(11_000),
             "capped at created + lifetime"
         );
+        // Every mix of removals and sets, before, between, after and on existing names, gives
+        // what `Record::apply` gives.
+        let names = ["", "a", "aa", "b", "c", "d", "z"];
+        for mask in 0u32..(1 << 7) {
+            for set_mask in [0u32, 0b1010101, 0b0110011, 0b1111111] {
+                let mut p = Patch::new(Timestamp(2_000), Timestamp(5_000));
+                for (i, n) in names.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        p = p.remove(*n);
+                    }
+                    if set_mask & (1 << i) != 0 {
+                        p = p.set(*n, format!("\"v{i}\""));
+                    }
+                }
+                let mut e = Entry::new(&base);
+                e.apply(&p);
+                let mut expected = base.clone();
+                expected.apply(&p);
+                assert_eq!(e.record(), expected, "remove {mask:b} set {set_mask:b}");
+            }
+        }
         // A patch of times only leaves the fields as they are.
         let mut e2 = Entry::new(&base);
         e2.apply(&Patch::new(Timestamp(3_000), Timestamp(4_000)));
