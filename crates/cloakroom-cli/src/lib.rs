@@ -107,7 +107,7 @@ pub struct ListArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ShowArgs {
     /// The session's handle, as `sessions list` prints it (43 characters of base64url).
-    #[arg(value_parser = HandleParser)]
+    #[arg(value_parser = HandleParser, allow_hyphen_values = true)]
     pub handle: SessionKey,
     /// Print JSON, for scripts.
     #[arg(long)]
@@ -119,7 +119,7 @@ pub struct ShowArgs {
 #[command(group(ArgGroup::new("target").required(true).args(["handle", "user"])))]
 pub struct RevokeArgs {
     /// The handle of the session to revoke, as `sessions list` prints it.
-    #[arg(value_parser = HandleParser)]
+    #[arg(value_parser = HandleParser, allow_hyphen_values = true)]
     pub handle: Option<SessionKey>,
     /// Revoke every session of this user instead.
     #[arg(long, value_name = "USER")]

@@ -27,6 +27,7 @@ sqlite_scenarios!(
     show_decodes_the_data_and_hides_the_csrf_secret,
     show_of_an_unknown_handle_fails,
     revoke_deletes_one_session,
+    handles_starting_with_a_hyphen_work,
     revoke_of_a_user_deletes_all_theirs,
     stats_match_the_store,
     gc_removes_expired_sessions,

@@ -406,6 +406,36 @@ pub(crate) async fn revoke_deletes_one_session(url: &str) {
     assert!(err.contains("no such session"), "{err}");
 }
 
+/// Handles are base64url, so one in 32 starts with `-` (one in 4096 with `--`): `show` and
+/// `revoke` take them as handles, not as options (a CI run found `revoke -U...` refused).
+pub(crate) async fn handles_starting_with_a_hyphen_work(url: &str) {
+    let store = open(url).await;
+    for prefix in ["-", "--"] {
+        let key = std::iter::repeat_with(|| SessionId::generate().key())
+            .find(|k| k.to_handle().starts_with(prefix))
+            .expect("an endless supply of keys");
+        let record = record(
+            Some("hy"),
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
+        assert_eq!(store.create(&key, &record).await.unwrap(), Created::Done);
+        let handle = key.to_handle();
+        let shown = json(&cloakroom(
+            Some(url),
+            &["sessions", "show", &handle, "--json"],
+        ));
+        assert_eq!(shown["handle"], handle.as_str(), "{shown}");
+        let text = ok(&cloakroom(Some(url), &["sessions", "revoke", &handle]));
+        assert!(text.contains(&handle), "{text}");
+        assert!(
+            store.load(&key).await.unwrap().is_none(),
+            "{prefix}: revoked"
+        );
+    }
+}
+
 /// `sessions revoke --user U` deletes all of U's sessions, prints the count, leaves others.
 pub(crate) async fn revoke_of_a_user_deletes_all_theirs(url: &str) {
     let filled = fill(url).await;
