@@ -406,7 +406,7 @@ pub(crate) async fn revoke_deletes_one_session(url: &str) {
     assert!(err.contains("no such session"), "{err}");
 }
 
-/// Handles are base64url, so one in 32 starts with `-` (one in 4096 with `--`): `show` and
+/// Handles are base64url, so one in 64 starts with `-` (one in 4096 with `--`): `show` and
 /// `revoke` take them as handles, not as options (a CI run found `revoke -U...` refused).
 pub(crate) async fn handles_starting_with_a_hyphen_work(url: &str) {
     let store = open(url).await;
