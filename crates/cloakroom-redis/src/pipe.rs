@@ -75,9 +75,15 @@ struct Link {
 }
 
 impl Link {
-    /// Marks the link dead and fails everything in flight (as a dropped connection, or a
+    /// Marks the link dead and fails everything in flight as a dropped connection (or a
     /// refused one if it never connected).
     fn close(&self, kind: io::ErrorKind, why: &str) {
+        self.close_with(kind, || dropped(kind, why));
+    }
+
+    /// Marks the link dead (`kind` is what later requests on it are told) and fails
+    /// everything in flight with `error()`.
+    fn close_with(&self, kind: io::ErrorKind, error: impl Fn() -> RedisError) {
         let waiting = {
             let mut q = lock(&self.queue);
             if q.closed.is_none() {
@@ -87,7 +93,7 @@ impl Link {
             std::mem::take(&mut q.waiting)
         };
         for w in waiting {
-            let _ = w.tx.send(Err(dropped(kind, why)));
+            let _ = w.tx.send(Err(error()));
         }
         self.wake.notify_one();
     }
@@ -339,8 +345,10 @@ async fn drive(link: Arc<Link>, info: ConnectionInfo, connect_timeout: Duration)
             return;
         }
         Ok(Err(ConnectError::Refused(e))) => {
+            // AUTH/SELECT refused: a configuration error, reported as such to everyone
+            // waiting, not an outage.
             tracing::warn!(error = %e, "Redis refused the connection");
-            fail_connect(&link, e);
+            link.close_with(io::ErrorKind::PermissionDenied, || e.clone());
             return;
         }
         Err(_) => {
@@ -355,19 +363,6 @@ async fn drive(link: Arc<Link>, info: ConnectionInfo, connect_timeout: Duration)
     if let Err(e) = outcome {
         tracing::debug!(error = %e, "Redis connection closed");
         link.close(e.kind(), "connection broken");
-    }
-}
-
-/// A refused connection (AUTH/SELECT) fails every waiting request with that error: a
-/// configuration error, not an outage.
-fn fail_connect(link: &Link, e: RedisError) {
-    let waiting = {
-        let mut q = lock(&link.queue);
-        q.closed = Some(io::ErrorKind::PermissionDenied);
-        std::mem::take(&mut q.waiting)
-    };
-    for w in waiting {
-        let _ = w.tx.send(Err(e.clone()));
     }
 }
 
