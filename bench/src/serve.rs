@@ -133,6 +133,22 @@ async fn app(
     })
 }
 
+/// The routes every server answers (see [`Workload`](crate::cases::Workload)), given its
+/// handlers; `/large` is served by the `write` handler. One table, so the servers cannot
+/// drift apart.
+macro_rules! bench_routes {
+    ($init:expr, $init_large:expr, $read:expr, $write:expr, $blind_write:expr, $new:expr) => {
+        Router::new()
+            .route("/init", get($init))
+            .route("/init-large", get($init_large))
+            .route("/read", get($read))
+            .route("/write", get($write))
+            .route("/blind-write", get($blind_write))
+            .route("/new", get($new))
+            .route("/large", get($write))
+    };
+}
+
 /// A fresh value for every blind write, so no implementation can skip it as unchanged.
 fn next_value() -> u64 {
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -149,14 +165,7 @@ mod plain {
 
     pub(super) fn app() -> Router {
         let ok = || async { "0" };
-        Router::new()
-            .route("/init", get(ok))
-            .route("/init-large", get(ok))
-            .route("/read", get(ok))
-            .route("/write", get(ok))
-            .route("/blind-write", get(ok))
-            .route("/new", get(ok))
-            .route("/large", get(ok))
+        bench_routes!(ok, ok, ok, ok, ok, ok)
     }
 }
 
@@ -170,14 +179,7 @@ mod cloakroom {
     pub(super) fn app(store: Arc<dyn SessionStore>, counters: Arc<Counters>) -> Router {
         let store: Arc<dyn SessionStore> = Arc::new(CountingStore::new(store, counters));
         let keys = KeyRing::single(Key::from_bytes(&[7; 32]).expect("a 32-byte key"));
-        Router::new()
-            .route("/init", get(init))
-            .route("/init-large", get(init_large))
-            .route("/read", get(read))
-            .route("/write", get(write))
-            .route("/blind-write", get(blind_write))
-            .route("/new", get(new))
-            .route("/large", get(write))
+        bench_routes!(init, init_large, read, write, blind_write, new)
             .layer(SessionLayer::new(store, keys))
     }
 
@@ -232,14 +234,7 @@ mod tower_sessions_app {
         S: tower_sessions::SessionStore + Clone,
     {
         let store = CountingTsStore::new(store, counters);
-        Router::new()
-            .route("/init", get(init))
-            .route("/init-large", get(init_large))
-            .route("/read", get(read))
-            .route("/write", get(write))
-            .route("/blind-write", get(blind_write))
-            .route("/new", get(new))
-            .route("/large", get(write))
+        bench_routes!(init, init_large, read, write, blind_write, new)
             .layer(SessionManagerLayer::new(store))
     }
 
