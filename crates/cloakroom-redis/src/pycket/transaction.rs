@@ -1,0 +1,324 @@
+//! Writes as `WATCH`/`MULTI`/`EXEC` transactions, retried on conflict, with a per-key lock
+//! stripe inside the process.
+
+use super::*;
+
+/// What a transaction does to the notifications dict.
+pub(super) enum FlashOp {
+    /// Keep it, with the session's expiry.
+    Keep,
+    /// Replace it with this pickle.
+    Set(Vec<u8>),
+    /// Delete it.
+    Delete,
+}
+
+/// One transactional operation.
+pub(super) enum Op<'a> {
+    Create(&'a Record),
+    Apply(&'a Patch),
+    Touch(Timestamp, Timestamp),
+    Delete,
+    DeleteOwned(&'a str),
+}
+
+/// What a transaction reports.
+pub(super) enum Outcome {
+    Created(Created),
+    Applied(Applied),
+    /// Whether a live record was deleted, and whose it was.
+    Deleted(bool, Option<String>),
+}
+
+pub(super) enum Attempt {
+    Done(Outcome),
+    /// Another client changed the key between `WATCH` and `EXEC`.
+    Conflict,
+}
+
+pub(super) enum TxError {
+    Redis(RedisError),
+    Store(Error),
+}
+
+impl From<RedisError> for TxError {
+    fn from(e: RedisError) -> Self {
+        TxError::Redis(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        TxError::Store(e)
+    }
+}
+
+pub(super) type TxResult = std::result::Result<Attempt, TxError>;
+
+impl PycketStore {
+    /// Runs `op` on `rkey` as a transaction (see the module docs), retrying conflicts.
+    pub(super) async fn transact(
+        &self,
+        what: &'static str,
+        rkey: &str,
+        op: &Op<'_>,
+    ) -> Result<Outcome> {
+        let run = async {
+            let _queue = self.stripe(rkey).lock().await;
+            let mut reconnected = false;
+            let mut conflicts = 0u32;
+            loop {
+                let mut lease = match self.inner.pool.lease().await {
+                    Ok(lease) => lease,
+                    Err(e) if worth_retrying(&e) && !reconnected => {
+                        reconnected = true;
+                        self.inner.pool.clear();
+                        continue;
+                    }
+                    Err(e) => return Err(map_error(e, what)),
+                };
+                match self.attempt(lease.conn(), rkey, op).await {
+                    Ok(Attempt::Done(outcome)) => {
+                        lease.release();
+                        return Ok(outcome);
+                    }
+                    Ok(Attempt::Conflict) => {
+                        lease.release();
+                        conflicts += 1;
+                        if conflicts >= MAX_CONFLICTS {
+                            return Err(Error::new(
+                                ErrorKind::Backend,
+                                format!(
+                                    "pycket {what}: the key kept changing under {MAX_CONFLICTS} \
+                                     transactions"
+                                ),
+                            ));
+                        }
+                        self.backoff(conflicts).await;
+                    }
+                    // The lease is dropped (closed): it may hold a WATCH.
+                    Err(TxError::Store(e)) => return Err(e),
+                    Err(TxError::Redis(e)) if worth_retrying(&e) && !reconnected => {
+                        reconnected = true;
+                        self.inner.pool.clear();
+                    }
+                    Err(TxError::Redis(e)) => return Err(map_error(e, what)),
+                }
+            }
+        };
+        match tokio::time::timeout(self.inner.timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("pycket {what}: no reply within {:?}", self.inner.timeout),
+            )),
+        }
+    }
+
+    pub(super) async fn backoff(&self, attempt: u32) {
+        let seed = (attempt, Timestamp::now().0, std::thread::current().id());
+        let cap = 200u64 << attempt.min(5);
+        let micros = self.inner.hasher.hash_one(seed) % cap;
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+    }
+
+    /// One attempt of a transaction on a dedicated connection.
+    pub(super) async fn attempt(
+        &self,
+        c: &mut MultiplexedConnection,
+        rkey: &str,
+        op: &Op<'_>,
+    ) -> TxResult {
+        if let Op::Delete = op {
+            return self.delete_once(c, rkey).await;
+        }
+        redis::cmd("WATCH").arg(rkey).exec_async(c).await?;
+        if let Op::Create(record) = op {
+            return self.create_once(c, rkey, record).await;
+        }
+        let (raw, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg(rkey)
+            .cmd("PTTL")
+            .arg(rkey)
+            .query_async(c)
+            .await?;
+        let now = Timestamp::now();
+        let raw = match raw {
+            Some(raw) if pttl != -2 => raw,
+            _ => {
+                redis::cmd("UNWATCH").exec_async(c).await?;
+                return Ok(Attempt::Done(match op {
+                    Op::DeleteOwned(_) => Outcome::Deleted(false, None),
+                    _ => Outcome::Applied(Applied::Missing),
+                }));
+            }
+        };
+        if let Op::DeleteOwned(user) = op {
+            let stored = Stored::decode(&raw, false)?;
+            let meta = record_meta(&stored.meta(), pttl, now);
+            if meta.user.as_deref() != Some(*user) || meta.expires_at <= now {
+                redis::cmd("UNWATCH").exec_async(c).await?;
+                return Ok(Attempt::Done(Outcome::Deleted(false, None)));
+            }
+            let mut p = redis::pipe();
+            p.atomic().cmd("DEL").arg(rkey);
+            self.notes_part(&mut p, rkey, &FlashOp::Delete, None);
+            let reply: RedisValue = p.query_async(c).await?;
+            return Ok(match reply {
+                RedisValue::Nil => Attempt::Conflict,
+                _ => Attempt::Done(Outcome::Deleted(true, meta.user)),
+            });
+        }
+        let mut stored = Stored::decode(&raw, true)?;
+        let stored_meta = stored.meta();
+        let mut meta = record_meta(&stored_meta, pttl, now);
+        if meta.expires_at <= now {
+            redis::cmd("UNWATCH").exec_async(c).await?;
+            return Ok(Attempt::Done(Outcome::Applied(Applied::Missing)));
+        }
+        let mut json = stored_meta.json;
+        let mut flash = FlashOp::Keep;
+        match op {
+            Op::Apply(patch) => {
+                for name in &patch.remove {
+                    if name == FLASH_FIELD {
+                        flash = FlashOp::Delete;
+                    } else {
+                        stored.remove_field(&mut json, name);
+                    }
+                }
+                for (name, text) in &patch.set {
+                    if name == FLASH_FIELD {
+                        flash = match notes_from_flash(text)? {
+                            Some(bytes) => FlashOp::Set(bytes),
+                            None => FlashOp::Delete,
+                        };
+                    } else {
+                        check_field(name)?;
+                        stored.set_field(&mut json, name, text);
+                    }
+                }
+                meta.last_seen = patch.last_seen;
+                meta.expires_at = patch.expiry_for(meta.created_at);
+                if let Some(remember) = patch.remember {
+                    meta.remember = remember;
+                }
+            }
+            Op::Touch(last_seen, expires_at) => {
+                meta.last_seen = *last_seen;
+                meta.expires_at = *expires_at;
+            }
+            Op::Create(_) | Op::Delete | Op::DeleteOwned(_) => unreachable!("handled above"),
+        }
+        stored.set_meta(&meta, json);
+        let mut p = redis::pipe();
+        p.atomic();
+        let live = meta.expires_at > now;
+        if live {
+            p.cmd("SET")
+                .arg(rkey)
+                .arg(stored.encode()?)
+                .arg("PXAT")
+                .arg(meta.expires_at.0);
+        } else {
+            // Past its lifetime: gone, as if Redis had expired it.
+            p.cmd("DEL").arg(rkey);
+            if let Some(user) = &meta.user {
+                p.cmd("SREM").arg(self.user_key(user)).arg(rkey);
+            }
+        }
+        self.notes_part(&mut p, rkey, &flash, live.then_some(meta.expires_at));
+        let reply: RedisValue = p.query_async(c).await?;
+        Ok(match reply {
+            RedisValue::Nil => Attempt::Conflict,
+            _ => Attempt::Done(Outcome::Applied(Applied::Done)),
+        })
+    }
+
+    pub(super) async fn create_once(
+        &self,
+        c: &mut MultiplexedConnection,
+        rkey: &str,
+        record: &Record,
+    ) -> TxResult {
+        let exists: bool = redis::cmd("EXISTS").arg(rkey).query_async(c).await?;
+        let now = Timestamp::now();
+        if exists || record.meta.expires_at <= now {
+            redis::cmd("UNWATCH").exec_async(c).await?;
+            // A record already expired is written nowhere, as if Redis had dropped it.
+            return Ok(Attempt::Done(Outcome::Created(if exists {
+                Created::Collision
+            } else {
+                Created::Done
+            })));
+        }
+        let stored = Stored::from_record(record)?;
+        let flash = match record.data.get(FLASH_FIELD) {
+            Some(text) => match notes_from_flash(text)? {
+                Some(bytes) => FlashOp::Set(bytes),
+                None => FlashOp::Delete,
+            },
+            // A new session starts without notifications.
+            None => FlashOp::Delete,
+        };
+        let exp = record.meta.expires_at;
+        let mut p = redis::pipe();
+        p.atomic()
+            .cmd("SET")
+            .arg(rkey)
+            .arg(stored.encode()?)
+            .arg("PXAT")
+            .arg(exp.0);
+        if let Some(user) = &record.meta.user {
+            p.cmd("SADD").arg(self.user_key(user)).arg(rkey);
+        }
+        self.notes_part(&mut p, rkey, &flash, Some(exp));
+        let reply: RedisValue = p.query_async(c).await?;
+        Ok(match reply {
+            RedisValue::Nil => Attempt::Conflict,
+            _ => Attempt::Done(Outcome::Created(Created::Done)),
+        })
+    }
+
+    pub(super) async fn delete_once(&self, c: &mut MultiplexedConnection, rkey: &str) -> TxResult {
+        let mut p = redis::pipe();
+        p.atomic().cmd("GET").arg(rkey).cmd("DEL").arg(rkey);
+        self.notes_part(&mut p, rkey, &FlashOp::Delete, None);
+        let reply: Vec<RedisValue> = p.query_async(c).await?;
+        let raw = match reply.first() {
+            Some(RedisValue::BulkString(b)) => Some(b.clone()),
+            _ => None,
+        };
+        let deleted = matches!(reply.get(1), Some(RedisValue::Int(1)));
+        let user = raw
+            .filter(|_| deleted)
+            .and_then(|raw| Stored::decode(&raw, false).ok())
+            .and_then(|s| s.meta().user);
+        Ok(Attempt::Done(Outcome::Deleted(deleted, user)))
+    }
+
+    /// Queues the notifications part of a transaction: `SELECT` the notifications database,
+    /// apply `flash` (deleting when the session is gone, `exp` `None`), `SELECT` back.
+    pub(super) fn notes_part(
+        &self,
+        p: &mut redis::Pipeline,
+        rkey: &str,
+        flash: &FlashOp,
+        exp: Option<Timestamp>,
+    ) {
+        p.cmd("SELECT").arg(self.inner.notifications_db);
+        match (flash, exp) {
+            (FlashOp::Set(bytes), Some(exp)) => {
+                p.cmd("SET").arg(rkey).arg(bytes).arg("PXAT").arg(exp.0);
+            }
+            (FlashOp::Keep, Some(exp)) => {
+                p.cmd("PEXPIREAT").arg(rkey).arg(exp.0);
+            }
+            _ => {
+                p.cmd("DEL").arg(rkey);
+            }
+        }
+        p.cmd("SELECT").arg(self.inner.sessions_db);
+    }
+}

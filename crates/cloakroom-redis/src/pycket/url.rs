@@ -1,0 +1,207 @@
+//! The `pycket+redis://` URL and the store's builder.
+
+use super::*;
+
+/// Options for [`PycketStore`]; made by [`PycketStore::builder`].
+#[must_use = "call .build().await to open the store"]
+#[derive(Clone)]
+pub struct PycketStoreBuilder {
+    pub(super) url: String,
+    pub(super) prefix: Option<String>,
+    pub(super) command_timeout: Option<Duration>,
+    pub(super) connections: Option<usize>,
+}
+
+impl fmt::Debug for PycketStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PycketStoreBuilder")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// A `pycket+redis://` URL taken apart.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct PycketUrl {
+    /// redis-rs URL of the sessions database.
+    sessions: String,
+    /// redis-rs URL of the notifications database.
+    notes: String,
+    sessions_db: i64,
+    notifications_db: i64,
+    prefix: Option<String>,
+    timeout: Option<Duration>,
+    connections: Option<usize>,
+}
+
+pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
+    let shown = redact(url);
+    let (scheme, rest) = url
+        .trim()
+        .split_once("://")
+        .ok_or_else(|| config(format!("not a pycket+redis:// URL: {shown}")))?;
+    if !scheme.eq_ignore_ascii_case("pycket+redis") {
+        return Err(config(format!(
+            "a pycket store URL starts with pycket+redis://, not {scheme}://"
+        )));
+    }
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.is_empty() || authority.ends_with('@') {
+        return Err(config(format!("no host in {shown}")));
+    }
+    let db = |text: &str, what: &str| -> Result<i64> {
+        text.parse::<u32>()
+            .map(i64::from)
+            .map_err(|_| config(format!("bad {what} in {shown}")))
+    };
+    let sessions_db = match path.trim_end_matches('/') {
+        "" => DEFAULT_SESSIONS_DB,
+        p => db(p, "database number")?,
+    };
+    let mut notifications_db = DEFAULT_NOTIFICATIONS_DB;
+    let mut others = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("notifications_db", v)) => notifications_db = db(v, "notifications_db")?,
+            _ => others.push(pair),
+        }
+    }
+    if notifications_db == sessions_db {
+        return Err(config(format!(
+            "notifications_db must differ from the sessions database ({sessions_db}): pycket \
+             keeps both under the same keys"
+        )));
+    }
+    let query = if others.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", others.join("&"))
+    };
+    let (sessions, options) = take_options(&format!("redis://{authority}/{sessions_db}{query}"))?;
+    let rest_query = sessions
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    Ok(PycketUrl {
+        notes: format!("redis://{authority}/{notifications_db}{rest_query}"),
+        sessions,
+        sessions_db,
+        notifications_db,
+        prefix: options.prefix,
+        timeout: options.timeout,
+        connections: options.connections,
+    })
+}
+
+impl PycketStoreBuilder {
+    /// The prefix of the user index keys (default `cloakroom:`; URL option `prefix`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// The bound on every operation, connecting included (default 2 s; URL option
+    /// `timeout_ms`). Must not be zero.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = Some(timeout);
+        self
+    }
+
+    /// How many dedicated connections transactions may hold at once (default 8; URL option
+    /// `connections`). Reads share two multiplexed connections whatever this is.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = Some(n);
+        self
+    }
+
+    /// Connects and returns the store.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a bad URL or option, [`ErrorKind::Unavailable`] when Redis
+    /// cannot be reached within the timeout.
+    pub async fn build(self) -> Result<PycketStore> {
+        let url = parse_url(&self.url)?;
+        let timeout = self
+            .command_timeout
+            .or(url.timeout)
+            .unwrap_or(crate::DEFAULT_COMMAND_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(config("the command timeout must not be zero"));
+        }
+        let connections = self
+            .connections
+            .or(url.connections)
+            .unwrap_or(DEFAULT_CONNECTIONS);
+        if connections == 0 {
+            return Err(config("at least one connection is needed"));
+        }
+        let shown_url = redact(&self.url);
+        let sessions = Conn::open(
+            &Target::Standalone(url.sessions.clone()),
+            timeout,
+            &shown_url,
+        )
+        .await?;
+        let notes = Conn::open(&Target::Standalone(url.notes.clone()), timeout, &shown_url).await?;
+        let client = redis::Client::open(url.sessions.as_str())
+            .map_err(|e| config(format!("bad Redis URL {shown_url}")).with_source(e))?;
+        let settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        Ok(PycketStore {
+            inner: Arc::new(Inner {
+                sessions,
+                notes,
+                pool: Pool::new(client, settings, connections),
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                hasher: std::collections::hash_map::RandomState::new(),
+                sessions_db: url.sessions_db,
+                notifications_db: url.notifications_db,
+                prefix: self
+                    .prefix
+                    .or(url.prefix)
+                    .unwrap_or_else(|| crate::DEFAULT_PREFIX.to_owned()),
+                timeout,
+                shown_url,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("pycket+redis://127.0.0.1:6379/5?notifications_db=11").unwrap();
+        assert_eq!(u.sessions, "redis://127.0.0.1:6379/5");
+        assert_eq!(u.notes, "redis://127.0.0.1:6379/11");
+        assert_eq!((u.sessions_db, u.notifications_db), (5, 11));
+        let u = parse_url("PYCKET+REDIS://:pw@h:1?timeout_ms=300&prefix=a%3A&protocol=3").unwrap();
+        assert_eq!(u.sessions, "redis://:pw@h:1/0?protocol=3");
+        assert_eq!(u.notes, "redis://:pw@h:1/1?protocol=3");
+        assert_eq!(u.timeout, Some(Duration::from_millis(300)));
+        assert_eq!(u.prefix.as_deref(), Some("a:"));
+        for bad in [
+            "redis://h/0",
+            "pycket+redis://",
+            "pycket+redis://h/x",
+            "pycket+redis://h/2?notifications_db=2",
+            "pycket+redis://h/0?notifications_db=-1",
+            "pycket+redis://h?timeout_ms=x",
+        ] {
+            assert_eq!(
+                parse_url(bad).unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad}"
+            );
+        }
+        let err = parse_url("pycket+redis://:hunter2@h/1?notifications_db=1").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
