@@ -110,6 +110,7 @@
 //! `SCAN ... TYPE string` and skips keys that are not session keys (uuids or handles).
 //! [`SessionStore::purge_expired`] is a no-op: Redis expires the keys.
 
+mod guard;
 mod notifications;
 mod pool;
 mod record;

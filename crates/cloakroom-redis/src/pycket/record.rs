@@ -89,7 +89,7 @@ impl Stored {
     /// Decodes a pickled dict. `strict`: refuse what a rewrite would lose (class instances,
     /// unknown globals); otherwise those read as `None` or their bare state.
     pub(super) fn decode(bytes: &[u8], strict: bool) -> Result<Stored> {
-        if !value::within_limits(bytes) {
+        if !guard::within_limits(bytes) {
             return Err(corrupt(
                 "the pycket session pickle is too large or too deeply self-referencing to decode \
                  safely (limits: 4 MiB pickled, 16 Mi values and bytes decoded)",
@@ -97,7 +97,7 @@ impl Stored {
         }
         let options = DeOptions::new().decode_strings();
         let decoded = if strict {
-            if !value::is_plain_data(bytes) {
+            if !guard::is_plain_data(bytes) {
                 return Err(corrupt(
                     "the pycket session holds Python objects other than plain data (e.g. class \
                      instances); Cloakroom will not rewrite it and lose them",
