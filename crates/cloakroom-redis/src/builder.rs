@@ -1,0 +1,108 @@
+//! The options of a [`RedisStore`] and opening it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use cloakroom_core::store::{Error, ErrorKind, Result};
+
+use crate::conn::{Conn, Target, redact, take_options};
+use crate::scan::glob_escape;
+use crate::store::{Inner, RedisStore};
+use crate::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX};
+
+/// Options for [`RedisStore`]; made by [`RedisStore::builder`].
+#[must_use = "call .build().await to open the store"]
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    pub(crate) url: String,
+    pub(crate) prefix: Option<String>,
+    pub(crate) command_timeout: Option<Duration>,
+    pub(crate) connections: Option<usize>,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key the store writes (default [`DEFAULT_PREFIX`], `cloakroom:`;
+    /// URL option `prefix`). Several applications can share a Redis database with different
+    /// prefixes.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// The bound on every command, including connecting (default
+    /// [`DEFAULT_COMMAND_TIMEOUT`], 2 s; URL option `timeout_ms`). Must not be zero.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = Some(timeout);
+        self
+    }
+
+    /// How many multiplexed connections to open (default 1, at least 1; URL option
+    /// `connections`). One is usually best: every task's requests are pipelined over it.
+    /// More can help when large replies would otherwise hold up small ones.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = Some(n);
+        self
+    }
+
+    /// Connects and returns the store.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a bad URL or option, [`ErrorKind::Unavailable`] when Redis
+    /// cannot be reached within the command timeout.
+    pub async fn build(self) -> Result<RedisStore> {
+        let (url, options) = take_options(&self.url)?;
+        // What the builder was told wins over the URL's options, which win over defaults.
+        let prefix = self
+            .prefix
+            .or(options.prefix)
+            .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let timeout = self
+            .command_timeout
+            .or(options.timeout)
+            .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
+        let connections = self.connections.or(options.connections).unwrap_or(1);
+        if timeout.is_zero() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the command timeout must not be zero",
+            ));
+        }
+        if connections == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "at least one connection is needed",
+            ));
+        }
+        let target = Target::parse(&url)?;
+        let shown_url = redact(&self.url);
+        let mut conns = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            conns.push(Conn::open(&target, timeout, &shown_url).await?);
+        }
+        let scan_pattern = format!("{}s:*", glob_escape(&prefix));
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conns: conns.into_boxed_slice(),
+                next: AtomicUsize::new(0),
+                prefix,
+                scan_pattern,
+                timeout,
+                shown_url,
+                cluster: matches!(target, Target::Cluster(_)),
+            }),
+        })
+    }
+}

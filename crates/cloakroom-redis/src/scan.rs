@@ -1,0 +1,236 @@
+//! Paging through every session with `SCAN`, node after node on a Cluster, with a cursor
+//! that survives resharding.
+
+use cloakroom_core::session::SessionKey;
+use cloakroom_core::store::{Cursor, Error, ErrorKind, Page, Result};
+
+use crate::codec::{bytes, int, items};
+use crate::conn::bounded;
+use crate::{RedisStore, SCAN_CALLS, SCAN_COUNT};
+
+impl RedisStore {
+    /// The scan topology: `(node id, address)` sorted by id. A standalone server is node 0;
+    /// a Cluster master is identified by the lowest slot it serves.
+    async fn scan_nodes(&self) -> Result<Vec<(u16, Option<(String, u16)>)>> {
+        if !self.inner.cluster {
+            return Ok(vec![(0, None)]);
+        }
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let corrupt = || Error::new(ErrorKind::Corrupt, "unexpected CLUSTER SLOTS reply");
+        let mut masters: Vec<(u16, Option<(String, u16)>)> = Vec::new();
+        for range in items(self.query("scan", cmd).await?)? {
+            let mut fields = items(range)?.into_iter();
+            let (Some(start), Some(_end), Some(master)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(corrupt());
+            };
+            let start = u16::try_from(int(start)?).map_err(|_| corrupt())?;
+            let mut master = items(master)?.into_iter();
+            let (Some(host), Some(port)) = (master.next(), master.next()) else {
+                return Err(corrupt());
+            };
+            let host = String::from_utf8(bytes(host)?).map_err(|_| corrupt())?;
+            let port = u16::try_from(int(port)?).map_err(|_| corrupt())?;
+            let addr = Some((host, port));
+            match masters.iter_mut().find(|(_, a)| *a == addr) {
+                Some((id, _)) => *id = (*id).min(start),
+                None => masters.push((start, addr)),
+            }
+        }
+        masters.sort_by_key(|(id, _)| *id);
+        Ok(masters)
+    }
+
+    /// One page of [`SessionStore::scan`]: `SCAN` node after node, loading what it finds.
+    pub(crate) async fn scan_page(&self, cursor: Cursor, limit: usize) -> Result<Page> {
+        let limit = limit.max(1);
+        let mut pos = ScanPos::parse(&cursor)?;
+        let nodes = self.scan_nodes().await?;
+        let mut node_index = match nodes.iter().position(|(id, _)| *id >= pos.node) {
+            Some(i) => i,
+            None => {
+                return Ok(Page {
+                    sessions: Vec::new(),
+                    next: None,
+                });
+            }
+        };
+        if nodes[node_index].0 != pos.node {
+            // The node we were on is gone (resharding): start the next one afresh.
+            pos = ScanPos {
+                node: nodes[node_index].0,
+                cursor: 0,
+                after: None,
+            };
+        }
+        let session_prefix = format!("{}s:", self.inner.prefix);
+        let mut sessions = Vec::new();
+        for _ in 0..SCAN_CALLS {
+            let addr = nodes[node_index].1.clone().unwrap_or_default();
+            let conn = self.conn();
+            let reply = bounded(self.inner.timeout, "scan", || {
+                let mut conn = conn.clone();
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(pos.cursor)
+                    .arg("MATCH")
+                    .arg(&self.inner.scan_pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let addr = &addr;
+                async move { conn.send_to_node(cmd, addr).await }
+            })
+            .await?;
+            let mut reply = items(reply)?.into_iter();
+            let (Some(next_cursor), Some(found)) = (reply.next(), reply.next()) else {
+                return Err(Error::new(ErrorKind::Corrupt, "unexpected SCAN reply"));
+            };
+            let next_cursor = String::from_utf8(bytes(next_cursor)?)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "unexpected SCAN cursor"))?;
+            let mut batch: Vec<SessionKey> = items(found)?
+                .into_iter()
+                .filter_map(|k| bytes(k).ok())
+                .filter_map(|k| {
+                    let handle =
+                        std::str::from_utf8(k.strip_prefix(session_prefix.as_bytes())?).ok()?;
+                    SessionKey::from_handle(handle)
+                })
+                .collect();
+            batch.sort_unstable_by_key(SessionKey::to_handle);
+            batch.dedup();
+            if let Some(after) = &pos.after {
+                batch.retain(|k| k.to_handle().as_str() > after.as_str());
+            }
+            let mut taken = 0;
+            while taken < batch.len() {
+                let want = (limit - sessions.len()).min(batch.len() - taken);
+                let chunk = &batch[taken..taken + want];
+                for (key, record) in chunk.iter().zip(self.load_many("scan", chunk).await?) {
+                    if let Some(record) = record {
+                        sessions.push(record.info(*key));
+                    }
+                }
+                taken += want;
+                if sessions.len() == limit && taken < batch.len() {
+                    pos.after = Some(batch[taken - 1].to_handle());
+                    return Ok(Page {
+                        sessions,
+                        next: Some(pos.cursor()),
+                    });
+                }
+            }
+            // This batch is done: move on.
+            pos.after = None;
+            if next_cursor != 0 {
+                pos.cursor = next_cursor;
+            } else {
+                node_index += 1;
+                match nodes.get(node_index) {
+                    Some((id, _)) => {
+                        pos.node = *id;
+                        pos.cursor = 0;
+                    }
+                    None => {
+                        return Ok(Page {
+                            sessions,
+                            next: None,
+                        });
+                    }
+                }
+            }
+            if sessions.len() == limit {
+                break;
+            }
+        }
+        Ok(Page {
+            sessions,
+            next: Some(pos.cursor()),
+        })
+    }
+}
+
+/// Escapes glob characters so the prefix matches itself in `SCAN MATCH`.
+pub(crate) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Where a scan continues: the node (by id), its `SCAN` cursor, and the last handle taken
+/// from the batch at that cursor when a page filled up in the middle of it.
+struct ScanPos {
+    node: u16,
+    cursor: u64,
+    after: Option<String>,
+}
+
+impl ScanPos {
+    fn parse(cursor: &Cursor) -> Result<ScanPos> {
+        if cursor.0.is_empty() {
+            return Ok(ScanPos {
+                node: 0,
+                cursor: 0,
+                after: None,
+            });
+        }
+        let bad = || Error::new(ErrorKind::Config, "invalid scan cursor");
+        let mut parts = cursor.0.splitn(3, ':');
+        let node = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let scan = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let after = match parts.next().ok_or_else(bad)? {
+            "" => None,
+            h => Some(SessionKey::from_handle(h).ok_or_else(bad)?.to_handle()),
+        };
+        Ok(ScanPos {
+            node,
+            cursor: scan,
+            after,
+        })
+    }
+
+    fn cursor(&self) -> Cursor {
+        Cursor(format!(
+            "{}:{}:{}",
+            self.node,
+            self.cursor,
+            self.after.as_deref().unwrap_or("")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_escaping() {
+        assert_eq!(glob_escape("app:"), "app:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn scan_cursor_round_trip() {
+        let key = SessionKey::from_bytes([7; 32]);
+        let pos = ScanPos {
+            node: 5461,
+            cursor: 42,
+            after: Some(key.to_handle()),
+        };
+        let again = ScanPos::parse(&pos.cursor()).unwrap();
+        assert_eq!(
+            (again.node, again.cursor, again.after),
+            (5461, 42, Some(key.to_handle()))
+        );
+        assert!(ScanPos::parse(&Cursor("x".into())).is_err());
+        assert!(ScanPos::parse(&Cursor("1:2:not-a-handle".into())).is_err());
+        assert_eq!(ScanPos::parse(&Cursor::start()).unwrap().cursor, 0);
+    }
+}

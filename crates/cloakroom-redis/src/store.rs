@@ -1,0 +1,390 @@
+//! [`RedisStore`]: the store itself, its connections and the [`SessionStore`] contract.
+
+use std::cmp::Reverse;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom_core::session::{SessionKey, Timestamp};
+use cloakroom_core::store::{
+    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
+    SessionStore,
+};
+use futures_util::{StreamExt, TryStreamExt};
+use redis::{Cmd, RedisError, Script, Value};
+
+use crate::builder::RedisStoreBuilder;
+use crate::codec::{bytes, decode_record, int, items};
+use crate::conn::{Conn, bounded};
+use crate::{FAN_OUT, PRUNE_EVERY, PRUNE_FROM, codec, scripts};
+
+/// Sessions in Redis (standalone or Cluster).
+///
+/// Cheap to clone (clones share the connections). See the [crate docs](crate) for the
+/// layout, the round trips and the failure behaviour.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conns: Box<[Conn]>,
+    pub(crate) next: AtomicUsize,
+    pub(crate) prefix: String,
+    pub(crate) scan_pattern: String,
+    pub(crate) timeout: Duration,
+    pub(crate) shown_url: String,
+    pub(crate) cluster: bool,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.shown_url)
+            .field("cluster", &self.inner.cluster)
+            .field("prefix", &self.inner.prefix)
+            .field("command_timeout", &self.inner.timeout)
+            .field("connections", &self.inner.conns.len())
+            .finish()
+    }
+}
+impl RedisStore {
+    /// Connects with the default options: `redis://host:port/db` (also `redis+unix://`) for
+    /// one server, `redis+cluster://host:port,host:port` for a Cluster (any reachable nodes
+    /// as seeds; credentials as `redis+cluster://user:password@host:port,...`).
+    ///
+    /// The URL may carry the store's options as query parameters: `prefix` (percent-encoded
+    /// if need be), `timeout_ms` and `connections`, e.g.
+    /// `redis://127.0.0.1:6379/0?prefix=myapp:&timeout_ms=500`. Other parameters go to
+    /// redis-rs (e.g. `protocol=resp3`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a bad URL, [`ErrorKind::Unavailable`] when Redis cannot be
+    /// reached within [`DEFAULT_COMMAND_TIMEOUT`].
+    pub async fn open(url: &str) -> Result<RedisStore> {
+        Self::builder(url).build().await
+    }
+
+    /// Options for a store at `url` (see [`RedisStore::open`] for the URL forms).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: None,
+            command_timeout: None,
+            connections: None,
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The bound on every command.
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster
+    }
+
+    /// The Redis key of a session's hash: `<prefix>s:<handle>`.
+    pub fn session_key(&self, key: &SessionKey) -> String {
+        format!("{}s:{}", self.inner.prefix, key.to_handle())
+    }
+
+    /// The Redis key of a user's index set: `<prefix>u:<user>`.
+    pub fn user_key(&self, user: &str) -> String {
+        format!("{}u:{user}", self.inner.prefix)
+    }
+
+    pub(crate) fn conn(&self) -> Conn {
+        let conns = &self.inner.conns;
+        if conns.len() == 1 {
+            return conns[0].clone();
+        }
+        conns[self.inner.next.fetch_add(1, Ordering::Relaxed) % conns.len()].clone()
+    }
+
+    /// One command.
+    pub(crate) async fn query(&self, what: &'static str, cmd: Cmd) -> Result<Value> {
+        let conn = self.conn();
+        bounded(self.inner.timeout, what, || {
+            let mut conn = conn.clone();
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<Value>(&mut conn).await }
+        })
+        .await
+    }
+
+    /// One script call on one key.
+    async fn script(
+        &self,
+        what: &'static str,
+        script: &'static Script,
+        key: &str,
+        args: &[Vec<u8>],
+    ) -> Result<Value> {
+        let conn = self.conn();
+        bounded(self.inner.timeout, what, || {
+            let mut conn = conn.clone();
+            let mut invocation = script.prepare_invoke();
+            invocation.key(key);
+            for arg in args {
+                invocation.arg(arg.as_slice());
+            }
+            async move { invocation.invoke_async::<Value>(&mut conn).await }
+        })
+        .await
+    }
+
+    /// `n` requests made by `make(i, connection)`, in flight together (pipelined on the
+    /// multiplexed connection, spread over the nodes of a Cluster); replies in order.
+    async fn many<F, Fut>(&self, what: &'static str, n: usize, make: F) -> Result<Vec<Value>>
+    where
+        F: Fn(usize, Conn) -> Fut,
+        Fut: Future<Output = std::result::Result<Value, RedisError>>,
+    {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn();
+        bounded(self.inner.timeout, what, || {
+            let requests = (0..n).map(|i| make(i, conn.clone()));
+            futures_util::stream::iter(requests)
+                .buffered(FAN_OUT)
+                .try_collect::<Vec<Value>>()
+        })
+        .await
+    }
+
+    /// `HGETALL` of each key, decoded (`None` for gone or expired records).
+    pub(crate) async fn load_many(
+        &self,
+        what: &'static str,
+        keys: &[SessionKey],
+    ) -> Result<Vec<Option<Record>>> {
+        let replies = self
+            .many(what, keys.len(), |i, mut conn| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.session_key(&keys[i]));
+                async move { cmd.query_async::<Value>(&mut conn).await }
+            })
+            .await?;
+        let now = Timestamp::now();
+        replies.into_iter().map(|r| decode_record(r, now)).collect()
+    }
+
+    /// Removes `members` from the user's index set (errors are logged: a stale entry is
+    /// harmless and pruned later).
+    async fn unindex(&self, user: &str, members: &[Vec<u8>]) {
+        if members.is_empty() {
+            return;
+        }
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(self.user_key(user)).arg(members);
+        if let Err(e) = self.query("unindex", cmd).await {
+            tracing::debug!(error = %e, "could not prune a user index; will retry later");
+        }
+    }
+
+    /// The members of a user's index set.
+    async fn index_members(&self, what: &'static str, user: &str) -> Result<Vec<Vec<u8>>> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.user_key(user));
+        items(self.query(what, cmd).await?)?
+            .into_iter()
+            .map(bytes)
+            .collect()
+    }
+}
+
+fn applied(reply: Value) -> Result<Applied> {
+    Ok(if int(reply)? == 1 {
+        Applied::Done
+    } else {
+        Applied::Missing
+    })
+}
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.session_key(key));
+        decode_record(self.query("load", cmd).await?, Timestamp::now())
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
+        let session_key = self.session_key(key);
+        let args = codec::create_args(record, Timestamp::now());
+        let reply = self
+            .script("create", &scripts::CREATE, &session_key, &args)
+            .await?;
+        if int(reply)? != 1 {
+            return Ok(Created::Collision);
+        }
+        let Some(user) = &record.meta.user else {
+            return Ok(Created::Done);
+        };
+        // Index after the record exists, so a concurrent pruning never drops the entry.
+        let handle = key.to_handle().into_bytes();
+        let indexed = self
+            .script(
+                "create (user index)",
+                &scripts::INDEX,
+                &self.user_key(user),
+                &[handle],
+            )
+            .await;
+        match indexed {
+            Ok(size) => {
+                let size = int(size).unwrap_or(0);
+                if size >= PRUNE_FROM && size % PRUNE_EVERY == 0 {
+                    if let Err(e) = self.sessions_of(user).await {
+                        tracing::debug!(error = %e, "could not prune a user index");
+                    }
+                }
+                Ok(Created::Done)
+            }
+            Err(e) => {
+                // An unindexed login session could not be revoked with the others: undo it.
+                let now = Timestamp::now().as_millis().to_string().into_bytes();
+                let _ = self
+                    .script("create (undo)", &scripts::DELETE, &session_key, &[now])
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
+        let args = codec::apply_args(patch, Timestamp::now());
+        applied(
+            self.script("apply", &scripts::APPLY, &self.session_key(key), &args)
+                .await?,
+        )
+    }
+
+    async fn touch(
+        &self,
+        key: &SessionKey,
+        last_seen: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Applied> {
+        let args = [Timestamp::now(), last_seen, expires_at]
+            .map(|t| t.as_millis().to_string().into_bytes());
+        applied(
+            self.script("touch", &scripts::TOUCH, &self.session_key(key), &args)
+                .await?,
+        )
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let now = Timestamp::now().as_millis().to_string().into_bytes();
+        let reply = self
+            .script("delete", &scripts::DELETE, &self.session_key(key), &[now])
+            .await?;
+        let mut fields = items(reply)?.into_iter();
+        let (Some(live), Some(has_user), Some(user)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "unexpected reply of the delete script",
+            ));
+        };
+        if int(has_user)? == 1 {
+            let user = String::from_utf8(bytes(user)?)
+                .map_err(|_| Error::new(ErrorKind::Corrupt, "user is not UTF-8"))?;
+            self.unindex(&user, &[key.to_handle().into_bytes()]).await;
+        }
+        Ok(int(live)? == 1)
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
+        let members = self.index_members("sessions_of", user).await?;
+        let mut dead = Vec::new();
+        let mut keys = Vec::with_capacity(members.len());
+        let mut kept = Vec::with_capacity(members.len());
+        for member in members {
+            match std::str::from_utf8(&member)
+                .ok()
+                .and_then(SessionKey::from_handle)
+            {
+                Some(key) => {
+                    keys.push(key);
+                    kept.push(member);
+                }
+                None => dead.push(member),
+            }
+        }
+        let records = self.load_many("sessions_of", &keys).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for ((key, member), record) in keys.into_iter().zip(kept).zip(records) {
+            match record {
+                Some(r) if r.meta.user.as_deref() == Some(user) => out.push(r.info(key)),
+                _ => dead.push(member),
+            }
+        }
+        self.unindex(user, &dead).await;
+        out.sort_by_key(|i| Reverse(i.meta.last_seen));
+        Ok(out)
+    }
+
+    async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
+        let except = except.map(|k| k.to_handle().into_bytes());
+        let members: Vec<Vec<u8>> = self
+            .index_members("delete_user", user)
+            .await?
+            .into_iter()
+            .filter(|m| Some(m) != except.as_ref())
+            .collect();
+        let keys: Vec<Option<SessionKey>> = members
+            .iter()
+            .map(|m| {
+                std::str::from_utf8(m)
+                    .ok()
+                    .and_then(SessionKey::from_handle)
+            })
+            .collect();
+        let now = Timestamp::now().as_millis().to_string();
+        let replies = self
+            .many("delete_user", keys.len(), |i, mut conn| {
+                let mut invocation = scripts::DELETE_OWNED.prepare_invoke();
+                match &keys[i] {
+                    Some(key) => invocation.key(self.session_key(key)),
+                    // Junk in the index: run on a key that cannot exist (it is then pruned).
+                    None => invocation.key(format!("{}s:-", self.inner.prefix)),
+                };
+                invocation.arg(&now).arg(user);
+                async move { invocation.invoke_async::<Value>(&mut conn).await }
+            })
+            .await?;
+        let mut deleted = 0;
+        for reply in replies {
+            if int(reply)? == 1 {
+                deleted += 1;
+            }
+        }
+        // Every member handled is gone now (deleted, expired or someone else's).
+        self.unindex(user, &members).await;
+        Ok(deleted)
+    }
+    async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
+        self.scan_page(cursor, limit).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        // Redis expires the keys by itself (PEXPIREAT).
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.query("ping", redis::cmd("PING")).await.map(drop)
+    }
+}
