@@ -185,9 +185,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let mut command = command();
-    let matches = command.try_get_matches_from_mut(args)?;
-    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    command
+        .try_get_matches_from_mut(args.iter().cloned())
+        .and_then(|matches| Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command)))
+        // `cloakroom stats redis://:pw@h` (`--store` forgotten): clap quotes the argument.
+        .map_err(|e| store_url::scrub_usage(e, &args))
 }
 
 /// Runs the command `cli` names, writing its output to `out`. Progress of long scans goes to
@@ -254,7 +258,7 @@ async fn dispatch(cli: &Cli, out: &mut impl Write) -> anyhow::Result<()> {
 /// An unsupported or malformed URL, or a store that cannot be opened or reached. The
 /// message names the URL with its password masked.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SessionStore>> {
-    let shown = store_url::redact(url);
+    let shown = cloakroom_core::redact::redact_url(url);
     let store = cloakroom::store::open(url)
         .await
         .with_context(|| format!("cannot open the session store {shown}"))?;

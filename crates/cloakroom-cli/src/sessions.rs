@@ -8,7 +8,7 @@ use cloakroom::{SessionKey, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::render::{self, clean, truncate};
+use crate::render::{self, clean, truncate, write_json};
 use crate::scan::{Progress, for_each_session};
 use crate::table::{Align, Table};
 use crate::{ListArgs, RevokeArgs, ShowArgs};
@@ -339,15 +339,10 @@ fn decode_fields(record: &Record) -> Vec<Field> {
         .collect()
 }
 
-/// The lines of `text`, each [cleaned](clean) (serde_json leaves DEL and C1 controls as is).
+/// The lines of `text`, each [cleaned](clean) (serde_json leaves DEL, C1 controls, bidi and
+/// zero-width characters as they are).
 fn clean_lines(text: &str) -> Vec<String> {
     text.lines().map(clean).collect()
-}
-
-fn write_json(out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value)?;
-    writeln!(out)?;
-    Ok(())
 }
 
 #[cfg(test)]

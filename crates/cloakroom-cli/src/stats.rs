@@ -109,9 +109,7 @@ pub async fn stats(
             data_bytes: totals.data_bytes,
             average_data_bytes: totals.average_data_bytes(),
         };
-        serde_json::to_writer_pretty(&mut *out, &stats)?;
-        writeln!(out)?;
-        return Ok(());
+        return render::write_json(out, &stats);
     }
     let lines = [
         ("sessions", totals.count.to_string(), String::new()),

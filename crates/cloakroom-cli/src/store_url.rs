@@ -1,67 +1,52 @@
 //! What the CLI needs to know about store URLs beyond `cloakroom::store::open`: how to show
-//! one without its password, and whether its engine expires sessions by itself.
+//! one without its password (the core's [`redact_url`], shared with the Redis store, masks
+//! it, well-formed or not), and whether its engine expires sessions by itself.
 
-/// Query parameters whose values are masked like a password.
-const SECRET_PARAMS: [&str; 3] = ["pass", "secret", "token"];
-
-/// The mask that replaces secrets.
-const MASK: &str = "***";
-
-/// `url` with the password of its userinfo (`scheme://user:PASSWORD@host`) and the values of
-/// password-like query parameters masked.
-pub(crate) fn redact(url: &str) -> String {
-    let mut shown = url.trim().to_owned();
-    for secret in secrets(url) {
-        shown = shown.replace(&secret, MASK);
-    }
-    shown
-}
-
-/// The secrets in `url`: as written and percent-decoded (drivers report either).
-fn secrets(url: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let Some((_, rest)) = url.split_once("://") else {
-        return found;
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let userinfo = authority.rsplit_once('@').map(|(userinfo, _)| userinfo);
-    if let Some((_, password)) = userinfo.and_then(|u| u.split_once(':')) {
-        found.push(password.to_owned());
-    }
-    if let Some((_, query)) = rest.split_once('?') {
-        let query = query.split('#').next().unwrap_or_default();
-        for pair in query.split('&') {
-            if let Some((name, value)) = pair.split_once('=') {
-                let name = name.to_ascii_lowercase();
-                if SECRET_PARAMS.iter().any(|s| name.contains(s)) {
-                    found.push(value.to_owned());
-                }
-            }
-        }
-    }
-    let decoded: Vec<String> = found.iter().map(|s| percent_decode(s)).collect();
-    found.extend(decoded);
-    found.retain(|s| !s.is_empty());
-    // Longest first, so a secret that contains another is masked whole.
-    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    found.dedup();
-    found
-}
+use cloakroom_core::redact::{MASK, redact_url, url_secrets};
 
 /// `err` rebuilt as one message with the URL's secrets masked, if its text holds any;
 /// otherwise `err` unchanged (so a usage error stays a [`clap::Error`]).
 pub(crate) fn scrub(err: anyhow::Error, url: &str) -> anyhow::Error {
-    let secrets = secrets(url);
+    let secrets = url_secrets(url);
     let line = crate::error_line(&err);
     if !secrets.iter().any(|s| line.contains(s.as_str())) {
         return err;
     }
-    let mut line = line.replace(url.trim(), &redact(url));
+    let mut line = line.replace(url.trim(), &redact_url(url));
     for secret in &secrets {
         line = line.replace(secret.as_str(), MASK);
     }
     anyhow::Error::msg(line)
+}
+
+/// A clap usage error with the secrets of any URL-like argument masked: clap quotes
+/// unexpected arguments and invalid values in its messages. Help, version and errors that
+/// quote no secret are returned unchanged.
+pub(crate) fn scrub_usage(err: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return err;
+    }
+    let secrets: Vec<String> = args
+        .iter()
+        .skip(1)
+        .flat_map(|arg| url_secrets(&arg.to_string_lossy()))
+        .collect();
+    let text = err.render().to_string();
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return err;
+    }
+    let mut text = text;
+    for secret in &secrets {
+        text = text.replace(secret.as_str(), MASK);
+    }
+    let text = text.strip_prefix("error: ").unwrap_or(&text).to_owned();
+    clap::Error::raw(err.kind(), text)
 }
 
 /// Whether the store behind `url` expires records in its engine (Redis: `PEXPIREAT`), so
@@ -72,47 +57,18 @@ pub(crate) fn expires_by_itself(url: &str) -> bool {
         .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().contains("redis"))
 }
 
-/// `%XX` escapes decoded; anything malformed kept as is.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            redact("redis://:hunter2@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact("redis+cluster://admin:p%40ss@h1:7000,h2:7001"),
-            "redis+cluster://admin:***@h1:7000,h2:7001"
-        );
-        assert_eq!(
-            redact("pycket+redis://h:6379/0?notifications_db=1&password=x1y2"),
-            "pycket+redis://h:6379/0?notifications_db=1&password=***"
-        );
-        assert_eq!(redact("sqlite:///var/lib/s.db"), "sqlite:///var/lib/s.db");
-        assert_eq!(redact("redis://user@h/0"), "redis://user@h/0");
+    fn scrubbing_masks_the_passwords_of_malformed_urls() {
+        for url in ["redis:/:hunter2@h:1/0", "redis//:hunter2@h", "x:hunter2@h"] {
+            let err = anyhow::anyhow!("bad URL {url}: hunter2?").context("opening");
+            let line = scrub(err, url).to_string();
+            assert!(!line.contains("hunter2"), "{line}");
+            assert!(line.starts_with("opening: bad URL "), "{line}");
+        }
     }
 
     #[test]

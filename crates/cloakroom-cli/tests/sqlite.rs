@@ -33,4 +33,5 @@ sqlite_scenarios!(
     gc_removes_expired_sessions,
     the_store_can_come_from_the_environment,
     terminal_control_characters_are_escaped,
+    bidi_and_invisible_characters_are_escaped,
 );

@@ -46,6 +46,76 @@ fn a_store_password_is_never_echoed() {
     }
 }
 
+/// Malformed URLs (issue 12, item 8): the store cannot parse them, and the message that says
+/// so names the URL with the password masked all the same.
+#[test]
+fn a_malformed_store_url_never_echoes_its_password() {
+    for url in [
+        "redis:/:hunter2@127.0.0.1:1/0",
+        "redis//:hunter2@127.0.0.1",
+        "redis:///:hunter2@127.0.0.1",
+        "redis::hunter2@127.0.0.1:1",
+        ":hunter2@127.0.0.1:1",
+        "redis://u:hun/ter2@127.0.0.1:1",
+        "redis://u:hun?ter2@127.0.0.1:1",
+        "redis://u:hun#ter2@127.0.0.1:1",
+        "redis://:hunter2@127.0.0.1:1/0?timeout_ms=x",
+        "redis://127.0.0.1:1/0?password=hunter2&timeout_ms=x",
+        "redis+cluster://:hunter2@",
+        "pycket+redis://:hunter2@127.0.0.1:1/0?notifications_db=x",
+        "rediss://u:hunter2@127.0.0.1:1",
+        "sqlite://:hunter2@/nonexistent-dir/x.db",
+    ] {
+        let err = fails(&cloakroom(Some(url), &["stats"]));
+        assert!(!err.contains("hunter2"), "{url}: {err}");
+        assert!(
+            !err.contains("hun/ter2") && !err.contains("ter2@"),
+            "{url}: {err}"
+        );
+        assert!(
+            err.contains("***"),
+            "{url}: the URL is shown, masked: {err}"
+        );
+    }
+    // From the environment too.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .env("CLOAKROOM_STORE", "redis:/:hunter2@127.0.0.1:1/0")
+        .args(["sessions", "list", "--json"])
+        .output()
+        .unwrap();
+    let err = fails(&output);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert_eq!(common::stdout(&output), "");
+}
+
+/// `--help` never shows the value of `CLOAKROOM_STORE` (issue 12, item 8).
+#[test]
+fn help_hides_the_store_url_of_the_environment() {
+    for args in [
+        &["--help"][..],
+        &["-h"][..],
+        &["sessions", "list", "--help"][..],
+        &["stats", "--help"][..],
+        &["gc", "--help"][..],
+        &["help", "sessions"][..],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+            .env("CLOAKROOM_STORE", "redis://:hunter2@127.0.0.1:1/0")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let all = format!("{}{}", common::stdout(&output), stderr(&output));
+        assert!(!all.contains("hunter2"), "{args:?}: {all}");
+        assert!(!all.contains("127.0.0.1:1"), "{args:?}: {all}");
+    }
+    // A store URL in the wrong place is a usage error; clap's message does not repeat it.
+    let output = cloakroom(None, &["stats", "redis://:hunter2@127.0.0.1:1/0"]);
+    assert_eq!(output.status.code(), Some(2));
+    let all = format!("{}{}", common::stdout(&output), stderr(&output));
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
     let handle = cloakroom::SessionKey::from_bytes([1; 32]).to_handle();

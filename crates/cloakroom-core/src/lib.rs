@@ -5,7 +5,8 @@
 //! - [`store`]: the [`SessionStore`](store::SessionStore) contract and the in-memory store;
 //! - [`keys`]: the [`KeyRing`](keys::KeyRing) that signs tickets;
 //! - [`cookie`]: the ticket codec and cookie attributes;
-//! - [`csrf`]: cross-origin checks and masked tokens.
+//! - [`csrf`]: cross-origin checks and masked tokens;
+//! - [`redact`]: store URLs with their passwords masked, for messages.
 //!
 //! Adapters (the tower layer) and stores (SQLite, Redis) build on this crate; it depends on
 //! neither.
@@ -14,6 +15,7 @@ pub mod cookie;
 pub mod csrf;
 pub mod flash;
 pub mod keys;
+pub mod redact;
 pub mod session;
 pub mod store;
 pub mod tornado;

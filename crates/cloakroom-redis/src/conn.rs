@@ -140,46 +140,10 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The URL with any password replaced by `***`, for messages and Debug output.
+/// The URL with any password replaced by `***`, for messages and Debug output (the core's
+/// [`redact_url`](cloakroom_core::redact::redact_url), shared with the `cloakroom` command).
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<not a URL>".into();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            // A lone token in the user part (redis://secret@host) is a password too.
-            let shown = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".into()
-            };
-            let tail = redact_query(tail);
-            format!("{scheme}://{shown}@{hosts}{tail}")
-        }
-        None => format!("{scheme}://{authority}{}", redact_query(tail)),
-    }
-}
-
-/// Hides `password=` query parameters (`redis+unix:///sock?password=...`).
-fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_owned();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _))
-                if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") =>
-            {
-                format!("{k}=***")
-            }
-            _ => kv.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
+    cloakroom_core::redact::redact_url(url)
 }
 
 /// One multiplexed connection: to a server (reconnecting by itself) or to a cluster.

@@ -493,6 +493,66 @@ pub(crate) async fn terminal_control_characters_are_escaped(url: &str) {
     assert_eq!(list[0]["user"], "eve\x1b]0;pwned\x07");
 }
 
+/// Issue 12, item 9: bidi overrides (U+202E), zero-width characters (U+200B), C1 controls
+/// (U+0085) and escape sequences in user names, user agents and session data never reach
+/// stdout raw, in text or in `--json`; the JSON still parses back to the stored strings.
+pub(crate) async fn bidi_and_invisible_characters_are_escaped(url: &str) {
+    const RAW: [char; 5] = ['\u{202e}', '\u{200b}', '\u{85}', '\x1b', '\u{9b}'];
+    let user = "vic\u{202e}mit\u{200b}\u{85}\x1b[31m";
+    let agent = "Mozilla/5.0 \u{202e}xunil\u{200b} \u{85}\u{9b}\x1b[31mChrome";
+    let value = "a\u{200b}b\u{202e}c\u{85}d";
+    let store = open(url).await;
+    let mut record = record(Some(user), Some(agent), HOUR, HOUR);
+    record
+        .data
+        .insert("note\u{202e}".into(), serde_json::to_string(value).unwrap());
+    let made = create(&*store, record).await;
+    let handle = made.handle();
+    for args in [
+        &["sessions", "list"][..],
+        &["sessions", "list", "--json"][..],
+        &["sessions", "list", "--user", user][..],
+        &["sessions", "list", "--user", user, "--json"][..],
+        &["sessions", "show", &handle][..],
+        &["sessions", "show", &handle, "--json"][..],
+        &["stats"][..],
+        &["stats", "--json"][..],
+    ] {
+        let text = ok(&cloakroom(Some(url), args));
+        assert!(!text.contains(RAW), "{args:?}: {text:?}");
+        if args.contains(&"--json") {
+            assert!(text.contains("\\u202e"), "{args:?}: {text}");
+        } else {
+            assert!(
+                text.contains("vic\\u{202e}mit\\u{200b}"),
+                "{args:?}: {text}"
+            );
+        }
+    }
+    // The JSON is exact: it parses back to the stored strings.
+    let list = json(&cloakroom(Some(url), &["sessions", "list", "--json"]));
+    assert_eq!(list[0]["user"], user);
+    assert_eq!(list[0]["user_agent"], agent);
+    let shown = json(&cloakroom(
+        Some(url),
+        &["sessions", "show", &handle, "--json"],
+    ));
+    assert_eq!(shown["user"], user);
+    assert_eq!(shown["data"]["note\u{202e}"], value);
+    let stats = json(&cloakroom(Some(url), &["stats", "--json"]));
+    assert_eq!(stats["by_user"][0]["user"], user);
+    // The text shows where the characters were.
+    let text = ok(&cloakroom(Some(url), &["sessions", "show", &handle]));
+    assert!(
+        text.contains("\\u{202e}xunil\\u{200b} \\u{85}\\u{9b}\\u{1b}[31mChrome"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note\\u{202e} = \"a\\u{200b}b\\u{202e}c\\u{85}d\""),
+        "{text}"
+    );
+}
+
 /// `stats --json` (and text) agree with the store.
 pub(crate) async fn stats_match_the_store(url: &str) {
     let filled = fill(url).await;
