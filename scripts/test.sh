@@ -55,7 +55,7 @@ cargo test --workspace --no-fail-fast "$@"
 # (see SECURITY.md).
 log "fuzz smoke"
 cargo build --quiet --manifest-path fuzz/Cargo.toml
-for target in ticket_decode cookie_header csrf_token tornado_signed_value form_token pickle_decode; do
+for target in ticket_decode cookie_header cookie_ticket csrf_token tornado_signed_value form_token pickle_decode; do
     bin="fuzz/target/debug/$target"
     [ -x "$bin" ] || continue
     corpus="$(mktemp -d)"

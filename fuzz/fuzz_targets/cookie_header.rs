@@ -1,4 +1,5 @@
-//! The Cookie header path: parsing every cookie of our name and verifying tickets.
+//! The Cookie header path: parsing every cookie of our name and verifying tickets, from raw
+//! bytes (not necessarily UTF-8), split into several headers at each 0x00 byte.
 #![no_main]
 use std::sync::Arc;
 
@@ -14,8 +15,7 @@ fuzz_target!(|data: &[u8]| {
             SessionConfig::default(),
         );
     }
-    if let Ok(header) = std::str::from_utf8(data) {
-        let _ = cloakroom_core::cookie::cookie_values(header, "session").count();
-        ENGINE.with(|e| drop(e.session(Some(header))));
-    }
+    let headers = data.split(|&b| b == 0);
+    let _ = cloakroom_core::cookie::cookie_values(headers.clone(), "session").count();
+    ENGINE.with(|e| drop(e.session_from_headers(headers)));
 });

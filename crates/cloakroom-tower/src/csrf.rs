@@ -324,9 +324,12 @@ impl CsrfToken {
     }
 }
 
-/// The `_xsrf` cookie's secret, if the request carries a valid one.
-fn cookie_secret(req_cookies: Option<&str>, name: &str) -> Option<Secret> {
-    cookie_values(req_cookies?, name).find_map(|v| csrf::decode_token(v).ok())
+/// The `_xsrf` cookie's secret, if the request carries a valid one: the first cookie of that
+/// name that decodes, read as bytes from every `Cookie` header (a neighbour's malformed
+/// cookie costs only itself).
+fn cookie_secret(headers: &http::HeaderMap, name: &str) -> Option<Secret> {
+    let values = headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes);
+    cookie_values(values, name).find_map(|v| csrf::decode_token(v).ok())
 }
 
 fn header_token<B>(req: &Request<B>) -> Option<String> {
@@ -391,17 +394,10 @@ where
         let config = self.config.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let cookies = req
-            .headers()
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join("; ");
         let token = CsrfToken {
             session: req.extensions().get::<Session>().cloned(),
             mode: config.mode,
-            cookie_secret: cookie_secret(Some(&cookies), &config.cookie.name),
+            cookie_secret: cookie_secret(req.headers(), &config.cookie.name),
             new_cookie: Arc::new(Mutex::new(None)),
         };
         req.extensions_mut().insert(token.clone());

@@ -312,21 +312,11 @@ where
         let headers = req.headers();
         // A cheap clone (shared bytes): only copied into a String if a session is created.
         let user_agent = headers.get(USER_AGENT).cloned();
-        let mut cookies = headers.get_all(COOKIE).iter();
-        let session = match (cookies.next(), cookies.next()) {
-            (None, _) => self.engine.session(None),
-            (Some(one), None) => self.engine.session(one.to_str().ok()),
-            // HTTP/2 may split cookies over several headers: join them.
-            (Some(_), Some(_)) => {
-                let joined = headers
-                    .get_all(COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                self.engine.session(Some(&joined))
-            }
-        };
+        // Read as bytes, every Cookie header (HTTP/2 splits them): a neighbour's cookie
+        // with a non-ASCII byte costs only itself, and nothing is joined or copied.
+        let session = self
+            .engine
+            .session_from_headers(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes));
         req.extensions_mut().insert(session.clone());
         let fut = self.inner.call(req);
         let on_error = self.on_error.clone();

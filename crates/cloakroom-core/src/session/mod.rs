@@ -47,6 +47,12 @@ pub(crate) const RESERVED_PREFIX: &str = "__cr.";
 /// Longest user agent kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
+/// Most verified tickets of our cookie name one request may carry into the first load (see
+/// [`SessionEngine::session_from_headers`]): bounds the store loads a flood of planted pairs
+/// can cost. Pairs past it are not even verified. (Each pair of our name before it that looks
+/// like a ticket costs one MAC check, bounded by the size of the request's headers.)
+pub const MAX_CANDIDATES: usize = 4;
+
 /// What went wrong with a session operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,6 +164,11 @@ pub enum CommitAction {
 }
 
 /// One per application: the store, the keys and the configuration.
+///
+/// Requests' `Cookie` headers are read as bytes (a neighbour's malformed cookie costs only
+/// itself). When a request carries several cookies of our name, the session is the first
+/// whose ticket verifies **and** whose record the store knows; see
+/// [`SessionEngine::session_from_headers`].
 #[derive(Clone)]
 pub struct SessionEngine {
     shared: Arc<Shared>,
@@ -226,32 +237,66 @@ impl SessionEngine {
         &self.shared.keys
     }
 
-    /// The session of a request, from its `Cookie` header value(s).
-    ///
-    /// Nothing is loaded yet. A cookie that does not verify means no session (and no store
-    /// call). When the header carries several cookies of our name, the first that verifies
-    /// is used.
+    /// The session of a request whose `Cookie` header is `cookie_header` (a convenience for
+    /// tests and single-header callers; see [`SessionEngine::session_from_headers`]).
     pub fn session(&self, cookie_header: Option<&str>) -> Session {
-        let name = &self.shared.config.cookie.name;
-        let mut incoming = None;
+        self.session_from_headers(cookie_header.map(str::as_bytes))
+    }
+
+    /// The session of a request, from its `Cookie` header values as bytes (every `Cookie`
+    /// header of the request: HTTP/2 sends several), read with
+    /// [`cookie_values`](crate::cookie::cookie_values): a neighbour's malformed cookie
+    /// costs nothing but itself.
+    ///
+    /// Nothing is loaded yet, and a cookie that does not verify means no session (and no store
+    /// call). **Several cookies of our name** (a neighbour on the same site can plant one; a
+    /// browser sends a planted cookie with a longer `Path` *before* ours): every ticket that
+    /// verifies is kept, in header order, up to [`MAX_CANDIDATES`]; the first load tries them
+    /// in that order and the session is the **first whose record the store knows** (live and
+    /// within this server's timeouts). So a planted garbage pair, or a planted ticket of a
+    /// session that has ended, cannot shadow the real one. A planted ticket of a *live*
+    /// session (the attacker's own) that comes first does win: the server cannot tell it
+    /// apart; `__Host-` cookie names (HTTPS) stop neighbours from planting it.
+    ///
+    /// With one verified ticket (the usual case) this allocates nothing and costs one store
+    /// load, exactly as before; each further ticket costs at most one more load, only when
+    /// the ones before it are unknown.
+    pub fn session_from_headers<'h>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'h [u8]>,
+    ) -> Session {
+        let name = self.shared.config.cookie.name.as_str();
+        let mut first = None;
+        let mut more = Vec::new();
         let mut had_cookie = false;
-        if let Some(header) = cookie_header {
-            for value in crate::cookie::cookie_values(header, name) {
-                had_cookie = true;
-                match self.shared.format.decode(&self.shared.keys, name, value) {
-                    Ok(id) => {
-                        incoming = Some(id);
+        for value in crate::cookie::cookie_values(cookie_headers, name) {
+            had_cookie = true;
+            match self.shared.format.decode(&self.shared.keys, name, value) {
+                Ok(id) if first.is_none() => first = Some(id),
+                Ok(id) if first.as_ref() == Some(&id) || more.contains(&id) => {}
+                Ok(id) => {
+                    more.push(id);
+                    if more.len() + 1 >= MAX_CANDIDATES {
                         break;
                     }
-                    Err(reason) => tracing::debug!(%reason, "ignoring session cookie"),
                 }
+                Err(reason) => tracing::debug!(%reason, "ignoring session cookie"),
             }
         }
-        self.session_with_id(incoming, had_cookie)
+        self.new_session(first, more, had_cookie)
     }
 
     /// The session for an already verified id (for adapters that read tickets themselves).
     pub fn session_with_id(&self, incoming: Option<SessionId>, had_cookie: bool) -> Session {
+        self.new_session(incoming, Vec::new(), had_cookie)
+    }
+
+    fn new_session(
+        &self,
+        incoming: Option<SessionId>,
+        fallbacks: Vec<SessionId>,
+        had_cookie: bool,
+    ) -> Session {
         Session {
             inner: Arc::new(Inner {
                 shared: self.shared.clone(),
@@ -259,6 +304,7 @@ impl SessionEngine {
                 state: tokio::sync::Mutex::new(State {
                     loaded: incoming.is_none(),
                     id: incoming,
+                    fallbacks,
                     ..State::default()
                 }),
             }),
@@ -334,7 +380,12 @@ struct Inner {
 struct State {
     loaded: bool,
     /// The id the record lives under now (incoming, or fresh for a new/renewed session).
+    /// Before the load: the first verified ticket of the request.
     id: Option<SessionId>,
+    /// Before the load only: further verified tickets of the request, in header order, tried
+    /// when the ones before them name no live record. Empty (no allocation) in the usual
+    /// one-ticket case; emptied by the load.
+    fallbacks: Vec<SessionId>,
     /// Key of the record to delete at commit (renewal replaces it).
     replaced: Option<SessionKey>,
     /// The session as this request sees it, its own changes included.
@@ -379,28 +430,46 @@ impl Session {
     async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
         let mut st = self.inner.state.lock().await;
         if !st.loaded {
-            let id = st
+            let first = st
                 .id
                 .clone()
                 .expect("an unloaded session has an incoming id");
             let store = &self.inner.shared.store;
-            let record = timed(self.config().store_timeout, store.load(&self.key_of(&id))).await?;
-            let now = Timestamp::now();
-            // Enforce this server's timeouts too: the store's expiry may predate a config
-            // change.
-            let record = record.filter(|r| {
-                let c = self.config();
-                r.meta.expires_at > now
-                    && r.meta.created_at.plus(c.absolute_lifetime) > now
-                    && r.meta.last_seen.plus(c.idle_timeout) > now
-            });
-            st.loaded = true;
-            if record.is_none() {
-                st.id = None;
-                st.stale = true;
+            // The first verified ticket whose record is live wins (see
+            // `SessionEngine::session_from_headers`); usually there is just one. A store
+            // failure leaves the state as it was, to retry.
+            let mut live = None;
+            for id in std::iter::once(first).chain(st.fallbacks.clone()) {
+                let record =
+                    timed(self.config().store_timeout, store.load(&self.key_of(&id))).await?;
+                let now = Timestamp::now();
+                // Enforce this server's timeouts too: the store's expiry may predate a config
+                // change.
+                if let Some(record) = record.filter(|r| {
+                    let c = self.config();
+                    r.meta.expires_at > now
+                        && r.meta.created_at.plus(c.absolute_lifetime) > now
+                        && r.meta.last_seen.plus(c.idle_timeout) > now
+                }) {
+                    live = Some((id, record));
+                    break;
+                }
             }
-            st.stored = record.is_some();
-            st.record = record;
+            st.loaded = true;
+            st.fallbacks = Vec::new();
+            match live {
+                Some((id, record)) => {
+                    st.id = Some(id);
+                    st.stored = true;
+                    st.record = Some(record);
+                }
+                None => {
+                    st.id = None;
+                    st.stale = true;
+                    st.stored = false;
+                    st.record = None;
+                }
+            }
             if !st.changes.is_empty() {
                 // Blind writes made before this load: lay them over what was loaded (or over
                 // a new session, if the old one is gone).
@@ -481,7 +550,9 @@ impl Session {
             if st.committed {
                 return Err(committed_error());
             }
-            if !st.loaded {
+            // With several candidate tickets the write must know which session it is for:
+            // that takes the load below.
+            if !st.loaded && st.fallbacks.is_empty() {
                 let size = key.len() + json.len();
                 if size > max {
                     return Err(Error::new(
@@ -634,7 +705,9 @@ impl Session {
         self.destroy().await
     }
 
-    /// Destroys the session: deleted from the store at commit, cookie removed. Needs no load.
+    /// Destroys the session: deleted from the store at commit, cookie removed. Needs no load:
+    /// without one, when the request carried several verified tickets (see
+    /// [`SessionEngine::session_from_headers`]), the sessions of all of them are deleted.
     ///
     /// # Errors
     /// A committed response.
@@ -795,6 +868,9 @@ impl Session {
             if let Some(id) = &st.id {
                 keys.push(shared.format.key(id));
             }
+            // Destroyed before any load, with several verified tickets: which one was live is
+            // unknown, so every session this request presented a valid ticket for ends.
+            keys.extend(st.fallbacks.iter().map(|id| shared.format.key(id)));
             for key in &keys {
                 timed(limit, store.delete(key)).await?;
             }
