@@ -1,0 +1,688 @@
+//! The commit: a pure [`plan`] of what the request's session needs written (one of a
+//! handful of [`CommitPlan`]s, decided from the [`State`] alone), then one function that
+//! carries it out against the store. At most one store operation, two for a renewal or a
+//! logout that starts a new session (create the new record, delete the old).
+
+use std::time::Duration;
+
+use super::engine::{timed, truncate};
+use super::handle::Session;
+use super::state::{Live, Phase, State};
+use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
+use crate::store::{self, Applied, Created, Patch, Record};
+
+/// How many ids a create tries before it gives up (a collision of 256-bit random ids means
+/// a broken store or random source, not bad luck).
+const CREATE_ATTEMPTS: usize = 4;
+
+/// What the adapter must add to the response after [`Session::commit`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// A `Set-Cookie` header value to send (new ticket, refreshed Max-Age, or removal).
+    pub set_cookie: Option<String>,
+    /// Which state-machine branch ran (for logs, metrics and tests).
+    pub action: CommitAction,
+}
+
+/// The branch of the commit state machine that ran.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitAction {
+    /// Nothing to do.
+    #[default]
+    None,
+    /// A new session was created.
+    Created,
+    /// Changed fields were patched in.
+    Patched,
+    /// The id was renewed (login, `cycle_id`).
+    Renewed,
+    /// The session was destroyed.
+    Destroyed,
+    /// Only the expiry moved.
+    Touched,
+    /// The session vanished while the request ran (logged out elsewhere, expired); its
+    /// changes were dropped rather than resurrect it.
+    Vanished,
+}
+
+/// What the commit will do, decided by [`plan`] from the state alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum CommitPlan {
+    /// Nothing to write; `clear_cookie` when a ticket came in whose session is gone.
+    Nothing { clear_cookie: bool },
+    /// The session ended: delete the retired records (and a ticket's, if never loaded).
+    Delete { clear_cookie: bool },
+    /// Writes made without a load: one patch the store caps by the absolute lifetime; if
+    /// the session is gone by then, a new session holding the values set.
+    Blind {
+        expires_at: Timestamp,
+        max_lifetime: Duration,
+    },
+    /// A record to create (a new session, or a renewal under a new id), then the old one(s)
+    /// deleted.
+    Create {
+        last_seen: Timestamp,
+        expires_at: Timestamp,
+        renewed: bool,
+    },
+    /// Changed fields patched into the stored record.
+    Patch {
+        expires_at: Timestamp,
+        remember: Option<bool>,
+        send_cookie: bool,
+    },
+    /// Only the expiry moves.
+    Touch {
+        expires_at: Timestamp,
+        send_cookie: bool,
+    },
+}
+
+/// When a session created at `created_at` and used `now` expires: the idle timeout from now,
+/// capped by the absolute lifetime.
+pub(super) fn deadline(config: &SessionConfig, created_at: Timestamp, now: Timestamp) -> Timestamp {
+    now.plus(config.idle_timeout)
+        .min(created_at.plus(config.absolute_lifetime))
+}
+
+/// What committing `st` at `now` takes; `had_cookie`: the request carried a cookie of our
+/// name. Every branch of the state machine (DESIGN §2) is one arm here.
+pub(super) fn plan(
+    st: &State,
+    had_cookie: bool,
+    now: Timestamp,
+    config: &SessionConfig,
+) -> CommitPlan {
+    let ended = !st.retired.is_empty();
+    let live = match &st.phase {
+        Phase::Destroyed => {
+            return CommitPlan::Delete {
+                clear_cookie: had_cookie || ended,
+            };
+        }
+        Phase::Unloaded { .. } if !st.changes.is_empty() => {
+            return CommitPlan::Blind {
+                expires_at: now.plus(config.idle_timeout),
+                max_lifetime: config.absolute_lifetime,
+            };
+        }
+        Phase::Unloaded { .. } => {
+            return CommitPlan::Nothing {
+                clear_cookie: false,
+            };
+        }
+        Phase::Absent { stale } => {
+            return CommitPlan::Nothing {
+                clear_cookie: *stale,
+            };
+        }
+        Phase::Live(live) => live,
+    };
+    let meta = &live.record.meta;
+    let expires_at = deadline(config, meta.created_at, now);
+    if live.stored.is_none() || live.renew {
+        let empty = live.stored.is_none()
+            && live.record.data.is_empty()
+            && meta.user.is_none()
+            && !live.renew
+            && !live.remember_changed;
+        if empty {
+            // Created then emptied within the request: nothing worth a cookie (but a session
+            // this request logged out stays ended).
+            return if ended {
+                CommitPlan::Delete { clear_cookie: true }
+            } else {
+                CommitPlan::Nothing {
+                    clear_cookie: false,
+                }
+            };
+        }
+        return CommitPlan::Create {
+            last_seen: now,
+            expires_at,
+            renewed: live.renew || ended,
+        };
+    }
+    if !st.changes.is_empty() || live.remember_changed {
+        return CommitPlan::Patch {
+            expires_at,
+            remember: live.remember_changed.then_some(meta.remember),
+            send_cookie: live.remember_changed || meta.remember,
+        };
+    }
+    if expires_at > meta.expires_at && meta.last_seen.plus(config.touch_interval) <= now {
+        return CommitPlan::Touch {
+            expires_at,
+            send_cookie: meta.remember,
+        };
+    }
+    CommitPlan::Nothing {
+        clear_cookie: false,
+    }
+}
+
+impl Session {
+    /// Writes the session to the store: the commit state machine. Call once, when the
+    /// response is ready; later changes fail with [`ErrorKind::Committed`](super::ErrorKind::Committed).
+    /// `user_agent` (the request's `User-Agent`) is recorded if this creates the session:
+    /// taken here, not per request, so requests that create nothing copy nothing.
+    ///
+    /// # Errors
+    /// Store failures (answer 503: nothing the handler did to the session was saved, except
+    /// that a failed renewal leaves the old session usable).
+    pub async fn commit(&self, user_agent: Option<&str>) -> Result<CommitOutcome> {
+        let mut guard = self.inner.state.lock().await;
+        let st: &mut State = &mut guard;
+        if st.committed {
+            return Ok(CommitOutcome::default());
+        }
+        st.committed = true;
+        let now = Timestamp::now();
+        let plan = plan(st, self.inner.had_cookie, now, self.config());
+        self.execute(st, plan, now, user_agent).await
+    }
+
+    /// Carries out `plan` on `st`.
+    async fn execute(
+        &self,
+        st: &mut State,
+        plan: CommitPlan,
+        now: Timestamp,
+        user_agent: Option<&str>,
+    ) -> Result<CommitOutcome> {
+        let shared = &*self.inner.shared;
+        let limit = shared.config.store_timeout;
+        let store = &shared.store;
+        let removal = || Some(shared.config.cookie.removal());
+        match plan {
+            CommitPlan::Nothing { clear_cookie } => Ok(CommitOutcome {
+                set_cookie: clear_cookie.then(|| shared.config.cookie.removal()),
+                action: CommitAction::None,
+            }),
+            CommitPlan::Delete { clear_cookie } => {
+                for key in &st.retired {
+                    timed(limit, store.delete(key)).await?;
+                }
+                Ok(CommitOutcome {
+                    set_cookie: if clear_cookie { removal() } else { None },
+                    action: CommitAction::Destroyed,
+                })
+            }
+            CommitPlan::Blind {
+                expires_at,
+                max_lifetime,
+            } => {
+                self.commit_blind(st, now, expires_at, max_lifetime, user_agent)
+                    .await
+            }
+            CommitPlan::Create {
+                last_seen,
+                expires_at,
+                renewed,
+            } => {
+                let State {
+                    phase: Phase::Live(live),
+                    retired,
+                    changes,
+                    ..
+                } = st
+                else {
+                    return Ok(CommitOutcome::default());
+                };
+                let meta = &mut live.record.meta;
+                meta.last_seen = last_seen;
+                meta.expires_at = expires_at;
+                if meta.user_agent.is_none() {
+                    meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+                }
+                let (id, key) = self.create(live.id.take(), &live.record).await?;
+                // The new record is in: now the old ones go (a failure here leaves them to
+                // expire; the response is still a 503, so the client keeps its old ticket).
+                let replaced = if live.renew { live.stored.take() } else { None };
+                for old in retired.iter().chain(replaced.as_ref()) {
+                    timed(limit, store.delete(old)).await?;
+                }
+                let set_cookie = self.ticket_cookie(&id, live.record.meta.remember, expires_at);
+                live.id = Some(id);
+                live.stored = Some(key);
+                live.renew = false;
+                live.remember_changed = false;
+                changes.clear();
+                Ok(CommitOutcome {
+                    set_cookie: Some(set_cookie),
+                    action: if renewed {
+                        CommitAction::Renewed
+                    } else {
+                        CommitAction::Created
+                    },
+                })
+            }
+            CommitPlan::Patch {
+                expires_at,
+                remember,
+                send_cookie,
+            } => {
+                let State {
+                    phase: Phase::Live(live),
+                    changes,
+                    ..
+                } = st
+                else {
+                    return Ok(CommitOutcome::default());
+                };
+                let (Some(id), Some(key)) = (&live.id, &live.stored) else {
+                    return Ok(CommitOutcome::default());
+                };
+                let mut patch = Patch::new(now, expires_at);
+                patch.remember = remember;
+                for (name, change) in std::mem::take(changes) {
+                    match change {
+                        Some(json) => patch.set.push((name, json)),
+                        None => patch.remove.push(name),
+                    }
+                }
+                live.record.meta.last_seen = now;
+                live.record.meta.expires_at = expires_at;
+                match timed(limit, store.apply(key, &patch)).await? {
+                    Applied::Done => Ok(CommitOutcome {
+                        set_cookie: send_cookie
+                            .then(|| self.ticket_cookie(id, live.record.meta.remember, expires_at)),
+                        action: CommitAction::Patched,
+                    }),
+                    Applied::Missing => Ok(self.vanished()),
+                }
+            }
+            CommitPlan::Touch {
+                expires_at,
+                send_cookie,
+            } => {
+                let Phase::Live(live) = &mut st.phase else {
+                    return Ok(CommitOutcome::default());
+                };
+                let (Some(id), Some(key)) = (&live.id, &live.stored) else {
+                    return Ok(CommitOutcome::default());
+                };
+                live.record.meta.last_seen = now;
+                live.record.meta.expires_at = expires_at;
+                match timed(limit, store.touch(key, now, expires_at)).await? {
+                    Applied::Done => Ok(CommitOutcome {
+                        set_cookie: send_cookie.then(|| self.ticket_cookie(id, true, expires_at)),
+                        action: CommitAction::Touched,
+                    }),
+                    Applied::Missing => Ok(self.vanished()),
+                }
+            }
+        }
+    }
+
+    /// Commits writes made without a load: one patch; if the ticket's session is gone, a new
+    /// session (new id) holding the values set, as a write without any session would.
+    async fn commit_blind(
+        &self,
+        st: &mut State,
+        now: Timestamp,
+        expires_at: Timestamp,
+        max_lifetime: Duration,
+        user_agent: Option<&str>,
+    ) -> Result<CommitOutcome> {
+        let shared = &*self.inner.shared;
+        let Phase::Unloaded { first, .. } = &st.phase else {
+            return Ok(CommitOutcome::default());
+        };
+        let key = shared.format.key(first);
+        let mut patch = Patch::new(now, expires_at);
+        patch.max_lifetime = Some(max_lifetime);
+        for (name, change) in &st.changes {
+            match change {
+                Some(json) => patch.set.push((name.clone(), json.clone())),
+                None => patch.remove.push(name.clone()),
+            }
+        }
+        if timed(
+            shared.config.store_timeout,
+            shared.store.apply(&key, &patch),
+        )
+        .await?
+            == Applied::Done
+        {
+            st.changes.clear();
+            return Ok(CommitOutcome {
+                set_cookie: None,
+                action: CommitAction::Patched,
+            });
+        }
+        let mut record = Record::new(now, deadline(&shared.config, now, now));
+        record.meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+        record.data.extend(patch.set);
+        if record.data.is_empty() {
+            return Ok(CommitOutcome {
+                set_cookie: Some(shared.config.cookie.removal()),
+                action: CommitAction::Vanished,
+            });
+        }
+        let (id, key) = self.create(None, &record).await?;
+        let set_cookie = self.ticket_cookie(&id, false, record.meta.expires_at);
+        st.phase = Phase::Live(Live::loaded(id, key, record));
+        st.changes.clear();
+        Ok(CommitOutcome {
+            set_cookie: Some(set_cookie),
+            action: CommitAction::Created,
+        })
+    }
+
+    /// Creates `record` under `reserved` (or a fresh id), retrying with fresh ids on a
+    /// collision: the id and store key it went in under.
+    async fn create(
+        &self,
+        reserved: Option<SessionId>,
+        record: &Record,
+    ) -> Result<(SessionId, SessionKey)> {
+        let shared = &*self.inner.shared;
+        let mut id = reserved.unwrap_or_else(|| shared.format.generate());
+        for _ in 0..CREATE_ATTEMPTS {
+            let key = shared.format.key(&id);
+            match timed(
+                shared.config.store_timeout,
+                shared.store.create(&key, record),
+            )
+            .await?
+            {
+                Created::Done => return Ok((id, key)),
+                Created::Collision => {
+                    tracing::warn!("session id collision; retrying with a new id");
+                    id = shared.format.generate();
+                }
+            }
+        }
+        Err(store::Error::new(
+            store::ErrorKind::Backend,
+            "session create kept colliding; is the store returning stale data?",
+        )
+        .into())
+    }
+
+    fn vanished(&self) -> CommitOutcome {
+        tracing::info!("session ended while the request ran; its changes were dropped");
+        CommitOutcome {
+            set_cookie: Some(self.config().cookie.removal()),
+            action: CommitAction::Vanished,
+        }
+    }
+
+    /// The `Set-Cookie` value carrying `id`'s ticket: persistent until `expires_at` when
+    /// `remember`, a browser-session cookie otherwise.
+    fn ticket_cookie(&self, id: &SessionId, remember: bool, expires_at: Timestamp) -> String {
+        let shared = &*self.inner.shared;
+        let ticket = shared
+            .format
+            .encode(&shared.keys, &shared.config.cookie.name, id);
+        let max_age = remember.then(|| Timestamp::now().until(expires_at));
+        shared.config.cookie.set_cookie(&ticket, max_age)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every branch of the state machine as a unit test of [`plan`]: no store, no clock.
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_000_000_000_000);
+
+    fn config() -> SessionConfig {
+        SessionConfig::default()
+    }
+
+    fn state(phase: Phase) -> State {
+        State::new(phase)
+    }
+
+    /// A stored session, created an hour ago, last seen `seen_ago` ago.
+    fn stored(seen_ago: Duration) -> Live {
+        let created = Timestamp(NOW.0 - 3_600_000);
+        let seen = Timestamp(NOW.0 - i64::try_from(seen_ago.as_millis()).unwrap());
+        let mut record = Record::new(created, deadline(&config(), created, seen));
+        record.meta.last_seen = seen;
+        let id = SessionId::from_bytes([1; 32]);
+        let key = id.key();
+        Live::loaded(id, key, record)
+    }
+
+    fn fresh() -> Live {
+        Live::new(NOW, deadline(&config(), NOW, NOW))
+    }
+
+    fn plan_of(st: &State, had_cookie: bool) -> CommitPlan {
+        plan(st, had_cookie, NOW, &config())
+    }
+
+    fn with_change(mut st: State) -> State {
+        st.changes.insert("a".into(), Some("1".into()));
+        st
+    }
+
+    #[test]
+    fn no_session_writes_nothing_and_a_stale_ticket_clears_the_cookie() {
+        let absent = state(Phase::Absent { stale: false });
+        assert_eq!(
+            plan_of(&absent, false),
+            CommitPlan::Nothing {
+                clear_cookie: false
+            }
+        );
+        let stale = state(Phase::Absent { stale: true });
+        assert_eq!(
+            plan_of(&stale, true),
+            CommitPlan::Nothing { clear_cookie: true }
+        );
+    }
+
+    #[test]
+    fn an_unread_session_is_not_touched_and_blind_writes_patch() {
+        let unloaded = || {
+            state(Phase::Unloaded {
+                first: SessionId::from_bytes([2; 32]),
+                fallbacks: Vec::new(),
+            })
+        };
+        assert_eq!(
+            plan_of(&unloaded(), true),
+            CommitPlan::Nothing {
+                clear_cookie: false
+            }
+        );
+        let c = config();
+        assert_eq!(
+            plan_of(&with_change(unloaded()), true),
+            CommitPlan::Blind {
+                expires_at: NOW.plus(c.idle_timeout),
+                max_lifetime: c.absolute_lifetime,
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_session_is_created_unless_it_ended_up_empty() {
+        let mut st = state(Phase::Live(fresh()));
+        assert_eq!(
+            plan_of(&st, false),
+            CommitPlan::Nothing {
+                clear_cookie: false
+            }
+        );
+        st.record_mut().unwrap().data.insert("a".into(), "1".into());
+        let expected = CommitPlan::Create {
+            last_seen: NOW,
+            expires_at: deadline(&config(), NOW, NOW),
+            renewed: false,
+        };
+        assert_eq!(plan_of(&st, false), expected);
+        // A remember-me choice alone is worth a session too.
+        let mut live = fresh();
+        live.record.meta.remember = true;
+        live.remember_changed = true;
+        assert!(matches!(
+            plan_of(&state(Phase::Live(live)), false),
+            CommitPlan::Create { renewed: false, .. }
+        ));
+    }
+
+    #[test]
+    fn a_renewal_creates_under_the_new_id() {
+        let mut live = stored(Duration::from_secs(1));
+        live.renew = true;
+        live.id = Some(SessionId::from_bytes([3; 32]));
+        let expected = CommitPlan::Create {
+            last_seen: NOW,
+            expires_at: deadline(&config(), live.record.meta.created_at, NOW),
+            renewed: true,
+        };
+        assert_eq!(plan_of(&state(Phase::Live(live)), true), expected);
+        // A brand-new session logging in: created, reported as a renewal.
+        let mut live = fresh();
+        live.renew = true;
+        assert!(matches!(
+            plan_of(&state(Phase::Live(live)), false),
+            CommitPlan::Create { renewed: true, .. }
+        ));
+    }
+
+    #[test]
+    fn changes_to_a_stored_session_are_a_patch() {
+        let st = with_change(state(Phase::Live(stored(Duration::from_secs(1)))));
+        let created = Timestamp(NOW.0 - 3_600_000);
+        assert_eq!(
+            plan_of(&st, true),
+            CommitPlan::Patch {
+                expires_at: deadline(&config(), created, NOW),
+                remember: None,
+                send_cookie: false,
+            }
+        );
+        // A remember-me change alone patches and refreshes the cookie.
+        let mut live = stored(Duration::from_secs(1));
+        live.record.meta.remember = true;
+        live.remember_changed = true;
+        assert!(matches!(
+            plan_of(&state(Phase::Live(live)), true),
+            CommitPlan::Patch {
+                remember: Some(true),
+                send_cookie: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_unchanged_session_is_touched_at_most_every_touch_interval() {
+        let interval = config().touch_interval;
+        let recent = state(Phase::Live(stored(interval / 2)));
+        assert_eq!(
+            plan_of(&recent, true),
+            CommitPlan::Nothing {
+                clear_cookie: false
+            }
+        );
+        let due = state(Phase::Live(stored(interval * 2)));
+        let created = Timestamp(NOW.0 - 3_600_000);
+        assert_eq!(
+            plan_of(&due, true),
+            CommitPlan::Touch {
+                expires_at: deadline(&config(), created, NOW),
+                send_cookie: false,
+            }
+        );
+    }
+
+    #[test]
+    fn a_session_at_its_absolute_lifetime_is_not_touched() {
+        let mut live = stored(config().touch_interval * 2);
+        // Created so long ago that its deadline is its absolute lifetime, already recorded.
+        live.record.meta.created_at = Timestamp(NOW.0 - 29 * 24 * 3_600_000 - 3_600_000);
+        live.record.meta.expires_at = deadline(&config(), live.record.meta.created_at, NOW);
+        assert_eq!(
+            plan_of(&state(Phase::Live(live)), true),
+            CommitPlan::Nothing {
+                clear_cookie: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_destroyed_session_is_deleted_and_its_cookie_cleared() {
+        let mut st = state(Phase::Destroyed);
+        assert_eq!(
+            plan_of(&st, false),
+            CommitPlan::Delete {
+                clear_cookie: false
+            }
+        );
+        assert_eq!(
+            plan_of(&st, true),
+            CommitPlan::Delete { clear_cookie: true }
+        );
+        st.retired.push(SessionId::from_bytes([4; 32]).key());
+        assert_eq!(
+            plan_of(&st, false),
+            CommitPlan::Delete { clear_cookie: true }
+        );
+    }
+
+    #[test]
+    fn a_write_after_logout_starts_a_new_session_and_the_old_stays_ended() {
+        let mut st = state(Phase::Live(fresh()));
+        st.retired.push(SessionId::from_bytes([5; 32]).key());
+        // Emptied again: only the deletion remains.
+        assert_eq!(
+            plan_of(&st, true),
+            CommitPlan::Delete { clear_cookie: true }
+        );
+        st.record_mut()
+            .unwrap()
+            .data
+            .insert("flash".into(), "1".into());
+        assert!(matches!(
+            plan_of(&st, true),
+            CommitPlan::Create { renewed: true, .. }
+        ));
+    }
+
+    /// Regression: `logout()` then a write in the same request created the new session under
+    /// the old id (a collision, retried) and never deleted the old record: its ticket kept
+    /// working.
+    #[tokio::test]
+    async fn logout_then_a_write_really_ends_the_old_session() {
+        use crate::keys::{Key, KeyRing};
+        use crate::store::MemoryStore;
+        let engine = super::super::SessionEngine::new(
+            std::sync::Arc::new(MemoryStore::new()),
+            KeyRing::single(Key::generate()),
+            SessionConfig::default(),
+        );
+        let first = engine.session(None);
+        first.login("ada").await.unwrap();
+        let cookie = first.commit(None).await.unwrap().set_cookie.unwrap();
+        let old = cookie.split(';').next().unwrap().to_owned();
+
+        let next = engine.session(Some(&old));
+        next.logout().await.unwrap();
+        next.set("bye", "see you").await.unwrap();
+        let outcome = next.commit(None).await.unwrap();
+        let new = outcome.set_cookie.unwrap();
+        let new = new.split(';').next().unwrap();
+        assert_ne!(new, old);
+
+        assert!(
+            !engine.session(Some(&old)).exists().await.unwrap(),
+            "old ticket still works"
+        );
+        let after = engine.session(Some(new));
+        assert_eq!(after.user().await.unwrap(), None);
+        assert_eq!(
+            after.get::<String>("bye").await.unwrap().as_deref(),
+            Some("see you")
+        );
+        assert_eq!(engine.sessions_of("ada").await.unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,453 @@
+//! [`Session`]: the handle a request's code reads and changes its session through.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::commit::deadline;
+use super::engine::{Shared, timed};
+use super::error::committed_error;
+use super::state::{Live, Phase, State};
+use super::{
+    Error, ErrorKind, RESERVED_PREFIX, Result, SessionConfig, SessionId, SessionKey, Timestamp,
+};
+use crate::store::{Record, SessionStore};
+
+/// A request's session. Cheap to clone; every clone is the same session.
+///
+/// Reading never creates a session. The first change creates one (committed at response
+/// time). After the response is committed, changes fail with [`ErrorKind::Committed`].
+#[derive(Clone)]
+pub struct Session {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) shared: Arc<Shared>,
+    /// The request carried a cookie of our name (verified or not).
+    pub(super) had_cookie: bool,
+    pub(super) state: tokio::sync::Mutex<State>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &"REDACTED")
+            .field("data", &"REDACTED")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(super) fn new(shared: Arc<Shared>, had_cookie: bool, phase: Phase) -> Self {
+        Session {
+            inner: Arc::new(Inner {
+                shared,
+                had_cookie,
+                state: tokio::sync::Mutex::new(State::new(phase)),
+            }),
+        }
+    }
+
+    pub(super) fn config(&self) -> &SessionConfig {
+        &self.inner.shared.config
+    }
+
+    fn key_of(&self, id: &SessionId) -> SessionKey {
+        self.inner.shared.format.key(id)
+    }
+
+    /// A session created now.
+    fn fresh(&self) -> Live {
+        let now = Timestamp::now();
+        Live::new(now, deadline(self.config(), now, now))
+    }
+
+    /// Loads the record if not done yet; returns the locked state.
+    async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
+        let mut st = self.inner.state.lock().await;
+        if let Phase::Unloaded { first, fallbacks } = &st.phase {
+            // The first verified ticket whose record is live wins (see
+            // `SessionEngine::session_from_headers`); usually there is just one. A store
+            // failure leaves the state as it was, to retry.
+            let mut found = None;
+            for id in std::iter::once(first).chain(fallbacks) {
+                let key = self.key_of(id);
+                let limit = self.config().store_timeout;
+                let record = timed(limit, self.store().load(&key)).await?;
+                if let Some(record) = record.filter(|r| self.is_live(r)) {
+                    found = Some(Live::loaded(id.clone(), key, record));
+                    break;
+                }
+            }
+            st.settle(found, || self.fresh());
+        }
+        Ok(st)
+    }
+
+    /// Whether a loaded record is live by this server's timeouts too (the store's expiry may
+    /// predate a configuration change).
+    fn is_live(&self, r: &Record) -> bool {
+        let c = self.config();
+        let now = Timestamp::now();
+        r.meta.expires_at > now
+            && r.meta.created_at.plus(c.absolute_lifetime) > now
+            && r.meta.last_seen.plus(c.idle_timeout) > now
+    }
+
+    /// The loaded state, refusing changes after the commit.
+    async fn state_mut(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
+        let st = self.state().await?;
+        if st.committed {
+            return Err(committed_error());
+        }
+        Ok(st)
+    }
+
+    /// The value of `key`, deserialized as `T`; `None` when absent.
+    ///
+    /// # Errors
+    /// Store failures, or a stored value that is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let st = self.state().await?;
+        match st.record().and_then(|r| r.data.get(key)) {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(json).map(Some).map_err(|e| {
+                let message = format!("session value {key:?} does not have the requested type");
+                Error::with_source(ErrorKind::Deserialize, message, e)
+            }),
+        }
+    }
+
+    /// Sets `key` to `value`. Creates the session if there is none.
+    ///
+    /// # Errors
+    /// Store failures, a reserved key, an unserializable value, data over the size limit, or
+    /// a committed response.
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        check_key(key)?;
+        let json = serde_json::to_string(value).map_err(|e| {
+            let message = format!("session value {key:?} cannot be serialized");
+            Error::with_source(ErrorKind::Serialize, message, e)
+        })?;
+        self.set_raw(key, json).await
+    }
+
+    pub(crate) async fn set_raw(&self, key: &str, json: String) -> Result<()> {
+        let max = self.config().max_data_bytes;
+        {
+            // A blind write: the request carries one ticket and nothing was read yet. Record
+            // the change without loading; the commit patches the record in one store
+            // operation (or, if the session is gone, starts a new one with it). With several
+            // candidate tickets the write must know which session it is for: that takes the
+            // load below.
+            let mut st = self.inner.state.lock().await;
+            if st.committed {
+                return Err(committed_error());
+            }
+            if matches!(&st.phase, Phase::Unloaded { fallbacks, .. } if fallbacks.is_empty()) {
+                let size = key.len() + json.len();
+                if size > max {
+                    return Err(too_large(size, max));
+                }
+                st.changes.insert(key.to_owned(), Some(json));
+                return Ok(());
+            }
+        }
+        let mut st = self.state_mut().await?;
+        let live = st.live_or(|| self.fresh());
+        let old = live.record.data.get(key).map_or(0, |v| key.len() + v.len());
+        let size = live.record.data_bytes() - old + key.len() + json.len();
+        if size > max {
+            return Err(too_large(size, max));
+        }
+        if live.record.data.get(key) == Some(&json) {
+            return Ok(());
+        }
+        live.record.data.insert(key.to_owned(), json.clone());
+        st.changes.insert(key.to_owned(), Some(json));
+        Ok(())
+    }
+
+    pub(crate) async fn get_raw(&self, key: &str) -> Result<Option<String>> {
+        let st = self.state().await?;
+        Ok(st.record().and_then(|r| r.data.get(key).cloned()))
+    }
+
+    /// Removes `key`; returns whether it was there.
+    ///
+    /// # Errors
+    /// Store failures, or a committed response.
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        self.remove_raw(key).await
+    }
+
+    /// One-time notifications kept in this session.
+    pub fn flash(&self) -> crate::flash::Flash<'_> {
+        crate::flash::Flash::new(self)
+    }
+
+    pub(crate) async fn remove_raw(&self, key: &str) -> Result<bool> {
+        let mut st = self.state_mut().await?;
+        let removed = st.record_mut().and_then(|r| r.data.remove(key)).is_some();
+        if removed {
+            st.changes.insert(key.to_owned(), None);
+        }
+        Ok(removed)
+    }
+
+    /// Whether `key` is set.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        let st = self.state().await?;
+        Ok(st.record().is_some_and(|r| r.data.contains_key(key)))
+    }
+
+    /// The application's keys (the library's own fields are not listed).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        let st = self.state().await?;
+        Ok(st.record().map_or_else(Vec::new, app_keys))
+    }
+
+    /// Removes every application key (the session, its login and its CSRF secret stay).
+    ///
+    /// # Errors
+    /// Store failures, or a committed response.
+    pub async fn clear(&self) -> Result<()> {
+        let mut st = self.state_mut().await?;
+        let State { phase, changes, .. } = &mut *st;
+        if let Phase::Live(live) = phase {
+            for key in app_keys(&live.record) {
+                live.record.data.remove(&key);
+                changes.insert(key, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a session exists (loaded from the cookie, or created by this request).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn exists(&self) -> Result<bool> {
+        Ok(self.state().await?.record().is_some())
+    }
+
+    /// Logs the session in as `user`: a new id (so a ticket planted before login is
+    /// worthless), the user index updated, the CSRF secret rotated. Data is kept.
+    ///
+    /// # Errors
+    /// Store failures, an empty user, or a committed response.
+    pub async fn login(&self, user: &str) -> Result<()> {
+        if user.is_empty() {
+            return Err(Error::new(
+                ErrorKind::ReservedKey,
+                "user id must not be empty",
+            ));
+        }
+        let mut st = self.state_mut().await?;
+        // The renewal writes the whole record anew: a pending change of the CSRF secret
+        // must not survive it.
+        st.changes.remove(crate::csrf::SESSION_FIELD);
+        let live = st.live_or(|| self.fresh());
+        live.record.meta.user = Some(user.to_owned());
+        live.record.data.remove(crate::csrf::SESSION_FIELD);
+        self.renew(live);
+        Ok(())
+    }
+
+    /// The user the session is logged in as.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn user(&self) -> Result<Option<String>> {
+        let st = self.state().await?;
+        Ok(st.record().and_then(|r| r.meta.user.clone()))
+    }
+
+    /// Logs out: the session is destroyed in the store and the cookie removed.
+    ///
+    /// # Errors
+    /// A committed response.
+    pub async fn logout(&self) -> Result<()> {
+        self.destroy().await
+    }
+
+    /// Destroys the session: deleted from the store at commit, cookie removed. Needs no load:
+    /// without one, when the request carried several verified tickets (see
+    /// [`SessionEngine::session_from_headers`](super::SessionEngine::session_from_headers)),
+    /// the sessions of all of them are deleted. A change made afterwards starts a new
+    /// session (new id); the destroyed one stays destroyed.
+    ///
+    /// # Errors
+    /// A committed response.
+    pub async fn destroy(&self) -> Result<()> {
+        let mut st = self.inner.state.lock().await;
+        if st.committed {
+            return Err(Error::new(
+                ErrorKind::Committed,
+                "session destroyed after the response was committed; it was not destroyed",
+            ));
+        }
+        let phase = std::mem::replace(&mut st.phase, Phase::Destroyed);
+        match phase {
+            Phase::Unloaded { first, fallbacks } => {
+                let keys = std::iter::once(&first).chain(&fallbacks);
+                let keys: Vec<SessionKey> = keys.map(|id| self.key_of(id)).collect();
+                st.retired.extend(keys);
+            }
+            Phase::Live(live) => st.retired.extend(live.stored),
+            Phase::Absent { .. } | Phase::Destroyed => {}
+        }
+        st.changes.clear();
+        Ok(())
+    }
+
+    /// Gives the session a new id, keeping its data; the old ticket stops working.
+    ///
+    /// # Errors
+    /// Store failures, or a committed response.
+    pub async fn cycle_id(&self) -> Result<()> {
+        let mut st = self.state_mut().await?;
+        if let Phase::Live(live) = &mut st.phase {
+            self.renew(live);
+        }
+        Ok(())
+    }
+
+    /// Marks `live` for a new id at commit.
+    fn renew(&self, live: &mut Live) {
+        live.renew = true;
+        live.id = Some(self.inner.shared.format.generate());
+    }
+
+    /// Makes the cookie persistent (`true`, "remember me") or a browser-session cookie.
+    ///
+    /// # Errors
+    /// Store failures, or a committed response.
+    pub async fn set_remember(&self, remember: bool) -> Result<()> {
+        let mut st = self.state_mut().await?;
+        let live = st.live_or(|| self.fresh());
+        if live.record.meta.remember != remember {
+            live.record.meta.remember = remember;
+            live.remember_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Whether the cookie is persistent ("remember me"); `false` without a session.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn remember(&self) -> Result<bool> {
+        let st = self.state().await?;
+        Ok(st.record().is_some_and(|r| r.meta.remember))
+    }
+
+    /// When the session will expire if unused; `None` without a session.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn expires_at(&self) -> Result<Option<Timestamp>> {
+        let st = self.state().await?;
+        let Phase::Live(live) = &st.phase else {
+            return Ok(None);
+        };
+        let meta = &live.record.meta;
+        Ok(Some(
+            if live.stored.is_some() && st.changes.is_empty() && !live.renew {
+                meta.expires_at
+            } else {
+                deadline(self.config(), meta.created_at, Timestamp::now())
+            },
+        ))
+    }
+
+    /// The session's public handle (its store key); `None` without a session. After a login
+    /// this is already the new handle.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn handle(&self) -> Result<Option<SessionKey>> {
+        let mut st = self.state().await?;
+        let Phase::Live(live) = &mut st.phase else {
+            return Ok(None);
+        };
+        if let (Some(key), false) = (&live.stored, live.renew) {
+            return Ok(Some(*key));
+        }
+        let shared = &self.inner.shared;
+        let id = live.id.get_or_insert_with(|| shared.format.generate());
+        Ok(Some(shared.format.key(id)))
+    }
+
+    /// The engine's configuration.
+    pub fn engine_config(&self) -> &SessionConfig {
+        self.config()
+    }
+
+    /// The store behind this session (for listings and revocations).
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.shared.store
+    }
+
+    /// Deletes every other session of the logged-in user; returns how many.
+    ///
+    /// # Errors
+    /// Store failures, or [`ErrorKind::NotLoggedIn`].
+    pub async fn revoke_others(&self) -> Result<u64> {
+        let (user, current) = {
+            let st = self.state().await?;
+            match &st.phase {
+                // The stored record is this session's until the commit, renewed or not.
+                Phase::Live(live) => (live.record.meta.user.clone(), live.stored),
+                _ => (None, None),
+            }
+        };
+        let user = user.ok_or_else(|| Error::new(ErrorKind::NotLoggedIn, "not logged in"))?;
+        timed(
+            self.config().store_timeout,
+            self.store().delete_user(&user, current.as_ref()),
+        )
+        .await
+    }
+
+    /// Whether the response has been committed.
+    pub async fn is_committed(&self) -> bool {
+        self.inner.state.lock().await.committed
+    }
+}
+
+/// The application's field names of `record` (the library's own are left out).
+fn app_keys(record: &Record) -> Vec<String> {
+    record
+        .data
+        .keys()
+        .filter(|k| !k.starts_with(RESERVED_PREFIX))
+        .cloned()
+        .collect()
+}
+
+fn too_large(size: usize, max: usize) -> Error {
+    Error::new(
+        ErrorKind::TooLarge,
+        format!("session data would be {size} bytes, over the limit of {max}"),
+    )
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.starts_with(RESERVED_PREFIX) {
+        return Err(Error::new(
+            ErrorKind::ReservedKey,
+            format!("session key {key:?} is empty or reserved (prefix {RESERVED_PREFIX:?})"),
+        ));
+    }
+    Ok(())
+}
