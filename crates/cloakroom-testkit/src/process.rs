@@ -9,13 +9,19 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Environment variables the demo reads; cleared so the caller's shell cannot leak in.
-const CLEARED_ENV: [&str; 6] = [
+const CLEARED_ENV: [&str; 12] = [
     "CLOAKROOM_ADDR",
     "CLOAKROOM_STORE",
     "CLOAKROOM_USERS",
     "CLOAKROOM_KEYS",
     "CLOAKROOM_ORIGIN",
     "CLOAKROOM_TORNADO_SECRET",
+    "CLOAKROOM_ALLOWED_HOSTS",
+    "CLOAKROOM_METRICS_ADDR",
+    "CLOAKROOM_HEADER_TIMEOUT",
+    "CLOAKROOM_IDLE_TIMEOUT",
+    "CLOAKROOM_MAX_CONNECTIONS",
+    "CLOAKROOM_MAX_BODY",
 ];
 
 /// A running server process.

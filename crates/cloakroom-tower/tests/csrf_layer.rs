@@ -8,6 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::routing::{get, post};
 use cloakroom_core::csrf::{ProtectionError, Reason, Secret};
 use cloakroom_core::{Key, KeyRing, MemoryStore};
+use cloakroom_tower::csrf::ResponseFormat;
 use cloakroom_tower::{CsrfLayer, CsrfMode, CsrfToken, Session, SessionError, SessionLayer};
 use http::{Request, Response, StatusCode, header};
 use tower::ServiceExt;
@@ -454,14 +455,15 @@ async fn rejections_are_json_or_html_by_accept() {
 
 #[tokio::test]
 async fn a_custom_rejection_handler_is_used() {
-    let layer = CsrfLayer::new().with_rejection_handler(|e, _| {
-        let mut res = Response::new(format!("nope: {}", e.kind()));
-        *res.status_mut() = StatusCode::FORBIDDEN;
-        res
-    });
+    let layer =
+        CsrfLayer::new().with_rejection_handler(|e: &ProtectionError, f: ResponseFormat| {
+            let mut res = Response::new(format!("nope ({f:?}): {}", e.kind()));
+            *res.status_mut() = StatusCode::FORBIDDEN;
+            res
+        });
     let mut c = Client::new(layer);
     let res = c.send(Request::post("/echo"), Body::empty()).await;
-    assert_eq!(body(res).await, "nope: token missing");
+    assert_eq!(body(res).await, "nope (Html): token missing");
 }
 
 #[tokio::test]

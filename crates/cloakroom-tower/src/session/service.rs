@@ -1,0 +1,123 @@
+//! [`SessionService`]: reads the ticket, hands the request on with its session, commits the
+//! session when the response is ready.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use cloakroom_core::session::SessionEngine;
+use http::header::{CACHE_CONTROL, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT, VARY};
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::ErrorHandler;
+
+/// The service made by [`SessionLayer`].
+#[derive(Clone)]
+pub struct SessionService<S> {
+    pub(super) inner: S,
+    pub(super) engine: SessionEngine,
+    pub(super) on_error: ErrorHandler,
+}
+
+impl<S> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`SessionService`].
+pub struct ResponseFuture<R> {
+    inner: Pin<Box<dyn Future<Output = R> + Send>>,
+}
+
+impl<R> fmt::Debug for ResponseFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<R> Future for ResponseFuture<R> {
+    type Output = R;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Result<Response<ResBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let headers = req.headers();
+        // A cheap clone (shared bytes): only copied into a String if a session is created.
+        let user_agent = headers.get(USER_AGENT).cloned();
+        // Read as bytes, every Cookie header (HTTP/2 splits them): a neighbour's cookie
+        // with a non-ASCII byte costs only itself, and nothing is joined or copied.
+        let session = self
+            .engine
+            .session_from_headers(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes));
+        req.extensions_mut().insert(session.clone());
+        let fut = self.inner.call(req);
+        let on_error = self.on_error.clone();
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let mut res = fut.await?;
+                let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
+                match session.commit(user_agent).await {
+                    Ok(outcome) => {
+                        if let Some(cookie) = outcome.set_cookie {
+                            add_cookie_headers(&mut res, &cookie);
+                        }
+                        Ok(res)
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "session commit failed; answering 503");
+                        Ok(on_error(&error).map(ResBody::from))
+                    }
+                }
+            }),
+        }
+    }
+}
+
+/// Adds `Set-Cookie`, `Cache-Control: no-store` (unless the handler chose a policy) and
+/// `Vary: Cookie`.
+fn add_cookie_headers<B>(res: &mut Response<B>, cookie: &str) {
+    let headers = res.headers_mut();
+    match HeaderValue::from_str(cookie) {
+        Ok(v) => {
+            headers.append(SET_COOKIE, v);
+        }
+        Err(_) => {
+            tracing::error!("session cookie is not a valid header value; not sent");
+            return;
+        }
+    }
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let has_vary_cookie = headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("cookie") || p.trim() == "*")
+        })
+    });
+    if !has_vary_cookie {
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    }
+}
