@@ -24,8 +24,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::id::{ID_LEN, SessionId, SessionKey};
 use crate::keys::{KEY_ID_LEN, KeyRing, MAC_LEN};
-use crate::session::{ID_LEN, SessionId, SessionKey};
 
 mod header;
 
@@ -115,7 +115,7 @@ pub fn decode_ticket(
 
 /// How session ids are made, named in the store and carried in the cookie.
 ///
-/// The default, [`SignedTicket`], is Cloakroom's own. [`crate::tornado::PycketTicket`]
+/// The default, [`SignedTicket`], is Cloakroom's own. `cloakroom_redis::PycketTicket`
 /// speaks pycket's format (a Tornado-signed uuid4) for sharing sessions with a Tornado app.
 pub trait TicketFormat: Send + Sync + fmt::Debug + 'static {
     /// A fresh random id.

@@ -22,6 +22,13 @@ use crate::session::{Result, Session};
 /// The session field that holds pending messages.
 pub(crate) const SESSION_FIELD: &str = "__cr.flash";
 
+impl Session {
+    /// One-time notifications kept in this session.
+    pub fn flash(&self) -> Flash<'_> {
+        Flash::new(self)
+    }
+}
+
 /// Most messages kept; older ones are dropped first (a loop cannot grow a session forever).
 pub const MAX_MESSAGES: usize = 32;
 

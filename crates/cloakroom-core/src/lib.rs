@@ -1,6 +1,8 @@
 //! Cloakroom's core: server-side sessions and CSRF protection, independent of any web
 //! framework or store driver.
 //!
+//! - [`id`]: session ids, the keys the store sees, timestamps (a leaf: imports nothing of
+//!   the crate);
 //! - [`session`]: the [`Session`](session::Session) handle and the commit state machine;
 //! - [`store`]: the [`SessionStore`](store::SessionStore) contract and the in-memory store;
 //! - [`keys`]: the [`KeyRing`](keys::KeyRing) that signs tickets;
@@ -14,6 +16,7 @@
 pub mod cookie;
 pub mod csrf;
 pub mod flash;
+pub mod id;
 pub mod keys;
 pub mod redact;
 pub mod session;

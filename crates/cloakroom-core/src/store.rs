@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::session::{SessionKey, Timestamp};
+use crate::id::{SessionKey, Timestamp};
 
 pub mod memory;
 

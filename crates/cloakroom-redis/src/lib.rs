@@ -77,7 +77,7 @@ mod store;
 
 use std::time::Duration;
 
-pub use crate::pycket::{PycketStore, PycketStoreBuilder};
+pub use crate::pycket::{PycketStore, PycketStoreBuilder, PycketTicket};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "cloakroom:";

@@ -16,7 +16,6 @@ use cloakroom_core::store::{
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
 
-use crate::builder::RedisStoreBuilder;
 use crate::codec::{bytes, decode_record, int, items};
 use crate::conn::{Conn, bounded};
 use crate::{FAN_OUT, PRUNE_EVERY, PRUNE_FROM, codec, scripts};
@@ -51,33 +50,8 @@ impl fmt::Debug for RedisStore {
             .finish()
     }
 }
+
 impl RedisStore {
-    /// Connects with the default options: `redis://host:port/db` (also `redis+unix://`) for
-    /// one server, `redis+cluster://host:port,host:port` for a Cluster (any reachable nodes
-    /// as seeds; credentials as `redis+cluster://user:password@host:port,...`).
-    ///
-    /// The URL may carry the store's options as query parameters: `prefix` (percent-encoded
-    /// if need be), `timeout_ms` and `connections`, e.g.
-    /// `redis://127.0.0.1:6379/0?prefix=myapp:&timeout_ms=500`. Other parameters go to
-    /// redis-rs (e.g. `protocol=resp3`).
-    ///
-    /// # Errors
-    /// [`ErrorKind::Config`] for a bad URL, [`ErrorKind::Unavailable`] when Redis cannot be
-    /// reached within [`DEFAULT_COMMAND_TIMEOUT`].
-    pub async fn open(url: &str) -> Result<RedisStore> {
-        Self::builder(url).build().await
-    }
-
-    /// Options for a store at `url` (see [`RedisStore::open`] for the URL forms).
-    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            url: url.into(),
-            prefix: None,
-            command_timeout: None,
-            connections: None,
-        }
-    }
-
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix

@@ -64,7 +64,7 @@ pub use cloakroom_tower::{
 };
 
 #[cfg(feature = "redis")]
-pub use cloakroom_redis::{PycketStore, RedisStore};
+pub use cloakroom_redis::{PycketStore, PycketTicket, RedisStore};
 
 #[cfg(feature = "axum")]
 pub use cloakroom_tower::{Session, SessionError};

@@ -58,7 +58,7 @@ pub fn supported_urls() -> Vec<&'static str> {
 ///   [`RedisStore`] (feature `redis`); options `?prefix=..&timeout_ms=..&connections=..`.
 /// - `pycket+redis://[user:password@]host:port/db?notifications_db=N`: [`PycketStore`]
 ///   (feature `redis`), sessions in the format of Tornado's pycket (db default 0,
-///   notifications default 1); pair it with `cloakroom::tornado::PycketTicket`.
+///   notifications default 1); pair it with `cloakroom::PycketTicket`.
 ///
 /// Scheme names are case-insensitive.
 ///

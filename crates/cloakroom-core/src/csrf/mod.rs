@@ -28,7 +28,7 @@ pub use token::{MAX_TOKEN_LEN, SECRET_LEN, Secret, decode_token};
 use crate::session::{self, Session};
 
 /// The session field holding the CSRF secret (rotated by `Session::login`).
-pub(crate) const SESSION_FIELD: &str = "__cr.csrf";
+pub(crate) const SESSION_FIELD: &str = session::CSRF_SECRET_FIELD;
 
 /// The form field and cookie name Tornado uses.
 pub const FIELD_NAME: &str = "_xsrf";

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use super::engine::{timed, truncate};
 use super::handle::Session;
+use super::limits::{deadline, timed, truncate};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
 use crate::store::{self, Applied, Created, Patch, Record};
@@ -77,13 +77,6 @@ pub(super) enum CommitPlan {
         expires_at: Timestamp,
         send_cookie: bool,
     },
-}
-
-/// When a session created at `created_at` and used `now` expires: the idle timeout from now,
-/// capped by the absolute lifetime.
-pub(super) fn deadline(config: &SessionConfig, created_at: Timestamp, now: Timestamp) -> Timestamp {
-    now.plus(config.idle_timeout)
-        .min(created_at.plus(config.absolute_lifetime))
 }
 
 /// What committing `st` at `now` takes; `had_cookie`: the request carried a cookie of our

@@ -4,11 +4,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::handle::Session;
+use super::limits::timed;
+use super::shared::Shared;
 use super::state::Phase;
-use super::{Error, MAX_CANDIDATES, Result, SessionConfig, SessionId, SessionKey};
+use super::{MAX_CANDIDATES, Result, SessionConfig, SessionId, SessionKey};
 use crate::cookie::{SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
 use crate::store::{self, SessionInfo, SessionStore};
@@ -22,13 +23,6 @@ use crate::store::{self, SessionInfo, SessionStore};
 #[derive(Clone)]
 pub struct SessionEngine {
     shared: Arc<Shared>,
-}
-
-pub(super) struct Shared {
-    pub(super) store: Arc<dyn SessionStore>,
-    pub(super) keys: KeyRing,
-    pub(super) config: SessionConfig,
-    pub(super) format: Arc<dyn TicketFormat>,
 }
 
 impl fmt::Debug for SessionEngine {
@@ -180,29 +174,4 @@ impl SessionEngine {
             _ => Ok(false),
         }
     }
-}
-
-pub(super) async fn timed<T>(
-    limit: Duration,
-    fut: impl Future<Output = store::Result<T>>,
-) -> Result<T> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map_err(Error::from),
-        Err(_) => Err(store::Error::new(
-            store::ErrorKind::Timeout,
-            format!("no answer within {limit:?}"),
-        )
-        .into()),
-    }
-}
-
-pub(super) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

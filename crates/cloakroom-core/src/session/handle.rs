@@ -6,12 +6,13 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::commit::deadline;
-use super::engine::{Shared, timed};
 use super::error::committed_error;
+use super::limits::{deadline, timed};
+use super::shared::Shared;
 use super::state::{Live, Phase, State};
 use super::{
-    Error, ErrorKind, RESERVED_PREFIX, Result, SessionConfig, SessionId, SessionKey, Timestamp,
+    CSRF_SECRET_FIELD, Error, ErrorKind, RESERVED_PREFIX, Result, SessionConfig, SessionId,
+    SessionKey, Timestamp,
 };
 use crate::store::{Record, SessionStore};
 
@@ -184,11 +185,6 @@ impl Session {
         self.remove_raw(key).await
     }
 
-    /// One-time notifications kept in this session.
-    pub fn flash(&self) -> crate::flash::Flash<'_> {
-        crate::flash::Flash::new(self)
-    }
-
     pub(crate) async fn remove_raw(&self, key: &str) -> Result<bool> {
         let mut st = self.state_mut().await?;
         let removed = st.record_mut().and_then(|r| r.data.remove(key)).is_some();
@@ -255,10 +251,10 @@ impl Session {
         let mut st = self.state_mut().await?;
         // The renewal writes the whole record anew: a pending change of the CSRF secret
         // must not survive it.
-        st.changes.remove(crate::csrf::SESSION_FIELD);
+        st.changes.remove(CSRF_SECRET_FIELD);
         let live = st.live_or(|| self.fresh());
         live.record.meta.user = Some(user.to_owned());
-        live.record.data.remove(crate::csrf::SESSION_FIELD);
+        live.record.data.remove(CSRF_SECRET_FIELD);
         self.renew(live);
         Ok(())
     }

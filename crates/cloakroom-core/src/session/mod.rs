@@ -27,18 +27,23 @@ mod config;
 mod engine;
 mod error;
 mod handle;
-mod id;
+mod limits;
+mod shared;
 mod state;
 
+pub use crate::id::{ID_LEN, InvalidHandle, SessionId, SessionKey, Timestamp};
 pub use commit::{CommitAction, CommitOutcome};
 pub use config::{SessionConfig, default_touch_interval};
 pub use engine::SessionEngine;
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Session;
-pub use id::{ID_LEN, InvalidHandle, SessionId, SessionKey, Timestamp};
 
 /// Field names starting with this are the library's own (CSRF secret, flash messages).
 pub(crate) const RESERVED_PREFIX: &str = "__cr.";
+
+/// The field holding the session's CSRF secret (see [`csrf`](crate::csrf)): a login drops
+/// it, so the secret rotates with the id.
+pub(crate) const CSRF_SECRET_FIELD: &str = "__cr.csrf";
 
 /// Longest user agent kept with a session.
 const MAX_USER_AGENT: usize = 256;

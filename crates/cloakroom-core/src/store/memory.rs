@@ -18,7 +18,7 @@ use super::{
     Applied, Created, Cursor, Error, ErrorKind, Fields, Meta, Page, Patch, Record, Result,
     SessionInfo, SessionStore,
 };
-use crate::session::{SessionKey, Timestamp};
+use crate::id::{SessionKey, Timestamp};
 
 const SHARDS: usize = 16;
 
@@ -549,7 +549,7 @@ fn parse_cursor(c: &Cursor) -> Result<(usize, Option<SessionKey>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SessionId;
+    use crate::id::SessionId;
 
     fn record(fields: &[(&str, &str)]) -> Record {
         let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));

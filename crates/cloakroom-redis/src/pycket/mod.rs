@@ -9,7 +9,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Pair it with [`PycketTicket`](cloakroom_core::tornado::PycketTicket) and the cookie name
+//! Pair it with [`PycketTicket`] and the cookie name
 //! `PYCKET_ID` in the session layer: the cookie then holds a Tornado v2 signed value of the
 //! session's uuid, as pycket's `set_secure_cookie` makes it.
 //!
@@ -114,6 +114,7 @@ mod guard;
 mod notifications;
 mod pool;
 mod record;
+mod ticket;
 mod transaction;
 mod url;
 mod value;
@@ -131,7 +132,6 @@ use cloakroom_core::store::{
     Applied, Created, Cursor, Error, ErrorKind, Fields, Meta, Page, Patch, Record, Result,
     SessionInfo, SessionStore,
 };
-use cloakroom_core::tornado::{pycket_key, pycket_uuid};
 use futures_util::{StreamExt, TryStreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value as RedisValue};
@@ -145,6 +145,7 @@ use record::*;
 use transaction::*;
 
 pub use record::{fields_from_pickle, pickle_from_fields, redis_key, session_key_of};
+pub use ticket::{PycketTicket, pycket_key, pycket_uuid};
 pub use url::PycketStoreBuilder;
 
 /// The reserved dict key holding Cloakroom's metadata; see the [module docs](self).

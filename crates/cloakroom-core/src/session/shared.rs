@@ -1,0 +1,16 @@
+//! [`Shared`]: what every session of one engine shares.
+
+use std::sync::Arc;
+
+use super::SessionConfig;
+use crate::cookie::TicketFormat;
+use crate::keys::KeyRing;
+use crate::store::SessionStore;
+
+/// The store, the keys, the configuration and the ticket format of one engine.
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn SessionStore>,
+    pub(super) keys: KeyRing,
+    pub(super) config: SessionConfig,
+    pub(super) format: Arc<dyn TicketFormat>,
+}

@@ -1,0 +1,136 @@
+//! pycket's ticket: the `PYCKET_ID` cookie holds a Tornado signed value of a uuid4 text,
+//! and the Redis key is that uuid. Cloakroom's own tickets (the core's
+//! [`SignedTicket`](cloakroom_core::cookie::SignedTicket)) never show the store the raw id;
+//! this format must, so it lives here, beside the only store that speaks pycket.
+
+use cloakroom_core::cookie::{TicketError, TicketFormat};
+use cloakroom_core::keys::KeyRing;
+use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::tornado::{
+    DecodeError, TornadoSecret, Version, create_signed_value, decode_signed_value,
+};
+
+/// pycket's ticket: the cookie (`PYCKET_ID`) holds a Tornado v2 signed value of a uuid4
+/// text, and the store key is that uuid itself (Tornado reads the record by it).
+///
+/// The [`SessionKey`] of a pycket session holds the uuid's 16
+/// bytes followed by 16 zero bytes; [`pycket_uuid`] turns it back into the key text. Unlike
+/// Cloakroom's own tickets, the store sees the raw id here: pycket's format demands it.
+#[derive(Clone, Debug)]
+pub struct PycketTicket {
+    secret: TornadoSecret,
+    max_age_days: f64,
+}
+
+impl PycketTicket {
+    /// Tickets signed with the Tornado app's `cookie_secret`, accepted for `max_age_days`
+    /// (Tornado's `get_secure_cookie` default is 31).
+    pub fn new(secret: TornadoSecret, max_age_days: f64) -> Self {
+        PycketTicket {
+            secret,
+            max_age_days,
+        }
+    }
+}
+
+/// The uuid text of a pycket session key; `None` for a key that is not one.
+pub fn pycket_uuid(key: &SessionKey) -> Option<String> {
+    let b = key.as_bytes();
+    if b[16..].iter().any(|&x| x != 0) {
+        return None;
+    }
+    let h: String = b[..16].iter().map(|x| format!("{x:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// The session key of a pycket uuid text (lower-case, hyphenated); `None` otherwise.
+pub fn pycket_key(uuid: &str) -> Option<SessionKey> {
+    let b = uuid.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let digits: String = uuid.chars().filter(|&c| c != '-').collect();
+    if digits.len() != 32
+        || !digits
+            .bytes()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(SessionKey::from_bytes(out))
+}
+
+impl TicketFormat for PycketTicket {
+    fn generate(&self) -> SessionId {
+        let mut b = [0u8; 32];
+        getrandom::fill(&mut b[..16]).expect("the OS random number generator failed");
+        b[6] = (b[6] & 0x0f) | 0x40; // version 4
+        b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+        SessionId::from_bytes(b)
+    }
+
+    fn key(&self, id: &SessionId) -> SessionKey {
+        SessionKey::from_bytes(*id.as_bytes())
+    }
+
+    fn encode(&self, _keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
+        let uuid = pycket_uuid(&self.key(id)).expect("pycket ids are uuids");
+        let now = Timestamp::now().as_secs();
+        create_signed_value(&self.secret, cookie_name, uuid.as_bytes(), Version::V2, now)
+            .expect("the configured Tornado secret signs v2 values")
+    }
+
+    fn decode(
+        &self,
+        _keys: &KeyRing,
+        cookie_name: &str,
+        value: &str,
+    ) -> Result<SessionId, TicketError> {
+        let now = Timestamp::now().as_secs();
+        let raw = decode_signed_value(&self.secret, cookie_name, value, self.max_age_days, now)
+            .map_err(|e| match e {
+                DecodeError::BadSignature | DecodeError::WrongName => TicketError::BadSignature,
+                DecodeError::UnknownKeyVersion => TicketError::UnknownKey,
+                _ => TicketError::Malformed,
+            })?;
+        let text = std::str::from_utf8(&raw).map_err(|_| TicketError::Malformed)?;
+        let key = pycket_key(text).ok_or(TicketError::Malformed)?;
+        Ok(SessionId::from_bytes(*key.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloakroom_core::keys::Key;
+
+    #[test]
+    fn pycket_tickets_round_trip_as_uuid4() {
+        let f = PycketTicket::new(TornadoSecret::single("s"), 31.0);
+        let ring = KeyRing::single(Key::generate());
+        let id = f.generate();
+        let uuid = pycket_uuid(&f.key(&id)).unwrap();
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "4");
+        assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"));
+        let cookie = f.encode(&ring, "PYCKET_ID", &id);
+        assert!(cookie.starts_with("2|1:0|10:"));
+        assert_eq!(f.decode(&ring, "PYCKET_ID", &cookie).unwrap(), id);
+        assert!(f.decode(&ring, "OTHER", &cookie).is_err());
+        assert_eq!(pycket_key(&uuid), Some(f.key(&id)));
+        assert_eq!(pycket_key(&uuid.to_uppercase()), None);
+        assert_eq!(pycket_key("../../../../etc/passwd-0000-0000-0000"), None);
+    }
+}
