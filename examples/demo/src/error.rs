@@ -1,16 +1,21 @@
 //! [`AppError`]: what a handler can fail with, and the response each failure becomes.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom::SessionError;
 use cloakroom::session;
 
-/// A handler failure. Session store failures become 503 (the client may retry); anything
-/// else is a 500 with a log line. Bad input is not an error: handlers answer it themselves.
+use crate::passwords;
+
+/// A handler failure. Session store failures and a full password-hashing queue become 503
+/// (the client may retry); anything else is a 500 with a log line. Bad input is not an
+/// error: handlers answer it themselves.
 #[derive(Debug)]
 pub(crate) enum AppError {
     /// A session operation failed.
     Session(session::Error),
+    /// Too many password hashes are already waiting: 503 with `Retry-After`.
+    HashQueueFull,
     /// Anything else (users database, templates, a panicked blocking task).
     Internal(anyhow::Error),
 }
@@ -28,6 +33,15 @@ impl From<session::Error> for AppError {
 impl From<anyhow::Error> for AppError {
     fn from(e: anyhow::Error) -> Self {
         AppError::Internal(e)
+    }
+}
+
+impl From<passwords::Error> for AppError {
+    fn from(e: passwords::Error) -> Self {
+        match e {
+            passwords::Error::QueueFull => AppError::HashQueueFull,
+            passwords::Error::Failed(e) => AppError::Internal(e),
+        }
     }
 }
 
@@ -54,6 +68,17 @@ impl IntoResponse for AppError {
                     res.extensions_mut().insert(StoreFailure);
                 }
                 res
+            }
+            AppError::HashQueueFull => {
+                // Counted in /metrics (`cloakroom_demo_hash_queue_full_total`); a flood would
+                // repeat this line per request, so it is a warning, not an error.
+                tracing::warn!("password hashing queue full: answered 503");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, passwords::RETRY_AFTER_SECS.to_string())],
+                    "too many logins at once; please try again in a moment\n",
+                )
+                    .into_response()
             }
             AppError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
@@ -82,5 +107,17 @@ mod tests {
         let res = AppError::from(anyhow::anyhow!("disk on fire")).into_response();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(res.extensions().get::<StoreFailure>().is_none());
+    }
+
+    #[test]
+    fn a_full_hashing_queue_is_503_with_retry_after_other_hashing_failures_500() {
+        let res = AppError::from(passwords::Error::QueueFull).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert!(res.extensions().get::<StoreFailure>().is_none());
+
+        let failed = passwords::Error::Failed(anyhow::anyhow!("no OS randomness"));
+        let res = AppError::from(failed).into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -19,7 +19,14 @@
 //! let config = cloakroom_demo::DemoConfig::new("memory://", "sqlite://users.db");
 //! let app = cloakroom_demo::app(config).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! axum::serve(listener, app).await?;
+//! // Not `axum::serve`, which has no timeouts and no connection cap: see [`server`].
+//! let limits = cloakroom_demo::server::Limits {
+//!     header_timeout: std::time::Duration::from_secs(10),
+//!     idle_timeout: std::time::Duration::from_secs(10),
+//!     max_connections: 512,
+//!     max_body: 64 * 1024,
+//! };
+//! cloakroom_demo::server::serve(listener, app, limits, std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -29,14 +36,17 @@ mod keyfile;
 mod metrics;
 mod passwords;
 mod routes;
+pub mod server;
 mod templates;
+mod throttle;
 mod users;
 
 use std::fmt;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use cloakroom::tornado::{PycketTicket, TornadoSecret};
+use cloakroom::PycketTicket;
+use cloakroom::tornado::TornadoSecret;
 use cloakroom::{CsrfMode, KeyRing, SessionLayer};
 
 use crate::metrics::Metrics;
@@ -62,6 +72,12 @@ pub struct DemoConfig {
     /// Tornado's `cookie_secret`: required with a `pycket+redis://` store (it signs the
     /// `PYCKET_ID` cookie), unused otherwise.
     pub tornado_secret: Option<String>,
+    /// More `Host` header values to answer for besides the origin's (`host` for any port,
+    /// `host:port`); any other `Host` gets 421 (DNS rebinding). See `--allowed-host`.
+    pub allowed_hosts: Vec<String>,
+    /// Whether the app serves `/metrics` itself. The binary turns it off when it listens
+    /// beyond loopback or has a separate metrics listener (`--metrics-addr`).
+    pub metrics_on_main: bool,
 }
 
 impl DemoConfig {
@@ -74,6 +90,8 @@ impl DemoConfig {
             keys: None,
             origin: "http://127.0.0.1:8000".into(),
             tornado_secret: None,
+            allowed_hosts: Vec::new(),
+            metrics_on_main: true,
         }
     }
 }
@@ -89,6 +107,8 @@ impl fmt::Debug for DemoConfig {
             .field("keys", &redacted(&self.keys))
             .field("origin", &self.origin)
             .field("tornado_secret", &redacted(&self.tornado_secret))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("metrics_on_main", &self.metrics_on_main)
             .finish()
     }
 }
@@ -115,7 +135,25 @@ fn origin_is_https(origin: &str) -> anyhow::Result<bool> {
 /// # Errors
 /// A bad origin or key list, or a store or database that cannot be opened.
 pub async fn app(config: DemoConfig) -> anyhow::Result<axum::Router> {
+    Ok(apps(config).await?.main)
+}
+
+/// The demo's routers: the application, and `/metrics` alone for a separate listener.
+#[derive(Debug, Clone)]
+pub struct Apps {
+    /// Every page and API route (and `/metrics` when [`DemoConfig::metrics_on_main`]).
+    pub main: axum::Router,
+    /// Only `/metrics`, for the `--metrics-addr` listener.
+    pub metrics: axum::Router,
+}
+
+/// Like [`app`], with the metrics router beside it.
+///
+/// # Errors
+/// As [`app`], and a bad `--allowed-host` entry.
+pub async fn apps(config: DemoConfig) -> anyhow::Result<Apps> {
     let https = origin_is_https(&config.origin)?;
+    let hosts = routes::AllowedHosts::new(&config.origin, &config.allowed_hosts)?;
     let pycket = pycket_secret(&config)?;
     let store = cloakroom::store::open(&config.store)
         .await
@@ -169,6 +207,7 @@ pub async fn app(config: DemoConfig) -> anyhow::Result<axum::Router> {
         passwords: Passwords::new().await?,
         templates: templates::environment()?,
         metrics,
+        throttle: throttle::Throttle::new(),
         pycket_ids: pycket.is_some(),
     };
     tracing::info!(config = ?config, secure_cookies = https, "demo configured");
@@ -183,7 +222,15 @@ pub async fn app(config: DemoConfig) -> anyhow::Result<axum::Router> {
             .with_mode(CsrfMode::Cookie)
             .with_http_only_cookie(false);
     }
-    Ok(routes::router(Arc::new(state), layer, csrf))
+    let state = Arc::new(state);
+    let guard = routes::Guard {
+        hosts,
+        metrics_here: config.metrics_on_main,
+    };
+    Ok(Apps {
+        metrics: routes::metrics_router(state.clone()),
+        main: routes::router(state, layer, csrf, guard),
+    })
 }
 
 /// pycket's session cookie.

@@ -58,6 +58,7 @@ pub(crate) struct Metrics {
     requests: [AtomicU64; RouteClass::ALL.len()],
     logins_ok: AtomicU64,
     logins_failed: AtomicU64,
+    logins_throttled: AtomicU64,
     registrations: AtomicU64,
     sessions_created: AtomicU64,
     store_errors: AtomicU64,
@@ -80,6 +81,11 @@ impl Metrics {
 
     pub(crate) fn login_failed(&self) {
         bump(&self.logins_failed);
+    }
+
+    /// A login refused with 429 before any hashing: too many recent failures.
+    pub(crate) fn login_throttled(&self) {
+        bump(&self.logins_throttled);
     }
 
     /// A registration; it also logs in, starting a new session.
@@ -135,6 +141,11 @@ impl Metrics {
                 &self.sessions_created,
             ),
             (
+                "cloakroom_demo_logins_throttled_total",
+                "Logins refused (429) for too many recent failures, before hashing.",
+                &self.logins_throttled,
+            ),
+            (
                 "cloakroom_demo_store_errors_total",
                 "Requests failed by the session store.",
                 &self.store_errors,
@@ -143,6 +154,14 @@ impl Metrics {
             header(&mut out, name, help);
             let _ = writeln!(out, "{name} {}", get(counter));
         }
+        // Process-wide, like the hashing threads (see `passwords`).
+        let name = "cloakroom_demo_hash_queue_full_total";
+        header(
+            &mut out,
+            name,
+            "Logins and registrations refused (503) because the password hashing queue was full.",
+        );
+        let _ = writeln!(out, "{name} {}", crate::passwords::queue_full_total());
         out
     }
 }
@@ -165,7 +184,9 @@ mod tests {
         assert!(text.contains("cloakroom_demo_logins_total{result=\"failed\"} 2\n"));
         assert!(text.contains("cloakroom_demo_sessions_created_total 1\n"));
         assert!(text.contains("cloakroom_demo_store_errors_total 1\n"));
+        assert!(text.contains("cloakroom_demo_logins_throttled_total 0\n"));
         assert!(text.contains("# TYPE cloakroom_demo_registrations_total counter\n"));
+        assert!(text.contains("# TYPE cloakroom_demo_hash_queue_full_total counter\n"));
     }
 
     #[test]

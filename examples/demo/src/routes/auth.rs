@@ -1,10 +1,12 @@
 //! Accounts: register, log in, log out.
 
-use axum::Form;
-use axum::extract::State;
-use axum::extract::rejection::FormRejection;
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
+use axum::{Extension, Form};
 use cloakroom::Session;
 use cloakroom::flash::Level;
 use minijinja::context;
@@ -15,6 +17,8 @@ use super::{
 };
 use crate::error::AppError;
 use crate::passwords::Passwords;
+use crate::throttle::{UNKNOWN_CLIENT, retry_after_secs};
+use crate::users::{canonical, refused_character};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Credentials {
@@ -24,8 +28,22 @@ pub(super) struct Credentials {
     remember: Option<String>,
 }
 
-pub(super) async fn login_form(State(app): App, session: Visit) -> Handled {
-    let ctx = context! { name => "", error => None::<&str> };
+/// `/login?hint=notes`: where an anonymous visitor was sent from, to say why.
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginHint {
+    hint: Option<String>,
+}
+
+pub(super) async fn login_form(
+    State(app): App,
+    session: Visit,
+    hint: Result<Query<LoginHint>, QueryRejection>,
+) -> Handled {
+    let hint = match hint.ok().and_then(|Query(q)| q.hint).as_deref() {
+        Some("notes") => Some("Log in to keep notes."),
+        _ => None,
+    };
+    let ctx = context! { name => "", error => None::<&str>, hint };
     app.page(&session, StatusCode::OK, "login.html", ctx).await
 }
 
@@ -42,10 +60,8 @@ fn invalid_name(name: &str) -> Option<&'static str> {
         Some("Please choose a name.")
     } else if chars > MAX_NAME_CHARS {
         Some("Names are at most 64 characters.")
-    } else if name.chars().any(char::is_control) {
-        Some("Names cannot contain control characters.")
     } else {
-        None
+        refused_character(name)
     }
 }
 
@@ -96,8 +112,13 @@ pub(super) async fn register(
     Ok(Redirect::to("/").into_response())
 }
 
+/// The client's address, as the server recorded it (`ConnectInfo`); requests without one
+/// (in-process tests, a server that does not record it) share one "unknown" client budget.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
 pub(super) async fn login(
     State(app): App,
+    peer: Peer,
     session: Visit,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Handled {
@@ -106,27 +127,73 @@ pub(super) async fn login(
         Err(rejection) => return app.bad_form(&session, rejection).await,
     };
     let name = form.name.trim();
-    let stored = match invalid_name(name) {
-        None => app.users.password_hash(name).await?,
-        Some(_) => None,
-    };
-    // Runs a full Argon2 verification even for unknown names (against a dummy hash), and
-    // says the same thing in both cases: no oracle for which names exist.
-    if !app.passwords.verify(form.password, stored).await? {
-        app.metrics.login_failed();
-        tracing::info!("failed login");
-        let ctx = context! { name, error => "wrong name or password" };
+    let client = peer.map_or(UNKNOWN_CLIENT, |Extension(ConnectInfo(addr))| addr.ip());
+    // No registered password is longer: refuse without hashing and without spending the
+    // throttle budget (the attempt cannot succeed and costs nothing).
+    if form.password.len() > MAX_PASSWORD_CHARS
+        && form.password.chars().count() > MAX_PASSWORD_CHARS
+    {
+        let ctx = context! { name, error => "Passwords are at most 1024 characters." };
         return app
-            .page(&session, StatusCode::UNAUTHORIZED, "login.html", ctx)
+            .page(
+                &session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "login.html",
+                ctx,
+            )
             .await;
     }
-    tracing::info!(user = name, "logged in");
+    let wrong = async || {
+        app.metrics.login_failed();
+        let ctx = context! { name, error => "wrong name or password" };
+        app.page(&session, StatusCode::UNAUTHORIZED, "login.html", ctx)
+            .await
+    };
+    // A name registration refuses (too long, invisible characters...) has no account:
+    // everyone can tell, so no hashing is needed to hide it, and no budget is spent (nor a
+    // throttle key of unbounded size stored).
+    if invalid_name(name).is_some() {
+        tracing::info!(client = %client, "failed login: not a valid name");
+        return wrong().await;
+    }
+    // Before any hashing: is there budget left for one more failure of this account (by
+    // canonical name, so look-alikes share it) and this client?
+    let account_key = canonical(name);
+    if let Err(wait) = app.throttle.check(&account_key, client) {
+        let secs = retry_after_secs(wait);
+        app.metrics.login_throttled();
+        tracing::warn!(user = name, client = %client, retry_after = secs, "login throttled");
+        let error = format!(
+            "Too many failed logins for this account or from your address; \
+             try again in {secs} s."
+        );
+        let ctx = context! { name, error };
+        let mut res = app
+            .page(&session, StatusCode::TOO_MANY_REQUESTS, "login.html", ctx)
+            .await?;
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(res);
+    }
+    let (account, hash) = app.users.password_hash(name).await?.unzip();
+    // Runs a full Argon2 verification even for unknown names (against a dummy hash), and
+    // says the same thing in both cases: no oracle for which names exist. An error here (a
+    // full hashing queue, a database failure) returns early: not the user's failure, so it
+    // spends no throttle budget.
+    let ok = app.passwords.verify(form.password, hash).await?;
+    let Some(account) = account.filter(|_| ok) else {
+        app.throttle.failed(&account_key, client);
+        tracing::info!(user = name, client = %client, "failed login");
+        return wrong().await;
+    };
+    // The account's own name: `Ana` logs in to `ana`.
+    tracing::info!(user = account, client = %client, "logged in");
     start_session(
         &app,
         &session,
-        name,
+        &account,
         form.remember.is_some(),
-        format!("Welcome back, {name}"),
+        format!("Welcome back, {account}"),
     )
     .await?;
     app.metrics.login_ok();
@@ -169,6 +236,8 @@ mod tests {
         assert!(invalid_name(&"é".repeat(64)).is_none());
         assert!(invalid_name(&"é".repeat(65)).is_some());
         assert!(invalid_name("a\u{0}b").is_some());
+        assert!(invalid_name("victim\u{200b}").is_some());
+        assert!(invalid_name("\u{202e}victim").is_some());
         assert!(invalid_password("1234567").is_some());
         assert!(invalid_password("12345678").is_none());
     }

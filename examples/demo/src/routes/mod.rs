@@ -21,6 +21,7 @@ use minijinja::{Environment, Value, context};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
+use crate::throttle::Throttle;
 use crate::users::Users;
 
 mod api;
@@ -34,8 +35,10 @@ mod words;
 use api::{api_add_note, api_csrf, api_me};
 use auth::{login, login_form, logout, register, register_form};
 use devices::{revoke, revoke_others, sessions_page};
-use notes::{add_note_form, home};
+use notes::{add_note_form, clear_notes_form, delete_note_form, home};
 use ops::{healthz, metrics, not_found, notes_js};
+
+pub(crate) use middleware::AllowedHosts;
 
 /// Session field with the user's notes (a `Vec<String>`).
 const NOTES: &str = "notes";
@@ -58,6 +61,8 @@ pub(crate) struct AppState {
     pub(crate) passwords: Passwords,
     pub(crate) templates: Environment<'static>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Failed-login budgets per account and per client address.
+    pub(crate) throttle: Throttle,
     /// Sessions shared with a Tornado + pycket app: a session whose `ID` field is set counts
     /// as logged in as that name even without a Cloakroom login (the Tornado app's login is
     /// `self.session.set('ID', name)`).
@@ -68,12 +73,19 @@ type App = State<Arc<AppState>>;
 type Handled = Result<Response, AppError>;
 
 /// The application's routes behind the session layer.
-pub(crate) fn router(state: Arc<AppState>, sessions: SessionLayer, csrf: CsrfLayer) -> Router {
-    Router::new()
+pub(crate) fn router(
+    state: Arc<AppState>,
+    sessions: SessionLayer,
+    csrf: CsrfLayer,
+    guard: Guard,
+) -> Router {
+    let mut router = Router::new()
         .route("/", get(home))
         .route("/login", get(login_form).post(login))
         .route("/register", get(register_form).post(register))
         .route("/notes", post(add_note_form))
+        .route("/notes/delete", post(delete_note_form))
+        .route("/notes/clear", post(clear_notes_form))
         .route("/sessions", get(sessions_page))
         .route("/sessions/revoke", post(revoke))
         .route("/sessions/revoke-others", post(revoke_others))
@@ -82,15 +94,38 @@ pub(crate) fn router(state: Arc<AppState>, sessions: SessionLayer, csrf: CsrfLay
         .route("/api/notes", post(api_add_note))
         .route("/api/csrf", get(api_csrf))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/static/notes.js", get(notes_js))
+        .route("/static/notes.js", get(notes_js));
+    if guard.metrics_here {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .fallback(not_found)
         .layer(csrf)
         .layer(sessions)
+        // Before any session work: a request for another Host is refused (DNS rebinding).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard.hosts),
+            middleware::check_host,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,
         ))
+        .with_state(state)
+}
+
+/// Where the router answers: the `Host` values it accepts and whether it serves `/metrics`.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    pub(crate) hosts: AllowedHosts,
+    /// `/metrics` on this router (loopback only, without a separate metrics listener).
+    pub(crate) metrics_here: bool,
+}
+
+/// Only `/metrics`, for the separate metrics listener (`--metrics-addr`).
+pub(crate) fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 

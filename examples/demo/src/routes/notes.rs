@@ -6,6 +6,7 @@ use axum::extract::rejection::FormRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use cloakroom::flash::Level;
+use cloakroom::session::ErrorKind;
 use cloakroom::{Session, Timestamp};
 use minijinja::context;
 use serde::Deserialize;
@@ -60,9 +61,27 @@ pub(super) async fn add_note(
     if notes.len() > MAX_NOTES {
         notes.drain(..notes.len() - MAX_NOTES);
     }
-    session.set(NOTES, &notes).await?;
+    // Leave room for the rest of the session (login, CSRF secret, the flash that says why).
+    let budget = session
+        .engine_config()
+        .max_data_bytes
+        .saturating_sub(OTHER_DATA_BYTES);
+    let size = NOTES.len() + serde_json::to_string(&notes).map_or(usize::MAX, |j| j.len());
+    if size > budget {
+        return Ok(Err(NOTES_FULL));
+    }
+    match session.set(NOTES, &notes).await {
+        Err(e) if e.kind() == ErrorKind::TooLarge => return Ok(Err(NOTES_FULL)),
+        result => result?,
+    }
     Ok(Ok(notes))
 }
+
+/// Bytes of session data kept free of notes: the login, the CSRF secret, flash messages.
+const OTHER_DATA_BYTES: usize = 4 * 1024;
+
+/// Why a note was refused when the session has no room left for it.
+const NOTES_FULL: &str = "your notes are full; delete some";
 
 pub(super) async fn add_note_form(
     State(app): App,
@@ -70,12 +89,9 @@ pub(super) async fn add_note_form(
     form: Result<Form<NewNote>, FormRejection>,
 ) -> Handled {
     if app.user_of(&session).await?.is_none() {
-        // Starts an anonymous session just to carry the message to the login page.
-        session
-            .flash()
-            .push(Level::Info, "Log in to keep notes.")
-            .await?;
-        return Ok(to_login());
+        // No flash message: it would store a session for an anonymous visitor. The login
+        // page says why from the query instead.
+        return Ok(Redirect::to("/login?hint=notes").into_response());
     }
     let form = match form {
         Ok(Form(form)) => form,
@@ -86,6 +102,66 @@ pub(super) async fn add_note_form(
         Err(why) => session.flash().push(Level::Error, capitalize(why)).await?,
     }
     Ok(Redirect::to("/").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DeleteNote {
+    /// The note's position on the page, from 0.
+    index: usize,
+}
+
+/// `POST /notes/delete` (`index=N`): deletes one note.
+pub(super) async fn delete_note_form(
+    State(app): App,
+    session: Visit,
+    form: Result<Form<DeleteNote>, FormRejection>,
+) -> Handled {
+    if app.user_of(&session).await?.is_none() {
+        return Ok(to_login());
+    }
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return app.bad_form(&session, rejection).await,
+    };
+    let mut notes: Vec<String> = session.get(NOTES).await?.unwrap_or_default();
+    if form.index >= notes.len() {
+        let message = "No such note: it was deleted already (in another tab?).";
+        return app
+            .error_page(&session, StatusCode::NOT_FOUND, "Not found", message)
+            .await;
+    }
+    notes.remove(form.index);
+    if notes.is_empty() {
+        session.remove(NOTES).await?;
+    } else {
+        session.set(NOTES, &notes).await?;
+    }
+    notice(&session, Level::Success, "Note deleted").await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+/// `POST /notes/clear`: deletes every note.
+pub(super) async fn clear_notes_form(State(app): App, session: Visit) -> Handled {
+    if app.user_of(&session).await?.is_none() {
+        return Ok(to_login());
+    }
+    let had = session.remove(NOTES).await?;
+    let message = if had {
+        "All notes deleted"
+    } else {
+        "No notes to delete"
+    };
+    notice(&session, Level::Success, message).await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+/// A flash message, unless the session has no room left for it (then the page just shows
+/// the result).
+async fn notice(session: &Session, level: Level, text: &str) -> Result<(), AppError> {
+    match session.flash().push(level, text).await {
+        Err(e) if e.kind() == ErrorKind::TooLarge => Ok(()),
+        result => Ok(result?),
+    }
 }
 
 fn capitalize(s: &str) -> String {
