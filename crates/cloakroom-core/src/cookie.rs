@@ -25,6 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::id::{ID_LEN, SessionId, SessionKey};
+use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::keys::{KEY_ID_LEN, KeyRing, MAC_LEN};
 
 mod header;
@@ -184,18 +185,6 @@ impl SameSite {
     }
 }
 
-/// A cookie configuration was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CookieConfigError(pub String);
-
-impl fmt::Display for CookieConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CookieConfigError {}
-
 /// Name and attributes of a cookie.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CookieConfig {
@@ -232,38 +221,33 @@ impl CookieConfig {
     /// prefixes.
     ///
     /// # Errors
-    /// A message naming the problem.
-    pub fn validate(&self) -> Result<(), CookieConfigError> {
-        let err = |m: &str| Err(CookieConfigError(m.to_owned()));
-        if self.name.is_empty()
-            || !self
-                .name
+    /// A [`ConfigError`] naming the rule broken and the offending value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.name;
+        let refuse = |kind, setting, value: &str| Err(ConfigError::new(kind, setting, value));
+        if name.is_empty()
+            || !name
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
         {
-            return err("cookie name must be a non-empty RFC 6265 token");
+            return refuse(ConfigErrorKind::CookieName, "cookie name", name);
         }
         let bad_attr = |v: &str| v.bytes().any(|b| b == b';' || b.is_ascii_control());
         if bad_attr(&self.path) || !self.path.starts_with('/') {
-            return err("cookie path must start with '/' and contain no ';'");
+            return refuse(ConfigErrorKind::CookiePath, "cookie path", &self.path);
         }
-        if self
-            .domain
-            .as_deref()
-            .is_some_and(|d| d.is_empty() || bad_attr(d))
-        {
-            return err("cookie domain must be non-empty and contain no ';'");
+        if let Some(domain) = self.domain.as_deref().filter(|d| d.is_empty() || bad_attr(d)) {
+            return refuse(ConfigErrorKind::CookieDomain, "cookie domain", domain);
         }
         if self.same_site == SameSite::None && !self.secure {
-            return err("SameSite=None requires Secure");
+            return refuse(ConfigErrorKind::SameSiteNoneWithoutSecure, "cookie", name);
         }
-        if self.name.starts_with("__Host-")
-            && (!self.secure || self.domain.is_some() || self.path != "/")
+        let host_rules_broken =
+            !self.secure || self.domain.is_some() || self.path != "/";
+        if (name.starts_with("__Host-") && host_rules_broken)
+            || (name.starts_with("__Secure-") && !self.secure)
         {
-            return err("a __Host- cookie must be Secure, with Path=/ and no Domain");
-        }
-        if self.name.starts_with("__Secure-") && !self.secure {
-            return err("a __Secure- cookie must be Secure");
+            return refuse(ConfigErrorKind::CookiePrefix, "cookie name", name);
         }
         Ok(())
     }

@@ -13,16 +13,20 @@
 //! Adapters (the tower layer) and stores (SQLite, Redis) build on this crate; it depends on
 //! neither.
 
+mod config_error;
 pub mod cookie;
 pub mod csrf;
 pub mod flash;
 pub mod id;
 pub mod keys;
 pub mod redact;
+#[cfg(feature = "http")]
+pub mod response;
 pub mod session;
 pub mod store;
 pub mod tornado;
 
+pub use config_error::{ConfigError, ConfigErrorKind};
 pub use keys::{Key, KeyRing};
 pub use session::{Session, SessionConfig, SessionEngine, SessionId, SessionKey, Timestamp};
 pub use store::{MemoryStore, SessionStore};

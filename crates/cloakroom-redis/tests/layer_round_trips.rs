@@ -21,6 +21,7 @@ async fn app(server: &RedisServer, touch: Duration) -> Router {
         .unwrap();
     let layer = SessionLayer::new(Arc::new(store), KeyRing::single(Key::generate()))
         .with_idle_timeout(Duration::from_secs(3600))
+        .unwrap()
         .with_touch_interval(touch);
     Router::new()
         .route(

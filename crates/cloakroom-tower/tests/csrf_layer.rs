@@ -46,7 +46,7 @@ fn app(csrf: CsrfLayer) -> Router {
         // Echoes the body it received, to prove it arrives intact.
         .route("/echo", post(|body: Bytes| async move { body }))
         .route("/webhook", post(|| async { "hook" }))
-        .layer(csrf.with_exempt_path("/webhook").with_exempt_path("/start"))
+        .layer(csrf.add_exempt_path("/webhook").add_exempt_path("/start"))
         .layer(sessions)
 }
 
@@ -351,7 +351,7 @@ async fn a_form_body_over_the_limit_is_413() {
 async fn cross_origin_requests_are_refused_before_the_token() {
     let mut c = Client::new(
         CsrfLayer::new()
-            .with_trusted_origin("https://partner.example")
+            .add_trusted_origin("https://partner.example")
             .unwrap(),
     );
     let token = c.token().await;
@@ -502,14 +502,14 @@ fn bad_trusted_origins_are_config_errors() {
         "https://*.example.com",
         "null",
     ] {
-        assert!(CsrfLayer::new().with_trusted_origin(bad).is_err(), "{bad}");
+        assert!(CsrfLayer::new().add_trusted_origin(bad).is_err(), "{bad}");
     }
     assert!(CsrfLayer::new().with_cookie_name("__Host-xsrf").is_ok());
     assert!(
         CsrfLayer::new()
             .with_cookie_name("__Host-xsrf")
             .unwrap()
-            .with_secure_cookie(false)
+            .with_cookie_secure(false)
             .is_err()
     );
 }

@@ -50,7 +50,7 @@ fn harness() -> Harness {
         )
         .route(
             "/form",
-            get(|t: CsrfToken| async move { Ok::<_, SessionError>(t.token().await?) }),
+            get(|t: CsrfToken| async move { t.token().await }),
         )
         .route(
             "/login/{user}",
@@ -76,10 +76,10 @@ fn harness() -> Harness {
         )
         .layer(
             CsrfLayer::new()
-                .with_exempt_path("/start/kept")
-                .with_exempt_path("/start/a")
-                .with_exempt_path("/start/b")
-                .with_exempt_path("/logout"),
+                .add_exempt_path("/start/kept")
+                .add_exempt_path("/start/a")
+                .add_exempt_path("/start/b")
+                .add_exempt_path("/logout"),
         )
         .layer(sessions);
     Harness { store, app }

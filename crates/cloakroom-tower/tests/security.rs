@@ -53,14 +53,16 @@ fn app(store: MemoryStore, keys: KeyRing) -> Router {
         )
         .layer(
             CsrfLayer::new()
-                .with_exempt_path("/put")
-                .with_exempt_path("/login/alice")
-                .with_exempt_path("/login/mallory"),
+                .add_exempt_path("/put")
+                .add_exempt_path("/login/alice")
+                .add_exempt_path("/login/mallory"),
         )
         .layer(
             SessionLayer::new(Arc::new(store), keys)
                 .with_max_data_bytes(1024)
-                .with_idle_timeout(Duration::from_secs(3600)),
+                .unwrap()
+                .with_idle_timeout(Duration::from_secs(3600))
+                .unwrap(),
         )
 }
 

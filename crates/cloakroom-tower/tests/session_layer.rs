@@ -255,7 +255,7 @@ async fn write_sets_cookie_with_safe_attributes_and_cache_headers() {
 
 #[tokio::test]
 async fn a_blind_write_is_one_store_operation_and_keeps_the_absolute_lifetime() {
-    let h = harness(|l| l.with_absolute_lifetime(Duration::from_secs(100)));
+    let h = harness(|l| l.with_absolute_lifetime(Duration::from_secs(100)).unwrap());
     let c = pair(&set_cookie(&send(&h.app, "POST", "/set/a/1", None).await).unwrap());
     let key = only_key(&h.probe.inner).await;
     let created = h
@@ -301,7 +301,7 @@ async fn a_blind_write_is_one_store_operation_and_keeps_the_absolute_lifetime() 
 
 #[tokio::test]
 async fn remember_me_makes_the_cookie_persistent() {
-    let h = harness(|l| l.with_idle_timeout(Duration::from_secs(3600)));
+    let h = harness(|l| l.with_idle_timeout(Duration::from_secs(3600)).unwrap());
     let res = send(&h.app, "POST", "/remember", None).await;
     let c = set_cookie(&res).unwrap();
     let age: u64 = c
@@ -427,7 +427,7 @@ async fn fifty_concurrent_writers_of_different_keys_all_survive() {
 
 #[tokio::test]
 async fn idle_timeout_is_enforced_server_side() {
-    let h = harness(|l| l.with_idle_timeout(Duration::from_millis(400)));
+    let h = harness(|l| l.with_idle_timeout(Duration::from_millis(400)).unwrap());
     let c = pair(&set_cookie(&send(&h.app, "POST", "/set/k/v", None).await).unwrap());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -445,8 +445,10 @@ async fn idle_timeout_is_enforced_server_side() {
 async fn activity_extends_idle_but_not_the_absolute_lifetime() {
     let h = harness(|l| {
         l.with_idle_timeout(Duration::from_millis(500))
+            .unwrap()
             .with_touch_interval(Duration::ZERO)
             .with_absolute_lifetime(Duration::from_millis(1200))
+            .unwrap()
     });
     let c = pair(&set_cookie(&send(&h.app, "POST", "/set/k/v", None).await).unwrap());
     // Reads every 250 ms keep it alive past one idle window...
@@ -476,6 +478,7 @@ async fn activity_extends_idle_but_not_the_absolute_lifetime() {
 async fn unchanged_reads_touch_only_when_due() {
     let h = harness(|l| {
         l.with_idle_timeout(Duration::from_secs(3600))
+            .unwrap()
             .with_touch_interval(Duration::from_millis(300))
     });
     let c = pair(&set_cookie(&send(&h.app, "POST", "/set/k/v", None).await).unwrap());
@@ -526,7 +529,7 @@ async fn store_failure_is_a_503_not_a_panic() {
 
 #[tokio::test]
 async fn a_hanging_store_times_out_with_a_503() {
-    let h = harness(|l| l.with_store_timeout(Duration::from_millis(200)));
+    let h = harness(|l| l.with_store_timeout(Duration::from_millis(200)).unwrap());
     let c = pair(&set_cookie(&send(&h.app, "POST", "/set/k/v", None).await).unwrap());
     h.probe.hang.store(true, Ordering::SeqCst);
     let start = Instant::now();
@@ -595,9 +598,9 @@ fn invalid_cookie_settings_are_config_errors() {
     );
     assert!(
         layer()
-            .with_same_site(cloakroom_core::cookie::SameSite::None)
+            .with_cookie_same_site(cloakroom_core::cookie::SameSite::None)
             .unwrap()
-            .with_secure(false)
+            .with_cookie_secure(false)
             .is_err()
     );
 }

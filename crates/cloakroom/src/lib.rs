@@ -31,7 +31,7 @@
 //! let keys = KeyRing::single(Key::generate());
 //! let app: Router = Router::new()
 //!     .route("/", get(hello))
-//!     .layer(SessionLayer::new(store, keys).with_secure(false)?); // http:// in development
+//!     .layer(SessionLayer::new(store, keys).with_cookie_secure(false)?); // http:// in development
 //! # use tower::ServiceExt as _;
 //! # let res = app.oneshot(axum::http::Request::new(axum::body::Body::empty())).await?;
 //! # assert!(res.headers()["set-cookie"].to_str()?.starts_with("session="));

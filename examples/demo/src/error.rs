@@ -2,7 +2,6 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cloakroom::SessionError;
 use cloakroom::session;
 
 use crate::passwords;
@@ -62,8 +61,9 @@ impl IntoResponse for AppError {
         match self {
             AppError::Session(e) => {
                 let store_failed = e.is_store_error();
-                // SessionError logs and answers: 503 for the store, 413 for oversized data.
-                let mut res = SessionError(e).into_response();
+                // The session error logs and answers: 503 for the store, 413 for oversized
+                // data.
+                let mut res = e.into_response();
                 if store_failed {
                     res.extensions_mut().insert(StoreFailure);
                 }

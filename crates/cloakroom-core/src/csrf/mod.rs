@@ -22,7 +22,7 @@ mod token;
 use std::fmt;
 
 pub use form::{FormKind, form_kind, multipart_field, percent_decode, urlencoded_field};
-pub use origin::{Origin, OriginError, RequestOrigin, check_cross_origin, is_safe_method};
+pub use origin::{Origin, RequestOrigin, check_cross_origin, is_safe_method};
 pub use token::{MAX_TOKEN_LEN, SECRET_LEN, Secret, decode_token};
 
 use crate::session::{self, Session};
@@ -33,8 +33,11 @@ pub(crate) const SESSION_FIELD: &str = session::CSRF_SECRET_FIELD;
 /// The form field and cookie name Tornado uses.
 pub const FIELD_NAME: &str = "_xsrf";
 
-/// Request headers a token may come in, in the order they are read.
-pub const HEADER_NAMES: [&str; 2] = ["x-xsrftoken", "x-csrftoken"];
+/// Request headers a token may come in, in the order they are read: Tornado's
+/// `X-XSRFToken`, Django's `X-CSRFToken`, and `X-XSRF-TOKEN`, the header Angular's
+/// `HttpClient` and axios copy the `XSRF-TOKEN` cookie into. Each carries a token, never
+/// a bare cookie value: what counts is that it matches the expected secret.
+pub const HEADER_NAMES: [&str; 3] = ["x-xsrftoken", "x-csrftoken", "x-xsrf-token"];
 
 /// Why a request was refused. The text forms are stable: apps and tests match on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

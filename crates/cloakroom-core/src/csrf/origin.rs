@@ -4,22 +4,7 @@
 use std::fmt;
 
 use super::Reason;
-
-/// A trusted origin was refused at configuration time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OriginError(pub String);
-
-impl fmt::Display for OriginError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid trusted origin {:?}: expected exactly scheme://host[:port]",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for OriginError {}
+use crate::config_error::{ConfigError, ConfigErrorKind};
 
 /// An exact origin, `scheme://host[:port]`, lower-cased; compared as a whole string (never by
 /// host alone: gorilla/csrf CVE-2025-47909).
@@ -31,9 +16,9 @@ impl Origin {
     /// else (no path, query, fragment, user info, trailing slash or wildcard).
     ///
     /// # Errors
-    /// [`OriginError`] naming the input.
-    pub fn parse(text: &str) -> Result<Self, OriginError> {
-        let err = || OriginError(text.to_owned());
+    /// A [`ConfigError`] of kind [`Origin`](ConfigErrorKind::Origin) naming the input.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let err = || ConfigError::new(ConfigErrorKind::Origin, "trusted origin", text);
         let lower = text.to_ascii_lowercase();
         let rest = lower
             .strip_prefix("https://")

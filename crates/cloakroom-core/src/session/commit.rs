@@ -144,7 +144,7 @@ pub(super) fn plan(
             send_cookie: live.remember_changed || meta.remember,
         };
     }
-    if expires_at > meta.expires_at && meta.last_seen.plus(config.touch_interval) <= now {
+    if expires_at > meta.expires_at && meta.last_seen.plus(config.touch_interval()) <= now {
         return CommitPlan::Touch {
             expires_at,
             send_cookie: meta.remember,
@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_session_is_touched_at_most_every_touch_interval() {
-        let interval = config().touch_interval;
+        let interval = config().touch_interval();
         let recent = state(Phase::Live(stored(interval / 2)));
         assert_eq!(
             plan_of(&recent, true),
@@ -590,7 +590,7 @@ mod tests {
 
     #[test]
     fn a_session_at_its_absolute_lifetime_is_not_touched() {
-        let mut live = stored(config().touch_interval * 2);
+        let mut live = stored(config().touch_interval() * 2);
         // Created so long ago that its deadline is its absolute lifetime, already recorded.
         live.record.meta.created_at = Timestamp(NOW.0 - 29 * 24 * 3_600_000 - 3_600_000);
         live.record.meta.expires_at = deadline(&config(), live.record.meta.created_at, NOW);

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::cookie::{CookieConfig, CookieConfigError};
+use crate::config_error::{ConfigError, ConfigErrorKind};
+use crate::cookie::CookieConfig;
 
 /// How sessions behave. Every field has a safe default; see [`SessionConfig::default`].
 #[derive(Clone, Debug)]
@@ -16,8 +17,10 @@ pub struct SessionConfig {
     /// (OWASP: an absolute timeout bounds what a stolen ticket is worth).
     pub absolute_lifetime: Duration,
     /// An unchanged session's expiry is pushed forward at most this often, so reads do not
-    /// each cost a store write. Default: a tenth of the idle timeout, at most 5 minutes.
-    pub touch_interval: Duration,
+    /// each cost a store write. `None` (the default): a tenth of the idle timeout, at most 5
+    /// minutes, whatever the idle timeout is set to; zero: on every request. Read it with
+    /// [`SessionConfig::touch_interval`].
+    pub touch_interval: Option<Duration>,
     /// Longest wait for one store operation before the request fails with a 503-class
     /// error. Default 2 seconds.
     pub store_timeout: Duration,
@@ -33,7 +36,7 @@ impl Default for SessionConfig {
             cookie: CookieConfig::new("session"),
             idle_timeout: idle,
             absolute_lifetime: Duration::from_secs(30 * 24 * 3600),
-            touch_interval: default_touch_interval(idle),
+            touch_interval: None,
             store_timeout: Duration::from_secs(2),
             max_data_bytes: 64 * 1024,
         }
@@ -46,19 +49,33 @@ pub fn default_touch_interval(idle: Duration) -> Duration {
 }
 
 impl SessionConfig {
-    /// Checks the configuration.
+    /// The touch interval in force: the one set, or the default for the idle timeout.
+    pub fn touch_interval(&self) -> Duration {
+        self.touch_interval
+            .unwrap_or_else(|| default_touch_interval(self.idle_timeout))
+    }
+
+    /// Checks the configuration. The policy for durations and limits, the same for every
+    /// setter of the adapters: zero is refused, except for the touch interval (where it
+    /// means every request).
     ///
     /// # Errors
-    /// An invalid cookie, or a zero timeout.
-    pub fn validate(&self) -> Result<(), CookieConfigError> {
+    /// An invalid cookie, a zero timeout or lifetime, or a zero data limit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.cookie.validate()?;
-        if self.idle_timeout.is_zero() || self.absolute_lifetime.is_zero() {
-            return Err(CookieConfigError(
-                "session timeouts must be positive".into(),
-            ));
+        let durations = [
+            ("idle timeout", self.idle_timeout),
+            ("absolute lifetime", self.absolute_lifetime),
+            ("store timeout", self.store_timeout),
+        ];
+        for (setting, value) in durations {
+            if value.is_zero() {
+                let value = format!("{value:?}");
+                return Err(ConfigError::new(ConfigErrorKind::ZeroDuration, setting, value));
+            }
         }
-        if self.store_timeout.is_zero() {
-            return Err(CookieConfigError("store timeout must be positive".into()));
+        if self.max_data_bytes == 0 {
+            return Err(ConfigError::new(ConfigErrorKind::ZeroLimit, "max data bytes", "0"));
         }
         Ok(())
     }

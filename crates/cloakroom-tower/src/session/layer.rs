@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cloakroom_core::cookie::{SameSite, TicketFormat};
-use cloakroom_core::session::{Error, SessionConfig, SessionEngine, default_touch_interval};
+use cloakroom_core::session::{Error, SessionConfig, SessionEngine};
 use cloakroom_core::{KeyRing, SessionStore};
 use http::Response;
 use tower_layer::Layer;
@@ -20,7 +20,6 @@ pub struct SessionLayer {
     store: Arc<dyn SessionStore>,
     keys: KeyRing,
     config: SessionConfig,
-    touch_set: bool,
     on_error: ErrorHandler,
     format: Option<Arc<dyn TicketFormat>>,
     /// The engine the settings make, built on first use and shared by every service (a
@@ -45,7 +44,6 @@ impl SessionLayer {
             store,
             keys,
             config: SessionConfig::default(),
-            touch_set: false,
             on_error: Arc::new(default_error_response),
             format: None,
             built: Arc::default(),
@@ -55,12 +53,18 @@ impl SessionLayer {
     /// Replaces the whole configuration.
     ///
     /// # Errors
-    /// An invalid configuration.
-    pub fn with_config(mut self, config: SessionConfig) -> Result<Self, ConfigError> {
+    /// An invalid configuration (see [`SessionConfig::validate`]).
+    pub fn with_config(self, config: SessionConfig) -> Result<Self, ConfigError> {
+        self.edit(|c| *c = config)
+    }
+
+    /// Applies `change` to the configuration and checks the result: the one path every
+    /// setter takes, so all follow [`SessionConfig::validate`]'s policy (zero durations and
+    /// limits refused, except the touch interval).
+    fn edit(mut self, change: impl FnOnce(&mut SessionConfig)) -> Result<Self, ConfigError> {
+        change(&mut self.config);
+        self.config.validate()?;
         self.built = Arc::default();
-        config.validate()?;
-        self.config = config;
-        self.touch_set = true;
         Ok(self)
     }
 
@@ -69,33 +73,27 @@ impl SessionLayer {
     ///
     /// # Errors
     /// A name that is not an RFC 6265 token, or a prefix whose rules the other settings break.
-    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.built = Arc::default();
-        self.config.cookie.name = name.into();
-        self.config.validate()?;
-        Ok(self)
+    pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = name.into();
+        self.edit(|c| c.cookie.name = name)
     }
 
     /// `Domain` attribute. Default none (host-only: the narrowest scope, per OWASP).
     ///
     /// # Errors
     /// An invalid domain, or a `__Host-` cookie name.
-    pub fn with_cookie_domain(mut self, domain: impl Into<String>) -> Result<Self, ConfigError> {
-        self.built = Arc::default();
-        self.config.cookie.domain = Some(domain.into());
-        self.config.validate()?;
-        Ok(self)
+    pub fn with_cookie_domain(self, domain: impl Into<String>) -> Result<Self, ConfigError> {
+        let domain = domain.into();
+        self.edit(|c| c.cookie.domain = Some(domain))
     }
 
     /// `Path` attribute. Default `/`.
     ///
     /// # Errors
     /// A path not starting with `/`, or a `__Host-` cookie name with another path.
-    pub fn with_cookie_path(mut self, path: impl Into<String>) -> Result<Self, ConfigError> {
-        self.built = Arc::default();
-        self.config.cookie.path = path.into();
-        self.config.validate()?;
-        Ok(self)
+    pub fn with_cookie_path(self, path: impl Into<String>) -> Result<Self, ConfigError> {
+        let path = path.into();
+        self.edit(|c| c.cookie.path = path)
     }
 
     /// `Secure` attribute. Default on (OWASP: tickets never travel over plain HTTP); turn it
@@ -103,64 +101,58 @@ impl SessionLayer {
     ///
     /// # Errors
     /// Turning it off with `SameSite=None` or a `__Host-`/`__Secure-` name.
-    pub fn with_secure(mut self, secure: bool) -> Result<Self, ConfigError> {
-        self.built = Arc::default();
-        self.config.cookie.secure = secure;
-        self.config.validate()?;
-        Ok(self)
+    pub fn with_cookie_secure(self, secure: bool) -> Result<Self, ConfigError> {
+        self.edit(|c| c.cookie.secure = secure)
     }
 
     /// `SameSite` attribute. Default `Lax` (cross-site POSTs carry no session).
     ///
     /// # Errors
     /// `SameSite::None` without `Secure`.
-    pub fn with_same_site(mut self, same_site: SameSite) -> Result<Self, ConfigError> {
-        self.built = Arc::default();
-        self.config.cookie.same_site = same_site;
-        self.config.validate()?;
-        Ok(self)
+    pub fn with_cookie_same_site(self, same_site: SameSite) -> Result<Self, ConfigError> {
+        self.edit(|c| c.cookie.same_site = same_site)
     }
 
-    /// Idle timeout. Default 24 hours. Also sets the touch interval to a tenth of it (at most
-    /// 5 minutes) unless [`SessionLayer::with_touch_interval`] set one.
-    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
-        self.built = Arc::default();
-        self.config.idle_timeout = idle.max(Duration::from_millis(1));
-        if !self.touch_set {
-            self.config.touch_interval = default_touch_interval(self.config.idle_timeout);
-        }
-        self
+    /// Idle timeout. Default 24 hours. The touch interval follows it (a tenth, at most 5
+    /// minutes) unless [`SessionLayer::with_touch_interval`] sets one.
+    ///
+    /// # Errors
+    /// A zero duration.
+    pub fn with_idle_timeout(self, idle: Duration) -> Result<Self, ConfigError> {
+        self.edit(|c| c.idle_timeout = idle)
     }
 
     /// Absolute lifetime. Default 30 days.
-    pub fn with_absolute_lifetime(mut self, lifetime: Duration) -> Self {
-        self.built = Arc::default();
-        self.config.absolute_lifetime = lifetime.max(Duration::from_millis(1));
-        self
+    ///
+    /// # Errors
+    /// A zero duration.
+    pub fn with_absolute_lifetime(self, lifetime: Duration) -> Result<Self, ConfigError> {
+        self.edit(|c| c.absolute_lifetime = lifetime)
     }
 
     /// How often an unchanged session's expiry is extended. Default: a tenth of the idle
-    /// timeout, at most 5 minutes (reads then cost no store write).
+    /// timeout, at most 5 minutes (reads then cost no store write); zero: every request.
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
+        self.config.touch_interval = Some(interval);
         self.built = Arc::default();
-        self.config.touch_interval = interval;
-        self.touch_set = true;
         self
     }
 
     /// Longest wait for one store operation. Default 2 seconds: past it the request gets a
     /// 503 instead of hanging.
-    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.built = Arc::default();
-        self.config.store_timeout = timeout.max(Duration::from_millis(1));
-        self
+    ///
+    /// # Errors
+    /// A zero duration.
+    pub fn with_store_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        self.edit(|c| c.store_timeout = timeout)
     }
 
     /// Largest session data accepted by `set`. Default 64 KiB.
-    pub fn with_max_data_bytes(mut self, max: usize) -> Self {
-        self.built = Arc::default();
-        self.config.max_data_bytes = max;
-        self
+    ///
+    /// # Errors
+    /// Zero.
+    pub fn with_max_data_bytes(self, max: usize) -> Result<Self, ConfigError> {
+        self.edit(|c| c.max_data_bytes = max)
     }
 
     /// The response sent when the store fails. Default: [`default_error_response`].
