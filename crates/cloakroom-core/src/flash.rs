@@ -3,10 +3,9 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use std::sync::Arc;
 //! use cloakroom_core::flash::Level;
 //! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionConfig, SessionEngine};
-//! let engine = SessionEngine::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::generate()), SessionConfig::default());
+//! let engine = SessionEngine::new(MemoryStore::new(), KeyRing::single(Key::generate()), SessionConfig::default());
 //! let session = engine.session(None);
 //! session.flash().push(Level::Success, "Note saved").await.unwrap();
 //! let shown = session.flash().take().await.unwrap();

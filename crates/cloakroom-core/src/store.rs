@@ -386,3 +386,29 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// A store as the engine keeps it: any [`SessionStore`] by value, or one already shared
+/// (`Arc<S>`, `Arc<dyn SessionStore>`), as [`SessionEngine::new`](crate::SessionEngine::new)
+/// and the adapters' layers take it.
+pub trait IntoSessionStore {
+    /// The store, shared.
+    fn into_session_store(self) -> std::sync::Arc<dyn SessionStore>;
+}
+
+impl<S: SessionStore> IntoSessionStore for S {
+    fn into_session_store(self) -> std::sync::Arc<dyn SessionStore> {
+        std::sync::Arc::new(self)
+    }
+}
+
+impl<S: SessionStore> IntoSessionStore for std::sync::Arc<S> {
+    fn into_session_store(self) -> std::sync::Arc<dyn SessionStore> {
+        self
+    }
+}
+
+impl IntoSessionStore for std::sync::Arc<dyn SessionStore> {
+    fn into_session_store(self) -> std::sync::Arc<dyn SessionStore> {
+        self
+    }
+}

@@ -3,7 +3,6 @@
 //!
 //! ```
 //! # #[cfg(feature = "axum")] {
-//! use std::sync::Arc;
 //! use axum::{Router, routing::get};
 //! use cloakroom_core::{Key, KeyRing, MemoryStore};
 //! use cloakroom_tower::{Session, SessionError, SessionLayer};
@@ -16,7 +15,7 @@
 //! let keys = KeyRing::single(Key::generate());
 //! let app: Router = Router::new()
 //!     .route("/", get(hello))
-//!     .layer(SessionLayer::new(Arc::new(MemoryStore::new()), keys));
+//!     .layer(SessionLayer::new(MemoryStore::new(), keys));
 //! # let _ = app;
 //! # }
 //! ```

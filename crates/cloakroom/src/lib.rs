@@ -74,3 +74,9 @@ pub use cloakroom_tower::{Session, SessionError};
 pub mod tower {
     pub use cloakroom_tower::*;
 }
+
+/// The README's code, compiled (and its `no_run` server example type-checked) by `cargo test
+/// --doc`, so the front page cannot drift from the API.
+#[cfg(all(doctest, feature = "axum", feature = "sqlite"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

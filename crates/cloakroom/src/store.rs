@@ -21,6 +21,9 @@ pub use cloakroom_core::store::*;
 #[cfg(feature = "sqlite")]
 pub use cloakroom_sqlite::{SqliteStore, SqliteStoreBuilder};
 
+#[cfg(feature = "postgres")]
+pub use cloakroom_postgres::{PostgresStore, PostgresStoreBuilder};
+
 #[cfg(feature = "redis")]
 pub use cloakroom_redis::{PycketStore, PycketStoreBuilder, RedisStore, RedisStoreBuilder};
 
@@ -45,6 +48,12 @@ pub fn supported_urls() -> Vec<&'static str> {
             "pycket+redis://host:port/db?notifications_db=N",
         ]);
     }
+    if cfg!(feature = "postgres") {
+        urls.extend([
+            "postgres://user:password@host:port/db?schema=..&table=..",
+            "postgresql://...",
+        ]);
+    }
     urls
 }
 
@@ -59,6 +68,9 @@ pub fn supported_urls() -> Vec<&'static str> {
 /// - `pycket+redis://[user:password@]host:port/db?notifications_db=N`: [`PycketStore`]
 ///   (feature `redis`), sessions in the format of Tornado's pycket (db default 0,
 ///   notifications default 1); pair it with `cloakroom::PycketTicket`.
+/// - `postgres://[user[:password]@]host[:port]/db` or `postgresql://...`: [`PostgresStore`]
+///   (feature `postgres`); libpq options plus `?schema=..&table=..&pool_size=..
+///   &statement_timeout_ms=..&timeout_ms=..&sslmode=..&sslrootcert=..`.
 ///
 /// Scheme names are case-insensitive.
 ///
@@ -74,6 +86,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>> {
         "sqlite" => open_sqlite(rest).await,
         "redis" | "rediss" | "redis+unix" | "redis+cluster" => open_redis(url).await,
         "pycket+redis" => open_pycket(url).await,
+        "postgres" | "postgresql" => open_postgres(url).await,
         _ => Err(unsupported(&format!("the scheme {scheme:?}"))),
     }
 }
@@ -103,7 +116,12 @@ fn unsupported(what: &str) -> Error {
     )
 }
 
-#[cfg(not(all(feature = "memory", feature = "sqlite", feature = "redis")))]
+#[cfg(not(all(
+    feature = "memory",
+    feature = "sqlite",
+    feature = "redis",
+    feature = "postgres"
+)))]
 fn disabled(scheme: &str, feature: &str) -> Error {
     Error::new(
         ErrorKind::Config,
@@ -193,6 +211,17 @@ async fn open_pycket(_: &str) -> Result<Arc<dyn SessionStore>> {
     Err(disabled("pycket+redis", "redis"))
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Arc<dyn SessionStore>> {
+    Ok(Arc::new(PostgresStore::open(url.trim()).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> Result<Arc<dyn SessionStore>> {
+    let scheme = url.trim().split(':').next().unwrap_or("postgres");
+    Err(disabled(scheme, "postgres"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +265,7 @@ mod tests {
     async fn unknown_scheme_is_a_config_error_listing_what_works() {
         for url in [
             "mongodb://127.0.0.1:27017/0",
-            "postgres://u:hunter2@h/db",
+            "mysql://u:hunter2@h/db",
             "",
             "s.db",
         ] {
@@ -255,6 +284,40 @@ mod tests {
             #[cfg(feature = "redis")]
             assert!(text.contains("redis://"), "{text}");
         }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn postgres_urls_open_the_postgres_store() {
+        // Port 1 on loopback: nothing listens there, so the URL got as far as connecting.
+        for url in [
+            "postgres://u:hunter2@127.0.0.1:1/db?timeout_ms=2000",
+            "PostgreSQL://u:hunter2@127.0.0.1:1/db?table=t&timeout_ms=2000",
+        ] {
+            let err = open(url).await.err().unwrap();
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let err = open("postgres://u:hunter2@127.0.0.1:1/db?table=x;y")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(
+            supported_urls()
+                .iter()
+                .any(|u| u.starts_with("postgres://"))
+        );
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[tokio::test]
+    async fn postgres_urls_need_the_feature() {
+        let err = open("postgres://u:hunter2@h/db").await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("`postgres` feature"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[cfg(feature = "redis")]

@@ -71,11 +71,19 @@ impl SessionConfig {
         for (setting, value) in durations {
             if value.is_zero() {
                 let value = format!("{value:?}");
-                return Err(ConfigError::new(ConfigErrorKind::ZeroDuration, setting, value));
+                return Err(ConfigError::new(
+                    ConfigErrorKind::ZeroDuration,
+                    setting,
+                    value,
+                ));
             }
         }
         if self.max_data_bytes == 0 {
-            return Err(ConfigError::new(ConfigErrorKind::ZeroLimit, "max data bytes", "0"));
+            return Err(ConfigError::new(
+                ConfigErrorKind::ZeroLimit,
+                "max data bytes",
+                "0",
+            ));
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use super::state::Phase;
 use super::{MAX_CANDIDATES, Result, SessionConfig, SessionId, SessionKey};
 use crate::cookie::{SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
-use crate::store::{self, SessionInfo, SessionStore};
+use crate::store::{self, IntoSessionStore, SessionInfo, SessionStore};
 
 /// One per application: the store, the keys and the configuration.
 ///
@@ -36,7 +36,8 @@ impl fmt::Debug for SessionEngine {
 
 impl SessionEngine {
     /// An engine over `store`, signing tickets with `keys`.
-    pub fn new(store: Arc<dyn SessionStore>, keys: KeyRing, config: SessionConfig) -> Self {
+    pub fn new(store: impl IntoSessionStore, keys: KeyRing, config: SessionConfig) -> Self {
+        let store = store.into_session_store();
         SessionEngine {
             shared: Arc::new(Shared {
                 store,

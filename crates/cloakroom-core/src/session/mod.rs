@@ -7,10 +7,9 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use std::sync::Arc;
 //! use cloakroom_core::{keys::{Key, KeyRing}, session::{SessionConfig, SessionEngine}, store::MemoryStore};
 //!
-//! let engine = SessionEngine::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::generate()), SessionConfig::default());
+//! let engine = SessionEngine::new(MemoryStore::new(), KeyRing::single(Key::generate()), SessionConfig::default());
 //! let session = engine.session(None);
 //! session.set("cart", &vec![1, 2, 3]).await.unwrap();
 //! let outcome = session.commit(Some("my-browser/1.0")).await.unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cloakroom_core::cookie::{SameSite, TicketFormat};
 use cloakroom_core::session::{Error, SessionConfig, SessionEngine};
+use cloakroom_core::store::IntoSessionStore;
 use cloakroom_core::{KeyRing, SessionStore};
 use http::Response;
 use tower_layer::Layer;
@@ -39,9 +40,9 @@ impl fmt::Debug for SessionLayer {
 impl SessionLayer {
     /// Sessions kept in `store`, tickets signed with `keys`, every setting at its default
     /// (see [`SessionConfig`]).
-    pub fn new(store: Arc<dyn SessionStore>, keys: KeyRing) -> Self {
+    pub fn new(store: impl IntoSessionStore, keys: KeyRing) -> Self {
         SessionLayer {
-            store,
+            store: store.into_session_store(),
             keys,
             config: SessionConfig::default(),
             on_error: Arc::new(default_error_response),

@@ -2,11 +2,10 @@
 //! extensions and commits it when the response is ready.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use cloakroom_core::{Key, KeyRing, MemoryStore};
 //! use cloakroom_tower::SessionLayer;
 //!
-//! let layer = SessionLayer::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::generate()))
+//! let layer = SessionLayer::new(MemoryStore::new(), KeyRing::single(Key::generate()))
 //!     .with_cookie_name("__Host-session").unwrap()
 //!     .with_idle_timeout(std::time::Duration::from_secs(30 * 60)).unwrap();
 //! # let _ = layer;
