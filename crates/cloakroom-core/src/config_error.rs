@@ -95,7 +95,13 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?} refused: {}", self.setting, self.value, self.kind.rule())
+        write!(
+            f,
+            "{} {:?} refused: {}",
+            self.setting,
+            self.value,
+            self.kind.rule()
+        )
     }
 }
 
@@ -112,6 +118,9 @@ mod tests {
             e.to_string(),
             "idle timeout \"0ns\" refused: this duration must be positive"
         );
-        assert_eq!((e.kind(), e.setting(), e.value()), (ConfigErrorKind::ZeroDuration, "idle timeout", "0ns"));
+        assert_eq!(
+            (e.kind(), e.setting(), e.value()),
+            (ConfigErrorKind::ZeroDuration, "idle timeout", "0ns")
+        );
     }
 }

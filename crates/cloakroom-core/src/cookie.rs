@@ -24,8 +24,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::id::{ID_LEN, SessionId, SessionKey};
 use crate::config_error::{ConfigError, ConfigErrorKind};
+use crate::id::{ID_LEN, SessionId, SessionKey};
 use crate::keys::{KEY_ID_LEN, KeyRing, MAC_LEN};
 
 mod header;
@@ -236,14 +236,17 @@ impl CookieConfig {
         if bad_attr(&self.path) || !self.path.starts_with('/') {
             return refuse(ConfigErrorKind::CookiePath, "cookie path", &self.path);
         }
-        if let Some(domain) = self.domain.as_deref().filter(|d| d.is_empty() || bad_attr(d)) {
+        if let Some(domain) = self
+            .domain
+            .as_deref()
+            .filter(|d| d.is_empty() || bad_attr(d))
+        {
             return refuse(ConfigErrorKind::CookieDomain, "cookie domain", domain);
         }
         if self.same_site == SameSite::None && !self.secure {
             return refuse(ConfigErrorKind::SameSiteNoneWithoutSecure, "cookie", name);
         }
-        let host_rules_broken =
-            !self.secure || self.domain.is_some() || self.path != "/";
+        let host_rules_broken = !self.secure || self.domain.is_some() || self.path != "/";
         if (name.starts_with("__Host-") && host_rules_broken)
             || (name.starts_with("__Secure-") && !self.secure)
         {

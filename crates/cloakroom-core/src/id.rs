@@ -225,7 +225,7 @@ mod tests {
         let b = SessionId::generate();
         assert_ne!(a, b);
         assert_ne!(a.key(), b.key());
-        assert_eq!(a.key(), a.clone().key());
+        assert_eq!(a.key(), SessionId::from_bytes(*a.as_bytes()).key());
         assert_ne!(&a.key().as_bytes()[..], &a.as_bytes()[..]);
     }
 

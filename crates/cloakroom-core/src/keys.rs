@@ -303,7 +303,7 @@ mod tests {
         let a = Key::from_bytes(&[1; 32]).unwrap();
         let b = Key::from_bytes(&[2; 32]).unwrap();
         let old = KeyRing::single(b.clone());
-        let rotated = KeyRing::new(vec![a.clone(), b.clone()]).unwrap();
+        let rotated = KeyRing::new(vec![a.clone(), b]).unwrap();
         let mac = old.sign(b"c", b"m");
         assert_eq!(rotated.verify(b"c", b"m", &mac), Some(1));
         assert_eq!(

@@ -6,9 +6,9 @@
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::session::{Error, ErrorKind};
 #[cfg(feature = "axum")]
 use crate::session::Session;
+use crate::session::{Error, ErrorKind};
 
 /// The response for a failed session operation: a store failure is `503 Service
 /// Unavailable` with `Retry-After: 1` (the request can be retried as it is), data over the
@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(res.headers()[RETRY_AFTER], "1");
         assert_eq!(res.headers()[CACHE_CONTROL], "no-store");
         let misuse = Error::new(ErrorKind::Committed, "late");
-        assert_eq!(error_response(&misuse).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            error_response(&misuse).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         let big = Error::new(ErrorKind::TooLarge, "big");
         assert_eq!(error_response(&big).status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(error_response(&big).headers().get(RETRY_AFTER).is_none());

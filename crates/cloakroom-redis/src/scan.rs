@@ -43,6 +43,48 @@ impl RedisStore {
         Ok(masters)
     }
 
+    /// One `SCAN` call on the node at `addr` (a default one: the standalone server) from `cursor`:
+    /// the next cursor and the session keys found, sorted, without duplicates.
+    async fn scan_batch(
+        &self,
+        addr: &(String, u16),
+        cursor: u64,
+    ) -> Result<(u64, Vec<SessionKey>)> {
+        let conn = self.conn();
+        let reply = bounded(self.inner.timeout, "scan", || {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&self.inner.scan_pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            async move { conn.send_to_node(cmd, addr).await }
+        })
+        .await?;
+        let mut reply = items(reply)?.into_iter();
+        let (Some(next_cursor), Some(found)) = (reply.next(), reply.next()) else {
+            return Err(Error::new(ErrorKind::Corrupt, "unexpected SCAN reply"));
+        };
+        let next_cursor = String::from_utf8(bytes(next_cursor)?)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "unexpected SCAN cursor"))?;
+        let session_prefix = format!("{}s:", self.inner.prefix);
+        let mut batch: Vec<SessionKey> = items(found)?
+            .into_iter()
+            .filter_map(|k| bytes(k).ok())
+            .filter_map(|k| {
+                let handle =
+                    std::str::from_utf8(k.strip_prefix(session_prefix.as_bytes())?).ok()?;
+                SessionKey::from_handle(handle)
+            })
+            .collect();
+        batch.sort_unstable_by_key(SessionKey::to_handle);
+        batch.dedup();
+        Ok((next_cursor, batch))
+    }
+
     /// One page of [`SessionStore::scan`]: `SCAN` node after node, loading what it finds.
     pub(crate) async fn scan_page(&self, cursor: Cursor, limit: usize) -> Result<Page> {
         let limit = limit.max(1);
@@ -65,42 +107,10 @@ impl RedisStore {
                 after: None,
             };
         }
-        let session_prefix = format!("{}s:", self.inner.prefix);
         let mut sessions = Vec::new();
         for _ in 0..SCAN_CALLS {
             let addr = nodes[node_index].1.clone().unwrap_or_default();
-            let conn = self.conn();
-            let reply = bounded(self.inner.timeout, "scan", || {
-                let mut conn = conn.clone();
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(pos.cursor)
-                    .arg("MATCH")
-                    .arg(&self.inner.scan_pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-                let addr = &addr;
-                async move { conn.send_to_node(cmd, addr).await }
-            })
-            .await?;
-            let mut reply = items(reply)?.into_iter();
-            let (Some(next_cursor), Some(found)) = (reply.next(), reply.next()) else {
-                return Err(Error::new(ErrorKind::Corrupt, "unexpected SCAN reply"));
-            };
-            let next_cursor = String::from_utf8(bytes(next_cursor)?)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| Error::new(ErrorKind::Corrupt, "unexpected SCAN cursor"))?;
-            let mut batch: Vec<SessionKey> = items(found)?
-                .into_iter()
-                .filter_map(|k| bytes(k).ok())
-                .filter_map(|k| {
-                    let handle =
-                        std::str::from_utf8(k.strip_prefix(session_prefix.as_bytes())?).ok()?;
-                    SessionKey::from_handle(handle)
-                })
-                .collect();
-            batch.sort_unstable_by_key(SessionKey::to_handle);
-            batch.dedup();
+            let (next_cursor, mut batch) = self.scan_batch(&addr, pos.cursor).await?;
             if let Some(after) = &pos.after {
                 batch.retain(|k| k.to_handle().as_str() > after.as_str());
             }

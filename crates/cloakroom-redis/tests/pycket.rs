@@ -223,31 +223,9 @@ fn uuid4() -> (String, SessionKey) {
     (uuid, key)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_written_by_pycket_load_and_keep_their_values() {
-    let server = RedisServer::start();
-    let port = server.port();
-    let store = PycketStore::open(&url(&server, 5, 11)).await.unwrap();
-    let (uuid, key) = uuid4();
-
-    // pycket's own driver writes the session and a notification, as Tornado would.
-    run_python(
-        port,
-        &format!(
-            "from pycket.driver import DriverFactory\n\
-             f = DriverFactory()\n\
-             s = f.create('redis', {{'host': '127.0.0.1', 'port': PORT, 'db_sessions': 5, 'db_notifications': 11}}, 'db_sessions')\n\
-             n = f.create('redis', {{'host': '127.0.0.1', 'port': PORT, 'db_sessions': 5, 'db_notifications': 11}}, 'db_notifications')\n\
-             s.set('{uuid}', {{'ID': 'bob', 'visits': 3, 'pair': (1, 'x')}})\n\
-             n.set('{uuid}', {{'success': 'Welcome back, bob', 'custom': 'hi'}})\n"
-        ),
-    );
-    let now = Timestamp::now();
-    let record = store
-        .load(&key)
-        .await
-        .unwrap()
-        .expect("pycket's record loads");
+/// What pycket's driver wrote in `records_written_by_pycket_load_and_keep_their_values`,
+/// as a record: values as JSON, times from the TTL, notifications as flash messages.
+fn assert_loaded_from_pycket(record: &Record, now: Timestamp) {
     assert_eq!(record.data["ID"], "\"bob\"");
     assert_eq!(record.data["visits"], "3");
     assert_eq!(record.data["pair"], "[1,\"x\"]");
@@ -273,6 +251,35 @@ async fn records_written_by_pycket_load_and_keep_their_values() {
             },
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_by_pycket_load_and_keep_their_values() {
+    let server = RedisServer::start();
+    let port = server.port();
+    let store = PycketStore::open(&url(&server, 5, 11)).await.unwrap();
+    let (uuid, key) = uuid4();
+
+    // pycket's own driver writes the session and a notification, as Tornado would.
+    run_python(
+        port,
+        &format!(
+            "from pycket.driver import DriverFactory\n\
+             f = DriverFactory()\n\
+             s = f.create('redis', {{'host': '127.0.0.1', 'port': PORT, 'db_sessions': 5, 'db_notifications': 11}}, 'db_sessions')\n\
+             n = f.create('redis', {{'host': '127.0.0.1', 'port': PORT, 'db_sessions': 5, 'db_notifications': 11}}, 'db_notifications')\n\
+             s.set('{uuid}', {{'ID': 'bob', 'visits': 3, 'pair': (1, 'x')}})\n\
+             n.set('{uuid}', {{'success': 'Welcome back, bob', 'custom': 'hi'}})\n"
+        ),
+    );
+    let now = Timestamp::now();
+    let record = store
+        .load(&key)
+        .await
+        .unwrap()
+        .expect("pycket's record loads");
+    assert_loaded_from_pycket(&record, now);
+    let day = 86_400_000;
 
     // A patch from our side keeps Tornado's values (the tuple stays a tuple), adds ours,
     // and takes the notifications (one-time read).

@@ -176,7 +176,8 @@ impl Session {
         self.execute(st, plan, now, user_agent).await
     }
 
-    /// Carries out `plan` on `st`.
+    /// Carries out `plan` on `st`: one store operation (two for a renewal or a new session
+    /// after a logout), each under the store timeout.
     async fn execute(
         &self,
         st: &mut State,
@@ -184,21 +185,18 @@ impl Session {
         now: Timestamp,
         user_agent: Option<&str>,
     ) -> Result<CommitOutcome> {
-        let shared = &*self.inner.shared;
-        let limit = shared.config.store_timeout;
-        let store = &shared.store;
-        let removal = || Some(shared.config.cookie.removal());
+        let cookie = &self.config().cookie;
         match plan {
             CommitPlan::Nothing { clear_cookie } => Ok(CommitOutcome {
-                set_cookie: clear_cookie.then(|| shared.config.cookie.removal()),
+                set_cookie: clear_cookie.then(|| cookie.removal()),
                 action: CommitAction::None,
             }),
             CommitPlan::Delete { clear_cookie } => {
                 for key in &st.retired {
-                    timed(limit, store.delete(key)).await?;
+                    timed(self.config().store_timeout, self.store().delete(key)).await?;
                 }
                 Ok(CommitOutcome {
-                    set_cookie: if clear_cookie { removal() } else { None },
+                    set_cookie: clear_cookie.then(|| cookie.removal()),
                     action: CommitAction::Destroyed,
                 })
             }
@@ -214,99 +212,135 @@ impl Session {
                 expires_at,
                 renewed,
             } => {
-                let State {
-                    phase: Phase::Live(live),
-                    retired,
-                    changes,
-                    ..
-                } = st
-                else {
-                    return Ok(CommitOutcome::default());
-                };
-                let meta = &mut live.record.meta;
-                meta.last_seen = last_seen;
-                meta.expires_at = expires_at;
-                if meta.user_agent.is_none() {
-                    meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
-                }
-                let (id, key) = self.create(live.id.take(), &live.record).await?;
-                // The new record is in: now the old ones go (a failure here leaves them to
-                // expire; the response is still a 503, so the client keeps its old ticket).
-                let replaced = if live.renew { live.stored.take() } else { None };
-                for old in retired.iter().chain(replaced.as_ref()) {
-                    timed(limit, store.delete(old)).await?;
-                }
-                let set_cookie = self.ticket_cookie(&id, live.record.meta.remember, expires_at);
-                live.id = Some(id);
-                live.stored = Some(key);
-                live.renew = false;
-                live.remember_changed = false;
-                changes.clear();
-                Ok(CommitOutcome {
-                    set_cookie: Some(set_cookie),
-                    action: if renewed {
-                        CommitAction::Renewed
-                    } else {
-                        CommitAction::Created
-                    },
-                })
+                let times = (last_seen, expires_at);
+                self.commit_create(st, times, renewed, user_agent).await
             }
             CommitPlan::Patch {
                 expires_at,
                 remember,
                 send_cookie,
             } => {
-                let State {
-                    phase: Phase::Live(live),
-                    changes,
-                    ..
-                } = st
-                else {
-                    return Ok(CommitOutcome::default());
-                };
-                let (Some(id), Some(key)) = (&live.id, &live.stored) else {
-                    return Ok(CommitOutcome::default());
-                };
                 let mut patch = Patch::new(now, expires_at);
                 patch.remember = remember;
-                for (name, change) in std::mem::take(changes) {
-                    match change {
-                        Some(json) => patch.set.push((name, json)),
-                        None => patch.remove.push(name),
-                    }
-                }
-                live.record.meta.last_seen = now;
-                live.record.meta.expires_at = expires_at;
-                match timed(limit, store.apply(key, &patch)).await? {
-                    Applied::Done => Ok(CommitOutcome {
-                        set_cookie: send_cookie
-                            .then(|| self.ticket_cookie(id, live.record.meta.remember, expires_at)),
-                        action: CommitAction::Patched,
-                    }),
-                    Applied::Missing => Ok(self.vanished()),
-                }
+                self.commit_patch(st, patch, send_cookie).await
             }
             CommitPlan::Touch {
                 expires_at,
                 send_cookie,
-            } => {
-                let Phase::Live(live) = &mut st.phase else {
-                    return Ok(CommitOutcome::default());
-                };
-                let (Some(id), Some(key)) = (&live.id, &live.stored) else {
-                    return Ok(CommitOutcome::default());
-                };
-                live.record.meta.last_seen = now;
-                live.record.meta.expires_at = expires_at;
-                match timed(limit, store.touch(key, now, expires_at)).await? {
-                    Applied::Done => Ok(CommitOutcome {
-                        set_cookie: send_cookie.then(|| self.ticket_cookie(id, true, expires_at)),
-                        action: CommitAction::Touched,
-                    }),
-                    Applied::Missing => Ok(self.vanished()),
-                }
+            } => self.commit_touch(st, now, expires_at, send_cookie).await,
+        }
+    }
+
+    /// Writes the live session as a new record (under its reserved id, or a fresh one), then
+    /// deletes what it replaces: the record a renewal leaves, those a logout retired.
+    async fn commit_create(
+        &self,
+        st: &mut State,
+        (last_seen, expires_at): (Timestamp, Timestamp),
+        renewed: bool,
+        user_agent: Option<&str>,
+    ) -> Result<CommitOutcome> {
+        let State {
+            phase: Phase::Live(live),
+            retired,
+            changes,
+            ..
+        } = st
+        else {
+            return Ok(CommitOutcome::default());
+        };
+        let meta = &mut live.record.meta;
+        meta.last_seen = last_seen;
+        meta.expires_at = expires_at;
+        if meta.user_agent.is_none() {
+            meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
+        }
+        let (id, key) = self.create(live.id.take(), &live.record).await?;
+        // The new record is in: now the old ones go (a failure here leaves them to expire;
+        // the response is still a 503, so the client keeps its old ticket).
+        let replaced = if live.renew { live.stored.take() } else { None };
+        for old in retired.iter().chain(replaced.as_ref()) {
+            timed(self.config().store_timeout, self.store().delete(old)).await?;
+        }
+        let set_cookie = self.ticket_cookie(&id, live.record.meta.remember, expires_at);
+        live.id = Some(id);
+        live.stored = Some(key);
+        live.renew = false;
+        live.remember_changed = false;
+        changes.clear();
+        Ok(CommitOutcome {
+            set_cookie: Some(set_cookie),
+            action: if renewed {
+                CommitAction::Renewed
+            } else {
+                CommitAction::Created
+            },
+        })
+    }
+
+    /// Patches the changed fields (taken from the state, not copied) into the stored record.
+    async fn commit_patch(
+        &self,
+        st: &mut State,
+        mut patch: Patch,
+        send_cookie: bool,
+    ) -> Result<CommitOutcome> {
+        let State {
+            phase: Phase::Live(live),
+            changes,
+            ..
+        } = st
+        else {
+            return Ok(CommitOutcome::default());
+        };
+        let (Some(id), Some(key)) = (&live.id, &live.stored) else {
+            return Ok(CommitOutcome::default());
+        };
+        for (name, change) in std::mem::take(changes) {
+            match change {
+                Some(json) => patch.set.push((name, json)),
+                None => patch.remove.push(name),
             }
         }
+        live.record.meta.last_seen = patch.last_seen;
+        live.record.meta.expires_at = patch.expires_at;
+        let limit = self.config().store_timeout;
+        Ok(match timed(limit, self.store().apply(key, &patch)).await? {
+            Applied::Done => CommitOutcome {
+                set_cookie: send_cookie
+                    .then(|| self.ticket_cookie(id, live.record.meta.remember, patch.expires_at)),
+                action: CommitAction::Patched,
+            },
+            Applied::Missing => self.vanished(),
+        })
+    }
+
+    /// Moves the stored record's expiry (the cookie's too, for a remembered session).
+    async fn commit_touch(
+        &self,
+        st: &mut State,
+        now: Timestamp,
+        expires_at: Timestamp,
+        send_cookie: bool,
+    ) -> Result<CommitOutcome> {
+        let Phase::Live(live) = &mut st.phase else {
+            return Ok(CommitOutcome::default());
+        };
+        let (Some(id), Some(key)) = (&live.id, &live.stored) else {
+            return Ok(CommitOutcome::default());
+        };
+        live.record.meta.last_seen = now;
+        live.record.meta.expires_at = expires_at;
+        let limit = self.config().store_timeout;
+        Ok(
+            match timed(limit, self.store().touch(key, now, expires_at)).await? {
+                Applied::Done => CommitOutcome {
+                    set_cookie: send_cookie.then(|| self.ticket_cookie(id, true, expires_at)),
+                    action: CommitAction::Touched,
+                },
+                Applied::Missing => self.vanished(),
+            },
+        )
     }
 
     /// Commits writes made without a load: one patch; if the ticket's session is gone, a new

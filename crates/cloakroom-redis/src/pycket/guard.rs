@@ -345,6 +345,14 @@ impl Machine {
                 let l = r.line()?;
                 self.push_new(1 + l.len() as u64)?;
             }
+            _ => self.build(op, r)?,
+        }
+        Some(())
+    }
+
+    /// The opcodes that build containers and objects, and the memo.
+    fn build(&mut self, op: u8, r: &mut Reader<'_>) -> Option<()> {
+        match op {
             EMPTY_DICT | EMPTY_LIST | EMPTY_TUPLE | EMPTY_SET => self.push_new(1)?,
             // Containers built from the stack.
             LIST | TUPLE | DICT | FROZENSET => {

@@ -22,6 +22,41 @@ pub(super) enum Op<'a> {
     DeleteOwned(&'a str),
 }
 
+/// The change an update makes to a live session.
+enum Update<'a> {
+    Patch(&'a Patch),
+    Touch(Timestamp, Timestamp),
+}
+
+/// Lays `patch`'s fields over `stored` (JSON texts kept in `json`); what it does to the
+/// notifications (the flash field maps onto them).
+fn patch_fields(
+    stored: &mut Stored,
+    json: &mut BTreeMap<String, String>,
+    patch: &Patch,
+) -> Result<FlashOp> {
+    let mut flash = FlashOp::Keep;
+    for name in &patch.remove {
+        if name == FLASH_FIELD {
+            flash = FlashOp::Delete;
+        } else {
+            stored.remove_field(json, name);
+        }
+    }
+    for (name, text) in &patch.set {
+        if name == FLASH_FIELD {
+            flash = match notes_from_flash(text)? {
+                Some(bytes) => FlashOp::Set(bytes),
+                None => FlashOp::Delete,
+            };
+        } else {
+            check_field(name)?;
+            stored.set_field(json, name, text);
+        }
+    }
+    Ok(flash)
+}
+
 /// What a transaction reports.
 pub(super) enum Outcome {
     Created(Created),
@@ -129,13 +164,27 @@ impl PycketStore {
         rkey: &str,
         op: &Op<'_>,
     ) -> TxResult {
-        if let Op::Delete = op {
-            return self.delete_once(c, rkey).await;
-        }
+        let update = match op {
+            Op::Delete => return self.delete_once(c, rkey).await,
+            Op::Create(record) => {
+                redis::cmd("WATCH").arg(rkey).exec_async(c).await?;
+                return self.create_once(c, rkey, record).await;
+            }
+            Op::DeleteOwned(user) => return self.delete_owned_once(c, rkey, user).await,
+            Op::Apply(patch) => Update::Patch(patch),
+            Op::Touch(last_seen, expires_at) => Update::Touch(*last_seen, *expires_at),
+        };
+        self.update_once(c, rkey, update).await
+    }
+
+    /// `WATCH`es `rkey` and reads it with its TTL; `None` (and the watch released) when the
+    /// key is gone.
+    async fn watch_and_read(
+        &self,
+        c: &mut MultiplexedConnection,
+        rkey: &str,
+    ) -> Result<Option<(Vec<u8>, i64)>, TxError> {
         redis::cmd("WATCH").arg(rkey).exec_async(c).await?;
-        if let Op::Create(record) = op {
-            return self.create_once(c, rkey, record).await;
-        }
         let (raw, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
             .cmd("GET")
             .arg(rkey)
@@ -143,74 +192,79 @@ impl PycketStore {
             .arg(rkey)
             .query_async(c)
             .await?;
-        let now = Timestamp::now();
-        let raw = match raw {
-            Some(raw) if pttl != -2 => raw,
+        match raw {
+            Some(raw) if pttl != -2 => Ok(Some((raw, pttl))),
             _ => {
                 redis::cmd("UNWATCH").exec_async(c).await?;
-                return Ok(Attempt::Done(match op {
-                    Op::DeleteOwned(_) => Outcome::Deleted(false, None),
-                    _ => Outcome::Applied(Applied::Missing),
-                }));
+                Ok(None)
             }
-        };
-        if let Op::DeleteOwned(user) = op {
-            let stored = Stored::decode(&raw, false)?;
-            let meta = record_meta(&stored.meta(), pttl, now);
-            if meta.user.as_deref() != Some(*user) || meta.expires_at <= now {
-                redis::cmd("UNWATCH").exec_async(c).await?;
-                return Ok(Attempt::Done(Outcome::Deleted(false, None)));
-            }
-            let mut p = redis::pipe();
-            p.atomic().cmd("DEL").arg(rkey);
-            self.notes_part(&mut p, rkey, &FlashOp::Delete, None);
-            let reply: RedisValue = p.query_async(c).await?;
-            return Ok(match reply {
-                RedisValue::Nil => Attempt::Conflict,
-                _ => Attempt::Done(Outcome::Deleted(true, meta.user)),
-            });
         }
+    }
+
+    /// Deletes `rkey` if it is a live session of `user`.
+    async fn delete_owned_once(
+        &self,
+        c: &mut MultiplexedConnection,
+        rkey: &str,
+        user: &str,
+    ) -> TxResult {
+        let now = Timestamp::now();
+        let Some((raw, pttl)) = self.watch_and_read(c, rkey).await? else {
+            return Ok(Attempt::Done(Outcome::Deleted(false, None)));
+        };
+        let stored = Stored::decode(&raw, false)?;
+        let meta = record_meta(&stored.meta(), pttl, now);
+        if meta.user.as_deref() != Some(user) || meta.expires_at <= now {
+            redis::cmd("UNWATCH").exec_async(c).await?;
+            return Ok(Attempt::Done(Outcome::Deleted(false, None)));
+        }
+        let mut p = redis::pipe();
+        p.atomic().cmd("DEL").arg(rkey);
+        self.notes_part(&mut p, rkey, &FlashOp::Delete, None);
+        let reply: RedisValue = p.query_async(c).await?;
+        Ok(match reply {
+            RedisValue::Nil => Attempt::Conflict,
+            _ => Attempt::Done(Outcome::Deleted(true, meta.user)),
+        })
+    }
+
+    /// Patches or touches the live session at `rkey`, writing it back (or deleting it when
+    /// the change takes it past its lifetime) with its notifications.
+    async fn update_once(
+        &self,
+        c: &mut MultiplexedConnection,
+        rkey: &str,
+        update: Update<'_>,
+    ) -> TxResult {
+        let now = Timestamp::now();
+        let missing = Ok(Attempt::Done(Outcome::Applied(Applied::Missing)));
+        let Some((raw, pttl)) = self.watch_and_read(c, rkey).await? else {
+            return missing;
+        };
         let mut stored = Stored::decode(&raw, true)?;
         let stored_meta = stored.meta();
         let mut meta = record_meta(&stored_meta, pttl, now);
         if meta.expires_at <= now {
             redis::cmd("UNWATCH").exec_async(c).await?;
-            return Ok(Attempt::Done(Outcome::Applied(Applied::Missing)));
+            return missing;
         }
         let mut json = stored_meta.json;
-        let mut flash = FlashOp::Keep;
-        match op {
-            Op::Apply(patch) => {
-                for name in &patch.remove {
-                    if name == FLASH_FIELD {
-                        flash = FlashOp::Delete;
-                    } else {
-                        stored.remove_field(&mut json, name);
-                    }
-                }
-                for (name, text) in &patch.set {
-                    if name == FLASH_FIELD {
-                        flash = match notes_from_flash(text)? {
-                            Some(bytes) => FlashOp::Set(bytes),
-                            None => FlashOp::Delete,
-                        };
-                    } else {
-                        check_field(name)?;
-                        stored.set_field(&mut json, name, text);
-                    }
-                }
+        let flash = match update {
+            Update::Patch(patch) => {
+                let flash = patch_fields(&mut stored, &mut json, patch)?;
                 meta.last_seen = patch.last_seen;
                 meta.expires_at = patch.expiry_for(meta.created_at);
                 if let Some(remember) = patch.remember {
                     meta.remember = remember;
                 }
+                flash
             }
-            Op::Touch(last_seen, expires_at) => {
-                meta.last_seen = *last_seen;
-                meta.expires_at = *expires_at;
+            Update::Touch(last_seen, expires_at) => {
+                meta.last_seen = last_seen;
+                meta.expires_at = expires_at;
+                FlashOp::Keep
             }
-            Op::Create(_) | Op::Delete | Op::DeleteOwned(_) => unreachable!("handled above"),
-        }
+        };
         stored.set_meta(&meta, json);
         let mut p = redis::pipe();
         p.atomic();
