@@ -5,30 +5,25 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use cloakroom_core::store::{Error, ErrorKind, Result};
+use cloakroom_core::store::Result;
 
-use crate::conn::{Conn, Target, redact, take_options};
+use crate::conn::{Conn, Resolved, StoreOptions, Target, redact, take_options};
 use crate::scan::glob_escape;
 use crate::store::{Inner, RedisStore};
-use crate::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX};
 
 /// Options for [`RedisStore`]; made by [`RedisStore::builder`].
 #[must_use = "call .build().await to open the store"]
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
     pub(crate) url: String,
-    pub(crate) prefix: Option<String>,
-    pub(crate) command_timeout: Option<Duration>,
-    pub(crate) connections: Option<usize>,
+    pub(crate) options: StoreOptions,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("url", &redact(&self.url))
-            .field("prefix", &self.prefix)
-            .field("command_timeout", &self.command_timeout)
-            .field("connections", &self.connections)
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -38,14 +33,14 @@ impl RedisStoreBuilder {
     /// URL option `prefix`). Several applications can share a Redis database with different
     /// prefixes.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
+        self.options.prefix = Some(prefix.into());
         self
     }
 
     /// The bound on every command, including connecting (default
     /// [`DEFAULT_COMMAND_TIMEOUT`], 2 s; URL option `timeout_ms`). Must not be zero.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = Some(timeout);
+        self.options.timeout = Some(timeout);
         self
     }
 
@@ -53,7 +48,7 @@ impl RedisStoreBuilder {
     /// `connections`). One is usually best: every task's requests are pipelined over it.
     /// More can help when large replies would otherwise hold up small ones.
     pub fn connections(mut self, n: usize) -> Self {
-        self.connections = Some(n);
+        self.options.connections = Some(n);
         self
     }
 
@@ -63,29 +58,12 @@ impl RedisStoreBuilder {
     /// [`ErrorKind::Config`] for a bad URL or option, [`ErrorKind::Unavailable`] when Redis
     /// cannot be reached within the command timeout.
     pub async fn build(self) -> Result<RedisStore> {
-        let (url, options) = take_options(&self.url)?;
-        // What the builder was told wins over the URL's options, which win over defaults.
-        let prefix = self
-            .prefix
-            .or(options.prefix)
-            .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
-        let timeout = self
-            .command_timeout
-            .or(options.timeout)
-            .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
-        let connections = self.connections.or(options.connections).unwrap_or(1);
-        if timeout.is_zero() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "the command timeout must not be zero",
-            ));
-        }
-        if connections == 0 {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "at least one connection is needed",
-            ));
-        }
+        let (url, from_url) = take_options(&self.url)?;
+        let Resolved {
+            prefix,
+            timeout,
+            connections,
+        } = self.options.resolve(from_url, 1)?;
         let target = Target::parse(&url)?;
         let shown_url = redact(&self.url);
         let mut conns = Vec::with_capacity(connections);
@@ -128,9 +106,7 @@ impl RedisStore {
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
-            prefix: None,
-            command_timeout: None,
-            connections: None,
+            options: StoreOptions::default(),
         }
     }
 }

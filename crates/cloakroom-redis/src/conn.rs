@@ -79,18 +79,60 @@ impl Target {
     }
 }
 
-/// Store options given in the URL's query (`?prefix=app:&timeout_ms=500&connections=2`),
-/// taken out before the URL goes to redis-rs.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct UrlOptions {
+/// The options both Redis stores take, from their builder or from the URL's query
+/// (`?prefix=app:&timeout_ms=500&connections=2`, taken out before the URL goes to redis-rs).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct StoreOptions {
+    /// The prefix of the keys the store writes.
     pub(crate) prefix: Option<String>,
+    /// The bound on every command, connecting included.
     pub(crate) timeout: Option<Duration>,
+    /// How many connections (what they are is the store's).
     pub(crate) connections: Option<usize>,
 }
 
+/// [`StoreOptions`] in force.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) connections: usize,
+}
+
+impl StoreOptions {
+    /// These options, then `fallback`'s for what these leave out (the builder's over the
+    /// URL's), then the defaults; a zero timeout or connection count is refused.
+    pub(crate) fn resolve(self, fallback: StoreOptions, connections: usize) -> Result<Resolved> {
+        let timeout = self
+            .timeout
+            .or(fallback.timeout)
+            .unwrap_or(crate::DEFAULT_COMMAND_TIMEOUT);
+        if timeout.is_zero() {
+            let message = "the command timeout must not be zero";
+            return Err(Error::new(ErrorKind::Config, message));
+        }
+        let connections = self
+            .connections
+            .or(fallback.connections)
+            .unwrap_or(connections);
+        if connections == 0 {
+            let message = "at least one connection is needed";
+            return Err(Error::new(ErrorKind::Config, message));
+        }
+        Ok(Resolved {
+            prefix: self
+                .prefix
+                .or(fallback.prefix)
+                .unwrap_or_else(|| crate::DEFAULT_PREFIX.to_owned()),
+            timeout,
+            connections,
+        })
+    }
+}
+
 /// Splits the store's own options off `url`; other query parameters stay for redis-rs.
-pub(crate) fn take_options(url: &str) -> Result<(String, UrlOptions)> {
-    let mut options = UrlOptions::default();
+pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
+    let mut options = StoreOptions::default();
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), options));
     };
@@ -361,7 +403,7 @@ mod tests {
         assert_eq!(o.prefix.as_deref(), Some("p:"));
         assert_eq!(
             take_options("redis://h").unwrap(),
-            ("redis://h".into(), UrlOptions::default())
+            ("redis://h".into(), StoreOptions::default())
         );
         for bad in [
             "redis://h?timeout_ms=x",

@@ -69,6 +69,7 @@
 mod builder;
 mod codec;
 mod conn;
+mod index;
 mod pipe;
 pub mod pycket;
 mod scan;

@@ -1,6 +1,5 @@
 //! [`RedisStore`]: the store itself, its connections and the [`SessionStore`] contract.
 
-use std::cmp::Reverse;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use redis::{Cmd, RedisError, Script, Value};
 
 use crate::codec::{bytes, decode_record, int, items};
 use crate::conn::{Conn, bounded};
+use crate::index::Members;
 use crate::{FAN_OUT, PRUNE_EVERY, PRUNE_FROM, codec, scripts};
 
 /// Sessions in Redis (standalone or Cluster).
@@ -282,32 +282,15 @@ impl SessionStore for RedisStore {
 
     async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
         let members = self.index_members("sessions_of", user).await?;
-        let mut dead = Vec::new();
-        let mut keys = Vec::with_capacity(members.len());
-        let mut kept = Vec::with_capacity(members.len());
-        for member in members {
-            match std::str::from_utf8(&member)
+        let members = Members::sort(members, |m| {
+            std::str::from_utf8(m)
                 .ok()
                 .and_then(SessionKey::from_handle)
-            {
-                Some(key) => {
-                    keys.push(key);
-                    kept.push(member);
-                }
-                None => dead.push(member),
-            }
-        }
-        let records = self.load_many("sessions_of", &keys).await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for ((key, member), record) in keys.into_iter().zip(kept).zip(records) {
-            match record {
-                Some(r) if r.meta.user.as_deref() == Some(user) => out.push(r.info(key)),
-                _ => dead.push(member),
-            }
-        }
+        });
+        let records = self.load_many("sessions_of", &members.keys).await?;
+        let (infos, dead) = members.resolve(user, records);
         self.unindex(user, &dead).await;
-        out.sort_by_key(|i| Reverse(i.meta.last_seen));
-        Ok(out)
+        Ok(infos)
     }
 
     async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {

@@ -137,7 +137,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value as RedisValue};
 use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
 
-use crate::conn::{Conn, Target, bounded, map_error, redact, take_options, worth_retrying};
+use crate::conn::{
+    Conn, Resolved, StoreOptions, Target, bounded, map_error, redact, take_options, worth_retrying,
+};
+use crate::index::Members;
 use crate::pycket::pool::Pool;
 
 use notifications::*;
@@ -241,9 +244,7 @@ impl PycketStore {
     pub fn builder(url: impl Into<String>) -> PycketStoreBuilder {
         PycketStoreBuilder {
             url: url.into(),
-            prefix: None,
-            command_timeout: None,
-            connections: None,
+            options: StoreOptions::default(),
         }
     }
 
@@ -422,29 +423,11 @@ impl SessionStore for PycketStore {
 
     async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
         let members = self.index_members("sessions_of", user).await?;
-        let mut dead = Vec::new();
-        let mut keys = Vec::with_capacity(members.len());
-        let mut kept = Vec::with_capacity(members.len());
-        for member in members {
-            match session_key_of(&member) {
-                Some(key) => {
-                    keys.push(key);
-                    kept.push(member);
-                }
-                None => dead.push(member),
-            }
-        }
-        let records = self.load_many(&keys).await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for ((key, member), record) in keys.into_iter().zip(kept).zip(records) {
-            match record {
-                Some(r) if r.meta.user.as_deref() == Some(user) => out.push(r.info(key)),
-                _ => dead.push(member),
-            }
-        }
+        let members = Members::sort(members, |m| session_key_of(m));
+        let records = self.load_many(&members.keys).await?;
+        let (infos, dead) = members.resolve(user, records);
         self.unindex(user, &dead).await;
-        out.sort_by_key(|i| std::cmp::Reverse(i.meta.last_seen));
-        Ok(out)
+        Ok(infos)
     }
 
     async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {

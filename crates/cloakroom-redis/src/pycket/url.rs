@@ -7,18 +7,14 @@ use super::*;
 #[derive(Clone)]
 pub struct PycketStoreBuilder {
     pub(super) url: String,
-    pub(super) prefix: Option<String>,
-    pub(super) command_timeout: Option<Duration>,
-    pub(super) connections: Option<usize>,
+    pub(super) options: StoreOptions,
 }
 
 impl fmt::Debug for PycketStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PycketStoreBuilder")
             .field("url", &redact(&self.url))
-            .field("prefix", &self.prefix)
-            .field("command_timeout", &self.command_timeout)
-            .field("connections", &self.connections)
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -32,9 +28,8 @@ pub(super) struct PycketUrl {
     notes: String,
     sessions_db: i64,
     notifications_db: i64,
-    prefix: Option<String>,
-    timeout: Option<Duration>,
-    connections: Option<usize>,
+    /// The store options given in the URL.
+    options: StoreOptions,
 }
 
 pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
@@ -91,30 +86,28 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
         sessions,
         sessions_db,
         notifications_db,
-        prefix: options.prefix,
-        timeout: options.timeout,
-        connections: options.connections,
+        options,
     })
 }
 
 impl PycketStoreBuilder {
     /// The prefix of the user index keys (default `cloakroom:`; URL option `prefix`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
+        self.options.prefix = Some(prefix.into());
         self
     }
 
     /// The bound on every operation, connecting included (default 2 s; URL option
     /// `timeout_ms`). Must not be zero.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = Some(timeout);
+        self.options.timeout = Some(timeout);
         self
     }
 
     /// How many dedicated connections transactions may hold at once (default 8; URL option
     /// `connections`). Reads share two multiplexed connections whatever this is.
     pub fn connections(mut self, n: usize) -> Self {
-        self.connections = Some(n);
+        self.options.connections = Some(n);
         self
     }
 
@@ -125,20 +118,11 @@ impl PycketStoreBuilder {
     /// cannot be reached within the timeout.
     pub async fn build(self) -> Result<PycketStore> {
         let url = parse_url(&self.url)?;
-        let timeout = self
-            .command_timeout
-            .or(url.timeout)
-            .unwrap_or(crate::DEFAULT_COMMAND_TIMEOUT);
-        if timeout.is_zero() {
-            return Err(config("the command timeout must not be zero"));
-        }
-        let connections = self
-            .connections
-            .or(url.connections)
-            .unwrap_or(DEFAULT_CONNECTIONS);
-        if connections == 0 {
-            return Err(config("at least one connection is needed"));
-        }
+        let Resolved {
+            prefix,
+            timeout,
+            connections,
+        } = self.options.resolve(url.options, DEFAULT_CONNECTIONS)?;
         let shown_url = redact(&self.url);
         let sessions = Conn::open(
             &Target::Standalone(url.sessions.clone()),
@@ -161,10 +145,7 @@ impl PycketStoreBuilder {
                 hasher: std::collections::hash_map::RandomState::new(),
                 sessions_db: url.sessions_db,
                 notifications_db: url.notifications_db,
-                prefix: self
-                    .prefix
-                    .or(url.prefix)
-                    .unwrap_or_else(|| crate::DEFAULT_PREFIX.to_owned()),
+                prefix,
                 timeout,
                 shown_url,
             }),
@@ -185,8 +166,8 @@ mod tests {
         let u = parse_url("PYCKET+REDIS://:pw@h:1?timeout_ms=300&prefix=a%3A&protocol=3").unwrap();
         assert_eq!(u.sessions, "redis://:pw@h:1/0?protocol=3");
         assert_eq!(u.notes, "redis://:pw@h:1/1?protocol=3");
-        assert_eq!(u.timeout, Some(Duration::from_millis(300)));
-        assert_eq!(u.prefix.as_deref(), Some("a:"));
+        assert_eq!(u.options.timeout, Some(Duration::from_millis(300)));
+        assert_eq!(u.options.prefix.as_deref(), Some("a:"));
         for bad in [
             "redis://h/0",
             "pycket+redis://",
