@@ -48,10 +48,7 @@ fn harness() -> Harness {
                 Ok::<_, SessionError>(s.user().await?.unwrap_or_else(|| "-".into()))
             }),
         )
-        .route(
-            "/form",
-            get(|t: CsrfToken| async move { t.token().await }),
-        )
+        .route("/form", get(|t: CsrfToken| async move { t.token().await }))
         .route(
             "/login/{user}",
             post(|s: Session, Path(u): Path<String>| async move {

@@ -189,7 +189,7 @@ pub async fn apps(config: DemoConfig) -> anyhow::Result<Apps> {
         (None, false) => "session",
     };
     let mut layer = SessionLayer::new(store, keys)
-        .with_secure(https)?
+        .with_cookie_secure(https)?
         .with_cookie_name(cookie_name)?
         .with_error_handler(move |error| {
             on_store_error.store_error();
@@ -213,15 +213,18 @@ pub async fn apps(config: DemoConfig) -> anyhow::Result<Apps> {
     tracing::info!(config = ?config, secure_cookies = https, "demo configured");
     // CSRF: tokens bound to the session (the `_xsrf` cookie before login), Fetch Metadata
     // and Origin checks on every unsafe request, login and registration included.
-    let mut csrf = cloakroom::tower::CsrfLayer::new().with_secure_cookie(https)?;
+    let mut csrf = cloakroom::tower::CsrfLayer::new().with_cookie_secure(https)?;
     if pycket.is_some() {
         // Tornado's way, so the two apps accept each other's tokens: the secret lives in the
         // `_xsrf` cookie (whichever app set it first), readable by scripts as Tornado sets it
         // (Tornado apps' JavaScript reads it to send `X-XSRFToken`).
         csrf = csrf
             .with_mode(CsrfMode::Cookie)
-            .with_http_only_cookie(false);
+            .with_cookie_http_only(false);
     }
+    // The single-page client at /app (and any Angular/axios client): a readable
+    // `XSRF-TOKEN` cookie with a token of the same secret, sent back as `X-XSRF-TOKEN`.
+    let csrf = csrf.with_spa_cookie(cloakroom::tower::csrf::SpaCookie::default())?;
     let state = Arc::new(state);
     let guard = routes::Guard {
         hosts,

@@ -7,7 +7,7 @@ use cloakroom_core::cookie::{CookieConfig, SameSite};
 use cloakroom_core::csrf::{FIELD_NAME, Origin};
 use tower_layer::Layer;
 
-use super::{Config, CsrfMode, CsrfService, OnRejection, default_rejection};
+use super::{Config, CsrfMode, CsrfService, OnRejection, SpaCookie, default_rejection};
 use crate::session::ConfigError;
 
 /// The CSRF middleware. Cheap to clone.
@@ -53,6 +53,7 @@ impl CsrfLayer {
                 mode: CsrfMode::Auto,
                 cookie,
                 on_reject: Arc::new(default_rejection),
+                modes: super::spa::Modes::default(),
             }),
         }
     }
@@ -68,14 +69,14 @@ impl CsrfLayer {
     ///
     /// # Errors
     /// An origin that is not exactly `scheme://host[:port]`.
-    pub fn with_trusted_origin(self, origin: &str) -> Result<Self, ConfigError> {
-        let origin = Origin::parse(origin).map_err(|e| ConfigError::new(e.to_string()))?;
+    pub fn add_trusted_origin(self, origin: &str) -> Result<Self, ConfigError> {
+        let origin = Origin::parse(origin)?;
         Ok(self.edit(|c| c.trusted.push(origin)))
     }
 
     /// Skips every check for requests to exactly this path (no prefix or pattern matching:
     /// Go CVE-2025-47910). Default: none.
-    pub fn with_exempt_path(self, path: impl Into<String>) -> Self {
+    pub fn add_exempt_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.edit(|c| c.exempt.push(path))
     }
@@ -114,7 +115,7 @@ impl CsrfLayer {
     ///
     /// # Errors
     /// Turning it off with a `__Host-`/`__Secure-` name.
-    pub fn with_secure_cookie(self, secure: bool) -> Result<Self, ConfigError> {
+    pub fn with_cookie_secure(self, secure: bool) -> Result<Self, ConfigError> {
         let mut cookie = self.config.cookie.clone();
         cookie.secure = secure;
         cookie.validate()?;
@@ -123,7 +124,7 @@ impl CsrfLayer {
 
     /// `HttpOnly` on the `_xsrf` cookie. Default on (pages carry the token; scripts read it
     /// from the page). Turn off for JavaScript that reads the cookie, as Tornado apps do.
-    pub fn with_http_only_cookie(self, http_only: bool) -> Self {
+    pub fn with_cookie_http_only(self, http_only: bool) -> Self {
         self.edit(|c| c.cookie.http_only = http_only)
     }
 
@@ -152,5 +153,55 @@ impl<S> Layer<S> for CsrfLayer {
     type Service = CsrfService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         CsrfService::new(inner, self.config.clone())
+    }
+}
+
+/// Single-page apps and tokenless mode.
+impl CsrfLayer {
+    /// Tokenless protection: unsafe requests need only pass the cross-origin check
+    /// (Fetch Metadata, then `Origin` against `Host`; see
+    /// [`check_cross_origin`](cloakroom_core::csrf::check_cross_origin)), no token, except
+    /// on the paths given to [`add_token_path`](Self::add_token_path). Everything else is
+    /// as [`new`](Self::new) sets it.
+    ///
+    /// Same-origin requests pass; cross-site *and same-site* ones (a sibling subdomain,
+    /// `Sec-Fetch-Site: same-site`) are refused unless their origin is trusted. A request
+    /// with neither `Sec-Fetch-Site` nor `Origin` passes: that is a non-browser client or a
+    /// browser from before 2020, which this mode does not protect (see the
+    /// [module docs](super)).
+    pub fn tokenless() -> Self {
+        Self::new().edit(|c| c.modes.tokenless = true)
+    }
+
+    /// In [tokenless](Self::tokenless) mode, still requires a token on unsafe requests to
+    /// exactly this path (no prefix or pattern matching), e.g. `/login` against login CSRF
+    /// from browsers without Fetch Metadata. Without tokenless mode every path needs a token
+    /// anyway. Default: none.
+    pub fn add_token_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.edit(|c| c.modes.token_paths.push(path))
+    }
+
+    /// Turns on the single-page-app convention: the [`SpaCookie`] cookie, readable by
+    /// scripts, holds a masked token of the current secret (the session's, or the `_xsrf`
+    /// cookie's before there is a session), and its header is read for tokens. It is handed
+    /// out by the handler serving the app
+    /// ([`CsrfToken::ensure_spa_cookie`](super::CsrfToken::ensure_spa_cookie); or by every
+    /// response with [`SpaCookie::with_eager`]) and, on every answered response to a client
+    /// holding it, replaced when it no longer holds a token of the current secret: a login's
+    /// response carries the rotated secret's token, a logout's the `_xsrf` secret's.
+    /// The cookie copies `Secure`, `SameSite`, `Domain` and `Path` from the `_xsrf` cookie
+    /// settings, so set those first. Default: off.
+    ///
+    /// Checking a client's cookie against the current secret loads the session when the
+    /// request has a session cookie and the handler did not load it. Refused requests get no
+    /// new cookie.
+    ///
+    /// # Errors
+    /// A bad cookie name, or a prefix the cookie settings break (`__Host-` needs `Secure`
+    /// and no `Domain`).
+    pub fn with_spa_cookie(self, spa: SpaCookie) -> Result<Self, ConfigError> {
+        spa.cookie_config(&self.config.cookie).validate()?;
+        Ok(self.edit(|c| c.modes.spa = Some(spa)))
     }
 }

@@ -63,7 +63,8 @@ pin_project! {
             new_cookie: Option<Arc<OnceLock<Secret>>>,
             config: Arc<Config>,
         },
-        // An unsafe request: checked (which may read the form body), then handed on.
+        // An unsafe request: checked (which may read the form body), then handed on; or,
+        // with the SPA cookie on, any request (the cookie is refreshed after the handler).
         Checked {
             inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
         },
@@ -127,15 +128,24 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let cookie_secret = cookie_secret(req.headers(), &self.config.cookie.name);
+        // With the SPA cookie on: the value the request's one holds, to refresh it if stale.
+        let spa_value = self
+            .config
+            .modes
+            .spa
+            .as_ref()
+            .map(|spa| spa.request_value(req.headers()));
         let new_cookie = cookie_secret.is_none().then(Arc::default);
         let token = CsrfToken {
             session: req.extensions().get::<Session>().cloned(),
             mode: self.config.mode,
             cookie_secret,
             new_cookie: new_cookie.clone(),
+            spa_wanted: spa_value.as_ref().map(|_| Arc::default()),
         };
         let exempt = self.config.exempt.iter().any(|p| p == req.uri().path());
-        if exempt || csrf::is_safe_method(req.method().as_str()) {
+        let safe = exempt || csrf::is_safe_method(req.method().as_str());
+        if safe && spa_value.is_none() {
             req.extensions_mut().insert(token);
             let state = State::Passed {
                 inner: self.inner.call(req),
@@ -151,14 +161,33 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let state = State::Checked {
             inner: Box::pin(async move {
-                let req = match check(&config, &token, req).await {
-                    Ok(checked) => checked,
-                    Err(Refusal::Reason(reason, format, path)) => {
-                        return Ok(refused(&config, reason, format, &path).map(ResBody::from));
+                let req = if safe {
+                    req
+                } else {
+                    match check(&config, &token, req).await {
+                        Ok(checked) => checked,
+                        Err(Refusal::Reason(reason, format, path)) => {
+                            let res = refused(&config, reason, format, &path);
+                            return Ok(res.map(ResBody::from));
+                        }
+                        Err(Refusal::Response(res)) => return Ok(res.map(ResBody::from)),
                     }
-                    Err(Refusal::Response(res)) => return Ok(res.map(ResBody::from)),
                 };
                 let mut res = inner.call(req).await?;
+                let spa = config.modes.spa.as_ref().zip(spa_value);
+                let spa = spa.filter(|(spa, current)| {
+                    spa.is_eager() || current.is_some() || token.spa_wanted()
+                });
+                if let Some((spa, current)) = spa {
+                    // After the handler: a login has rotated the secret by now, and the
+                    // session layer (outside this one) has not committed yet.
+                    match token.secret().await {
+                        Ok(secret) => spa.refresh(&config, &secret, current.as_deref(), &mut res),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no CSRF secret for the SPA cookie");
+                        }
+                    }
+                }
                 if let Some(secret) = token.new_cookie_secret() {
                     set_cookie(&mut res, &config, secret);
                 }
@@ -194,10 +223,16 @@ fn cookie_secret(headers: &http::HeaderMap, name: &str) -> Option<Secret> {
     cookie_values(values, name).find_map(|v| csrf::decode_token(v).ok())
 }
 
-fn header_token<B>(req: &Request<B>) -> Option<String> {
-    HEADER_NAMES.iter().find_map(|h| {
+/// The token in a header: the SPA cookie's header first (if on), then [`HEADER_NAMES`].
+fn header_token<B>(config: &Config, req: &Request<B>) -> Option<String> {
+    let spa = config
+        .modes
+        .spa
+        .as_ref()
+        .map(|spa| spa.header_name().as_str());
+    spa.into_iter().chain(HEADER_NAMES).find_map(|h| {
         req.headers()
-            .get(*h)
+            .get(h)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     })
@@ -241,9 +276,12 @@ where
         };
         csrf::check_cross_origin(&origin, &config.trusted).map_err(refuse)?;
     }
+    if !config.modes.needs_token(&path) {
+        return Ok(req);
+    }
 
     let mut req = req;
-    let mut submitted = header_token(&req);
+    let mut submitted = header_token(config, &req);
     if submitted.is_none() {
         let kind = req
             .headers()

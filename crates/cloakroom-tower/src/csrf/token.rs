@@ -1,6 +1,7 @@
 //! [`CsrfToken`]: the request's token source, for rendering forms.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cloakroom_core::csrf::{self, FIELD_NAME, Secret};
@@ -9,7 +10,7 @@ use cloakroom_core::session::{self, Session};
 use super::CsrfMode;
 
 /// The request's CSRF token source, for rendering forms. Put in the request extensions by
-/// [`CsrfLayer`]; with the `axum` feature it is an extractor.
+/// [`CsrfLayer`](super::CsrfLayer); with the `axum` feature it is an extractor.
 #[derive(Clone)]
 pub struct CsrfToken {
     pub(super) session: Option<Session>,
@@ -19,6 +20,8 @@ pub struct CsrfToken {
     /// Without such a cookie: the slot for a secret made for this response, which the
     /// `_xsrf` cookie must then carry (allocated only for requests without a valid cookie).
     pub(super) new_cookie: Option<Arc<OnceLock<Secret>>>,
+    /// With the SPA cookie on: set when the handler asks for the cookie to be sent.
+    pub(super) spa_wanted: Option<Arc<AtomicBool>>,
 }
 
 impl fmt::Debug for CsrfToken {
@@ -31,6 +34,24 @@ impl fmt::Debug for CsrfToken {
 }
 
 impl CsrfToken {
+    /// Sends the [`SpaCookie`](super::SpaCookie) (the readable `XSRF-TOKEN` cookie) with
+    /// this response even if the request did not carry one: call it in the handler serving
+    /// the single-page app (as Django's `ensure_csrf_cookie`). Before there is a session this
+    /// makes the `_xsrf` secret (and cookie) if the request had none. Does nothing without
+    /// [`CsrfLayer::with_spa_cookie`](super::CsrfLayer::with_spa_cookie).
+    pub fn ensure_spa_cookie(&self) {
+        if let Some(flag) = &self.spa_wanted {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the handler called [`ensure_spa_cookie`](Self::ensure_spa_cookie).
+    pub(super) fn spa_wanted(&self) -> bool {
+        self.spa_wanted
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
     /// A fresh masked token (Tornado v2 format): a different string on every call, each
     /// valid until the secret rotates.
     ///
@@ -51,7 +72,10 @@ impl CsrfToken {
         ))
     }
 
-    async fn secret(&self) -> Result<Secret, session::Error> {
+    /// The secret tokens are made of now: the session's (made if it has none yet) when
+    /// there is a session (Auto mode), else the `_xsrf` cookie's, else a new one for a new
+    /// `_xsrf` cookie. After the handler ran, the secret the next request's token must match.
+    pub(super) async fn secret(&self) -> Result<Secret, session::Error> {
         if self.mode == CsrfMode::Auto {
             if let Some(session) = &self.session {
                 if session.exists().await? {

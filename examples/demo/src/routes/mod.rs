@@ -36,7 +36,7 @@ use api::{api_add_note, api_csrf, api_me};
 use auth::{login, login_form, logout, register, register_form};
 use devices::{revoke, revoke_others, sessions_page};
 use notes::{add_note_form, clear_notes_form, delete_note_form, home};
-use ops::{healthz, metrics, not_found, notes_js};
+use ops::{app_js, app_page, healthz, metrics, not_found, notes_js};
 
 pub(crate) use middleware::AllowedHosts;
 
@@ -94,7 +94,9 @@ pub(crate) fn router(
         .route("/api/notes", post(api_add_note))
         .route("/api/csrf", get(api_csrf))
         .route("/healthz", get(healthz))
-        .route("/static/notes.js", get(notes_js));
+        .route("/static/notes.js", get(notes_js))
+        .route("/app", get(app_page))
+        .route("/static/app.js", get(app_js));
     if guard.metrics_here {
         router = router.route("/metrics", get(metrics));
     }

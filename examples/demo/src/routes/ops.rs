@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use cloakroom::tower::CsrfToken;
 use minijinja::context;
 
 use super::{App, Handled};
@@ -29,6 +30,30 @@ pub(super) async fn notes_js() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../../templates/notes.js"),
+    )
+        .into_response()
+}
+
+/// The single-page client: a static page whose script lists and adds notes through the
+/// JSON API, sending the `XSRF-TOKEN` cookie back as the `X-XSRF-TOKEN` header. This answer
+/// hands the cookie out; the CSRF layer keeps it current from then on.
+pub(super) async fn app_page(csrf: CsrfToken) -> Response {
+    csrf.ensure_spa_cookie();
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("../../templates/app.html"),
+    )
+        .into_response()
+}
+
+/// The single-page client's script.
+pub(super) async fn app_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../templates/app.js"),
     )
         .into_response()
 }
