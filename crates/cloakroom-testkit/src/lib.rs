@@ -290,5 +290,6 @@ macro_rules! __conformance_case {
 }
 
 pub mod browser;
+pub mod postgres_server;
 pub mod process;
 pub mod redis_server;

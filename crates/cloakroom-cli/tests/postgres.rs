@@ -1,0 +1,40 @@
+//! The `cloakroom` binary against a real PostgreSQL (spawned on a free loopback port), with
+//! the same scenarios as SQLite; each test gets its own table.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cloakroom_testkit::postgres_server::PostgresServer;
+
+fn postgres_url() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}?table=cli_{}_{}",
+        PostgresServer::shared().url(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+macro_rules! postgres_scenarios {
+    ($($scenario:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $scenario() {
+            common::$scenario(&postgres_url()).await;
+        }
+    )*};
+}
+
+postgres_scenarios!(
+    list_json_matches_the_store,
+    list_of_a_user_has_only_theirs,
+    list_prints_a_table,
+    show_decodes_the_data_and_hides_the_csrf_secret,
+    show_of_an_unknown_handle_fails,
+    revoke_deletes_one_session,
+    handles_starting_with_a_hyphen_work,
+    revoke_of_a_user_deletes_all_theirs,
+    stats_match_the_store,
+    gc_removes_expired_sessions,
+);
