@@ -460,8 +460,23 @@ pub(crate) fn checks(results: &Results) -> Vec<Check> {
             met: v.map(|x| x >= min),
         });
     };
-    use Server::*;
-    use Workload::*;
+    use Server::{CloakroomMemory, CloakroomRedis, CloakroomSqlite};
+    use Workload::{BlindWrite, Large, New, Read, Write};
+    // The redesign's targets (issue 13): the memory store against tower-sessions' and plain.
+    for w in [Read, Write, New] {
+        at_least(
+            format!("memory {w} >= 1.15x tower-sessions"),
+            row(CloakroomMemory, w).ratio_peer,
+            1.15,
+            "x",
+        );
+    }
+    at_least(
+        "memory read >= 0.85x plain".into(),
+        row(CloakroomMemory, Read).ratio_plain,
+        0.85,
+        "x",
+    );
     at_least(
         "memory read >= 0.95x plain".into(),
         row(CloakroomMemory, Read).ratio_plain,
@@ -526,6 +541,16 @@ pub(crate) fn checks(results: &Results) -> Vec<Check> {
             met: large.zip(small).map(|(l, w)| l <= 1.5 * w.max(1.0)),
         });
     }
+    out.extend(cost_checks(results));
+    out
+}
+
+/// The cost targets: memory per idle session, CPU added over plain next to tower-sessions'.
+fn cost_checks(results: &Results) -> Vec<Check> {
+    use Server::{CloakroomMemory, CloakroomRedis};
+    use Workload::{New, Read, Write};
+    let row = |s, w| results.row(s, w);
+    let mut out = Vec::new();
     let over = results
         .memory
         .get("cloakroom-memory")
@@ -535,6 +560,14 @@ pub(crate) fn checks(results: &Results) -> Vec<Check> {
         measured: num(over, 0) + " B",
         met: over.map(|x| x < 200.0),
     });
+    for w in [Read, Write, New] {
+        let v = row(CloakroomMemory, w).cpu_over_plain_vs_peer;
+        out.push(Check {
+            what: format!("memory {w}: CPU over plain <= 0.7x tower-sessions' (issue 13)"),
+            measured: num(v, 2) + "x",
+            met: v.map(|x| x <= 0.7),
+        });
+    }
     for s in [CloakroomMemory, CloakroomRedis] {
         for w in Workload::ALL {
             let v = row(s, w).cpu_over_plain_vs_peer;

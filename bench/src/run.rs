@@ -154,16 +154,77 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
             results.samples.insert((*s, *w), Vec::new());
         }
     }
+    measure_rounds(&rt, plan, &servers, &env, redis.as_ref(), &mut results)?;
+    for (s, w) in results.samples.keys().copied().collect::<Vec<_>>() {
+        let v = results.samples.get_mut(&(s, w)).expect("listed");
+        v.resize(plan.rounds, None);
+    }
+
+    let mut stores = Vec::new();
+    if plan.servers.contains(&Server::CloakroomMemory) {
+        stores.push("cloakroom-memory");
+    }
+    if plan.servers.contains(&Server::TowerSessionsMemory) {
+        stores.push("tower-sessions-memory");
+    }
+    for _ in 0..plan.mem_repeats {
+        // Interleaved, like the load rounds.
+        for s in &stores {
+            let r = measure_memory(s, plan.mem_sessions)?;
+            results.memory.entry((*s).to_owned()).or_default().push(r);
+        }
+    }
+
+    let rows = results.rows();
+    let text = report_text(plan, started, &machine, &results, &rows);
+    print!("{text}");
+
+    let out_dir = match &plan.out {
+        Some(d) => d.clone(),
+        None => tmp.path().to_owned(),
+    };
+    std::fs::create_dir_all(&out_dir)?;
+    let svg = out_dir.join("throughput.svg");
+    report::chart(
+        &rows,
+        &svg,
+        &format!(
+            "requests/s per case (cloakroom-bench --{}, median of {} rounds)",
+            plan.mode, plan.rounds
+        ),
+    )
+    .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
+    if plan.out.is_some() {
+        std::fs::write(out_dir.join(format!("{}.txt", plan.mode)), &text)?;
+        std::fs::write(
+            out_dir.join(format!("{}-samples.csv", plan.mode)),
+            report::samples_csv(&results),
+        )?;
+        println!("\nchart: {}", svg.display());
+    }
+    Ok(text)
+}
+
+/// The load rounds: every server started afresh each round, every workload measured on each
+/// in an order rotated per round; samples taken on a busy machine are measured again.
+fn measure_rounds(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    servers: &[Server],
+    env: &ServerEnv,
+    redis: Option<&RedisServer>,
+    results: &mut Results,
+) -> anyhow::Result<()> {
     for round in 0..plan.rounds {
         eprintln!("== round {}/{}", round + 1, plan.rounds);
-        if let Some(r) = &redis {
+        if let Some(r) = redis {
             redis_stats::flush(r)?;
         }
         let mut procs: BTreeMap<Server, ServerProcess> = BTreeMap::new();
-        for s in &servers {
-            procs.insert(*s, ServerProcess::start(*s, &env, round)?);
+        for s in servers {
+            procs.insert(*s, ServerProcess::start(*s, env, round)?);
         }
-        let mut order = servers.clone();
+        let mut order = servers.to_vec();
         let shift = round % order.len().max(1);
         order.rotate_left(shift);
         for w in &plan.workloads {
@@ -171,7 +232,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
                 let proc = procs.get_mut(s).expect("started above");
                 let mut retries = 0;
                 let sample = loop {
-                    let sample = measure(&rt, plan, proc, *s, *w, redis.as_ref())
+                    let sample = measure(rt, plan, proc, *s, *w, redis)
                         .with_context(|| format!("measuring {s} {w} (round {})", round + 1))?;
                     if sample.other_load <= plan.max_other_load || retries == plan.retries {
                         break sample;
@@ -206,27 +267,17 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
         // Servers are killed here, before the next round starts new ones.
         drop(procs);
     }
-    for (s, w) in results.samples.keys().copied().collect::<Vec<_>>() {
-        let v = results.samples.get_mut(&(s, w)).expect("listed");
-        v.resize(plan.rounds, None);
-    }
+    Ok(())
+}
 
-    let mut stores = Vec::new();
-    if plan.servers.contains(&Server::CloakroomMemory) {
-        stores.push("cloakroom-memory");
-    }
-    if plan.servers.contains(&Server::TowerSessionsMemory) {
-        stores.push("tower-sessions-memory");
-    }
-    for _ in 0..plan.mem_repeats {
-        // Interleaved, like the load rounds.
-        for s in &stores {
-            let r = measure_memory(s, plan.mem_sessions)?;
-            results.memory.entry((*s).to_owned()).or_default().push(r);
-        }
-    }
-
-    let rows = results.rows();
+/// The report: the table, Redis's command breakdown, the machine, memory, the targets.
+fn report_text(
+    plan: &Plan,
+    started: Instant,
+    machine: &str,
+    results: &Results,
+    rows: &[report::Row],
+) -> String {
     let mut text = String::new();
     text += &format!(
         "cloakroom-bench --{}: {} round(s), {:?} windows, {} connections ({:?} client), {:.0} s in all\n\n",
@@ -241,41 +292,16 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
         "machine at start: {machine}; load average at end: {}\n\n",
         report::load_average()
     );
-    text += &report::table(&rows);
+    text += &report::table(rows);
     text += "\nRedis commands per request: sent by the server (counting pass), and Redis's time \
              per command per request, script-internal commands included (last round):\n";
-    text += &report::command_breakdown(&rows);
+    text += &report::command_breakdown(rows);
     text += "\n";
-    text += &report::machine_lines(&rows);
-    text += &report::memory_lines(&results);
+    text += &report::machine_lines(rows);
+    text += &report::memory_lines(results);
     text += "\ntargets:\n";
-    text += &report::checks_text(&report::checks(&results));
-    print!("{text}");
-
-    let out_dir = match &plan.out {
-        Some(d) => d.clone(),
-        None => tmp.path().to_owned(),
-    };
-    std::fs::create_dir_all(&out_dir)?;
-    let svg = out_dir.join("throughput.svg");
-    report::chart(
-        &rows,
-        &svg,
-        &format!(
-            "requests/s per case (cloakroom-bench --{}, median of {} rounds)",
-            plan.mode, plan.rounds
-        ),
-    )
-    .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
-    if plan.out.is_some() {
-        std::fs::write(out_dir.join(format!("{}.txt", plan.mode)), &text)?;
-        std::fs::write(
-            out_dir.join(format!("{}-samples.csv", plan.mode)),
-            report::samples_csv(&results),
-        )?;
-        println!("\nchart: {}", svg.display());
-    }
-    Ok(text)
+    text += &report::checks_text(&report::checks(results));
+    text
 }
 
 /// One case, one round.

@@ -64,6 +64,10 @@ pub(crate) fn serve(case: Server, options: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Exits when the parent (the harness) is gone, however it ended.
+#[expect(
+    clippy::exit,
+    reason = "a server orphaned by a killed harness must not outlive it"
+)]
 fn watch_parent() {
     let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || {
@@ -225,7 +229,7 @@ mod tower_sessions_app {
 
     type Reply = Result<String, (StatusCode, String)>;
 
-    fn fail(e: tower_sessions::session::Error) -> (StatusCode, String) {
+    fn fail(e: &tower_sessions::session::Error) -> (StatusCode, String) {
         (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 
@@ -239,7 +243,7 @@ mod tower_sessions_app {
     }
 
     async fn init(s: Session) -> Reply {
-        s.insert("counter", 0u64).await.map_err(fail)?;
+        s.insert("counter", 0u64).await.map_err(|e| fail(&e))?;
         Ok("0".into())
     }
 
@@ -248,29 +252,29 @@ mod tower_sessions_app {
         for i in 0..LARGE_KEYS {
             s.insert(&format!("blob{i:02}"), &value)
                 .await
-                .map_err(fail)?;
+                .map_err(|e| fail(&e))?;
         }
         Ok("0".into())
     }
 
     async fn read(s: Session) -> Reply {
-        let n: Option<u64> = s.get("counter").await.map_err(fail)?;
+        let n: Option<u64> = s.get("counter").await.map_err(|e| fail(&e))?;
         Ok(n.unwrap_or(0).to_string())
     }
 
     async fn write(s: Session) -> Reply {
-        let n: u64 = s.get("counter").await.map_err(fail)?.unwrap_or(0) + 1;
-        s.insert("counter", n).await.map_err(fail)?;
+        let n: u64 = s.get("counter").await.map_err(|e| fail(&e))?.unwrap_or(0) + 1;
+        s.insert("counter", n).await.map_err(|e| fail(&e))?;
         Ok(n.to_string())
     }
 
     async fn blind_write(s: Session) -> Reply {
-        s.insert("last", next_value()).await.map_err(fail)?;
+        s.insert("last", next_value()).await.map_err(|e| fail(&e))?;
         Ok("0".into())
     }
 
     async fn new(s: Session) -> Reply {
-        s.insert("counter", 1u64).await.map_err(fail)?;
+        s.insert("counter", 1u64).await.map_err(|e| fail(&e))?;
         Ok("1".into())
     }
 }

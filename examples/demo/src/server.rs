@@ -210,6 +210,7 @@ pub async fn serve(
 /// goes into the socket buffer or not at all, then the connection is closed.
 fn refuse(stream: TcpStream) {
     let _ = stream.try_write(BUSY_RESPONSE);
+    drop(stream); // closes the connection
 }
 
 /// Errors about one incoming connection (it went away before we took it), not the listener.

@@ -52,9 +52,9 @@ impl Reply {
             .collect()
     }
 
-    fn header(&self, name: header::HeaderName) -> &str {
+    fn header(&self, name: &header::HeaderName) -> &str {
         self.headers
-            .get(&name)
+            .get(name)
             .unwrap_or_else(|| panic!("no {name} header"))
             .to_str()
             .unwrap()
@@ -242,13 +242,13 @@ async fn register_sets_a_safe_cookie_and_greets_by_name() {
     assert!(!cookie.contains("Secure"), "{cookie}");
     // No "remember me": a browser-session cookie.
     assert!(!cookie.contains("Max-Age"), "{cookie}");
-    assert_eq!(reply.header(header::CACHE_CONTROL), "no-store");
-    assert!(reply.header(header::VARY).contains("Cookie"));
+    assert_eq!(reply.header(&header::CACHE_CONTROL), "no-store");
+    assert!(reply.header(&header::VARY).contains("Cookie"));
 
     let home = browser.get("/").await;
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.body.contains("Hello, ana"), "{}", home.body);
-    assert_eq!(home.header(header::CACHE_CONTROL), "no-store");
+    assert_eq!(home.header(&header::CACHE_CONTROL), "no-store");
 }
 
 #[tokio::test]
@@ -548,7 +548,7 @@ async fn api_me_and_api_notes() {
     let me = browser.get("/api/me").await;
     assert_eq!(me.status, StatusCode::OK);
     assert!(
-        me.header(header::CONTENT_TYPE)
+        me.header(&header::CONTENT_TYPE)
             .starts_with("application/json")
     );
     let me = me.json();
@@ -649,7 +649,7 @@ async fn health_and_metrics() {
     assert_eq!(metrics.status, StatusCode::OK);
     assert!(
         metrics
-            .header(header::CONTENT_TYPE)
+            .header(&header::CONTENT_TYPE)
             .starts_with("text/plain")
     );
     for line in [
@@ -673,13 +673,13 @@ async fn health_and_metrics() {
 async fn pages_carry_security_headers() {
     let demo = demo().await;
     let reply = Browser::new(&demo, "test-agent").get("/login").await;
-    assert_eq!(reply.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+    assert_eq!(reply.header(&header::X_CONTENT_TYPE_OPTIONS), "nosniff");
     assert!(
         reply
-            .header(header::CONTENT_SECURITY_POLICY)
+            .header(&header::CONTENT_SECURITY_POLICY)
             .contains("frame-ancestors 'none'")
     );
-    assert!(reply.header(header::CONTENT_TYPE).starts_with("text/html"));
+    assert!(reply.header(&header::CONTENT_TYPE).starts_with("text/html"));
 }
 
 #[tokio::test]

@@ -56,9 +56,9 @@ impl Reply {
             .collect()
     }
 
-    fn header(&self, name: header::HeaderName) -> &str {
+    fn header(&self, name: &header::HeaderName) -> &str {
         self.headers
-            .get(&name)
+            .get(name)
             .unwrap_or_else(|| panic!("no {name} header"))
             .to_str()
             .unwrap()

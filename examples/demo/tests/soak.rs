@@ -175,6 +175,59 @@ where
     }
 }
 
+/// One soak client: registers (or logs in, when a lost answer hid a registration), then adds
+/// `notes` notes through faults; its cookie jar and the notes the demo acknowledged.
+async fn run_client(
+    label: &str,
+    i: usize,
+    base: &str,
+    tally: &Tally,
+    notes: usize,
+) -> (reqwest::Client, Vec<String>) {
+    let c = client();
+    let name = format!("{label}-user{i}");
+    let creds = [("name", name.as_str()), ("password", "soak-password")];
+    // A registration whose answer was lost to a fault may have gone through: then the
+    // name is taken (409), and logging in finishes the job.
+    let registered = loop {
+        let outcome = post_form(&c, base, "/register", &creds).await;
+        if matches!(outcome, Ok((StatusCode::CONFLICT, _))) {
+            tally.requests.fetch_add(1, Ordering::SeqCst);
+            break false;
+        }
+        if count(tally, "register", &outcome) {
+            break true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if !registered {
+        until_ok(tally, "login", || post_form(&c, base, "/login", &creds)).await;
+    }
+    let mut mine = Vec::new();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while mine.len() < notes && Instant::now() < deadline {
+        if mine.len() == notes / 2 {
+            // Halfway, wait for a fault during the writes (however fast the machine).
+            while tally.faults.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        n += 1;
+        let text = format!("{name} note {n}");
+        let outcome = post_note(&c, base, &text).await;
+        if count(tally, "add note", &outcome) {
+            tally.acknowledged.fetch_add(1, Ordering::SeqCst);
+            mine.push(text);
+        } else if matches!(outcome, Ok((StatusCode::UNAUTHORIZED, _))) {
+            panic!("{name} was logged out by a fault");
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (c, mine)
+}
+
 /// Runs the clients against `base` while `fault` is injected every `plan.fault_every`.
 async fn soak(
     label: &str,
@@ -209,47 +262,7 @@ async fn soak(
         );
         let label = label.to_owned();
         tasks.push(tokio::spawn(async move {
-            let c = client();
-            let name = format!("{label}-user{i}");
-            let creds = [("name", name.as_str()), ("password", "soak-password")];
-            // A registration whose answer was lost to a fault may have gone through: then the
-            // name is taken (409), and logging in finishes the job.
-            let registered = loop {
-                let outcome = post_form(&c, &base, "/register", &creds).await;
-                if matches!(outcome, Ok((StatusCode::CONFLICT, _))) {
-                    tally.requests.fetch_add(1, Ordering::SeqCst);
-                    break false;
-                }
-                if count(&tally, "register", &outcome) {
-                    break true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
-            if !registered {
-                until_ok(&tally, "login", || post_form(&c, &base, "/login", &creds)).await;
-            }
-            let mut mine = Vec::new();
-            let mut n = 0;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while mine.len() < notes && Instant::now() < deadline {
-                if mine.len() == notes / 2 {
-                    // Halfway, wait for a fault during the writes (however fast the machine).
-                    while tally.faults.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                n += 1;
-                let text = format!("{name} note {n}");
-                let outcome = post_note(&c, &base, &text).await;
-                if count(&tally, "add note", &outcome) {
-                    tally.acknowledged.fetch_add(1, Ordering::SeqCst);
-                    mine.push(text);
-                } else if matches!(outcome, Ok((StatusCode::UNAUTHORIZED, _))) {
-                    panic!("{name} was logged out by a fault");
-                } else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
+            let (c, mine) = run_client(&label, i, &base, &tally, notes).await;
             acknowledged.lock().await.insert(i, mine);
             c
         }));
