@@ -293,3 +293,4 @@ pub mod browser;
 pub mod postgres_server;
 pub mod process;
 pub mod redis_server;
+mod spawn;

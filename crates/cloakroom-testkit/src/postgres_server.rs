@@ -16,14 +16,14 @@
 //! ```
 
 use std::fmt;
-use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::spawn::{kill, log_tail, spawn_watchdog, temp_dir};
 
 const NOT_INSTALLED: &str = "PostgreSQL server binaries (/usr/lib/postgresql/*/bin/postgres) \
      not found: run scripts/test.sh or apt-get install -y postgresql";
@@ -83,7 +83,7 @@ impl PostgresServer {
         let port = free_port();
         let server = PostgresServer {
             port,
-            dir: temp_dir(port),
+            dir: temp_dir("pg", port),
             bin,
             tls: tls.is_some(),
             procs: Mutex::new(Procs::default()),
@@ -361,41 +361,4 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("cannot bind a loopback port")
-}
-
-fn temp_dir(port: u16) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("cloakroom-pg-{}-{n}-{port}", std::process::id()))
-}
-
-/// A shell loop that, once this process is gone, kills `pid` and removes `dir`; it ends by
-/// itself when `pid` ends first.
-fn spawn_watchdog(pid: u32, dir: &Path) -> io::Result<Child> {
-    let me = std::process::id();
-    let dir = dir.display().to_string().replace('\'', "");
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             if ! kill -0 {me} 2>/dev/null; then kill -9 {pid} 2>/dev/null; sleep 2; \
-             rm -rf '{dir}'; fi"
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-}
-
-fn kill(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
 }
