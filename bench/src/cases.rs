@@ -14,6 +14,9 @@ pub(crate) enum Server {
     CloakroomSqlite,
     /// Cloakroom on `RedisStore` (one multiplexed connection, the default).
     CloakroomRedis,
+    /// Cloakroom on `PostgresStore` (opened by `store::open` from a `postgres://` URL, its
+    /// defaults: a pool of 8 connections), on a PostgreSQL the harness starts.
+    CloakroomPostgres,
     /// tower-sessions 0.14 on its `MemoryStore`.
     TowerSessionsMemory,
     /// tower-sessions 0.14 on tower-sessions-redis-store 0.16 (fred).
@@ -24,11 +27,12 @@ pub(crate) enum Server {
 
 impl Server {
     /// Every server, in report order.
-    pub(crate) const ALL: [Server; 7] = [
+    pub(crate) const ALL: [Server; 8] = [
         Server::Plain,
         Server::CloakroomMemory,
         Server::CloakroomSqlite,
         Server::CloakroomRedis,
+        Server::CloakroomPostgres,
         Server::TowerSessionsMemory,
         Server::TowerSessionsRedis,
         Server::TornadoPycket,
@@ -41,6 +45,7 @@ impl Server {
             Server::CloakroomMemory => "cloakroom-memory",
             Server::CloakroomSqlite => "cloakroom-sqlite",
             Server::CloakroomRedis => "cloakroom-redis",
+            Server::CloakroomPostgres => "cloakroom-postgres",
             Server::TowerSessionsMemory => "tower-sessions-memory",
             Server::TowerSessionsRedis => "tower-sessions-redis",
             Server::TornadoPycket => "tornado-pycket",
@@ -55,14 +60,19 @@ impl Server {
         )
     }
 
+    /// Whether the server keeps its sessions in the PostgreSQL the harness starts.
+    pub(crate) fn uses_postgres(self) -> bool {
+        self == Server::CloakroomPostgres
+    }
+
     /// Whether the server is this crate's binary (`serve CASE`), as opposed to Python.
     pub(crate) fn is_rust(self) -> bool {
         self != Server::TornadoPycket
     }
 
     /// The peer a Cloakroom server is compared with (`ratio_peer`): tower-sessions on the same
-    /// kind of store. None for the peers themselves, `plain`, and SQLite (tower-sessions has no
-    /// SQLite store outside sqlx).
+    /// kind of store. None for the peers themselves, `plain`, SQLite and PostgreSQL
+    /// (tower-sessions has no SQLite or PostgreSQL store outside sqlx).
     pub(crate) fn peer(self) -> Option<Server> {
         match self {
             Server::CloakroomMemory => Some(Server::TowerSessionsMemory),

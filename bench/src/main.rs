@@ -12,7 +12,8 @@
 //! tower-sessions Redis store, default 1), `--client raw|hyper` (the load generator's HTTP
 //! client, default hyper), `--out DIR` (default `bench/results`).
 //!
-//! Internal subcommands, run by the harness itself: `serve CASE [--redis URL] [--sqlite PATH]`
+//! Internal subcommands, run by the harness itself:
+//! `serve CASE [--redis URL] [--sqlite PATH] [--postgres URL]`
 //! (one server under test) and `mem STORE N` (RAM per idle session). For profiling a server
 //! started by hand: `load ADDR WORKLOAD SECONDS [CONNECTIONS]` drives it like the harness does
 //! and prints requests/s and latencies; `chart REPORT.txt OUT.svg` redraws the chart of a saved
@@ -41,12 +42,12 @@ use crate::cases::{Server, Workload};
 const USAGE: &str =
     "usage: cloakroom-bench [--smoke | --quick | --full] [--rounds N] [--window-ms MS] \
 [--connections N] [--servers a,b] [--workloads a,b] [--ts-pool N] [--client raw|hyper] [--out DIR]
-       cloakroom-bench serve CASE [--redis URL] [--sqlite PATH] [--ts-pool N]
+       cloakroom-bench serve CASE [--redis URL] [--sqlite PATH] [--postgres URL] [--ts-pool N]
        cloakroom-bench mem STORE SESSIONS
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
        cloakroom-bench chart REPORT.txt OUT.svg
-servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis tower-sessions-memory \
-tower-sessions-redis tornado-pycket
+servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-postgres \
+tower-sessions-memory tower-sessions-redis tornado-pycket
 workloads: read write blind-write new large";
 
 /// A command line that does not parse.
@@ -175,6 +176,7 @@ fn serve_command(args: &[String]) -> anyhow::Result<()> {
         match flag.as_str() {
             "--redis" => options.redis = Some(value(&mut it, flag)?.to_owned()),
             "--sqlite" => options.sqlite = Some(PathBuf::from(value(&mut it, flag)?)),
+            "--postgres" => options.postgres = Some(value(&mut it, flag)?.to_owned()),
             "--ts-pool" => options.ts_pool = number(value(&mut it, flag)?, flag)?,
             other => return Err(usage(format!("unknown serve option {other:?}"))),
         }

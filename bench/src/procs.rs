@@ -35,6 +35,8 @@ pub(crate) struct ServerEnv {
     pub(crate) redis_port: u16,
     /// A directory for the SQLite file.
     pub(crate) dir: PathBuf,
+    /// PostgreSQL URL (of database `postgres`) for the PostgreSQL case.
+    pub(crate) postgres_url: String,
     /// The Python of the venv with tornado + pycket + redis, if found.
     pub(crate) python: Option<PathBuf>,
     /// Connections in tower-sessions' fred pool.
@@ -54,6 +56,11 @@ impl ServerProcess {
             if case == Server::CloakroomSqlite {
                 cmd.arg("--sqlite")
                     .arg(env.dir.join(format!("sessions-{round}.db")));
+            }
+            if case.uses_postgres() {
+                // A new table each round, as SQLite gets a new file.
+                cmd.arg("--postgres")
+                    .arg(format!("{}?table=sessions_{round}", env.postgres_url));
             }
             cmd.arg("--ts-pool").arg(env.ts_pool.to_string());
             cmd
@@ -122,23 +129,79 @@ impl Drop for ServerProcess {
     }
 }
 
-/// utime + stime of `pid` from `/proc/PID/stat`.
-pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+/// What `/proc/PID/stat` says about a process.
+struct Stat {
+    /// The command name (`comm`).
+    name: String,
+    /// The parent's pid.
+    ppid: u32,
+    /// utime + stime, in clock ticks.
+    ticks: u64,
+}
+
+fn read_stat(pid: u32) -> anyhow::Result<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat
-        .rsplit_once(')')
-        .context("unexpected /proc/PID/stat")?
-        .1;
+    // The command name is in parentheses and may contain spaces and parentheses.
+    let (head, rest) = stat.rsplit_once(')').context("unexpected /proc/PID/stat")?;
+    let name = head.split_once('(').map_or("", |(_, n)| n).to_owned();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+    // fields[0] is the state (field 3), fields[1] the ppid; utime and stime are fields 14
+    // and 15.
+    let ppid = fields.get(1).context("short /proc/PID/stat")?.parse()?;
     let ticks: u64 = fields
         .get(11..13)
         .context("short /proc/PID/stat")?
         .iter()
         .map(|f| f.parse::<u64>())
         .sum::<Result<u64, _>>()?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    Ok(Stat { name, ppid, ticks })
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// utime + stime of `pid` from `/proc/PID/stat`.
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    Ok(ticks_to_duration(read_stat(pid)?.ticks))
+}
+
+/// Every process now running, with its stat (processes that end while being read are left
+/// out).
+fn all_stats() -> anyhow::Result<Vec<(u32, Stat)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = read_stat(pid) {
+            out.push((pid, stat));
+        }
+    }
+    Ok(out)
+}
+
+/// The pid of a child of this process named `name` (the PostgreSQL postmaster the testkit
+/// started: `setpriv` execs `postgres`, so the postmaster is our child).
+pub(crate) fn child_named(name: &str) -> anyhow::Result<Option<u32>> {
+    let me = std::process::id();
+    Ok(all_stats()?
+        .into_iter()
+        .find(|(_, s)| s.ppid == me && s.name == name)
+        .map(|(pid, _)| pid))
+}
+
+/// CPU time of `root` and of its children together: for PostgreSQL, the postmaster and the
+/// processes it forks (a backend per connection, the background workers). Children that
+/// ended between two readings drop out of the sum; the store's pooled connections live as
+/// long as the server under test, so a window sees the same backends at both ends.
+pub(crate) fn tree_cpu_time(root: u32) -> anyhow::Result<Duration> {
+    let ticks = all_stats()?
+        .iter()
+        .filter(|(pid, s)| *pid == root || s.ppid == root)
+        .map(|(_, s)| s.ticks)
+        .sum();
+    Ok(ticks_to_duration(ticks))
 }
 
 /// CPU time all cores spent busy since boot (`/proc/stat`: everything but idle and iowait),

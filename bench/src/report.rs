@@ -28,10 +28,12 @@ pub(crate) struct Sample {
     /// The load generator's CPU time / wall time (this process).
     pub(crate) load_util: f64,
     /// Cores kept busy by anything else during the window (all busy CPU time minus the
-    /// server's, the load generator's and Redis's, per second).
+    /// server's, the load generator's, Redis's and PostgreSQL's, per second).
     pub(crate) other_load: f64,
     /// Redis CPU per request, µs.
     pub(crate) redis_cpu_us: Option<f64>,
+    /// PostgreSQL CPU per request (the postmaster and all its children), µs.
+    pub(crate) pg_cpu_us: Option<f64>,
     /// Bytes Redis received per request (`total_net_input_bytes`).
     pub(crate) redis_in_bytes: Option<f64>,
     /// Commands the server sent to Redis per request (counting pass).
@@ -91,6 +93,7 @@ pub(crate) struct Row {
     pub(crate) load_util: Option<f64>,
     pub(crate) other_load: Option<f64>,
     pub(crate) redis_cpu_us: Option<f64>,
+    pub(crate) pg_cpu_us: Option<f64>,
     pub(crate) redis_in_bytes: Option<f64>,
     pub(crate) cmds: Option<f64>,
     pub(crate) cmd_names: String,
@@ -153,6 +156,7 @@ impl Results {
             load_util: med(&|x| Some(x.load_util)),
             other_load: med(&|x| Some(x.other_load)),
             redis_cpu_us: med(&|x| x.redis_cpu_us),
+            pg_cpu_us: med(&|x| x.pg_cpu_us),
             redis_in_bytes: med(&|x| x.redis_in_bytes),
             cmds: med(&|x| x.cmds),
             cmd_names: samples
@@ -212,7 +216,7 @@ fn num(v: Option<f64>, digits: usize) -> String {
 pub(crate) fn samples_csv(results: &Results) -> String {
     let mut out = String::from(
         "server,workload,round,rps,p50_us,p99_us,requests,errors,cpu_us,server_util,load_util,\
-         other_load,redis_cpu_us,redis_in_bytes,cmds,store_ops,data_bytes\n",
+         other_load,redis_cpu_us,redis_in_bytes,cmds,store_ops,data_bytes,pg_cpu_us\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
     for ((s, w), rounds) in &results.samples {
@@ -220,7 +224,7 @@ pub(crate) fn samples_csv(results: &Results) -> String {
             let Some(x) = x else { continue };
             let _ = writeln!(
                 out,
-                "{s},{w},{},{:.1},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{}",
+                "{s},{w},{},{:.1},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{}",
                 i + 1,
                 x.rps,
                 x.p50_us,
@@ -236,6 +240,7 @@ pub(crate) fn samples_csv(results: &Results) -> String {
                 opt(x.cmds),
                 opt(x.store_ops),
                 opt(x.data_bytes),
+                opt(x.pg_cpu_us),
             );
         }
     }
@@ -308,6 +313,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
         "lg util",
         "other",
         "redis us/req",
+        "pg us/req",
         "cmds/req",
         "ops/req",
         "data B/req",
@@ -330,6 +336,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             num(r.load_util, 2),
             num(r.other_load, 2),
             num(r.redis_cpu_us, 1),
+            num(r.pg_cpu_us, 1),
             num(r.cmds, 2),
             num(r.store_ops, 2),
             num(r.data_bytes, 0),
@@ -371,7 +378,7 @@ pub(crate) fn machine_lines(rows: &[Row]) -> String {
             out,
             "case={w} store={s} rps={} ratio_plain={} ratio_peer={} ratio_tornado={} \
              cmds_per_req={} cpu_us_per_req={} cpu_over_plain_us={} \
-             cpu_over_plain_vs_peer={} redis_cpu_us_per_req={} p50_us={} p99_us={} server_util={} load_util={} other_load={} \
+             cpu_over_plain_vs_peer={} redis_cpu_us_per_req={} pg_cpu_us_per_req={} p50_us={} p99_us={} server_util={} load_util={} other_load={} \
              store_ops_per_req={} data_bytes_per_req={} redis_in_bytes_per_req={} requests={} errors={} rounds={}",
             num(r.rps, 0),
             num(r.ratio_plain, 3),
@@ -382,6 +389,7 @@ pub(crate) fn machine_lines(rows: &[Row]) -> String {
             num(r.cpu_over_plain_us, 2),
             num(r.cpu_over_plain_vs_peer, 3),
             num(r.redis_cpu_us, 2),
+            num(r.pg_cpu_us, 2),
             num(r.p50_us, 0),
             num(r.p99_us, 0),
             num(r.util, 2),
@@ -675,6 +683,7 @@ pub(crate) fn chart(rows: &[Row], path: &Path, title: &str) -> anyhow::Result<()
         RGBColor(255, 127, 14),
         RGBColor(214, 39, 40),
         RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
     ];
     let width = 0.8 / servers.len().max(1) as f64;
     for (i, s) in servers.iter().enumerate() {

@@ -1,13 +1,14 @@
-//! The harness: starts Redis and the servers, drives the load round-robin over every case,
-//! and reports medians.
+//! The harness: starts Redis, PostgreSQL and the servers, drives the load round-robin over
+//! every case, and reports medians.
 //!
-//! Each round starts every server afresh (a new process each, SQLite in a new file, Redis
-//! flushed) and measures each (workload, server) pair once; the order of the servers rotates
-//! from round to round so no case always runs first or right after another. Per case:
+//! Each round starts every server afresh (a new process each, SQLite in a new file,
+//! PostgreSQL in a new table, Redis flushed) and measures each (workload, server) pair once;
+//! the order of the servers rotates from round to round so no case always runs first or right
+//! after another. Per case:
 //! 1. the clients connect and each creates its session (the workload's warm-up requests);
 //! 2. a short unmeasured burst warms caches (and Python);
 //! 3. the timed window: requests/s, latencies, server CPU (`/proc/PID/stat`), Redis CPU and
-//!    input bytes (`INFO`);
+//!    input bytes (`INFO`), PostgreSQL's CPU (its processes' `/proc/PID/stat`);
 //! 4. a counting pass of a fixed number of requests with the Redis slow log recording every
 //!    command and the server counting store operations and bytes (kept out of the timed
 //!    window because both cost time).
@@ -17,13 +18,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use cloakroom_testkit::postgres_server::PostgresServer;
 use cloakroom_testkit::redis_server::RedisServer;
 
 use crate::cases::{Server, Workload};
 use crate::counting::parse_stats;
 use crate::load::{ClientKind, Clients, Stop, get_text};
 use crate::memory::MemResult;
-use crate::procs::{ServerEnv, ServerProcess, cpu_time, find_python, system_busy};
+use crate::procs::{
+    ServerEnv, ServerProcess, child_named, cpu_time, find_python, system_busy, tree_cpu_time,
+};
 use crate::redis_stats::{self, RedisInfo};
 use crate::report::{self, Results, Sample};
 
@@ -105,6 +109,38 @@ impl Plan {
     }
 }
 
+/// The PostgreSQL the `cloakroom-postgres` case keeps its sessions in.
+#[derive(Debug)]
+struct Postgres {
+    server: PostgresServer,
+    /// The postmaster's pid; its children are the backends and background workers.
+    postmaster: u32,
+}
+
+impl Postgres {
+    /// Starts one, or says why not (PostgreSQL missing) and returns `None`.
+    fn start() -> anyhow::Result<Option<Postgres>> {
+        let Ok(server) = std::panic::catch_unwind(PostgresServer::start) else {
+            eprintln!("warning: PostgreSQL did not start (see above); skipping cloakroom-postgres");
+            return Ok(None);
+        };
+        let postmaster = child_named("postgres")?.context("no postgres process among ours")?;
+        Ok(Some(Postgres { server, postmaster }))
+    }
+
+    /// CPU time the postmaster and its children have used so far.
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        tree_cpu_time(self.postmaster)
+    }
+}
+
+/// The databases the harness runs for the servers, when some case needs them.
+#[derive(Clone, Copy, Debug)]
+struct Backends<'a> {
+    redis: Option<&'a RedisServer>,
+    postgres: Option<&'a Postgres>,
+}
+
 /// Runs the plan; returns the report text (also printed as it is made).
 pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     let started = Instant::now();
@@ -121,6 +157,11 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     if let Some(r) = &redis {
         redis_stats::restore_slowlog(r)?;
     }
+    let postgres = if plan.servers.iter().any(|s| s.uses_postgres()) {
+        Postgres::start()?
+    } else {
+        None
+    };
     let tmp = tempfile::Builder::new()
         .prefix("cloakroom-bench-")
         .tempdir()
@@ -138,6 +179,10 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
         redis_url: redis.as_ref().map(|r| r.url()).unwrap_or_default(),
         redis_port: redis.as_ref().map_or(0, |r| r.port()),
         dir: tmp.path().to_owned(),
+        postgres_url: postgres
+            .as_ref()
+            .map(|p| p.server.url())
+            .unwrap_or_default(),
         python,
         ts_pool: plan.ts_pool,
     };
@@ -146,7 +191,12 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
         .iter()
         .copied()
         .filter(|s| *s != Server::TornadoPycket || env.python.is_some())
+        .filter(|s| !s.uses_postgres() || postgres.is_some())
         .collect();
+    let backends = Backends {
+        redis: redis.as_ref(),
+        postgres: postgres.as_ref(),
+    };
 
     let mut results = Results::default();
     for s in &plan.servers {
@@ -154,7 +204,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
             results.samples.insert((*s, *w), Vec::new());
         }
     }
-    measure_rounds(&rt, plan, &servers, &env, redis.as_ref(), &mut results)?;
+    measure_rounds(&rt, plan, &servers, &env, backends, &mut results)?;
     for (s, w) in results.samples.keys().copied().collect::<Vec<_>>() {
         let v = results.samples.get_mut(&(s, w)).expect("listed");
         v.resize(plan.rounds, None);
@@ -179,14 +229,27 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     let text = report_text(plan, started, &machine, &results, &rows);
     print!("{text}");
 
+    write_outputs(plan, tmp.path(), &results, &rows, &text)?;
+    Ok(text)
+}
+
+/// The chart (in `--out`, or a temporary directory for smoke runs), and with `--out` the
+/// report and every sample.
+fn write_outputs(
+    plan: &Plan,
+    tmp: &std::path::Path,
+    results: &Results,
+    rows: &[report::Row],
+    text: &str,
+) -> anyhow::Result<()> {
     let out_dir = match &plan.out {
         Some(d) => d.clone(),
-        None => tmp.path().to_owned(),
+        None => tmp.to_owned(),
     };
     std::fs::create_dir_all(&out_dir)?;
     let svg = out_dir.join("throughput.svg");
     report::chart(
-        &rows,
+        rows,
         &svg,
         &format!(
             "requests/s per case (cloakroom-bench --{}, median of {} rounds)",
@@ -195,14 +258,14 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     )
     .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
     if plan.out.is_some() {
-        std::fs::write(out_dir.join(format!("{}.txt", plan.mode)), &text)?;
+        std::fs::write(out_dir.join(format!("{}.txt", plan.mode)), text)?;
         std::fs::write(
             out_dir.join(format!("{}-samples.csv", plan.mode)),
-            report::samples_csv(&results),
+            report::samples_csv(results),
         )?;
         println!("\nchart: {}", svg.display());
     }
-    Ok(text)
+    Ok(())
 }
 
 /// The load rounds: every server started afresh each round, every workload measured on each
@@ -212,12 +275,12 @@ fn measure_rounds(
     plan: &Plan,
     servers: &[Server],
     env: &ServerEnv,
-    redis: Option<&RedisServer>,
+    backends: Backends<'_>,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     for round in 0..plan.rounds {
         eprintln!("== round {}/{}", round + 1, plan.rounds);
-        if let Some(r) = redis {
+        if let Some(r) = backends.redis {
             redis_stats::flush(r)?;
         }
         let mut procs: BTreeMap<Server, ServerProcess> = BTreeMap::new();
@@ -232,7 +295,7 @@ fn measure_rounds(
                 let proc = procs.get_mut(s).expect("started above");
                 let mut retries = 0;
                 let sample = loop {
-                    let sample = measure(rt, plan, proc, *s, *w, redis)
+                    let sample = measure(rt, plan, proc, *s, *w, backends)
                         .with_context(|| format!("measuring {s} {w} (round {})", round + 1))?;
                     if sample.other_load <= plan.max_other_load || retries == plan.retries {
                         break sample;
@@ -245,7 +308,7 @@ fn measure_rounds(
                     std::thread::sleep(Duration::from_secs(5));
                 };
                 eprintln!(
-                    "   {:<12} {:<22} {:>8.0} req/s  p50 {:>7.2} ms  cpu {:>6.1} us/req  other {:.2}{}",
+                    "   {:<12} {:<22} {:>8.0} req/s  p50 {:>7.2} ms  cpu {:>6.1} us/req  other {:.2}{}{}",
                     w.name(),
                     s.name(),
                     sample.rps,
@@ -255,6 +318,10 @@ fn measure_rounds(
                     sample
                         .cmds
                         .map(|c| format!("  {c:.2} cmds/req"))
+                        .unwrap_or_default(),
+                    sample
+                        .pg_cpu_us
+                        .map(|c| format!("  pg {c:.1} us/req"))
                         .unwrap_or_default(),
                 );
                 results
@@ -311,11 +378,12 @@ fn measure(
     proc: &mut ServerProcess,
     server: Server,
     workload: Workload,
-    redis: Option<&RedisServer>,
+    backends: Backends<'_>,
 ) -> anyhow::Result<Sample> {
     let addr = proc.addr;
     let path = workload.path();
-    let redis = redis.filter(|_| server.uses_redis());
+    let redis = backends.redis.filter(|_| server.uses_redis());
+    let postgres = backends.postgres.filter(|_| server.uses_postgres());
     let mut clients = rt.block_on(async {
         let mut c = Clients::connect(
             addr,
@@ -334,10 +402,12 @@ fn measure(
     let cpu0 = proc.cpu_time()?;
     let own0 = cpu_time(std::process::id())?;
     let info0 = redis.map(RedisInfo::read).transpose()?;
+    let pg0 = postgres.map(Postgres::cpu_time).transpose()?;
     let res = rt.block_on(clients.run(path, Stop::After(plan.window)))?;
     let cpu1 = proc.cpu_time()?;
     let own1 = cpu_time(std::process::id())?;
     let info1 = redis.map(RedisInfo::read).transpose()?;
+    let pg1 = postgres.map(Postgres::cpu_time).transpose()?;
     let busy1 = system_busy()?;
     let n = res.requests.max(1) as f64;
     let cpu = (cpu1 - cpu0).as_secs_f64();
@@ -356,6 +426,11 @@ fn measure(
     if let (Some(a), Some(b)) = (&info0, &info1) {
         ours += b.cpu_secs - a.cpu_secs;
     }
+    if let (Some(a), Some(b)) = (pg0, pg1) {
+        let pg = b.saturating_sub(a).as_secs_f64();
+        ours += pg;
+        sample.pg_cpu_us = Some(pg * 1e6 / n);
+    }
     sample.other_load =
         (((busy1 - busy0).as_secs_f64() - ours) / res.elapsed.as_secs_f64()).max(0.0);
     if let (Some(a), Some(b)) = (info0, info1) {
@@ -370,7 +445,31 @@ fn measure(
         );
     }
 
-    // The counting pass.
+    count(
+        rt,
+        plan,
+        &mut clients,
+        addr,
+        (server, workload),
+        redis,
+        &mut sample,
+    )?;
+    drop(clients);
+    Ok(sample)
+}
+
+/// The counting pass after a timed window: a fixed number of requests, with the Redis slow
+/// log recording every command and the server counting store operations and bytes.
+fn count(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    clients: &mut Clients,
+    addr: std::net::SocketAddr,
+    (server, workload): (Server, Workload),
+    redis: Option<&RedisServer>,
+    sample: &mut Sample,
+) -> anyhow::Result<()> {
+    let path = workload.path();
     if server.is_rust() {
         get_text(addr, "/__bench/detail/on")?;
     }
@@ -401,8 +500,7 @@ fn measure(
             sample.data_bytes = Some((b1 - b0) as f64 / m);
         }
     }
-    drop(clients);
-    Ok(sample)
+    Ok(())
 }
 
 /// Runs `mem STORE N` in a fresh process and reads its answer.

@@ -34,6 +34,8 @@ pub(crate) struct ServeOptions {
     pub(crate) redis: Option<String>,
     /// The database file for `cloakroom-sqlite`.
     pub(crate) sqlite: Option<PathBuf>,
+    /// `postgres://...` for `cloakroom-postgres`.
+    pub(crate) postgres: Option<String>,
     /// Connections in tower-sessions' fred pool (default 1, like Cloakroom's one multiplexed
     /// connection).
     pub(crate) ts_pool: usize,
@@ -120,6 +122,14 @@ async fn app(
         Server::CloakroomRedis => {
             let store = RedisStore::open(&redis_url()?).await?;
             cloakroom::app(Arc::new(store), counters)
+        }
+        Server::CloakroomPostgres => {
+            let url = options
+                .postgres
+                .as_deref()
+                .context("--postgres URL is needed")?;
+            // The facade's `store::open`, as an application would open it from a URL.
+            cloakroom::app(::cloakroom::store::open(url).await?, counters)
         }
         Server::TowerSessionsMemory => {
             tower_sessions_app::app(tower_sessions::MemoryStore::default(), counters)

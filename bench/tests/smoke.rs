@@ -1,15 +1,16 @@
-//! `cloakroom-bench --smoke` works end to end from the debug build: it starts Redis, every
-//! server (Tornado too, when the Python venv is there), drives each case for a moment, prints
+//! `cloakroom-bench --smoke` works end to end from the debug build: it starts Redis and
+//! PostgreSQL (under a second), every server (Tornado too, when the Python venv is there), drives each case for a moment, prints
 //! one `case=` line per case and exits 0, well within the 60-second budget CI gives it.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SERVERS: [&str; 7] = [
+const SERVERS: [&str; 8] = [
     "plain",
     "cloakroom-memory",
     "cloakroom-sqlite",
     "cloakroom-redis",
+    "cloakroom-postgres",
     "tower-sessions-memory",
     "tower-sessions-redis",
     "tornado-pycket",
