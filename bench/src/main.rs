@@ -30,6 +30,7 @@ mod redis_stats;
 mod report;
 mod run;
 mod serve;
+mod targets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

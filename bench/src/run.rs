@@ -30,6 +30,7 @@ use crate::procs::{
 };
 use crate::redis_stats::{self, RedisInfo};
 use crate::report::{self, Results, Sample};
+use crate::targets;
 
 /// How long and how hard to measure.
 #[derive(Clone, Debug)]
@@ -367,7 +368,7 @@ fn report_text(
     text += &report::machine_lines(rows);
     text += &report::memory_lines(results);
     text += "\ntargets:\n";
-    text += &report::checks_text(&report::checks(results));
+    text += &targets::checks_text(&targets::checks(results));
     text
 }
 
