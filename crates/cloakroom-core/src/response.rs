@@ -3,8 +3,8 @@
 //! core types: `async fn visits(session: Session) -> Result<String, session::Error>` (the
 //! `cloakroom-tower` crate's examples run exactly that).
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use http::{Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, SET_COOKIE, VARY};
+use http::{HeaderMap, Response, StatusCode};
 
 #[cfg(feature = "axum")]
 use crate::session::Session;
@@ -43,6 +43,37 @@ pub fn error_response(error: &Error) -> Response<String> {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     res
+}
+
+/// Adds a committed session's cookie to a response's headers, as every Cloakroom middleware
+/// does: `Set-Cookie: <set_cookie>` (appended, other cookies kept), `Cache-Control: no-store`
+/// unless the handler chose a caching policy (a response that sets a ticket must not be
+/// cached and replayed to someone else), and `Vary: Cookie` unless a `Vary` header already
+/// names `Cookie` or `*`.
+///
+/// `set_cookie` is [`CommitOutcome::set_cookie`](crate::session::CommitOutcome::set_cookie).
+/// Returns `false`, and changes nothing, if it is not a valid header value (never the case
+/// for a cookie the engine made).
+pub fn add_session_cookie(headers: &mut HeaderMap, set_cookie: &str) -> bool {
+    let Ok(value) = HeaderValue::from_str(set_cookie) else {
+        tracing::error!("session cookie is not a valid header value; not sent");
+        return false;
+    };
+    headers.append(SET_COOKIE, value);
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let varies_by_cookie = headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .map(str::trim)
+                .any(|p| p.eq_ignore_ascii_case("cookie") || p == "*")
+        })
+    });
+    if !varies_by_cookie {
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    }
+    true
 }
 
 /// The [`Session`] extractor found no session: the session middleware is missing from the
@@ -118,5 +149,54 @@ mod tests {
         let big = Error::new(ErrorKind::TooLarge, "big");
         assert_eq!(error_response(&big).status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(error_response(&big).headers().get(RETRY_AFTER).is_none());
+    }
+
+    fn values<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Vec<&'h str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect()
+    }
+
+    #[test]
+    fn a_session_cookie_adds_no_store_and_vary_cookie() {
+        let mut headers = HeaderMap::new();
+        assert!(add_session_cookie(&mut headers, "session=abc; Path=/"));
+        assert_eq!(values(&headers, &SET_COOKIE), ["session=abc; Path=/"]);
+        assert_eq!(values(&headers, &CACHE_CONTROL), ["no-store"]);
+        assert_eq!(values(&headers, &VARY), ["Cookie"]);
+    }
+
+    #[test]
+    fn a_session_cookie_keeps_the_handlers_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(SET_COOKIE, HeaderValue::from_static("theme=dark"));
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=0"),
+        );
+        headers.append(VARY, HeaderValue::from_static("Accept-Encoding, cookie"));
+        assert!(add_session_cookie(&mut headers, "session=abc"));
+        assert_eq!(values(&headers, &SET_COOKIE), ["theme=dark", "session=abc"]);
+        assert_eq!(values(&headers, &CACHE_CONTROL), ["private, max-age=0"]);
+        assert_eq!(values(&headers, &VARY), ["Accept-Encoding, cookie"]);
+
+        // `Vary: *` covers Cookie; another Vary does not.
+        let mut star = HeaderMap::new();
+        star.append(VARY, HeaderValue::from_static("*"));
+        add_session_cookie(&mut star, "session=abc");
+        assert_eq!(values(&star, &VARY), ["*"]);
+        let mut other = HeaderMap::new();
+        other.append(VARY, HeaderValue::from_static("Accept"));
+        add_session_cookie(&mut other, "session=abc");
+        assert_eq!(values(&other, &VARY), ["Accept", "Cookie"]);
+    }
+
+    #[test]
+    fn an_invalid_cookie_value_changes_nothing() {
+        let mut headers = HeaderMap::new();
+        assert!(!add_session_cookie(&mut headers, "session=a\nb"));
+        assert!(headers.is_empty());
     }
 }

@@ -176,6 +176,26 @@ impl Session {
         self.execute(st, plan, now, user_agent).await
     }
 
+    /// The commit, done at once when it needs no store operation (the usual case of a request
+    /// that only read its session, or had none): `None` when it does, and then
+    /// [`Session::commit`] must run. Lets an adapter skip an asynchronous step (and its
+    /// allocation) on most requests.
+    pub fn commit_now(&self) -> Option<CommitOutcome> {
+        let mut st = self.inner.state.try_lock().ok()?;
+        if st.committed {
+            return Some(CommitOutcome::default());
+        }
+        let plan = plan(&st, self.inner.had_cookie, Timestamp::now(), self.config());
+        let CommitPlan::Nothing { clear_cookie } = plan else {
+            return None;
+        };
+        st.committed = true;
+        Some(CommitOutcome {
+            set_cookie: clear_cookie.then(|| self.config().cookie.removal()),
+            action: CommitAction::None,
+        })
+    }
+
     /// Carries out `plan` on `st`: one store operation (two for a renewal or a new session
     /// after a logout), each under the store timeout.
     async fn execute(
@@ -711,5 +731,41 @@ mod tests {
             Some("see you")
         );
         assert_eq!(engine.sessions_of("ada").await.unwrap().len(), 0);
+    }
+
+    /// `commit_now` finishes the requests that need no store operation, and only those.
+    #[tokio::test]
+    async fn commit_now_takes_only_commits_without_store_work() {
+        use crate::keys::{Key, KeyRing};
+        use crate::store::MemoryStore;
+        let engine = super::super::SessionEngine::new(
+            MemoryStore::new(),
+            KeyRing::single(Key::generate()),
+            SessionConfig::default(),
+        );
+        let first = engine.session(None);
+        assert_eq!(
+            first.commit_now(),
+            Some(CommitOutcome::default()),
+            "no session"
+        );
+        let first = engine.session(None);
+        first.set("a", &1).await.unwrap();
+        assert_eq!(first.commit_now(), None, "a new session needs a create");
+        let cookie = first.commit(None).await.unwrap().set_cookie.unwrap();
+        let ticket = cookie.split(';').next().unwrap().to_owned();
+
+        let read = engine.session(Some(&ticket));
+        assert_eq!(read.get::<i32>("a").await.unwrap(), Some(1));
+        assert_eq!(read.commit_now(), Some(CommitOutcome::default()), "a read");
+        assert!(read.set("a", &2).await.is_err(), "committed");
+
+        let write = engine.session(Some(&ticket));
+        write.set("a", &3).await.unwrap();
+        assert_eq!(write.commit_now(), None, "a blind write needs a patch");
+        assert_eq!(
+            write.commit(None).await.unwrap().action,
+            CommitAction::Patched
+        );
     }
 }

@@ -6,9 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use cloakroom_core::session::SessionEngine;
+use cloakroom_core::session::{Session, SessionEngine};
 use http::header::{CACHE_CONTROL, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT, VARY};
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::ErrorHandler;
@@ -29,21 +30,89 @@ impl<S> fmt::Debug for SessionService<S> {
     }
 }
 
-/// The future of [`SessionService`].
-pub struct ResponseFuture<R> {
-    inner: Pin<Box<dyn Future<Output = R> + Send>>,
-}
-
-impl<R> fmt::Debug for ResponseFuture<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ResponseFuture")
+pin_project! {
+    /// The future of [`SessionService`].
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
     }
 }
 
-impl<R> Future for ResponseFuture<R> {
-    type Output = R;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
-        self.inner.as_mut().poll(cx)
+pin_project! {
+    #[project = Projected]
+    enum State<F, B, E> {
+        // The inner service's future; then the commit, done at once when it needs no store
+        // operation (most reads), else boxed.
+        Handling {
+            #[pin]
+            inner: F,
+            session: Session,
+            user_agent: Option<HeaderValue>,
+            on_error: ErrorHandler,
+        },
+        // The commit, against the store.
+        Committing {
+            commit: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
+        },
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("session::ResponseFuture")
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<String> + Send + 'static,
+    E: Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let commit = match self.as_mut().project().state.project() {
+                Projected::Committing { commit } => return commit.as_mut().poll(cx),
+                Projected::Handling {
+                    inner,
+                    session,
+                    user_agent,
+                    on_error,
+                } => {
+                    let mut res = std::task::ready!(inner.poll(cx))?;
+                    if let Some(outcome) = session.commit_now() {
+                        if let Some(cookie) = outcome.set_cookie {
+                            add_cookie_headers(&mut res, &cookie);
+                        }
+                        return Poll::Ready(Ok(res));
+                    }
+                    let (session, user_agent, on_error) =
+                        (session.clone(), user_agent.take(), on_error.clone());
+                    Box::pin(async move {
+                        let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
+                        match session.commit(user_agent).await {
+                            Ok(outcome) => {
+                                if let Some(cookie) = outcome.set_cookie {
+                                    add_cookie_headers(&mut res, &cookie);
+                                }
+                                Ok(res)
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "session commit failed; answering 503");
+                                Ok(on_error(&error).map(B::from))
+                            }
+                        }
+                    })
+                }
+            };
+            // Polled on the next turn of the loop.
+            self.as_mut()
+                .project()
+                .state
+                .set(State::Committing { commit });
+        }
     }
 }
 
@@ -56,7 +125,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<Result<Response<ResBody>, S::Error>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -72,26 +141,13 @@ where
             .engine
             .session_from_headers(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes));
         req.extensions_mut().insert(session.clone());
-        let fut = self.inner.call(req);
-        let on_error = self.on_error.clone();
-        ResponseFuture {
-            inner: Box::pin(async move {
-                let mut res = fut.await?;
-                let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
-                match session.commit(user_agent).await {
-                    Ok(outcome) => {
-                        if let Some(cookie) = outcome.set_cookie {
-                            add_cookie_headers(&mut res, &cookie);
-                        }
-                        Ok(res)
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "session commit failed; answering 503");
-                        Ok(on_error(&error).map(ResBody::from))
-                    }
-                }
-            }),
-        }
+        let state = State::Handling {
+            inner: self.inner.call(req),
+            session,
+            user_agent,
+            on_error: self.on_error.clone(),
+        };
+        ResponseFuture { state }
     }
 }
 
