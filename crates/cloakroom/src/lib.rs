@@ -49,7 +49,9 @@ pub use cloakroom_core::{cookie, csrf, flash, keys, session, tornado};
 pub mod store;
 
 pub use cloakroom_core::keys::{Key, KeyRing};
-pub use cloakroom_core::session::{SessionConfig, SessionEngine, SessionKey, Timestamp};
+pub use cloakroom_core::session::{
+    SessionConfig, SessionEngine, SessionKey, SessionSettings, Timestamp,
+};
 pub use cloakroom_core::store::SessionStore;
 
 #[cfg(feature = "memory")]

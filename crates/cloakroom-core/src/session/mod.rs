@@ -27,6 +27,7 @@ mod engine;
 mod error;
 mod handle;
 mod limits;
+mod settings;
 mod shared;
 mod state;
 
@@ -36,6 +37,7 @@ pub use config::{SessionConfig, default_touch_interval};
 pub use engine::SessionEngine;
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Session;
+pub use settings::SessionSettings;
 
 /// Field names starting with this are the library's own (CSRF secret, flash messages).
 pub(crate) const RESERVED_PREFIX: &str = "__cr.";

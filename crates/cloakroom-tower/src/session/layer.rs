@@ -1,159 +1,152 @@
-//! [`SessionLayer`]: the session settings, and the engine they make (built once, shared by
-//! every route's service).
+//! [`SessionLayer`]: the core's [`SessionSettings`] (every setting, checked as it is set; the
+//! engine built once and shared by every route's service) and the response for a failed commit.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use cloakroom_core::KeyRing;
 use cloakroom_core::cookie::{SameSite, TicketFormat};
-use cloakroom_core::session::{Error, SessionConfig, SessionEngine};
+use cloakroom_core::session::{Error, SessionConfig, SessionEngine, SessionSettings};
 use cloakroom_core::store::IntoSessionStore;
-use cloakroom_core::{KeyRing, SessionStore};
 use http::Response;
 use tower_layer::Layer;
 
 use super::{ConfigError, ErrorHandler, SessionService, default_error_response};
 
-/// The session middleware. Cheap to clone.
+/// The session middleware. Cheap to clone. Its setters are [`SessionSettings`]'s (the same on
+/// every adapter); build one from settings with `SessionLayer::from`.
 #[derive(Clone)]
 #[must_use]
 pub struct SessionLayer {
-    store: Arc<dyn SessionStore>,
-    keys: KeyRing,
-    config: SessionConfig,
+    settings: SessionSettings,
     on_error: ErrorHandler,
-    format: Option<Arc<dyn TicketFormat>>,
-    /// The engine the settings make, built on first use and shared by every service (a
-    /// setting changed afterwards starts a new one).
-    built: Arc<OnceLock<SessionEngine>>,
 }
 
 impl fmt::Debug for SessionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayer")
-            .field("keys", &self.keys)
-            .field("config", &self.config)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
-impl SessionLayer {
-    /// Sessions kept in `store`, tickets signed with `keys`, every setting at its default
-    /// (see [`SessionConfig`]).
-    pub fn new(store: impl IntoSessionStore, keys: KeyRing) -> Self {
+impl From<SessionSettings> for SessionLayer {
+    fn from(settings: SessionSettings) -> Self {
         SessionLayer {
-            store: store.into_session_store(),
-            keys,
-            config: SessionConfig::default(),
+            settings,
             on_error: Arc::new(default_error_response),
-            format: None,
-            built: Arc::default(),
         }
     }
+}
 
-    /// Replaces the whole configuration.
+impl SessionLayer {
+    /// Sessions kept in `store` (by value, or an `Arc` of one), tickets signed with `keys`,
+    /// every setting at its default (see [`SessionConfig`]).
+    pub fn new(store: impl IntoSessionStore, keys: KeyRing) -> Self {
+        SessionSettings::new(store, keys).into()
+    }
+
+    fn map(
+        self,
+        change: impl FnOnce(SessionSettings) -> Result<SessionSettings, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        Ok(SessionLayer {
+            settings: change(self.settings)?,
+            ..self
+        })
+    }
+
+    /// See [`SessionSettings::with_config`].
     ///
     /// # Errors
-    /// An invalid configuration (see [`SessionConfig::validate`]).
+    /// An invalid configuration.
     pub fn with_config(self, config: SessionConfig) -> Result<Self, ConfigError> {
-        self.edit(|c| *c = config)
+        self.map(|s| s.with_config(config))
     }
 
-    /// Applies `change` to the configuration and checks the result: the one path every
-    /// setter takes, so all follow [`SessionConfig::validate`]'s policy (zero durations and
-    /// limits refused, except the touch interval).
-    fn edit(mut self, change: impl FnOnce(&mut SessionConfig)) -> Result<Self, ConfigError> {
-        change(&mut self.config);
-        self.config.validate()?;
-        self.built = Arc::default();
-        Ok(self)
-    }
-
-    /// Cookie name. Default `session`; `__Host-session` is better where the site is HTTPS
-    /// only (OWASP: the prefix stops subdomains from planting the cookie).
+    /// See [`SessionSettings::with_cookie_name`].
     ///
     /// # Errors
-    /// A name that is not an RFC 6265 token, or a prefix whose rules the other settings break.
+    /// A bad name, or a prefix whose rules the other settings break.
     pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        let name = name.into();
-        self.edit(|c| c.cookie.name = name)
+        self.map(|s| s.with_cookie_name(name))
     }
 
-    /// `Domain` attribute. Default none (host-only: the narrowest scope, per OWASP).
+    /// See [`SessionSettings::with_cookie_domain`].
     ///
     /// # Errors
     /// An invalid domain, or a `__Host-` cookie name.
     pub fn with_cookie_domain(self, domain: impl Into<String>) -> Result<Self, ConfigError> {
-        let domain = domain.into();
-        self.edit(|c| c.cookie.domain = Some(domain))
+        self.map(|s| s.with_cookie_domain(domain))
     }
 
-    /// `Path` attribute. Default `/`.
+    /// See [`SessionSettings::with_cookie_path`].
     ///
     /// # Errors
     /// A path not starting with `/`, or a `__Host-` cookie name with another path.
     pub fn with_cookie_path(self, path: impl Into<String>) -> Result<Self, ConfigError> {
-        let path = path.into();
-        self.edit(|c| c.cookie.path = path)
+        self.map(|s| s.with_cookie_path(path))
     }
 
-    /// `Secure` attribute. Default on (OWASP: tickets never travel over plain HTTP); turn it
-    /// off only for `http://` development servers.
+    /// See [`SessionSettings::with_cookie_secure`].
     ///
     /// # Errors
     /// Turning it off with `SameSite=None` or a `__Host-`/`__Secure-` name.
     pub fn with_cookie_secure(self, secure: bool) -> Result<Self, ConfigError> {
-        self.edit(|c| c.cookie.secure = secure)
+        self.map(|s| s.with_cookie_secure(secure))
     }
 
-    /// `SameSite` attribute. Default `Lax` (cross-site POSTs carry no session).
+    /// See [`SessionSettings::with_cookie_same_site`].
     ///
     /// # Errors
     /// `SameSite::None` without `Secure`.
     pub fn with_cookie_same_site(self, same_site: SameSite) -> Result<Self, ConfigError> {
-        self.edit(|c| c.cookie.same_site = same_site)
+        self.map(|s| s.with_cookie_same_site(same_site))
     }
 
-    /// Idle timeout. Default 24 hours. The touch interval follows it (a tenth, at most 5
-    /// minutes) unless [`SessionLayer::with_touch_interval`] sets one.
+    /// See [`SessionSettings::with_idle_timeout`].
     ///
     /// # Errors
     /// A zero duration.
     pub fn with_idle_timeout(self, idle: Duration) -> Result<Self, ConfigError> {
-        self.edit(|c| c.idle_timeout = idle)
+        self.map(|s| s.with_idle_timeout(idle))
     }
 
-    /// Absolute lifetime. Default 30 days.
+    /// See [`SessionSettings::with_absolute_lifetime`].
     ///
     /// # Errors
     /// A zero duration.
     pub fn with_absolute_lifetime(self, lifetime: Duration) -> Result<Self, ConfigError> {
-        self.edit(|c| c.absolute_lifetime = lifetime)
+        self.map(|s| s.with_absolute_lifetime(lifetime))
     }
 
-    /// How often an unchanged session's expiry is extended. Default: a tenth of the idle
-    /// timeout, at most 5 minutes (reads then cost no store write); zero: every request.
+    /// See [`SessionSettings::with_touch_interval`].
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
-        self.config.touch_interval = Some(interval);
-        self.built = Arc::default();
+        self.settings = self.settings.with_touch_interval(interval);
         self
     }
 
-    /// Longest wait for one store operation. Default 2 seconds: past it the request gets a
-    /// 503 instead of hanging.
+    /// See [`SessionSettings::with_store_timeout`].
     ///
     /// # Errors
     /// A zero duration.
     pub fn with_store_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
-        self.edit(|c| c.store_timeout = timeout)
+        self.map(|s| s.with_store_timeout(timeout))
     }
 
-    /// Largest session data accepted by `set`. Default 64 KiB.
+    /// See [`SessionSettings::with_max_data_bytes`].
     ///
     /// # Errors
     /// Zero.
     pub fn with_max_data_bytes(self, max: usize) -> Result<Self, ConfigError> {
-        self.edit(|c| c.max_data_bytes = max)
+        self.map(|s| s.with_max_data_bytes(max))
+    }
+
+    /// See [`SessionSettings::with_ticket_format`].
+    pub fn with_ticket_format(mut self, format: Arc<dyn TicketFormat>) -> Self {
+        self.settings = self.settings.with_ticket_format(format);
+        self
     }
 
     /// The response sent when the store fails. Default: [`default_error_response`].
@@ -161,39 +154,19 @@ impl SessionLayer {
         mut self,
         handler: impl Fn(&Error) -> Response<String> + Send + Sync + 'static,
     ) -> Self {
-        self.built = Arc::default();
         self.on_error = Arc::new(handler);
-        self
-    }
-
-    /// How ids are made and carried. Default: Cloakroom's signed ticket
-    /// ([`SignedTicket`](cloakroom_core::cookie::SignedTicket)); use
-    /// `cloakroom_redis::PycketTicket` with the cookie name
-    /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
-    pub fn with_ticket_format(mut self, format: Arc<dyn TicketFormat>) -> Self {
-        self.built = Arc::default();
-        self.format = Some(format);
         self
     }
 
     /// The configuration as it stands.
     pub fn config(&self) -> &SessionConfig {
-        &self.config
+        self.settings.config()
     }
 
-    /// The engine this layer's services use (build it once and share it with code that
-    /// lists or revokes sessions outside requests).
+    /// The engine this layer's services use (built once; share it with code that lists or
+    /// revokes sessions outside requests).
     pub fn engine(&self) -> SessionEngine {
-        self.built
-            .get_or_init(|| {
-                let engine =
-                    SessionEngine::new(self.store.clone(), self.keys.clone(), self.config.clone());
-                match &self.format {
-                    Some(f) => engine.with_ticket_format(f.clone()),
-                    None => engine,
-                }
-            })
-            .clone()
+        self.settings.engine()
     }
 }
 
