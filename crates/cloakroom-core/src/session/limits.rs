@@ -2,6 +2,7 @@
 //! a session used now, the longest user agent kept.
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use super::{Error, Result, SessionConfig, Timestamp};
@@ -20,6 +21,12 @@ pub(super) async fn timed<T>(
     limit: Duration,
     fut: impl Future<Output = store::Result<T>>,
 ) -> Result<T> {
+    let mut fut = std::pin::pin!(fut);
+    // A store that answers at once (the memory store, a cache hit) needs no timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let Poll::Ready(r) = first {
+        return r.map_err(Error::from);
+    }
     match tokio::time::timeout(limit, fut).await {
         Ok(r) => r.map_err(Error::from),
         Err(_) => Err(store::Error::new(
