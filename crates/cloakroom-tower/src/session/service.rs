@@ -6,8 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use cloakroom_core::response::add_session_cookie;
 use cloakroom_core::session::{Session, SessionEngine};
-use http::header::{CACHE_CONTROL, COOKIE, HeaderValue, SET_COOKIE, USER_AGENT, VARY};
+use http::header::{COOKIE, HeaderValue, USER_AGENT};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -84,7 +85,7 @@ where
                     let mut res = std::task::ready!(inner.poll(cx))?;
                     if let Some(outcome) = session.commit_now() {
                         if let Some(cookie) = outcome.set_cookie {
-                            add_cookie_headers(&mut res, &cookie);
+                            add_session_cookie(res.headers_mut(), &cookie);
                         }
                         return Poll::Ready(Ok(res));
                     }
@@ -95,7 +96,7 @@ where
                         match session.commit(user_agent).await {
                             Ok(outcome) => {
                                 if let Some(cookie) = outcome.set_cookie {
-                                    add_cookie_headers(&mut res, &cookie);
+                                    add_session_cookie(res.headers_mut(), &cookie);
                                 }
                                 Ok(res)
                             }
@@ -148,32 +149,5 @@ where
             on_error: self.on_error.clone(),
         };
         ResponseFuture { state }
-    }
-}
-
-/// Adds `Set-Cookie`, `Cache-Control: no-store` (unless the handler chose a policy) and
-/// `Vary: Cookie`.
-fn add_cookie_headers<B>(res: &mut Response<B>, cookie: &str) {
-    let headers = res.headers_mut();
-    match HeaderValue::from_str(cookie) {
-        Ok(v) => {
-            headers.append(SET_COOKIE, v);
-        }
-        Err(_) => {
-            tracing::error!("session cookie is not a valid header value; not sent");
-            return;
-        }
-    }
-    if !headers.contains_key(CACHE_CONTROL) {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    let has_vary_cookie = headers.get_all(VARY).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("cookie") || p.trim() == "*")
-        })
-    });
-    if !has_vary_cookie {
-        headers.append(VARY, HeaderValue::from_static("Cookie"));
     }
 }
