@@ -10,6 +10,7 @@
 //! | `redis`  | yes     | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`]; [`store::PycketStore`], `pycket+redis://` (Tornado's pycket format) |
 //! | `tower`  | via `axum` | [`SessionLayer`] and [`CsrfLayer`], the tower middleware |
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
+//! | `actix`  | no      | `cloakroom::actix`: the actix-web 4 `SessionMiddleware`, `Session` extractor and `Error` response |
 //!
 #![cfg_attr(feature = "axum", doc = "```")]
 #![cfg_attr(not(feature = "axum"), doc = "```ignore")]
@@ -75,6 +76,13 @@ pub use cloakroom_tower::{Session, SessionError};
 #[cfg(feature = "tower")]
 pub mod tower {
     pub use cloakroom_tower::*;
+}
+
+/// The actix-web 4 adapter, in full: `SessionMiddleware`, the `Session` extractor and the
+/// `Error` response (see `cloakroom_actix`).
+#[cfg(feature = "actix")]
+pub mod actix {
+    pub use cloakroom_actix::*;
 }
 
 /// The README's code, compiled (and its `no_run` server example type-checked) by `cargo test

@@ -1,0 +1,167 @@
+//! [`SessionMiddleware`]: the session settings and the engine they make (built once, shared
+//! by every worker), and [`SessionMiddlewareService`], which gives every request its
+//! session and commits it when the response is ready.
+
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::HttpMessage;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::{COOKIE, HeaderValue, USER_AGENT};
+use cloakroom_core::KeyRing;
+use cloakroom_core::session::{Error, SessionEngine, SessionSettings};
+use cloakroom_core::store::IntoSessionStore;
+
+use crate::convert::{add_cookie, to_actix};
+use crate::{ErrorHandler, default_error_response};
+
+/// The session middleware (`App::wrap(middleware.clone())`). Cheap to clone. Its settings
+/// are the core's [`SessionSettings`], the very ones the tower `SessionLayer` wraps: the same
+/// setters, defaults and checks, and the engine built once and shared by every worker.
+///
+/// ```
+/// use cloakroom_actix::SessionMiddleware;
+/// use cloakroom_core::session::SessionSettings;
+/// use cloakroom_core::{Key, KeyRing, MemoryStore};
+///
+/// let settings = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+///     .with_cookie_name("__Host-session")
+///     .unwrap();
+/// let middleware = SessionMiddleware::from(settings);
+/// # let _ = middleware;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SessionMiddleware {
+    settings: SessionSettings,
+    on_error: ErrorHandler,
+}
+
+impl fmt::Debug for SessionMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionMiddleware")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<SessionSettings> for SessionMiddleware {
+    fn from(settings: SessionSettings) -> Self {
+        SessionMiddleware {
+            settings,
+            on_error: Arc::new(default_error_response),
+        }
+    }
+}
+
+impl SessionMiddleware {
+    /// Sessions kept in `store` (by value, or an `Arc` of one), tickets signed with `keys`,
+    /// every setting at its default; for other settings build the middleware from
+    /// [`SessionSettings`].
+    pub fn new(store: impl IntoSessionStore, keys: KeyRing) -> Self {
+        SessionSettings::new(store, keys).into()
+    }
+
+    /// The response sent when the store fails. Default: [`default_error_response`].
+    pub fn with_error_handler(
+        mut self,
+        handler: impl Fn(&Error) -> http::Response<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_error = Arc::new(handler);
+        self
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// The engine the middleware's services use (built once; share it with code that lists
+    /// or revokes sessions outside requests).
+    pub fn engine(&self) -> SessionEngine {
+        self.settings.engine()
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for SessionMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = SessionMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(SessionMiddlewareService {
+            service,
+            engine: self.engine(),
+            on_error: self.on_error.clone(),
+        }))
+    }
+}
+
+/// The service made by [`SessionMiddleware`].
+pub struct SessionMiddlewareService<S> {
+    service: S,
+    engine: SessionEngine,
+    on_error: ErrorHandler,
+}
+
+impl<S> fmt::Debug for SessionMiddlewareService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionMiddlewareService")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for SessionMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let headers = req.headers();
+        let user_agent = headers.get(USER_AGENT).cloned();
+        // Every Cookie header, read as bytes: a neighbour's cookie with a non-ASCII byte
+        // costs only itself, and nothing is joined or copied.
+        let session = self
+            .engine
+            .session_from_headers(headers.get_all(COOKIE).map(HeaderValue::as_bytes));
+        req.extensions_mut().insert(session.clone());
+        let fut = self.service.call(req);
+        let on_error = self.on_error.clone();
+        Box::pin(async move {
+            let mut res = fut.await?;
+            let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
+            match session.commit(user_agent).await {
+                Ok(outcome) => {
+                    if let Some(cookie) = outcome.set_cookie {
+                        add_cookie(res.headers_mut(), &cookie);
+                    }
+                    Ok(res.map_into_left_body())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "session commit failed; answering 503");
+                    let (req, _) = res.into_parts();
+                    let res = ServiceResponse::new(req, to_actix(on_error(&error)));
+                    Ok(res.map_into_right_body())
+                }
+            }
+        })
+    }
+}
