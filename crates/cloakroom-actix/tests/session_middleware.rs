@@ -2,7 +2,7 @@
 //! logout, blind writes, neighbour cookies, store failures and the logout race.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -11,86 +11,12 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::TestRequest;
 use actix_web::{App, test, web};
-use async_trait::async_trait;
 use cloakroom_actix::{Error, Session, SessionMiddleware};
-use cloakroom_core::session::{SessionKey, SessionSettings, Timestamp};
-use cloakroom_core::store::{
-    self, Applied, Created, Cursor, MemoryStore, Page, Patch, Record, SessionInfo, SessionStore,
-};
+use cloakroom_core::session::{SessionKey, SessionSettings};
+use cloakroom_core::store::{Cursor, MemoryStore, SessionStore};
 use cloakroom_core::{Key, KeyRing};
+use cloakroom_testkit::probe::Probe;
 use tokio::sync::Notify;
-
-/// A MemoryStore that counts calls and can be told to fail or hang.
-#[derive(Default)]
-struct Probe {
-    inner: MemoryStore,
-    calls: AtomicUsize,
-    fail: AtomicBool,
-    hang: AtomicBool,
-}
-
-impl Probe {
-    async fn gate(&self) -> store::Result<()> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.hang.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(store::Error::new(
-                store::ErrorKind::Unavailable,
-                "probe down",
-            ));
-        }
-        Ok(())
-    }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl SessionStore for Probe {
-    async fn load(&self, key: &SessionKey) -> store::Result<Option<Record>> {
-        self.gate().await?;
-        self.inner.load(key).await
-    }
-    async fn create(&self, key: &SessionKey, record: &Record) -> store::Result<Created> {
-        self.gate().await?;
-        self.inner.create(key, record).await
-    }
-    async fn apply(&self, key: &SessionKey, patch: &Patch) -> store::Result<Applied> {
-        self.gate().await?;
-        self.inner.apply(key, patch).await
-    }
-    async fn touch(
-        &self,
-        key: &SessionKey,
-        last_seen: Timestamp,
-        expires_at: Timestamp,
-    ) -> store::Result<Applied> {
-        self.gate().await?;
-        self.inner.touch(key, last_seen, expires_at).await
-    }
-    async fn delete(&self, key: &SessionKey) -> store::Result<bool> {
-        self.gate().await?;
-        self.inner.delete(key).await
-    }
-    async fn sessions_of(&self, user: &str) -> store::Result<Vec<SessionInfo>> {
-        self.gate().await?;
-        self.inner.sessions_of(user).await
-    }
-    async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> store::Result<u64> {
-        self.gate().await?;
-        self.inner.delete_user(user, except).await
-    }
-    async fn scan(&self, cursor: Cursor, limit: usize) -> store::Result<Page> {
-        self.gate().await?;
-        self.inner.scan(cursor, limit).await
-    }
-    async fn purge_expired(&self) -> store::Result<u64> {
-        self.inner.purge_expired().await
-    }
-}
 
 fn keys() -> KeyRing {
     KeyRing::single(Key::from_bytes(&[42; 32]).unwrap())

@@ -291,6 +291,7 @@ macro_rules! __conformance_case {
 
 pub mod browser;
 pub mod postgres_server;
+pub mod probe;
 pub mod process;
 pub mod redis_server;
 mod spawn;

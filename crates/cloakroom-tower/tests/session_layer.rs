@@ -2,95 +2,21 @@
 //! logout races, concurrency, expiry and store failures.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use cloakroom_core::session::{ErrorKind, SessionKey, Timestamp};
-use cloakroom_core::store::{
-    self, Applied, Created, Cursor, MemoryStore, Page, Patch, Record, SessionInfo, SessionStore,
-};
+use cloakroom_core::session::{ErrorKind, SessionKey};
+use cloakroom_core::store::{Cursor, MemoryStore, SessionStore};
 use cloakroom_core::{Key, KeyRing};
+use cloakroom_testkit::probe::Probe;
 use cloakroom_tower::{Session, SessionError, SessionLayer};
 use http::{Request, Response, StatusCode, header};
 use tokio::sync::Notify;
 use tower::ServiceExt;
-
-/// A MemoryStore that counts calls and can be told to fail or hang.
-#[derive(Default)]
-struct Probe {
-    inner: MemoryStore,
-    calls: AtomicUsize,
-    fail: AtomicBool,
-    hang: AtomicBool,
-}
-
-impl Probe {
-    async fn gate(&self) -> store::Result<()> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.hang.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(store::Error::new(
-                store::ErrorKind::Unavailable,
-                "probe down",
-            ));
-        }
-        Ok(())
-    }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl SessionStore for Probe {
-    async fn load(&self, key: &SessionKey) -> store::Result<Option<Record>> {
-        self.gate().await?;
-        self.inner.load(key).await
-    }
-    async fn create(&self, key: &SessionKey, record: &Record) -> store::Result<Created> {
-        self.gate().await?;
-        self.inner.create(key, record).await
-    }
-    async fn apply(&self, key: &SessionKey, patch: &Patch) -> store::Result<Applied> {
-        self.gate().await?;
-        self.inner.apply(key, patch).await
-    }
-    async fn touch(
-        &self,
-        key: &SessionKey,
-        last_seen: Timestamp,
-        expires_at: Timestamp,
-    ) -> store::Result<Applied> {
-        self.gate().await?;
-        self.inner.touch(key, last_seen, expires_at).await
-    }
-    async fn delete(&self, key: &SessionKey) -> store::Result<bool> {
-        self.gate().await?;
-        self.inner.delete(key).await
-    }
-    async fn sessions_of(&self, user: &str) -> store::Result<Vec<SessionInfo>> {
-        self.gate().await?;
-        self.inner.sessions_of(user).await
-    }
-    async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> store::Result<u64> {
-        self.gate().await?;
-        self.inner.delete_user(user, except).await
-    }
-    async fn scan(&self, cursor: Cursor, limit: usize) -> store::Result<Page> {
-        self.gate().await?;
-        self.inner.scan(cursor, limit).await
-    }
-    async fn purge_expired(&self) -> store::Result<u64> {
-        self.inner.purge_expired().await
-    }
-}
 
 struct Harness {
     probe: Arc<Probe>,
