@@ -36,20 +36,11 @@ mod convert;
 mod extract;
 mod middleware;
 
-use std::sync::Arc;
-
 pub use cloakroom_core::ConfigError;
 pub use extract::{Error, MissingSessionMiddleware, Session};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 
-/// Turns a failed commit into the response sent instead of the handler's (the same type as
-/// the tower layer's handler, so one function serves both).
-pub type ErrorHandler =
-    Arc<dyn Fn(&cloakroom_core::session::Error) -> http::Response<String> + Send + Sync>;
-
-/// The default response for a failed commit: `503 Service Unavailable` with
-/// `Retry-After: 1` for a store failure (see
-/// [`error_response`](cloakroom_core::response::error_response)).
-pub fn default_error_response(error: &cloakroom_core::session::Error) -> http::Response<String> {
-    cloakroom_core::response::error_response(error)
-}
+pub use cloakroom_core::response::ErrorHandler;
+/// The default response for a failed commit: `503 Service Unavailable` with `Retry-After: 1`
+/// for a store failure.
+pub use cloakroom_core::response::error_response as default_error_response;

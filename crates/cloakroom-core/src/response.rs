@@ -10,6 +10,11 @@ use http::{HeaderMap, Response, StatusCode};
 use crate::session::Session;
 use crate::session::{Error, ErrorKind};
 
+/// Turns a failed commit into the response sent instead of the handler's: the one type every
+/// adapter's session middleware takes, so one function serves all of them. The default is
+/// [`error_response`].
+pub type ErrorHandler = std::sync::Arc<dyn Fn(&Error) -> Response<String> + Send + Sync>;
+
 /// The response for a failed session operation: a store failure is `503 Service
 /// Unavailable` with `Retry-After: 1` (the request can be retried as it is), data over the
 /// limit `413`, anything else (a misuse of the API) `500`. Never cached.

@@ -14,21 +14,11 @@
 mod layer;
 mod service;
 
-use std::sync::Arc;
-
-use cloakroom_core::session::Error;
-use http::Response;
-
 pub use cloakroom_core::ConfigError;
 pub use layer::SessionLayer;
 pub use service::{ResponseFuture, SessionService};
 
-/// Turns a store failure into the response sent instead of the handler's.
-pub type ErrorHandler = Arc<dyn Fn(&Error) -> Response<String> + Send + Sync>;
-
-/// The default response for a failed commit: `503 Service Unavailable` with
-/// `Retry-After: 1` for a store failure (see
-/// [`error_response`](cloakroom_core::response::error_response)).
-pub fn default_error_response(error: &Error) -> Response<String> {
-    cloakroom_core::response::error_response(error)
-}
+pub use cloakroom_core::response::ErrorHandler;
+/// The default response for a failed commit: `503 Service Unavailable` with `Retry-After: 1`
+/// for a store failure.
+pub use cloakroom_core::response::error_response as default_error_response;
