@@ -7,52 +7,10 @@ use std::time::{Duration, Instant};
 use cloakroom_testkit::process::ServerProcess;
 use cloakroom_testkit::redis_server::RedisServer;
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
+mod over_http;
 
-async fn token(client: &reqwest::Client, base: &str) -> String {
-    let v: serde_json::Value = client
-        .get(format!("{base}/api/csrf"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["token"].as_str().unwrap().to_owned()
-}
-
-async fn post(
-    client: &reqwest::Client,
-    base: &str,
-    path: &str,
-    fields: &[(&str, &str)],
-) -> StatusCode {
-    let token = token(client, base).await;
-    let mut fields = fields.to_vec();
-    fields.push(("_xsrf", &token));
-    client
-        .post(format!("{base}{path}"))
-        .form(&fields)
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
-async fn me(client: &reqwest::Client, base: &str) -> (StatusCode, serde_json::Value) {
-    let res = client.get(format!("{base}/api/me")).send().await.unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or_default())
-}
+use over_http::{client, me, post};
 
 async fn start_demo(dir: &std::path::Path, redis: &RedisServer, keys: &str) -> ServerProcess {
     let store = format!("redis://127.0.0.1:{}/5?timeout_ms=500", redis.port());
