@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::spawn::{kill, log_tail, spawn_watchdog, temp_dir};
+use crate::spawn::{await_ready, kill, retry_start, spawn_watchdog, temp_dir};
 
 const NOT_INSTALLED: &str = "PostgreSQL server binaries (/usr/lib/postgresql/*/bin/postgres) \
      not found: run scripts/test.sh or apt-get install -y postgresql";
@@ -153,16 +153,8 @@ impl PostgresServer {
     /// When it does not come up within 30 seconds.
     pub fn restart(&self) {
         self.stop();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(e) if Instant::now() > deadline => {
-                    panic!("could not restart postgres on port {}: {e}", self.port)
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        let what = format!("postgres on port {}", self.port);
+        retry_start(&what, START_TIMEOUT, || self.spawn());
     }
 
     fn procs(&self) -> MutexGuard<'_, Procs> {
@@ -276,34 +268,14 @@ impl PostgresServer {
             .spawn()
             .map_err(|e| format!("{NOT_INSTALLED} ({e})"))?;
         let watchdog = spawn_watchdog(child.id(), &self.dir);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let _ = watchdog.map(|mut w| (w.kill(), w.wait()));
-                return Err(format!(
-                    "postgres on port {} exited with {status}: {}",
-                    self.port,
-                    log_tail(&self.log())
-                ));
-            }
-            if self.ready() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = watchdog.map(|mut w| (w.kill(), w.wait()));
-                return Err(format!(
-                    "postgres on port {} was not ready within {START_TIMEOUT:?}: {}",
-                    self.port,
-                    log_tail(&self.log())
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("postgres on port {}", self.port);
+        let times = (START_TIMEOUT, Duration::from_millis(50));
+        let watchdog = await_ready(&what, &mut child, watchdog, &self.log(), times, || {
+            self.ready()
+        })?;
         let mut procs = self.procs();
         procs.server = Some(child);
-        procs.watchdog = watchdog.ok();
+        procs.watchdog = watchdog;
         Ok(())
     }
 

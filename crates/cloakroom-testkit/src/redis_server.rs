@@ -32,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::spawn::{kill, log_tail, spawn_watchdog, temp_dir};
+use crate::spawn::{await_ready, kill, retry_start, spawn_watchdog, temp_dir};
 
 const NOT_INSTALLED: &str =
     "redis-server not found: run scripts/test.sh or apt-get install -y redis-server";
@@ -147,17 +147,8 @@ impl RedisServer {
     /// When it does not come up within 10 seconds.
     pub fn restart(&self) {
         self.stop();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                // The old socket may linger a moment.
-                Err(e) if Instant::now() > deadline => {
-                    panic!("could not restart redis-server on port {}: {e}", self.port)
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        let what = format!("redis-server on port {}", self.port);
+        retry_start(&what, START_TIMEOUT, || self.spawn());
     }
 
     /// Whether the process runs (it was not stopped, and did not die).
@@ -293,36 +284,19 @@ impl RedisServer {
             .spawn()
             .map_err(|e| format!("{NOT_INSTALLED} ({e})"))?;
         let watchdog = spawn_watchdog(child.id(), &self.dir);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let _ = watchdog.map(|mut w| (w.kill(), w.wait()));
-                return Err(format!(
-                    "redis-server on port {} exited with {status}: {}",
-                    self.port,
-                    log_tail(&log)
-                ));
-            }
-            if let Ok(Resp::Simple(s)) = command(self.port, &["PING"]) {
-                if s == "PONG" {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = watchdog.map(|mut w| (w.kill(), w.wait()));
-                return Err(format!(
-                    "redis-server on port {} did not answer PING within {START_TIMEOUT:?}: {}",
-                    self.port,
-                    log_tail(&log)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("redis-server on port {}", self.port);
+        let times = (START_TIMEOUT, Duration::from_millis(20));
+        let watchdog = await_ready(
+            &what,
+            &mut child,
+            watchdog,
+            &log,
+            times,
+            || matches!(command(self.port, &["PING"]), Ok(Resp::Simple(s)) if s == "PONG"),
+        )?;
         let mut procs = self.procs();
         procs.server = Some(child);
-        procs.watchdog = watchdog.ok();
+        procs.watchdog = watchdog;
         Ok(())
     }
 }
