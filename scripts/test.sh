@@ -41,6 +41,7 @@ cargo --version
 redis-server --version
 chromium --version 2>/dev/null || true
 "$CLOAKROOM_PYTHON" -c 'import tornado, sys; print("python", sys.version.split()[0], "tornado", tornado.version)'
+df -h . | tail -n 1 | awk '{print "disk free:", $4}'
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -55,6 +56,7 @@ cargo test --workspace --no-fail-fast "$@"
 # inputs each. Plain cargo, no sanitizers: the long coverage-guided runs use cargo-fuzz
 # (see SECURITY.md).
 log "fuzz smoke"
+df -h . | tail -n 1 | awk '{print "disk free:", $4}'
 cargo build --quiet --manifest-path fuzz/Cargo.toml
 for target in ticket_decode cookie_header cookie_ticket csrf_token tornado_signed_value form_token pickle_decode; do
     bin="fuzz/target/debug/$target"
