@@ -185,7 +185,10 @@ impl Session {
         if st.committed {
             return Some(CommitOutcome::default());
         }
-        let plan = plan(&st, self.inner.had_cookie, Timestamp::now(), self.config());
+        // A read-only request decides at the time its record was loaded (a touch due a few
+        // milliseconds later happens on the next request).
+        let now = st.loaded_at.unwrap_or_else(Timestamp::now);
+        let plan = plan(&st, self.inner.had_cookie, now, self.config());
         let CommitPlan::Nothing { clear_cookie } = plan else {
             return None;
         };

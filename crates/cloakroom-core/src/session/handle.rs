@@ -74,15 +74,17 @@ impl Session {
             // `SessionEngine::session_from_headers`); usually there is just one. A store
             // failure leaves the state as it was, to retry.
             let mut found = None;
+            let now = Timestamp::now();
             for id in std::iter::once(first).chain(fallbacks) {
                 let key = self.key_of(id);
                 let limit = self.config().store_timeout;
                 let record = timed(limit, self.store().load(&key)).await?;
-                if let Some(record) = record.filter(|r| self.is_live(r)) {
+                if let Some(record) = record.filter(|r| self.is_live(r, now)) {
                     found = Some(Live::loaded(id.clone(), key, record));
                     break;
                 }
             }
+            st.loaded_at = Some(now);
             st.settle(found, || self.fresh());
         }
         Ok(st)
@@ -90,9 +92,8 @@ impl Session {
 
     /// Whether a loaded record is live by this server's timeouts too (the store's expiry may
     /// predate a configuration change).
-    fn is_live(&self, r: &Record) -> bool {
+    fn is_live(&self, r: &Record, now: Timestamp) -> bool {
         let c = self.config();
-        let now = Timestamp::now();
         r.meta.expires_at > now
             && r.meta.created_at.plus(c.absolute_lifetime) > now
             && r.meta.last_seen.plus(c.idle_timeout) > now

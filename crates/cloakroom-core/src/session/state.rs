@@ -87,6 +87,9 @@ pub(super) struct State {
     pub(super) retired: Vec<SessionKey>,
     /// The response was committed: the state is frozen (reads still work).
     pub(super) committed: bool,
+    /// When the record was loaded: the clock reading the liveness check used, reused by a
+    /// commit that needs no store work (one clock read per read-only request, not two).
+    pub(super) loaded_at: Option<Timestamp>,
 }
 
 impl State {
@@ -96,6 +99,7 @@ impl State {
             changes: BTreeMap::new(),
             retired: Vec::new(),
             committed: false,
+            loaded_at: None,
         }
     }
 
