@@ -3,7 +3,21 @@
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use cloakroom_core::csrf::RequestHeaders;
 use cloakroom_core::response::add_session_cookie;
+
+/// An actix header map as the core's CSRF check reads headers.
+pub(crate) struct ActixHeaders<'a>(pub(crate) &'a HeaderMap);
+
+impl RequestHeaders for ActixHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn cookie_headers(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.get_all(header::COOKIE).map(HeaderValue::as_bytes)
+    }
+}
 
 /// `response` as an actix-web response: status, headers and body.
 pub(crate) fn to_actix(response: http::Response<String>) -> HttpResponse {

@@ -1,11 +1,13 @@
-//! actix-web 4 middleware and extractors for Cloakroom sessions.
+//! actix-web 4 middleware and extractors for Cloakroom sessions and CSRF protection.
 //!
-//! The same engine, settings and commit rules as the tower layer (`cloakroom-tower`): a
+//! The same engine, settings and commit rules as the tower layers (`cloakroom-tower`): a
 //! request handled here and one handled by axum get the same cookies and headers.
+//! [`SessionMiddleware`] and the [`Session`] extractor for sessions; [`CsrfMiddleware`] and
+//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]).
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer, web};
-//! use cloakroom_actix::{Error, Session, SessionMiddleware};
+//! use cloakroom_actix::{CsrfMiddleware, Error, Session, SessionMiddleware};
 //! use cloakroom_core::session::SessionSettings;
 //! use cloakroom_core::{Key, KeyRing, MemoryStore};
 //!
@@ -20,8 +22,10 @@
 //! let settings = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
 //!     .with_cookie_secure(false)?; // http:// in development
 //! let sessions = SessionMiddleware::from(settings);
+//! let csrf = CsrfMiddleware::new().with_cookie_secure(false)?;
 //! HttpServer::new(move || {
 //!     App::new()
+//!         .wrap(csrf.clone()) // inside the sessions: the last `wrap` runs first
 //!         .wrap(sessions.clone())
 //!         .route("/", web::get().to(hello))
 //! })
@@ -33,10 +37,12 @@
 //! ```
 
 mod convert;
+pub mod csrf;
 mod extract;
 mod middleware;
 
 pub use cloakroom_core::ConfigError;
+pub use csrf::{CsrfMiddleware, CsrfMiddlewareService, CsrfToken, MissingCsrfMiddleware};
 pub use extract::{Error, MissingSessionMiddleware, Session};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 

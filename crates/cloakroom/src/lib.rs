@@ -10,7 +10,7 @@
 //! | `redis`  | yes     | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`]; [`store::PycketStore`], `pycket+redis://` (Tornado's pycket format) |
 //! | `tower`  | via `axum` | [`SessionLayer`] and [`CsrfLayer`], the tower middleware |
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
-//! | `actix`  | no      | `cloakroom::actix`: the actix-web 4 `SessionMiddleware`, `Session` extractor and `Error` response |
+//! | `actix`  | no      | `cloakroom::actix`: the actix-web 4 `SessionMiddleware`, `Session` extractor and `Error` response, `CsrfMiddleware` and the `CsrfToken` extractor |
 //!
 #![cfg_attr(feature = "axum", doc = "```")]
 #![cfg_attr(not(feature = "axum"), doc = "```ignore")]
@@ -79,7 +79,8 @@ pub mod tower {
 }
 
 /// The actix-web 4 adapter, in full: `SessionMiddleware`, the `Session` extractor and the
-/// `Error` response (see `cloakroom_actix`).
+/// `Error` response, `CsrfMiddleware` and the `CsrfToken` extractor, and the `csrf` module
+/// (`SpaCookie`, `CsrfMode`, the rejection hook) (see `cloakroom_actix`).
 #[cfg(feature = "actix")]
 pub mod actix {
     pub use cloakroom_actix::*;

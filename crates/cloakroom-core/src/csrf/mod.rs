@@ -7,6 +7,14 @@
 //! 2. the token: a [`Secret`] kept in the session (or, without a session, in Tornado's
 //!    `_xsrf` cookie), rendered masked afresh every time, compared unmasked in constant time.
 //!
+//! The request-level protection every adapter runs is here too, framework-free:
+//! [`CsrfSettings`] (what is checked, which cookies are set), [`TokenSource`] (a request's
+//! secrets, what tokens are rendered from), [`CsrfSettings::begin_check`] and
+//! [`TokenCheck::finish`] (the decision for one unsafe request), and with the `http`
+//! feature the [`OnRejection`] hook and the default 403. The adapters (`CsrfLayer` for
+//! tower, `CsrfMiddleware` for actix-web) only read the request and body and write the
+//! response.
+//!
 //! ```
 //! use cloakroom_core::csrf::{Reason, Secret};
 //! let secret = Secret::generate();
@@ -15,8 +23,13 @@
 //! assert_eq!(secret.verify("2|bad"), Err(Reason::TokenMalformed));
 //! ```
 
+mod check;
 mod form;
 mod origin;
+mod response;
+mod settings;
+mod source;
+mod spa;
 mod token;
 
 use std::fmt;
@@ -24,6 +37,14 @@ use std::fmt;
 pub use form::{FormKind, form_kind, multipart_field, percent_decode, urlencoded_field};
 pub use origin::{Origin, RequestOrigin, check_cross_origin, is_safe_method};
 pub use token::{MAX_TOKEN_LEN, SECRET_LEN, Secret, decode_token};
+
+pub use check::{BodyError, CheckError, CsrfRequest, RequestHeaders, TokenCheck};
+pub use response::ResponseFormat;
+#[cfg(feature = "http")]
+pub use response::{OnRejection, body_error_response, default_rejection, rejection_response};
+pub use settings::{CsrfMode, CsrfSettings};
+pub use source::TokenSource;
+pub use spa::SpaCookie;
 
 use crate::session::{self, Session};
 

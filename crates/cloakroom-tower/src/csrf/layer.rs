@@ -3,8 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use cloakroom_core::cookie::{CookieConfig, SameSite};
-use cloakroom_core::csrf::{FIELD_NAME, Origin};
+use cloakroom_core::csrf::CsrfSettings;
 use tower_layer::Layer;
 
 use super::{Config, CsrfMode, CsrfService, OnRejection, SpaCookie, default_rejection};
@@ -19,14 +18,8 @@ pub struct CsrfLayer {
 
 impl fmt::Debug for CsrfLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
         f.debug_struct("CsrfLayer")
-            .field("trusted", &c.trusted)
-            .field("exempt", &c.exempt)
-            .field("body_limit", &c.body_limit)
-            .field("query_token", &c.query_token)
-            .field("mode", &c.mode)
-            .field("cookie", &c.cookie)
+            .field("settings", &self.config.settings)
             .finish_non_exhaustive()
     }
 }
@@ -42,25 +35,29 @@ impl CsrfLayer {
     /// limit, tokens never read from the query string, [`CsrfMode::Auto`], and a `_xsrf`
     /// cookie that is `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`.
     pub fn new() -> Self {
-        let mut cookie = CookieConfig::new(FIELD_NAME);
-        cookie.same_site = SameSite::Lax;
-        CsrfLayer {
-            config: Arc::new(Config {
-                trusted: Vec::new(),
-                exempt: Vec::new(),
-                body_limit: 1 << 20,
-                query_token: false,
-                mode: CsrfMode::Auto,
-                cookie,
-                on_reject: Arc::new(default_rejection),
-                modes: super::spa::Modes::default(),
-            }),
-        }
+        CsrfSettings::new().into()
+    }
+
+    /// The core settings this layer checks with (what [`From<CsrfSettings>`] takes).
+    pub fn settings(&self) -> &CsrfSettings {
+        &self.config.settings
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(Arc::make_mut(&mut self.config));
         self
+    }
+
+    fn map(self, f: impl FnOnce(CsrfSettings) -> CsrfSettings) -> Self {
+        self.edit(|c| c.settings = f(c.settings.clone()))
+    }
+
+    fn try_map(
+        self,
+        f: impl FnOnce(CsrfSettings) -> Result<CsrfSettings, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let settings = f(self.config.settings.clone())?;
+        Ok(self.edit(|c| c.settings = settings))
     }
 
     /// Accepts cross-origin requests from `origin`, exactly `scheme://host[:port]`.
@@ -70,32 +67,31 @@ impl CsrfLayer {
     /// # Errors
     /// An origin that is not exactly `scheme://host[:port]`.
     pub fn add_trusted_origin(self, origin: &str) -> Result<Self, ConfigError> {
-        let origin = Origin::parse(origin)?;
-        Ok(self.edit(|c| c.trusted.push(origin)))
+        self.try_map(|s| s.add_trusted_origin(origin))
     }
 
     /// Skips every check for requests to exactly this path (no prefix or pattern matching:
     /// Go CVE-2025-47910). Default: none.
     pub fn add_exempt_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
-        self.edit(|c| c.exempt.push(path))
+        self.map(|s| s.add_exempt_path(path))
     }
 
     /// Largest form body buffered to find the `_xsrf` field; larger ones get a 413.
     /// Default 1 MiB. Clients sending big uploads should put the token in a header.
     pub fn with_body_limit(self, bytes: usize) -> Self {
-        self.edit(|c| c.body_limit = bytes)
+        self.map(|s| s.with_body_limit(bytes))
     }
 
     /// Also reads the token from the `_xsrf` query parameter. Default off: URLs leak into
     /// logs and `Referer` headers (why csurf was deprecated).
     pub fn with_query_token(self, enabled: bool) -> Self {
-        self.edit(|c| c.query_token = enabled)
+        self.map(|s| s.with_query_token(enabled))
     }
 
     /// Where the secret is kept. Default [`CsrfMode::Auto`].
     pub fn with_mode(self, mode: CsrfMode) -> Self {
-        self.edit(|c| c.mode = mode)
+        self.map(|s| s.with_mode(mode))
     }
 
     /// The `_xsrf` cookie's name. Default `_xsrf` (Tornado's); `__Host-xsrf` is stronger on
@@ -105,10 +101,7 @@ impl CsrfLayer {
     /// A bad name, or a prefix whose rules the other settings break.
     pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
         let name = name.into();
-        let mut cookie = self.config.cookie.clone();
-        cookie.name = name;
-        cookie.validate()?;
-        Ok(self.edit(|c| c.cookie = cookie))
+        self.try_map(|s| s.with_cookie_name(name))
     }
 
     /// `Secure` on the `_xsrf` cookie. Default on; turn off for `http://` development.
@@ -116,16 +109,13 @@ impl CsrfLayer {
     /// # Errors
     /// Turning it off with a `__Host-`/`__Secure-` name.
     pub fn with_cookie_secure(self, secure: bool) -> Result<Self, ConfigError> {
-        let mut cookie = self.config.cookie.clone();
-        cookie.secure = secure;
-        cookie.validate()?;
-        Ok(self.edit(|c| c.cookie = cookie))
+        self.try_map(|s| s.with_cookie_secure(secure))
     }
 
     /// `HttpOnly` on the `_xsrf` cookie. Default on (pages carry the token; scripts read it
     /// from the page). Turn off for JavaScript that reads the cookie, as Tornado apps do.
     pub fn with_cookie_http_only(self, http_only: bool) -> Self {
-        self.edit(|c| c.cookie.http_only = http_only)
+        self.map(|s| s.with_cookie_http_only(http_only))
     }
 
     /// The `_xsrf` cookie's `Domain`. Default none (host-only). Tornado apps on sibling
@@ -134,10 +124,8 @@ impl CsrfLayer {
     /// # Errors
     /// An invalid domain, or a `__Host-` cookie.
     pub fn with_cookie_domain(self, domain: impl Into<String>) -> Result<Self, ConfigError> {
-        let mut cookie = self.config.cookie.clone();
-        cookie.domain = Some(domain.into());
-        cookie.validate()?;
-        Ok(self.edit(|c| c.cookie = cookie))
+        let domain = domain.into();
+        self.try_map(|s| s.with_cookie_domain(domain))
     }
 
     /// The response for refused requests: anything implementing [`OnRejection`], closures
@@ -146,6 +134,18 @@ impl CsrfLayer {
     pub fn with_rejection_handler(self, handler: impl OnRejection) -> Self {
         let handler: Arc<dyn OnRejection> = Arc::new(handler);
         self.edit(|c| c.on_reject = handler)
+    }
+}
+
+impl From<CsrfSettings> for CsrfLayer {
+    /// A layer checking with `settings` and answering refusals with [`default_rejection`].
+    fn from(settings: CsrfSettings) -> Self {
+        CsrfLayer {
+            config: Arc::new(Config {
+                settings,
+                on_reject: Arc::new(default_rejection),
+            }),
+        }
     }
 }
 
@@ -170,7 +170,7 @@ impl CsrfLayer {
     /// browser from before 2020, which this mode does not protect (see the
     /// [module docs](super)).
     pub fn tokenless() -> Self {
-        Self::new().edit(|c| c.modes.tokenless = true)
+        CsrfSettings::tokenless().into()
     }
 
     /// In [tokenless](Self::tokenless) mode, still requires a token on unsafe requests to
@@ -179,7 +179,7 @@ impl CsrfLayer {
     /// anyway. Default: none.
     pub fn add_token_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
-        self.edit(|c| c.modes.token_paths.push(path))
+        self.map(|s| s.add_token_path(path))
     }
 
     /// Turns on the single-page-app convention: the [`SpaCookie`] cookie, readable by
@@ -198,10 +198,9 @@ impl CsrfLayer {
     /// new cookie.
     ///
     /// # Errors
-    /// A bad cookie name, or a prefix the cookie settings break (`__Host-` needs `Secure`
-    /// and no `Domain`).
+    /// A bad cookie or header name, or a prefix the cookie settings break (`__Host-` needs
+    /// `Secure` and no `Domain`).
     pub fn with_spa_cookie(self, spa: SpaCookie) -> Result<Self, ConfigError> {
-        spa.cookie_config(&self.config.cookie).validate()?;
-        Ok(self.edit(|c| c.modes.spa = Some(spa)))
+        self.try_map(|s| s.with_spa_cookie(spa))
     }
 }

@@ -10,6 +10,11 @@
 //! session when the request has one ([`CsrfMode::Auto`]), otherwise in Tornado's `_xsrf`
 //! cookie (double submit). Failures answer 403 with a stable reason, as HTML or JSON.
 //!
+//! The settings and the decisions are the core's ([`CsrfSettings`], its `begin_check` and
+//! `token_source`, [`TokenSource`](cloakroom_core::csrf::TokenSource)): this layer reads the
+//! request and its body and writes the response, as the actix-web `CsrfMiddleware` does, so
+//! the two behave alike header for header.
+//!
 //! ```
 //! use cloakroom_tower::CsrfLayer;
 //! let csrf = CsrfLayer::new()
@@ -98,42 +103,24 @@
 //! ```
 
 mod layer;
-mod response;
 mod service;
-mod spa;
 mod token;
 
-use cloakroom_core::cookie::CookieConfig;
-use cloakroom_core::csrf::Origin;
+use std::sync::Arc;
 
+use cloakroom_core::csrf::CsrfSettings;
+
+pub use cloakroom_core::csrf::{
+    CsrfMode, OnRejection, ResponseFormat, SpaCookie, default_rejection,
+};
 pub use layer::CsrfLayer;
-pub use response::{OnRejection, ResponseFormat, default_rejection};
 pub use service::{CsrfService, ResponseFuture};
-pub use spa::SpaCookie;
 pub use token::CsrfToken;
 
-/// Where the expected secret is kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CsrfMode {
-    /// In the session when the request has one (rotated by `login`), otherwise in the
-    /// `_xsrf` cookie. The default.
-    #[default]
-    Auto,
-    /// Always in the `_xsrf` cookie, as Tornado keeps it (for sharing tokens with a Tornado
-    /// app on the same domain).
-    Cookie,
-}
-
-/// The settings a [`CsrfLayer`] gives its services.
+/// The settings a [`CsrfLayer`] gives its services: the core's [`CsrfSettings`] (what is
+/// checked, which cookies are set) and the rejection hook.
 #[derive(Clone)]
 struct Config {
-    trusted: Vec<Origin>,
-    exempt: Vec<String>,
-    body_limit: usize,
-    query_token: bool,
-    mode: CsrfMode,
-    cookie: CookieConfig,
-    on_reject: std::sync::Arc<dyn OnRejection>,
-    /// The SPA cookie and tokenless mode (see `spa.rs`).
-    modes: spa::Modes,
+    settings: CsrfSettings,
+    on_reject: Arc<dyn OnRejection>,
 }

@@ -1,0 +1,342 @@
+//! [`CsrfMiddleware`]: the CSRF settings, and [`CsrfMiddlewareService`], which checks unsafe
+//! requests with the core's check, hands the rest on, and sets the `_xsrf` and SPA cookies
+//! the core asks for.
+
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{BodyStream, EitherBody, MessageBody, to_bytes_limited};
+use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::{HeaderValue, SET_COOKIE};
+use actix_web::{HttpMessage, HttpResponse};
+use cloakroom_core::ConfigError;
+use cloakroom_core::csrf::{
+    self, BodyError, CheckError, CsrfMode, CsrfRequest, CsrfSettings, OnRejection, ProtectionError,
+    Reason, ResponseFormat, SpaCookie, TokenSource, default_rejection,
+};
+
+use super::CsrfToken;
+use crate::convert::{ActixHeaders, to_actix};
+
+/// The settings the middleware gives its services.
+#[derive(Clone)]
+struct Config {
+    settings: CsrfSettings,
+    on_reject: Arc<dyn OnRejection>,
+}
+
+/// The CSRF middleware (`App::wrap(middleware.clone())`, *before* the session middleware's
+/// `wrap`, so that it runs inside it). Cheap to clone. Its settings are the core's
+/// [`CsrfSettings`], the very ones the tower `CsrfLayer` wraps: the same setters, defaults
+/// and checks.
+///
+/// ```
+/// use cloakroom_actix::CsrfMiddleware;
+/// use cloakroom_actix::csrf::SpaCookie;
+///
+/// let csrf = CsrfMiddleware::new()
+///     .with_cookie_secure(false).unwrap() // http:// in development
+///     .with_spa_cookie(SpaCookie::default()).unwrap();
+/// # let _ = csrf;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct CsrfMiddleware {
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for CsrfMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CsrfMiddleware")
+            .field("settings", &self.config.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CsrfMiddleware {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<CsrfSettings> for CsrfMiddleware {
+    /// A middleware checking with `settings` and answering refusals with
+    /// [`default_rejection`].
+    fn from(settings: CsrfSettings) -> Self {
+        CsrfMiddleware {
+            config: Arc::new(Config {
+                settings,
+                on_reject: Arc::new(default_rejection),
+            }),
+        }
+    }
+}
+
+impl CsrfMiddleware {
+    /// Protection with the defaults: no trusted origins, no exempt paths, 1 MiB form body
+    /// limit, tokens never read from the query string, [`CsrfMode::Auto`], and a `_xsrf`
+    /// cookie that is `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`.
+    pub fn new() -> Self {
+        CsrfSettings::new().into()
+    }
+
+    /// Tokenless protection: unsafe requests need only pass the cross-origin check
+    /// (Fetch Metadata, then `Origin` against `Host`), no token, except on the paths given
+    /// to [`add_token_path`](Self::add_token_path); see
+    /// [`CsrfSettings::tokenless`] for what it protects and what it does not.
+    pub fn tokenless() -> Self {
+        CsrfSettings::tokenless().into()
+    }
+
+    /// The core settings this middleware checks with.
+    pub fn settings(&self) -> &CsrfSettings {
+        &self.config.settings
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    fn map(self, f: impl FnOnce(CsrfSettings) -> CsrfSettings) -> Self {
+        self.edit(|c| c.settings = f(c.settings.clone()))
+    }
+
+    fn try_map(
+        self,
+        f: impl FnOnce(CsrfSettings) -> Result<CsrfSettings, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let settings = f(self.config.settings.clone())?;
+        Ok(self.edit(|c| c.settings = settings))
+    }
+
+    /// Accepts cross-origin requests from `origin`, exactly `scheme://host[:port]`.
+    /// Default: none. See [`CsrfSettings::add_trusted_origin`].
+    ///
+    /// # Errors
+    /// An origin that is not exactly `scheme://host[:port]`.
+    pub fn add_trusted_origin(self, origin: &str) -> Result<Self, ConfigError> {
+        self.try_map(|s| s.add_trusted_origin(origin))
+    }
+
+    /// Skips every check for requests to exactly this path (no prefix or pattern matching:
+    /// Go CVE-2025-47910). Default: none.
+    pub fn add_exempt_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.map(|s| s.add_exempt_path(path))
+    }
+
+    /// In [tokenless](Self::tokenless) mode, still requires a token on unsafe requests to
+    /// exactly this path. Default: none.
+    pub fn add_token_path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.map(|s| s.add_token_path(path))
+    }
+
+    /// Largest form body buffered to find the `_xsrf` field; larger ones get a 413.
+    /// Default 1 MiB. Clients sending big uploads should put the token in a header.
+    pub fn with_body_limit(self, bytes: usize) -> Self {
+        self.map(|s| s.with_body_limit(bytes))
+    }
+
+    /// Also reads the token from the `_xsrf` query parameter. Default off: URLs leak into
+    /// logs and `Referer` headers.
+    pub fn with_query_token(self, enabled: bool) -> Self {
+        self.map(|s| s.with_query_token(enabled))
+    }
+
+    /// Where the secret is kept. Default [`CsrfMode::Auto`].
+    pub fn with_mode(self, mode: CsrfMode) -> Self {
+        self.map(|s| s.with_mode(mode))
+    }
+
+    /// The `_xsrf` cookie's name. Default `_xsrf` (Tornado's).
+    ///
+    /// # Errors
+    /// A bad name, or a prefix whose rules the other settings break.
+    pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = name.into();
+        self.try_map(|s| s.with_cookie_name(name))
+    }
+
+    /// `Secure` on the `_xsrf` cookie (and the SPA cookie). Default on; turn off for
+    /// `http://` development.
+    ///
+    /// # Errors
+    /// Turning it off with a `__Host-`/`__Secure-` name.
+    pub fn with_cookie_secure(self, secure: bool) -> Result<Self, ConfigError> {
+        self.try_map(|s| s.with_cookie_secure(secure))
+    }
+
+    /// `HttpOnly` on the `_xsrf` cookie. Default on.
+    pub fn with_cookie_http_only(self, http_only: bool) -> Self {
+        self.map(|s| s.with_cookie_http_only(http_only))
+    }
+
+    /// The `_xsrf` cookie's `Domain`. Default none (host-only).
+    ///
+    /// # Errors
+    /// An invalid domain, or a `__Host-` cookie.
+    pub fn with_cookie_domain(self, domain: impl Into<String>) -> Result<Self, ConfigError> {
+        let domain = domain.into();
+        self.try_map(|s| s.with_cookie_domain(domain))
+    }
+
+    /// Turns on the single-page-app convention (the readable `XSRF-TOKEN` cookie and the
+    /// `X-XSRF-TOKEN` header); see [`CsrfSettings::with_spa_cookie`]. Default: off.
+    ///
+    /// # Errors
+    /// A bad cookie or header name, or a prefix the cookie settings break.
+    pub fn with_spa_cookie(self, spa: SpaCookie) -> Result<Self, ConfigError> {
+        self.try_map(|s| s.with_spa_cookie(spa))
+    }
+
+    /// The response for refused requests: anything implementing [`OnRejection`], closures
+    /// `Fn(&ProtectionError, ResponseFormat) -> http::Response<String>` included (the same
+    /// hook the tower layer takes). Default: [`default_rejection`].
+    pub fn with_rejection_handler(self, handler: impl OnRejection) -> Self {
+        let handler: Arc<dyn OnRejection> = Arc::new(handler);
+        self.edit(|c| c.on_reject = handler)
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for CsrfMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = CsrfMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CsrfMiddlewareService {
+            service: Rc::new(service),
+            config: self.config.clone(),
+        }))
+    }
+}
+
+/// The service made by [`CsrfMiddleware`].
+pub struct CsrfMiddlewareService<S> {
+    service: Rc<S>,
+    config: Arc<Config>,
+}
+
+impl<S> fmt::Debug for CsrfMiddlewareService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CsrfMiddlewareService")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for CsrfMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let settings = &self.config.settings;
+        let session = req.extensions().get::<cloakroom_core::Session>().cloned();
+        let source = settings.token_source(session, &ActixHeaders(req.headers()));
+        let safe = settings.skips_check(req.method().as_str(), req.path());
+        req.extensions_mut().insert(CsrfToken(source.clone()));
+        let service = Rc::clone(&self.service);
+        let config = self.config.clone();
+        Box::pin(async move {
+            let req = if safe {
+                req
+            } else {
+                match check(&config, &source, req).await {
+                    Ok(req) => req,
+                    Err(refused) => return Ok(refused.map_into_right_body()),
+                }
+            };
+            let mut res = service.call(req).await?;
+            // After the handler: a login has rotated the secret by now, and the session
+            // middleware (outside this one) has not committed yet.
+            for cookie in source.response_cookies(&config.settings).await {
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    res.headers_mut().append(SET_COOKIE, value);
+                }
+            }
+            Ok(res.map_into_left_body())
+        })
+    }
+}
+
+/// Runs the core's check; returns the request (its form body buffered and put back if it
+/// was read) to hand on, or the response to send instead.
+async fn check(
+    config: &Config,
+    source: &TokenSource,
+    mut req: ServiceRequest,
+) -> Result<ServiceRequest, ServiceResponse> {
+    let settings = &config.settings;
+    let headers = ActixHeaders(req.headers());
+    let format = ResponseFormat::of(&headers);
+    let path = req.path().to_owned();
+    let begun = settings.begin_check(&CsrfRequest {
+        method: req.method().as_str(),
+        path: &path,
+        query: req.uri().query(),
+        authority: req.uri().authority().map(|a| a.as_str()),
+        headers: &headers,
+    });
+    let mut pending = match begun {
+        Ok(pending) => pending,
+        Err(reason) => return Err(req.into_response(refused(config, reason, format, &path))),
+    };
+    if pending.form_body().is_some() {
+        let payload = req.take_payload();
+        match to_bytes_limited(BodyStream::new(payload), settings.body_limit()).await {
+            Ok(Ok(bytes)) => {
+                pending.read_form(&bytes);
+                req.set_payload(dev::Payload::from(bytes));
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not read the form body for the CSRF check");
+                let res = to_actix(csrf::body_error_response(BodyError::Unreadable));
+                return Err(req.into_response(res));
+            }
+            Err(_) => {
+                let res = to_actix(csrf::body_error_response(BodyError::TooLarge));
+                return Err(req.into_response(res));
+            }
+        }
+    }
+    match pending.finish(source).await {
+        Ok(()) => Ok(req),
+        Err(CheckError::Refused(reason)) => {
+            Err(req.into_response(refused(config, reason, format, &path)))
+        }
+        Err(CheckError::Store(error)) => {
+            tracing::error!(%error, "session store failed during the CSRF check");
+            Err(req.into_response(to_actix(crate::default_error_response(&error))))
+        }
+    }
+}
+
+/// The response for a refused request: the core's
+/// [`rejection_response`](csrf::rejection_response) (logged, built by the hook), with the
+/// [`ProtectionError`] carried over into the actix response's extensions.
+fn refused(config: &Config, reason: Reason, format: ResponseFormat, path: &str) -> HttpResponse {
+    let mut res = csrf::rejection_response(config.on_reject.as_ref(), reason, format, path);
+    let error = res.extensions_mut().remove::<ProtectionError>();
+    let mut res = to_actix(res);
+    if let Some(error) = error {
+        res.extensions_mut().insert(error);
+    }
+    res
+}
