@@ -2,87 +2,19 @@
 //! Cloakroom. `cloakroom-demo --help` lists the flags; each is also an environment variable.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use cloakroom_demo::DemoConfig;
 use cloakroom_demo::server::{self, Limits};
-
-/// Default cap on concurrent connections (lowered to fit `ulimit -n` when that is smaller).
-const DEFAULT_MAX_CONNECTIONS: usize = 512;
-/// Connections the metrics listener serves at once.
-const METRICS_MAX_CONNECTIONS: usize = 16;
+use cloakroom_demo_app::{Flags, METRICS_MAX_CONNECTIONS};
 
 /// The Cloakroom demo: register, log in, keep notes in your session, manage your sessions.
 #[derive(Parser)]
 #[command(name = "cloakroom-demo", version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "CLOAKROOM_ADDR", default_value = "127.0.0.1:8000")]
-    addr: SocketAddr,
-    /// Session store URL: memory://, sqlite://relative.db, sqlite:///absolute.db,
-    /// redis://host:port/db, redis+cluster://host:port,host:port, or
-    /// pycket+redis://host:port/db?notifications_db=N to share sessions with a Tornado +
-    /// pycket app (needs --tornado-secret).
-    #[arg(
-        long,
-        env = "CLOAKROOM_STORE",
-        hide_env_values = true,
-        default_value = "sqlite://cloakroom-demo.db"
-    )]
-    store: String,
-    /// Where accounts live: a `users` table in this SQLite database, whatever the store.
-    #[arg(
-        long,
-        env = "CLOAKROOM_USERS",
-        hide_env_values = true,
-        default_value = "sqlite://cloakroom-demo.db"
-    )]
-    users: String,
-    /// Signing keys: comma-separated standard base64, at least 32 bytes each, the first
-    /// signs. Default: one generated once and kept in `<users database>.keys`.
-    #[arg(long, env = "CLOAKROOM_KEYS", hide_env_values = true)]
-    keys: Option<String>,
-    /// The public origin, scheme://host[:port]. Default: http:// and the listening address.
-    /// Session cookies are Secure unless it is http://.
-    #[arg(long, env = "CLOAKROOM_ORIGIN")]
-    origin: Option<String>,
-    /// Tornado's cookie_secret, which signs pycket's PYCKET_ID cookie: required with a
-    /// pycket+redis:// store.
-    #[arg(long, env = "CLOAKROOM_TORNADO_SECRET", hide_env_values = true)]
-    tornado_secret: Option<String>,
-    /// More Host header values to answer for besides --origin's host[:port] (and, for a
-    /// loopback origin, localhost): `host` (any port) or `host:port`; repeatable or
-    /// comma-separated. Any other Host gets 421 (DNS rebinding); /healthz answers any Host.
-    #[arg(
-        long = "allowed-host",
-        env = "CLOAKROOM_ALLOWED_HOSTS",
-        value_name = "HOST[:PORT]",
-        value_delimiter = ','
-    )]
-    allowed_hosts: Vec<String>,
-    /// Serve /metrics on this address only (a second listener). Without it, /metrics is
-    /// served on --addr when that is a loopback address, and not at all otherwise.
-    #[arg(long, env = "CLOAKROOM_METRICS_ADDR")]
-    metrics_addr: Option<SocketAddr>,
-    /// Time a client has to send a complete request head (slowloris), counted from the
-    /// connection opening and, on a keep-alive connection, from the previous response.
-    #[arg(long, env = "CLOAKROOM_HEADER_TIMEOUT", default_value = "10s", value_parser = server::parse_duration)]
-    header_timeout: Duration,
-    /// Time an idle keep-alive connection is kept. hyper times this and the header read with
-    /// one timer, so the shorter of the two timeouts bounds both. Default: --header-timeout.
-    #[arg(long, env = "CLOAKROOM_IDLE_TIMEOUT", value_parser = server::parse_duration)]
-    idle_timeout: Option<Duration>,
-    /// Most connections served at once; more get 503 until idle ones time out. Default: 512,
-    /// or less to fit the open-file limit (ulimit -n) with room to spare.
-    #[arg(long, env = "CLOAKROOM_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Largest request body (B, KiB, MiB): more gets 413.
-    #[arg(long, env = "CLOAKROOM_MAX_BODY", default_value = "64KiB", value_parser = server::parse_size)]
-    max_body: usize,
+    #[command(flatten)]
+    flags: Flags,
 }
 
 fn main() -> ExitCode {
@@ -105,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args.flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -115,7 +47,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Flags) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -128,41 +60,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let reserved = server::RESERVED_FDS + METRICS_MAX_CONNECTIONS as u64;
-    let max_connections = server::connection_cap(
-        args.max_connections,
-        DEFAULT_MAX_CONNECTIONS,
-        server::fd_limit(),
-        reserved,
-    )?;
-    let idle_timeout = args.idle_timeout.unwrap_or(args.header_timeout);
-    if idle_timeout > args.header_timeout {
+    let limits = args.limits()?;
+    if limits.idle_timeout > limits.header_timeout {
         tracing::warn!(
-            "--idle-timeout {idle_timeout:?} is longer than --header-timeout {:?}: hyper times \
-             both with one timer, so idle connections close after {:?}",
-            args.header_timeout,
-            args.header_timeout
+            "--idle-timeout {:?} is longer than --header-timeout {:?}: hyper times both with \
+             one timer, so idle connections close after {:?}",
+            limits.idle_timeout,
+            limits.header_timeout,
+            limits.header_timeout
         );
     }
-    let limits = Limits {
-        header_timeout: args.header_timeout,
-        idle_timeout,
-        max_connections,
-        max_body: args.max_body,
-    };
     let metrics_on_main = metrics_listener.is_none() && addr.ip().is_loopback();
     if metrics_listener.is_none() && !metrics_on_main {
         tracing::info!("/metrics is not served: listening beyond loopback without --metrics-addr");
     }
-    let config = DemoConfig {
-        store: args.store,
-        users: args.users,
-        keys: args.keys,
-        origin: args.origin.unwrap_or_else(|| format!("http://{addr}")),
-        tornado_secret: args.tornado_secret,
-        allowed_hosts: args.allowed_hosts,
-        metrics_on_main,
-    };
+    let config = args.config(addr, metrics_on_main);
     let apps = cloakroom_demo::apps(config).await?;
     tracing::info!(?limits, "connection limits");
     // Tests and scripts wait for this line on standard output.

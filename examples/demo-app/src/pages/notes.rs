@@ -1,36 +1,34 @@
 //! The home page and the notes kept in the session.
 
-use axum::Form;
-use axum::extract::State;
-use axum::extract::rejection::FormRejection;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect};
+use cloakroom::Timestamp;
 use cloakroom::flash::Level;
 use cloakroom::session::ErrorKind;
-use cloakroom::{Session, Timestamp};
+use cloakroom::session::Session;
+use http::StatusCode;
 use minijinja::context;
 use serde::Deserialize;
 
 use super::words::span;
-use super::{
-    App, Handled, MAX_NOTE_CHARS, MAX_NOTES, NOTES, Visit, csrf_field, csrf_token, to_login,
-};
+use super::{MAX_NOTE_CHARS, MAX_NOTES, NOTES};
+use crate::app::{AppState, BadInput, Handled, Visit};
 use crate::error::AppError;
+use crate::reply::redirect;
 
-pub(super) async fn home(State(app): App, session: Visit) -> Handled {
-    let Some(user) = app.user_of(&session).await? else {
-        return Ok(to_login());
+/// `GET /`: the user's notes, or to `/login` when anonymous.
+pub async fn home(app: &AppState, visit: &Visit) -> Handled {
+    let Some(user) = app.user_of(visit).await? else {
+        return Ok(redirect("/login"));
     };
-    let notes: Vec<String> = session.get(NOTES).await?.unwrap_or_default();
+    let notes: Vec<String> = visit.get(NOTES).await?.unwrap_or_default();
     // Flash messages are taken first: the expiry shown is the one after this visit.
-    let flashes = session.flash().take().await?;
-    let expires_at = session.expires_at().await?.unwrap_or_default();
+    let flashes = visit.flash().take().await?;
+    let expires_at = visit.expires_at().await?.unwrap_or_default();
     let now = Timestamp::now();
     let ctx = context! {
         user,
         flashes,
-        csrf_field => csrf_field(&session).await?,
-        csrf_token => csrf_token(&session).await?,
+        csrf_field => visit.csrf_field().await?,
+        csrf_token => visit.csrf_token().await?,
         notes,
         max_note => MAX_NOTE_CHARS,
         expires_at => expires_at.to_string(),
@@ -39,8 +37,9 @@ pub(super) async fn home(State(app): App, session: Visit) -> Handled {
     app.render(StatusCode::OK, "home.html", ctx)
 }
 
+/// A new note: the form field and the JSON field.
 #[derive(Debug, Deserialize)]
-pub(super) struct NewNote {
+pub struct NewNote {
     pub(super) text: String,
 }
 
@@ -83,76 +82,78 @@ const OTHER_DATA_BYTES: usize = 4 * 1024;
 /// Why a note was refused when the session has no room left for it.
 const NOTES_FULL: &str = "your notes are full; delete some";
 
-pub(super) async fn add_note_form(
-    State(app): App,
-    session: Visit,
-    form: Result<Form<NewNote>, FormRejection>,
+/// `POST /notes` (`text`).
+pub async fn add_note_form(
+    app: &AppState,
+    visit: &Visit,
+    form: Result<NewNote, BadInput>,
 ) -> Handled {
-    if app.user_of(&session).await?.is_none() {
+    if app.user_of(visit).await?.is_none() {
         // No flash message: it would store a session for an anonymous visitor. The login
         // page says why from the query instead.
-        return Ok(Redirect::to("/login?hint=notes").into_response());
+        return Ok(redirect("/login?hint=notes"));
     }
     let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return app.bad_form(&session, rejection).await,
+        Ok(form) => form,
+        Err(bad) => return app.bad_input(visit, &bad).await,
     };
-    match add_note(&session, &form.text).await? {
-        Ok(_) => session.flash().push(Level::Success, "Note saved").await?,
-        Err(why) => session.flash().push(Level::Error, capitalize(why)).await?,
+    match add_note(visit, &form.text).await? {
+        Ok(_) => visit.flash().push(Level::Success, "Note saved").await?,
+        Err(why) => visit.flash().push(Level::Error, capitalize(why)).await?,
     }
-    Ok(Redirect::to("/").into_response())
+    Ok(redirect("/"))
 }
 
+/// `POST /notes/delete` (`index=N`).
 #[derive(Debug, Deserialize)]
-pub(super) struct DeleteNote {
+pub struct DeleteNote {
     /// The note's position on the page, from 0.
     index: usize,
 }
 
 /// `POST /notes/delete` (`index=N`): deletes one note.
-pub(super) async fn delete_note_form(
-    State(app): App,
-    session: Visit,
-    form: Result<Form<DeleteNote>, FormRejection>,
+pub async fn delete_note_form(
+    app: &AppState,
+    visit: &Visit,
+    form: Result<DeleteNote, BadInput>,
 ) -> Handled {
-    if app.user_of(&session).await?.is_none() {
-        return Ok(to_login());
+    if app.user_of(visit).await?.is_none() {
+        return Ok(redirect("/login"));
     }
     let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return app.bad_form(&session, rejection).await,
+        Ok(form) => form,
+        Err(bad) => return app.bad_input(visit, &bad).await,
     };
-    let mut notes: Vec<String> = session.get(NOTES).await?.unwrap_or_default();
+    let mut notes: Vec<String> = visit.get(NOTES).await?.unwrap_or_default();
     if form.index >= notes.len() {
         let message = "No such note: it was deleted already (in another tab?).";
         return app
-            .error_page(&session, StatusCode::NOT_FOUND, "Not found", message)
+            .error_page(visit, StatusCode::NOT_FOUND, "Not found", message)
             .await;
     }
     notes.remove(form.index);
     if notes.is_empty() {
-        session.remove(NOTES).await?;
+        visit.remove(NOTES).await?;
     } else {
-        session.set(NOTES, &notes).await?;
+        visit.set(NOTES, &notes).await?;
     }
-    notice(&session, Level::Success, "Note deleted").await?;
-    Ok(Redirect::to("/").into_response())
+    notice(visit, Level::Success, "Note deleted").await?;
+    Ok(redirect("/"))
 }
 
 /// `POST /notes/clear`: deletes every note.
-pub(super) async fn clear_notes_form(State(app): App, session: Visit) -> Handled {
-    if app.user_of(&session).await?.is_none() {
-        return Ok(to_login());
+pub async fn clear_notes_form(app: &AppState, visit: &Visit) -> Handled {
+    if app.user_of(visit).await?.is_none() {
+        return Ok(redirect("/login"));
     }
-    let had = session.remove(NOTES).await?;
+    let had = visit.remove(NOTES).await?;
     let message = if had {
         "All notes deleted"
     } else {
         "No notes to delete"
     };
-    notice(&session, Level::Success, message).await?;
-    Ok(Redirect::to("/").into_response())
+    notice(visit, Level::Success, message).await?;
+    Ok(redirect("/"))
 }
 
 /// A flash message, unless the session has no room left for it (then the page just shows

@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::http::Method;
+use http::Method;
 
 /// Which kind of route a request hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RouteClass {
+pub enum RouteClass {
     /// HTML pages (GET).
     Page,
     /// HTML form posts.
@@ -31,7 +31,7 @@ impl RouteClass {
     ];
 
     /// The class of a request to the route `matched` (`None`: no route matched).
-    pub(crate) fn of(method: &Method, matched: Option<&str>) -> Self {
+    pub fn of(method: &Method, matched: Option<&str>) -> Self {
         match matched {
             None => RouteClass::NotFound,
             Some(p) if p.starts_with("/api/") => RouteClass::Api,
@@ -54,7 +54,7 @@ impl RouteClass {
 
 /// The demo's counters. Shared by every request through an `Arc`.
 #[derive(Debug, Default)]
-pub(crate) struct Metrics {
+pub struct Metrics {
     requests: [AtomicU64; RouteClass::ALL.len()],
     logins_ok: AtomicU64,
     logins_failed: AtomicU64,
@@ -69,37 +69,40 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl Metrics {
-    pub(crate) fn request(&self, class: RouteClass) {
+    /// A request to a route of `class`.
+    pub fn request(&self, class: RouteClass) {
         bump(&self.requests[class as usize]);
     }
 
     /// A successful login; it also starts a new session (login renews the id).
-    pub(crate) fn login_ok(&self) {
+    pub fn login_ok(&self) {
         bump(&self.logins_ok);
         bump(&self.sessions_created);
     }
 
-    pub(crate) fn login_failed(&self) {
+    /// A login refused for a wrong name or password.
+    pub fn login_failed(&self) {
         bump(&self.logins_failed);
     }
 
     /// A login refused with 429 before any hashing: too many recent failures.
-    pub(crate) fn login_throttled(&self) {
+    pub fn login_throttled(&self) {
         bump(&self.logins_throttled);
     }
 
     /// A registration; it also logs in, starting a new session.
-    pub(crate) fn registration(&self) {
+    pub fn registration(&self) {
         bump(&self.registrations);
         bump(&self.sessions_created);
     }
 
-    pub(crate) fn store_error(&self) {
+    /// A session store failure (a 503 answered, or a failed health check).
+    pub fn store_error(&self) {
         bump(&self.store_errors);
     }
 
     /// The counters in the Prometheus text format.
-    pub(crate) fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let header = |out: &mut String, name: &str, help: &str| {

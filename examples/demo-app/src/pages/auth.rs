@@ -1,27 +1,24 @@
 //! Accounts: register, log in, log out.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect};
-use axum::{Extension, Form};
-use cloakroom::Session;
 use cloakroom::flash::Level;
+use cloakroom::session::Session;
+use http::{HeaderValue, StatusCode, header};
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{
-    App, AppState, Handled, MAX_NAME_CHARS, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Visit, to_login,
-};
+use super::{MAX_NAME_CHARS, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
+use crate::app::{AppState, BadInput, Handled, Visit};
 use crate::error::AppError;
 use crate::passwords::Passwords;
+use crate::reply::redirect;
 use crate::throttle::{UNKNOWN_CLIENT, retry_after_secs};
 use crate::users::{canonical, refused_character};
 
+/// The login and registration forms.
 #[derive(Debug, Deserialize)]
-pub(super) struct Credentials {
+pub struct Credentials {
     name: String,
     password: String,
     /// A checkbox: present ("on") when ticked, absent otherwise.
@@ -30,27 +27,25 @@ pub(super) struct Credentials {
 
 /// `/login?hint=notes`: where an anonymous visitor was sent from, to say why.
 #[derive(Debug, Deserialize)]
-pub(super) struct LoginHint {
-    hint: Option<String>,
+pub struct LoginHint {
+    /// `notes`: sent here by `POST /notes`.
+    pub hint: Option<String>,
 }
 
-pub(super) async fn login_form(
-    State(app): App,
-    session: Visit,
-    hint: Result<Query<LoginHint>, QueryRejection>,
-) -> Handled {
-    let hint = match hint.ok().and_then(|Query(q)| q.hint).as_deref() {
+/// `GET /login`.
+pub async fn login_form(app: &AppState, visit: &Visit, hint: Option<&str>) -> Handled {
+    let hint = match hint {
         Some("notes") => Some("Log in to keep notes."),
         _ => None,
     };
     let ctx = context! { name => "", error => None::<&str>, hint };
-    app.page(&session, StatusCode::OK, "login.html", ctx).await
+    app.page(visit, StatusCode::OK, "login.html", ctx).await
 }
 
-pub(super) async fn register_form(State(app): App, session: Visit) -> Handled {
+/// `GET /register`.
+pub async fn register_form(app: &AppState, visit: &Visit) -> Handled {
     let ctx = context! { name => "", error => None::<&str> };
-    app.page(&session, StatusCode::OK, "register.html", ctx)
-        .await
+    app.page(visit, StatusCode::OK, "register.html", ctx).await
 }
 
 /// Why a name cannot be registered, if it cannot.
@@ -76,18 +71,19 @@ fn invalid_password(password: &str) -> Option<&'static str> {
     }
 }
 
-pub(super) async fn register(
-    State(app): App,
-    session: Visit,
-    form: Result<Form<Credentials>, FormRejection>,
+/// `POST /register`.
+pub async fn register(
+    app: &AppState,
+    visit: &Visit,
+    form: Result<Credentials, BadInput>,
 ) -> Handled {
     let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return app.bad_form(&session, rejection).await,
+        Ok(form) => form,
+        Err(bad) => return app.bad_input(visit, &bad).await,
     };
     let name = form.name.trim();
     let refuse =
-        |status, error: &str| app.page(&session, status, "register.html", context! { name, error });
+        |status, error: &str| app.page(visit, status, "register.html", context! { name, error });
     if let Some(error) = invalid_name(name).or_else(|| invalid_password(&form.password)) {
         return refuse(StatusCode::UNPROCESSABLE_ENTITY, error).await;
     }
@@ -101,33 +97,31 @@ pub(super) async fn register(
     }
     tracing::info!(user = name, "registered");
     start_session(
-        &app,
-        &session,
+        app,
+        visit,
         name,
         form.remember.is_some(),
         format!("Welcome, {name}"),
     )
     .await?;
     app.metrics.registration();
-    Ok(Redirect::to("/").into_response())
+    Ok(redirect("/"))
 }
 
-/// The client's address, as the server recorded it (`ConnectInfo`); requests without one
-/// (in-process tests, a server that does not record it) share one "unknown" client budget.
-type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
-
-pub(super) async fn login(
-    State(app): App,
-    peer: Peer,
-    session: Visit,
-    form: Result<Form<Credentials>, FormRejection>,
+/// `POST /login`, from the client at `peer` (`None`: unknown, as in-process tests; such
+/// requests share one "unknown" client budget).
+pub async fn login(
+    app: &AppState,
+    visit: &Visit,
+    peer: Option<IpAddr>,
+    form: Result<Credentials, BadInput>,
 ) -> Handled {
     let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return app.bad_form(&session, rejection).await,
+        Ok(form) => form,
+        Err(bad) => return app.bad_input(visit, &bad).await,
     };
     let name = form.name.trim();
-    let client = peer.map_or(UNKNOWN_CLIENT, |Extension(ConnectInfo(addr))| addr.ip());
+    let client = peer.unwrap_or(UNKNOWN_CLIENT);
     // No registered password is longer: refuse without hashing and without spending the
     // throttle budget (the attempt cannot succeed and costs nothing).
     if form.password.len() > MAX_PASSWORD_CHARS
@@ -135,18 +129,13 @@ pub(super) async fn login(
     {
         let ctx = context! { name, error => "Passwords are at most 1024 characters." };
         return app
-            .page(
-                &session,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "login.html",
-                ctx,
-            )
+            .page(visit, StatusCode::UNPROCESSABLE_ENTITY, "login.html", ctx)
             .await;
     }
     let wrong = async || {
         app.metrics.login_failed();
         let ctx = context! { name, error => "wrong name or password" };
-        app.page(&session, StatusCode::UNAUTHORIZED, "login.html", ctx)
+        app.page(visit, StatusCode::UNAUTHORIZED, "login.html", ctx)
             .await
     };
     // A name registration refuses (too long, invisible characters...) has no account:
@@ -169,7 +158,7 @@ pub(super) async fn login(
         );
         let ctx = context! { name, error };
         let mut res = app
-            .page(&session, StatusCode::TOO_MANY_REQUESTS, "login.html", ctx)
+            .page(visit, StatusCode::TOO_MANY_REQUESTS, "login.html", ctx)
             .await?;
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -189,15 +178,15 @@ pub(super) async fn login(
     // The account's own name: `Ana` logs in to `ana`.
     tracing::info!(user = account, client = %client, "logged in");
     start_session(
-        &app,
-        &session,
+        app,
+        visit,
         &account,
         form.remember.is_some(),
         format!("Welcome back, {account}"),
     )
     .await?;
     app.metrics.login_ok();
-    Ok(Redirect::to("/").into_response())
+    Ok(redirect("/"))
 }
 
 /// Logs the session in as `name`: a new session id (the old ticket stops working), the
@@ -220,9 +209,10 @@ async fn start_session(
     Ok(())
 }
 
-pub(super) async fn logout(session: Session) -> Handled {
+/// `POST /logout`.
+pub async fn logout(session: &Session) -> Handled {
     session.logout().await?;
-    Ok(to_login())
+    Ok(redirect("/login"))
 }
 
 #[cfg(test)]

@@ -1,43 +1,27 @@
-//! What every response goes through: request counting, store-failure counting, security
-//! headers; and the `Host` check against DNS rebinding.
+//! What every response goes through in both demos, framework-free: the security headers and
+//! the `Host` check against DNS rebinding.
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::{self, HeaderValue};
-use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
 
-use super::App;
-use crate::error::StoreFailure;
-use crate::metrics::RouteClass;
+use crate::reply::{Reply, text};
 
-/// Counts requests by route class and store failures, and adds the security headers.
-pub(super) async fn observe(State(app): App, req: Request, next: Next) -> Response {
-    let matched = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
-    app.metrics.request(RouteClass::of(req.method(), matched));
-    let mut res = next.run(req).await;
-    if res.extensions().get::<StoreFailure>().is_some() {
-        app.metrics.store_error();
-    }
-    set_security_headers(res.headers_mut());
-    res
-}
+/// The security headers every response gets (unless a page set its own): no sniffing, no
+/// framing, same-origin referrers, and a CSP that allows only the demo's own scripts.
+pub const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; \
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+];
 
-fn set_security_headers(headers: &mut HeaderMap) {
-    let defaults = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "same-origin"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    ];
-    for (name, value) in defaults {
+/// Adds the [`SECURITY_HEADERS`] a response does not have yet.
+pub fn set_security_headers(headers: &mut HeaderMap) {
+    for (name, value) in SECURITY_HEADERS {
         headers
             .entry(name)
             .or_insert_with(|| HeaderValue::from_static(value));
@@ -50,7 +34,7 @@ fn set_security_headers(headers: &mut HeaderMap) {
 /// A page on an attacker's domain that resolves to the demo's address (DNS rebinding) is
 /// sent with the attacker's name in `Host`, which is not on this list.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AllowedHosts {
+pub struct AllowedHosts {
     /// (host, port); `None`: any port.
     hosts: Vec<(String, Option<u16>)>,
     /// The origin's default port (80 or 443), for a `Host` without a port.
@@ -63,7 +47,7 @@ impl AllowedHosts {
     ///
     /// # Errors
     /// An origin or entry that is not a host name or address with an optional port.
-    pub(crate) fn new(origin: &str, extra: &[String]) -> anyhow::Result<Self> {
+    pub fn new(origin: &str, extra: &[String]) -> anyhow::Result<Self> {
         let (default_port, authority) = if let Some(rest) = origin.strip_prefix("https://") {
             (443, rest)
         } else if let Some(rest) = origin.strip_prefix("http://") {
@@ -95,7 +79,7 @@ impl AllowedHosts {
     }
 
     /// Whether a `Host` header value is one the demo answers for.
-    pub(crate) fn allows(&self, host_header: &str) -> bool {
+    pub fn allows(&self, host_header: &str) -> bool {
         let Some((host, port)) = split_host_port(host_header) else {
             return false;
         };
@@ -149,26 +133,25 @@ fn is_loopback(host: &str) -> bool {
 /// the attacker's name). `/healthz` is exempt, as load balancers probe it by address. A request
 /// without `Host` passes: browsers always send one (scripts cannot remove it), so it is no
 /// rebinding, and only non-browser clients (HTTP/1.0 tools, in-process tests) omit it.
-pub(super) async fn check_host(
-    State(hosts): State<std::sync::Arc<AllowedHosts>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if req.uri().path() != "/healthz" {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .map(|h| h.to_str().ok().filter(|h| hosts.allows(h)).is_some());
-        if host == Some(false) {
-            return (
-                StatusCode::MISDIRECTED_REQUEST,
-                "misdirected request: this server does not answer for that Host \
-                 (see --origin and --allowed-host)\n",
-            )
-                .into_response();
-        }
+///
+/// `None`: serve the request; `Some`: answer this instead.
+pub fn check_host(hosts: &AllowedHosts, path: &str, host: Option<&[u8]>) -> Option<Reply> {
+    if path == "/healthz" {
+        return None;
     }
-    next.run(req).await
+    let allowed = host.map(|h| {
+        std::str::from_utf8(h)
+            .ok()
+            .filter(|h| hosts.allows(h))
+            .is_some()
+    });
+    (allowed == Some(false)).then(|| {
+        text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected request: this server does not answer for that Host \
+             (see --origin and --allowed-host)\n",
+        )
+    })
 }
 
 #[cfg(test)]

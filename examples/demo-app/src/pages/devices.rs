@@ -1,21 +1,20 @@
 //! "Your devices": the user's sessions, revoking one or all others.
 
-use axum::Form;
-use axum::extract::State;
-use axum::extract::rejection::FormRejection;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect};
 use cloakroom::flash::Level;
-use cloakroom::{Session, SessionKey, Timestamp};
+use cloakroom::session::Session;
+use cloakroom::{SessionKey, Timestamp};
+use http::StatusCode;
 use minijinja::{Value, context};
 use serde::Deserialize;
 
 use super::words::ago;
-use super::{App, Handled, Visit, to_login};
+use crate::app::{AppState, BadInput, Handled, Visit};
+use crate::reply::redirect;
 
-pub(super) async fn sessions_page(State(app): App, session: Visit) -> Handled {
-    let Some(user) = app.user_of(&session).await? else {
-        return Ok(to_login());
+/// `GET /sessions`: this user's sessions, this one first.
+pub async fn sessions_page(app: &AppState, session: &Visit) -> Handled {
+    let Some(user) = app.user_of(session).await? else {
+        return Ok(redirect("/login"));
     };
     let current = session.handle().await?;
     let mut list = app.engine.sessions_of(&user).await?;
@@ -41,7 +40,7 @@ pub(super) async fn sessions_page(State(app): App, session: Visit) -> Handled {
         })
         .collect();
     app.page(
-        &session,
+        session,
         StatusCode::OK,
         "sessions.html",
         context! { sessions },
@@ -75,38 +74,40 @@ fn device_name(user_agent: &str) -> String {
     name
 }
 
+/// `POST /sessions/revoke` (`handle`).
 #[derive(Debug, Deserialize)]
-pub(super) struct RevokeForm {
+pub struct RevokeForm {
     handle: String,
 }
 
-pub(super) async fn revoke(
-    State(app): App,
-    session: Visit,
-    form: Result<Form<RevokeForm>, FormRejection>,
+/// `POST /sessions/revoke`: ends one of this user's sessions (this one: a logout).
+pub async fn revoke(
+    app: &AppState,
+    session: &Visit,
+    form: Result<RevokeForm, BadInput>,
 ) -> Handled {
-    let Some(user) = app.user_of(&session).await? else {
-        return Ok(to_login());
+    let Some(user) = app.user_of(session).await? else {
+        return Ok(redirect("/login"));
     };
     let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return app.bad_form(&session, rejection).await,
+        Ok(form) => form,
+        Err(bad) => return app.bad_input(session, &bad).await,
     };
     let Some(key) = SessionKey::from_handle(form.handle.trim()) else {
         let message = "That is not a session handle.";
         return app
-            .error_page(&session, StatusCode::BAD_REQUEST, "Bad request", message)
+            .error_page(session, StatusCode::BAD_REQUEST, "Bad request", message)
             .await;
     };
     if session.handle().await? == Some(key) {
         session.logout().await?;
-        return Ok(to_login());
+        return Ok(redirect("/login"));
     }
     // Loads the session and checks it is this user's before deleting it.
     if !app.engine.revoke(&user, &key).await? {
         let message = "No such session of yours: it has ended already, or it is not yours.";
         return app
-            .error_page(&session, StatusCode::NOT_FOUND, "Not found", message)
+            .error_page(session, StatusCode::NOT_FOUND, "Not found", message)
             .await;
     }
     tracing::info!(user, session = %key, "session revoked");
@@ -114,12 +115,13 @@ pub(super) async fn revoke(
         .flash()
         .push(Level::Success, "Signed out of that session.")
         .await?;
-    Ok(Redirect::to("/sessions").into_response())
+    Ok(redirect("/sessions"))
 }
 
-pub(super) async fn revoke_others(State(app): App, session: Session) -> Handled {
-    let Some(user) = app.user_of(&session).await? else {
-        return Ok(to_login());
+/// `POST /sessions/revoke-others`: ends every other session of this user.
+pub async fn revoke_others(app: &AppState, session: &Session) -> Handled {
+    let Some(user) = app.user_of(session).await? else {
+        return Ok(redirect("/login"));
     };
     let n = if session.user().await?.is_some() {
         session.revoke_others().await?
@@ -135,7 +137,7 @@ pub(super) async fn revoke_others(State(app): App, session: Session) -> Handled 
     let plural = if n == 1 { "" } else { "s" };
     let message = format!("Signed out of {n} other session{plural}");
     session.flash().push(Level::Success, message).await?;
-    Ok(Redirect::to("/sessions").into_response())
+    Ok(redirect("/sessions"))
 }
 
 #[cfg(test)]

@@ -1,16 +1,16 @@
-//! [`AppError`]: what a handler can fail with, and the response each failure becomes.
+//! [`AppError`]: what a page can fail with, and the response each failure becomes.
 
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use cloakroom::session;
+use http::{StatusCode, header};
 
 use crate::passwords;
+use crate::reply::{Reply, text};
 
-/// A handler failure. Session store failures and a full password-hashing queue become 503
+/// A page failure. Session store failures and a full password-hashing queue become 503
 /// (the client may retry); anything else is a 500 with a log line. Bad input is not an
-/// error: handlers answer it themselves.
+/// error: pages answer it themselves.
 #[derive(Debug)]
-pub(crate) enum AppError {
+pub enum AppError {
     /// A session operation failed.
     Session(session::Error),
     /// Too many password hashes are already waiting: 503 with `Retry-After`.
@@ -19,9 +19,10 @@ pub(crate) enum AppError {
     Internal(anyhow::Error),
 }
 
-/// Marks a response caused by a session store failure, for the metrics middleware.
+/// Marks a response caused by a session store failure (in the response's extensions), for
+/// the metrics middleware.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct StoreFailure;
+pub struct StoreFailure;
 
 impl From<session::Error> for AppError {
     fn from(e: session::Error) -> Self {
@@ -56,15 +57,16 @@ impl From<cloakroom::store::Error> for AppError {
     }
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
+impl AppError {
+    /// The response: 503 (marked [`StoreFailure`]) for a store failure, 413 for session
+    /// data over the limit, 503 with `Retry-After` for a full hashing queue, 500 otherwise.
+    pub fn into_reply(self) -> Reply {
         match self {
             AppError::Session(e) => {
-                let store_failed = e.is_store_error();
                 // The session error logs and answers: 503 for the store, 413 for oversized
                 // data.
-                let mut res = e.into_response();
-                if store_failed {
+                let mut res = cloakroom_core::response::error_response(&e);
+                if e.is_store_error() {
                     res.extensions_mut().insert(StoreFailure);
                 }
                 res
@@ -73,20 +75,20 @@ impl IntoResponse for AppError {
                 // Counted in /metrics (`cloakroom_demo_hash_queue_full_total`); a flood would
                 // repeat this line per request, so it is a warning, not an error.
                 tracing::warn!("password hashing queue full: answered 503");
-                (
+                let mut res = text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, passwords::RETRY_AFTER_SECS.to_string())],
                     "too many logins at once; please try again in a moment\n",
-                )
-                    .into_response()
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, passwords::RETRY_AFTER_SECS.into());
+                res
             }
             AppError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
-                (
+                text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error; it has been logged\n",
                 )
-                    .into_response()
             }
         }
     }
@@ -100,24 +102,24 @@ mod tests {
     #[test]
     fn store_failures_are_503_and_marked_other_failures_500() {
         let down = store::Error::new(store::ErrorKind::Unavailable, "connection refused");
-        let res = AppError::from(down).into_response();
+        let res = AppError::from(down).into_reply();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.extensions().get::<StoreFailure>().is_some());
 
-        let res = AppError::from(anyhow::anyhow!("disk on fire")).into_response();
+        let res = AppError::from(anyhow::anyhow!("disk on fire")).into_reply();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(res.extensions().get::<StoreFailure>().is_none());
     }
 
     #[test]
     fn a_full_hashing_queue_is_503_with_retry_after_other_hashing_failures_500() {
-        let res = AppError::from(passwords::Error::QueueFull).into_response();
+        let res = AppError::from(passwords::Error::QueueFull).into_reply();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[header::RETRY_AFTER], "1");
         assert!(res.extensions().get::<StoreFailure>().is_none());
 
         let failed = passwords::Error::Failed(anyhow::anyhow!("no OS randomness"));
-        let res = AppError::from(failed).into_response();
+        let res = AppError::from(failed).into_reply();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use cloakroom::Timestamp;
 
 /// "5 minutes", "3 hours", "2 days".
-pub(super) fn span(d: Duration) -> String {
+pub(crate) fn span(d: Duration) -> String {
     let secs = d.as_secs();
     let (n, unit) = match secs {
         0..60 => return "less than a minute".into(),
@@ -16,7 +16,7 @@ pub(super) fn span(d: Duration) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-pub(super) fn ago(then: Timestamp, now: Timestamp) -> String {
+pub(crate) fn ago(then: Timestamp, now: Timestamp) -> String {
     let d = then.until(now);
     if d < Duration::from_secs(60) {
         "just now".into()

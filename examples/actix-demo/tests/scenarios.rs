@@ -1,0 +1,758 @@
+//! The demo's HTTP scenarios, written once and run against both demos: `cloakroom-demo`
+//! (axum) and `cloakroom-actix-demo` (actix-web), each its real binary on loopback, sessions
+//! in memory, accounts in their own SQLite file. Each test starts both and runs its scenario
+//! against one, then the other; the last test sends one request sequence to both and
+//! compares the answers header for header.
+
+mod common;
+
+use common::{Demo, PASSWORD, client, get, login, me, on_both, post, register, token};
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap};
+
+/// The value of `name`, or "".
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap_or_default())
+}
+
+/// The `name=value` pair of the `Set-Cookie` for `cookie`, if the response sets it.
+fn set_cookie(headers: &HeaderMap, cookie: &str) -> Option<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{cookie}=")))
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_login() {
+    on_both(|demo, base| async move {
+        let ana = client();
+        let token = token(&ana, &base).await;
+        let res = ana
+            .post(format!("{base}/register"))
+            .form(&[("name", "ana"), ("password", PASSWORD), ("_xsrf", &token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        assert_eq!(header(res.headers(), "location"), "/", "{demo:?}");
+        let cookie = set_cookie(res.headers(), "session").expect("a session cookie");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{demo:?}: {cookie}"
+        );
+        assert!(
+            !cookie.contains("Secure") && !cookie.contains("Max-Age"),
+            "{demo:?}: {cookie}"
+        );
+        assert_eq!(
+            header(res.headers(), "cache-control"),
+            "no-store",
+            "{demo:?}"
+        );
+
+        let (status, home) = get(&ana, &base, "/").await;
+        assert_eq!(status, StatusCode::OK, "{demo:?}");
+        assert!(
+            home.contains("Hello, ana") && home.contains("Welcome, ana"),
+            "{demo:?}"
+        );
+        let (status, mine) = me(&ana, &base).await;
+        assert_eq!(
+            (status, mine["name"].as_str()),
+            (StatusCode::OK, Some("ana")),
+            "{demo:?}"
+        );
+
+        // Another browser logs in (remember me: a persistent cookie).
+        let other = client();
+        let fields = [("name", "ana"), ("password", PASSWORD), ("remember", "on")];
+        let res = post(&other, &base, "/login", &fields).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let cookie = set_cookie(res.headers(), "session").expect("a session cookie");
+        assert!(
+            cookie.contains("Max-Age="),
+            "{demo:?}: remember me, yet {cookie}"
+        );
+        let (_, home) = get(&other, &base, "/").await;
+        assert!(home.contains("Welcome back, ana"), "{demo:?}");
+
+        // Wrong password and unknown name: the same 401 page.
+        for name in ["ana", "nobody"] {
+            let stranger = client();
+            let fields = [("name", name), ("password", "wrong-password")];
+            let res = post(&stranger, &base, "/login", &fields).await;
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{demo:?}");
+            assert!(
+                res.text().await.unwrap().contains("wrong name or password"),
+                "{demo:?}"
+            );
+        }
+        // Registration is validated: short password 422, a taken name 409, no body 415.
+        let res = post(
+            &client(),
+            &base,
+            "/register",
+            &[("name", "bo"), ("password", "short")],
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{demo:?}");
+        assert!(
+            res.text().await.unwrap().contains("at least 8 characters"),
+            "{demo:?}"
+        );
+        let res = post(
+            &client(),
+            &base,
+            "/register",
+            &[("name", "ANA"), ("password", PASSWORD)],
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::CONFLICT, "{demo:?}");
+        let res = post(&client(), &base, "/login", &[("name", "ana")]).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{demo:?}: no password"
+        );
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("missing field `password`"),
+            "{demo:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_and_flash_messages() {
+    on_both(|demo, base| async move {
+        let anonymous = client();
+        let res = post(&anonymous, &base, "/notes", &[("text", "who am I")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        assert_eq!(
+            header(res.headers(), "location"),
+            "/login?hint=notes",
+            "{demo:?}"
+        );
+        let (_, page) = get(&anonymous, &base, "/login?hint=notes").await;
+        assert!(page.contains("Log in to keep notes."), "{demo:?}");
+
+        let ana = client();
+        register(&ana, &base, "ana").await;
+        let (_, home) = get(&ana, &base, "/").await;
+        assert!(home.contains("Welcome, ana"), "{demo:?}");
+        let (_, home) = get(&ana, &base, "/").await;
+        assert!(
+            !home.contains("Welcome, ana"),
+            "{demo:?}: a flash is shown once"
+        );
+
+        let res = post(&ana, &base, "/notes", &[("text", "first <b>note</b>")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        assert_eq!(header(res.headers(), "location"), "/", "{demo:?}");
+        let (_, home) = get(&ana, &base, "/").await;
+        assert!(
+            home.contains("first &lt;b&gt;note&lt;") && !home.contains("<b>note"),
+            "{demo:?}: escaped"
+        );
+        assert!(home.contains("Note saved"), "{demo:?}");
+        let (_, home) = get(&ana, &base, "/").await;
+        assert!(!home.contains("Note saved"), "{demo:?}");
+
+        let res = post(&ana, &base, "/notes", &[("text", "   ")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let (_, home) = get(&ana, &base, "/").await;
+        assert!(home.contains("A note needs some text"), "{demo:?}");
+
+        let res = post(&ana, &base, "/notes", &[("text", "second")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let res = post(&ana, &base, "/notes/delete", &[("index", "0")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let (_, mine) = me(&ana, &base).await;
+        assert_eq!(mine["notes"], serde_json::json!(["second"]), "{demo:?}");
+        let res = post(&ana, &base, "/notes/delete", &[("index", "7")]).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{demo:?}");
+        let res = post(&ana, &base, "/notes/delete", &[("index", "x")]).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{demo:?}");
+        let res = post(&ana, &base, "/notes/clear", &[]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let (_, home) = get(&ana, &base, "/").await;
+        assert!(home.contains("All notes deleted"), "{demo:?}");
+        let (_, mine) = me(&ana, &base).await;
+        assert_eq!(mine["notes"], serde_json::json!([]), "{demo:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_list_and_revoke() {
+    on_both(|demo, base| async move {
+        let [laptop, phone, tablet] = [client(), client(), client()];
+        register(&laptop, &base, "ana").await;
+        login(&phone, &base, "ana").await;
+        login(&tablet, &base, "ana").await;
+        let (status, page) = get(&laptop, &base, "/sessions").await;
+        assert_eq!(status, StatusCode::OK, "{demo:?}");
+        let handles: Vec<String> = page
+            .split("data-handle=\"")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect();
+        assert_eq!(handles.len(), 3, "{demo:?}: {page}");
+        assert!(
+            page.contains("scenario-test"),
+            "{demo:?}: the user agent is listed"
+        );
+
+        // The first row is this device; revoke the second: that browser is logged out.
+        let res = post(
+            &laptop,
+            &base,
+            "/sessions/revoke",
+            &[("handle", &handles[1])],
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        assert_eq!(header(res.headers(), "location"), "/sessions", "{demo:?}");
+        let logged_in = [me(&phone, &base).await.0, me(&tablet, &base).await.0];
+        assert_eq!(
+            logged_in
+                .iter()
+                .filter(|s| **s == StatusCode::UNAUTHORIZED)
+                .count(),
+            1,
+            "{demo:?}: exactly one other device logged out"
+        );
+        let (_, page) = get(&laptop, &base, "/sessions").await;
+        assert!(page.contains("Signed out of that session."), "{demo:?}");
+
+        // Not a handle: 400; someone else's (or an ended) session: 404.
+        let res = post(&laptop, &base, "/sessions/revoke", &[("handle", "nope")]).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{demo:?}");
+        let res = post(
+            &laptop,
+            &base,
+            "/sessions/revoke",
+            &[("handle", &handles[1])],
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{demo:?}");
+
+        let res = post(&laptop, &base, "/sessions/revoke-others", &[]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let (_, page) = get(&laptop, &base, "/sessions").await;
+        assert!(page.contains("Signed out of 1 other session"), "{demo:?}");
+        assert_eq!(
+            me(&phone, &base).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{demo:?}"
+        );
+        assert_eq!(
+            me(&tablet, &base).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{demo:?}"
+        );
+
+        // Revoking this very session is a logout.
+        let res = post(
+            &laptop,
+            &base,
+            "/sessions/revoke",
+            &[("handle", &handles[0])],
+        )
+        .await;
+        assert_eq!(header(res.headers(), "location"), "/login", "{demo:?}");
+        assert_eq!(
+            me(&laptop, &base).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{demo:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_session_and_the_old_ticket_is_dead() {
+    on_both(|demo, base| async move {
+        let ana = client();
+        let token = token(&ana, &base).await;
+        let res = ana
+            .post(format!("{base}/register"))
+            .form(&[("name", "ana"), ("password", PASSWORD), ("_xsrf", &token)])
+            .send()
+            .await
+            .unwrap();
+        let ticket = set_cookie(res.headers(), "session").unwrap();
+        let ticket = ticket.split(';').next().unwrap().to_owned();
+
+        let res = post(&ana, &base, "/logout", &[]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        assert_eq!(header(res.headers(), "location"), "/login", "{demo:?}");
+        let removal = set_cookie(res.headers(), "session").expect("a removal cookie");
+        assert!(
+            removal.starts_with("session=;") && removal.contains("Max-Age=0"),
+            "{removal}"
+        );
+        let (status, _) = get(&ana, &base, "/").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{demo:?}");
+
+        // The old ticket, replayed by hand: dead.
+        let replay = reqwest::Client::new()
+            .get(format!("{base}/api/me"))
+            .header(header::COOKIE, ticket)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replay.status(), StatusCode::UNAUTHORIZED, "{demo:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csrf_refusals_carry_their_reasons() {
+    on_both(|demo, base| async move {
+        let ana = client();
+        let form = [("name", "ana"), ("password", PASSWORD)];
+        // Login CSRF: no token at all.
+        let res = ana
+            .post(format!("{base}/login"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{demo:?}");
+        assert!(
+            res.text().await.unwrap().contains("token missing"),
+            "{demo:?}"
+        );
+        // Not a token.
+        let mut bad = form.to_vec();
+        bad.push(("_xsrf", "2|00|00|1"));
+        let res = ana
+            .post(format!("{base}/register"))
+            .form(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{demo:?}");
+        assert!(
+            res.text().await.unwrap().contains("token malformed"),
+            "{demo:?}"
+        );
+        // A token of someone else's secret.
+        let theirs = token(&client(), &base).await;
+        let _ = token(&ana, &base).await; // ana has her own `_xsrf` cookie now
+        let mut wrong = form.to_vec();
+        wrong.push(("_xsrf", &theirs));
+        let res = ana
+            .post(format!("{base}/register"))
+            .form(&wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{demo:?}");
+        assert!(
+            res.text().await.unwrap().contains("token mismatch"),
+            "{demo:?}"
+        );
+        // A valid token sent from another site: refused before the token is looked at.
+        let mine = token(&ana, &base).await;
+        let mut fields = form.to_vec();
+        fields.push(("_xsrf", &mine));
+        for (name, value) in [
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://evil.example"),
+        ] {
+            let res = ana
+                .post(format!("{base}/register"))
+                .header(name, value)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{demo:?} {name}");
+            assert!(
+                res.text().await.unwrap().contains("cross-origin request"),
+                "{demo:?}"
+            );
+        }
+        // Scripts asking for JSON get JSON.
+        let res = ana
+            .post(format!("{base}/api/notes"))
+            .header(header::ACCEPT, "application/json")
+            .json(&serde_json::json!({ "text": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{demo:?}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["reason"], "token missing", "{demo:?}: {body}");
+        // With the token, the same request goes through.
+        let res = ana
+            .post(format!("{base}/register"))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api() {
+    on_both(|demo, base| async move {
+        let ana = client();
+        let (status, body) = me(&ana, &base).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{demo:?}");
+        assert_eq!(
+            body,
+            serde_json::json!({ "error": "not logged in" }),
+            "{demo:?}"
+        );
+        let token = token(&ana, &base).await;
+        assert!(token.starts_with("2|"), "{demo:?}: {token}");
+        let note = |text: &str| serde_json::json!({ "text": text });
+        let res = ana
+            .post(format!("{base}/api/notes"))
+            .header("X-XSRFToken", &token)
+            .json(&note("x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{demo:?}");
+
+        register(&ana, &base, "ana").await;
+        let token = common::token(&ana, &base).await;
+        let send = |body: String, content_type: &'static str| {
+            ana.post(format!("{base}/api/notes"))
+                .header("X-XSRFToken", &token)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body)
+                .send()
+        };
+        let res = send(note("from a script").to_string(), "application/json")
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "{demo:?}");
+        assert_eq!(
+            header(res.headers(), "content-type"),
+            "application/json",
+            "{demo:?}"
+        );
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "notes": ["from a script"] }),
+            "{demo:?}"
+        );
+        for (body, content_type) in [
+            (note("").to_string(), "application/json"),
+            ("{".to_owned(), "application/json"),
+            ("{}".to_owned(), "application/json"),
+            (note("x").to_string(), "text/plain"),
+        ] {
+            let res = send(body.clone(), content_type).await.unwrap();
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{demo:?}: {body}");
+            let json: serde_json::Value = res.json().await.unwrap();
+            assert!(json["error"].is_string(), "{demo:?}: {json}");
+        }
+        let (status, mine) = me(&ana, &base).await;
+        assert_eq!(status, StatusCode::OK, "{demo:?}");
+        assert_eq!(
+            mine["notes"],
+            serde_json::json!(["from a script"]),
+            "{demo:?}"
+        );
+        assert!(
+            mine["expires_at"].is_string() && mine["expires_at_ms"].is_i64(),
+            "{demo:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_hosts_and_security_headers() {
+    on_both(|demo, base| async move {
+        let c = client();
+        let res = c.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{demo:?}");
+        assert_eq!(
+            header(res.headers(), "content-type"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(res.text().await.unwrap(), "ok", "{demo:?}");
+        let (status, metrics) = get(&c, &base, "/metrics").await;
+        assert_eq!(status, StatusCode::OK, "{demo:?}");
+        assert!(
+            metrics.contains("cloakroom_demo_requests_total{class=\"ops\"} "),
+            "{demo:?}"
+        );
+        let res = c.get(format!("{base}/no/such/page")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{demo:?}");
+        let headers = res.headers().clone();
+        assert!(
+            res.text().await.unwrap().contains("There is no page here."),
+            "{demo:?}"
+        );
+        assert_eq!(header(&headers, "x-frame-options"), "DENY", "{demo:?}");
+        assert!(header(&headers, "content-security-policy").contains("frame-ancestors 'none'"));
+        // DNS rebinding: another name in Host gets 421, except on /healthz.
+        let res = c
+            .get(format!("{base}/login"))
+            .header(header::HOST, "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::MISDIRECTED_REQUEST, "{demo:?}");
+        let res = c
+            .get(format!("{base}/healthz"))
+            .header(header::HOST, "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{demo:?}");
+        let (status, metrics) = get(&c, &base, "/metrics").await;
+        assert_eq!(status, StatusCode::OK, "{demo:?}");
+        assert!(
+            metrics.contains("cloakroom_demo_requests_total{class=\"not_found\"} 1\n"),
+            "{demo:?}: {metrics}"
+        );
+        // The static files and the single-page client.
+        for (path, content_type) in [
+            ("/static/notes.js", "text/javascript; charset=utf-8"),
+            ("/static/app.js", "text/javascript; charset=utf-8"),
+            ("/app", "text/html; charset=utf-8"),
+        ] {
+            let res = c.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{demo:?} {path}");
+            assert_eq!(
+                header(res.headers(), "content-type"),
+                content_type,
+                "{demo:?} {path}"
+            );
+            if path == "/app" {
+                assert!(
+                    set_cookie(res.headers(), "XSRF-TOKEN").is_some(),
+                    "{demo:?}"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// What must be equal between the two demos' answers: the status and every header but the
+/// date and the cookie values (tickets and tokens are random), in a canonical order.
+fn comparable(status: StatusCode, headers: &HeaderMap) -> Vec<String> {
+    let mut lines = vec![status.to_string()];
+    for (name, value) in headers {
+        let value = value.to_str().unwrap_or("<bytes>");
+        let value = match name.as_str() {
+            "date" => continue,
+            "set-cookie" => {
+                // The name and the attributes; Max-Age and Expires may differ by a second.
+                let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
+                let name = pair.split('=').next().unwrap_or_default();
+                let attributes: Vec<&str> = attributes
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|a| !a.starts_with("Max-Age") && !a.starts_with("Expires"))
+                    .collect();
+                format!("{name}=…; {}", attributes.join("; "))
+            }
+            "content-length" if value != "0" => "…".to_owned(),
+            _ => value.to_owned(),
+        };
+        lines.push(format!("{name}: {value}"));
+    }
+    lines[1..].sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_demos_answer_alike_header_for_header() {
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = answers.clone();
+    on_both(move |demo, base| {
+        let record = record.clone();
+        async move {
+            let c = client();
+            let mut seen = Vec::new();
+            let mut note = |what: &str, res: &reqwest::Response| {
+                seen.push((what.to_owned(), comparable(res.status(), res.headers())));
+            };
+            for path in [
+                "/",
+                "/login",
+                "/register",
+                "/healthz",
+                "/api/me",
+                "/nope",
+                "/app",
+            ] {
+                note(path, &c.get(format!("{base}{path}")).send().await.unwrap());
+            }
+            // Methods a route does not have: 405 with `Allow`; HEAD as GET.
+            let methods = [
+                (reqwest::Method::GET, "/notes"),
+                (reqwest::Method::OPTIONS, "/login"),
+                (reqwest::Method::HEAD, "/"),
+                (reqwest::Method::HEAD, "/healthz"),
+            ];
+            for (method, path) in methods {
+                let res = c
+                    .request(method.clone(), format!("{base}{path}"))
+                    .send()
+                    .await;
+                note(&format!("{method} {path}"), &res.unwrap());
+            }
+            let res = c
+                .post(format!("{base}/login"))
+                .form(&[("name", "x")])
+                .send()
+                .await;
+            note("POST /login without token", &res.unwrap());
+            let res = c
+                .post(format!("{base}/login"))
+                .header(header::ACCEPT, "application/json")
+                .form(&[("name", "x")])
+                .send()
+                .await;
+            note("POST /login without token, JSON", &res.unwrap());
+            note(
+                "register",
+                &post(
+                    &c,
+                    &base,
+                    "/register",
+                    &[("name", "ana"), ("password", PASSWORD)],
+                )
+                .await,
+            );
+            for path in ["/", "/sessions", "/api/me", "/api/csrf", "/static/notes.js"] {
+                note(path, &c.get(format!("{base}{path}")).send().await.unwrap());
+            }
+            note("note", &post(&c, &base, "/notes", &[("text", "hi")]).await);
+            note(
+                "wrong login",
+                &post(
+                    &client(),
+                    &base,
+                    "/login",
+                    &[("name", "ana"), ("password", "nope-nope")],
+                )
+                .await,
+            );
+            note("logout", &post(&c, &base, "/logout", &[]).await);
+            note(
+                "/ after logout",
+                &c.get(format!("{base}/")).send().await.unwrap(),
+            );
+            record.lock().unwrap().push((demo, seen));
+        }
+    })
+    .await;
+    let answers = answers.lock().unwrap();
+    let [(Demo::Axum, axum), (Demo::Actix, actix)] = &answers[..] else {
+        panic!("both demos ran");
+    };
+    assert_eq!(axum.len(), actix.len());
+    for ((what, a), (_, b)) in axum.iter().zip(actix) {
+        assert_eq!(a, b, "{what}: axum (left) and actix (right) differ");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_keys_survive_a_hard_restart_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for demo in Demo::BOTH {
+        // Sessions and accounts in one SQLite file, the key generated beside it.
+        let db = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{demo:?}.db")).display()
+        );
+        let mut server = demo
+            .start(&["--store", &db, "--users", &db], dir.path())
+            .await;
+        let base = server.base();
+        let c = client();
+        register(&c, &base, "ada").await;
+        let res = post(&c, &base, "/notes", &[("text", "kept")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        server.restart().await; // SIGKILL, then the same command again
+        let (status, mine) = me(&c, &base).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{demo:?}: logged out by the restart"
+        );
+        assert_eq!(mine["notes"], serde_json::json!(["kept"]), "{demo:?}");
+        assert!(
+            dir.path().join(format!("{demo:?}.db.keys")).exists(),
+            "{demo:?}"
+        );
+        // actix-web's graceful stop waits for idle keep-alive connections to time out
+        // (--idle-timeout) where hyper closes them at once: the client goes first.
+        drop(c);
+        let exited = server.terminate(std::time::Duration::from_secs(20));
+        assert_eq!(
+            exited,
+            Some(true),
+            "{demo:?}: SIGTERM must stop the demo with exit 0"
+        );
+    }
+}
+
+/// With `--metrics-addr`, `/metrics` is served there and not on the main listener, and the
+/// readiness output names the metrics address on a second line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_live_on_their_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    for demo in Demo::BOTH {
+        let users = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{demo:?}.db")).display()
+        );
+        let args = [
+            "--store",
+            "memory://",
+            "--users",
+            &users,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        let server = demo.start(&args, dir.path()).await;
+        let second = server
+            .next_line(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{demo:?}: no metrics line"));
+        let metrics_url = second
+            .strip_prefix("metrics on ")
+            .unwrap_or_else(|| panic!("{demo:?}: {second}"));
+        let c = client();
+        let (status, _) = get(&c, &server.base(), "/metrics").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{demo:?}");
+        let res = c.get(metrics_url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{demo:?}");
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("cloakroom_demo_requests_total")
+        );
+        let other = c
+            .get(metrics_url.replace("/metrics", "/login"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::NOT_FOUND, "{demo:?}");
+    }
+}

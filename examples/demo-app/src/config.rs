@@ -1,0 +1,274 @@
+//! What the demo is told: [`DemoConfig`] (where things live, how it presents itself) and
+//! [`Flags`], the command line both demo binaries share (each flag also an environment
+//! variable).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::limits::{self, Limits};
+
+/// Where the demo keeps things and how it presents itself; see `cloakroom-demo --help`.
+#[derive(Clone)]
+pub struct DemoConfig {
+    /// Session store URL, as [`cloakroom::store::open`] takes it (`memory://`,
+    /// `sqlite://path.db`, ...).
+    pub store: String,
+    /// The accounts database: `sqlite://relative.db`, `sqlite:///absolute.db` or
+    /// `sqlite::memory:` (a `users` table; may be the session store's file).
+    pub users: String,
+    /// Signing keys, comma-separated standard base64 of at least 32 bytes each, the first
+    /// signs. `None`: a key generated once and kept in a file beside the users database
+    /// (`<database>.keys`, mode 0600), so a restart keeps everyone logged in.
+    pub keys: Option<String>,
+    /// The public origin (`scheme://host[:port]`). Session cookies are `Secure` unless it is
+    /// `http://`.
+    pub origin: String,
+    /// Tornado's `cookie_secret`: required with a `pycket+redis://` store (it signs the
+    /// `PYCKET_ID` cookie), unused otherwise.
+    pub tornado_secret: Option<String>,
+    /// More `Host` header values to answer for besides the origin's (`host` for any port,
+    /// `host:port`); any other `Host` gets 421 (DNS rebinding). See `--allowed-host`.
+    pub allowed_hosts: Vec<String>,
+    /// Whether the app serves `/metrics` itself. The binary turns it off when it listens
+    /// beyond loopback or has a separate metrics listener (`--metrics-addr`).
+    pub metrics_on_main: bool,
+}
+
+impl DemoConfig {
+    /// A configuration with sessions in `store` and accounts in `users`, the origin
+    /// `http://127.0.0.1:8000` and keys from the key file.
+    pub fn new(store: impl Into<String>, users: impl Into<String>) -> Self {
+        DemoConfig {
+            store: store.into(),
+            users: users.into(),
+            keys: None,
+            origin: "http://127.0.0.1:8000".into(),
+            tornado_secret: None,
+            allowed_hosts: Vec::new(),
+            metrics_on_main: true,
+        }
+    }
+}
+
+impl fmt::Debug for DemoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "REDACTED");
+        // Store URLs may carry passwords (redis://:secret@host): print the scheme only.
+        let scheme = |url: &str| url.split(':').next().unwrap_or_default().to_owned();
+        f.debug_struct("DemoConfig")
+            .field("store", &format_args!("{}:…", scheme(&self.store)))
+            .field("users", &self.users)
+            .field("keys", &redacted(&self.keys))
+            .field("origin", &self.origin)
+            .field("tornado_secret", &redacted(&self.tornado_secret))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("metrics_on_main", &self.metrics_on_main)
+            .finish()
+    }
+}
+
+/// Whether `origin` is a valid `http(s)://host[:port]` origin, and whether it is HTTPS.
+pub(crate) fn origin_is_https(origin: &str) -> anyhow::Result<bool> {
+    let origin = origin.strip_suffix('/').unwrap_or(origin);
+    let (https, host) = if let Some(host) = origin.strip_prefix("https://") {
+        (true, host)
+    } else if let Some(host) = origin.strip_prefix("http://") {
+        (false, host)
+    } else {
+        anyhow::bail!("origin {origin:?} must start with http:// or https://");
+    };
+    if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+        anyhow::bail!("origin {origin:?} must be scheme://host[:port], without a path");
+    }
+    Ok(https)
+}
+
+/// Whether the store is pycket's; if so, the Tornado secret it needs.
+pub(crate) fn pycket_secret(config: &DemoConfig) -> anyhow::Result<Option<String>> {
+    let scheme = config
+        .store
+        .trim()
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    if scheme.as_deref() != Some("pycket+redis") {
+        if config.tornado_secret.is_some() {
+            tracing::warn!("--tornado-secret is only used with a pycket+redis:// store; ignored");
+        }
+        return Ok(None);
+    }
+    match config.tornado_secret.as_deref() {
+        Some(secret) if !secret.is_empty() => Ok(Some(secret.to_owned())),
+        _ => anyhow::bail!(
+            "--store pycket+redis://... needs --tornado-secret (or CLOAKROOM_TORNADO_SECRET): \
+             the Tornado app's cookie_secret, which signs pycket's PYCKET_ID cookie"
+        ),
+    }
+}
+
+/// Default cap on concurrent connections (lowered to fit `ulimit -n` when that is smaller).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Connections the metrics listener serves at once.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// The demo's command line, shared by both binaries (`#[command(flatten)]` it into the
+/// binary's own `Parser`, which names the program).
+#[derive(clap::Args)]
+pub struct Flags {
+    /// Address to listen on.
+    #[arg(long, env = "CLOAKROOM_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+    /// Session store URL: memory://, sqlite://relative.db, sqlite:///absolute.db,
+    /// redis://host:port/db, redis+cluster://host:port,host:port, or
+    /// pycket+redis://host:port/db?notifications_db=N to share sessions with a Tornado +
+    /// pycket app (needs --tornado-secret).
+    #[arg(
+        long,
+        env = "CLOAKROOM_STORE",
+        hide_env_values = true,
+        default_value = "sqlite://cloakroom-demo.db"
+    )]
+    pub store: String,
+    /// Where accounts live: a `users` table in this SQLite database, whatever the store.
+    #[arg(
+        long,
+        env = "CLOAKROOM_USERS",
+        hide_env_values = true,
+        default_value = "sqlite://cloakroom-demo.db"
+    )]
+    pub users: String,
+    /// Signing keys: comma-separated standard base64, at least 32 bytes each, the first
+    /// signs. Default: one generated once and kept in `<users database>.keys`.
+    #[arg(long, env = "CLOAKROOM_KEYS", hide_env_values = true)]
+    pub keys: Option<String>,
+    /// The public origin, scheme://host[:port]. Default: http:// and the listening address.
+    /// Session cookies are Secure unless it is http://.
+    #[arg(long, env = "CLOAKROOM_ORIGIN")]
+    pub origin: Option<String>,
+    /// Tornado's cookie_secret, which signs pycket's PYCKET_ID cookie: required with a
+    /// pycket+redis:// store.
+    #[arg(long, env = "CLOAKROOM_TORNADO_SECRET", hide_env_values = true)]
+    pub tornado_secret: Option<String>,
+    /// More Host header values to answer for besides --origin's host[:port] (and, for a
+    /// loopback origin, localhost): `host` (any port) or `host:port`; repeatable or
+    /// comma-separated. Any other Host gets 421 (DNS rebinding); /healthz answers any Host.
+    #[arg(
+        long = "allowed-host",
+        env = "CLOAKROOM_ALLOWED_HOSTS",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Serve /metrics on this address only (a second listener). Without it, /metrics is
+    /// served on --addr when that is a loopback address, and not at all otherwise.
+    #[arg(long, env = "CLOAKROOM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Time a client has to send a complete request head (slowloris), counted from the
+    /// connection opening and, on a keep-alive connection, from the previous response.
+    #[arg(long, env = "CLOAKROOM_HEADER_TIMEOUT", default_value = "10s", value_parser = limits::parse_duration)]
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept. Default: --header-timeout. (The axum demo:
+    /// hyper times this and the header read with one timer, so the shorter of the two
+    /// timeouts bounds both.)
+    #[arg(long, env = "CLOAKROOM_IDLE_TIMEOUT", value_parser = limits::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Most connections served at once; more get 503 until idle ones time out. Default: 512,
+    /// or less to fit the open-file limit (ulimit -n) with room to spare.
+    #[arg(long, env = "CLOAKROOM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest request body (B, KiB, MiB): more gets 413.
+    #[arg(long, env = "CLOAKROOM_MAX_BODY", default_value = "64KiB", value_parser = limits::parse_size)]
+    pub max_body: usize,
+}
+
+impl fmt::Debug for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The store URL, keys and Tornado secret may be secret: shown through `DemoConfig`.
+        f.debug_struct("Flags")
+            .field("addr", &self.addr)
+            .field("config", &self.config(self.addr, false))
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Flags {
+    /// The connection limits these flags ask for, the cap fitted to the open-file limit.
+    ///
+    /// # Errors
+    /// A connection cap of 0 or one that does not fit `ulimit -n`.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let reserved = limits::RESERVED_FDS + METRICS_MAX_CONNECTIONS as u64;
+        let max_connections = limits::connection_cap(
+            self.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            limits::fd_limit(),
+            reserved,
+        )?;
+        Ok(Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout.unwrap_or(self.header_timeout),
+            max_connections,
+            max_body: self.max_body,
+        })
+    }
+
+    /// The app's configuration, for a server listening on `addr` (the default origin) that
+    /// serves `/metrics` itself or not.
+    pub fn config(&self, addr: SocketAddr, metrics_on_main: bool) -> DemoConfig {
+        DemoConfig {
+            store: self.store.clone(),
+            users: self.users.clone(),
+            keys: self.keys.clone(),
+            origin: self
+                .origin
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
+            tornado_secret: self.tornado_secret.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            metrics_on_main,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked() {
+        assert!(!origin_is_https("http://127.0.0.1:8000").unwrap());
+        assert!(origin_is_https("https://example.com/").unwrap());
+        assert!(origin_is_https("ftp://example.com").is_err());
+        assert!(origin_is_https("https://example.com/app").is_err());
+        assert!(origin_is_https("https://").is_err());
+    }
+
+    #[test]
+    fn pycket_stores_need_the_tornado_secret() {
+        let mut c = DemoConfig::new("pycket+redis://127.0.0.1:6379/5", "sqlite::memory:");
+        let err = pycket_secret(&c).unwrap_err().to_string();
+        assert!(err.contains("--tornado-secret"), "{err}");
+        c.tornado_secret = Some(String::new());
+        assert!(pycket_secret(&c).is_err());
+        c.tornado_secret = Some("s3cret".into());
+        assert_eq!(pycket_secret(&c).unwrap().as_deref(), Some("s3cret"));
+        c.store = "PYCKET+REDIS://h/0".into();
+        assert!(pycket_secret(&c).unwrap().is_some());
+        c.store = "memory://".into();
+        assert_eq!(pycket_secret(&c).unwrap(), None);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = DemoConfig::new("redis://:hunter2@h/0", "sqlite://u.db");
+        c.keys = Some("c2VjcmV0".into());
+        c.tornado_secret = Some("tornado-secret".into());
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("c2VjcmV0"),
+            "{text}"
+        );
+        assert!(!text.contains("tornado-secret"), "{text}");
+    }
+}

@@ -1,0 +1,261 @@
+//! The routes on axum: each extracts what the page needs, calls the framework-free page in
+//! [`cloakroom_demo_app::pages`], and sends its reply. The middleware apart: request
+//! counting, store-failure counting and security headers (`observe`), and the `Host` check
+//! (`check_host`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
+use cloakroom::SessionLayer;
+use cloakroom::session::Session;
+use cloakroom::tower::{CsrfLayer, CsrfToken};
+use cloakroom_demo_app::hosts::{self, AllowedHosts};
+use cloakroom_demo_app::pages::{self, Credentials, DeleteNote, LoginHint, NewNote, RevokeForm};
+use cloakroom_demo_app::{AppState, BadInput, Handled, RouteClass, StoreFailure, Visit};
+
+type App = State<Arc<AppState>>;
+
+/// The application's routes behind the session and CSRF layers.
+pub(crate) fn router(
+    state: Arc<AppState>,
+    sessions: SessionLayer,
+    csrf: CsrfLayer,
+    guard: Guard,
+) -> Router {
+    let mut router = Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_form).post(login))
+        .route("/register", get(register_form).post(register))
+        .route("/notes", post(add_note_form))
+        .route("/notes/delete", post(delete_note_form))
+        .route("/notes/clear", post(clear_notes_form))
+        .route("/sessions", get(sessions_page))
+        .route("/sessions/revoke", post(revoke))
+        .route("/sessions/revoke-others", post(revoke_others))
+        .route("/logout", post(logout))
+        .route("/api/me", get(api_me))
+        .route("/api/notes", post(api_add_note))
+        .route("/api/csrf", get(api_csrf))
+        .route("/healthz", get(healthz))
+        .route("/static/notes.js", get(|| async { pages::notes_js() }))
+        .route("/app", get(app_page))
+        .route("/static/app.js", get(|| async { pages::app_js() }));
+    if guard.metrics_here {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
+        .fallback(not_found)
+        .layer(csrf)
+        .layer(sessions)
+        // Before any session work: a request for another Host is refused (DNS rebinding).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard.hosts),
+            check_host,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Where the router answers: the `Host` values it accepts and whether it serves `/metrics`.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    pub(crate) hosts: AllowedHosts,
+    /// `/metrics` on this router (loopback only, without a separate metrics listener).
+    pub(crate) metrics_here: bool,
+}
+
+/// Only `/metrics`, for the separate metrics listener (`--metrics-addr`).
+pub(crate) fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Counts requests by route class and store failures, and adds the security headers.
+async fn observe(State(app): App, req: Request, next: Next) -> Response {
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    app.metrics().request(RouteClass::of(req.method(), matched));
+    let mut res = next.run(req).await;
+    if res.extensions().get::<StoreFailure>().is_some() {
+        app.metrics().store_error();
+    }
+    hosts::set_security_headers(res.headers_mut());
+    res
+}
+
+/// 421 for a `Host` the demo does not answer for ([`hosts::check_host`]).
+async fn check_host(
+    State(allowed): State<Arc<AllowedHosts>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req.headers().get(axum::http::header::HOST);
+    match hosts::check_host(&allowed, req.uri().path(), host.map(|h| h.as_bytes())) {
+        Some(refused) => refused.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+/// What a page handler gets: the session and the CSRF token source of the request.
+struct Page(Visit);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let csrf = CsrfToken::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Page(Visit::new(session, csrf.source().clone())))
+    }
+}
+
+/// The page's reply, or its failure's.
+fn send(handled: Handled) -> Response {
+    handled
+        .unwrap_or_else(cloakroom_demo_app::AppError::into_reply)
+        .into_response()
+}
+
+/// A form body axum could not read: 400/415/422 as axum classified it.
+fn form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, BadInput> {
+    form.map(|Form(form)| form).map_err(|rejection| BadInput {
+        status: rejection.status(),
+        message: rejection.body_text(),
+    })
+}
+
+async fn home(State(app): App, Page(visit): Page) -> Response {
+    send(pages::home(&app, &visit).await)
+}
+
+async fn login_form(
+    State(app): App,
+    Page(visit): Page,
+    hint: Result<Query<LoginHint>, QueryRejection>,
+) -> Response {
+    let hint = hint.ok().and_then(|Query(q)| q.hint);
+    send(pages::login_form(&app, &visit, hint.as_deref()).await)
+}
+
+async fn register_form(State(app): App, Page(visit): Page) -> Response {
+    send(pages::register_form(&app, &visit).await)
+}
+
+async fn register(
+    State(app): App,
+    Page(visit): Page,
+    body: Result<Form<Credentials>, FormRejection>,
+) -> Response {
+    send(pages::register(&app, &visit, form(body)).await)
+}
+
+/// The client's address, as the server recorded it (`ConnectInfo`); requests without one
+/// (in-process tests, a server that does not record it) share one "unknown" client budget.
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+async fn login(
+    State(app): App,
+    peer: Peer,
+    Page(visit): Page,
+    body: Result<Form<Credentials>, FormRejection>,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    send(pages::login(&app, &visit, peer, form(body)).await)
+}
+
+async fn logout(session: Session) -> Response {
+    send(pages::logout(&session).await)
+}
+
+async fn add_note_form(
+    State(app): App,
+    Page(visit): Page,
+    body: Result<Form<NewNote>, FormRejection>,
+) -> Response {
+    send(pages::add_note_form(&app, &visit, form(body)).await)
+}
+
+async fn delete_note_form(
+    State(app): App,
+    Page(visit): Page,
+    body: Result<Form<DeleteNote>, FormRejection>,
+) -> Response {
+    send(pages::delete_note_form(&app, &visit, form(body)).await)
+}
+
+async fn clear_notes_form(State(app): App, Page(visit): Page) -> Response {
+    send(pages::clear_notes_form(&app, &visit).await)
+}
+
+async fn sessions_page(State(app): App, Page(visit): Page) -> Response {
+    send(pages::sessions_page(&app, &visit).await)
+}
+
+async fn revoke(
+    State(app): App,
+    Page(visit): Page,
+    body: Result<Form<RevokeForm>, FormRejection>,
+) -> Response {
+    send(pages::revoke(&app, &visit, form(body)).await)
+}
+
+async fn revoke_others(State(app): App, session: Session) -> Response {
+    send(pages::revoke_others(&app, &session).await)
+}
+
+async fn api_me(State(app): App, session: Session) -> Response {
+    send(pages::api_me(&app, &session).await)
+}
+
+async fn api_csrf(csrf: CsrfToken) -> Response {
+    send(pages::api_csrf(csrf.source()).await)
+}
+
+async fn api_add_note(
+    State(app): App,
+    session: Session,
+    payload: Result<Json<NewNote>, JsonRejection>,
+) -> Response {
+    let payload = payload
+        .map(|Json(note)| note)
+        .map_err(|rejection| BadInput {
+            status: rejection.status(),
+            message: rejection.body_text(),
+        });
+    send(pages::api_add_note(&app, &session, payload).await)
+}
+
+async fn healthz(State(app): App) -> Response {
+    pages::healthz(&app).await.into_response()
+}
+
+/// The single-page client. This answer hands the `XSRF-TOKEN` cookie out; the CSRF layer
+/// keeps it current from then on.
+async fn app_page(csrf: CsrfToken) -> Response {
+    csrf.ensure_spa_cookie();
+    pages::app_page().into_response()
+}
+
+async fn metrics(State(app): App) -> Response {
+    pages::metrics(&app).into_response()
+}
+
+async fn not_found(State(app): App) -> Response {
+    send(pages::not_found(&app))
+}
