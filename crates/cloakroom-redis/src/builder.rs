@@ -44,9 +44,10 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How many multiplexed connections to open (default 1, at least 1; URL option
-    /// `connections`). One is usually best: every task's requests are pipelined over it.
-    /// More can help when large replies would otherwise hold up small ones.
+    /// How many multiplexed connections to open, used round-robin (default 1, at least 1;
+    /// URL option `connections` or pycket's `max_connections`). One is usually best: every
+    /// task's requests are pipelined over it. More can help when large replies would
+    /// otherwise hold up small ones. (On a Cluster each is one connection per node.)
     pub fn connections(mut self, n: usize) -> Self {
         self.options.connections = Some(n);
         self
@@ -63,8 +64,17 @@ impl RedisStoreBuilder {
             prefix,
             timeout,
             connections,
+            tls,
+            wait,
         } = self.options.resolve(from_url, 1)?;
-        let target = Target::parse(&url)?;
+        let target = Target::parse(&url, &tls, timeout)?;
+        if wait > 0 && matches!(target, Target::Cluster(_)) {
+            let message = "wait=N needs one master (redis://, redis+sentinel://), not a Cluster";
+            return Err(cloakroom_core::store::Error::new(
+                cloakroom_core::store::ErrorKind::Config,
+                message,
+            ));
+        }
         let shown_url = redact(&self.url);
         let mut conns = Vec::with_capacity(connections);
         for _ in 0..connections {
@@ -80,6 +90,7 @@ impl RedisStoreBuilder {
                 timeout,
                 shown_url,
                 cluster: matches!(target, Target::Cluster(_)),
+                wait,
             }),
         })
     }
@@ -88,16 +99,20 @@ impl RedisStoreBuilder {
 impl RedisStore {
     /// Connects with the default options: `redis://host:port/db` (also `redis+unix://`) for
     /// one server, `redis+cluster://host:port,host:port` for a Cluster (any reachable nodes
-    /// as seeds; credentials as `redis+cluster://user:password@host:port,...`).
+    /// as seeds; credentials as `redis+cluster://user:password@host:port,...`); over TLS
+    /// `rediss://` and `rediss+cluster://`.
     ///
-    /// The URL may carry the store's options as query parameters: `prefix` (percent-encoded
-    /// if need be), `timeout_ms` and `connections`, e.g.
-    /// `redis://127.0.0.1:6379/0?prefix=myapp:&timeout_ms=500`. Other parameters go to
-    /// redis-rs (e.g. `protocol=resp3`).
+    /// The URL may carry options as query parameters: `prefix` (percent-encoded if need be),
+    /// `timeout_ms`, `connections` (or `max_connections`), the TLS options `ca`, `cert`,
+    /// `key` and `insecure_skip_verify`, and `protocol` (`resp2`; RESP3 by default), e.g.
+    /// `rediss://app:pw@10.0.0.5:6380/0?prefix=myapp:&ca=/etc/redis/ca.pem`. See the
+    /// [crate docs](crate#urls).
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] for a bad URL, [`ErrorKind::Unavailable`] when Redis cannot be
-    /// reached within [`DEFAULT_COMMAND_TIMEOUT`].
+    /// [`ErrorKind::Config`] for a bad URL, an unknown option, an unreadable certificate
+    /// file, an untrusted server certificate or refused credentials;
+    /// [`ErrorKind::Unavailable`] when Redis cannot be reached within
+    /// [`DEFAULT_COMMAND_TIMEOUT`].
     pub async fn open(url: &str) -> Result<RedisStore> {
         Self::builder(url).build().await
     }

@@ -1,94 +1,310 @@
-//! Connections: URL parsing, connecting (standalone or Cluster), bounding every command by
-//! the command timeout, and mapping redis errors to store errors.
+//! Connections: URL parsing (schemes, TLS and store options), connecting (standalone or
+//! Cluster), bounding every command by the command timeout, and mapping redis errors to store
+//! errors.
+//!
+//! Every connection is redis-rs's: a [`Reconnecting`] multiplexed connection to one
+//! server, or redis-rs's cluster connection. [`Conn`] is the one enum of connection kinds the
+//! stores use; another kind (a Sentinel-discovered master) would be one more variant.
 
 use std::future::Future;
 use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
 use redis::aio::ConnectionLike;
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, ClientTlsConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline,
+    ProtocolVersion, RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::pipe::Pipe;
+use crate::reconnect::Reconnecting;
 
 /// Backoff between a Cluster client's connection attempts: from this...
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 /// ...doubling up to this.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
-/// Where to connect, parsed from the URL.
+/// Query parameters that go on to redis-rs (everything else is the store's or refused).
+const REDIS_RS_OPTIONS: [&str; 4] = ["protocol", "db", "user", "pass"];
+
+/// The store's own query parameters.
+const STORE_OPTIONS: [&str; 9] = [
+    "prefix",
+    "timeout_ms",
+    "connections",
+    "max_connections",
+    "ca",
+    "cert",
+    "key",
+    "insecure_skip_verify",
+    "wait", // sentinel helper: WAIT after writes
+];
+
+fn config(message: String) -> Error {
+    Error::new(ErrorKind::Config, message)
+}
+
+/// TLS settings from the URL's query (`ca`, `cert`, `key`, `insecure_skip_verify`): file
+/// paths, read when the store opens.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct TlsOptions {
+    /// PEM file of the CA certificate(s) to trust instead of the system roots.
+    pub(crate) ca: Option<String>,
+    /// PEM file of the client certificate chain (mutual TLS).
+    pub(crate) cert: Option<String>,
+    /// PEM file of the client certificate's private key.
+    pub(crate) key: Option<String>,
+    /// Skip all verification of the server's certificate (development only).
+    pub(crate) insecure_skip_verify: bool,
+}
+
+impl TlsOptions {
+    fn any(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some() || self.insecure_skip_verify
+    }
+
+    /// The certificates these options name, read and checked now (so a bad file is an error
+    /// at start-up, not at the first request); `None` when none is named.
+    fn certificates(&self) -> Result<Option<TlsCertificates>> {
+        let read = |what: &str, path: &str| {
+            std::fs::read(path)
+                .map_err(|e| config(format!("cannot read the TLS {what} file {path:?}: {e}")))
+        };
+        let root_cert = match &self.ca {
+            Some(path) => {
+                let pem = read("CA", path)?;
+                let certs = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| config(format!("bad PEM in the TLS CA file {path:?}: {e}")))?;
+                if certs.is_empty() {
+                    return Err(config(format!(
+                        "no certificate in the TLS CA file {path:?}"
+                    )));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let client_tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let client_cert = read("certificate", cert)?;
+                let chain = CertificateDer::pem_slice_iter(&client_cert)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        config(format!("bad PEM in the TLS certificate file {cert:?}: {e}"))
+                    })?;
+                if chain.is_empty() {
+                    return Err(config(format!(
+                        "no certificate in the TLS certificate file {cert:?}"
+                    )));
+                }
+                let client_key = read("key", key)?;
+                PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
+                    config(format!(
+                        "no usable private key in the TLS key file {key:?}: {e}"
+                    ))
+                })?;
+                Some(ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(config(
+                    "mutual TLS needs both ?cert=PATH and ?key=PATH".to_owned(),
+                ));
+            }
+        };
+        Ok(
+            (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+                client_tls,
+                root_cert,
+            }),
+        )
+    }
+
+    /// Checks the options against the URL's scheme, installs the crypto provider and warns
+    /// about a disabled verification. `Some(certificates)` for a TLS URL.
+    fn prepare(&self, tls: bool, shown: &str) -> Result<Option<TlsCertificates>> {
+        if !tls {
+            if self.any() {
+                return Err(config(format!(
+                    "ca, cert, key and insecure_skip_verify need a TLS URL (rediss://, \
+                     rediss+cluster:// or pycket+rediss://), not {shown}"
+                )));
+            }
+            return Ok(None);
+        }
+        // rustls needs a process-wide crypto provider; ring unless the application chose one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if self.insecure_skip_verify {
+            tracing::warn!(
+                url = %shown,
+                "insecure_skip_verify=true: the Redis server's TLS certificate is NOT verified; \
+                 anyone on the network path can impersonate it. Development only."
+            );
+        }
+        self.certificates()
+    }
+}
+
+/// Where to connect, parsed from the URL, TLS settings and certificates included.
 #[derive(Clone)]
 pub(crate) enum Target {
-    /// One server (`redis://`, `redis+unix://`, `unix://`): the URL as redis-rs takes it.
-    Standalone(String),
-    /// Cluster seed nodes, each as a `redis://` URL.
-    Cluster(Vec<String>),
+    /// One server (`redis://`, `rediss://`, `redis+unix://`, `unix://`).
+    Standalone(redis::Client),
+    /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`) from its seed nodes.
+    Cluster(ClusterClient),
+    /// The master of a Sentinel service (`redis+sentinel://`, `rediss+sentinel://`).
+    Sentinel(crate::sentinel::Sentinel),
 }
 
 impl Target {
-    pub(crate) fn parse(url: &str) -> Result<Target> {
-        let config = |m: String| Error::new(ErrorKind::Config, m);
+    /// Parses `url` (the store's own options already taken out) with the TLS options, and
+    /// reads the certificate files. Every problem is an [`ErrorKind::Config`] error.
+    pub(crate) fn parse(url: &str, tls: &TlsOptions, timeout: Duration) -> Result<Target> {
+        let shown = redact(url);
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| config(format!("not a Redis URL: {}", redact(url))))?;
+            .ok_or_else(|| config(format!("not a Redis URL: {shown}")))?;
         match scheme.to_ascii_lowercase().as_str() {
-            "redis" | "redis+unix" | "unix" => Ok(Target::Standalone(url.to_owned())),
-            "rediss" | "rediss+cluster" => Err(config(
-                "rediss:// (TLS) is not supported by cloakroom-redis: connect over a TLS \
-                 tunnel or a private network"
-                    .into(),
-            )),
-            "redis+cluster" => {
-                // redis+cluster://[user:password@]host:port,host:port[/]
-                let (userinfo, hosts) = match rest.rsplit_once('@') {
-                    Some((u, h)) => (Some(u), h),
-                    None => (None, rest),
-                };
-                let (hosts, path) = match hosts.split_once(['/', '?']) {
-                    Some((h, p)) => (h, p),
-                    None => (hosts, ""),
-                };
-                if !matches!(path, "" | "0") {
-                    return Err(config(format!(
-                        "Redis Cluster has only database 0; unexpected {:?} in {}",
-                        path,
-                        redact(url)
-                    )));
-                }
-                let nodes: Vec<String> = hosts
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(|h| match userinfo {
-                        Some(u) => format!("redis://{u}@{h}"),
-                        None => format!("redis://{h}"),
-                    })
-                    .collect();
-                if nodes.is_empty() {
-                    return Err(config(format!("no cluster node in {}", redact(url))));
-                }
-                Ok(Target::Cluster(nodes))
+            "redis" | "rediss" | "redis+unix" | "unix" => {
+                standalone_client(url, tls, &shown).map(Target::Standalone)
+            }
+            s @ ("redis+cluster" | "rediss+cluster") => {
+                cluster_client(rest, s == "rediss+cluster", tls, timeout, &shown)
+                    .map(Target::Cluster)
+            }
+            // sentinel
+            s @ ("redis+sentinel" | "rediss+sentinel") => {
+                crate::sentinel::Sentinel::parse(rest, s == "rediss+sentinel", tls, timeout, &shown)
+                    .map(Target::Sentinel)
             }
             _ => Err(config(format!(
-                "unsupported Redis URL scheme {scheme:?} (expected redis://, redis+unix:// or \
-                 redis+cluster://)"
+                "unsupported Redis URL scheme {scheme:?} (expected redis://, rediss://, \
+                 redis+unix://, redis+cluster://, rediss+cluster://, redis+sentinel:// or \
+                 rediss+sentinel://)"
             ))),
         }
     }
 }
 
+/// A client for one server: RESP2 unless the URL asks for RESP3 (`protocol=resp3`; measured
+/// slower in redis-rs 1.2 for the store's replies), TLS as the scheme and the options say.
+pub(crate) fn standalone_client(url: &str, tls: &TlsOptions, shown: &str) -> Result<redis::Client> {
+    let bad = |e: RedisError| config(format!("bad Redis URL {shown}")).with_source(e);
+    let is_tls = url
+        .get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"));
+    let certificates = tls.prepare(is_tls, shown)?;
+    let mut info = url.into_connection_info().map_err(bad)?;
+    if tls.insecure_skip_verify {
+        if let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() {
+            info = info.set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: true,
+                tls_params: None,
+            });
+        }
+    }
+    match certificates {
+        Some(certs) => redis::Client::build_with_tls(info, certs)
+            .map_err(|e| config(format!("bad TLS certificate or key for {shown}")).with_source(e)),
+        None => redis::Client::open(info).map_err(bad),
+    }
+}
+
+/// `[user:password@]host:port,host:port[/[0]][?protocol=...]` of a cluster URL.
+fn cluster_client(
+    rest: &str,
+    is_tls: bool,
+    tls: &TlsOptions,
+    timeout: Duration,
+    shown: &str,
+) -> Result<ClusterClient> {
+    let certificates = tls.prepare(is_tls, shown)?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (hosts, path) = hosts.split_once('/').unwrap_or((hosts, ""));
+    if !matches!(path, "" | "0") {
+        return Err(config(format!(
+            "Redis Cluster has only database 0; unexpected {path:?} in {shown}"
+        )));
+    }
+    let scheme = if is_tls { "rediss" } else { "redis" };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| match userinfo {
+            Some(u) => format!("{scheme}://{u}@{h}"),
+            None => format!("{scheme}://{h}"),
+        })
+        .collect();
+    if nodes.is_empty() {
+        return Err(config(format!("no cluster node in {shown}")));
+    }
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(3)
+        .min_retry_wait(RECONNECT_MIN_DELAY.as_millis() as u64)
+        .max_retry_wait(RECONNECT_MAX_DELAY.as_millis() as u64);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("protocol", "3" | "resp3")) => {
+                builder = builder.use_protocol(ProtocolVersion::RESP3);
+            }
+            Some(("protocol", "2" | "resp2")) => {
+                builder = builder.use_protocol(ProtocolVersion::RESP2);
+            }
+            _ => {
+                return Err(config(format!(
+                    "unsupported option {pair:?} for Redis Cluster in {shown}"
+                )));
+            }
+        }
+    }
+    if is_tls {
+        builder = builder.tls(if tls.insecure_skip_verify {
+            TlsMode::Insecure
+        } else {
+            TlsMode::Secure
+        });
+        if let Some(certs) = certificates {
+            builder = builder.certs(certs);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| config(format!("bad Redis Cluster URL {shown}")).with_source(e))
+}
+
 /// The options both Redis stores take, from their builder or from the URL's query
-/// (`?prefix=app:&timeout_ms=500&connections=2`, taken out before the URL goes to redis-rs).
+/// (`?prefix=app:&timeout_ms=500&connections=2&ca=/etc/redis/ca.pem`, taken out before the
+/// URL goes to redis-rs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct StoreOptions {
     /// The prefix of the keys the store writes.
     pub(crate) prefix: Option<String>,
     /// The bound on every command, connecting included.
     pub(crate) timeout: Option<Duration>,
-    /// How many connections (what they are is the store's).
+    /// How many connections (what they are is the store's); `connections` or pycket's
+    /// `max_connections` in the URL.
     pub(crate) connections: Option<usize>,
+    /// TLS settings (URL only).
+    pub(crate) tls: TlsOptions,
+    /// Replicas every write must reach (`WAIT`; URL only, `wait=N`; sentinel helper).
+    pub(crate) wait: Option<u32>,
 }
 
 /// [`StoreOptions`] in force.
@@ -97,6 +313,8 @@ pub(crate) struct Resolved {
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     pub(crate) connections: usize,
+    pub(crate) tls: TlsOptions,
+    pub(crate) wait: u32,
 }
 
 impl StoreOptions {
@@ -126,35 +344,60 @@ impl StoreOptions {
                 .unwrap_or_else(|| crate::DEFAULT_PREFIX.to_owned()),
             timeout,
             connections,
+            tls: if self.tls.any() {
+                self.tls
+            } else {
+                fallback.tls
+            },
+            wait: self.wait.or(fallback.wait).unwrap_or(0),
         })
     }
 }
 
-/// Splits the store's own options off `url`; other query parameters stay for redis-rs.
+/// Splits the store's own options off `url`; `protocol`, `db`, `user` and `pass` stay for
+/// redis-rs, any other parameter is an [`ErrorKind::Config`] error (a misspelt `ca=` must not
+/// silently fall back to the system roots).
 pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
     let mut options = StoreOptions::default();
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), options));
     };
-    let bad = |what: &str| {
-        Error::new(
-            ErrorKind::Config,
-            format!("bad {what} in Redis URL {}", redact(url)),
-        )
-    };
+    let bad = |what: &str| config(format!("bad {what} in Redis URL {}", redact(url)));
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let text = || percent_decode(v).ok_or_else(|| bad(k));
         match k {
-            "prefix" => options.prefix = Some(percent_decode(v).ok_or_else(|| bad("prefix"))?),
+            "prefix" => options.prefix = Some(text()?),
             "timeout_ms" => {
                 let ms: u64 = v.parse().map_err(|_| bad("timeout_ms"))?;
                 options.timeout = Some(Duration::from_millis(ms));
             }
-            "connections" => {
-                options.connections = Some(v.parse().map_err(|_| bad("connections"))?);
+            "connections" | "max_connections" => {
+                options.connections = Some(v.parse().map_err(|_| bad(k))?);
             }
-            _ => rest.push(pair),
+            "wait" => {
+                options.wait = Some(v.parse().map_err(|_| bad("wait (replicas, e.g. wait=1)"))?)
+            }
+            "ca" => options.tls.ca = Some(text()?),
+            "cert" => options.tls.cert = Some(text()?),
+            "key" => options.tls.key = Some(text()?),
+            "insecure_skip_verify" => {
+                options.tls.insecure_skip_verify = match v {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(bad("insecure_skip_verify (true or false)")),
+                }
+            }
+            k if REDIS_RS_OPTIONS.contains(&k) => rest.push(pair),
+            _ => {
+                return Err(config(format!(
+                    "unknown option {k:?} in Redis URL {} (known: {}, {})",
+                    redact(url),
+                    STORE_OPTIONS.join(", "),
+                    REDIS_RS_OPTIONS.join(", ")
+                )));
+            }
         }
     }
     let url = if rest.is_empty() {
@@ -188,10 +431,12 @@ pub(crate) fn redact(url: &str) -> String {
     cloakroom_core::redact::redact_url(url)
 }
 
-/// One multiplexed connection: to a server (reconnecting by itself) or to a cluster.
+/// A connection of one of the kinds the stores use. Clones share it.
 #[derive(Clone)]
 pub(crate) enum Conn {
-    Standalone(Pipe),
+    /// One server, multiplexed, reconnecting by itself.
+    Standalone(Reconnecting),
+    /// A cluster: one multiplexed connection per node, redis-rs routes the commands.
     Cluster(ClusterConnection),
 }
 
@@ -223,9 +468,19 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Connection settings for one server: connecting bounded by `timeout`. Replies are not
+/// timed by redis-rs (its default is 500 ms): every operation is already bounded by the
+/// command timeout ([`bounded`]), and a second timer per command costs CPU under load.
+pub(crate) fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(None)
+}
+
 impl Conn {
     /// Connects, failing with [`ErrorKind::Unavailable`] when the server cannot be reached
-    /// within `timeout` (and [`ErrorKind::Config`] for a bad URL).
+    /// within `timeout`, and with [`ErrorKind::Config`] when it refuses the credentials or
+    /// its TLS certificate is not accepted (or ours is not).
     pub(crate) async fn open(target: &Target, timeout: Duration, shown: &str) -> Result<Conn> {
         let unavailable = |e: Option<RedisError>| {
             let err = Error::new(
@@ -237,41 +492,31 @@ impl Conn {
                 None => err,
             }
         };
-        let config = |e: RedisError| {
-            Error::new(ErrorKind::Config, format!("bad Redis URL {shown}")).with_source(e)
-        };
         let connect = async {
             match target {
-                Target::Standalone(url) => {
-                    let info = url.as_str().into_connection_info().map_err(config)?;
-                    Ok(Conn::Standalone(Pipe::new(info, timeout)))
+                Target::Standalone(client) => {
+                    let conn = Reconnecting::new(client.clone(), connection_config(timeout));
+                    conn.connect().await.map(|()| Conn::Standalone(conn))
                 }
-                Target::Cluster(nodes) => {
-                    let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                        .connection_timeout(timeout)
-                        .response_timeout(timeout)
-                        .retries(3)
-                        .min_retry_wait(RECONNECT_MIN_DELAY.as_millis() as u64)
-                        .max_retry_wait(RECONNECT_MAX_DELAY.as_millis() as u64)
-                        .build()
-                        .map_err(config)?;
-                    client
-                        .get_async_connection()
-                        .await
-                        .map(Conn::Cluster)
-                        .map_err(|e| open_error(e, &unavailable))
+                Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+                // sentinel: the same self-healing connection, to the master the sentinels name
+                Target::Sentinel(sentinel) => {
+                    let conn = Reconnecting::new(sentinel.clone(), connection_config(timeout));
+                    conn.connect().await.map(|()| Conn::Standalone(conn))
                 }
             }
         };
-        let mut conn = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| unavailable(None))??;
-        // The handshake (AUTH, SELECT) ran; make sure commands go through too.
+        let mut conn = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(open_error(e, shown, &unavailable)),
+            Err(_) => return Err(unavailable(None)),
+        };
+        // The handshake (HELLO/AUTH, SELECT) ran; make sure commands go through too.
         match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<Value>(&mut conn))
             .await
         {
             Ok(Ok(_)) => Ok(conn),
-            Ok(Err(e)) => Err(open_error(e, &unavailable)),
+            Ok(Err(e)) => Err(open_error(e, shown, &unavailable)),
             Err(_) => Err(unavailable(None)),
         }
     }
@@ -297,12 +542,62 @@ impl Conn {
 
 type RedisResult<T> = std::result::Result<T, RedisError>;
 
-fn open_error(e: RedisError, unavailable: &impl Fn(Option<RedisError>) -> Error) -> Error {
+/// A failure to connect at open: a TLS certificate problem is a configuration error (with
+/// what rustls said), an unreachable server is `unavailable`.
+pub(crate) fn open_error(
+    e: RedisError,
+    shown: &str,
+    unavailable: &impl Fn(Option<RedisError>) -> Error,
+) -> Error {
+    if is_tls_rejection(&e) {
+        // The message is followed by rustls's reason (the source), e.g. `invalid peer
+        // certificate: UnknownIssuer` or `received fatal alert: CertificateRequired`.
+        return Error::new(
+            ErrorKind::Config,
+            format!(
+                "TLS handshake with Redis at {shown} failed (check the CA (?ca=), the server \
+                 name, and the client certificate (?cert=&key=) if the server asks for one)"
+            ),
+        )
+        .with_source(e);
+    }
     let mapped = map_error(e.clone(), "connect");
     match mapped.kind() {
         ErrorKind::Unavailable | ErrorKind::Timeout => unavailable(Some(e)),
+        ErrorKind::Config => Error::new(
+            ErrorKind::Config,
+            format!("Redis at {shown} refused the connection (credentials, database or Sentinel service name?)"),
+        )
+        .with_source(e),
         _ => mapped,
     }
+}
+
+/// Whether `e` is (or was caused by) a TLS handshake that rustls or the server refused. redis-rs
+/// keeps the I/O error behind an `Arc`, which hides it from `downcast_ref`, so rustls's own
+/// messages (stable: `invalid peer certificate: ...`, `received fatal alert: ...`) are
+/// recognised too.
+fn is_tls_rejection(e: &RedisError) -> bool {
+    const RUSTLS_MESSAGES: [&str; 5] = [
+        "invalid peer certificate",
+        "received fatal alert",
+        "peer sent no certificates",
+        "peer is incompatible",
+        "peer misbehaved",
+    ];
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let io_inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<rustls::Error>());
+        if err.is::<rustls::Error>() || io_inner {
+            return true;
+        }
+        next = err.source();
+    }
+    let text = e.to_string();
+    e.is_io_error() && RUSTLS_MESSAGES.iter().any(|m| text.contains(m))
 }
 
 /// Whether the request certainly or probably never ran, so sending it again is safe: the
@@ -329,6 +624,7 @@ pub(crate) fn map_error(e: RedisError, what: &'static str) -> Error {
             K::InvalidClientConfig | K::AuthenticationFailed | K::Server(S::NoPerm) => {
                 ErrorKind::Config
             }
+            _ if matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) => ErrorKind::Config,
             _ => ErrorKind::Backend,
         }
     };
@@ -365,28 +661,85 @@ where
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_secs(1);
+
     #[test]
     fn parses_urls() {
+        let none = TlsOptions::default();
         assert!(matches!(
-            Target::parse("redis://127.0.0.1:6379/2"),
+            Target::parse("redis://127.0.0.1:6379/2", &none, T),
             Ok(Target::Standalone(_))
         ));
-        match Target::parse("redis+cluster://u:p@a:1,b:2/").unwrap() {
-            Target::Cluster(nodes) => assert_eq!(nodes, ["redis://u:p@a:1", "redis://u:p@b:2"]),
-            Target::Standalone(_) => panic!("not a cluster"),
-        }
-        for bad in [
-            "http://x",
-            "redis+cluster://",
-            "redis+cluster://a:1/3",
-            "rediss://h",
-            "x",
+        let Ok(Target::Standalone(client)) = Target::parse("rediss://u:p@h:1/3", &none, T) else {
+            panic!("rediss");
+        };
+        let info = client.get_connection_info();
+        assert!(matches!(
+            info.addr(),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        ));
+        assert_eq!(info.redis_settings().db(), 3);
+        assert_eq!(info.redis_settings().username(), Some("u"));
+        assert_eq!(info.redis_settings().protocol(), ProtocolVersion::RESP2);
+        let Ok(Target::Standalone(client)) = Target::parse("redis://h/0?protocol=resp3", &none, T)
+        else {
+            panic!("resp3");
+        };
+        assert_eq!(
+            client.get_connection_info().redis_settings().protocol(),
+            ProtocolVersion::RESP3
+        );
+        let insecure = TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        };
+        let Ok(Target::Standalone(client)) = Target::parse("rediss://h:1", &insecure, T) else {
+            panic!("insecure");
+        };
+        assert!(matches!(
+            client.get_connection_info().addr(),
+            ConnectionAddr::TcpTls { insecure: true, .. }
+        ));
+        assert!(matches!(
+            Target::parse("redis+cluster://u:p@a:1,b:2/", &none, T),
+            Ok(Target::Cluster(_))
+        ));
+        assert!(matches!(
+            Target::parse("rediss+cluster://a:1,b:2", &none, T),
+            Ok(Target::Cluster(_))
+        ));
+        let missing = TlsOptions {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        for (bad, tls) in [
+            ("http://x", &none),
+            ("redis+cluster://", &none),
+            ("redis+cluster://a:1/3", &none),
+            ("redis+cluster://a:1/?bogus=1", &none),
+            ("x", &none),
+            // TLS options on a plain URL.
+            ("redis://h", &insecure),
+            // An unreadable CA file.
+            ("rediss://h", &missing),
+            ("rediss+cluster://a:1", &missing),
         ] {
-            let err = Target::parse(bad)
+            let err = Target::parse(bad, tls, T)
                 .err()
                 .unwrap_or_else(|| panic!("{bad} accepted"));
             assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
         }
+        let half = TlsOptions {
+            cert: Some("/nonexistent/c.pem".into()),
+            ..TlsOptions::default()
+        };
+        let err = Target::parse("rediss://h", &half, T).err().unwrap();
+        assert!(err.to_string().contains("cert=PATH and ?key=PATH"), "{err}");
+        let err = Target::parse("rediss://h", &missing, T).err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]
@@ -398,6 +751,17 @@ mod tests {
         assert_eq!(o.prefix.as_deref(), Some("app:x y"));
         assert_eq!(o.timeout, Some(Duration::from_millis(250)));
         assert_eq!(o.connections, Some(4));
+        let (url, o) = take_options(
+            "rediss://u:p@h/0?max_connections=3&ca=%2Fetc%2Fca.pem&cert=/c.pem&key=/k.pem\
+             &insecure_skip_verify=true",
+        )
+        .unwrap();
+        assert_eq!(url, "rediss://u:p@h/0");
+        assert_eq!(o.connections, Some(3));
+        assert_eq!(o.tls.ca.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(o.tls.cert.as_deref(), Some("/c.pem"));
+        assert_eq!(o.tls.key.as_deref(), Some("/k.pem"));
+        assert!(o.tls.insecure_skip_verify);
         let (url, o) = take_options("redis+cluster://a:1,b:2/?prefix=p:").unwrap();
         assert_eq!(url, "redis+cluster://a:1,b:2/");
         assert_eq!(o.prefix.as_deref(), Some("p:"));
@@ -409,6 +773,9 @@ mod tests {
             "redis://h?timeout_ms=x",
             "redis://h?connections=-1",
             "redis://h?prefix=%zz",
+            "redis://h?bogus=1",
+            "rediss://h?cafile=/x",
+            "rediss://h?insecure_skip_verify=maybe",
         ] {
             assert_eq!(
                 take_options(bad).unwrap_err().kind(),

@@ -1,5 +1,6 @@
 //! Redis session store for Cloakroom, on [redis-rs](https://docs.rs/redis): a standalone
-//! server (`redis://host:port/db`) or a Redis Cluster (`redis+cluster://host:port,host:port`).
+//! server (`redis://host:port/db`) or a Redis Cluster (`redis+cluster://host:port,host:port`),
+//! in plain text or over TLS (`rediss://`, `rediss+cluster://`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cloakroom_core::store::Error> {
@@ -7,6 +8,7 @@
 //! use cloakroom_redis::RedisStore;
 //!
 //! let store = RedisStore::open("redis://127.0.0.1:6379/0").await?;
+//! let managed = RedisStore::open("rediss://app:s3cret@redis.example.com:6380/0").await?;
 //! let tuned = RedisStore::builder("redis+cluster://10.0.0.1:6379,10.0.0.2:6379")
 //!     .prefix("myapp:")
 //!     .command_timeout(Duration::from_millis(500))
@@ -39,17 +41,48 @@
 //! Each script touches exactly one key, so all of it works on Redis Cluster (a session and
 //! its user's index are in different slots and never touched by one script).
 //!
+//! # URLs
+//!
+//! - `redis://[user:password@]host:port/db`: one server; `redis+unix:///path/to/socket`
+//!   (also `unix://`) over a Unix socket.
+//! - `rediss://[user:password@]host:port/db`: one server over TLS (rustls, no OpenSSL). With
+//!   an ACL user, `user:password`; with `requirepass`, `:password`.
+//! - `redis+cluster://[user:password@]host:port,host:port` and, over TLS,
+//!   `rediss+cluster://...`: a Redis Cluster from any reachable nodes as seeds.
+//!
+//! Query options (an unknown one is an error at open, so a misspelt `ca=` can never fall
+//! back to weaker settings unnoticed):
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `prefix=app:` | key prefix (percent-encoded if need be), default `cloakroom:` |
+//! | `timeout_ms=500` | the bound on every command, connecting included, default 2000 |
+//! | `connections=N`, `max_connections=N` | multiplexed connections (below), default 1 |
+//! | `ca=PATH` | PEM file of the CA(s) to trust instead of the system roots (TLS) |
+//! | `cert=PATH&key=PATH` | client certificate chain and key, PEM, for mutual TLS |
+//! | `insecure_skip_verify=true` | **development only**: do not verify the server at all |
+//! | `protocol=resp3` | speak RESP3 (default RESP2); `db`, `user`, `pass` for Unix sockets |
+//!
+//! TLS verifies the server's certificate and name against the system's root certificates
+//! (read through `rustls-native-certs`; `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured), or
+//! against `ca=` alone when given. `insecure_skip_verify=true` disables every check (anyone
+//! on the network path can then read and change the sessions) and is logged as a warning
+//! each time a store opens. The files are read, and the certificates and key parsed, when
+//! the store opens: a missing or unreadable file is an [`ErrorKind::Config`] error there,
+//! never at the first request. So is a server whose certificate is not trusted (or that
+//! wants a client certificate we do not send), and a refused user or password (`WRONGPASS`):
+//! configuration errors, not outages. Passwords never appear in errors or `Debug` output.
+//!
 //! # Connections and failures
 //!
 //! By default the store keeps **one multiplexed connection** (requests from all tasks are
 //! pipelined over it, which is what Redis serves fastest); [`RedisStoreBuilder::connections`]
-//! opens several and spreads operations over them round-robin (pycket's `max_connections`).
-//! To a standalone server that connection is the crate's own lean client: the commands that
-//! all tasks issue while the runtime is busy go out in one `write`, and the replies of one
-//! `read` are parsed and handed out under one lock, so under load Redis and the application
-//! make far fewer system calls and wake-ups per command than with one write per command.
-//! (redis-rs still encodes the commands, runs the scripts' `NOSCRIPT` fallback, and is the
-//! client for Redis Cluster, where each connection is one multiplexed connection per node.)
+//! (URL `connections=N`, or pycket's `max_connections=N`) opens N and spreads operations
+//! over them round-robin, which helps when large replies would otherwise hold up small ones.
+//! Each is redis-rs's `MultiplexedConnection` to a standalone server, replaced by a
+//! new one when it breaks (one connection attempt at a time; a failed attempt is forgotten
+//! and the next command tries again), or redis-rs's cluster connection (one multiplexed
+//! connection per node).
 //!
 //! Every command is bounded by the command timeout (default 2 s): when Redis is down an
 //! operation fails with [`ErrorKind::Unavailable`] (connection refused or broken) or
@@ -58,23 +91,26 @@
 //! Redis restart (an operation whose connection was refused or broke is sent once more on the
 //! new connection, within the same timeout; every operation tolerates such a repeat).
 //!
-//! Needs Redis 6.2 or later (tested with 7). `rediss://` (TLS) is not supported.
+//! Needs Redis 6.2 or later (tested with 7).
 //!
 //! # pycket's format
 //!
 //! [`PycketStore`] (module [`pycket`]) keeps sessions the way Tornado's pycket does (bare
 //! uuid keys, pickled dicts, notifications in a second database), so a Cloakroom app and a
-//! Tornado app share them: `pycket+redis://host:port/db?notifications_db=N`.
+//! Tornado app share them: `pycket+redis://host:port/db?notifications_db=N` (over TLS
+//! `pycket+rediss://`, with the same options).
 
 mod builder;
 mod codec;
 mod conn;
 mod index;
-mod pipe;
 pub mod pycket;
+mod reconnect;
 mod scan;
 mod scripts;
+mod sentinel;
 mod store;
+mod wait;
 
 use std::time::Duration;
 

@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) timeout: Duration,
     pub(crate) shown_url: String,
     pub(crate) cluster: bool,
+    /// Replicas every write must reach (`?wait=N`, 0: none); see [`crate::wait`].
+    pub(crate) wait: u32,
 }
 
 impl fmt::Debug for RedisStore {
@@ -105,6 +107,14 @@ impl RedisStore {
         args: &[Vec<u8>],
     ) -> Result<Value> {
         let conn = self.conn();
+        if self.inner.wait > 0 {
+            // `?wait=N`: the write and `WAIT N` in one pipeline on one connection.
+            let (wait, timeout) = (self.inner.wait, self.inner.timeout);
+            return bounded(timeout, what, || {
+                crate::wait::script_then_wait(conn.clone(), script, key, args, wait, timeout)
+            })
+            .await;
+        }
         bounded(self.inner.timeout, what, || {
             let mut conn = conn.clone();
             let mut invocation = script.prepare_invoke();
@@ -327,6 +337,14 @@ impl SessionStore for RedisStore {
             if int(reply)? == 1 {
                 deleted += 1;
             }
+        }
+        if self.inner.wait > 0 {
+            // `?wait=N`: the deletions went out on any of the connections.
+            let (wait, timeout) = (self.inner.wait, self.inner.timeout);
+            bounded(timeout, "delete_user (wait)", || {
+                crate::wait::wait_on_all(&self.inner.conns, wait, timeout)
+            })
+            .await?;
         }
         // Every member handled is gone now (deleted, expired or someone else's).
         self.unindex(user, &members).await;

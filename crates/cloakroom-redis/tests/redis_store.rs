@@ -411,7 +411,9 @@ async fn open_fails_clearly() {
 
     for bad in [
         "http://localhost",
-        "rediss://localhost",
+        // Unknown options (a misspelt `ca=`) and TLS options on a plain URL are refused.
+        "rediss://localhost?cafile=/etc/ca.pem",
+        "redis://localhost?ca=/etc/ca.pem",
         "redis+cluster://",
         "nonsense",
     ] {
@@ -602,4 +604,73 @@ async fn passwords_and_databases_from_the_url() {
     }
     // Connections made before the password was set stay authenticated (Redis's rule).
     assert!(db0.load(&key).await.unwrap().is_none());
+}
+
+/// A reconnection that Redis refuses (here: a password was set and the connections killed)
+/// fails the operations, but is not remembered: once Redis accepts the connection again, the
+/// store works without being reopened.
+#[tokio::test]
+async fn a_refused_reconnection_is_not_remembered() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .command_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("open");
+    let key = new_key();
+    store.create(&key, &record(None, HOUR)).await.unwrap();
+    server
+        .command(&["CONFIG", "SET", "requirepass", "now-needed"])
+        .unwrap();
+    as_admin(&server, "CLIENT KILL TYPE normal");
+    let err = store.load(&key).await.expect_err("no password");
+    println!("while Redis refuses us: {:?}: {err}", err.kind());
+    assert!(!format!("{err:?}").contains("now-needed"), "{err:?}");
+    as_admin(&server, "CONFIG SET requirepass \"\"");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match store.load(&key).await {
+            Ok(found) => {
+                assert!(found.is_some());
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Runs an inline command authenticated with the password `now-needed` and waits for both
+/// replies.
+fn as_admin(server: &RedisServer, command: &str) {
+    use std::io::{BufRead, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    write!(conn, "AUTH now-needed\r\n{command}\r\n").unwrap();
+    let mut replies = std::io::BufReader::new(conn);
+    for _ in 0..2 {
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        assert!(!line.starts_with('-'), "{command}: {line}");
+    }
+}
+
+/// pycket's `max_connections` is the number of multiplexed connections, used round-robin.
+#[tokio::test]
+async fn max_connections_opens_that_many_connections() {
+    let server = RedisServer::start();
+    let store = RedisStore::open(&format!("{}?max_connections=3", server.url()))
+        .await
+        .expect("open");
+    assert!(format!("{store:?}").contains("connections: 3"), "{store:?}");
+    for _ in 0..6 {
+        store.ping().await.unwrap();
+    }
+    let Ok(Resp::Bulk(Some(list))) = server.command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    // Three connections of the store, plus the one asking.
+    let clients = String::from_utf8_lossy(&list).lines().count();
+    assert_eq!(clients, 4, "{}", String::from_utf8_lossy(&list));
 }

@@ -294,4 +294,5 @@ pub mod postgres_server;
 pub mod probe;
 pub mod process;
 pub mod redis_server;
+pub mod sentinel_server;
 mod spawn;

@@ -46,12 +46,27 @@ const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Commands that the statistics helpers send themselves, left out of [`RedisServer::command_count`].
 const OWN_COMMANDS: &[&str] = &["info", "config", "slowlog"];
 
+/// The TLS set-up of a [`RedisServer::start_tls`] server, as PEM text.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisTls<'a> {
+    /// The server's certificate (chain), `--tls-cert-file`.
+    pub cert_pem: &'a str,
+    /// Its private key, `--tls-key-file`.
+    pub key_pem: &'a str,
+    /// The CA that client certificates must chain to, `--tls-ca-cert-file`.
+    pub ca_pem: &'a str,
+    /// Whether clients must present a certificate (`--tls-auth-clients yes`, mutual TLS).
+    pub auth_clients: bool,
+}
+
 /// A `redis-server` process on a free loopback port, with no persistence.
 ///
 /// Killed (and its temporary directory removed) when dropped. [`RedisServer::stop`] and
 /// [`RedisServer::restart`] simulate an outage; the port stays the same.
 pub struct RedisServer {
     port: u16,
+    /// The TLS port, for a server started with [`RedisServer::start_tls`].
+    tls_port: Option<u16>,
     dir: PathBuf,
     extra_args: Vec<String>,
     procs: Mutex<Procs>,
@@ -101,6 +116,77 @@ impl RedisServer {
         SHARED.get_or_init(RedisServer::start)
     }
 
+    /// Starts a server that also listens for TLS on a second free port ([`RedisServer::tls_url`],
+    /// `--tls-port`), with the certificate, key and CA of `tls` (written to files in its
+    /// directory). The plain port stays open for the test's own commands
+    /// ([`RedisServer::command`], statistics); point the code under test at the TLS port.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_tls(tls: &RedisTls<'_>) -> RedisServer {
+        Self::start_tls_with(tls, &[], |_| true)
+    }
+
+    /// [`RedisServer::start_tls`] with extra arguments, on a plain port accepted by `port_ok`.
+    fn start_tls_with(
+        tls: &RedisTls<'_>,
+        more: &[String],
+        port_ok: impl Fn(u16) -> bool,
+    ) -> RedisServer {
+        check_installed();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port(&port_ok);
+            let tls_port = free_port(|p| p != port);
+            let dir = temp_dir("redis", port);
+            let files = [
+                ("--tls-cert-file", "server.pem", tls.cert_pem),
+                ("--tls-key-file", "server-key.pem", tls.key_pem),
+                ("--tls-ca-cert-file", "ca.pem", tls.ca_pem),
+            ];
+            let mut extra = vec!["--tls-port".to_owned(), tls_port.to_string()];
+            for (flag, name, pem) in files {
+                let path = dir.join(name);
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| std::fs::write(&path, pem))
+                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+                extra.extend([flag.to_owned(), path.display().to_string()]);
+            }
+            let auth = if tls.auth_clients { "yes" } else { "no" };
+            extra.extend(["--tls-auth-clients".to_owned(), auth.to_owned()]);
+            extra.extend(more.iter().cloned());
+            let server = RedisServer {
+                port,
+                tls_port: Some(tls_port),
+                dir,
+                extra_args: extra,
+                procs: Mutex::new(Procs::default()),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis-server with TLS: {last_error}");
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/` for a server started with [`RedisServer::start_tls`].
+    ///
+    /// # Panics
+    /// When the server has no TLS port.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.tls_port())
+    }
+
+    /// The TLS port of a server started with [`RedisServer::start_tls`].
+    ///
+    /// # Panics
+    /// When the server has no TLS port.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+            .expect("not a TLS server: start it with RedisServer::start_tls")
+    }
+
     /// Starts a server with extra `redis-server` arguments on a port accepted by `port_ok`.
     fn start_with(extra: &[String], port_ok: impl Fn(u16) -> bool) -> RedisServer {
         check_installed();
@@ -109,6 +195,7 @@ impl RedisServer {
             let port = free_port(&port_ok);
             let server = RedisServer {
                 port,
+                tls_port: None,
                 dir: temp_dir("redis", port),
                 extra_args: extra.to_vec(),
                 procs: Mutex::new(Procs::default()),
@@ -330,27 +417,61 @@ impl RedisCluster {
     /// When `redis-server` or `redis-cli` is missing or the cluster does not form within 30
     /// seconds.
     pub fn start() -> RedisCluster {
+        Self::start_nodes(None)
+    }
+
+    /// Starts a cluster whose nodes also listen for TLS (as [`RedisServer::start_tls`]) and
+    /// talk TLS among themselves (`--tls-cluster yes`); [`RedisCluster::tls_url`] names the
+    /// TLS ports. The cluster is formed over the plain ports.
+    ///
+    /// # Panics
+    /// As [`RedisCluster::start`].
+    pub fn start_tls(tls: &RedisTls<'_>) -> RedisCluster {
+        Self::start_nodes(Some(tls))
+    }
+
+    fn start_nodes(tls: Option<&RedisTls<'_>>) -> RedisCluster {
         let mut nodes: Vec<RedisServer> = Vec::with_capacity(3);
         for _ in 0..3 {
             // The cluster bus listens on port + 10000.
             let bus_free = |p: u16| p <= 55_535 && port_is_free(p + 10_000);
             // The nodes file is relative to the node's own directory (`--dir`).
-            let node = RedisServer::start_with(
-                &[
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-config-file".into(),
-                    "nodes.conf".into(),
-                    "--cluster-node-timeout".into(),
-                    "2000".into(),
-                ],
-                bus_free,
-            );
+            let mut args: Vec<String> = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .map(String::from)
+            .to_vec();
+            let node = match tls {
+                None => RedisServer::start_with(&args, bus_free),
+                Some(tls) => {
+                    args.extend(["--tls-cluster".into(), "yes".into()]);
+                    RedisServer::start_tls_with(tls, &args, bus_free)
+                }
+            };
             nodes.push(node);
         }
         let cluster = RedisCluster { nodes };
         cluster.create();
         cluster
+    }
+
+    /// `rediss+cluster://127.0.0.1:T1,...` (the TLS ports) of a [`RedisCluster::start_tls`]
+    /// cluster.
+    ///
+    /// # Panics
+    /// When the cluster has no TLS ports.
+    pub fn tls_url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.tls_port()))
+            .collect();
+        format!("rediss+cluster://{}", nodes.join(","))
     }
 
     /// A cluster shared by every caller in this test binary, started on first use and killed
@@ -389,14 +510,29 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let mut cli = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap_or_else(|e| panic!("redis-cli not found ({e}): {NOT_INSTALLED}"));
+        // redis-cli waits for ever for nodes that cannot reach each other's bus.
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        while cli.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = cli.kill();
+                let _ = cli.wait();
+                panic!("redis-cli --cluster create did not finish within {CLUSTER_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = cli
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("redis-cli --cluster create: {e}"));
         if !out.status.success() {
             panic!(
                 "redis-cli --cluster create failed: {}{}",
@@ -452,7 +588,7 @@ impl Resp {
 }
 
 /// Sends one command to 127.0.0.1:`port` on a fresh connection and reads the reply.
-fn command(port: u16, args: &[&str]) -> io::Result<Resp> {
+pub(crate) fn command(port: u16, args: &[&str]) -> io::Result<Resp> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -514,7 +650,7 @@ fn check_installed() {
 }
 
 /// A port that was free a moment ago (bind to port 0, read the port, close).
-fn free_port(ok: impl Fn(u16) -> bool) -> u16 {
+pub(crate) fn free_port(ok: impl Fn(u16) -> bool) -> u16 {
     for _ in 0..1000 {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())

@@ -43,9 +43,13 @@ pub fn supported_urls() -> Vec<&'static str> {
     if cfg!(feature = "redis") {
         urls.extend([
             "redis://host:port/db",
+            "rediss://user:password@host:port/db?ca=PATH&cert=PATH&key=PATH",
             "redis+unix:///path/to/socket",
             "redis+cluster://host:port,host:port",
+            "rediss+cluster://host:port,host:port",
+            "redis+sentinel://host:port,host:port/SERVICE/db?wait=N",
             "pycket+redis://host:port/db?notifications_db=N",
+            "pycket+rediss://host:port/db?notifications_db=N",
         ]);
     }
     if cfg!(feature = "postgres") {
@@ -63,11 +67,18 @@ pub fn supported_urls() -> Vec<&'static str> {
 /// - `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`:
 ///   [`SqliteStore`] (feature `sqlite`). The path is taken literally (no percent-decoding).
 ///
-/// - `redis://[user:password@]host:port/db`, `redis+unix://`, `redis+cluster://h:p,h:p`:
-///   [`RedisStore`] (feature `redis`); options `?prefix=..&timeout_ms=..&connections=..`.
-/// - `pycket+redis://[user:password@]host:port/db?notifications_db=N`: [`PycketStore`]
-///   (feature `redis`), sessions in the format of Tornado's pycket (db default 0,
-///   notifications default 1); pair it with `cloakroom::PycketTicket`.
+/// - `redis://[user:password@]host:port/db`, `redis+unix://`, `redis+cluster://h:p,h:p`,
+///   and over TLS `rediss://...`, `rediss+cluster://h:p,h:p`: [`RedisStore`] (feature
+///   `redis`); options `?prefix=..&timeout_ms=..&connections=..` (or `max_connections`),
+///   TLS options `?ca=PATH&cert=PATH&key=PATH` (and, for development only,
+///   `insecure_skip_verify=true`). An unknown option or an unreadable certificate file is a
+///   [`ErrorKind::Config`] error here, at start-up. Through Redis Sentinel:
+///   `redis+sentinel://[user:password@]h:p,h:p/SERVICE/db` (TLS: `rediss+sentinel://`),
+///   plus `?wait=N` (every write waits for N replicas).
+/// - `pycket+redis://[user:password@]host:port/db?notifications_db=N` (TLS:
+///   `pycket+rediss://`, same options): [`PycketStore`] (feature `redis`), sessions in the
+///   format of Tornado's pycket (db default 0, notifications default 1); pair it with
+///   `cloakroom::PycketTicket`.
 /// - `postgres://[user[:password]@]host[:port]/db` or `postgresql://...`: [`PostgresStore`]
 ///   (feature `postgres`); libpq options plus `?schema=..&table=..&pool_size=..
 ///   &statement_timeout_ms=..&timeout_ms=..&sslmode=..&sslrootcert=..`.
@@ -84,8 +95,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>> {
     match scheme.as_str() {
         "memory" => open_memory(rest),
         "sqlite" => open_sqlite(rest).await,
-        "redis" | "rediss" | "redis+unix" | "redis+cluster" => open_redis(url).await,
-        "pycket+redis" => open_pycket(url).await,
+        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster"
+        | "redis+sentinel" | "rediss+sentinel" => open_redis(url).await,
+        "pycket+redis" | "pycket+rediss" => open_pycket(url).await,
         "postgres" | "postgresql" => open_postgres(url).await,
         _ => Err(unsupported(&format!("the scheme {scheme:?}"))),
     }
@@ -340,6 +352,27 @@ mod tests {
                 .iter()
                 .any(|u| u.starts_with("pycket+redis://"))
         );
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn tls_redis_urls_are_checked_at_open() {
+        // Every TLS form is routed to a Redis store, whose URL errors come before connecting.
+        for url in [
+            "rediss://u:hunter2@127.0.0.1:1/0?ca=/nonexistent/ca.pem",
+            "rediss+cluster://127.0.0.1:1,127.0.0.1:2?ca=/nonexistent/ca.pem",
+            "pycket+rediss://:hunter2@127.0.0.1:1/5?ca=/nonexistent/ca.pem",
+            "redis://127.0.0.1:1/0?unknown_option=1",
+            "pycket+redis://127.0.0.1:1/5?cafile=/x",
+        ] {
+            let err = open(url).await.err().unwrap();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let urls = supported_urls();
+        for scheme in ["rediss://", "rediss+cluster://", "pycket+rediss://"] {
+            assert!(urls.iter().any(|u| u.starts_with(scheme)), "{scheme}");
+        }
     }
 
     #[cfg(feature = "redis")]

@@ -15,13 +15,15 @@
 //!
 //! # URL
 //!
-//! `pycket+redis://[user:password@]host:port[/db][?notifications_db=N]`: sessions in database
-//! `db` (default 0, pycket's `db_sessions`), notifications in `N` (default 1, pycket's
-//! `db_notifications`; it must differ from `db`). Also `timeout_ms` (the bound on every
-//! operation, default 2 s), `connections` (how many dedicated connections transactions may
-//! use at once, default 8) and `prefix` (of the user index keys, default `cloakroom:`); other
-//! parameters go to redis-rs. TLS and Redis Cluster are not supported (pycket uses numbered
-//! databases, which Cluster lacks).
+//! `pycket+redis://[user:password@]host:port[/db][?notifications_db=N]`, or over TLS
+//! `pycket+rediss://...`: sessions in database `db` (default 0, pycket's `db_sessions`),
+//! notifications in `N` (default 1, pycket's `db_notifications`; it must differ from `db`).
+//! Also `timeout_ms` (the bound on every operation, default 2 s), `max_connections` (pycket's
+//! setting; also `connections`: how many dedicated connections transactions may use at once,
+//! default 8), `prefix` (of the user index keys, default `cloakroom:`), the TLS options `ca`,
+//! `cert`, `key` and `insecure_skip_verify` and `protocol`, as for
+//! [`RedisStore`](crate::RedisStore#urls); any other parameter is an error. Redis Cluster is
+//! not supported (pycket uses numbered databases, which Cluster lacks).
 //!
 //! # Layout (pycket's)
 //!
@@ -134,11 +136,12 @@ use cloakroom_core::store::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError, Value as RedisValue};
+use redis::{RedisError, Value as RedisValue};
 use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
 
 use crate::conn::{
-    Conn, Resolved, StoreOptions, Target, bounded, map_error, redact, take_options, worth_retrying,
+    Conn, Resolved, StoreOptions, Target, bounded, connection_config, map_error, redact,
+    standalone_client, take_options, worth_retrying,
 };
 use crate::index::Members;
 use crate::pycket::pool::Pool;

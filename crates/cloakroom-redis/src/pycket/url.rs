@@ -38,11 +38,16 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
         .trim()
         .split_once("://")
         .ok_or_else(|| config(format!("not a pycket+redis:// URL: {shown}")))?;
-    if !scheme.eq_ignore_ascii_case("pycket+redis") {
+    let redis_scheme = if scheme.eq_ignore_ascii_case("pycket+redis") {
+        "redis"
+    } else if scheme.eq_ignore_ascii_case("pycket+rediss") {
+        "rediss"
+    } else {
         return Err(config(format!(
-            "a pycket store URL starts with pycket+redis://, not {scheme}://"
+            "a pycket store URL starts with pycket+redis:// (or pycket+rediss:// for TLS), not \
+             {scheme}://"
         )));
-    }
+    };
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() || authority.ends_with('@') {
@@ -76,13 +81,15 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
     } else {
         format!("?{}", others.join("&"))
     };
-    let (sessions, options) = take_options(&format!("redis://{authority}/{sessions_db}{query}"))?;
+    let (sessions, options) = take_options(&format!(
+        "{redis_scheme}://{authority}/{sessions_db}{query}"
+    ))?;
     let rest_query = sessions
         .split_once('?')
         .map(|(_, q)| format!("?{q}"))
         .unwrap_or_default();
     Ok(PycketUrl {
-        notes: format!("redis://{authority}/{notifications_db}{rest_query}"),
+        notes: format!("{redis_scheme}://{authority}/{notifications_db}{rest_query}"),
         sessions,
         sessions_db,
         notifications_db,
@@ -105,7 +112,8 @@ impl PycketStoreBuilder {
     }
 
     /// How many dedicated connections transactions may hold at once (default 8; URL option
-    /// `connections`). Reads share two multiplexed connections whatever this is.
+    /// `max_connections`, pycket's setting, or `connections`). Reads share two multiplexed
+    /// connections whatever this is.
     pub fn connections(mut self, n: usize) -> Self {
         self.options.connections = Some(n);
         self
@@ -122,20 +130,19 @@ impl PycketStoreBuilder {
             prefix,
             timeout,
             connections,
+            tls,
+            wait,
         } = self.options.resolve(url.options, DEFAULT_CONNECTIONS)?;
+        if wait > 0 {
+            let message = "wait=N is not supported by the pycket store";
+            return Err(Error::new(ErrorKind::Config, message));
+        }
         let shown_url = redact(&self.url);
-        let sessions = Conn::open(
-            &Target::Standalone(url.sessions.clone()),
-            timeout,
-            &shown_url,
-        )
-        .await?;
-        let notes = Conn::open(&Target::Standalone(url.notes.clone()), timeout, &shown_url).await?;
-        let client = redis::Client::open(url.sessions.as_str())
-            .map_err(|e| config(format!("bad Redis URL {shown_url}")).with_source(e))?;
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+        let client = standalone_client(&url.sessions, &tls, &shown_url)?;
+        let notes_client = standalone_client(&url.notes, &tls, &shown_url)?;
+        let sessions = Conn::open(&Target::Standalone(client.clone()), timeout, &shown_url).await?;
+        let notes = Conn::open(&Target::Standalone(notes_client), timeout, &shown_url).await?;
+        let settings = connection_config(timeout);
         Ok(PycketStore {
             inner: Arc::new(Inner {
                 sessions,

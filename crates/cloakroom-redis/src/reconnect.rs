@@ -1,0 +1,205 @@
+//! A self-healing multiplexed connection to one Redis server: redis-rs's
+//! [`MultiplexedConnection`] (RESP2 or RESP3, pipelining, TLS) plus reconnection.
+//!
+//! Why not redis-rs's `ConnectionManager`: its reconnection retries with backoff inside one
+//! shared future and, when that future ends with anything but an I/O error (a refused
+//! `AUTH`, say, while an operator rotates a password), keeps returning that error for ever:
+//! the store would need a restart. Here a failed attempt is simply forgotten and the next
+//! command tries again, only one attempt runs at a time, and the store's command timeout
+//! bounds every wait.
+//!
+//! A connection is replaced when a command on it fails in a way that leaves it unusable (I/O
+//! error, dropped connection, protocol error) or, with `protocol=resp3`, when redis-rs
+//! reports it closed (the RESP3 push channel announces every disconnection, so a Redis
+//! restart is noticed even while no command is in flight; over RESP2 the first command on the
+//! dead connection finds out, and the store sends it once more on a new one). Timeouts do not
+//! count: a slow reply is discarded when it arrives and the connection stays.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushKind, RedisError, RedisFuture, Value};
+
+use crate::sentinel::{Source, demoted}; // sentinel
+
+type Connecting = Shared<BoxFuture<'static, Result<Live, RedisError>>>;
+
+/// One connection and whether it is known to be dead.
+#[derive(Clone)]
+struct Live {
+    conn: MultiplexedConnection,
+    dead: Arc<AtomicBool>,
+    generation: u64,
+    /// sentinel: a `READONLY` reply means the master was demoted; ask the sentinels again.
+    follows_master: bool,
+}
+
+enum Slot {
+    /// No connection (never connected, or the last one died or failed to connect).
+    Empty,
+    /// A connection attempt in flight; everyone who needs a connection waits for it.
+    Connecting(u64, Connecting),
+    Ready(Live),
+}
+
+struct State {
+    client: Source, // sentinel: a fixed server or the master the sentinels name
+    config: AsyncConnectionConfig,
+    db: i64,
+    slot: Mutex<Slot>,
+    generation: AtomicU64,
+}
+
+/// A multiplexed connection that reconnects by itself; see the [module docs](self).
+#[derive(Clone)]
+pub(crate) struct Reconnecting {
+    shared: Arc<State>,
+}
+
+fn lock(m: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether an error leaves the connection it happened on unusable.
+fn kills_connection(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_unrecoverable_error() || e.is_io_error())
+}
+
+impl Reconnecting {
+    /// A connection to the server `client` names, made with `config` (timeouts); connects on
+    /// first use ([`Reconnecting::connect`]).
+    pub(crate) fn new(client: impl Into<Source>, config: AsyncConnectionConfig) -> Reconnecting {
+        let client = client.into(); // sentinel
+        let db = client.db(); // sentinel
+        Reconnecting {
+            shared: Arc::new(State {
+                client,
+                config,
+                db,
+                slot: Mutex::new(Slot::Empty),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The live connection, connecting first if there is none (one attempt at a time).
+    pub(crate) async fn connect(&self) -> Result<(), RedisError> {
+        self.live().await.map(drop)
+    }
+
+    async fn live(&self) -> Result<Live, RedisError> {
+        let (generation, attempt) = {
+            let mut slot = lock(&self.shared.slot);
+            // An attempt that everyone gave up on (timeout) may have succeeded since.
+            if let Slot::Connecting(_, attempt) = &*slot {
+                if let Some(Ok(live)) = attempt.peek() {
+                    let live = live.clone();
+                    *slot = Slot::Ready(live);
+                }
+            }
+            match &*slot {
+                Slot::Ready(live) if !live.dead.load(Ordering::Relaxed) => {
+                    return Ok(live.clone());
+                }
+                Slot::Connecting(generation, attempt) if attempt.peek().is_none() => {
+                    (*generation, attempt.clone())
+                }
+                // Not connected, the connection died, or the last attempt failed: try anew.
+                Slot::Connecting(..) | Slot::Ready(_) | Slot::Empty => {
+                    let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    let attempt = open(
+                        self.shared.client.clone(),
+                        self.shared.config.clone(),
+                        generation,
+                    )
+                    .boxed()
+                    .shared();
+                    // Drive the attempt even if every caller gives up on it (timeout).
+                    tokio::spawn(attempt.clone().map(drop));
+                    *slot = Slot::Connecting(generation, attempt.clone());
+                    (generation, attempt)
+                }
+            }
+        };
+        let outcome = attempt.await;
+        let mut slot = lock(&self.shared.slot);
+        if matches!(&*slot, Slot::Connecting(g, _) if *g == generation) {
+            *slot = match &outcome {
+                Ok(live) => Slot::Ready(live.clone()),
+                Err(_) => Slot::Empty,
+            };
+        }
+        outcome
+    }
+}
+
+/// One connection attempt. The push sender marks the connection dead when redis-rs reports
+/// it closed.
+async fn open(
+    client: Source, // sentinel
+    config: AsyncConnectionConfig,
+    generation: u64,
+) -> Result<Live, RedisError> {
+    let dead = Arc::new(AtomicBool::new(false));
+    let resp3 = client.resp3(); // sentinel
+    let config = if resp3 {
+        let flag = dead.clone();
+        config.set_push_sender(move |info: redis::PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                flag.store(true, Ordering::Relaxed);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        })
+    } else {
+        config
+    };
+    let conn = client.connect(&config).await?; // sentinel: asks the sentinels first
+    Ok(Live {
+        conn,
+        dead,
+        generation,
+        follows_master: client.follows_master(), // sentinel
+    })
+}
+
+impl Live {
+    fn check<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let Err(e) = &result {
+            if kills_connection(e) || (self.follows_master && demoted(e)) {
+                tracing::debug!(generation = self.generation, error = %e, "Redis connection lost");
+                self.dead.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+impl ConnectionLike for Reconnecting {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut live = self.live().await?;
+            let result = live.conn.req_packed_command(cmd).await;
+            live.check(result)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut live = self.live().await?;
+            let result = live.conn.req_packed_commands(cmd, offset, count).await;
+            live.check(result)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.db
+    }
+}

@@ -1,0 +1,418 @@
+//! TLS (rustls) against real `redis-server --tls-port` processes, with a private CA and
+//! server and client certificates generated here (rcgen): the conformance suite over TLS,
+//! certificate verification, mutual TLS, ACL users, and URL errors at open.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
+use cloakroom_redis::{PycketStore, RedisStore};
+use cloakroom_testkit::Purge;
+use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, RedisTls, Resp};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A CA, a second CA nobody uses, a server certificate for `127.0.0.1`/`localhost` and a
+/// client certificate, all signed by the first CA; the PEM files live in `dir`.
+struct Pki {
+    dir: tempfile::TempDir,
+    server_cert: String,
+    server_key: String,
+    ca_cert: String,
+}
+
+fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+impl Pki {
+    fn generate() -> Pki {
+        let ca = new_ca("cloakroom test CA");
+        let other = new_ca("some other CA");
+        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = usages;
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        // Cluster nodes present their server certificate as clients of each other's bus
+        // (always mutual TLS), so it serves both purposes.
+        let (server_cert, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let (client_cert, client_key) = leaf(
+            vec!["cloakroom-client".into()],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca_cert = ca.as_ref().pem();
+        for (name, pem) in [
+            ("ca.pem", ca_cert.as_str()),
+            ("other-ca.pem", other.as_ref().pem().as_str()),
+            ("client.pem", client_cert.as_str()),
+            ("client-key.pem", client_key.as_str()),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        Pki {
+            dir,
+            server_cert,
+            server_key,
+            ca_cert,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn start(&self, auth_clients: bool) -> RedisServer {
+        RedisServer::start_tls(&RedisTls {
+            cert_pem: &self.server_cert,
+            key_pem: &self.server_key,
+            ca_pem: &self.ca_cert,
+            auth_clients,
+        })
+    }
+}
+
+struct Tls {
+    pki: Pki,
+    /// `--tls-auth-clients no`: server verification only.
+    server: RedisServer,
+}
+
+/// One PKI and one TLS server for the whole test binary.
+fn tls() -> &'static Tls {
+    static TLS: OnceLock<Tls> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let pki = Pki::generate();
+        let server = pki.start(false);
+        Tls { pki, server }
+    })
+}
+
+/// `rediss://127.0.0.1:PORT/` plus `query`, against the shared TLS server.
+fn url(query: &str) -> String {
+    format!("{}{query}", tls().server.tls_url())
+}
+
+fn ca_query() -> String {
+    format!("?ca={}", tls().pki.path("ca.pem"))
+}
+
+fn unique_prefix(kind: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "tls-{kind}-{}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn new_key() -> SessionKey {
+    SessionId::generate().key()
+}
+
+fn record(user: Option<&str>) -> Record {
+    let now = Timestamp::now();
+    let mut r = Record::new(now, now.plus(HOUR));
+    r.meta.user = user.map(str::to_owned);
+    r.data.insert("n".into(), "1".into());
+    r
+}
+
+/// A create, load, patch and delete through `store`.
+async fn round_trip(store: &dyn SessionStore) {
+    let key = new_key();
+    assert_eq!(
+        store.create(&key, &record(Some("ada"))).await.unwrap(),
+        Created::Done
+    );
+    let loaded = store.load(&key).await.unwrap().expect("stored");
+    assert_eq!(loaded.data["n"], "1");
+    let now = Timestamp::now();
+    let patch = Patch::new(now, now.plus(HOUR)).set("n", "2");
+    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
+    assert_eq!(store.load(&key).await.unwrap().unwrap().data["n"], "2");
+    assert!(store.delete(&key).await.unwrap());
+    assert!(store.load(&key).await.unwrap().is_none());
+}
+
+async fn tls_store() -> Arc<dyn SessionStore> {
+    let store = RedisStore::builder(url(&ca_query()))
+        .prefix(unique_prefix("conformance"))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("opening the TLS store: {e}"));
+    Arc::new(store)
+}
+
+/// The whole conformance suite through `rediss://` with the test CA.
+mod over_tls {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(tls_store(), purge = Purge::EngineExpires);
+}
+
+/// The TLS port speaks only TLS, so a working store there proves the connection is TLS; a
+/// plain `redis://` client on the same port gets nowhere.
+#[tokio::test]
+async fn the_tls_port_needs_tls() {
+    let store = RedisStore::open(&url(&ca_query())).await.expect("TLS");
+    round_trip(&store).await;
+    let plain = format!("redis://127.0.0.1:{}/", tls().server.tls_port());
+    let err = RedisStore::builder(plain)
+        .command_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect_err("plain text on the TLS port");
+    println!("plain client on the TLS port: {:?}: {err}", err.kind());
+}
+
+#[tokio::test]
+async fn a_server_signed_by_another_ca_is_refused_at_open() {
+    let started = Instant::now();
+    for query in [
+        // A CA file that did not sign the server's certificate.
+        format!("?ca={}", tls().pki.path("other-ca.pem")),
+        // No CA file: the system roots, which know nothing of the test CA.
+        String::new(),
+    ] {
+        let err = RedisStore::builder(url(&query))
+            .command_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .expect_err("untrusted server certificate");
+        println!("untrusted server ({query:?}): {:?}: {err}", err.kind());
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("TLS handshake"), "{text}");
+        assert!(text.contains("certificate"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_connects_without_checking() {
+    // The loud development-only opt-out: no CA, the server's certificate is not checked.
+    let store = RedisStore::open(&url("?insecure_skip_verify=true"))
+        .await
+        .expect("verification disabled");
+    round_trip(&store).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_needs_the_client_certificate() {
+    let pki = &tls().pki;
+    let server = pki.start(true);
+    let with_cert = format!(
+        "{}?ca={}&cert={}&key={}",
+        server.tls_url(),
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client-key.pem")
+    );
+    let store = RedisStore::open(&with_cert)
+        .await
+        .expect("mutual TLS with the client certificate");
+    round_trip(&store).await;
+    // The same through the pycket store.
+    let pycket = PycketStore::open(&format!(
+        "{}&notifications_db=5",
+        with_cert.replacen("rediss://", "pycket+rediss://", 1)
+    ))
+    .await
+    .expect("pycket over mutual TLS");
+    round_trip(&pycket).await;
+
+    let without = format!("{}?ca={}", server.tls_url(), pki.path("ca.pem"));
+    let err = RedisStore::builder(without)
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect_err("no client certificate");
+    println!(
+        "mutual TLS without a client certificate: {:?}: {err}",
+        err.kind()
+    );
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+}
+
+#[tokio::test]
+async fn acl_users_over_tls() {
+    let t = tls();
+    let user = format!("alice{}", std::process::id());
+    let reply = t
+        .server
+        .command(&["ACL", "SETUSER", &user, "on", ">s3cr3t-pw", "~*", "+@all"])
+        .expect("ACL SETUSER");
+    assert!(matches!(reply, Resp::Simple(_)), "{reply:?}");
+    let port = t.server.tls_port();
+    let ca = t.pki.path("ca.pem");
+    let good = format!("rediss://{user}:s3cr3t-pw@127.0.0.1:{port}/2?ca={ca}");
+    let store = RedisStore::open(&good).await.expect("the ACL user");
+    round_trip(&store).await;
+    // The connection is the user's, not `default`'s.
+    let Ok(Resp::Bulk(Some(list))) = t.server.command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8_lossy(&list);
+    assert!(list.contains(&format!("user={user}")), "{list}");
+
+    for bad in [
+        format!("rediss://{user}:wrong-pw@127.0.0.1:{port}/2?ca={ca}"),
+        format!("rediss://nobody-{user}:s3cr3t-pw@127.0.0.1:{port}/2?ca={ca}"),
+    ] {
+        let err = RedisStore::open(&bad).await.expect_err("wrong credentials");
+        println!("wrong credentials: {:?}: {err}", err.kind());
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let text = format!("{err} {err:?}");
+        assert!(
+            !text.contains("wrong-pw") && !text.contains("s3cr3t-pw"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pycket_store_over_tls() {
+    let t = tls();
+    let url = format!(
+        "pycket+rediss://127.0.0.1:{}/6?notifications_db=7&ca={}&max_connections=2",
+        t.server.tls_port(),
+        t.pki.path("ca.pem")
+    );
+    let store = PycketStore::open(&url).await.expect("pycket over TLS");
+    round_trip(&store).await;
+    let key = new_key();
+    store.create(&key, &record(Some("bob"))).await.unwrap();
+    assert_eq!(store.sessions_of("bob").await.unwrap().len(), 1);
+    let now = Timestamp::now();
+    assert_eq!(
+        store.touch(&key, now, now.plus(HOUR)).await.unwrap(),
+        Applied::Done
+    );
+    assert_eq!(store.delete_user("bob", None).await.unwrap(), 1);
+}
+
+/// Bad TLS settings are configuration errors at open, before any connection is tried
+/// (nothing listens on port 1).
+#[tokio::test]
+async fn bad_tls_urls_are_config_errors_at_open() {
+    let pki = &tls().pki;
+    let missing = PathBuf::from(pki.dir.path()).join("missing.pem");
+    let missing = missing.display().to_string();
+    let base = "rediss://u:hunter2@127.0.0.1:1/0";
+    let cases = [
+        (format!("{base}?ca={missing}"), "missing.pem"),
+        // A misspelt option would silently fall back to the system roots: refused.
+        (format!("{base}?cafile={}", pki.path("ca.pem")), "cafile"),
+        (format!("{base}?cert={}", pki.path("client.pem")), "key"),
+        // A "CA file" without a certificate in it (here: a private key).
+        (
+            format!("{base}?ca={}", pki.path("client-key.pem")),
+            "no certificate",
+        ),
+        (
+            format!(
+                "{base}?cert={}&key={}",
+                pki.path("client.pem"),
+                pki.path("client.pem")
+            ),
+            "private key",
+        ),
+        (
+            format!("redis://127.0.0.1:1/0?ca={}", pki.path("ca.pem")),
+            "TLS URL",
+        ),
+        (
+            format!("{base}?insecure_skip_verify=perhaps"),
+            "insecure_skip_verify",
+        ),
+        (
+            format!("rediss+cluster://127.0.0.1:1,127.0.0.1:2?ca={missing}"),
+            "missing.pem",
+        ),
+        (
+            format!("pycket+rediss://:hunter2@127.0.0.1:1/3?ca={missing}"),
+            "missing.pem",
+        ),
+    ];
+    for (url, says) in cases {
+        let started = Instant::now();
+        let err = if url.starts_with("pycket") {
+            PycketStore::open(&url).await.expect_err(&url)
+        } else {
+            RedisStore::open(&url).await.expect_err(&url)
+        };
+        assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(says), "{url}: {text}");
+        assert!(!format!("{text} {err:?}").contains("hunter2"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{url}");
+    }
+}
+
+/// `rediss+cluster://` against three masters that talk TLS among themselves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_tls() {
+    let pki = &tls().pki;
+    let cluster = RedisCluster::start_tls(&RedisTls {
+        cert_pem: &pki.server_cert,
+        key_pem: &pki.server_key,
+        ca_pem: &pki.ca_cert,
+        auth_clients: false,
+    });
+    let url = format!("{}?ca={}", cluster.tls_url(), pki.path("ca.pem"));
+    let store = RedisStore::builder(url)
+        .prefix(unique_prefix("cluster"))
+        .build()
+        .await
+        .expect("cluster over TLS");
+    assert!(store.is_cluster());
+    // Enough sessions that every node holds some: all three TLS connections work.
+    for _ in 0..3 {
+        round_trip(&store).await;
+    }
+    let mut keys = Vec::new();
+    for _ in 0..30 {
+        let key = new_key();
+        store.create(&key, &record(Some("carol"))).await.unwrap();
+        keys.push(key);
+    }
+    assert_eq!(store.sessions_of("carol").await.unwrap().len(), 30);
+    for node in cluster.nodes() {
+        let Ok(Resp::Int(n)) = node.command(&["DBSIZE"]) else {
+            panic!("DBSIZE");
+        };
+        assert!(n > 0, "node {} holds no session", node.port());
+    }
+    assert_eq!(store.delete_user("carol", None).await.unwrap(), 30);
+    // The wrong CA is refused at open, as for one server.
+    let wrong = format!("{}?ca={}", cluster.tls_url(), pki.path("other-ca.pem"));
+    let err = RedisStore::builder(wrong)
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect_err("untrusted cluster");
+    println!("cluster with the wrong CA: {:?}: {err}", err.kind());
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
