@@ -391,8 +391,19 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
             }
             k if REDIS_RS_OPTIONS.contains(&k) => rest.push(pair),
             _ => {
+                // A name that is not a plain word is not shown: in a malformed URL
+                // (`redis://u:pa?ss@host`) the "option" is the rest of a password.
+                let shown = if !k.is_empty()
+                    && k.len() <= 32
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    format!("{k:?}")
+                } else {
+                    "(name not shown: it may hold part of a password)".to_owned()
+                };
                 return Err(config(format!(
-                    "unknown option {k:?} in Redis URL {} (known: {}, {})",
+                    "unknown option {shown} in Redis URL {} (known: {}, {})",
                     redact(url),
                     STORE_OPTIONS.join(", "),
                     REDIS_RS_OPTIONS.join(", ")

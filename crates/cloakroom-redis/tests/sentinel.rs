@@ -262,8 +262,9 @@ async fn wait_for_replicas_after_writes() {
     let sent = waits() - before;
     assert!(sent >= 8, "{sent} WAIT commands for 8 writes");
 
-    // Only one replica: wait=2 cannot be met.
-    let timeout = Duration::from_millis(300);
+    // Only one replica: wait=2 cannot be met. WAIT gets three quarters of the timeout: a
+    // loaded machine may run out of the rest first, which is a Timeout (also a 503).
+    let timeout = Duration::from_millis(1000);
     let strict = RedisStore::builder(format!("{}?wait=2", topology.url(0)))
         .prefix(unique_prefix("wait2"))
         .command_timeout(timeout)
@@ -277,8 +278,11 @@ async fn wait_for_replicas_after_writes() {
         .await
         .expect_err("wait=2 with one replica");
     let took = started.elapsed();
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(err.to_string().contains("replica"), "{err}");
+    match err.kind() {
+        ErrorKind::Unavailable => assert!(err.to_string().contains("replica"), "{err}"),
+        ErrorKind::Timeout => {}
+        other => panic!("wait=2 with one replica: {other:?}: {err}"),
+    }
     assert!(took < Duration::from_secs(5), "took {took:?}");
     println!("wait=2 with one replica: {err} after {took:?}");
     // Reads do not wait.

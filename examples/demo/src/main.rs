@@ -77,6 +77,7 @@ async fn serve(args: Flags) -> anyhow::Result<()> {
     let config = args.config(addr, metrics_on_main);
     let apps = cloakroom_demo::apps(config).await?;
     tracing::info!(?limits, "connection limits");
+    let shutdown = shutdown_signal();
     // Tests and scripts wait for this line on standard output.
     println!("listening on http://{addr}");
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -102,7 +103,7 @@ async fn serve(args: Flags) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     let main_task = server::serve(listener, apps.main, limits, until_stopped(stopped));
     tokio::join!(main_task, async {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = stop.send(true);
     });
     if let Some(task) = metrics_task {
@@ -117,32 +118,50 @@ async fn until_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-/// Resolves on Ctrl-C or SIGTERM; in-flight requests then finish before the server stops.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Listens for Ctrl-C and SIGTERM from the call on (before "listening on" is printed, so a
+/// signal sent as soon as that line appears is not missed: it used to be registered only once
+/// the server ran, and an early SIGTERM killed the process instead of stopping it); the future
+/// resolves on the first. In-flight requests then finish before the server stops.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind| {
+        signal(kind)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot listen for a stop signal"))
+            .ok()
+    };
+    let (mut interrupt, mut terminate) = (
+        listen(SignalKind::interrupt()),
+        listen(SignalKind::terminate()),
+    );
+    async move {
+        tokio::select! {
+            () = received(interrupt.as_mut()) => {},
+            () = received(terminate.as_mut()) => {},
+        }
+        tracing::info!("shutting down");
+    }
+}
+
+/// Resolves when `signal` arrives; never without a listener.
+#[cfg(unix)]
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C (registered at the first poll: no SIGTERM to race with off Unix).
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
