@@ -104,7 +104,7 @@ impl RedisStore {
     ///
     /// The URL may carry options as query parameters: `prefix` (percent-encoded if need be),
     /// `timeout_ms`, `connections` (or `max_connections`), the TLS options `ca`, `cert`,
-    /// `key` and `insecure_skip_verify`, and `protocol` (`resp2`; RESP3 by default), e.g.
+    /// `key` and `insecure_skip_verify`, `wait`, and `protocol` (`resp3`; RESP2 by default), e.g.
     /// `rediss://app:pw@10.0.0.5:6380/0?prefix=myapp:&ca=/etc/redis/ca.pem`. See the
     /// [crate docs](crate#urls).
     ///
