@@ -23,11 +23,22 @@ pub(crate) enum Server {
     TowerSessionsRedis,
     /// The original system: Tornado 6.6 + pycket 0.3 on the same Redis (Python).
     TornadoPycket,
+    /// actix-web with no session middleware: the ceiling of the actix servers.
+    ActixPlain,
+    /// cloakroom-actix's `SessionMiddleware` on Cloakroom's `MemoryStore`.
+    CloakroomActixMemory,
+    /// cloakroom-actix's `SessionMiddleware` on `RedisStore`.
+    CloakroomActixRedis,
+    /// actix-session 0.11 on its `RedisSessionStore` (redis-rs `ConnectionManager`).
+    ActixSessionRedis,
+    /// actix-session 0.11 on its `CookieSessionStore` (the whole state in the cookie): a
+    /// reference, not a server-side store.
+    ActixSessionCookie,
 }
 
 impl Server {
     /// Every server, in report order.
-    pub(crate) const ALL: [Server; 8] = [
+    pub(crate) const ALL: [Server; 13] = [
         Server::Plain,
         Server::CloakroomMemory,
         Server::CloakroomSqlite,
@@ -36,6 +47,11 @@ impl Server {
         Server::TowerSessionsMemory,
         Server::TowerSessionsRedis,
         Server::TornadoPycket,
+        Server::ActixPlain,
+        Server::CloakroomActixMemory,
+        Server::CloakroomActixRedis,
+        Server::ActixSessionRedis,
+        Server::ActixSessionCookie,
     ];
 
     /// The name used on the command line, in tables and in `store=` fields.
@@ -49,6 +65,11 @@ impl Server {
             Server::TowerSessionsMemory => "tower-sessions-memory",
             Server::TowerSessionsRedis => "tower-sessions-redis",
             Server::TornadoPycket => "tornado-pycket",
+            Server::ActixPlain => "actix-plain",
+            Server::CloakroomActixMemory => "cloakroom-actix-memory",
+            Server::CloakroomActixRedis => "cloakroom-actix-redis",
+            Server::ActixSessionRedis => "actix-session-redis",
+            Server::ActixSessionCookie => "actix-session-cookie",
         }
     }
 
@@ -56,7 +77,11 @@ impl Server {
     pub(crate) fn uses_redis(self) -> bool {
         matches!(
             self,
-            Server::CloakroomRedis | Server::TowerSessionsRedis | Server::TornadoPycket
+            Server::CloakroomRedis
+                | Server::TowerSessionsRedis
+                | Server::TornadoPycket
+                | Server::CloakroomActixRedis
+                | Server::ActixSessionRedis
         )
     }
 
@@ -65,18 +90,50 @@ impl Server {
         self == Server::CloakroomPostgres
     }
 
+    /// Whether the server runs on actix-web (`HttpServer`, one worker) rather than axum.
+    pub(crate) fn is_actix(self) -> bool {
+        matches!(
+            self,
+            Server::ActixPlain
+                | Server::CloakroomActixMemory
+                | Server::CloakroomActixRedis
+                | Server::ActixSessionRedis
+                | Server::ActixSessionCookie
+        )
+    }
+
+    /// The server without sessions that this one's `x plain` ratio and `cpu-plain` are taken
+    /// against, in the same round: `plain` for the axum servers (and Tornado), `actix-plain`
+    /// for the actix ones. None for the two baselines themselves.
+    pub(crate) fn baseline(self) -> Option<Server> {
+        match self {
+            Server::Plain | Server::ActixPlain => None,
+            s if s.is_actix() => Some(Server::ActixPlain),
+            _ => Some(Server::Plain),
+        }
+    }
+
+    /// Whether the server can run `workload`: not `large` on actix-session's cookie store,
+    /// which refuses a state over 4 KB (the 10 KB session cannot be kept in a cookie).
+    pub(crate) fn supports(self, workload: Workload) -> bool {
+        !(self == Server::ActixSessionCookie && workload == Workload::Large)
+    }
+
     /// Whether the server is this crate's binary (`serve CASE`), as opposed to Python.
     pub(crate) fn is_rust(self) -> bool {
         self != Server::TornadoPycket
     }
 
     /// The peer a Cloakroom server is compared with (`ratio_peer`): tower-sessions on the same
-    /// kind of store. None for the peers themselves, `plain`, SQLite and PostgreSQL
-    /// (tower-sessions has no SQLite or PostgreSQL store outside sqlx).
+    /// kind of store for axum, actix-session on Redis for actix. None for the peers
+    /// themselves, the baselines, SQLite and PostgreSQL (tower-sessions has no SQLite or
+    /// PostgreSQL store outside sqlx) and cloakroom-actix on memory (actix-session has no
+    /// in-memory store).
     pub(crate) fn peer(self) -> Option<Server> {
         match self {
             Server::CloakroomMemory => Some(Server::TowerSessionsMemory),
             Server::CloakroomRedis => Some(Server::TowerSessionsRedis),
+            Server::CloakroomActixRedis => Some(Server::ActixSessionRedis),
             _ => None,
         }
     }

@@ -218,6 +218,77 @@ impl<S: tower_sessions::SessionStore + Clone> tower_sessions::SessionStore for C
     }
 }
 
+/// An actix-session store that counts. Bytes: keys plus the (JSON) text of each value of the
+/// state saved (actix-session always writes the whole state).
+#[derive(Debug)]
+pub(crate) struct CountingActixStore<S> {
+    inner: S,
+    counters: Arc<Counters>,
+}
+
+impl<S> CountingActixStore<S> {
+    pub(crate) fn new(inner: S, counters: Arc<Counters>) -> Self {
+        CountingActixStore { inner, counters }
+    }
+
+    fn count_state(&self, state: &ActixState) {
+        if self.counters.detail() {
+            let bytes: usize = state.iter().map(|(k, v)| k.len() + v.len()).sum();
+            Counters::add(&self.counters.data_bytes, bytes as u64);
+        }
+    }
+}
+
+/// actix-session's session state (its `SessionState`, which it does not export by name).
+type ActixState = std::collections::HashMap<String, String>;
+
+impl<S: actix_session::storage::SessionStore> actix_session::storage::SessionStore
+    for CountingActixStore<S>
+{
+    async fn load(
+        &self,
+        key: &actix_session::storage::SessionKey,
+    ) -> Result<Option<ActixState>, actix_session::storage::LoadError> {
+        Counters::add(&self.counters.loads, 1);
+        self.inner.load(key).await
+    }
+
+    async fn save(
+        &self,
+        state: ActixState,
+        ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<actix_session::storage::SessionKey, actix_session::storage::SaveError> {
+        Counters::add(&self.counters.creates, 1);
+        self.count_state(&state);
+        self.inner.save(state, ttl).await
+    }
+
+    async fn update(
+        &self,
+        key: actix_session::storage::SessionKey,
+        state: ActixState,
+        ttl: &actix_web::cookie::time::Duration,
+    ) -> Result<actix_session::storage::SessionKey, actix_session::storage::UpdateError> {
+        Counters::add(&self.counters.writes, 1);
+        self.count_state(&state);
+        self.inner.update(key, state, ttl).await
+    }
+
+    async fn update_ttl(
+        &self,
+        key: &actix_session::storage::SessionKey,
+        ttl: &actix_web::cookie::time::Duration,
+    ) -> anyhow::Result<()> {
+        Counters::add(&self.counters.touches, 1);
+        self.inner.update_ttl(key, ttl).await
+    }
+
+    async fn delete(&self, key: &actix_session::storage::SessionKey) -> anyhow::Result<()> {
+        Counters::add(&self.counters.deletes, 1);
+        self.inner.delete(key).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

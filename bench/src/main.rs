@@ -1,5 +1,6 @@
 //! `cloakroom-bench`: Cloakroom under load against plain axum, tower-sessions and the
-//! original Tornado + pycket system.
+//! original Tornado + pycket system; and cloakroom-actix against plain actix-web and
+//! actix-session.
 //!
 //! ```text
 //! cargo run --release -p cloakroom-bench -- --quick      # ~5 minutes on 2 cores
@@ -30,6 +31,7 @@ mod redis_stats;
 mod report;
 mod run;
 mod serve;
+mod serve_actix;
 mod targets;
 
 use std::path::PathBuf;
@@ -48,7 +50,8 @@ const USAGE: &str =
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
        cloakroom-bench chart REPORT.txt OUT.svg
 servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-postgres \
-tower-sessions-memory tower-sessions-redis tornado-pycket
+tower-sessions-memory tower-sessions-redis tornado-pycket actix-plain \
+cloakroom-actix-memory cloakroom-actix-redis actix-session-redis actix-session-cookie
 workloads: read write blind-write new large";
 
 /// A command line that does not parse.
@@ -137,9 +140,13 @@ fn parse_plan(args: &[String]) -> anyhow::Result<run::Plan> {
                     .split(',')
                     .map(|s| s.parse::<Server>().map_err(|e| usage(e.to_string())))
                     .collect::<anyhow::Result<_>>()?;
-                // Ratios need their baseline in the same round.
-                if !plan.servers.contains(&Server::Plain) {
-                    plan.servers.insert(0, Server::Plain);
+                // Ratios need their baselines (`plain`, `actix-plain`) in the same round.
+                let baselines: Vec<Server> =
+                    plan.servers.iter().filter_map(|s| s.baseline()).collect();
+                for b in baselines.into_iter().rev() {
+                    if !plan.servers.contains(&b) {
+                        plan.servers.insert(0, b);
+                    }
                 }
             }
             "--workloads" => {
@@ -265,4 +272,42 @@ fn chart_command(args: &[String]) -> anyhow::Result<()> {
     let title = format!("requests/s per case ({how}, median over rounds)");
     report::chart(&rows, std::path::Path::new(out), &title)
         .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(list: &str) -> Vec<Server> {
+        let args: Vec<String> = ["--quick", "--servers", list]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        parse_plan(&args).map(|p| p.servers).unwrap_or_default()
+    }
+
+    #[test]
+    fn servers_bring_their_baselines() {
+        assert_eq!(
+            servers("cloakroom-actix-redis,actix-session-redis"),
+            [
+                Server::ActixPlain,
+                Server::CloakroomActixRedis,
+                Server::ActixSessionRedis
+            ]
+        );
+        assert_eq!(
+            servers("cloakroom-memory,cloakroom-actix-memory"),
+            [
+                Server::Plain,
+                Server::ActixPlain,
+                Server::CloakroomMemory,
+                Server::CloakroomActixMemory
+            ]
+        );
+        assert_eq!(
+            servers("actix-plain,cloakroom-actix-memory"),
+            [Server::ActixPlain, Server::CloakroomActixMemory]
+        );
+    }
 }

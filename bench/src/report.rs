@@ -100,12 +100,14 @@ pub(crate) struct Row {
     pub(crate) cmd_time: String,
     pub(crate) store_ops: Option<f64>,
     pub(crate) data_bytes: Option<f64>,
+    /// Requests/s over the baseline's, same round: `plain` for the axum servers,
+    /// `actix-plain` for the actix ones ([`Server::baseline`]).
     pub(crate) ratio_plain: Option<f64>,
     pub(crate) ratio_peer: Option<f64>,
     pub(crate) ratio_tornado: Option<f64>,
-    /// Server CPU per request minus plain's (same round).
+    /// Server CPU per request minus the baseline's (same round).
     pub(crate) cpu_over_plain_us: Option<f64>,
-    /// That, divided by the peer's CPU over plain (same round).
+    /// That, divided by the peer's CPU over its baseline (same round).
     pub(crate) cpu_over_plain_vs_peer: Option<f64>,
 }
 
@@ -169,23 +171,21 @@ impl Results {
                 .unwrap_or_default(),
             store_ops: med(&|x| x.store_ops),
             data_bytes: med(&|x| x.data_bytes),
-            ratio_plain: (s != Server::Plain)
-                .then(|| self.ratio(s, Server::Plain, w, |x, p| Some(x.rps / p.rps)))
-                .flatten(),
+            ratio_plain: s
+                .baseline()
+                .and_then(|b| self.ratio(s, b, w, |x, p| Some(x.rps / p.rps))),
             ratio_peer: s
                 .peer()
                 .and_then(|p| self.ratio(s, p, w, |x, y| Some(x.rps / y.rps))),
             ratio_tornado: (s == Server::CloakroomRedis)
                 .then(|| self.ratio(s, Server::TornadoPycket, w, |x, y| Some(x.rps / y.rps)))
                 .flatten(),
-            cpu_over_plain_us: (s != Server::Plain)
-                .then(|| self.ratio(s, Server::Plain, w, cpu_over))
-                .flatten(),
+            cpu_over_plain_us: s.baseline().and_then(|b| self.ratio(s, b, w, cpu_over)),
             // A ratio of two differences amplifies noise when taken per round, so this one is
             // the ratio of the two medians (each difference still taken within a round).
             cpu_over_plain_vs_peer: s.peer().and_then(|peer| {
-                let ours = self.ratio(s, Server::Plain, w, cpu_over)?;
-                let theirs = self.ratio(peer, Server::Plain, w, cpu_over)?;
+                let ours = self.ratio(s, s.baseline()?, w, cpu_over)?;
+                let theirs = self.ratio(peer, peer.baseline()?, w, cpu_over)?;
                 (theirs > 0.0).then(|| ours / theirs)
             }),
         }
@@ -593,5 +593,32 @@ mod tests {
             r.row(Server::CloakroomMemory, Workload::Read).ratio_plain,
             Some(0.5)
         );
+    }
+
+    #[test]
+    fn actix_servers_are_measured_against_actix_plain() {
+        let mut r = Results::default();
+        let s = |rps, cpu_us| {
+            Some(Sample {
+                rps,
+                cpu_us,
+                ..Sample::default()
+            })
+        };
+        let w = Workload::Read;
+        r.samples.insert((Server::Plain, w), vec![s(400.0, 5.0)]);
+        r.samples
+            .insert((Server::ActixPlain, w), vec![s(200.0, 10.0)]);
+        r.samples
+            .insert((Server::CloakroomActixRedis, w), vec![s(100.0, 16.0)]);
+        r.samples
+            .insert((Server::ActixSessionRedis, w), vec![s(50.0, 22.0)]);
+        let ours = r.row(Server::CloakroomActixRedis, w);
+        assert_eq!(ours.ratio_plain, Some(0.5));
+        assert_eq!(ours.ratio_peer, Some(2.0));
+        assert_eq!(ours.cpu_over_plain_us, Some(6.0));
+        assert_eq!(ours.cpu_over_plain_vs_peer, Some(0.5));
+        assert_eq!(r.row(Server::ActixSessionRedis, w).ratio_plain, Some(0.25));
+        assert_eq!(r.row(Server::ActixPlain, w).ratio_plain, None);
     }
 }

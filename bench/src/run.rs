@@ -292,7 +292,7 @@ fn measure_rounds(
         let shift = round % order.len().max(1);
         order.rotate_left(shift);
         for w in &plan.workloads {
-            for s in &order {
+            for s in order.iter().filter(|s| s.supports(*w)) {
                 let proc = procs.get_mut(s).expect("started above");
                 let mut retries = 0;
                 let sample = loop {

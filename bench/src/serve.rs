@@ -1,6 +1,7 @@
 //! `cloakroom-bench serve CASE`: one server under test, in a process of its own, on ONE tokio
 //! thread (a current-thread runtime), so the load generator has the other core and the
-//! server's CPU time can be read from `/proc/PID/stat`.
+//! server's CPU time can be read from `/proc/PID/stat`. The actix-web servers are in
+//! [`serve_actix`](crate::serve_actix) (one `HttpServer` worker).
 //!
 //! Every server answers the same routes (see [`Workload`](crate::cases::Workload)):
 //! `/init`, `/init-large`, `/read`, `/write`, `/blind-write`, `/new`, `/large`, plus
@@ -47,6 +48,9 @@ pub(crate) fn serve(case: Server, options: ServeOptions) -> anyhow::Result<()> {
         bail!("{case} is not served by this binary");
     }
     watch_parent();
+    if case.is_actix() {
+        return crate::serve_actix::serve(case, &options);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -143,7 +147,12 @@ async fn app(
             pool.wait_for_connect().await?;
             tower_sessions_app::app(tower_sessions_redis_store::RedisStore::new(pool), counters)
         }
-        Server::TornadoPycket => unreachable!("checked above"),
+        Server::TornadoPycket
+        | Server::ActixPlain
+        | Server::CloakroomActixMemory
+        | Server::CloakroomActixRedis
+        | Server::ActixSessionRedis
+        | Server::ActixSessionCookie => unreachable!("checked above"),
     })
 }
 
@@ -164,7 +173,7 @@ macro_rules! bench_routes {
 }
 
 /// A fresh value for every blind write, so no implementation can skip it as unchanged.
-fn next_value() -> u64 {
+pub(crate) fn next_value() -> u64 {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     SEQ.fetch_add(1, Ordering::Relaxed)
 }

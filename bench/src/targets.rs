@@ -108,6 +108,34 @@ pub(crate) fn checks(results: &Results) -> Vec<Check> {
         });
     }
     out.extend(cost_checks(results));
+    out.extend(actix_checks(results));
+    out
+}
+
+/// The actix-web targets (issue 16): cloakroom-actix on Redis against actix-session on the
+/// same Redis, and the CPU each adds over plain actix-web, side by side.
+fn actix_checks(results: &Results) -> Vec<Check> {
+    use Server::{ActixSessionRedis, CloakroomActixRedis};
+    use Workload::{New, Read, Write};
+    let row = |s, w| results.row(s, w);
+    let mut out = Vec::new();
+    for w in [Read, Write] {
+        let v = row(CloakroomActixRedis, w).ratio_peer;
+        out.push(Check {
+            what: format!("actix redis {w} >= 1.2x actix-session"),
+            measured: num(v, 2) + "x",
+            met: v.map(|x| x >= 1.2),
+        });
+    }
+    for w in [Read, Write, New] {
+        let ours = row(CloakroomActixRedis, w).cpu_over_plain_us;
+        let theirs = row(ActixSessionRedis, w).cpu_over_plain_us;
+        out.push(Check {
+            what: format!("actix redis {w}: CPU over actix-plain (us/req) <= actix-session's"),
+            measured: format!("{} vs {}", num(ours, 1), num(theirs, 1)),
+            met: ours.zip(theirs).map(|(a, b)| a <= b),
+        });
+    }
     out
 }
 

@@ -147,6 +147,14 @@ where
         let on_error = self.on_error.clone();
         Box::pin(async move {
             let mut res = fut.await?;
+            // A request that needs no store operation to commit (one that only read its
+            // session, or had none) is done here, without the commit's async lock.
+            if let Some(outcome) = session.commit_now() {
+                if let Some(cookie) = outcome.set_cookie {
+                    add_cookie(res.headers_mut(), &cookie);
+                }
+                return Ok(res.map_into_left_body());
+            }
             let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
             match session.commit(user_agent).await {
                 Ok(outcome) => {
