@@ -104,6 +104,7 @@ mod builder;
 mod codec;
 mod conn;
 mod index;
+mod options;
 pub mod pycket;
 mod reconnect;
 mod scan;

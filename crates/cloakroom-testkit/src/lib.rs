@@ -293,6 +293,7 @@ pub mod browser;
 pub mod postgres_server;
 pub mod probe;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod sentinel_server;
 mod spawn;
