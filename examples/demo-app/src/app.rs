@@ -55,12 +55,14 @@ impl Demo {
         let https = origin_is_https(&config.origin)?;
         let hosts = AllowedHosts::new(&config.origin, &config.allowed_hosts)?;
         let pycket = pycket_secret(&config)?;
-        let store = cloakroom::store::open(&config.store)
-            .await
-            .context("cannot open the session store")?;
+        // The users first: they create their database file private (0600) before the session
+        // store, which may share it (the default), opens it; SQLite would create it 0644.
         let users = Users::open(&config.users)
             .await
             .context("cannot open the users database")?;
+        let store = cloakroom::store::open(&config.store)
+            .await
+            .context("cannot open the session store")?;
         let keys = match &config.keys {
             Some(list) => KeyRing::from_base64_list(list).context("bad --keys / CLOAKROOM_KEYS")?,
             None => match users.path() {
