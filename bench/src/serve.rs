@@ -178,7 +178,8 @@ pub(crate) fn next_value() -> u64 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-fn large_value() -> String {
+/// The value of each of the `large` session's fields.
+pub(crate) fn large_value() -> String {
     "x".repeat(LARGE_VALUE_LEN)
 }
 
@@ -207,11 +208,46 @@ mod cloakroom {
     }
 
     async fn init(s: Session) -> Reply {
+        workloads::init(&s).await
+    }
+
+    async fn init_large(s: Session) -> Reply {
+        workloads::init_large(&s).await
+    }
+
+    async fn read(s: Session) -> Reply {
+        workloads::read(&s).await
+    }
+
+    async fn write(s: Session) -> Reply {
+        workloads::write(&s).await
+    }
+
+    async fn blind_write(s: Session) -> Reply {
+        workloads::blind_write(&s).await
+    }
+
+    async fn new(s: Session) -> Reply {
+        workloads::new(&s).await
+    }
+}
+
+/// What each workload does with a Cloakroom session, written once for the axum and the
+/// actix-web servers (both hand their handlers the core's `Session`), so the two measure
+/// the same work.
+pub(crate) mod workloads {
+    use super::{LARGE_KEYS, large_value, next_value};
+    use cloakroom_core::Session;
+    use cloakroom_core::session::Error;
+
+    type Reply = Result<String, Error>;
+
+    pub(crate) async fn init(s: &Session) -> Reply {
         s.set("counter", &0u64).await?;
         Ok("0".into())
     }
 
-    async fn init_large(s: Session) -> Reply {
+    pub(crate) async fn init_large(s: &Session) -> Reply {
         let value = large_value();
         for i in 0..LARGE_KEYS {
             s.set(&format!("blob{i:02}"), &value).await?;
@@ -219,23 +255,23 @@ mod cloakroom {
         Ok("0".into())
     }
 
-    async fn read(s: Session) -> Reply {
+    pub(crate) async fn read(s: &Session) -> Reply {
         let n: Option<u64> = s.get("counter").await?;
         Ok(n.unwrap_or(0).to_string())
     }
 
-    async fn write(s: Session) -> Reply {
+    pub(crate) async fn write(s: &Session) -> Reply {
         let n: u64 = s.get("counter").await?.unwrap_or(0) + 1;
         s.set("counter", &n).await?;
         Ok(n.to_string())
     }
 
-    async fn blind_write(s: Session) -> Reply {
+    pub(crate) async fn blind_write(s: &Session) -> Reply {
         s.set("last", &next_value()).await?;
         Ok("0".into())
     }
 
-    async fn new(s: Session) -> Reply {
+    pub(crate) async fn new(s: &Session) -> Reply {
         s.set("counter", &1u64).await?;
         Ok("1".into())
     }

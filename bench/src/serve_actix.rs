@@ -24,9 +24,9 @@ use cloakroom_core::{Key, KeyRing, MemoryStore};
 use cloakroom_redis::RedisStore;
 use tokio::sync::OnceCell;
 
-use crate::cases::{LARGE_KEYS, LARGE_VALUE_LEN, Server};
+use crate::cases::{LARGE_KEYS, Server};
 use crate::counting::{Counters, CountingActixStore, CountingStore};
-use crate::serve::{ServeOptions, next_value};
+use crate::serve::{ServeOptions, large_value, next_value, workloads};
 
 /// Runs an actix server for `case` until the parent process exits.
 pub(crate) fn serve(case: Server, options: &ServeOptions) -> anyhow::Result<()> {
@@ -130,10 +130,6 @@ macro_rules! actix_routes {
     };
 }
 
-fn large_value() -> String {
-    "x".repeat(LARGE_VALUE_LEN)
-}
-
 /// The ceiling: the same routes with no session middleware.
 mod plain {
     use super::*;
@@ -159,37 +155,27 @@ mod cloakroom_app {
     }
 
     async fn init(s: Session) -> Reply {
-        s.set("counter", &0u64).await?;
-        Ok("0".into())
+        Ok(workloads::init(&s).await?)
     }
 
     async fn init_large(s: Session) -> Reply {
-        let value = large_value();
-        for i in 0..LARGE_KEYS {
-            s.set(&format!("blob{i:02}"), &value).await?;
-        }
-        Ok("0".into())
+        Ok(workloads::init_large(&s).await?)
     }
 
     async fn read(s: Session) -> Reply {
-        let n: Option<u64> = s.get("counter").await?;
-        Ok(n.unwrap_or(0).to_string())
+        Ok(workloads::read(&s).await?)
     }
 
     async fn write(s: Session) -> Reply {
-        let n: u64 = s.get("counter").await?.unwrap_or(0) + 1;
-        s.set("counter", &n).await?;
-        Ok(n.to_string())
+        Ok(workloads::write(&s).await?)
     }
 
     async fn blind_write(s: Session) -> Reply {
-        s.set("last", &next_value()).await?;
-        Ok("0".into())
+        Ok(workloads::blind_write(&s).await?)
     }
 
     async fn new(s: Session) -> Reply {
-        s.set("counter", &1u64).await?;
-        Ok("1".into())
+        Ok(workloads::new(&s).await?)
     }
 }
 
