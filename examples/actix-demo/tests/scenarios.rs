@@ -207,7 +207,7 @@ async fn sessions_list_and_revoke() {
             .collect();
         assert_eq!(handles.len(), 3, "{demo:?}: {page}");
         assert!(
-            page.contains("scenario-test"),
+            page.contains(cloakroom_testkit::demo_client::USER_AGENT),
             "{demo:?}: the user agent is listed"
         );
 

@@ -4,13 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use cloakroom_testkit::demo_client::{client, me, post};
 use cloakroom_testkit::postgres_server::PostgresServer;
 use cloakroom_testkit::process::ServerProcess;
 use reqwest::StatusCode;
-
-mod over_http;
-
-use over_http::{client, me, post};
 
 async fn start_demo(dir: &std::path::Path, store: &str) -> ServerProcess {
     let users = format!("sqlite://{}", dir.join("users.db").display());
@@ -42,7 +39,8 @@ async fn a_postgres_outage_is_503s_then_recovers_without_a_restart() {
             "/register",
             &[("name", "ada"), ("password", "analytical")]
         )
-        .await,
+        .await
+        .status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(me(&c, &base).await.0, StatusCode::OK);
@@ -115,7 +113,8 @@ async fn two_demo_processes_share_logins_through_postgres() {
             "/register",
             &[("name", "lin"), ("password", "distributed")]
         )
-        .await,
+        .await
+        .status(),
         StatusCode::SEE_OTHER
     );
     // ...used and modified through B (cookies are per host, not per port: one jar).
@@ -125,7 +124,9 @@ async fn two_demo_processes_share_logins_through_postgres() {
         (StatusCode::OK, Some("lin"))
     );
     assert_eq!(
-        post(&c, &b.base(), "/notes", &[("text", "written on B")]).await,
+        post(&c, &b.base(), "/notes", &[("text", "written on B")])
+            .await
+            .status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(
@@ -134,7 +135,7 @@ async fn two_demo_processes_share_logins_through_postgres() {
     );
     // A logout on A is seen by B.
     assert_eq!(
-        post(&c, &a.base(), "/logout", &[]).await,
+        post(&c, &a.base(), "/logout", &[]).await.status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(me(&c, &b.base()).await.0, StatusCode::UNAUTHORIZED);

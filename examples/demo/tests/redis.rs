@@ -4,13 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use cloakroom_testkit::demo_client::{client, me, post};
 use cloakroom_testkit::process::ServerProcess;
 use cloakroom_testkit::redis_server::RedisServer;
 use reqwest::StatusCode;
-
-mod over_http;
-
-use over_http::{client, me, post};
 
 async fn start_demo(dir: &std::path::Path, redis: &RedisServer, keys: &str) -> ServerProcess {
     let store = format!("redis://127.0.0.1:{}/5?timeout_ms=500", redis.port());
@@ -39,7 +36,8 @@ async fn a_redis_outage_is_503s_then_recovers_without_a_restart() {
             "/register",
             &[("name", "ada"), ("password", "analytical")]
         )
-        .await,
+        .await
+        .status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(me(&c, &base).await.0, StatusCode::OK);
@@ -85,7 +83,8 @@ async fn a_redis_outage_is_503s_then_recovers_without_a_restart() {
             "/login",
             &[("name", "ada"), ("password", "analytical")]
         )
-        .await,
+        .await
+        .status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(me(&c, &base).await.1["name"], "ada");
@@ -107,7 +106,8 @@ async fn two_demo_processes_share_sessions_through_redis() {
             "/register",
             &[("name", "lin"), ("password", "distributed")]
         )
-        .await,
+        .await
+        .status(),
         StatusCode::SEE_OTHER
     );
     // ...used and modified through B (cookies are per host, not per port: one jar).
@@ -117,7 +117,9 @@ async fn two_demo_processes_share_sessions_through_redis() {
         (StatusCode::OK, Some("lin"))
     );
     assert_eq!(
-        post(&c, &b.base(), "/notes", &[("text", "written on B")]).await,
+        post(&c, &b.base(), "/notes", &[("text", "written on B")])
+            .await
+            .status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(
@@ -126,7 +128,7 @@ async fn two_demo_processes_share_sessions_through_redis() {
     );
     // A logout on A is seen by B.
     assert_eq!(
-        post(&c, &a.base(), "/logout", &[]).await,
+        post(&c, &a.base(), "/logout", &[]).await.status(),
         StatusCode::SEE_OTHER
     );
     assert_eq!(me(&c, &b.base()).await.0, StatusCode::UNAUTHORIZED);
