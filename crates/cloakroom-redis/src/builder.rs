@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use cloakroom_core::store::Result;
+use cloakroom_core::store::{Error, ErrorKind, Result};
 
 use crate::conn::{Conn, Resolved, StoreOptions, Target, redact, take_options};
+use crate::near::NearCache;
+use crate::reconnect::Tracking;
 use crate::scan::glob_escape;
 use crate::store::{Inner, RedisStore};
 
@@ -53,6 +55,25 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Keeps up to `records` session records in process memory, kept correct by Redis's
+    /// invalidation messages (default 0: no near-cache; URL option `cache=N`). A cached
+    /// read costs no Redis command. Needs RESP3 and `CLIENT TRACKING` (Redis 6 or later);
+    /// not for a Cluster. See the [crate docs](crate#near-cache) for the guarantees.
+    pub fn near_cache(mut self, records: usize) -> Self {
+        self.options.cache = Some(records);
+        self
+    }
+
+    /// The near-cache's staleness bound (default [`DEFAULT_CACHE_MAX_STALE`](crate::DEFAULT_CACHE_MAX_STALE), 1 s; URL option
+    /// `cache_max_stale_ms`): a cached record is served only while its connection had a
+    /// reply from Redis within this, so a change another instance made is never served
+    /// longer than this after Redis committed it, even if invalidations are held up.
+    /// Must not be zero.
+    pub fn near_cache_max_stale(mut self, bound: Duration) -> Self {
+        self.options.cache_max_stale = Some(bound);
+        self
+    }
+
     /// Connects and returns the store.
     ///
     /// # Errors
@@ -66,22 +87,40 @@ impl RedisStoreBuilder {
             connections,
             tls,
             wait,
+            cache,
+            cache_max_stale,
         } = self.options.resolve(from_url, 1)?;
+        let url = if cache > 0 {
+            resp3_for_cache(&url)?
+        } else {
+            url
+        };
         let target = Target::parse(&url, &tls, timeout)?;
+        if cache > 0 && matches!(target, Target::Cluster(_)) {
+            let message = "cache=N (the near-cache) needs one master (redis://, rediss://, \
+                           redis+sentinel://), not a Cluster";
+            return Err(Error::new(ErrorKind::Config, message));
+        }
         if wait > 0 && matches!(target, Target::Cluster(_)) {
             let message = "wait=N needs one master (redis://, redis+sentinel://), not a Cluster";
-            return Err(cloakroom_core::store::Error::new(
-                cloakroom_core::store::ErrorKind::Config,
-                message,
-            ));
+            return Err(Error::new(ErrorKind::Config, message));
         }
         let shown_url = redact(&self.url);
+        let near = (cache > 0).then(|| {
+            Arc::new(NearCache::new(
+                cache,
+                connections,
+                format!("{prefix}s:"),
+                cache_max_stale,
+            ))
+        });
         let mut conns = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            conns.push(Conn::open(&target, timeout, &shown_url).await?);
+        for index in 0..connections {
+            let track = near.clone().map(|cache| Tracking { cache, index });
+            conns.push(Conn::open_tracked(&target, timeout, &shown_url, track).await?);
         }
         let scan_pattern = format!("{}s:*", glob_escape(&prefix));
-        Ok(RedisStore {
+        let store = RedisStore {
             inner: Arc::new(Inner {
                 conns: conns.into_boxed_slice(),
                 next: AtomicUsize::new(0),
@@ -91,9 +130,36 @@ impl RedisStoreBuilder {
                 shown_url,
                 cluster: matches!(target, Target::Cluster(_)),
                 wait,
+                near,
             }),
-        })
+        };
+        if store.inner.near.is_some() {
+            tokio::spawn(crate::cached::heartbeat(Arc::downgrade(&store.inner)));
+        }
+        Ok(store)
     }
+}
+
+/// `url` (the store's own options taken out) speaking RESP3, which the near-cache's
+/// invalidation messages need; an explicit `protocol=resp2` is a configuration error.
+fn resp3_for_cache(url: &str) -> Result<String> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mut resp3 = false;
+    for pair in query.split('&') {
+        match pair {
+            "protocol=3" | "protocol=resp3" => resp3 = true,
+            p if p.starts_with("protocol=") => {
+                let message = "cache=N (the near-cache) needs RESP3: drop protocol=resp2";
+                return Err(Error::new(ErrorKind::Config, message));
+            }
+            _ => {}
+        }
+    }
+    Ok(match (resp3, url.contains('?')) {
+        (true, _) => url.to_owned(),
+        (false, true) => format!("{url}&protocol=resp3"),
+        (false, false) => format!("{url}?protocol=resp3"),
+    })
 }
 
 impl RedisStore {

@@ -21,7 +21,7 @@ use redis::{
 
 use crate::options::config;
 pub(crate) use crate::options::{Resolved, StoreOptions, TlsOptions, redact, take_options};
-use crate::reconnect::Reconnecting;
+use crate::reconnect::{Reconnecting, Tracking};
 
 /// Backoff between a Cluster client's connection attempts: from this...
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
@@ -215,6 +215,17 @@ impl Conn {
     /// within `timeout`, and with [`ErrorKind::Config`] when it refuses the credentials or
     /// its TLS certificate is not accepted (or ours is not).
     pub(crate) async fn open(target: &Target, timeout: Duration, shown: &str) -> Result<Conn> {
+        Conn::open_tracked(target, timeout, shown, None).await
+    }
+
+    /// [`Conn::open`] for a connection that serves a near-cache (`track`; one server or a
+    /// Sentinel service's master, over RESP3).
+    pub(crate) async fn open_tracked(
+        target: &Target,
+        timeout: Duration,
+        shown: &str,
+        track: Option<Tracking>,
+    ) -> Result<Conn> {
         let unavailable = |e: Option<RedisError>| {
             let err = Error::new(
                 ErrorKind::Unavailable,
@@ -228,13 +239,15 @@ impl Conn {
         let connect = async {
             match target {
                 Target::Standalone(client) => {
-                    let conn = Reconnecting::new(client.clone(), connection_config(timeout));
+                    let conn =
+                        Reconnecting::tracked(client.clone(), connection_config(timeout), track);
                     conn.connect().await.map(|()| Conn::Standalone(conn))
                 }
                 Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
                 // sentinel: the same self-healing connection, to the master the sentinels name
                 Target::Sentinel(sentinel) => {
-                    let conn = Reconnecting::new(sentinel.clone(), connection_config(timeout));
+                    let conn =
+                        Reconnecting::tracked(sentinel.clone(), connection_config(timeout), track);
                     conn.connect().await.map(|()| Conn::Standalone(conn))
                 }
             }
@@ -297,6 +310,10 @@ pub(crate) fn open_error(
     let mapped = map_error(e.clone(), "connect");
     match mapped.kind() {
         ErrorKind::Unavailable | ErrorKind::Timeout => unavailable(Some(e)),
+        // Our own set-up refused (e.g. the near-cache's CLIENT TRACKING): say what it was.
+        ErrorKind::Config if e.kind() == redis::ErrorKind::InvalidClientConfig => {
+            Error::new(ErrorKind::Config, format!("Redis at {shown}: {e}")).with_source(e)
+        }
         ErrorKind::Config => Error::new(
             ErrorKind::Config,
             format!("Redis at {shown} refused the connection (credentials, database or Sentinel service name?)"),

@@ -101,9 +101,11 @@
 //! `pycket+rediss://`, with the same options).
 
 mod builder;
+mod cached;
 mod codec;
 mod conn;
 mod index;
+mod near;
 mod options;
 pub mod pycket;
 mod reconnect;
@@ -123,6 +125,10 @@ pub const DEFAULT_PREFIX: &str = "cloakroom:";
 /// The default bound on every command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The near-cache's default staleness bound: a cached record is served only while its
+/// connection had a reply from Redis within this (URL option `cache_max_stale_ms`).
+pub const DEFAULT_CACHE_MAX_STALE: Duration = Duration::from_secs(1);
+
 /// How many requests one operation keeps in flight at once (listings, user revocation).
 pub(crate) const FAN_OUT: usize = 128;
 
@@ -139,4 +145,5 @@ pub(crate) const PRUNE_FROM: i64 = 32;
 pub(crate) const PRUNE_EVERY: i64 = 16;
 
 pub use crate::builder::RedisStoreBuilder;
+pub use crate::near::NearCacheStats;
 pub use crate::store::RedisStore;

@@ -13,8 +13,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Query parameters that go on to redis-rs (everything else is the store's or refused).
 const REDIS_RS_OPTIONS: [&str; 4] = ["protocol", "db", "user", "pass"];
 
+/// Query parameters of a Sentinel URL only (the sentinels' own credentials), checked by
+/// [`Sentinel::parse`](crate::sentinel::Sentinel::parse).
+const SENTINEL_OPTIONS: [&str; 2] = ["sentinel_username", "sentinel_password"];
+
 /// The store's own query parameters.
-const STORE_OPTIONS: [&str; 9] = [
+const STORE_OPTIONS: [&str; 11] = [
     "prefix",
     "timeout_ms",
     "connections",
@@ -24,6 +28,8 @@ const STORE_OPTIONS: [&str; 9] = [
     "key",
     "insecure_skip_verify",
     "wait", // sentinel helper: WAIT after writes
+    "cache",
+    "cache_max_stale_ms",
 ];
 
 /// A configuration error with `message`.
@@ -152,6 +158,10 @@ pub(crate) struct StoreOptions {
     pub(crate) tls: TlsOptions,
     /// Replicas every write must reach (`WAIT`; URL only, `wait=N`; sentinel helper).
     pub(crate) wait: Option<u32>,
+    /// Records the near-cache keeps (`cache=N`; 0: no near-cache).
+    pub(crate) cache: Option<usize>,
+    /// The near-cache's staleness bound (`cache_max_stale_ms`).
+    pub(crate) cache_max_stale: Option<Duration>,
 }
 
 /// [`StoreOptions`] in force.
@@ -162,6 +172,8 @@ pub(crate) struct Resolved {
     pub(crate) connections: usize,
     pub(crate) tls: TlsOptions,
     pub(crate) wait: u32,
+    pub(crate) cache: usize,
+    pub(crate) cache_max_stale: Duration,
 }
 
 impl StoreOptions {
@@ -197,6 +209,15 @@ impl StoreOptions {
                 fallback.tls
             },
             wait: self.wait.or(fallback.wait).unwrap_or(0),
+            cache: self.cache.or(fallback.cache).unwrap_or(0),
+            cache_max_stale: match self.cache_max_stale.or(fallback.cache_max_stale) {
+                Some(d) if d.is_zero() => {
+                    let message = "the near-cache's staleness bound must not be zero";
+                    return Err(Error::new(ErrorKind::Config, message));
+                }
+                Some(d) => d,
+                None => crate::DEFAULT_CACHE_MAX_STALE,
+            },
         })
     }
 }
@@ -223,6 +244,16 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
             "connections" | "max_connections" => {
                 options.connections = Some(v.parse().map_err(|_| bad(k))?);
             }
+            "cache" => {
+                options.cache = Some(
+                    v.parse()
+                        .map_err(|_| bad("cache (records, e.g. cache=10000)"))?,
+                )
+            }
+            "cache_max_stale_ms" => {
+                let ms: u64 = v.parse().map_err(|_| bad("cache_max_stale_ms"))?;
+                options.cache_max_stale = Some(Duration::from_millis(ms));
+            }
             "wait" => {
                 options.wait = Some(v.parse().map_err(|_| bad("wait (replicas, e.g. wait=1)"))?)
             }
@@ -237,6 +268,19 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
                 }
             }
             k if REDIS_RS_OPTIONS.contains(&k) => rest.push(pair),
+            k if SENTINEL_OPTIONS.contains(&k) => {
+                let sentinel = base
+                    .split_once("://")
+                    .is_some_and(|(s, _)| s.to_ascii_lowercase().ends_with("+sentinel"));
+                if !sentinel {
+                    return Err(config(format!(
+                        "{k} is for Sentinel URLs (redis+sentinel://, rediss+sentinel://, \
+                         pycket+redis+sentinel://), not {}",
+                        redact(url)
+                    )));
+                }
+                rest.push(pair);
+            }
             _ => {
                 // A name that is not a plain word is not shown: in a malformed URL
                 // (`redis://u:pa?ss@host`) the "option" is the rest of a password.
@@ -250,10 +294,11 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
                     "(name not shown: it may hold part of a password)".to_owned()
                 };
                 return Err(config(format!(
-                    "unknown option {shown} in Redis URL {} (known: {}, {})",
+                    "unknown option {shown} in Redis URL {} (known: {}, {}, {})",
                     redact(url),
                     STORE_OPTIONS.join(", "),
-                    REDIS_RS_OPTIONS.join(", ")
+                    REDIS_RS_OPTIONS.join(", "),
+                    SENTINEL_OPTIONS.join(", ")
                 )));
             }
         }
@@ -267,7 +312,7 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
 }
 
 /// Decodes `%XX` escapes (and `+` as a space); `None` for bad escapes or non-UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {

@@ -23,6 +23,7 @@ use futures_util::future::{BoxFuture, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushKind, RedisError, RedisFuture, Value};
 
+use crate::near::NearCache;
 use crate::sentinel::{Source, demoted}; // sentinel
 
 type Connecting = Shared<BoxFuture<'static, Result<Live, RedisError>>>;
@@ -51,6 +52,16 @@ struct State {
     db: i64,
     slot: Mutex<Slot>,
     generation: AtomicU64,
+    /// The near-cache this connection serves, and its index among the store's connections.
+    track: Option<Tracking>,
+}
+
+/// A connection's part in a near-cache: `CLIENT TRACKING ON NOLOOP` on every new connection,
+/// pushes handed to the cache, replies proving the connection fresh ([`crate::near`]).
+#[derive(Clone)]
+pub(crate) struct Tracking {
+    pub(crate) cache: Arc<NearCache>,
+    pub(crate) index: usize,
 }
 
 /// A multiplexed connection that reconnects by itself; see the [module docs](self).
@@ -72,6 +83,15 @@ impl Reconnecting {
     /// A connection to the server `client` names, made with `config` (timeouts); connects on
     /// first use ([`Reconnecting::connect`]).
     pub(crate) fn new(client: impl Into<Source>, config: AsyncConnectionConfig) -> Reconnecting {
+        Reconnecting::tracked(client, config, None)
+    }
+
+    /// [`Reconnecting::new`], serving the near-cache `track` names (RESP3 only).
+    pub(crate) fn tracked(
+        client: impl Into<Source>,
+        config: AsyncConnectionConfig,
+        track: Option<Tracking>,
+    ) -> Reconnecting {
         let client = client.into(); // sentinel
         let db = client.db(); // sentinel
         Reconnecting {
@@ -81,6 +101,7 @@ impl Reconnecting {
                 db,
                 slot: Mutex::new(Slot::Empty),
                 generation: AtomicU64::new(0),
+                track,
             }),
         }
     }
@@ -114,6 +135,7 @@ impl Reconnecting {
                         self.shared.client.clone(),
                         self.shared.config.clone(),
                         generation,
+                        self.shared.track.clone(),
                     )
                     .boxed()
                     .shared();
@@ -137,26 +159,48 @@ impl Reconnecting {
 }
 
 /// One connection attempt. The push sender marks the connection dead when redis-rs reports
-/// it closed.
+/// it closed, and hands invalidations to the near-cache if there is one; with a near-cache,
+/// tracking is switched on before the connection is used.
 async fn open(
     client: Source, // sentinel
     config: AsyncConnectionConfig,
     generation: u64,
+    track: Option<Tracking>,
 ) -> Result<Live, RedisError> {
     let dead = Arc::new(AtomicBool::new(false));
     let resp3 = client.resp3(); // sentinel
     let config = if resp3 {
         let flag = dead.clone();
+        let cache = track.as_ref().map(|t| t.cache.clone());
         config.set_push_sender(move |info: redis::PushInfo| {
             if info.kind == PushKind::Disconnection {
+                // Dead first, then flushed: no read can be cached from this connection now.
                 flag.store(true, Ordering::Relaxed);
+            }
+            if let Some(cache) = &cache {
+                cache.on_push(&info);
             }
             Ok::<(), std::convert::Infallible>(())
         })
     } else {
         config
     };
-    let conn = client.connect(&config).await?; // sentinel: asks the sentinels first
+    let mut conn = client.connect(&config).await?; // sentinel: asks the sentinels first
+    if track.is_some() {
+        let mut tracking = redis::cmd("CLIENT");
+        tracking.arg("TRACKING").arg("ON").arg("NOLOOP");
+        if let Err(e) = tracking.query_async::<Value>(&mut conn).await {
+            if kills_connection(&e) {
+                return Err(e);
+            }
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the near-cache (cache=N) needs CLIENT TRACKING: Redis 6 or later, RESP3, \
+                 and the command allowed (some managed services disable it)",
+                e.to_string(),
+            )));
+        }
+    }
     Ok(Live {
         conn,
         dead,
@@ -166,14 +210,35 @@ async fn open(
 }
 
 impl Live {
-    fn check<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+    fn check<T>(
+        &self,
+        result: Result<T, RedisError>,
+        track: Option<&Tracking>,
+    ) -> Result<T, RedisError> {
         if let Err(e) = &result {
             if kills_connection(e) || (self.follows_master && demoted(e)) {
                 tracing::debug!(generation = self.generation, error = %e, "Redis connection lost");
                 self.dead.store(true, Ordering::Relaxed);
+                if let Some(track) = track {
+                    track.cache.flush("connection to Redis lost");
+                }
             }
         }
         result
+    }
+}
+
+impl Reconnecting {
+    /// The time a command is sent, for the near-cache's freshness proof (0 without a cache).
+    fn sent(&self) -> u64 {
+        self.shared.track.as_ref().map_or(0, |t| t.cache.now_ms())
+    }
+
+    /// A reply came for a command sent at `sent`: the connection is proven fresh up to then.
+    fn answered<T>(&self, sent: u64, result: &Result<T, RedisError>) {
+        if let (Some(track), Ok(_)) = (&self.shared.track, result) {
+            track.cache.proven(track.index, sent);
+        }
     }
 }
 
@@ -181,8 +246,10 @@ impl ConnectionLike for Reconnecting {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let mut live = self.live().await?;
+            let sent = self.sent();
             let result = live.conn.req_packed_command(cmd).await;
-            live.check(result)
+            self.answered(sent, &result);
+            live.check(result, self.shared.track.as_ref())
         })
     }
 
@@ -194,8 +261,10 @@ impl ConnectionLike for Reconnecting {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let mut live = self.live().await?;
+            let sent = self.sent();
             let result = live.conn.req_packed_commands(cmd, offset, count).await;
-            live.check(result)
+            self.answered(sent, &result);
+            live.check(result, self.shared.track.as_ref())
         })
     }
 

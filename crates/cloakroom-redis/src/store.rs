@@ -15,9 +15,11 @@ use cloakroom_core::store::{
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
 
+use crate::cached::invalidating;
 use crate::codec::{bytes, decode_record, int, items};
 use crate::conn::{Conn, bounded};
 use crate::index::Members;
+use crate::near::NearCache;
 use crate::{FAN_OUT, PRUNE_EVERY, PRUNE_FROM, codec, scripts};
 
 /// Sessions in Redis (standalone or Cluster).
@@ -39,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) cluster: bool,
     /// Replicas every write must reach (`?wait=N`, 0: none); see [`crate::wait`].
     pub(crate) wait: u32,
+    /// The near-cache (`?cache=N`), if any; see [`crate::near`].
+    pub(crate) near: Option<Arc<NearCache>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -106,7 +110,7 @@ impl RedisStore {
         key: &str,
         args: &[Vec<u8>],
     ) -> Result<Value> {
-        let conn = self.conn();
+        let (_, conn) = self.conn_for(key);
         if self.inner.wait > 0 {
             // `?wait=N`: the write and `WAIT N` in one pipeline on one connection.
             let (wait, timeout) = (self.inner.wait, self.inner.timeout);
@@ -198,6 +202,9 @@ fn applied(reply: Value) -> Result<Applied> {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        if let Some(near) = &self.inner.near {
+            return self.load_near(near, key).await;
+        }
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.session_key(key));
         decode_record(self.query("load", cmd).await?, Timestamp::now())
@@ -248,10 +255,9 @@ impl SessionStore for RedisStore {
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         let args = codec::apply_args(patch, Timestamp::now());
-        applied(
-            self.script("apply", &scripts::APPLY, &self.session_key(key), &args)
-                .await?,
-        )
+        let rkey = self.session_key(key);
+        let write = self.script("apply", &scripts::APPLY, &rkey, &args);
+        applied(invalidating(self.inner.near.as_ref(), &rkey, write).await?)
     }
 
     async fn touch(
@@ -262,17 +268,17 @@ impl SessionStore for RedisStore {
     ) -> Result<Applied> {
         let args = [Timestamp::now(), last_seen, expires_at]
             .map(|t| t.as_millis().to_string().into_bytes());
-        applied(
-            self.script("touch", &scripts::TOUCH, &self.session_key(key), &args)
-                .await?,
-        )
+        let rkey = self.session_key(key);
+        let write = self.script("touch", &scripts::TOUCH, &rkey, &args);
+        applied(invalidating(self.inner.near.as_ref(), &rkey, write).await?)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let now = Timestamp::now().as_millis().to_string().into_bytes();
-        let reply = self
-            .script("delete", &scripts::DELETE, &self.session_key(key), &[now])
-            .await?;
+        let rkey = self.session_key(key);
+        let args = [now];
+        let write = self.script("delete", &scripts::DELETE, &rkey, &args);
+        let reply = invalidating(self.inner.near.as_ref(), &rkey, write).await?;
         let mut fields = items(reply)?.into_iter();
         let (Some(live), Some(has_user), Some(user)) =
             (fields.next(), fields.next(), fields.next())
@@ -320,6 +326,17 @@ impl SessionStore for RedisStore {
             })
             .collect();
         let now = Timestamp::now().as_millis().to_string();
+        // The near-cache forgets them before and after (as for one `delete`).
+        let cached: Vec<String> = match &self.inner.near {
+            Some(_) => keys.iter().flatten().map(|k| self.session_key(k)).collect(),
+            None => Vec::new(),
+        };
+        let forget = || {
+            if let Some(near) = &self.inner.near {
+                cached.iter().for_each(|k| near.invalidate(k));
+            }
+        };
+        forget();
         let replies = self
             .many("delete_user", keys.len(), |i, mut conn| {
                 let mut invocation = scripts::DELETE_OWNED.prepare_invoke();
@@ -331,7 +348,9 @@ impl SessionStore for RedisStore {
                 invocation.arg(&now).arg(user);
                 async move { invocation.invoke_async::<Value>(&mut conn).await }
             })
-            .await?;
+            .await;
+        forget();
+        let replies = replies?;
         let mut deleted = 0;
         for reply in replies {
             if int(reply)? == 1 {

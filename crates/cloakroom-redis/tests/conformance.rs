@@ -33,6 +33,15 @@ async fn standalone_store() -> Arc<dyn SessionStore> {
     open(RedisServer::shared().url(), "standalone").await
 }
 
+/// With the near-cache on (`cache=N`), over `connections` connections (keys routed).
+async fn cached_store(connections: usize) -> Arc<dyn SessionStore> {
+    let url = format!(
+        "{}?cache=64&connections={connections}",
+        RedisServer::shared().url()
+    );
+    open(url, "cached").await
+}
+
 async fn cluster_store() -> Arc<dyn SessionStore> {
     open(RedisCluster::shared().url(), "cluster").await
 }
@@ -42,6 +51,20 @@ mod standalone {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(standalone_store(), purge = Purge::EngineExpires);
+}
+
+/// Against one Redis server, with the near-cache on.
+mod standalone_cached {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(cached_store(1), purge = Purge::EngineExpires);
+}
+
+/// With the near-cache on and three connections (every key routed to one of them).
+mod standalone_cached_three_connections {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(cached_store(3), purge = Purge::EngineExpires);
 }
 
 /// Against a Redis Cluster of three masters.

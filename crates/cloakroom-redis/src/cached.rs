@@ -1,0 +1,152 @@
+//! The store's operations with a near-cache ([`crate::near`]): loads answered from process
+//! memory when they can be, writes that keep the cache from ever showing this instance its
+//! own stale data, key routing, and the heartbeat.
+
+use std::sync::{Arc, Weak};
+
+use cloakroom_core::session::{SessionKey, Timestamp};
+use cloakroom_core::store::{Record, Result};
+use redis::Value;
+
+use crate::codec::decode_record;
+use crate::conn::{Conn, bounded};
+use crate::near::{Lookup, NearCache, NearCacheStats};
+use crate::store::{Inner, RedisStore};
+
+impl RedisStore {
+    /// The counters of the near-cache (`None` when the store has none, i.e. without
+    /// `cache=N`): hits, misses, invalidations, flushes and what they count.
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.inner.near.as_ref().map(|near| near.stats())
+    }
+
+    /// The connection (and its index) for the Redis key `key`. With a near-cache every
+    /// command on one key goes over one connection, so its replies and Redis's
+    /// invalidations of it arrive in one ordered stream; otherwise round-robin.
+    pub(crate) fn conn_for(&self, key: &str) -> (usize, Conn) {
+        let conns = &self.inner.conns;
+        if conns.len() == 1 {
+            return (0, conns[0].clone());
+        }
+        let index = if self.inner.near.is_some() {
+            // The key ends in a base64 handle of a hash: spread by its last bytes.
+            let b = key.as_bytes();
+            let spread = b
+                .iter()
+                .rev()
+                .take(4)
+                .fold(0usize, |a, &x| a * 64 + usize::from(x));
+            spread % conns.len()
+        } else {
+            self.inner
+                .next
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % conns.len()
+        };
+        (index, conns[index].clone())
+    }
+
+    /// `load` with the near-cache: a live cached record costs no command; otherwise one
+    /// `HGETALL`, whose reply is cached unless the key was invalidated while it was in flight.
+    pub(crate) async fn load_near(
+        &self,
+        near: &NearCache,
+        key: &SessionKey,
+    ) -> Result<Option<Record>> {
+        let rkey = self.session_key(key);
+        let (index, conn) = self.conn_for(&rkey);
+        match near.get(&rkey, index, Timestamp::now()) {
+            Lookup::Hit(record) => return Ok(Some(record)),
+            Lookup::Expired => return Ok(None),
+            Lookup::Miss => {}
+        }
+        let token = near.begin(&rkey);
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(&rkey);
+        let reply = bounded(self.inner.timeout, "load", || {
+            let mut conn = conn.clone();
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<Value>(&mut conn).await }
+        })
+        .await;
+        let decoded = reply.and_then(|v| decode_record(v, Timestamp::now()));
+        match &decoded {
+            Ok(Some(record)) => near.fill(&rkey, token, record.clone()),
+            // Gone (not cached: a new session may take the key), or failed.
+            _ => near.abandon(&rkey, token),
+        }
+        decoded
+    }
+}
+
+/// Runs `write` on the session key `rkey` with the near-cache `near` kept honest: the key is
+/// removed before the write is sent (this instance must not read the old record while it is
+/// in flight) and again once it is done, however it ended (a write that timed out may still
+/// run).
+pub(crate) async fn invalidating<T>(
+    near: Option<&Arc<NearCache>>,
+    rkey: &str,
+    write: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(near) = near else {
+        return write.await;
+    };
+    near.invalidate(rkey);
+    let result = write.await;
+    near.invalidate(rkey);
+    result
+}
+
+/// Keeps the store's connections proven fresh while nothing else is sent on them (a
+/// `PING` when one has had no reply for a quarter of the staleness bound), and drops the
+/// cache when one has had none for three times the bound. Ends when the store is dropped.
+pub(crate) async fn heartbeat(store: Weak<Inner>) {
+    let Some(period) = store
+        .upgrade()
+        .and_then(|s| s.near.as_ref().map(|n| n.max_stale() / 4))
+    else {
+        return;
+    };
+    let period = period.max(std::time::Duration::from_millis(1));
+    let mut flushed = Vec::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = store.upgrade() else { return };
+        let Some(near) = inner.near.clone() else {
+            return;
+        };
+        let bound = u64::try_from(near.max_stale().as_millis()).unwrap_or(u64::MAX);
+        let quiet = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
+        let conns = inner.conns.clone();
+        let timeout = inner.timeout;
+        drop(inner);
+        flushed.resize(conns.len(), false);
+        let pings = conns.iter().enumerate().map(|(index, conn)| {
+            let near = near.clone();
+            let silent = near.unproven_for(index);
+            let flush = silent != u64::MAX && silent > bound.saturating_mul(3) && !flushed[index];
+            async move {
+                if flush {
+                    near.flush("no reply from Redis for three times the staleness bound");
+                }
+                if silent > quiet {
+                    near.count_heartbeat();
+                    let mut conn = conn.clone();
+                    let ping = redis::cmd("PING");
+                    let _ =
+                        tokio::time::timeout(timeout, ping.query_async::<Value>(&mut conn)).await;
+                }
+                flush
+            }
+        });
+        let outcomes = futures_util::future::join_all(pings).await;
+        for (index, flush) in outcomes.into_iter().enumerate() {
+            // One flush per silence: counted again only after a reply came.
+            flushed[index] = if near.unproven_for(index) <= bound {
+                false
+            } else {
+                flushed[index] || flush
+            };
+        }
+    }
+}

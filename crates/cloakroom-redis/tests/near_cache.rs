@@ -1,0 +1,336 @@
+//! The near-cache (`?cache=N`) against real Redis servers: cached reads cost no command,
+//! this instance never reads its own stale data, another instance's writes and logouts
+//! reach it through Redis's invalidations (the window is printed), a flush or a restart of
+//! Redis drops it, a silent connection stops it from serving, bad options fail at open.
+//! (The conformance suite runs with the cache on in tests/conformance.rs.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
+use cloakroom_redis::RedisStore;
+use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn unique_prefix() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "near-{}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn new_key() -> SessionKey {
+    SessionId::generate().key()
+}
+
+fn record(value: &str) -> Record {
+    let now = Timestamp::now();
+    let mut r = Record::new(now, now.plus(HOUR));
+    r.data.insert("v".into(), value.into());
+    r
+}
+
+fn value(r: &Option<Record>) -> Option<&str> {
+    r.as_ref().and_then(|r| r.data.get("v")).map(String::as_str)
+}
+
+fn set(v: &str) -> Patch {
+    let now = Timestamp::now();
+    Patch::new(now, now.plus(HOUR)).set("v", v)
+}
+
+/// Two stores on one server and prefix: A with the near-cache (`options` added to the URL),
+/// B without.
+async fn pair(server: &RedisServer, options: &str) -> (RedisStore, RedisStore) {
+    let prefix = unique_prefix();
+    let a = RedisStore::builder(format!("{}?cache=1000{options}", server.url()))
+        .prefix(&prefix)
+        .build()
+        .await
+        .expect("open A");
+    let b = RedisStore::builder(server.url())
+        .prefix(&prefix)
+        .build()
+        .await
+        .expect("open B");
+    (a, b)
+}
+
+#[tokio::test]
+async fn cached_reads_cost_no_redis_command() {
+    let server = RedisServer::start();
+    let (a, _b) = pair(&server, "").await;
+    let key = new_key();
+    assert_eq!(a.create(&key, &record("1")).await.unwrap(), Created::Done);
+    assert_eq!(value(&a.load(&key).await.unwrap()), Some("1"));
+    server.reset_stats();
+    for _ in 0..200 {
+        assert_eq!(value(&a.load(&key).await.unwrap()), Some("1"));
+    }
+    let sent = server.commands_sent();
+    assert!(
+        sent.iter().all(|c| c == "ping"),
+        "cached reads sent commands: {sent:?}"
+    );
+    let stats = a.near_cache_stats().expect("stats");
+    assert!(stats.hits >= 200, "{stats:?}");
+    assert_eq!(stats.misses, 1, "{stats:?}");
+    // A store without `cache=` has no near-cache.
+    assert!(_b.near_cache_stats().is_none());
+}
+
+#[tokio::test]
+async fn this_instance_never_reads_its_own_stale_data() {
+    let server = RedisServer::start();
+    let (a, _b) = pair(&server, "&connections=2").await;
+    let key = new_key();
+    a.create(&key, &record("0")).await.unwrap();
+    for i in 1..=200 {
+        assert_eq!(
+            value(&a.load(&key).await.unwrap()).map(str::to_owned),
+            Some((i - 1).to_string())
+        );
+        assert_eq!(
+            a.apply(&key, &set(&i.to_string())).await.unwrap(),
+            Applied::Done
+        );
+        assert_eq!(
+            value(&a.load(&key).await.unwrap()).map(str::to_owned),
+            Some(i.to_string())
+        );
+    }
+    let later = Timestamp::now().plus(Duration::from_secs(7200));
+    assert_eq!(
+        a.touch(&key, Timestamp::now(), later).await.unwrap(),
+        Applied::Done
+    );
+    let loaded = a.load(&key).await.unwrap().expect("live");
+    assert_eq!(loaded.meta.expires_at, later);
+    assert!(a.delete(&key).await.unwrap());
+    assert_eq!(a.load(&key).await.unwrap(), None);
+}
+
+/// Polls `a` every millisecond until `done` holds for what it loads; returns how long it took.
+async fn window(
+    a: &RedisStore,
+    key: &SessionKey,
+    done: impl Fn(&Option<Record>) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if done(&a.load(key).await.unwrap()) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "A never saw B's change"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn another_instances_write_and_logout_reach_the_cache() {
+    let server = RedisServer::start();
+    let (a, b) = pair(&server, "").await;
+    let key = new_key();
+    b.create(&key, &record("from B")).await.unwrap();
+    assert_eq!(value(&a.load(&key).await.unwrap()), Some("from B"));
+    assert_eq!(
+        value(&a.load(&key).await.unwrap()),
+        Some("from B"),
+        "cached"
+    );
+
+    let written = Instant::now();
+    b.apply(&key, &set("note from B")).await.unwrap();
+    let seen = window(&a, &key, |r| value(r) == Some("note from B")).await;
+    println!(
+        "write on B seen by A after {:?} (B's write took {:?})",
+        seen,
+        written.elapsed() - seen
+    );
+
+    assert_eq!(value(&a.load(&key).await.unwrap()), Some("note from B"));
+    assert!(b.delete(&key).await.unwrap());
+    let gone = window(&a, &key, Option::is_none).await;
+    println!("logout on B refused by A after {gone:?}");
+    // Once anything came back on A's connection, the invalidation is certainly applied.
+    a.ping().await.unwrap();
+    assert_eq!(a.load(&key).await.unwrap(), None);
+    let stats = a.near_cache_stats().unwrap();
+    assert!(stats.remote_invalidations >= 2, "{stats:?}");
+}
+
+/// B changes a record as fast as it can from four tasks while A reads it in a loop; once B
+/// has stopped and a reply has come back on A's connection, A must read Redis's value. A
+/// read whose reply was cached after the invalidation that followed it (the race redis-rs's
+/// own cache has) would stay stale until the session expires.
+#[tokio::test]
+async fn reads_racing_writes_never_leave_a_stale_record() {
+    let server = RedisServer::start();
+    let (a, b) = pair(&server, "").await;
+    let key = new_key();
+    b.create(&key, &record("0")).await.unwrap();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (b, key, counter) = (b.clone(), key, counter.clone());
+            tokio::spawn(async move {
+                for _ in 0..400 {
+                    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                    b.apply(&key, &set(&n.to_string())).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let (a, key) = (a.clone(), key);
+        tokio::spawn(async move {
+            let mut loads = 0;
+            while loads < 3000 {
+                a.load(&key).await.unwrap();
+                loads += 1;
+                if loads % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    reader.await.unwrap();
+    let in_redis = b.load(&key).await.unwrap();
+    a.ping().await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(value(&a.load(&key).await.unwrap()), value(&in_redis));
+    }
+    println!("{:?}", a.near_cache_stats().unwrap());
+}
+
+#[tokio::test]
+async fn a_flushed_database_empties_the_cache() {
+    let server = RedisServer::start();
+    let (a, _b) = pair(&server, "").await;
+    let key = new_key();
+    a.create(&key, &record("1")).await.unwrap();
+    assert!(a.load(&key).await.unwrap().is_some());
+    assert!(matches!(server.command(&["FLUSHDB"]), Ok(Resp::Simple(_))));
+    a.ping().await.unwrap();
+    assert_eq!(a.load(&key).await.unwrap(), None);
+    assert!(a.near_cache_stats().unwrap().flushes >= 1);
+}
+
+#[tokio::test]
+async fn a_redis_restart_drops_the_cache() {
+    let server = RedisServer::start();
+    let (a, _b) = pair(&server, "&timeout_ms=500").await;
+    let key = new_key();
+    a.create(&key, &record("1")).await.unwrap();
+    assert!(a.load(&key).await.unwrap().is_some());
+    // Restarted while A's runtime runs (as a server restarting under a live app would be):
+    // the closed connection is noticed at once.
+    let server = Arc::new(server);
+    let restarting = server.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap();
+    // The restarted server is empty: A must never answer with the old record again.
+    let start = Instant::now();
+    loop {
+        match a.load(&key).await {
+            Ok(None) => break,
+            Ok(Some(r)) => panic!("stale record served after a Redis restart: {r:?}"),
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+                "{e}"
+            ),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.near_cache_stats().unwrap().flushes >= 1);
+}
+
+/// With Redis paused (as a network stall would), no reply proves the connection fresh: the
+/// cache stops serving once the staleness bound has passed.
+#[tokio::test]
+async fn a_silent_connection_stops_the_cache_within_the_bound() {
+    let server = RedisServer::start();
+    let (a, _b) = pair(&server, "&cache_max_stale_ms=200&timeout_ms=400").await;
+    let key = new_key();
+    a.create(&key, &record("1")).await.unwrap();
+    assert!(a.load(&key).await.unwrap().is_some());
+    assert!(a.load(&key).await.unwrap().is_some(), "cached");
+    assert!(matches!(
+        server.command(&["CLIENT", "PAUSE", "3000", "ALL"]),
+        Ok(Resp::Simple(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let hits = a.near_cache_stats().unwrap().hits;
+    let outcome = a.load(&key).await;
+    assert_eq!(
+        a.near_cache_stats().unwrap().hits,
+        hits,
+        "served while unproven"
+    );
+    assert!(outcome.is_err(), "Redis is paused: {outcome:?}");
+    let _ = server.command(&["CLIENT", "UNPAUSE"]);
+    // Afterwards it serves again.
+    let start = Instant::now();
+    while a.load(&key).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+    assert!(a.load(&key).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn bad_cache_options_fail_at_open() {
+    let server = RedisServer::shared();
+    for options in [
+        "?cache=x",
+        "?cache=5&protocol=resp2",
+        "?cache=5&cache_max_stale_ms=0",
+        "?cache=5&cache_max_stale_ms=soon",
+    ] {
+        let err = RedisStore::open(&format!("{}{options}", server.url()))
+            .await
+            .expect_err(options);
+        assert_eq!(err.kind(), ErrorKind::Config, "{options}: {err}");
+    }
+    let cluster = RedisCluster::shared();
+    let err = RedisStore::open(&format!("{}?cache=5", cluster.url()))
+        .await
+        .expect_err("cluster");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("Cluster"), "{err}");
+    let err = cloakroom_redis::PycketStore::open(&format!("pycket+{}?cache=5", server.url()))
+        .await
+        .expect_err("pycket");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("pycket"), "{err}");
+
+    // A user not allowed CLIENT TRACKING (as on services that disable it).
+    let own = RedisServer::start();
+    let acl = [
+        "ACL", "SETUSER", "notrack", "on", ">pw", "~*", "+@all", "-client",
+    ];
+    assert!(matches!(own.command(&acl), Ok(Resp::Simple(_))));
+    let url = format!("redis://notrack:pw@127.0.0.1:{}/0?cache=5", own.port());
+    let err = RedisStore::open(&url).await.expect_err("no tracking");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("CLIENT TRACKING"), "{err}");
+    // The same user without the cache is fine.
+    RedisStore::open(&format!("redis://notrack:pw@127.0.0.1:{}/0", own.port()))
+        .await
+        .expect("open without cache");
+}
