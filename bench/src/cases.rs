@@ -14,6 +14,8 @@ pub(crate) enum Server {
     CloakroomSqlite,
     /// Cloakroom on `RedisStore` (one multiplexed connection, the default).
     CloakroomRedis,
+    /// Cloakroom on `RedisStore` with the near-cache on (`?cache=100000`).
+    CloakroomRedisCache,
     /// Cloakroom on `PostgresStore` (opened by `store::open` from a `postgres://` URL, its
     /// defaults: a pool of 8 connections), on a PostgreSQL the harness starts.
     CloakroomPostgres,
@@ -29,6 +31,8 @@ pub(crate) enum Server {
     CloakroomActixMemory,
     /// cloakroom-actix's `SessionMiddleware` on `RedisStore`.
     CloakroomActixRedis,
+    /// cloakroom-actix's `SessionMiddleware` on `RedisStore` with the near-cache on.
+    CloakroomActixRedisCache,
     /// actix-session 0.11 on its `RedisSessionStore` (redis-rs `ConnectionManager`).
     ActixSessionRedis,
     /// actix-session 0.11 on its `CookieSessionStore` (the whole state in the cookie): a
@@ -38,11 +42,12 @@ pub(crate) enum Server {
 
 impl Server {
     /// Every server, in report order.
-    pub(crate) const ALL: [Server; 13] = [
+    pub(crate) const ALL: [Server; 15] = [
         Server::Plain,
         Server::CloakroomMemory,
         Server::CloakroomSqlite,
         Server::CloakroomRedis,
+        Server::CloakroomRedisCache,
         Server::CloakroomPostgres,
         Server::TowerSessionsMemory,
         Server::TowerSessionsRedis,
@@ -50,6 +55,7 @@ impl Server {
         Server::ActixPlain,
         Server::CloakroomActixMemory,
         Server::CloakroomActixRedis,
+        Server::CloakroomActixRedisCache,
         Server::ActixSessionRedis,
         Server::ActixSessionCookie,
     ];
@@ -61,6 +67,7 @@ impl Server {
             Server::CloakroomMemory => "cloakroom-memory",
             Server::CloakroomSqlite => "cloakroom-sqlite",
             Server::CloakroomRedis => "cloakroom-redis",
+            Server::CloakroomRedisCache => "cloakroom-redis-cache",
             Server::CloakroomPostgres => "cloakroom-postgres",
             Server::TowerSessionsMemory => "tower-sessions-memory",
             Server::TowerSessionsRedis => "tower-sessions-redis",
@@ -68,6 +75,7 @@ impl Server {
             Server::ActixPlain => "actix-plain",
             Server::CloakroomActixMemory => "cloakroom-actix-memory",
             Server::CloakroomActixRedis => "cloakroom-actix-redis",
+            Server::CloakroomActixRedisCache => "cloakroom-actix-redis-cache",
             Server::ActixSessionRedis => "actix-session-redis",
             Server::ActixSessionCookie => "actix-session-cookie",
         }
@@ -78,9 +86,11 @@ impl Server {
         matches!(
             self,
             Server::CloakroomRedis
+                | Server::CloakroomRedisCache
                 | Server::TowerSessionsRedis
                 | Server::TornadoPycket
                 | Server::CloakroomActixRedis
+                | Server::CloakroomActixRedisCache
                 | Server::ActixSessionRedis
         )
     }
@@ -97,6 +107,7 @@ impl Server {
             Server::ActixPlain
                 | Server::CloakroomActixMemory
                 | Server::CloakroomActixRedis
+                | Server::CloakroomActixRedisCache
                 | Server::ActixSessionRedis
                 | Server::ActixSessionCookie
         )
@@ -132,8 +143,12 @@ impl Server {
     pub(crate) fn peer(self) -> Option<Server> {
         match self {
             Server::CloakroomMemory => Some(Server::TowerSessionsMemory),
-            Server::CloakroomRedis => Some(Server::TowerSessionsRedis),
-            Server::CloakroomActixRedis => Some(Server::ActixSessionRedis),
+            Server::CloakroomRedis | Server::CloakroomRedisCache => {
+                Some(Server::TowerSessionsRedis)
+            }
+            Server::CloakroomActixRedis | Server::CloakroomActixRedisCache => {
+                Some(Server::ActixSessionRedis)
+            }
             _ => None,
         }
     }

@@ -109,6 +109,12 @@ fn stats_routes(counters: Arc<Counters>) -> Router {
         .with_state(counters)
 }
 
+/// The Redis URL with the near-cache on, large enough for every session of a run.
+pub(crate) fn with_near_cache(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}cache=100000")
+}
+
 async fn app(
     case: Server,
     options: &ServeOptions,
@@ -125,6 +131,10 @@ async fn app(
         }
         Server::CloakroomRedis => {
             let store = RedisStore::open(&redis_url()?).await?;
+            cloakroom::app(Arc::new(store), counters)
+        }
+        Server::CloakroomRedisCache => {
+            let store = RedisStore::open(&with_near_cache(&redis_url()?)).await?;
             cloakroom::app(Arc::new(store), counters)
         }
         Server::CloakroomPostgres => {
@@ -151,6 +161,7 @@ async fn app(
         | Server::ActixPlain
         | Server::CloakroomActixMemory
         | Server::CloakroomActixRedis
+        | Server::CloakroomActixRedisCache
         | Server::ActixSessionRedis
         | Server::ActixSessionCookie => unreachable!("checked above"),
     })

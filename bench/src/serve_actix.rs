@@ -47,6 +47,9 @@ pub(crate) fn serve(case: Server, options: &ServeOptions) -> anyhow::Result<()> 
         Server::ActixPlain => Case::Plain,
         Server::CloakroomActixMemory => cloakroom(Arc::new(MemoryStore::new()))?,
         Server::CloakroomActixRedis => cloakroom(Arc::new(LazyRedis::new(redis_url()?)))?,
+        Server::CloakroomActixRedisCache => cloakroom(Arc::new(LazyRedis::new(
+            crate::serve::with_near_cache(&redis_url()?),
+        )))?,
         Server::ActixSessionRedis => Case::ActixSessionRedis(redis_url()?),
         Server::ActixSessionCookie => Case::ActixSessionCookie,
         other => anyhow::bail!("{other} is not an actix server"),

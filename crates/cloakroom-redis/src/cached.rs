@@ -5,10 +5,10 @@
 use std::sync::{Arc, Weak};
 
 use cloakroom_core::session::{SessionKey, Timestamp};
-use cloakroom_core::store::{Record, Result};
+use cloakroom_core::store::{Applied, Record, Result};
 use redis::Value;
 
-use crate::codec::decode_record;
+use crate::codec::{decode_record, int};
 use crate::conn::{Conn, bounded};
 use crate::near::{Lookup, NearCache, NearCacheStats};
 use crate::store::{Inner, RedisStore};
@@ -77,6 +77,41 @@ impl RedisStore {
         }
         decoded
     }
+
+    /// A write of one session with the near-cache: the record is taken out of the cache
+    /// before the write is sent; once Redis has done it, the record as the write left it
+    /// (`after(base)`, computed from the cached record it changed) is put back, unless an
+    /// invalidation came in between. The script is the tracked variant, which reads the key
+    /// after writing it so that Redis tracks it for us again.
+    pub(crate) async fn write_through(
+        &self,
+        near: &NearCache,
+        what: &'static str,
+        script: &'static redis::Script,
+        rkey: &str,
+        args: &[Vec<u8>],
+        after: impl FnOnce(Option<Record>) -> Option<Record>,
+    ) -> Result<Applied> {
+        let (token, base) = near.begin_write(rkey);
+        let result = self
+            .script(what, script, rkey, args)
+            .await
+            .and_then(applied);
+        match (&result, after(base)) {
+            (Ok(Applied::Done), Some(record)) => near.fill(rkey, token, record),
+            _ => near.abandon(rkey, token),
+        }
+        result
+    }
+}
+
+/// The reply of a script that changes a record: 1 when it did, 0 when the record was gone.
+pub(crate) fn applied(reply: Value) -> Result<Applied> {
+    Ok(if int(reply)? == 1 {
+        Applied::Done
+    } else {
+        Applied::Missing
+    })
 }
 
 /// Runs `write` on the session key `rkey` with the near-cache `near` kept honest: the key is
@@ -130,11 +165,10 @@ pub(crate) async fn heartbeat(store: Weak<Inner>) {
                     near.flush("no reply from Redis for three times the staleness bound");
                 }
                 if silent > quiet {
-                    near.count_heartbeat();
-                    let mut conn = conn.clone();
-                    let ping = redis::cmd("PING");
-                    let _ =
-                        tokio::time::timeout(timeout, ping.query_async::<Value>(&mut conn)).await;
+                    if let Conn::Standalone(conn) = conn {
+                        near.count_heartbeat();
+                        let _ = tokio::time::timeout(timeout, conn.heartbeat()).await;
+                    }
                 }
                 flush
             }

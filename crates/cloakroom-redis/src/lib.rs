@@ -22,9 +22,14 @@
 //! Each session is a hash `<prefix>s:<handle>` (the handle is
 //! [`SessionKey::to_handle`], a hash of the session id: the store never sees ids). Data
 //! field `name` is the hash field `d:name` holding the JSON text verbatim; metadata lives in
-//! `m:created`, `m:seen`, `m:exp` (milliseconds since the epoch), `m:user`, `m:ua` and
-//! `m:rem`. The key expires by `PEXPIREAT` at the record's expiry, so Redis drops dead
-//! sessions by itself and [`SessionStore::purge_expired`] is a no-op.
+//! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
+//! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
+//! remember me), `u` (user) and `a` (user agent). A one-field anonymous session is a
+//! 3-entry listpack of 48 bytes. Records written by earlier versions (metadata in
+//! `m:created`, `m:seen`, `m:exp`, `m:rem`, `m:user`, `m:ua`) are still read, patched,
+//! touched and deleted, and keep that layout until they expire. The key expires by
+//! `PEXPIREAT` at the record's expiry, so Redis drops dead sessions by itself and
+//! [`SessionStore::purge_expired`] is a no-op.
 //!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` of handles. Entries of sessions
 //! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`],
@@ -49,6 +54,11 @@
 //!   an ACL user, `user:password`; with `requirepass`, `:password`.
 //! - `redis+cluster://[user:password@]host:port,host:port` and, over TLS,
 //!   `rediss+cluster://...`: a Redis Cluster from any reachable nodes as seeds.
+//! - `redis+sentinel://[user:password@]host:port,host:port/SERVICE/db` and, over TLS (to the
+//!   sentinels and the servers), `rediss+sentinel://...`: the master of `SERVICE` as the
+//!   sentinels name it, found again after a failover (no restart). `user:password` are the
+//!   servers'; sentinels with a password of their own take `sentinel_password=` (and
+//!   `sentinel_username=` for an ACL user) in the query.
 //!
 //! Query options (an unknown one is an error at open, so a misspelt `ca=` can never fall
 //! back to weaker settings unnoticed):
@@ -62,6 +72,10 @@
 //! | `cert=PATH&key=PATH` | client certificate chain and key, PEM, for mutual TLS |
 //! | `insecure_skip_verify=true` | **development only**: do not verify the server at all |
 //! | `protocol=resp3` | speak RESP3 (default RESP2); `db`, `user`, `pass` for Unix sockets |
+//! | `cache=N` | keep up to N records in process memory ([near-cache](#near-cache)), default 0 |
+//! | `cache_max_stale_ms=1000` | the near-cache's staleness bound W |
+//! | `sentinel_password=P` | Sentinel URLs only: the sentinels' own password (`requirepass`) |
+//! | `sentinel_username=U` | Sentinel URLs only: the sentinels' ACL user (with `sentinel_password`) |
 //!
 //! TLS verifies the server's certificate and name against the system's root certificates
 //! (read through `rustls-native-certs`; `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured), or
@@ -93,12 +107,48 @@
 //!
 //! Needs Redis 6.2 or later (tested with 7).
 //!
+//! # Near-cache
+//!
+//! `cache=N` (or [`RedisStoreBuilder::near_cache`]) keeps up to N session records in process
+//! memory, so a request that only reads its session costs **no Redis command**. It is made
+//! correct by Redis's server-assisted client-side caching: each connection runs `CLIENT
+//! TRACKING ON NOLOOP` (RESP3, which the option turns on; Redis 6 or later), so Redis pushes
+//! an invalidation on the connection that read a key when anyone else changes it. The rules:
+//!
+//! - **This instance never reads its own stale data.** A write, delete or revocation on this
+//!   instance removes the record from the cache before it is sent and again once it is done
+//!   (also when it failed or timed out). A patch or touch that succeeded puts the record as
+//!   it wrote it back, so a read-then-write request costs one command; its script then reads
+//!   the key so that Redis keeps tracking it for us.
+//! - **Another instance's write or logout** is removed here when Redis's invalidation
+//!   arrives, normally well under a millisecond after Redis ran it (measured on loopback;
+//!   see BENCHMARKS.md). A read whose reply raced with an invalidation is not cached (a
+//!   marker per key, replaced by every invalidation, decides).
+//! - **A staleness bound W** (`cache_max_stale_ms`, default 1000): a cached record is served
+//!   only while its connection had a reply from Redis within W; a heartbeat `PING`s idle
+//!   connections. So a change Redis committed at `t` is never served by this instance after
+//!   `t + W`, even when the network holds invalidations up (a stalled or half-open
+//!   connection): **a revoked or logged-out session stops working on every instance within
+//!   W at most**, and in practice within the push delay.
+//! - **The whole cache is dropped** when a connection is lost (invalidations may have been
+//!   missed: Redis restarts, failovers), on `FLUSHDB`/`FLUSHALL`, and after 3W without any
+//!   reply.
+//! - **Expiry** is honoured locally: a cached record past its expiry is gone.
+//!
+//! With several connections, every command on one session goes over the same connection
+//! (its invalidations and replies arrive in one ordered stream). Memory: N records of the
+//! sessions' size. A Redis Cluster and the pycket store do not support it (a configuration
+//! error at open); providers that disable `CLIENT TRACKING` are refused at open with a
+//! message saying so. Counters: [`RedisStore::near_cache_stats`].
+//!
 //! # pycket's format
 //!
 //! [`PycketStore`] (module [`pycket`]) keeps sessions the way Tornado's pycket does (bare
 //! uuid keys, pickled dicts, notifications in a second database), so a Cloakroom app and a
 //! Tornado app share them: `pycket+redis://host:port/db?notifications_db=N` (over TLS
-//! `pycket+rediss://`, with the same options).
+//! `pycket+rediss://`, with the same options), or through Sentinel
+//! `pycket+redis+sentinel://host:port,host:port/SERVICE/db?notifications_db=N` (TLS:
+//! `pycket+rediss+sentinel://`), which follows a failover like `redis+sentinel://`.
 
 mod builder;
 mod cached;

@@ -242,6 +242,52 @@ impl Reconnecting {
     }
 }
 
+impl Reconnecting {
+    /// The near-cache's heartbeat on this connection: a `PING`, or, on a Sentinel service's
+    /// master, a `ROLE`. A server that no longer says it is the master (demoted in a failover
+    /// this connection did not notice, e.g. cut off from the sentinels) loses the connection
+    /// (the next command asks the sentinels again) and the cache its records.
+    pub(crate) async fn heartbeat(&self) {
+        let Ok(mut live) = self.live().await else {
+            return;
+        };
+        let sent = self.sent();
+        let track = self.shared.track.as_ref();
+        if !live.follows_master {
+            let result = redis::cmd("PING")
+                .query_async::<Value>(&mut live.conn)
+                .await;
+            self.answered(sent, &result);
+            let _ = live.check(result, track);
+            return;
+        }
+        let result = redis::cmd("ROLE")
+            .query_async::<Value>(&mut live.conn)
+            .await;
+        let master = match &result {
+            Ok(Value::Array(items)) => match items.first() {
+                Some(Value::BulkString(role)) => role.as_slice() == b"master",
+                Some(Value::SimpleString(role)) => role == "master",
+                _ => false,
+            },
+            _ => true, // an error is `check`'s business
+        };
+        if master {
+            self.answered(sent, &result);
+            let _ = live.check(result, track);
+        } else {
+            tracing::warn!(
+                generation = live.generation,
+                "the Redis server is no longer the master; asking the sentinels again"
+            );
+            live.dead.store(true, Ordering::Relaxed);
+            if let Some(track) = track {
+                track.cache.flush("the server is no longer the master");
+            }
+        }
+    }
+}
+
 impl ConnectionLike for Reconnecting {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {

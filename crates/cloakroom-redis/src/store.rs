@@ -15,11 +15,11 @@ use cloakroom_core::store::{
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
 
-use crate::cached::invalidating;
+use crate::cached::{applied, invalidating};
 use crate::codec::{bytes, decode_record, int, items};
 use crate::conn::{Conn, bounded};
 use crate::index::Members;
-use crate::near::NearCache;
+use crate::near::{NearCache, patched};
 use crate::{FAN_OUT, PRUNE_EVERY, PRUNE_FROM, codec, scripts};
 
 /// Sessions in Redis (standalone or Cluster).
@@ -103,7 +103,7 @@ impl RedisStore {
     }
 
     /// One script call on one key.
-    async fn script(
+    pub(crate) async fn script(
         &self,
         what: &'static str,
         script: &'static Script,
@@ -192,13 +192,6 @@ impl RedisStore {
     }
 }
 
-fn applied(reply: Value) -> Result<Applied> {
-    Ok(if int(reply)? == 1 {
-        Applied::Done
-    } else {
-        Applied::Missing
-    })
-}
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -256,8 +249,14 @@ impl SessionStore for RedisStore {
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         let args = codec::apply_args(patch, Timestamp::now());
         let rkey = self.session_key(key);
+        if let Some(near) = &self.inner.near {
+            let after = |base: Option<Record>| base.map(|b| patched(b, patch));
+            return self
+                .write_through(near, "apply", &scripts::APPLY_TRACKED, &rkey, &args, after)
+                .await;
+        }
         let write = self.script("apply", &scripts::APPLY, &rkey, &args);
-        applied(invalidating(self.inner.near.as_ref(), &rkey, write).await?)
+        applied(write.await?)
     }
 
     async fn touch(
@@ -269,8 +268,20 @@ impl SessionStore for RedisStore {
         let args = [Timestamp::now(), last_seen, expires_at]
             .map(|t| t.as_millis().to_string().into_bytes());
         let rkey = self.session_key(key);
+        if let Some(near) = &self.inner.near {
+            let after = |base: Option<Record>| {
+                base.map(|mut b| {
+                    b.meta.last_seen = last_seen;
+                    b.meta.expires_at = expires_at;
+                    b
+                })
+            };
+            return self
+                .write_through(near, "touch", &scripts::TOUCH_TRACKED, &rkey, &args, after)
+                .await;
+        }
         let write = self.script("touch", &scripts::TOUCH, &rkey, &args);
-        applied(invalidating(self.inner.near.as_ref(), &rkey, write).await?)
+        applied(write.await?)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {

@@ -214,6 +214,80 @@ async fn reads_racing_writes_never_leave_a_stale_record() {
     println!("{:?}", a.near_cache_stats().unwrap());
 }
 
+/// A write puts the record it wrote back in the cache (one command per read-then-write
+/// request), and Redis keeps telling A about the key afterwards: B's next write reaches A.
+#[tokio::test]
+async fn writes_go_through_and_stay_tracked() {
+    let server = RedisServer::start();
+    let (a, b) = pair(&server, "").await;
+    let key = new_key();
+    a.create(&key, &record("-")).await.unwrap();
+    // (The first write loads the script into Redis: `SCRIPT LOAD` after `NOSCRIPT`.)
+    a.apply(&key, &set("0")).await.unwrap();
+    assert_eq!(value(&a.load(&key).await.unwrap()), Some("0"));
+    for i in 1..=20 {
+        server.reset_stats();
+        assert_eq!(
+            value(&a.load(&key).await.unwrap()).map(str::to_owned),
+            Some((i - 1).to_string())
+        );
+        a.apply(&key, &set(&i.to_string())).await.unwrap();
+        let sent = server.commands_sent();
+        assert_eq!(sent, ["evalsha"], "read-then-write {i}");
+        // B changes what A just wrote: A must not keep serving its own write.
+        let theirs = format!("b{i}");
+        b.apply(&key, &set(&theirs)).await.unwrap();
+        a.ping().await.unwrap();
+        assert_eq!(value(&a.load(&key).await.unwrap()), Some(theirs.as_str()));
+        a.apply(&key, &set(&i.to_string())).await.unwrap();
+    }
+    // A touch goes through too.
+    let later = Timestamp::now().plus(Duration::from_secs(7200));
+    a.touch(&key, Timestamp::now(), later).await.unwrap();
+    server.reset_stats();
+    assert_eq!(a.load(&key).await.unwrap().unwrap().meta.expires_at, later);
+    assert!(server.commands_sent().is_empty());
+    // The absolute lifetime caps a written-through expiry as the script caps it in Redis.
+    let mut capped = set("capped");
+    capped.max_lifetime = Some(Duration::from_secs(60));
+    a.apply(&key, &capped).await.unwrap();
+    let cached = a.load(&key).await.unwrap().unwrap();
+    assert_eq!(Some(cached), b.load(&key).await.unwrap());
+}
+
+/// A and B both write the same record (different fields) as fast as they can while A reads
+/// it; afterwards A's view equals Redis's.
+#[tokio::test]
+async fn both_instances_writing_converge() {
+    let server = RedisServer::start();
+    let (a, b) = pair(&server, "").await;
+    let key = new_key();
+    a.create(&key, &record("0")).await.unwrap();
+    let tasks: Vec<_> = [("a", a.clone()), ("b", b.clone())]
+        .into_iter()
+        .flat_map(|(field, store)| {
+            (0..2).map(move |t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..300 {
+                        let now = Timestamp::now();
+                        let patch = Patch::new(now, now.plus(HOUR)).set(field, format!("{t}-{i}"));
+                        store.load(&key).await.unwrap();
+                        store.apply(&key, &patch).await.unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    a.ping().await.unwrap();
+    let in_redis = b.load(&key).await.unwrap();
+    assert_eq!(a.load(&key).await.unwrap(), in_redis);
+    println!("{:?}", a.near_cache_stats().unwrap());
+}
+
 #[tokio::test]
 async fn a_flushed_database_empties_the_cache() {
     let server = RedisServer::start();
