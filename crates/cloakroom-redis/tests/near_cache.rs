@@ -408,3 +408,56 @@ async fn bad_cache_options_fail_at_open() {
         .await
         .expect("open without cache");
 }
+
+/// Through Sentinel, a master demoted behind the store's back (here by hand; in real life
+/// a failover this instance's connection did not notice, e.g. while the old master was cut
+/// off from the sentinels) is caught by the heartbeat's `ROLE`: the connection and the
+/// cache are dropped, and A stops answering from a server that is no longer the master.
+#[tokio::test]
+async fn a_demoted_sentinel_master_is_dropped_by_the_heartbeat() {
+    use cloakroom_testkit::sentinel_server::SentinelTopology;
+    let topology = SentinelTopology::start();
+    let url = format!(
+        "{}?cache=100&cache_max_stale_ms=200&timeout_ms=500",
+        topology.url(0)
+    );
+    let a = RedisStore::builder(url)
+        .prefix(unique_prefix())
+        .build()
+        .await
+        .expect("open through the sentinels");
+    let key = new_key();
+    a.create(&key, &record("1")).await.unwrap();
+    assert!(a.load(&key).await.unwrap().is_some());
+    assert!(a.load(&key).await.unwrap().is_some(), "cached");
+    let master = topology.master_port();
+    let replica = topology
+        .servers()
+        .iter()
+        .map(RedisServer::port)
+        .find(|p| *p != master)
+        .unwrap();
+    let port = replica.to_string();
+    let demote = [
+        (replica, vec!["REPLICAOF", "NO", "ONE"]),
+        (master, vec!["REPLICAOF", "127.0.0.1", port.as_str()]),
+    ];
+    for (server, args) in demote {
+        let reply = topology.server(server).command(&args);
+        assert!(matches!(reply, Ok(Resp::Simple(_))), "{args:?}: {reply:?}");
+    }
+    // A few heartbeats (every W/4 = 50 ms while A is idle).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(a.near_cache_stats().unwrap().flushes >= 1);
+    let hits = a.near_cache_stats().unwrap().hits;
+    let outcome = a.load(&key).await;
+    assert_eq!(
+        a.near_cache_stats().unwrap().hits,
+        hits,
+        "served from the cache"
+    );
+    // The sentinels still name the old master (they notice in seconds): it refuses to be
+    // used as a master, so A answers "unavailable" instead of reading from a replica.
+    let err = outcome.expect_err("read from a demoted master");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
