@@ -5,7 +5,7 @@
 use std::sync::{Arc, Weak};
 
 use cloakroom_core::session::{SessionKey, Timestamp};
-use cloakroom_core::store::{Applied, Record, Result};
+use cloakroom_core::store::{Applied, Record, Result, StoreCounter};
 use redis::Value;
 
 use crate::codec::{decode_record, int};
@@ -18,6 +18,62 @@ impl RedisStore {
     /// `cache=N`): hits, misses, invalidations, flushes and what they count.
     pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
         self.inner.near.as_ref().map(|near| near.stats())
+    }
+
+    /// The near-cache's figures as store counters (none without a near-cache).
+    pub(crate) fn near_counters(&self) -> Vec<StoreCounter> {
+        let Some(s) = self.near_cache_stats() else {
+            return Vec::new();
+        };
+        let counter = |name, help, value| StoreCounter {
+            name,
+            help,
+            value,
+            gauge: false,
+        };
+        vec![
+            counter(
+                "cloakroom_redis_near_cache_hits_total",
+                "Session loads answered from the near-cache (no Redis command).",
+                s.hits,
+            ),
+            counter(
+                "cloakroom_redis_near_cache_misses_total",
+                "Session loads sent to Redis because the record was not cached.",
+                s.misses,
+            ),
+            counter(
+                "cloakroom_redis_near_cache_stale_bypasses_total",
+                "Loads sent to Redis because the connection had no reply within the staleness bound.",
+                s.stale_bypasses,
+            ),
+            counter(
+                "cloakroom_redis_near_cache_fills_refused_total",
+                "Replies not cached because the key was invalidated while they were in flight.",
+                s.fills_refused,
+            ),
+            counter(
+                "cloakroom_redis_near_cache_remote_invalidations_total",
+                "Records dropped because Redis said another client changed them.",
+                s.remote_invalidations,
+            ),
+            counter(
+                "cloakroom_redis_near_cache_flushes_total",
+                "Times the whole near-cache was dropped (lost connection, FLUSHDB, silence).",
+                s.flushes,
+            ),
+            counter(
+                "cloakroom_redis_near_cache_evictions_total",
+                "Records dropped to stay within the capacity.",
+                s.evictions,
+            ),
+            StoreCounter {
+                name: "cloakroom_redis_near_cache_entries",
+                help: "Records held in the near-cache now.",
+                value: s.entries,
+                gauge: true,
+            },
+        ]
     }
 
     /// The connection (and its index) for the Redis key `key`. With a near-cache every

@@ -392,4 +392,8 @@ impl SessionStore for RedisStore {
     async fn ping(&self) -> Result<()> {
         self.query("ping", redis::cmd("PING")).await.map(drop)
     }
+
+    fn counters(&self) -> Vec<cloakroom_core::store::StoreCounter> {
+        self.near_counters()
+    }
 }

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cloakroom::store::StoreCounter;
 use http::Method;
 
 /// Which kind of route a request hit.
@@ -165,6 +166,22 @@ impl Metrics {
             "Logins and registrations refused (503) because the password hashing queue was full.",
         );
         let _ = writeln!(out, "{name} {}", crate::passwords::queue_full_total());
+        out
+    }
+
+    /// The counters in the Prometheus text format, followed by the figures the session store
+    /// keeps about itself (the Redis near-cache's, when it is on).
+    pub fn render_with(&self, store: &[StoreCounter]) -> String {
+        let mut out = self.render();
+        for c in store {
+            let kind = if c.gauge { "gauge" } else { "counter" };
+            let name = c.name;
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} {kind}\n{name} {}",
+                c.help, c.value
+            );
+        }
         out
     }
 }

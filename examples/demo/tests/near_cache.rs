@@ -151,6 +151,23 @@ impl Setup {
             sent.iter().all(|name| name == "ping"),
             "50 cached reads on A sent {sent:?} (only heartbeat `ping`s are allowed)"
         );
+        // A's /metrics shows the near-cache's figures.
+        let metrics = self
+            .bare
+            .get(format!("{base_a}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let hits: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cloakroom_redis_near_cache_hits_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no near-cache hits in /metrics:\n{metrics}"));
+        assert!(hits >= 50, "{metrics}");
+        assert!(metrics.contains("# TYPE cloakroom_redis_near_cache_entries gauge\n"));
     }
 
     /// 2. A note written on B shows on A, which had the record cached.

@@ -61,7 +61,12 @@ pub fn app_js() -> Reply {
 /// `GET /metrics`: the counters, Prometheus text format.
 pub fn metrics(app: &AppState) -> Reply {
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    with_type(StatusCode::OK, content_type, app.metrics.render())
+    let store = app.engine.store().counters();
+    with_type(
+        StatusCode::OK,
+        content_type,
+        app.metrics.render_with(&store),
+    )
 }
 
 /// Any other path: the 404 page.
