@@ -143,8 +143,10 @@ fn cluster_client(
                 builder = builder.use_protocol(ProtocolVersion::RESP2);
             }
             _ => {
+                // Only the name: the value may be a password (`pass=...`).
+                let name = pair.split_once('=').map_or(pair, |(k, _)| k);
                 return Err(config(format!(
-                    "unsupported option {pair:?} for Redis Cluster in {shown}"
+                    "unsupported option {name:?} for Redis Cluster in {shown}"
                 )));
             }
         }
@@ -482,6 +484,12 @@ mod tests {
                 .unwrap_or_else(|| panic!("{bad} accepted"));
             assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
         }
+        // A refused option is named, its value (maybe a password) never shown.
+        let err = Target::parse("redis+cluster://a:1/?pass=s3cret", &none, T)
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(err.to_string().contains("\"pass\""), "{err}");
         let half = TlsOptions {
             cert: Some("/nonexistent/c.pem".into()),
             ..TlsOptions::default()

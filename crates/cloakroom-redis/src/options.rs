@@ -223,8 +223,9 @@ impl StoreOptions {
 }
 
 /// Splits the store's own options off `url`; `protocol`, `db`, `user` and `pass` stay for
-/// redis-rs, any other parameter is an [`ErrorKind::Config`] error (a misspelt `ca=` must not
-/// silently fall back to the system roots).
+/// redis-rs, `sentinel_username` and `sentinel_password` (Sentinel URLs only) for the
+/// sentinel parser, any other parameter is an [`ErrorKind::Config`] error (a misspelt `ca=`
+/// must not silently fall back to the system roots).
 pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
     let mut options = StoreOptions::default();
     let Some((base, query)) = url.split_once('?') else {

@@ -80,13 +80,9 @@ fn kills_connection(e: &RedisError) -> bool {
 }
 
 impl Reconnecting {
-    /// A connection to the server `client` names, made with `config` (timeouts); connects on
-    /// first use ([`Reconnecting::connect`]).
-    pub(crate) fn new(client: impl Into<Source>, config: AsyncConnectionConfig) -> Reconnecting {
-        Reconnecting::tracked(client, config, None)
-    }
-
-    /// [`Reconnecting::new`], serving the near-cache `track` names (RESP3 only).
+    /// A connection to the server `client` names, made with `config` (timeouts), serving the
+    /// near-cache `track` names if any (RESP3 only); connects on first use
+    /// ([`Reconnecting::connect`]).
     pub(crate) fn tracked(
         client: impl Into<Source>,
         config: AsyncConnectionConfig,

@@ -18,8 +18,15 @@
 //! lock around every reconnection). What we need is one command per sentinel and one per
 //! master, on redis-rs connections.
 //!
-//! The credentials in the URL are the servers'; the sentinels are asked without any (a
-//! sentinel with `requirepass` is not supported yet).
+//! The credentials before the `@` are the servers' (the master's and, after a failover, the
+//! promoted replica's). Sentinels that require a password of their own (`requirepass` or an
+//! ACL user in `sentinel.conf`) are given theirs in the query:
+//! `?sentinel_password=P`, or `?sentinel_username=U&sentinel_password=P` for an ACL user
+//! (the names go-redis, ioredis and Jedis use; percent-encode reserved characters). Every
+//! sentinel gets the same ones; without them the sentinels are asked without credentials.
+//! Both are checked when the store opens: a sentinel that refuses them is an
+//! [`ErrorKind::Config`] error naming that sentinel, not "unavailable". The password is
+//! masked (`***`) wherever the URL is shown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +37,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError, Value};
 
 use crate::conn::{TlsOptions, standalone_client};
+use crate::options::percent_decode;
 
 /// The port of a sentinel named without one.
 const DEFAULT_SENTINEL_PORT: u16 = 26379;
@@ -114,18 +122,11 @@ impl Sentinel {
                 ))
             })?,
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            if !pair.starts_with("protocol=") {
-                return Err(config(format!(
-                    "unsupported option {pair:?} for a sentinel URL in {shown}"
-                )));
-            }
-        }
-        let query = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{query}")
-        };
+        let Query {
+            passed_on: query,
+            username,
+            password,
+        } = Query::parse(query, shown)?;
         let scheme = if is_tls { "rediss" } else { "redis" };
         let with_port = |h: &str| {
             // `host:port`, `[v6]:port`; a bare host or `[v6]` gets the sentinel port.
@@ -143,7 +144,9 @@ impl Sentinel {
             .iter()
             .map(|h| {
                 let url = format!("{scheme}://{}/0{query}", with_port(h));
-                standalone_client(&url, tls, shown)
+                let client = standalone_client(&url, tls, shown)?;
+                with_credentials(client, username.as_deref(), password.as_deref())
+                    .map_err(|e| config(format!("bad sentinel in {shown}")).with_source(e))
             })
             .collect::<Result<Vec<_>>>()?;
         let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
@@ -245,6 +248,7 @@ impl Sentinel {
             .set_response_timeout(Some(inner.per_sentinel));
         let mut unknown = 0;
         let mut last_error = None;
+        let mut refused = None;
         for i in (0..n).map(|k| (first + k) % n) {
             let ask = async {
                 let mut conn = inner.sentinels[i]
@@ -262,12 +266,22 @@ impl Sentinel {
                     return Ok(address);
                 }
                 Ok(Ok(None)) => unknown += 1,
+                Ok(Err(e)) if refuses_credentials(&e) => {
+                    let sentinel = inner.sentinels[i].get_connection_info().addr().to_string();
+                    tracing::warn!(%sentinel, error = %e, "a sentinel refused the credentials");
+                    refused = Some(self.refusal(&sentinel, &e));
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(sentinel = i, error = %e, "a sentinel did not answer");
                     last_error = Some(e);
                 }
                 Err(_) => tracing::debug!(sentinel = i, "a sentinel did not answer in time"),
             }
+        }
+        // A sentinel that refused the credentials is a configuration error, whatever the
+        // others did: it is what needs fixing.
+        if let Some(refused) = refused {
+            return Err(refused);
         }
         if unknown == n {
             return Err(RedisError::from((
@@ -293,6 +307,120 @@ impl Sentinel {
             ))
         }))
     }
+
+    /// The error for a sentinel (at `addr`) that refused the credentials (`e`).
+    fn refusal(&self, addr: &str, e: &RedisError) -> RedisError {
+        let given = match self.inner.sentinels.first().map(|c| {
+            let settings = c.get_connection_info().redis_settings();
+            (settings.username().is_some(), settings.password().is_some())
+        }) {
+            Some((true, true)) => "sentinel_username and sentinel_password were given",
+            Some((false, true)) => "sentinel_password was given, no sentinel_username",
+            _ => "no sentinel_password was given",
+        };
+        RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "a sentinel refused the credentials",
+            format!(
+                "sentinel {addr} ({given}; the sentinels' own credentials go in \
+                 ?sentinel_username=U&sentinel_password=P): {e}"
+            ),
+        ))
+    }
+}
+
+/// The query of a sentinel URL, the store's own options already taken out.
+struct Query {
+    /// What goes on to every connection (`?protocol=...`), or nothing.
+    passed_on: String,
+    /// The sentinels' ACL user (`sentinel_username`).
+    username: Option<String>,
+    /// The sentinels' password (`sentinel_password`).
+    password: Option<String>,
+}
+
+impl Query {
+    /// Parses `query` (without the `?`) of the URL shown as `shown`.
+    fn parse(query: &str, shown: &str) -> Result<Query> {
+        let mut passed_on = Vec::new();
+        let mut username = None;
+        let mut password = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Decoded, not empty; the value is never quoted (it may be a password).
+            let text = || {
+                let bad = || {
+                    let hint = "not empty; percent-encode reserved characters";
+                    config(format!("bad {name} in {shown} ({hint})"))
+                };
+                percent_decode(value)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(bad)
+            };
+            match name {
+                "protocol" => passed_on.push(pair),
+                "sentinel_username" => username = Some(text()?),
+                "sentinel_password" => password = Some(text()?),
+                _ => {
+                    // Only the name: `pass=...` reaches here and its value is a secret.
+                    let name = if name.len() <= 32
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        format!("{name:?}")
+                    } else {
+                        "(name not shown)".to_owned()
+                    };
+                    return Err(config(format!(
+                        "unsupported option {name} for a sentinel URL in {shown} (a sentinel \
+                         URL takes protocol, sentinel_username and sentinel_password besides \
+                         the store's options)"
+                    )));
+                }
+            }
+        }
+        if username.is_some() && password.is_none() {
+            return Err(config(format!(
+                "sentinel_username needs sentinel_password in {shown}"
+            )));
+        }
+        Ok(Query {
+            passed_on: if passed_on.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", passed_on.join("&"))
+            },
+            username,
+            password,
+        })
+    }
+}
+
+/// `client` with the sentinels' own credentials, if the URL gives them.
+fn with_credentials(
+    client: redis::Client,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> RedisResult<redis::Client> {
+    let Some(password) = password else {
+        return Ok(client);
+    };
+    let info = client.get_connection_info().clone();
+    let mut settings = info.redis_settings().clone().set_password(password);
+    if let Some(username) = username {
+        settings = settings.set_username(username);
+    }
+    // The address keeps its TLS parameters (CA, client certificate).
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+/// Whether `e` says a server refused our credentials (wrong or missing password, a user
+/// without the permission).
+fn refuses_credentials(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }
 
 /// Where a [`Reconnecting`](crate::reconnect::Reconnecting) connection goes: one fixed
@@ -367,9 +495,15 @@ fn role_name(role: &Value) -> Option<String> {
     }
 }
 
-/// Whether `e` says the server we talk to is no longer the master (a write on a replica).
+/// Whether `e` says the server we talk to is no longer the master (a write on a replica,
+/// alone or inside a `MULTI` that `EXEC` then aborted).
 pub(crate) fn demoted(e: &RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    let read_only = redis::ServerErrorKind::ReadOnly;
+    e.kind() == redis::ErrorKind::Server(read_only)
+        || (e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
+            && e.clone()
+                .into_server_errors()
+                .is_some_and(|errors| errors.iter().any(|(_, err)| err.kind() == Some(read_only))))
 }
 
 #[cfg(test)]
@@ -432,11 +566,122 @@ mod tests {
     }
 
     #[test]
+    fn sentinels_get_their_own_credentials() {
+        let s = parse("u:p@a:1,b:2/svc?sentinel_username=sen&sentinel_password=p%40ss+w").unwrap();
+        for sentinel in &s.inner.sentinels {
+            let settings = sentinel.get_connection_info().redis_settings();
+            assert_eq!(settings.username(), Some("sen"));
+            assert_eq!(settings.password(), Some("p@ss w"));
+        }
+        // The servers keep theirs.
+        let server = s.inner.template.get_connection_info().redis_settings();
+        assert_eq!(
+            (server.username(), server.password()),
+            (Some("u"), Some("p"))
+        );
+        // A password alone: `requirepass` (the default user).
+        let s = parse("a:1/svc?sentinel_password=pw&protocol=resp3").unwrap();
+        let sentinel = s.inner.sentinels[0].get_connection_info().redis_settings();
+        assert_eq!(
+            (sentinel.username(), sentinel.password()),
+            (None, Some("pw"))
+        );
+        assert!(sentinel.protocol().supports_resp3());
+        let server = s.inner.template.get_connection_info().redis_settings();
+        assert_eq!(server.password(), None);
+        // Over TLS the sentinels keep TLS.
+        let s = Sentinel::parse(
+            "a:1/svc?sentinel_password=pw",
+            true,
+            &TlsOptions::default(),
+            T,
+            "x",
+        )
+        .unwrap();
+        let info = s.inner.sentinels[0].get_connection_info();
+        assert!(matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
+        assert_eq!(info.redis_settings().password(), Some("pw"));
+        for bad in [
+            "a:1/svc?sentinel_username=u",
+            "a:1/svc?sentinel_password=",
+            "a:1/svc?sentinel_password=%zz",
+            "a:1/svc?sentinel_username=&sentinel_password=p",
+        ] {
+            let err = parse(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+        }
+        // An option the sentinel URL refuses is named, its value (a password?) is not shown.
+        let tls = TlsOptions::default();
+        let err = Sentinel::parse("a:1/svc?pass=hunter2", false, &tls, T, "URL")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("\"pass\""), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn refused_credentials_are_recognised() {
+        let wrong = RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert!(refuses_credentials(&wrong));
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!refuses_credentials(&io));
+        let s = parse("a:1/svc?sentinel_password=pw").unwrap();
+        let err = s.refusal("127.0.0.1:26379", &wrong).to_string();
+        assert!(err.contains("sentinel 127.0.0.1:26379"), "{err}");
+        assert!(err.contains("sentinel_password was given"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
     fn passwords_are_redacted() {
+        assert_eq!(
+            crate::conn::redact(
+                "redis+sentinel://a:1/svc/0?sentinel_username=u&sentinel_password=secret"
+            ),
+            "redis+sentinel://a:1/svc/0?sentinel_username=u&sentinel_password=***"
+        );
         assert_eq!(
             crate::conn::redact("redis+sentinel://u:secret@a:1,b:2/svc/0"),
             "redis+sentinel://u:***@a:1,b:2/svc/0"
         );
+    }
+
+    /// A write inside `MULTI` on a replica: Redis queues the `READONLY` error and `EXEC`
+    /// aborts; redis-rs reports `ExecAbort`. It must count as demoted (the pycket store's
+    /// transactions then ask the sentinels again instead of failing with a backend error).
+    #[tokio::test]
+    async fn a_transaction_on_a_replica_means_demoted() {
+        let server = cloakroom_testkit::redis_server::RedisServer::start();
+        // A replica of nobody is still a read-only replica.
+        server
+            .command(&["REPLICAOF", "127.0.0.1", "1"])
+            .expect("REPLICAOF");
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let err = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async::<Value>(&mut conn)
+            .await
+            .expect_err("a write on a replica");
+        assert_eq!(
+            err.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort),
+            "{err:?}"
+        );
+        assert!(demoted(&err), "{err:?}");
+        let err = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async::<Value>(&mut conn)
+            .await
+            .expect_err("a write on a replica");
+        assert!(demoted(&err), "{err:?}");
     }
 
     #[test]
@@ -458,6 +703,12 @@ mod tests {
             "ERR",
         ));
         assert!(!demoted(&other));
+        // A queued write that a replica refused, then EXEC aborted: see the test below.
+        let aborted = RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort),
+            "Transaction discarded because of previous errors.",
+        ));
+        assert!(!demoted(&aborted), "no READONLY among its errors");
         // What Reconnecting asks of a Sentinel source.
         let s = Source::from(parse("a:1/svc").unwrap());
         assert!(s.follows_master());

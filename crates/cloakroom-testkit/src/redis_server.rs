@@ -439,7 +439,7 @@ pub(crate) fn command(port: u16, args: &[&str]) -> io::Result<Resp> {
     read_reply(&mut BufReader::new(stream))
 }
 
-fn read_reply(r: &mut impl BufRead) -> io::Result<Resp> {
+pub(crate) fn read_reply(r: &mut impl BufRead) -> io::Result<Resp> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {

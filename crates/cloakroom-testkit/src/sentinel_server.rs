@@ -10,6 +10,10 @@
 //! on a TLS port of their own ([`SentinelTopology::tls_url`]). The plain ports stay open for
 //! the test's own commands.
 //!
+//! [`SentinelTopology::start_with_auth`] makes the sentinels require a password of their
+//! own ([`SentinelAuth`]: `requirepass`, or an ACL user with the default user off), of
+//! their clients and of each other; the data servers stay open.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use cloakroom_testkit::sentinel_server::SentinelTopology;
@@ -22,12 +26,14 @@
 //! ```
 
 use std::fmt;
+use std::io::{self, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::redis_server::{RedisServer, RedisTls, Resp, command, free_port};
+use crate::redis_server::{RedisServer, RedisTls, Resp, command, free_port, read_reply};
 use crate::spawn::{await_ready, kill, spawn_watchdog, temp_dir};
 
 /// The service (master) name the sentinels monitor.
@@ -48,8 +54,36 @@ pub struct SentinelTopology {
     sentinels: Vec<SentinelProcess>,
 }
 
+/// What sentinels started by [`SentinelTopology::start_with_auth`] require.
+#[derive(Clone, Copy)]
+pub struct SentinelAuth<'a> {
+    /// `Some(user)`: an ACL user `user on >password ~* &* +@all`, the default user off;
+    /// `None`: `requirepass password` (the default user's password).
+    pub username: Option<&'a str>,
+    /// The password.
+    pub password: &'a str,
+}
+
+impl fmt::Debug for SentinelAuth<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelAuth")
+            .field("username", &self.username)
+            .field("password", &"REDACTED")
+            .finish()
+    }
+}
+
+/// [`SentinelAuth`], owned by each sentinel for its own probes.
+#[derive(Clone)]
+struct Credentials {
+    username: Option<String>,
+    password: String,
+}
+
 struct SentinelProcess {
     port: u16,
+    /// What the sentinel requires of its clients, if anything.
+    auth: Option<Credentials>,
     /// The port for TLS clients, on a TLS topology.
     tls_port: Option<u16>,
     dir: PathBuf,
@@ -75,7 +109,35 @@ impl SentinelTopology {
     pub fn start() -> SentinelTopology {
         let servers = [RedisServer::start(), RedisServer::start()];
         let announced = servers.each_ref().map(RedisServer::port);
-        Self::assemble(servers, announced, None)
+        Self::assemble(servers, announced, None, None)
+    }
+
+    /// [`SentinelTopology::start`] (or, with `tls`, [`SentinelTopology::start_tls`]) with
+    /// sentinels that require `auth` of every client and of each other (`sentinel
+    /// sentinel-user`/`sentinel-pass`). The data servers require nothing. A store reaches
+    /// them with `?sentinel_password=P` (and `sentinel_username=U` for an ACL user).
+    ///
+    /// # Panics
+    /// As [`SentinelTopology::start`].
+    pub fn start_with_auth(
+        tls: Option<&RedisTls<'_>>,
+        auth: &SentinelAuth<'_>,
+    ) -> SentinelTopology {
+        let auth = Credentials {
+            username: auth.username.map(str::to_owned),
+            password: auth.password.to_owned(),
+        };
+        match tls {
+            Some(tls) => {
+                let (servers, announced, tls) = tls_servers(tls);
+                Self::assemble(servers, announced, Some(&tls), Some(&auth))
+            }
+            None => {
+                let servers = [RedisServer::start(), RedisServer::start()];
+                let announced = servers.each_ref().map(RedisServer::port);
+                Self::assemble(servers, announced, None, Some(&auth))
+            }
+        }
     }
 
     /// [`SentinelTopology::start`] over TLS with the certificate, key and CA of `tls` (the
@@ -85,20 +147,8 @@ impl SentinelTopology {
     /// # Panics
     /// As [`SentinelTopology::start`].
     pub fn start_tls(tls: &RedisTls<'_>) -> SentinelTopology {
-        let tls = RedisTls {
-            auth_clients: false,
-            ..*tls
-        };
-        let servers = [RedisServer::start_tls(&tls), RedisServer::start_tls(&tls)];
-        for server in &servers {
-            // Replicate (and announce the replica's port) over TLS.
-            match server.command(&["CONFIG", "SET", "tls-replication", "yes"]) {
-                Ok(Resp::Simple(ok)) if ok == "OK" => {}
-                other => panic!("CONFIG SET tls-replication failed: {other:?}"),
-            }
-        }
-        let announced = servers.each_ref().map(RedisServer::tls_port);
-        Self::assemble(servers, announced, Some(&tls))
+        let (servers, announced, tls) = tls_servers(tls);
+        Self::assemble(servers, announced, Some(&tls), None)
     }
 
     /// Makes the second server a replica of the first, starts the sentinels, waits until
@@ -107,6 +157,7 @@ impl SentinelTopology {
         servers: [RedisServer; 2],
         announced: [u16; 2],
         tls: Option<&RedisTls<'_>>,
+        auth: Option<&Credentials>,
     ) -> SentinelTopology {
         let master = announced[0].to_string();
         match servers[1].command(&["REPLICAOF", "127.0.0.1", &master]) {
@@ -114,7 +165,7 @@ impl SentinelTopology {
             other => panic!("REPLICAOF failed: {other:?}"),
         }
         let sentinels = (0..3)
-            .map(|_| SentinelProcess::start(announced[0], tls))
+            .map(|_| SentinelProcess::start(announced[0], tls, auth))
             .collect();
         let topology = SentinelTopology {
             servers,
@@ -300,6 +351,25 @@ impl SentinelTopology {
     }
 }
 
+/// Two TLS servers (client certificates not asked for) that replicate over TLS, the ports
+/// they announce (their TLS ports), and the TLS settings the sentinels use.
+fn tls_servers<'a>(tls: &RedisTls<'a>) -> ([RedisServer; 2], [u16; 2], RedisTls<'a>) {
+    let tls = RedisTls {
+        auth_clients: false,
+        ..*tls
+    };
+    let servers = [RedisServer::start_tls(&tls), RedisServer::start_tls(&tls)];
+    for server in &servers {
+        // Replicate (and announce the replica's port) over TLS.
+        match server.command(&["CONFIG", "SET", "tls-replication", "yes"]) {
+            Ok(Resp::Simple(ok)) if ok == "OK" => {}
+            other => panic!("CONFIG SET tls-replication failed: {other:?}"),
+        }
+    }
+    let announced = servers.each_ref().map(RedisServer::tls_port);
+    (servers, announced, tls)
+}
+
 /// What the server on `port` says its role is (`master`, `slave`, ...).
 fn role(port: u16) -> Option<String> {
     match command(port, &["ROLE"]) {
@@ -309,12 +379,17 @@ fn role(port: u16) -> Option<String> {
 }
 
 impl SentinelProcess {
-    fn start(master_port: u16, tls: Option<&RedisTls<'_>>) -> SentinelProcess {
+    fn start(
+        master_port: u16,
+        tls: Option<&RedisTls<'_>>,
+        auth: Option<&Credentials>,
+    ) -> SentinelProcess {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port(|_| true);
             let sentinel = SentinelProcess {
                 port,
+                auth: auth.cloned(),
                 tls_port: tls.map(|_| free_port(|p| p != port)),
                 dir: temp_dir("sentinel", port),
                 procs: Mutex::new((None, None)),
@@ -352,6 +427,23 @@ impl SentinelProcess {
             dir = self.dir.display(),
             log = log.display(),
         );
+        match &self.auth {
+            // The sentinels talk to each other with the same credentials.
+            Some(Credentials {
+                username: Some(user),
+                password,
+            }) => text.push_str(&format!(
+                "user default off\nuser {user} on >{password} ~* &* +@all\n\
+                 sentinel sentinel-user {user}\nsentinel sentinel-pass {password}\n"
+            )),
+            Some(Credentials {
+                username: None,
+                password,
+            }) => text.push_str(&format!(
+                "requirepass {password}\nsentinel sentinel-pass {password}\n"
+            )),
+            None => {}
+        }
         if let (Some(tls), Some(tls_port)) = (tls, self.tls_port) {
             // TLS to the servers and the other sentinels, and for clients on `tls_port`.
             text.push_str(&format!(
@@ -387,15 +479,43 @@ impl SentinelProcess {
             watchdog,
             &log,
             times,
-            || matches!(command(self.port, &["PING"]), Ok(Resp::Simple(s)) if s == "PONG"),
+            || matches!(self.command(&["PING"]), Ok(Resp::Simple(s)) if s == "PONG"),
         )?;
         *self.procs() = (Some(child), watchdog);
         Ok(())
     }
 
+    /// Sends one command to this sentinel on a fresh connection, after `AUTH` if it requires
+    /// credentials.
+    fn command(&self, args: &[&str]) -> io::Result<Resp> {
+        let Some(auth) = &self.auth else {
+            return command(self.port, args);
+        };
+        let mut login = vec!["AUTH"];
+        login.extend(auth.username.as_deref());
+        login.push(&auth.password);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let mut request = Vec::new();
+        for command in [&login[..], args] {
+            request.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+            for arg in command {
+                request.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+            }
+        }
+        stream.write_all(&request)?;
+        let mut replies = BufReader::new(stream);
+        match read_reply(&mut replies)? {
+            Resp::Simple(ok) if ok == "OK" => read_reply(&mut replies),
+            refused => Err(io::Error::other(format!("AUTH refused: {refused:?}"))),
+        }
+    }
+
     /// The master's port as this sentinel reports it.
     fn master_port(&self) -> Option<u16> {
-        match command(self.port, &["SENTINEL", "get-master-addr-by-name", SERVICE]) {
+        match self.command(&["SENTINEL", "get-master-addr-by-name", SERVICE]) {
             Ok(Resp::Array(Some(addr))) => addr.get(1)?.as_str()?.parse().ok(),
             _ => None,
         }
@@ -403,8 +523,7 @@ impl SentinelProcess {
 
     /// (replicas, other sentinels) this sentinel knows for the service.
     fn peers(&self) -> Option<(u64, u64)> {
-        let Ok(Resp::Array(Some(fields))) = command(self.port, &["SENTINEL", "master", SERVICE])
-        else {
+        let Ok(Resp::Array(Some(fields))) = self.command(&["SENTINEL", "master", SERVICE]) else {
             return None;
         };
         let value = |name: &str| -> Option<u64> {

@@ -47,9 +47,12 @@ pub fn supported_urls() -> Vec<&'static str> {
             "redis+unix:///path/to/socket",
             "redis+cluster://host:port,host:port",
             "rediss+cluster://host:port,host:port",
-            "redis+sentinel://host:port,host:port/SERVICE/db?wait=N",
+            "redis+sentinel://host:port,host:port/SERVICE/db?wait=N&sentinel_password=P",
+            "rediss+sentinel://host:port,host:port/SERVICE/db",
             "pycket+redis://host:port/db?notifications_db=N",
             "pycket+rediss://host:port/db?notifications_db=N",
+            "pycket+redis+sentinel://host:port,host:port/SERVICE/db?notifications_db=N",
+            "pycket+rediss+sentinel://host:port,host:port/SERVICE/db?notifications_db=N",
         ]);
     }
     if cfg!(feature = "postgres") {
@@ -74,11 +77,14 @@ pub fn supported_urls() -> Vec<&'static str> {
 ///   `insecure_skip_verify=true`). An unknown option or an unreadable certificate file is a
 ///   [`ErrorKind::Config`] error here, at start-up. Through Redis Sentinel:
 ///   `redis+sentinel://[user:password@]h:p,h:p/SERVICE/db` (TLS: `rediss+sentinel://`),
-///   plus `?wait=N` (every write waits for N replicas).
+///   plus `?wait=N` (every write waits for N replicas); sentinels with a password of their
+///   own: `?sentinel_password=P` (and `sentinel_username=U` for an ACL user).
 /// - `pycket+redis://[user:password@]host:port/db?notifications_db=N` (TLS:
 ///   `pycket+rediss://`, same options): [`PycketStore`] (feature `redis`), sessions in the
 ///   format of Tornado's pycket (db default 0, notifications default 1); pair it with
-///   `cloakroom::PycketTicket`.
+///   `cloakroom::PycketTicket`. Through Sentinel:
+///   `pycket+redis+sentinel://[user:password@]h:p,h:p/SERVICE/db` (TLS:
+///   `pycket+rediss+sentinel://`).
 /// - `postgres://[user[:password]@]host[:port]/db` or `postgresql://...`: [`PostgresStore`]
 ///   (feature `postgres`); libpq options plus `?schema=..&table=..&pool_size=..
 ///   &statement_timeout_ms=..&timeout_ms=..&sslmode=..&sslrootcert=..`.
@@ -97,7 +103,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionStore>> {
         "sqlite" => open_sqlite(rest).await,
         "redis" | "rediss" | "redis+unix" | "redis+cluster" | "rediss+cluster"
         | "redis+sentinel" | "rediss+sentinel" => open_redis(url).await,
-        "pycket+redis" | "pycket+rediss" => open_pycket(url).await,
+        "pycket+redis" | "pycket+rediss" | "pycket+redis+sentinel" | "pycket+rediss+sentinel" => {
+            open_pycket(url).await
+        }
         "postgres" | "postgresql" => open_postgres(url).await,
         _ => Err(unsupported(&format!("the scheme {scheme:?}"))),
     }
@@ -352,6 +360,28 @@ mod tests {
                 .iter()
                 .any(|u| u.starts_with("pycket+redis://"))
         );
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn pycket_sentinel_urls_open_the_pycket_store() {
+        // No sentinel on port 1: the URL got as far as asking one.
+        let url = "pycket+redis+sentinel://:hunter2@127.0.0.1:1/cloakroom/5?timeout_ms=500\
+                   &sentinel_password=hunter3";
+        let err = open(url).await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(!err.to_string().contains("hunter"), "{err}");
+        // pycket's own check: the URL reached the pycket store.
+        let err = open("PYCKET+REDISS+SENTINEL://127.0.0.1:1/cloakroom/5?notifications_db=5")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("notifications_db"), "{err}");
+        let urls = supported_urls();
+        for scheme in ["pycket+redis+sentinel://", "pycket+rediss+sentinel://"] {
+            assert!(urls.iter().any(|u| u.starts_with(scheme)), "{scheme}");
+        }
     }
 
     #[cfg(feature = "redis")]

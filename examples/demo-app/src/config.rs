@@ -91,7 +91,8 @@ pub(crate) fn pycket_secret(config: &DemoConfig) -> anyhow::Result<Option<String
         .trim()
         .split_once("://")
         .map(|(s, _)| s.to_ascii_lowercase());
-    if scheme.as_deref() != Some("pycket+redis") {
+    // pycket+redis://, pycket+rediss://, pycket+redis+sentinel://, pycket+rediss+sentinel://
+    if !scheme.as_deref().is_some_and(|s| s.starts_with("pycket+")) {
         if config.tornado_secret.is_some() {
             tracing::warn!("--tornado-secret is only used with a pycket+redis:// store; ignored");
         }
@@ -119,9 +120,11 @@ pub struct Flags {
     #[arg(long, env = "CLOAKROOM_ADDR", default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
     /// Session store URL: memory://, sqlite://relative.db, sqlite:///absolute.db,
-    /// redis://host:port/db, redis+cluster://host:port,host:port, or
-    /// pycket+redis://host:port/db?notifications_db=N to share sessions with a Tornado +
-    /// pycket app (needs --tornado-secret).
+    /// redis://host:port/db, redis+cluster://host:port,host:port,
+    /// redis+sentinel://host:port,host:port/SERVICE/db (rediss://... over TLS), or
+    /// pycket+redis://host:port/db?notifications_db=N (also pycket+rediss://,
+    /// pycket+redis+sentinel://host:port,host:port/SERVICE/db) to share sessions with a
+    /// Tornado + pycket app (needs --tornado-secret).
     #[arg(
         long,
         env = "CLOAKROOM_STORE",
@@ -255,6 +258,18 @@ mod tests {
         assert_eq!(pycket_secret(&c).unwrap().as_deref(), Some("s3cret"));
         c.store = "PYCKET+REDIS://h/0".into();
         assert!(pycket_secret(&c).unwrap().is_some());
+        // Every pycket form (TLS, Sentinel) pairs with Tornado's signed cookie.
+        for store in [
+            "pycket+rediss://h/0",
+            "pycket+redis+sentinel://a:1,b:2/svc/5",
+            "pycket+rediss+sentinel://a:1/svc",
+        ] {
+            c.store = store.into();
+            c.tornado_secret = None;
+            assert!(pycket_secret(&c).is_err(), "{store}");
+            c.tornado_secret = Some("s3cret".into());
+            assert!(pycket_secret(&c).unwrap().is_some(), "{store}");
+        }
         c.store = "memory://".into();
         assert_eq!(pycket_secret(&c).unwrap(), None);
     }

@@ -25,6 +25,16 @@
 //! [`RedisStore`](crate::RedisStore#urls); any other parameter is an error. Redis Cluster is
 //! not supported (pycket uses numbered databases, which Cluster lacks).
 //!
+//! Through Redis Sentinel:
+//! `pycket+redis+sentinel://[user:password@]host:port,host:port/SERVICE[/db]` (TLS:
+//! `pycket+rediss+sentinel://`), with the same options (`notifications_db` too), plus
+//! `sentinel_password` (and `sentinel_username`) for sentinels with a password of their
+//! own. Reads and transactions go to the server the sentinels name as master; after a
+//! failover the shared connections and the transaction pool ask them again, so the store
+//! follows without a restart (operations fail as unavailable meanwhile), as
+//! `redis+sentinel://` does for [`RedisStore`](crate::RedisStore). pycket has no `wait=N`:
+//! what a failover can lose is as described in `SECURITY.md` ("Redis Sentinel").
+//!
 //! # Layout (pycket's)
 //!
 //! - **Key**: the session's bare uuid text (`0ca7a58c-ee4e-4a07-b606-20dbd97281e7`), a

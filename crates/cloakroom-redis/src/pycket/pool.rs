@@ -6,6 +6,12 @@
 //! connection is clean ([`Lease::release`]). A lease dropped any other way (an error, a
 //! timeout that cancelled the task mid-transaction) closes its connection, so no half-done
 //! `WATCH` or `MULTI` ever reaches the next user.
+//!
+//! New connections go where the pool's [`Source`] says: the one server, or (through Sentinel)
+//! the server the sentinels name as master at that moment, checked with `ROLE`. After a
+//! failover the idle connections to the old master are dropped ([`Pool::clear`], when a
+//! transaction finds its connection broken or its server demoted) and the next lease asks
+//! the sentinels again.
 
 use std::sync::Mutex;
 
@@ -13,18 +19,20 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::sentinel::Source;
+
 pub(crate) struct Pool {
-    client: redis::Client,
+    source: Source,
     config: AsyncConnectionConfig,
     idle: Mutex<Vec<MultiplexedConnection>>,
     permits: Semaphore,
 }
 
 impl Pool {
-    /// A pool of at most `size` connections to the server `client` names (connected lazily).
-    pub(crate) fn new(client: redis::Client, config: AsyncConnectionConfig, size: usize) -> Pool {
+    /// A pool of at most `size` connections to the server `source` names (connected lazily).
+    pub(crate) fn new(source: Source, config: AsyncConnectionConfig, size: usize) -> Pool {
         Pool {
-            client,
+            source,
             config,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
@@ -42,11 +50,7 @@ impl Pool {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => {
-                self.client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?
-            }
+            None => self.source.connect(&self.config).await?,
         };
         Ok(Lease {
             pool: self,

@@ -2,6 +2,7 @@
 //! stripe inside the process.
 
 use super::*;
+use crate::sentinel::demoted;
 
 /// What a transaction does to the notifications dict.
 pub(super) enum FlashOp {
@@ -55,6 +56,19 @@ fn patch_fields(
         }
     }
     Ok(flash)
+}
+
+/// A failed transaction as a store error: a write refused by a replica (the master was
+/// demoted, a failover is under way) is `unavailable`, like a broken connection.
+fn tx_error(e: RedisError, what: &'static str) -> Error {
+    if demoted(&e) {
+        return Error::new(
+            ErrorKind::Unavailable,
+            format!("pycket {what}: the server is no longer the master (failover under way?)"),
+        )
+        .with_source(e);
+    }
+    map_error(e, what)
 }
 
 /// What a transaction reports.
@@ -133,11 +147,15 @@ impl PycketStore {
                     }
                     // The lease is dropped (closed): it may hold a WATCH.
                     Err(TxError::Store(e)) => return Err(e),
-                    Err(TxError::Redis(e)) if worth_retrying(&e) && !reconnected => {
+                    // Broken, or (Sentinel) its server is a replica now: nothing was written;
+                    // once more on a new connection (to the master the sentinels name now).
+                    Err(TxError::Redis(e))
+                        if (worth_retrying(&e) || demoted(&e)) && !reconnected =>
+                    {
                         reconnected = true;
                         self.inner.pool.clear();
                     }
-                    Err(TxError::Redis(e)) => return Err(map_error(e, what)),
+                    Err(TxError::Redis(e)) => return Err(tx_error(e, what)),
                 }
             }
         };

@@ -1,6 +1,9 @@
-//! The `pycket+redis://` URL and the store's builder.
+//! The `pycket+redis://` URL (and `pycket+rediss://`, `pycket+redis+sentinel://`,
+//! `pycket+rediss+sentinel://`) and the store's builder.
 
 use super::*;
+use crate::conn::TlsOptions;
+use crate::sentinel::{Sentinel, Source};
 
 /// Options for [`PycketStore`]; made by [`PycketStore::builder`].
 #[must_use = "call .build().await to open the store"]
@@ -22,9 +25,9 @@ impl fmt::Debug for PycketStoreBuilder {
 /// A `pycket+redis://` URL taken apart.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct PycketUrl {
-    /// redis-rs URL of the sessions database.
+    /// URL of the sessions database: a redis-rs URL, or a `redis+sentinel://` one.
     sessions: String,
-    /// redis-rs URL of the notifications database.
+    /// URL of the notifications database, the same way.
     notes: String,
     sessions_db: i64,
     notifications_db: i64,
@@ -38,21 +41,42 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
         .trim()
         .split_once("://")
         .ok_or_else(|| config(format!("not a pycket+redis:// URL: {shown}")))?;
-    let redis_scheme = if scheme.eq_ignore_ascii_case("pycket+redis") {
-        "redis"
-    } else if scheme.eq_ignore_ascii_case("pycket+rediss") {
-        "rediss"
-    } else {
-        return Err(config(format!(
-            "a pycket store URL starts with pycket+redis:// (or pycket+rediss:// for TLS), not \
-             {scheme}://"
-        )));
+    let (redis_scheme, sentinel) = match scheme.to_ascii_lowercase().as_str() {
+        "pycket+redis" => ("redis", false),
+        "pycket+rediss" => ("rediss", false),
+        "pycket+redis+sentinel" => ("redis+sentinel", true),
+        "pycket+rediss+sentinel" => ("rediss+sentinel", true),
+        _ => {
+            return Err(config(format!(
+                "a pycket store URL starts with pycket+redis:// (or pycket+rediss:// for TLS, \
+                 pycket+redis+sentinel:// or pycket+rediss+sentinel:// through Sentinel), not \
+                 {scheme}://"
+            )));
+        }
     };
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() || authority.ends_with('@') {
         return Err(config(format!("no host in {shown}")));
     }
+    // Through Sentinel the path names the service first: `/SERVICE[/db]`.
+    let (service, path) = if sentinel {
+        match path.split_once('/').unwrap_or((path, "")) {
+            ("", _) => {
+                return Err(config(format!(
+                    "a pycket Sentinel URL names the service: \
+                     pycket+redis+sentinel://host:port,host:port/SERVICE[/db], not {shown}"
+                )));
+            }
+            (service, db) => (Some(service), db),
+        }
+    } else {
+        (None, path)
+    };
+    let base = |db: i64| match service {
+        Some(service) => format!("{redis_scheme}://{authority}/{service}/{db}"),
+        None => format!("{redis_scheme}://{authority}/{db}"),
+    };
     let db = |text: &str, what: &str| -> Result<i64> {
         text.parse::<u32>()
             .map(i64::from)
@@ -81,20 +105,35 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
     } else {
         format!("?{}", others.join("&"))
     };
-    let (sessions, options) = take_options(&format!(
-        "{redis_scheme}://{authority}/{sessions_db}{query}"
-    ))?;
+    let (sessions, options) = take_options(&format!("{}{query}", base(sessions_db)))?;
     let rest_query = sessions
         .split_once('?')
         .map(|(_, q)| format!("?{q}"))
         .unwrap_or_default();
     Ok(PycketUrl {
-        notes: format!("{redis_scheme}://{authority}/{notifications_db}{rest_query}"),
+        notes: format!("{}{rest_query}", base(notifications_db)),
         sessions,
         sessions_db,
         notifications_db,
         options,
     })
+}
+
+/// Where a URL of [`parse_url`]'s goes: one server, or through the sentinels to the master
+/// of a service (found again at every reconnection, so the store follows a failover); as a
+/// [`Target`] for the shared connections and a [`Source`] for the transaction pool.
+fn target(url: &str, tls: &TlsOptions, timeout: Duration, shown: &str) -> Result<(Target, Source)> {
+    match url.split_once("://") {
+        Some((scheme @ ("redis+sentinel" | "rediss+sentinel"), rest)) => {
+            let is_tls = scheme == "rediss+sentinel";
+            let sentinel = Sentinel::parse(rest, is_tls, tls, timeout, shown)?;
+            Ok((Target::Sentinel(sentinel.clone()), Source::from(sentinel)))
+        }
+        _ => {
+            let client = standalone_client(url, tls, shown)?;
+            Ok((Target::Standalone(client.clone()), Source::from(client)))
+        }
+    }
 }
 
 impl PycketStoreBuilder {
@@ -132,22 +171,28 @@ impl PycketStoreBuilder {
             connections,
             tls,
             wait,
+            cache,
+            ..
         } = self.options.resolve(url.options, DEFAULT_CONNECTIONS)?;
         if wait > 0 {
             let message = "wait=N is not supported by the pycket store";
             return Err(Error::new(ErrorKind::Config, message));
         }
+        if cache > 0 {
+            let message = "cache=N (the near-cache) is not supported by the pycket store";
+            return Err(Error::new(ErrorKind::Config, message));
+        }
         let shown_url = redact(&self.url);
-        let client = standalone_client(&url.sessions, &tls, &shown_url)?;
-        let notes_client = standalone_client(&url.notes, &tls, &shown_url)?;
-        let sessions = Conn::open(&Target::Standalone(client.clone()), timeout, &shown_url).await?;
-        let notes = Conn::open(&Target::Standalone(notes_client), timeout, &shown_url).await?;
+        let (sessions_target, source) = target(&url.sessions, &tls, timeout, &shown_url)?;
+        let (notes_target, _) = target(&url.notes, &tls, timeout, &shown_url)?;
+        let sessions = Conn::open(&sessions_target, timeout, &shown_url).await?;
+        let notes = Conn::open(&notes_target, timeout, &shown_url).await?;
         let settings = connection_config(timeout);
         Ok(PycketStore {
             inner: Arc::new(Inner {
                 sessions,
                 notes,
-                pool: Pool::new(client, settings, connections),
+                pool: Pool::new(source, settings, connections),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 hasher: std::collections::hash_map::RandomState::new(),
                 sessions_db: url.sessions_db,
@@ -191,5 +236,54 @@ mod tests {
         }
         let err = parse_url("pycket+redis://:hunter2@h/1?notifications_db=1").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let u = parse_url(
+            "pycket+redis+sentinel://:pw@a:1,b:2/mymaster/5?notifications_db=11\
+             &sentinel_password=spw&timeout_ms=300",
+        )
+        .unwrap();
+        assert_eq!(
+            u.sessions,
+            "redis+sentinel://:pw@a:1,b:2/mymaster/5?sentinel_password=spw"
+        );
+        assert_eq!(
+            u.notes,
+            "redis+sentinel://:pw@a:1,b:2/mymaster/11?sentinel_password=spw"
+        );
+        assert_eq!((u.sessions_db, u.notifications_db), (5, 11));
+        assert_eq!(u.options.timeout, Some(Duration::from_millis(300)));
+        let u = parse_url("PYCKET+REDISS+SENTINEL://a:1/svc").unwrap();
+        assert_eq!(u.sessions, "rediss+sentinel://a:1/svc/0");
+        assert_eq!(u.notes, "rediss+sentinel://a:1/svc/1");
+        let (target, source) = target(
+            &u.sessions,
+            &TlsOptions::default(),
+            Duration::from_secs(1),
+            "x",
+        )
+        .unwrap();
+        assert!(matches!(target, Target::Sentinel(_)));
+        assert!(source.follows_master());
+        for bad in [
+            "pycket+redis+sentinel://a:1",
+            "pycket+redis+sentinel://a:1/",
+            "pycket+redis+sentinel://a:1//0",
+            "pycket+redis+sentinel://a:1/svc/x",
+            "pycket+redis+sentinel://a:1/svc/0/1",
+            "pycket+redis+sentinel://a:1/svc/2?notifications_db=2",
+            "pycket+redis+sentinel:///svc/0",
+            "pycket+redis+sentinel://a:1/svc?wait=x",
+            // The sentinels' credentials need a Sentinel URL.
+            "pycket+redis://h/0?sentinel_password=x",
+        ] {
+            assert_eq!(
+                parse_url(bad).unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad}"
+            );
+        }
     }
 }
