@@ -2,16 +2,16 @@
 //! memory when they can be, writes that keep the cache from ever showing this instance its
 //! own stale data, key routing, and the heartbeat.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Record, Result, StoreCounter};
 use redis::Value;
 
-use crate::codec::{decode_record, int};
+use crate::codec::decode_record;
 use crate::conn::{Conn, bounded};
 use crate::near::{Lookup, NearCache, NearCacheStats};
-use crate::store::{Inner, RedisStore};
+use crate::store::{Inner, RedisStore, applied};
 
 impl RedisStore {
     /// The counters of the near-cache (`None` when the store has none, i.e. without
@@ -159,33 +159,6 @@ impl RedisStore {
         }
         result
     }
-}
-
-/// The reply of a script that changes a record: 1 when it did, 0 when the record was gone.
-pub(crate) fn applied(reply: Value) -> Result<Applied> {
-    Ok(if int(reply)? == 1 {
-        Applied::Done
-    } else {
-        Applied::Missing
-    })
-}
-
-/// Runs `write` on the session key `rkey` with the near-cache `near` kept honest: the key is
-/// removed before the write is sent (this instance must not read the old record while it is
-/// in flight) and again once it is done, however it ended (a write that timed out may still
-/// run).
-pub(crate) async fn invalidating<T>(
-    near: Option<&Arc<NearCache>>,
-    rkey: &str,
-    write: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    let Some(near) = near else {
-        return write.await;
-    };
-    near.invalidate(rkey);
-    let result = write.await;
-    near.invalidate(rkey);
-    result
 }
 
 /// Keeps the store's connections proven fresh while nothing else is sent on them (a

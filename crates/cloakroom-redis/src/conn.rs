@@ -15,12 +15,13 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, ProtocolVersion,
-    RedisError, RedisFuture, TlsMode, Value,
+    AsyncConnectionConfig, Cmd, Pipeline, ProtocolVersion, RedisError, RedisFuture, TlsMode, Value,
 };
 
 use crate::options::config;
-pub(crate) use crate::options::{Resolved, StoreOptions, TlsOptions, redact, take_options};
+pub(crate) use crate::options::{
+    Resolved, StoreOptions, TlsOptions, redact, standalone_client, take_options,
+};
 use crate::reconnect::{Reconnecting, Tracking};
 
 /// Backoff between a Cluster client's connection attempts: from this...
@@ -66,32 +67,6 @@ impl Target {
                  rediss+sentinel://)"
             ))),
         }
-    }
-}
-
-/// A client for one server: RESP2 unless the URL asks for RESP3 (`protocol=resp3`; measured
-/// slower in redis-rs 1.2 for the store's replies), TLS as the scheme and the options say.
-pub(crate) fn standalone_client(url: &str, tls: &TlsOptions, shown: &str) -> Result<redis::Client> {
-    let bad = |e: RedisError| config(format!("bad Redis URL {shown}")).with_source(e);
-    let is_tls = url
-        .get(..9)
-        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"));
-    let certificates = tls.prepare(is_tls, shown)?;
-    let mut info = url.into_connection_info().map_err(bad)?;
-    if tls.insecure_skip_verify {
-        if let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() {
-            info = info.set_addr(ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: true,
-                tls_params: None,
-            });
-        }
-    }
-    match certificates {
-        Some(certs) => redis::Client::build_with_tls(info, certs)
-            .map_err(|e| config(format!("bad TLS certificate or key for {shown}")).with_source(e)),
-        None => redis::Client::open(info).map_err(bad),
     }
 }
 
@@ -411,6 +386,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use redis::ConnectionAddr;
+
     use super::*;
 
     const T: Duration = Duration::from_secs(1);

@@ -27,7 +27,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cloakroom_core::session::Timestamp;
-use cloakroom_core::store::{Patch, Record};
+use cloakroom_core::store::{Patch, Record, Result};
 use lru::LruCache;
 use redis::{PushInfo, PushKind, Value};
 
@@ -330,6 +330,24 @@ impl NearCache {
             capacity: self.capacity as u64,
         }
     }
+}
+
+/// Runs `write` on the session key `rkey` with the near-cache `near` kept honest: the key is
+/// removed before the write is sent (this instance must not read the old record while it is
+/// in flight) and again once it is done, however it ended (a write that timed out may still
+/// run).
+pub(crate) async fn invalidating<T>(
+    near: Option<&NearCache>,
+    rkey: &str,
+    write: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(near) = near else {
+        return write.await;
+    };
+    near.invalidate(rkey);
+    let result = write.await;
+    near.invalidate(rkey);
+    result
 }
 
 /// `base` after `patch`, exactly as the apply script leaves it in Redis: removed fields

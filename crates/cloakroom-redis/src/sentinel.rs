@@ -36,8 +36,8 @@ use cloakroom_core::store::{Error, ErrorKind, Result};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError, Value};
 
-use crate::conn::{TlsOptions, standalone_client};
 use crate::options::percent_decode;
+use crate::options::{TlsOptions, standalone_client};
 
 /// The port of a sentinel named without one.
 const DEFAULT_SENTINEL_PORT: u16 = 26379;

@@ -15,11 +15,10 @@ use cloakroom_core::store::{
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
 
-use crate::cached::{applied, invalidating};
 use crate::codec::{bytes, decode_record, int, items};
 use crate::conn::{Conn, bounded};
 use crate::index::Members;
-use crate::near::{NearCache, patched};
+use crate::near::{NearCache, invalidating, patched};
 use crate::{FAN_OUT, PRUNE_EVERY, PRUNE_FROM, codec, scripts};
 
 /// Sessions in Redis (standalone or Cluster).
@@ -192,6 +191,15 @@ impl RedisStore {
     }
 }
 
+/// The reply of a script that changes a record: 1 when it did, 0 when the record was gone.
+pub(crate) fn applied(reply: Value) -> Result<Applied> {
+    Ok(if int(reply)? == 1 {
+        Applied::Done
+    } else {
+        Applied::Missing
+    })
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -205,12 +213,16 @@ impl SessionStore for RedisStore {
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
         let session_key = self.session_key(key);
-        let args = codec::create_args(record, Timestamp::now());
-        let reply = self
-            .script("create", &scripts::CREATE, &session_key, &args)
-            .await?;
-        if int(reply)? != 1 {
-            return Ok(Created::Collision);
+        // One native command for a new key; the script when the key exists or `RESTORE` is
+        // not an option (see crate::restore).
+        if !self.create_by_restore(&session_key, record).await? {
+            let args = codec::create_args(record, Timestamp::now());
+            let reply = self
+                .script("create", &scripts::CREATE, &session_key, &args)
+                .await?;
+            if int(reply)? != 1 {
+                return Ok(Created::Collision);
+            }
         }
         let Some(user) = &record.meta.user else {
             return Ok(Created::Done);
@@ -289,7 +301,7 @@ impl SessionStore for RedisStore {
         let rkey = self.session_key(key);
         let args = [now];
         let write = self.script("delete", &scripts::DELETE, &rkey, &args);
-        let reply = invalidating(self.inner.near.as_ref(), &rkey, write).await?;
+        let reply = invalidating(self.inner.near.as_deref(), &rkey, write).await?;
         let mut fields = items(reply)?.into_iter();
         let (Some(live), Some(has_user), Some(user)) =
             (fields.next(), fields.next(), fields.next())
