@@ -15,9 +15,11 @@
 //!
 //! Internal subcommands, run by the harness itself:
 //! `serve CASE [--redis URL] [--sqlite PATH] [--postgres URL]`
-//! (one server under test) and `mem STORE N` (RAM per idle session). For profiling a server
-//! started by hand: `load ADDR WORKLOAD SECONDS [CONNECTIONS]` drives it like the harness does
-//! and prints requests/s and latencies; `chart REPORT.txt OUT.svg` redraws the chart of a saved
+//! (one server under test) and `mem STORE N` (RAM per idle session). `redis-mem [N [R]]`: Redis
+//! memory and CPU per idle session, Cloakroom's Redis store next to tower-sessions' (run by
+//! hand; see `redis_mem.rs`). For profiling a server started by hand:
+//! `load ADDR WORKLOAD SECONDS [CONNECTIONS]` drives it like the harness does and prints
+//! requests/s and latencies; `chart REPORT.txt OUT.svg` redraws the chart of a saved
 //! report (`bench/results/MODE.txt`).
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error.
@@ -27,6 +29,7 @@ mod counting;
 mod load;
 mod memory;
 mod procs;
+mod redis_mem;
 mod redis_stats;
 mod report;
 mod run;
@@ -47,6 +50,7 @@ const USAGE: &str =
 [--connections N] [--servers a,b] [--workloads a,b] [--ts-pool N] [--client raw|hyper] [--out DIR]
        cloakroom-bench serve CASE [--redis URL] [--sqlite PATH] [--postgres URL] [--ts-pool N]
        cloakroom-bench mem STORE SESSIONS
+       cloakroom-bench redis-mem [SESSIONS [ROUNDS]]
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
        cloakroom-bench chart REPORT.txt OUT.svg
 servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-postgres \
@@ -89,6 +93,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve_command(&args[1..]),
         Some("mem") => mem_command(&args[1..]),
+        Some("redis-mem") => redis_mem_command(&args[1..]),
         Some("load") => load_command(&args[1..]),
         Some("chart") => chart_command(&args[1..]),
         Some("-h" | "--help") => {
@@ -189,7 +194,11 @@ fn serve_command(args: &[String]) -> anyhow::Result<()> {
             other => return Err(usage(format!("unknown serve option {other:?}"))),
         }
     }
-    serve::serve(case, options)
+    if case.is_actix() {
+        serve_actix::serve(case, &options)
+    } else {
+        serve::serve(case, options)
+    }
 }
 
 fn mem_command(args: &[String]) -> anyhow::Result<()> {
@@ -205,6 +214,22 @@ fn mem_command(args: &[String]) -> anyhow::Result<()> {
     }
     let result = memory::measure(store, n).context("measuring memory")?;
     println!("{}", result.render());
+    Ok(())
+}
+
+/// `redis-mem [SESSIONS [ROUNDS]]`: Redis memory and CPU per idle session, Cloakroom's Redis store
+/// next to tower-sessions' (see [`redis_mem`]).
+fn redis_mem_command(args: &[String]) -> anyhow::Result<()> {
+    let (n, rounds): (u64, usize) = match args {
+        [] => (redis_mem::DEFAULT_SESSIONS, redis_mem::ROUNDS),
+        [n] => (number(n, "SESSIONS")?, redis_mem::ROUNDS),
+        [n, r] => (number(n, "SESSIONS")?, number(r, "ROUNDS")?),
+        _ => return Err(usage("redis-mem takes at most SESSIONS and ROUNDS")),
+    };
+    if n == 0 || rounds == 0 {
+        bail!("SESSIONS and ROUNDS must be at least 1");
+    }
+    print!("{}", redis_mem::run(n, rounds)?);
     Ok(())
 }
 

@@ -42,15 +42,13 @@ pub(crate) struct ServeOptions {
     pub(crate) ts_pool: usize,
 }
 
-/// Runs a server until the parent process exits.
+/// Runs an axum server until the parent process exits (the actix ones are
+/// [`serve_actix`](crate::serve_actix)'s).
 pub(crate) fn serve(case: Server, options: ServeOptions) -> anyhow::Result<()> {
-    if !case.is_rust() {
-        bail!("{case} is not served by this binary");
+    if !case.is_rust() || case.is_actix() {
+        bail!("{case} is not served by this binary's axum servers");
     }
     watch_parent();
-    if case.is_actix() {
-        return crate::serve_actix::serve(case, &options);
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -74,7 +72,7 @@ pub(crate) fn serve(case: Server, options: ServeOptions) -> anyhow::Result<()> {
     clippy::exit,
     reason = "a server orphaned by a killed harness must not outlive it"
 )]
-fn watch_parent() {
+pub(crate) fn watch_parent() {
     let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || {
         loop {

@@ -30,6 +30,7 @@ use crate::serve::{ServeOptions, large_value, next_value, workloads};
 
 /// Runs an actix server for `case` until the parent process exits.
 pub(crate) fn serve(case: Server, options: &ServeOptions) -> anyhow::Result<()> {
+    crate::serve::watch_parent();
     let counters = Arc::new(Counters::default());
     let redis_url = || options.redis.clone().context("--redis URL is needed");
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

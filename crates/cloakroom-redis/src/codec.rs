@@ -1,51 +1,78 @@
 //! How a [`Record`] is laid out in a Redis hash, and reading replies.
 //!
-//! Data field `name` is the hash field `d:name` (the value is the JSON text, verbatim);
-//! metadata is `m:created`, `m:seen`, `m:exp` (milliseconds since the epoch, decimal),
-//! `m:user`, `m:ua` (absent when `None`) and `m:rem` (`1` or `0`). The prefixes keep data
-//! and metadata apart whatever the field names are.
+//! Data field `name` is the hash field `d:name` (the value is the JSON text, verbatim).
+//! Metadata has one-letter fields: `e` (expires at) and `c` (created at), milliseconds since
+//! the epoch in decimal (Redis keeps such values as 8-byte integers); `s` (last seen) only
+//! once it differs from `c`; `r` (`1`, remember me) only when set; `u` (user) and `a` (user
+//! agent) only when known. A one-field anonymous session is thus 3 fields, a 46-byte listpack
+//! (48 with the allocator's rounding), where the first layout needed 5 fields, 85 (96) bytes.
+//!
+//! Records written before (the first layout, still read, patched, touched and deleted in
+//! place, never mixed with the new one) name the metadata `m:created`, `m:seen`, `m:exp`,
+//! `m:rem`, `m:user` and `m:ua`, with every one of the first four always present. The
+//! scripts tell the layouts apart by which expiry field the hash has (`e` or `m:exp`). Data
+//! fields always start with `d:`, so no data field can pass for metadata in either layout.
 
 use cloakroom_core::session::Timestamp;
 use cloakroom_core::store::{Error, ErrorKind, Meta, Patch, Record, Result};
 use redis::Value;
 
 pub(crate) const DATA: &str = "d:";
-const CREATED: &[u8] = b"m:created";
-const SEEN: &[u8] = b"m:seen";
-const EXPIRES: &[u8] = b"m:exp";
-const USER: &[u8] = b"m:user";
-const USER_AGENT: &[u8] = b"m:ua";
-const REMEMBER: &[u8] = b"m:rem";
+const CREATED: &[u8] = b"c";
+const SEEN: &[u8] = b"s";
+const EXPIRES: &[u8] = b"e";
+const USER: &[u8] = b"u";
+const USER_AGENT: &[u8] = b"a";
+const REMEMBER: &[u8] = b"r";
+
+/// The metadata fields of the first layout.
+mod v1 {
+    pub(super) const CREATED: &[u8] = b"m:created";
+    pub(super) const SEEN: &[u8] = b"m:seen";
+    pub(super) const EXPIRES: &[u8] = b"m:exp";
+    pub(super) const USER: &[u8] = b"m:user";
+    pub(super) const USER_AGENT: &[u8] = b"m:ua";
+    pub(super) const REMEMBER: &[u8] = b"m:rem";
+}
 
 fn corrupt(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Corrupt, message.into())
 }
 
-/// `ARGV` of the create script: now, expires at, then every field/value pair.
-pub(crate) fn create_args(record: &Record, now: Timestamp) -> Vec<Vec<u8>> {
-    let meta = &record.meta;
-    let mut args = Vec::with_capacity(2 + 2 * (record.data.len() + 6));
-    args.push(now.as_millis().to_string().into_bytes());
-    args.push(meta.expires_at.as_millis().to_string().into_bytes());
-    let mut pair = |name: &[u8], value: Vec<u8>| {
-        args.push(name.to_vec());
-        args.push(value);
-    };
-    pair(
-        CREATED,
-        meta.created_at.as_millis().to_string().into_bytes(),
-    );
-    pair(SEEN, meta.last_seen.as_millis().to_string().into_bytes());
-    pair(
-        EXPIRES,
-        meta.expires_at.as_millis().to_string().into_bytes(),
-    );
-    pair(REMEMBER, remember(meta.remember).to_vec());
+fn decimal(t: Timestamp) -> Vec<u8> {
+    t.as_millis().to_string().into_bytes()
+}
+
+/// The optional metadata of a new record, as field/value pairs: `s`, `r`, `u`, `a` when they
+/// say something.
+fn optional_meta(meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
+    let mut pairs = Vec::new();
+    if meta.last_seen != meta.created_at {
+        pairs.push((SEEN, decimal(meta.last_seen)));
+    }
+    if meta.remember {
+        pairs.push((REMEMBER, b"1".to_vec()));
+    }
     if let Some(user) = &meta.user {
-        pair(USER, user.as_bytes().to_vec());
+        pairs.push((USER, user.as_bytes().to_vec()));
     }
     if let Some(ua) = &meta.user_agent {
-        pair(USER_AGENT, ua.as_bytes().to_vec());
+        pairs.push((USER_AGENT, ua.as_bytes().to_vec()));
+    }
+    pairs
+}
+
+/// `ARGV` of the create script (see [`crate::scripts::CREATE`]): now, expires at, created
+/// at, then the other field/value pairs: the optional metadata and the data fields.
+pub(crate) fn create_args(record: &Record, now: Timestamp) -> Vec<Vec<u8>> {
+    let meta = &record.meta;
+    let mut args = Vec::with_capacity(3 + 2 * (record.data.len() + 4));
+    args.push(decimal(now));
+    args.push(decimal(meta.expires_at));
+    args.push(decimal(meta.created_at));
+    for (name, value) in optional_meta(meta) {
+        args.push(name.to_vec());
+        args.push(value);
     }
     for (name, value) in &record.data {
         args.push(data_field(name));
@@ -54,10 +81,73 @@ pub(crate) fn create_args(record: &Record, now: Timestamp) -> Vec<Vec<u8>> {
     args
 }
 
-/// `ARGV` of the apply script (see [`crate::scripts::APPLY`]).
+/// RDB type of a hash written as plain field and value strings.
+const RDB_TYPE_HASH: u8 = 4;
+
+/// The RDB version the payload claims: 9 (Redis 5 to 6.2). A server restores a payload of its
+/// own version or an older one, and this type has been read the same way since Redis 2.
+const RDB_VERSION: u16 = 9;
+
+/// The checksum `DUMP` payloads end with (CRC-64/Jones, as Redis computes it).
+const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+
+/// An RDB length: 6, 14, 32 or 64 bits, big-endian, tagged in the top two bits.
+fn rdb_len(out: &mut Vec<u8>, len: usize) {
+    match u32::try_from(len) {
+        Ok(n) if n < 1 << 6 => out.push(n as u8),
+        Ok(n) if n < 1 << 14 => out.extend_from_slice(&((n as u16) | 0x4000).to_be_bytes()),
+        Ok(n) => {
+            out.push(0x80);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        Err(_) => {
+            out.push(0x81);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+fn rdb_string(out: &mut Vec<u8>, s: &[u8]) {
+    rdb_len(out, s.len());
+    out.extend_from_slice(s);
+}
+
+/// The record as a `DUMP` payload for `RESTORE` (see [`crate::restore`]): the same hash the
+/// create script writes (`e`, `c`, the optional metadata, the data fields), RDB-encoded,
+/// then the RDB version and the CRC-64 of all that, both little-endian.
+pub(crate) fn restore_payload(record: &Record) -> Vec<u8> {
+    let meta = &record.meta;
+    let optional = optional_meta(meta);
+    let size = 32 + record.data_bytes() + 4 * record.data.len();
+    let mut out =
+        Vec::with_capacity(size + optional.iter().map(|(_, v)| v.len() + 4).sum::<usize>());
+    out.push(RDB_TYPE_HASH);
+    rdb_len(&mut out, 2 + optional.len() + record.data.len());
+    rdb_string(&mut out, EXPIRES);
+    rdb_string(&mut out, &decimal(meta.expires_at));
+    rdb_string(&mut out, CREATED);
+    rdb_string(&mut out, &decimal(meta.created_at));
+    for (name, value) in &optional {
+        rdb_string(&mut out, name);
+        rdb_string(&mut out, value);
+    }
+    for (name, value) in &record.data {
+        rdb_string(&mut out, &data_field(name));
+        rdb_string(&mut out, value.as_bytes());
+    }
+    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = CRC64.checksum(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// `ARGV` of the apply script (see [`crate::scripts::APPLY`]): now, max lifetime (ms, or
+/// empty), the number of fields to remove, those fields, last seen, expires at, the
+/// remember flag (`1`, `0`, or empty: unchanged), then the data field/value pairs to set.
+/// The metadata values come without names: the script names them after the record's layout.
 pub(crate) fn apply_args(patch: &Patch, now: Timestamp) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(9 + patch.remove.len() + 2 * patch.set.len());
-    args.push(now.as_millis().to_string().into_bytes());
+    let mut args = Vec::with_capacity(6 + patch.remove.len() + 2 * patch.set.len());
+    args.push(decimal(now));
     args.push(
         patch
             .max_lifetime
@@ -66,14 +156,14 @@ pub(crate) fn apply_args(patch: &Patch, now: Timestamp) -> Vec<Vec<u8>> {
     );
     args.push(patch.remove.len().to_string().into_bytes());
     args.extend(patch.remove.iter().map(|name| data_field(name)));
-    args.push(SEEN.to_vec());
-    args.push(patch.last_seen.as_millis().to_string().into_bytes());
-    args.push(EXPIRES.to_vec());
-    args.push(patch.expires_at.as_millis().to_string().into_bytes());
-    if let Some(flag) = patch.remember {
-        args.push(REMEMBER.to_vec());
-        args.push(remember(flag).to_vec());
-    }
+    args.push(decimal(patch.last_seen));
+    args.push(decimal(patch.expires_at));
+    args.push(
+        patch
+            .remember
+            .map(|f| remember(f).to_vec())
+            .unwrap_or_default(),
+    );
     for (name, value) in &patch.set {
         args.push(data_field(name));
         args.push(value.as_bytes().to_vec());
@@ -92,6 +182,25 @@ fn data_field(name: &str) -> Vec<u8> {
     field
 }
 
+/// The metadata found in a hash, in either layout (the new names win if both are there).
+#[derive(Default)]
+struct Found {
+    created: [Option<Timestamp>; 2],
+    seen: [Option<Timestamp>; 2],
+    expires: [Option<Timestamp>; 2],
+    remember: [Option<bool>; 2],
+    user: [Option<String>; 2],
+    user_agent: [Option<String>; 2],
+}
+
+fn flag(value: &[u8]) -> Result<bool> {
+    match value {
+        b"1" => Ok(true),
+        b"0" => Ok(false),
+        _ => Err(corrupt("remember flag is neither 0 nor 1")),
+    }
+}
+
 /// Decodes an `HGETALL` reply. `None` for a missing key or a record expired at `now`.
 pub(crate) fn decode_record(reply: Value, now: Timestamp) -> Result<Option<Record>> {
     let pairs = pairs(reply)?;
@@ -99,8 +208,7 @@ pub(crate) fn decode_record(reply: Value, now: Timestamp) -> Result<Option<Recor
         return Ok(None);
     }
     let mut record = Record::default();
-    let (mut created, mut seen, mut expires) = (None, None, None);
-    let mut remember_flag = None;
+    let mut f = Found::default();
     for (field, value) in pairs {
         if let Some(name) = field.strip_prefix(DATA.as_bytes()) {
             record
@@ -109,26 +217,34 @@ pub(crate) fn decode_record(reply: Value, now: Timestamp) -> Result<Option<Recor
             continue;
         }
         match field.as_slice() {
-            CREATED => created = Some(millis(&value)?),
-            SEEN => seen = Some(millis(&value)?),
-            EXPIRES => expires = Some(millis(&value)?),
-            USER => record.meta.user = Some(utf8(&value, "user")?),
-            USER_AGENT => record.meta.user_agent = Some(utf8(&value, "user agent")?),
-            REMEMBER => {
-                remember_flag = Some(match value.as_slice() {
-                    b"1" => true,
-                    b"0" => false,
-                    _ => return Err(corrupt("remember flag is neither 0 nor 1")),
-                })
-            }
+            EXPIRES => f.expires[0] = Some(millis(&value)?),
+            CREATED => f.created[0] = Some(millis(&value)?),
+            SEEN => f.seen[0] = Some(millis(&value)?),
+            REMEMBER => f.remember[0] = Some(flag(&value)?),
+            USER => f.user[0] = Some(utf8(&value, "user")?),
+            USER_AGENT => f.user_agent[0] = Some(utf8(&value, "user agent")?),
+            v1::EXPIRES => f.expires[1] = Some(millis(&value)?),
+            v1::CREATED => f.created[1] = Some(millis(&value)?),
+            v1::SEEN => f.seen[1] = Some(millis(&value)?),
+            v1::REMEMBER => f.remember[1] = Some(flag(&value)?),
+            v1::USER => f.user[1] = Some(utf8(&value, "user")?),
+            v1::USER_AGENT => f.user_agent[1] = Some(utf8(&value, "user agent")?),
             // Fields written by a later version: ignore them.
             _ => {}
         }
     }
-    let (Some(created), Some(seen), Some(expires), Some(remember_flag)) =
-        (created, seen, expires, remember_flag)
-    else {
+    // The layout is the one whose expiry field the hash has (as the scripts decide).
+    let v = usize::from(f.expires[0].is_none());
+    let (Some(expires), Some(created)) = (f.expires[v], f.created[v]) else {
         return Err(corrupt("session record without its metadata fields"));
+    };
+    let (seen, remember) = if v == 0 {
+        (f.seen[0].unwrap_or(created), f.remember[0].unwrap_or(false))
+    } else {
+        let (Some(seen), Some(remember)) = (f.seen[1], f.remember[1]) else {
+            return Err(corrupt("session record without its metadata fields"));
+        };
+        (seen, remember)
     };
     if expires <= now {
         return Ok(None);
@@ -137,8 +253,9 @@ pub(crate) fn decode_record(reply: Value, now: Timestamp) -> Result<Option<Recor
         created_at: created,
         last_seen: seen,
         expires_at: expires,
-        remember: remember_flag,
-        ..record.meta
+        remember,
+        user: f.user[v].take(),
+        user_agent: f.user_agent[v].take(),
     };
     Ok(Some(record))
 }
@@ -248,8 +365,16 @@ mod tests {
         r.meta.user = Some("ada".into());
         r.meta.remember = true;
         r.data.insert("m:exp".into(), "\"not metadata\"".into());
+        r.data.insert("e".into(), "\"not metadata either\"".into());
         r.data.insert(String::new(), "1".into());
         r
+    }
+
+    /// The hash the create script writes from `args`: `e`, `c`, then the pairs.
+    fn created_hash(args: &[Vec<u8>]) -> Vec<Value> {
+        let mut flat = vec![bulk(b"e"), bulk(&args[1]), bulk(b"c"), bulk(&args[2])];
+        flat.extend(args[3..].iter().map(|a| bulk(a)));
+        flat
     }
 
     /// The create arguments, read back as a hash reply, give the record.
@@ -257,29 +382,109 @@ mod tests {
     fn create_args_round_trip() {
         let r = record();
         let args = create_args(&r, Timestamp(0));
-        let flat: Vec<Value> = args[2..].iter().map(|a| bulk(a)).collect();
+        let flat = created_hash(&args);
         assert_eq!(
             decode_record(Value::Array(flat.clone()), Timestamp(5)).unwrap(),
-            Some(r)
+            Some(r.clone())
         );
         let map = flat
             .chunks(2)
             .map(|c| (c[0].clone(), c[1].clone()))
             .collect();
+        assert_eq!(
+            decode_record(Value::Map(map), Timestamp(5)).unwrap(),
+            Some(r)
+        );
+    }
+
+    /// An anonymous session just created stores `e`, `c` and its data, nothing else; a
+    /// later `s` or `r` is read back.
+    #[test]
+    fn new_layout_leaves_out_what_it_can() {
+        let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
+        r.data.insert("counter".into(), "1".into());
+        let args = create_args(&r, Timestamp(1_000));
+        let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        assert_eq!(text, [&b"1000"[..], b"9000", b"1000", b"d:counter", b"1"]);
+        r.meta.last_seen = Timestamp(2_000);
+        r.meta.remember = true;
+        r.meta.user_agent = Some("curl".into());
+        let args = create_args(&r, Timestamp(1_000));
+        let text: Vec<&[u8]> = args[3..].iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            text,
+            [
+                &b"s"[..],
+                b"2000",
+                b"r",
+                b"1",
+                b"a",
+                b"curl",
+                b"d:counter",
+                b"1"
+            ]
+        );
+        assert_eq!(
+            decode_record(Value::Array(created_hash(&args)), Timestamp(5)).unwrap(),
+            Some(r)
+        );
+    }
+
+    /// A hash in the first layout (`m:*` metadata) decodes as before.
+    #[test]
+    fn first_layout_still_decodes() {
+        let flat: Vec<Value> = [
+            &b"m:created"[..],
+            b"1000",
+            b"m:seen",
+            b"1500",
+            b"m:exp",
+            b"9000",
+            b"m:rem",
+            b"1",
+            b"m:user",
+            b"ada",
+            b"m:ua",
+            b"curl",
+            b"d:m:exp",
+            b"\"data\"",
+            b"d:e",
+            b"2",
+        ]
+        .iter()
+        .map(|a| bulk(a))
+        .collect();
+        let r = decode_record(Value::Array(flat.clone()), Timestamp(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.meta.created_at, r.meta.last_seen, r.meta.expires_at),
+            (Timestamp(1_000), Timestamp(1_500), Timestamp(9_000))
+        );
+        assert!(r.meta.remember);
+        assert_eq!(r.meta.user.as_deref(), Some("ada"));
+        assert_eq!(r.meta.user_agent.as_deref(), Some("curl"));
+        assert_eq!(r.data.len(), 2);
         assert!(
-            decode_record(Value::Map(map), Timestamp(5))
+            decode_record(Value::Array(flat.clone()), Timestamp(9_000))
                 .unwrap()
-                .is_some()
+                .is_none()
+        );
+        // Without m:seen it is as corrupt as it always was.
+        let mut partial = flat;
+        partial.drain(2..4);
+        assert_eq!(
+            decode_record(Value::Array(partial), Timestamp(0))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Corrupt
         );
     }
 
     #[test]
     fn expired_or_empty_is_none_and_junk_is_corrupt() {
         let r = Record::new(Timestamp(1_000), Timestamp(2_000));
-        let flat: Vec<Value> = create_args(&r, Timestamp(0))[2..]
-            .iter()
-            .map(|a| bulk(a))
-            .collect();
+        let flat = created_hash(&create_args(&r, Timestamp(0)));
         assert!(
             decode_record(Value::Array(flat.clone()), Timestamp(1_999))
                 .unwrap()
@@ -295,19 +500,63 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        let junk = Value::Array(vec![bulk(b"m:exp"), bulk(b"soon")]);
-        let err = decode_record(junk, Timestamp(0)).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Corrupt);
-        let partial = Value::Array(vec![bulk(b"d:x"), bulk(b"1")]);
-        assert_eq!(
-            decode_record(partial, Timestamp(0)).unwrap_err().kind(),
-            ErrorKind::Corrupt
-        );
+        for junk in [
+            vec![bulk(b"m:exp"), bulk(b"soon")],
+            vec![bulk(b"e"), bulk(b"soon"), bulk(b"c"), bulk(b"1")],
+            vec![
+                bulk(b"e"),
+                bulk(b"5"),
+                bulk(b"c"),
+                bulk(b"1"),
+                bulk(b"r"),
+                bulk(b"2"),
+            ],
+            vec![bulk(b"d:x"), bulk(b"1")],
+            vec![bulk(b"e"), bulk(b"5")],
+        ] {
+            let err = decode_record(Value::Array(junk), Timestamp(0)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt);
+        }
         assert_eq!(
             decode_record(Value::Int(3), Timestamp(0))
                 .unwrap_err()
                 .kind(),
             ErrorKind::Corrupt
+        );
+    }
+
+    /// The checksum is Redis's: a payload `DUMP` returned (Redis 7.0, a listpack hash `e`,
+    /// `c`, `d:counter`) ends with the CRC-64 of the rest.
+    #[test]
+    fn checksum_is_the_one_redis_writes() {
+        let hex = "102e2e0000000600816502f4286e5034a201000009816302f428122a2fa2010000098964\
+                   3a636f756e7465720a0101ff0a004b44fde9e79c23ad";
+        let dump: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let (body, crc) = dump.split_at(dump.len() - 8);
+        assert_eq!(CRC64.checksum(body).to_le_bytes(), crc);
+    }
+
+    #[test]
+    fn restore_payload_layout() {
+        let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
+        r.data.insert("counter".into(), "1".into());
+        let p = restore_payload(&r);
+        let (body, crc) = p.split_at(p.len() - 8);
+        assert_eq!(CRC64.checksum(body).to_le_bytes(), crc);
+        assert_eq!(
+            body,
+            b"\x04\x03\x01e\x049000\x01c\x041000\x09d:counter\x011\x09\x00"
+        );
+        let mut out = Vec::new();
+        for len in [63, 64, 16_383, 16_384] {
+            rdb_len(&mut out, len);
+        }
+        assert_eq!(
+            out,
+            [0x3f, 0x40, 0x40, 0x7f, 0xff, 0x80, 0x00, 0x00, 0x40, 0x00]
         );
     }
 
@@ -321,25 +570,13 @@ mod tests {
         let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
-            [
-                &b"3"[..],
-                b"",
-                b"1",
-                b"d:b",
-                b"m:seen",
-                b"7",
-                b"m:exp",
-                b"9",
-                b"m:rem",
-                b"0",
-                b"d:a",
-                b"1"
-            ]
+            [&b"3"[..], b"", b"1", b"d:b", b"7", b"9", b"0", b"d:a", b"1"]
         );
         p.remember = None;
         p.max_lifetime = Some(std::time::Duration::from_secs(2));
         let args = apply_args(&p, Timestamp(3));
         assert_eq!(args[1], b"2000");
-        assert_eq!(args.len(), 10, "no m:rem pair");
+        assert_eq!(args[6], b"", "remember unchanged");
+        assert_eq!(args.len(), 9);
     }
 }

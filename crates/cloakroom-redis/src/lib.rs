@@ -24,11 +24,12 @@
 //! field `name` is the hash field `d:name` holding the JSON text verbatim; metadata lives in
 //! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
-//! remember me), `u` (user) and `a` (user agent). A one-field anonymous session is a
-//! 3-entry listpack of 48 bytes. Records written by earlier versions (metadata in
-//! `m:created`, `m:seen`, `m:exp`, `m:rem`, `m:user`, `m:ua`) are still read, patched,
-//! touched and deleted, and keep that layout until they expire. The key expires by
-//! `PEXPIREAT` at the record's expiry, so Redis drops dead sessions by itself and
+//! remember me), `u` (user) and `a` (user agent). A one-field anonymous session is 3
+//! fields, a 46-byte listpack (85 bytes in the first layout). Records written by earlier
+//! versions (metadata in `m:created`, `m:seen`, `m:exp`, `m:rem`, `m:user`, `m:ua`) are
+//! still read, patched, touched and deleted, and keep that layout until they expire (an
+//! older binary cannot read the new layout: upgrade every instance together). The key
+//! expires by `PEXPIREAT` at the record's expiry, so Redis drops dead sessions by itself and
 //! [`SessionStore::purge_expired`] is a no-op.
 //!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` of handles. Entries of sessions
@@ -38,10 +39,14 @@
 //!
 //! # Round trips
 //!
-//! `load` is one `HGETALL`; `create`, `apply`, `touch` and `delete` are one Lua script call
-//! each (`EVALSHA`; redis-rs loads a script on `NOSCRIPT`, e.g. after a Redis restart). A
-//! login (`create` with a user) adds one `SADD` (as a script that also reports the set's
-//! size); deleting a logged-in session adds one `SREM`. The scripts check that the record is
+//! `load` is one `HGETALL`; `create` is one `RESTORE key expiry payload ABSTTL` (the hash
+//! and its expiry in one native command that fails on an existing key: about a third of the
+//! create script's cost to Redis), falling back to the create script when the key exists,
+//! with `?wait=N`, or once a server refused `RESTORE` (an ACL user without `@dangerous`, a
+//! proxy); `apply`, `touch` and `delete` are one Lua script call each (`EVALSHA`; redis-rs
+//! loads a script on `NOSCRIPT`, e.g. after a Redis restart). A login (`create` with a user)
+//! adds one `SADD` (as a script that also reports the set's size); deleting a logged-in
+//! session adds one `SREM`. The scripts check that the record is
 //! live first, so a patch or touch never brings back a session that was deleted or expired.
 //! Each script touches exactly one key, so all of it works on Redis Cluster (a session and
 //! its user's index are in different slots and never touched by one script).
@@ -159,6 +164,7 @@ mod near;
 mod options;
 pub mod pycket;
 mod reconnect;
+mod restore;
 mod scan;
 mod scripts;
 mod sentinel;

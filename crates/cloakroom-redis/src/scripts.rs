@@ -3,8 +3,14 @@
 //! touched by the same script.
 //!
 //! Times are milliseconds since the epoch, passed by the client (`ARGV[1]` = the client's
-//! "now"): a record whose `m:exp` has passed by the application's clock counts as gone, even
+//! "now"): a record whose expiry has passed by the application's clock counts as gone, even
 //! if Redis (by its own clock) has not expired the key yet.
+//!
+//! Two layouts (see [`crate::codec`]): records are created in the current one (`e`, `c`,
+//! ...); records of the first one (`m:exp`, `m:created`, ...) are still patched, touched and
+//! deleted, in their own layout. A script tells them apart by the expiry field the hash has.
+//! Each `redis.call` costs Redis about a microsecond on top of the command, so the scripts
+//! make as few as they can.
 
 use std::sync::LazyLock;
 
@@ -24,86 +30,127 @@ local function batch(cmd, key, from, to)
 end
 ";
 
-/// Create: `ARGV` = now, expires at, then field/value pairs (data and metadata).
-/// Returns 1 when written, 0 when a live record holds the key (nothing written). A record
-/// that expired by the client's clock but not yet by Redis's is replaced.
+/// Create: `ARGV` = now, expires at, created at, then the other field/value pairs (metadata
+/// and data). Returns 1 when written, 0 when a live record holds the key (nothing written).
+/// A record that expired by the client's clock but not yet by Redis's is replaced.
+///
+/// Three calls for a new key: `EXISTS`, one `HSET` (up to 996 values), `PEXPIREAT`.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{BATCH}
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local exp = redis.call('HGET', KEYS[1], 'm:exp')
-  if not exp or tonumber(exp) > tonumber(ARGV[1]) then return 0 end
-  redis.call('DEL', KEYS[1])
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 1 then
+  local m = redis.call('HMGET', k, 'e', 'm:exp')
+  local e = m[1] or m[2]
+  if not e or tonumber(e) > tonumber(ARGV[1]) then return 0 end
+  redis.call('DEL', k)
 end
-batch('HSET', KEYS[1], 3, #ARGV)
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+if #ARGV < 1000 then
+  redis.call('HSET', k, 'e', ARGV[2], 'c', ARGV[3], unpack(ARGV, 4))
+else
+  redis.call('HSET', k, 'e', ARGV[2], 'c', ARGV[3])
+  batch('HSET', k, 4, #ARGV)
+end
+redis.call('PEXPIREAT', k, ARGV[2])
 return 1
 "
     ))
 });
 
 /// Apply a patch: `ARGV` = now, max lifetime in ms (`''` for none: else the expiry is capped
-/// at `m:created` plus it), number of fields to remove, the fields to remove, then the
-/// field/value pairs to set, starting with `m:seen` and `m:exp` (so `ARGV[p + 3]` is the
-/// expiry), then `m:rem` if it changes, then the data fields.
-/// Returns 0 (and writes nothing) when the record is gone: never recreates it.
+/// at the creation time plus it), number of fields to remove (`n`), the fields to remove,
+/// then at `p = 4 + n`: last seen, expires at, the remember flag (`''`: unchanged), and the
+/// data field/value pairs to set. Returns 0 (and writes nothing) when the record is gone:
+/// never recreates it.
 ///
-/// Kept to as few `redis.call`s as possible (each costs Redis about a microsecond on top of
-/// the command): one `HGET`, one `HSET` for metadata and data together, one `PEXPIREAT`.
-pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{BATCH}
-local e = redis.call('HGET', KEYS[1], 'm:exp')
-if not e or tonumber(e) <= tonumber(ARGV[1]) then return 0 end
-local r = tonumber(ARGV[3])
-local p = 4 + r
-if r > 0 then batch('HDEL', KEYS[1], 4, p - 1) end
-if #ARGV - p < 997 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, p))
+/// Three calls in the common case: one `HGET` of the expiry (`HMGET` with the creation time
+/// when there is a max lifetime), one `HSET` for metadata and data together, one `PEXPIREAT`
+/// (plus an `HDEL` when fields go, and one more read for a record in the first layout).
+pub(crate) static APPLY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{BATCH}{APPLY_BODY}return 1\n")));
+
+/// [`APPLY`], then a read of the key, so that a client with `CLIENT TRACKING` on is told
+/// when the record changes afterwards (used with the near-cache only).
+pub(crate) static APPLY_TRACKED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{BATCH}{APPLY_BODY}{TRACK}")));
+
+/// The tail of the tracked scripts: a read of the key (which tracks it), then 1.
+const TRACK: &str = "redis.call('EXISTS', KEYS[1])\nreturn 1\n";
+
+const APPLY_BODY: &str = "
+local k = KEYS[1]
+local s, x, r = 's', 'e', 'r'
+local e, c
+if ARGV[2] == '' then
+  e = redis.call('HGET', k, 'e')
 else
-  batch('HSET', KEYS[1], p, #ARGV)
+  local m = redis.call('HMGET', k, 'e', 'c')
+  e, c = m[1], m[2]
 end
-local exp = ARGV[p + 3]
-if ARGV[2] ~= '' then
-  local c = redis.call('HGET', KEYS[1], 'm:created')
-  if c then
-    local cap = tonumber(c) + tonumber(ARGV[2])
-    if cap < tonumber(exp) then
-      exp = string.format('%.0f', cap)
-      redis.call('HSET', KEYS[1], 'm:exp', exp)
-    end
+if not e then
+  local m = redis.call('HMGET', k, 'm:exp', 'm:created')
+  if not m[1] then return 0 end
+  e, c, s, x, r = m[1], m[2], 'm:seen', 'm:exp', 'm:rem'
+end
+if tonumber(e) <= tonumber(ARGV[1]) then return 0 end
+local n = tonumber(ARGV[3])
+local p = 4 + n
+if n > 0 then batch('HDEL', k, 4, p - 1) end
+local exp = ARGV[p + 1]
+if ARGV[2] ~= '' and c then
+  local cap = tonumber(c) + tonumber(ARGV[2])
+  if cap < tonumber(exp) then exp = string.format('%.0f', cap) end
+end
+local big = #ARGV - p >= 997
+if ARGV[p + 2] == '' then
+  if big then
+    redis.call('HSET', k, s, ARGV[p], x, exp)
+  else
+    redis.call('HSET', k, s, ARGV[p], x, exp, unpack(ARGV, p + 3))
   end
+elseif big then
+  redis.call('HSET', k, s, ARGV[p], x, exp, r, ARGV[p + 2])
+else
+  redis.call('HSET', k, s, ARGV[p], x, exp, r, ARGV[p + 2], unpack(ARGV, p + 3))
 end
-redis.call('PEXPIREAT', KEYS[1], exp)
-return 1
-"
-    ))
-});
+if big then batch('HSET', k, p + 3, #ARGV) end
+redis.call('PEXPIREAT', k, exp)
+";
 
 /// Touch: `ARGV` = now, last seen, expires at. Returns 0 (and writes nothing) when the record
 /// is gone.
-pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "
-local exp = redis.call('HGET', KEYS[1], 'm:exp')
-if not exp or tonumber(exp) <= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'm:seen', ARGV[2], 'm:exp', ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return 1
-",
-    )
-});
+pub(crate) static TOUCH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{TOUCH_BODY}return 1\n")));
+
+/// [`TOUCH`], then a read of the key (see [`APPLY_TRACKED`]).
+pub(crate) static TOUCH_TRACKED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{TOUCH_BODY}{TRACK}")));
+
+const TOUCH_BODY: &str = "
+local k = KEYS[1]
+local s, x = 's', 'e'
+local e = redis.call('HGET', k, 'e')
+if not e then
+  e, s, x = redis.call('HGET', k, 'm:exp'), 'm:seen', 'm:exp'
+  if not e then return 0 end
+end
+if tonumber(e) <= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', k, s, ARGV[2], x, ARGV[3])
+redis.call('PEXPIREAT', k, ARGV[3])
+";
 
 /// Delete: `ARGV` = now. Returns `{live, has_user, user}`: whether a live record was deleted,
 /// and the user it was bound to (so the caller can drop it from the user index).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "
-local m = redis.call('HMGET', KEYS[1], 'm:exp', 'm:user')
+local m = redis.call('HMGET', KEYS[1], 'e', 'u', 'm:exp', 'm:user')
 if redis.call('UNLINK', KEYS[1]) == 0 then return {0, 0, ''} end
+local e, u = m[1], m[2]
+if not e then e, u = m[3], m[4] end
 local live = 0
-if m[1] and tonumber(m[1]) > tonumber(ARGV[1]) then live = 1 end
-if m[2] then return {live, 1, m[2]} end
+if e and tonumber(e) > tonumber(ARGV[1]) then live = 1 end
+if u then return {live, 1, u} end
 return {live, 0, ''}
 ",
     )
@@ -115,10 +162,12 @@ return {live, 0, ''}
 pub(crate) static DELETE_OWNED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "
-local m = redis.call('HMGET', KEYS[1], 'm:exp', 'm:user')
-if m[2] ~= ARGV[2] then return -1 end
+local m = redis.call('HMGET', KEYS[1], 'e', 'u', 'm:exp', 'm:user')
+local e, u = m[1], m[2]
+if not e then e, u = m[3], m[4] end
+if u ~= ARGV[2] then return -1 end
 redis.call('UNLINK', KEYS[1])
-if m[1] and tonumber(m[1]) > tonumber(ARGV[1]) then return 1 end
+if e and tonumber(e) > tonumber(ARGV[1]) then return 1 end
 return 0
 ",
     )

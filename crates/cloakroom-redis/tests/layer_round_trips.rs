@@ -150,7 +150,7 @@ async fn login_is_a_create_plus_index_and_a_delete() {
     // load, create (+ user index add), delete of the old record
     assert_eq!(
         sent,
-        ["hgetall", "evalsha", "evalsha", "evalsha"],
+        ["hgetall", "restore", "evalsha", "evalsha"],
         "{sent:?}"
     );
 }

@@ -1,0 +1,73 @@
+//! A server that refuses `RESTORE` (here an ACL user without it: it is in `@dangerous`) still
+//! gets its sessions: by the create script, from the first refusal on. (A test binary of its
+//! own: the refusal turns `RESTORE` off for the whole process.)
+
+use std::time::Duration;
+
+use cloakroom_core::session::{SessionId, Timestamp};
+use cloakroom_core::store::{Created, Record, SessionStore};
+use cloakroom_redis::RedisStore;
+use cloakroom_testkit::redis_server::{RedisServer, Resp};
+
+/// `RESTORE`s the ACL log recorded as refused (its entries count repeats).
+fn refusals(server: &RedisServer) -> i64 {
+    let Ok(Resp::Array(Some(entries))) = server.command(&["ACL", "LOG"]) else {
+        panic!("ACL LOG");
+    };
+    let mut refused = 0;
+    for entry in &entries {
+        let Resp::Array(Some(fields)) = entry else {
+            continue;
+        };
+        let field = |name: &str| fields.chunks(2).find(|kv| kv[0].as_str() == Some(name));
+        if field("object").and_then(|kv| kv[1].as_str()) == Some("restore") {
+            if let Some([_, Resp::Int(n)]) = field("count") {
+                refused += n;
+            }
+        }
+    }
+    refused
+}
+
+#[tokio::test]
+async fn sessions_are_created_by_script_when_restore_is_refused() {
+    let server = RedisServer::start();
+    let acl = [
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">app-password",
+        "~*",
+        "&*",
+        "+@all",
+        "-restore",
+    ];
+    assert_eq!(server.command(&acl).unwrap(), Resp::Simple("OK".into()));
+    let url = format!("redis://app:app-password@127.0.0.1:{}/", server.port());
+    let store = RedisStore::open(&url).await.expect("open");
+
+    let now = Timestamp::now();
+    let mut record = Record::new(now, now.plus(Duration::from_secs(3600)));
+    record.data.insert("counter".into(), "1".into());
+    for round in ["first", "second"] {
+        let key = SessionId::generate().key();
+        server.reset_stats();
+        assert_eq!(
+            store.create(&key, &record).await.unwrap(),
+            Created::Done,
+            "{round}"
+        );
+        let sent = server.commands_sent();
+        // A command refused by ACL does not run (no slow-log entry): only the script shows,
+        // loaded on first use; the refusal is in the ACL log, once.
+        let expected: &[&str] = if round == "first" {
+            &["evalsha", "script", "evalsha"]
+        } else {
+            &["evalsha"]
+        };
+        assert_eq!(sent, expected, "{round} create");
+        assert_eq!(refusals(&server), 1, "{round} create");
+        assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+    }
+}
