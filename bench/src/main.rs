@@ -53,9 +53,10 @@ const USAGE: &str =
        cloakroom-bench redis-mem [SESSIONS [ROUNDS]]
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
        cloakroom-bench chart REPORT.txt OUT.svg
-servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-postgres \
-tower-sessions-memory tower-sessions-redis tornado-pycket actix-plain \
-cloakroom-actix-memory cloakroom-actix-redis actix-session-redis actix-session-cookie
+servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-redis-cache \
+cloakroom-postgres tower-sessions-memory tower-sessions-redis tornado-pycket actix-plain \
+cloakroom-actix-memory cloakroom-actix-redis cloakroom-actix-redis-cache actix-session-redis \
+actix-session-cookie
 workloads: read write blind-write new large";
 
 /// A command line that does not parse.

@@ -108,24 +108,70 @@ pub(crate) fn checks(results: &Results) -> Vec<Check> {
         });
     }
     out.extend(cost_checks(results));
+    out.extend(near_cache_checks(results));
     out.extend(actix_checks(results));
+    out
+}
+
+/// The Redis targets of issue 14: the near-cache's reads against the memory store's and
+/// tower-sessions', one command per read-then-write, and the new session.
+fn near_cache_checks(results: &Results) -> Vec<Check> {
+    use Server::{CloakroomMemory, CloakroomRedis, CloakroomRedisCache};
+    use Workload::{New, Read, Write};
+    let row = |s, w| results.row(s, w);
+    let rps = |s, w| row(s, w).rps;
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let mut out = Vec::new();
+    let mut at_least = |what: &str, v: Option<f64>, min: f64| {
+        out.push(Check {
+            what: what.into(),
+            measured: num(v, 2) + "x",
+            met: v.map(|x| x >= min),
+        });
+    };
+    at_least(
+        "redis+cache read >= 0.9x memory read",
+        ratio(rps(CloakroomRedisCache, Read), rps(CloakroomMemory, Read)),
+        0.9,
+    );
+    at_least(
+        "redis+cache read >= 1.5x tower-sessions-redis",
+        row(CloakroomRedisCache, Read).ratio_peer,
+        1.5,
+    );
+    at_least(
+        "redis new >= 1.2x tower-sessions-redis",
+        row(CloakroomRedis, New).ratio_peer,
+        1.2,
+    );
+    let cmds = row(CloakroomRedisCache, Write).cmds;
+    out.push(Check {
+        what: "redis+cache commands per request, write = 1".into(),
+        measured: num(cmds, 2),
+        met: cmds.map(|x| (x - 1.0).abs() < 0.05),
+    });
     out
 }
 
 /// The actix-web targets (issue 16): cloakroom-actix on Redis against actix-session on the
 /// same Redis, and the CPU each adds over plain actix-web, side by side.
 fn actix_checks(results: &Results) -> Vec<Check> {
-    use Server::{ActixSessionRedis, CloakroomActixRedis};
+    use Server::{ActixSessionRedis, CloakroomActixRedis, CloakroomActixRedisCache};
     use Workload::{New, Read, Write};
     let row = |s, w| results.row(s, w);
     let mut out = Vec::new();
-    for w in [Read, Write] {
-        let v = row(CloakroomActixRedis, w).ratio_peer;
-        out.push(Check {
-            what: format!("actix redis {w} >= 1.2x actix-session"),
-            measured: num(v, 2) + "x",
-            met: v.map(|x| x >= 1.2),
-        });
+    for (server, name) in [
+        (CloakroomActixRedis, "actix redis"),
+        (CloakroomActixRedisCache, "actix redis+cache"),
+    ] {
+        for w in [Read, Write] {
+            let v = row(server, w).ratio_peer;
+            out.push(Check {
+                what: format!("{name} {w} >= 1.2x actix-session"),
+                measured: num(v, 2) + "x",
+                met: v.map(|x| x >= 1.2),
+            });
+        }
     }
     for w in [Read, Write, New] {
         let ours = row(CloakroomActixRedis, w).cpu_over_plain_us;
