@@ -62,15 +62,60 @@ fn optional_meta(meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
     pairs
 }
 
-/// `ARGV` of the create script (see [`crate::scripts::CREATE`]): now, expires at, created
-/// at, then the other field/value pairs: the optional metadata and the data fields.
-pub(crate) fn create_args(record: &Record, now: Timestamp) -> Vec<Vec<u8>> {
+/// The field names new records get: the compact layout (the default), or the first one, for
+/// a rolling upgrade while instances that only read the first layout still run (URL option
+/// `layout=1`). Either way, records of both layouts are read and written in their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `e`, `c`, and `s`, `r`, `u`, `a` when they say something.
+    #[default]
+    Compact,
+    /// `m:exp`, `m:created`, `m:seen`, `m:rem` always, `m:user` and `m:ua` when known.
+    First,
+}
+
+impl Layout {
+    /// Every metadata field of a new record, as field/value pairs, the expiry first.
+    fn meta_fields(self, meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
+        match self {
+            Layout::Compact => {
+                let mut pairs = vec![
+                    (EXPIRES, decimal(meta.expires_at)),
+                    (CREATED, decimal(meta.created_at)),
+                ];
+                pairs.extend(optional_meta(meta));
+                pairs
+            }
+            Layout::First => {
+                let mut pairs = vec![
+                    (v1::EXPIRES, decimal(meta.expires_at)),
+                    (v1::CREATED, decimal(meta.created_at)),
+                    (v1::SEEN, decimal(meta.last_seen)),
+                    (
+                        v1::REMEMBER,
+                        if meta.remember { b"1" } else { b"0" }.to_vec(),
+                    ),
+                ];
+                if let Some(user) = &meta.user {
+                    pairs.push((v1::USER, user.as_bytes().to_vec()));
+                }
+                if let Some(ua) = &meta.user_agent {
+                    pairs.push((v1::USER_AGENT, ua.as_bytes().to_vec()));
+                }
+                pairs
+            }
+        }
+    }
+}
+
+/// `ARGV` of the create script (see [`crate::scripts::CREATE`]): now, expires at, then every
+/// field/value pair of the record in `layout`: the metadata, then the data fields.
+pub(crate) fn create_args(record: &Record, now: Timestamp, layout: Layout) -> Vec<Vec<u8>> {
     let meta = &record.meta;
-    let mut args = Vec::with_capacity(3 + 2 * (record.data.len() + 4));
+    let mut args = Vec::with_capacity(2 + 2 * (record.data.len() + 6));
     args.push(decimal(now));
     args.push(decimal(meta.expires_at));
-    args.push(decimal(meta.created_at));
-    for (name, value) in optional_meta(meta) {
+    for (name, value) in layout.meta_fields(meta) {
         args.push(name.to_vec());
         args.push(value);
     }
@@ -115,19 +160,13 @@ fn rdb_string(out: &mut Vec<u8>, s: &[u8]) {
 /// The record as a `DUMP` payload for `RESTORE` (see [`crate::restore`]): the same hash the
 /// create script writes (`e`, `c`, the optional metadata, the data fields), RDB-encoded,
 /// then the RDB version and the CRC-64 of all that, both little-endian.
-pub(crate) fn restore_payload(record: &Record) -> Vec<u8> {
-    let meta = &record.meta;
-    let optional = optional_meta(meta);
+pub(crate) fn restore_payload(record: &Record, layout: Layout) -> Vec<u8> {
+    let meta = layout.meta_fields(&record.meta);
     let size = 32 + record.data_bytes() + 4 * record.data.len();
-    let mut out =
-        Vec::with_capacity(size + optional.iter().map(|(_, v)| v.len() + 4).sum::<usize>());
+    let mut out = Vec::with_capacity(size + meta.iter().map(|(_, v)| v.len() + 16).sum::<usize>());
     out.push(RDB_TYPE_HASH);
-    rdb_len(&mut out, 2 + optional.len() + record.data.len());
-    rdb_string(&mut out, EXPIRES);
-    rdb_string(&mut out, &decimal(meta.expires_at));
-    rdb_string(&mut out, CREATED);
-    rdb_string(&mut out, &decimal(meta.created_at));
-    for (name, value) in &optional {
+    rdb_len(&mut out, meta.len() + record.data.len());
+    for (name, value) in &meta {
         rdb_string(&mut out, name);
         rdb_string(&mut out, value);
     }
@@ -372,16 +411,14 @@ mod tests {
 
     /// The hash the create script writes from `args`: `e`, `c`, then the pairs.
     fn created_hash(args: &[Vec<u8>]) -> Vec<Value> {
-        let mut flat = vec![bulk(b"e"), bulk(&args[1]), bulk(b"c"), bulk(&args[2])];
-        flat.extend(args[3..].iter().map(|a| bulk(a)));
-        flat
+        args[2..].iter().map(|a| bulk(a)).collect()
     }
 
     /// The create arguments, read back as a hash reply, give the record.
     #[test]
     fn create_args_round_trip() {
         let r = record();
-        let args = create_args(&r, Timestamp(0));
+        let args = create_args(&r, Timestamp(0), Layout::Compact);
         let flat = created_hash(&args);
         assert_eq!(
             decode_record(Value::Array(flat.clone()), Timestamp(5)).unwrap(),
@@ -403,14 +440,26 @@ mod tests {
     fn new_layout_leaves_out_what_it_can() {
         let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
         r.data.insert("counter".into(), "1".into());
-        let args = create_args(&r, Timestamp(1_000));
+        let args = create_args(&r, Timestamp(1_000), Layout::Compact);
         let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        assert_eq!(text, [&b"1000"[..], b"9000", b"1000", b"d:counter", b"1"]);
+        assert_eq!(
+            text,
+            [
+                &b"1000"[..],
+                b"9000",
+                b"e",
+                b"9000",
+                b"c",
+                b"1000",
+                b"d:counter",
+                b"1"
+            ]
+        );
         r.meta.last_seen = Timestamp(2_000);
         r.meta.remember = true;
         r.meta.user_agent = Some("curl".into());
-        let args = create_args(&r, Timestamp(1_000));
-        let text: Vec<&[u8]> = args[3..].iter().map(Vec::as_slice).collect();
+        let args = create_args(&r, Timestamp(1_000), Layout::Compact);
+        let text: Vec<&[u8]> = args[6..].iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
             [
@@ -484,7 +533,7 @@ mod tests {
     #[test]
     fn expired_or_empty_is_none_and_junk_is_corrupt() {
         let r = Record::new(Timestamp(1_000), Timestamp(2_000));
-        let flat = created_hash(&create_args(&r, Timestamp(0)));
+        let flat = created_hash(&create_args(&r, Timestamp(0), Layout::Compact));
         assert!(
             decode_record(Value::Array(flat.clone()), Timestamp(1_999))
                 .unwrap()
@@ -543,7 +592,7 @@ mod tests {
     fn restore_payload_layout() {
         let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
         r.data.insert("counter".into(), "1".into());
-        let p = restore_payload(&r);
+        let p = restore_payload(&r, Layout::Compact);
         let (body, crc) = p.split_at(p.len() - 8);
         assert_eq!(CRC64.checksum(body).to_le_bytes(), crc);
         assert_eq!(

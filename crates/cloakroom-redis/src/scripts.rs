@@ -30,11 +30,11 @@ local function batch(cmd, key, from, to)
 end
 ";
 
-/// Create: `ARGV` = now, expires at, created at, then the other field/value pairs (metadata
-/// and data). Returns 1 when written, 0 when a live record holds the key (nothing written).
+/// Create: `ARGV` = now, expires at, then every field/value pair (metadata, in either
+/// layout, and data). Returns 1 when written, 0 when a live record holds the key (nothing written).
 /// A record that expired by the client's clock but not yet by Redis's is replaced.
 ///
-/// Three calls for a new key: `EXISTS`, one `HSET` (up to 996 values), `PEXPIREAT`.
+/// Three calls for a new key: `EXISTS`, one `HSET` (up to 997 field/value pairs' worth of values), `PEXPIREAT`.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{BATCH}
@@ -46,10 +46,9 @@ if redis.call('EXISTS', k) == 1 then
   redis.call('DEL', k)
 end
 if #ARGV < 1000 then
-  redis.call('HSET', k, 'e', ARGV[2], 'c', ARGV[3], unpack(ARGV, 4))
+  redis.call('HSET', k, unpack(ARGV, 3))
 else
-  redis.call('HSET', k, 'e', ARGV[2], 'c', ARGV[3])
-  batch('HSET', k, 4, #ARGV)
+  batch('HSET', k, 3, #ARGV)
 end
 redis.call('PEXPIREAT', k, ARGV[2])
 return 1

@@ -361,3 +361,74 @@ async fn big_patches_on_both_layouts() {
         assert_eq!(store.load(&key).await.unwrap(), Some(expected));
     }
 }
+
+/// `layout=1` (for a rolling upgrade): new records get exactly the first layout's fields,
+/// all four times-and-flag fields included (what a binary from before the compact layout
+/// requires), whether created by `RESTORE` or, where the server refuses it, by the script;
+/// the store then uses them like any first-layout record.
+#[tokio::test]
+async fn layout_1_creates_first_layout_records() {
+    let server = RedisServer::start();
+    let acl = [
+        "ACL",
+        "SETUSER",
+        "norestore",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-restore",
+    ];
+    ok(&server, &acl);
+    let by_script = format!("redis://norestore:pw@127.0.0.1:{}/0", server.port());
+    for (url, how) in [(server.url(), "RESTORE"), (by_script, "script")] {
+        let store = RedisStore::builder(format!("{url}?layout=1"))
+            .prefix(unique_prefix())
+            .build()
+            .await
+            .expect("open");
+        let key = SessionId::generate().key();
+        let now = Timestamp::now();
+        let mut record = Record::new(now, now.plus(HOUR));
+        record.meta.user = Some("ada".into());
+        record.data.insert("counter".into(), "1".into());
+        assert_eq!(store.create(&key, &record).await.unwrap(), Created::Done);
+        let h = hash(&server, &store.session_key(&key));
+        assert_eq!(
+            field_names(&h),
+            [
+                "d:counter",
+                "m:created",
+                "m:exp",
+                "m:rem",
+                "m:seen",
+                "m:user"
+            ],
+            "{how}"
+        );
+        assert_eq!(h["m:rem"], "0", "{how}");
+        assert_eq!(
+            store.load(&key).await.unwrap(),
+            Some(record.clone()),
+            "{how}"
+        );
+        let later = Timestamp::now();
+        let patch = Patch::new(later, later.plus(HOUR)).set("counter", "2");
+        assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
+        let h = hash(&server, &store.session_key(&key));
+        assert_eq!(h["d:counter"], "2", "{how}");
+        assert!(!h.contains_key("e") && !h.contains_key("s"), "{how}: {h:?}");
+        assert_eq!(store.sessions_of("ada").await.unwrap().len(), 1, "{how}");
+        assert!(store.delete(&key).await.unwrap(), "{how}");
+    }
+    for bad in ["?layout=3", "?layout=first"] {
+        let err = RedisStore::open(&format!("{}{bad}", server.url()))
+            .await
+            .expect_err(bad);
+        assert_eq!(
+            err.kind(),
+            cloakroom_core::store::ErrorKind::Config,
+            "{bad}"
+        );
+    }
+}
