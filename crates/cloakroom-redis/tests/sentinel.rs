@@ -181,32 +181,52 @@ async fn sentinels_with_requirepass() {
             "sentinel_username and sentinel_password were given",
         ),
     ] {
-        let errors = [
-            RedisStore::builder(redis_url(query))
-                .command_timeout(timeout)
-                .build()
-                .await
-                .err(),
-            PycketStore::builder(pycket(query))
-                .command_timeout(timeout)
-                .build()
-                .await
-                .err(),
-        ];
-        for err in errors {
-            let err = err.unwrap_or_else(|| panic!("{query:?} accepted"));
-            let text = full_text(&err);
-            println!("sentinels with requirepass, {query:?}: {text}");
-            assert_eq!(err.kind(), ErrorKind::Config, "{text}");
-            assert!(
-                text.contains("sentinel 127.0.0.1:"),
-                "names the sentinel: {text}"
-            );
+        let what = format!("sentinels with requirepass, {query:?}");
+        for text in
+            refused_by_the_sentinels(&redis_url(query), &pycket(query), timeout, &what).await
+        {
             assert!(text.contains(says), "{text}");
             assert!(!text.contains("not-the-password"), "{text}");
             assert!(!text.contains(password), "{text}");
         }
     }
+}
+
+/// Opening the native store at `redis_url` and the pycket store at `pycket_url` both fail
+/// with a configuration error that names the sentinel; their full texts (printed, with
+/// `what`).
+async fn refused_by_the_sentinels(
+    redis_url: &str,
+    pycket_url: &str,
+    timeout: Duration,
+    what: &str,
+) -> Vec<String> {
+    let errors = [
+        RedisStore::builder(redis_url)
+            .command_timeout(timeout)
+            .build()
+            .await
+            .err(),
+        PycketStore::builder(pycket_url)
+            .command_timeout(timeout)
+            .build()
+            .await
+            .err(),
+    ];
+    errors
+        .into_iter()
+        .map(|err| {
+            let err = err.unwrap_or_else(|| panic!("{what}: accepted"));
+            let text = full_text(&err);
+            println!("{what}: {text}");
+            assert_eq!(err.kind(), ErrorKind::Config, "{text}");
+            assert!(
+                text.contains("sentinel 127.0.0.1:"),
+                "names the sentinel: {text}"
+            );
+            text
+        })
+        .collect()
 }
 
 /// Sentinels over TLS that know only an ACL user (the default user off): both stores reach
@@ -257,27 +277,10 @@ async fn sentinels_with_an_acl_user_over_tls() {
         "sentinel_password=acl-pw",
         "",
     ] {
-        let errors = [
-            RedisStore::builder(redis_url(query))
-                .command_timeout(timeout)
-                .build()
-                .await
-                .err(),
-            PycketStore::builder(pycket(query))
-                .command_timeout(timeout)
-                .build()
-                .await
-                .err(),
-        ];
-        for err in errors {
-            let err = err.unwrap_or_else(|| panic!("{query:?} accepted"));
-            let text = full_text(&err);
-            println!("TLS sentinels with an ACL user, {query:?}: {text}");
-            assert_eq!(err.kind(), ErrorKind::Config, "{text}");
-            assert!(
-                text.contains("sentinel 127.0.0.1:"),
-                "names the sentinel: {text}"
-            );
+        let what = format!("TLS sentinels with an ACL user, {query:?}");
+        for text in
+            refused_by_the_sentinels(&redis_url(query), &pycket(query), timeout, &what).await
+        {
             assert!(!text.contains("acl-pw"), "{text}");
         }
     }
