@@ -76,30 +76,31 @@ impl RedisStore {
         ]
     }
 
-    /// The connection (and its index) for the Redis key `key`. With a near-cache every
-    /// command on one key goes over one connection, so its replies and Redis's
-    /// invalidations of it arrive in one ordered stream; otherwise round-robin.
-    pub(crate) fn conn_for(&self, key: &str) -> (usize, Conn) {
-        let conns = &self.inner.conns;
-        if conns.len() == 1 {
-            return (0, conns[0].clone());
+    /// The connection for the Redis key `key`: with a near-cache, the one [`Self::route`]
+    /// gives; otherwise the next one round-robin ([`Self::conn`]).
+    pub(crate) fn conn_for(&self, key: &str) -> Conn {
+        match self.inner.near {
+            Some(_) => self.inner.conns[self.route(key)].clone(),
+            None => self.conn(),
         }
-        let index = if self.inner.near.is_some() {
-            // The key ends in a base64 handle of a hash: spread by its last bytes.
-            let b = key.as_bytes();
-            let spread = b
-                .iter()
-                .rev()
-                .take(4)
-                .fold(0usize, |a, &x| a * 64 + usize::from(x));
-            spread % conns.len()
-        } else {
-            self.inner
-                .next
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % conns.len()
-        };
-        (index, conns[index].clone())
+    }
+
+    /// The index of the connection every command on the Redis key `key` goes over when
+    /// there is a near-cache, so that its replies and Redis's invalidations of it arrive in
+    /// one ordered stream.
+    fn route(&self, key: &str) -> usize {
+        let n = self.inner.conns.len();
+        if n == 1 {
+            return 0;
+        }
+        // The key ends in a base64 handle of a hash: spread by its last bytes.
+        let spread = key
+            .as_bytes()
+            .iter()
+            .rev()
+            .take(4)
+            .fold(0usize, |a, &x| a * 64 + usize::from(x));
+        spread % n
     }
 
     /// `load` with the near-cache: a live cached record costs no command; otherwise one
@@ -110,13 +111,14 @@ impl RedisStore {
         key: &SessionKey,
     ) -> Result<Option<Record>> {
         let rkey = self.session_key(key);
-        let (index, conn) = self.conn_for(&rkey);
+        let index = self.route(&rkey);
         match near.get(&rkey, index, Timestamp::now()) {
             Lookup::Hit(record) => return Ok(Some(record)),
             Lookup::Expired => return Ok(None),
             Lookup::Miss => {}
         }
         let token = near.begin(&rkey);
+        let conn = self.inner.conns[index].clone();
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(&rkey);
         let reply = bounded(self.inner.timeout, "load", || {

@@ -120,6 +120,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether `shard` still holds the pending marker `token` under `key`.
+fn holds_marker(shard: &LruCache<Box<str>, Slot>, key: &str, token: u64) -> bool {
+    matches!(shard.peek(key), Some(Slot::Pending(t)) if *t == token)
+}
+
 impl NearCache {
     /// A cache of up to `capacity` records (at least one per shard) for keys starting with
     /// `key_prefix`, on `connections` connections, serving records only while their
@@ -246,7 +251,7 @@ impl NearCache {
     /// the key, and nothing else began on it, since the marker was left).
     pub(crate) fn fill(&self, key: &str, token: u64, record: Record) {
         let mut shard = lock(self.shard(key));
-        if matches!(shard.peek(key), Some(Slot::Pending(t)) if *t == token) {
+        if holds_marker(&shard, key, token) {
             shard.put(key.into(), Slot::Ready(record));
             bump(&self.counters.fills);
         } else {
@@ -257,7 +262,7 @@ impl NearCache {
     /// Removes the marker `token` of `key` if it is still there (the reply is not cached).
     pub(crate) fn abandon(&self, key: &str, token: u64) {
         let mut shard = lock(self.shard(key));
-        if matches!(shard.peek(key), Some(Slot::Pending(t)) if *t == token) {
+        if holds_marker(&shard, key, token) {
             shard.pop(key);
         }
     }
@@ -332,21 +337,21 @@ impl NearCache {
     }
 }
 
-/// Runs `write` on the session key `rkey` with the near-cache `near` kept honest: the key is
-/// removed before the write is sent (this instance must not read the old record while it is
-/// in flight) and again once it is done, however it ended (a write that timed out may still
-/// run).
+/// Runs `write` on the session keys `rkeys` with the near-cache `near` kept honest: the keys
+/// are removed before the write is sent (this instance must not read the old records while
+/// it is in flight) and again once it is done, however it ended (a write that timed out may
+/// still run).
 pub(crate) async fn invalidating<T>(
     near: Option<&NearCache>,
-    rkey: &str,
+    rkeys: &[String],
     write: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     let Some(near) = near else {
         return write.await;
     };
-    near.invalidate(rkey);
+    rkeys.iter().for_each(|k| near.invalidate(k));
     let result = write.await;
-    near.invalidate(rkey);
+    rkeys.iter().for_each(|k| near.invalidate(k));
     result
 }
 

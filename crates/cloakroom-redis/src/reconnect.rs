@@ -214,13 +214,19 @@ impl Live {
         if let Err(e) = &result {
             if kills_connection(e) || (self.follows_master && demoted(e)) {
                 tracing::debug!(generation = self.generation, error = %e, "Redis connection lost");
-                self.dead.store(true, Ordering::Relaxed);
-                if let Some(track) = track {
-                    track.cache.flush("connection to Redis lost");
-                }
+                self.abandon(track, "connection to Redis lost");
             }
         }
         result
+    }
+
+    /// Marks the connection dead (the next command gets a new one) and then drops the
+    /// near-cache's records, for `why`.
+    fn abandon(&self, track: Option<&Tracking>, why: &'static str) {
+        self.dead.store(true, Ordering::Relaxed);
+        if let Some(track) = track {
+            track.cache.flush(why);
+        }
     }
 }
 
@@ -240,47 +246,41 @@ impl Reconnecting {
 
 impl Reconnecting {
     /// The near-cache's heartbeat on this connection: a `PING`, or, on a Sentinel service's
-    /// master, a `ROLE`. A server that no longer says it is the master (demoted in a failover
-    /// this connection did not notice, e.g. cut off from the sentinels) loses the connection
-    /// (the next command asks the sentinels again) and the cache its records.
+    /// master, a `ROLE`, sent like any command (its reply proves the connection fresh; a
+    /// broken connection is replaced). A server that no longer says it is the master
+    /// (demoted in a failover this connection did not notice, e.g. cut off from the
+    /// sentinels) loses the connection (the next command asks the sentinels again) and the
+    /// cache its records.
     pub(crate) async fn heartbeat(&self) {
-        let Ok(mut live) = self.live().await else {
+        let follows_master = self.shared.client.follows_master();
+        let command = if follows_master { "ROLE" } else { "PING" };
+        let Ok(reply) = redis::cmd(command)
+            .query_async::<Value>(&mut self.clone())
+            .await
+        else {
             return;
         };
-        let sent = self.sent();
-        let track = self.shared.track.as_ref();
-        if !live.follows_master {
-            let result = redis::cmd("PING")
-                .query_async::<Value>(&mut live.conn)
-                .await;
-            self.answered(sent, &result);
-            let _ = live.check(result, track);
-            return;
-        }
-        let result = redis::cmd("ROLE")
-            .query_async::<Value>(&mut live.conn)
-            .await;
-        let master = match &result {
-            Ok(Value::Array(items)) => match items.first() {
-                Some(Value::BulkString(role)) => role.as_slice() == b"master",
-                Some(Value::SimpleString(role)) => role == "master",
-                _ => false,
-            },
-            _ => true, // an error is `check`'s business
-        };
-        if master {
-            self.answered(sent, &result);
-            let _ = live.check(result, track);
-        } else {
-            tracing::warn!(
-                generation = live.generation,
-                "the Redis server is no longer the master; asking the sentinels again"
-            );
-            live.dead.store(true, Ordering::Relaxed);
-            if let Some(track) = track {
-                track.cache.flush("the server is no longer the master");
+        if follows_master && !says_master(&reply) {
+            tracing::warn!("the Redis server is no longer the master; asking the sentinels again");
+            if let Slot::Ready(live) = &*lock(&self.shared.slot) {
+                live.abandon(
+                    self.shared.track.as_ref(),
+                    "the server is no longer the master",
+                );
             }
         }
+    }
+}
+
+/// Whether a `ROLE` reply names a master.
+fn says_master(reply: &Value) -> bool {
+    let Value::Array(items) = reply else {
+        return false;
+    };
+    match items.first() {
+        Some(Value::BulkString(role)) => role.as_slice() == b"master",
+        Some(Value::SimpleString(role)) => role == "master",
+        _ => false,
     }
 }
 

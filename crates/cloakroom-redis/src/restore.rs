@@ -61,7 +61,7 @@ impl RedisStore {
             return Ok(false);
         }
         let payload = codec::restore_payload(record, self.inner.layout);
-        let (_, conn) = self.conn_for(rkey);
+        let conn = self.conn_for(rkey);
         let outcome = bounded(self.inner.timeout, "create", || {
             let mut conn = conn.clone();
             let mut cmd = redis::cmd("RESTORE");

@@ -111,7 +111,7 @@ impl RedisStore {
         key: &str,
         args: &[Vec<u8>],
     ) -> Result<Value> {
-        let (_, conn) = self.conn_for(key);
+        let conn = self.conn_for(key);
         if self.inner.wait > 0 {
             // `?wait=N`: the write and `WAIT N` in one pipeline on one connection.
             let (wait, timeout) = (self.inner.wait, self.inner.timeout);
@@ -303,7 +303,12 @@ impl SessionStore for RedisStore {
         let rkey = self.session_key(key);
         let args = [now];
         let write = self.script("delete", &scripts::DELETE, &rkey, &args);
-        let reply = invalidating(self.inner.near.as_deref(), &rkey, write).await?;
+        let reply = invalidating(
+            self.inner.near.as_deref(),
+            std::slice::from_ref(&rkey),
+            write,
+        )
+        .await?;
         let mut fields = items(reply)?.into_iter();
         let (Some(live), Some(has_user), Some(user)) =
             (fields.next(), fields.next(), fields.next())
@@ -342,40 +347,27 @@ impl SessionStore for RedisStore {
             .into_iter()
             .filter(|m| Some(m) != except.as_ref())
             .collect();
-        let keys: Vec<Option<SessionKey>> = members
+        let rkeys: Vec<String> = members
             .iter()
             .map(|m| {
-                std::str::from_utf8(m)
+                match std::str::from_utf8(m)
                     .ok()
                     .and_then(SessionKey::from_handle)
+                {
+                    Some(key) => self.session_key(&key),
+                    // Junk in the index: run on a key that cannot exist (it is then pruned).
+                    None => format!("{}s:-", self.inner.prefix),
+                }
             })
             .collect();
         let now = Timestamp::now().as_millis().to_string();
-        // The near-cache forgets them before and after (as for one `delete`).
-        let cached: Vec<String> = match &self.inner.near {
-            Some(_) => keys.iter().flatten().map(|k| self.session_key(k)).collect(),
-            None => Vec::new(),
-        };
-        let forget = || {
-            if let Some(near) = &self.inner.near {
-                cached.iter().for_each(|k| near.invalidate(k));
-            }
-        };
-        forget();
-        let replies = self
-            .many("delete_user", keys.len(), |i, mut conn| {
-                let mut invocation = scripts::DELETE_OWNED.prepare_invoke();
-                match &keys[i] {
-                    Some(key) => invocation.key(self.session_key(key)),
-                    // Junk in the index: run on a key that cannot exist (it is then pruned).
-                    None => invocation.key(format!("{}s:-", self.inner.prefix)),
-                };
-                invocation.arg(&now).arg(user);
-                async move { invocation.invoke_async::<Value>(&mut conn).await }
-            })
-            .await;
-        forget();
-        let replies = replies?;
+        let deletions = self.many("delete_user", rkeys.len(), |i, mut conn| {
+            let mut invocation = scripts::DELETE_OWNED.prepare_invoke();
+            invocation.key(&rkeys[i]).arg(&now).arg(user);
+            async move { invocation.invoke_async::<Value>(&mut conn).await }
+        });
+        // The near-cache forgets them before and after, as for one `delete`.
+        let replies = invalidating(self.inner.near.as_deref(), &rkeys, deletions).await?;
         let mut deleted = 0;
         for reply in replies {
             if int(reply)? == 1 {
