@@ -14,7 +14,7 @@
 
 mod routes;
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,14 +41,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    cloakroom_demo_app::init_logging();
     match actix_web::rt::System::new().block_on(serve(args.flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,10 +64,7 @@ async fn serve(flags: Flags) -> anyhow::Result<()> {
         None => None,
     };
     let limits = flags.limits()?;
-    let metrics_on_main = metrics_listener.is_none() && addr.ip().is_loopback();
-    if metrics_listener.is_none() && !metrics_on_main {
-        tracing::info!("/metrics is not served: listening beyond loopback without --metrics-addr");
-    }
+    let metrics_on_main = flags.metrics_on_main(addr);
     let demo = Demo::open(flags.config(addr, metrics_on_main)).await?;
     let app = routes::Wiring::new(demo);
     tracing::info!(?limits, "connection limits");

@@ -216,6 +216,18 @@ impl Flags {
         })
     }
 
+    /// Whether the main listener, bound to `addr`, serves `/metrics`: only on loopback and
+    /// without `--metrics-addr` (then logs that `/metrics` is not served at all).
+    pub fn metrics_on_main(&self, addr: SocketAddr) -> bool {
+        let on_main = self.metrics_addr.is_none() && addr.ip().is_loopback();
+        if self.metrics_addr.is_none() && !on_main {
+            tracing::info!(
+                "/metrics is not served: listening beyond loopback without --metrics-addr"
+            );
+        }
+        on_main
+    }
+
     /// The app's configuration, for a server listening on `addr` (the default origin) that
     /// serves `/metrics` itself or not.
     pub fn config(&self, addr: SocketAddr, metrics_on_main: bool) -> DemoConfig {

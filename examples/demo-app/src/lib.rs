@@ -44,3 +44,17 @@ pub use config::{DEFAULT_MAX_CONNECTIONS, DemoConfig, Flags, METRICS_MAX_CONNECT
 pub use error::{AppError, StoreFailure};
 pub use metrics::{Metrics, RouteClass};
 pub use reply::Reply;
+
+/// Logs to standard error, at `RUST_LOG`'s levels (`info` by default), in colour on a
+/// terminal: the same for both demo binaries.
+pub fn init_logging() {
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

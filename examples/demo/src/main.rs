@@ -1,7 +1,7 @@
 //! `cloakroom-demo`: the login app of the original Tornado + pycket tutorial, on axum and
 //! Cloakroom. `cloakroom-demo --help` lists the flags; each is also an environment variable.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -19,14 +19,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    cloakroom_demo_app::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,10 +63,7 @@ async fn serve(args: Flags) -> anyhow::Result<()> {
             limits.header_timeout
         );
     }
-    let metrics_on_main = metrics_listener.is_none() && addr.ip().is_loopback();
-    if metrics_listener.is_none() && !metrics_on_main {
-        tracing::info!("/metrics is not served: listening beyond loopback without --metrics-addr");
-    }
+    let metrics_on_main = args.metrics_on_main(addr);
     let config = args.config(addr, metrics_on_main);
     let apps = cloakroom_demo::apps(config).await?;
     tracing::info!(?limits, "connection limits");
