@@ -155,7 +155,8 @@ pub(crate) fn identifier(what: &str, name: &str) -> Result<String> {
         && name.len() <= max
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("pg_");
+        // PostgreSQL folds unquoted names to lower case and reserves `pg_` in any case.
+        && !name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("pg_"));
     if valid {
         Ok(name.to_owned())
     } else {
@@ -223,6 +224,8 @@ mod tests {
             "postgres://u:hunter2@h/db?table=a;drop",
             "postgres://u:hunter2@h/db?table=1abc",
             "postgres://u:hunter2@h/db?schema=pg_catalog",
+            "postgres://u:hunter2@h/db?schema=PG_catalog",
+            "postgres://u:hunter2@h/db?table=Pg_sessions",
             "postgres://u:hunter2@h/db?table=",
             "postgres://u:hunter2@h/db?pool_size=0",
             "postgres://u:hunter2@h/db?timeout_ms=x",
