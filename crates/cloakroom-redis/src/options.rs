@@ -260,6 +260,7 @@ impl StoreOptions {
 /// sentinel parser, any other parameter is an [`ErrorKind::Config`] error (a misspelt `ca=`
 /// must not silently fall back to the system roots).
 pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
+    refuse_fragment(url)?;
     let mut options = StoreOptions::default();
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), options));
@@ -350,6 +351,21 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
         format!("{base}?{}", rest.join("&"))
     };
     Ok((url, options))
+}
+
+/// Refuses a URL with a fragment (`#`, even empty), before anything else reads it: redis-rs
+/// takes `#insecure` for "do not verify the server's TLS certificate", which only
+/// `insecure_skip_verify=true` may say (it warns). Every Redis URL form passes here first
+/// ([`take_options`], and the pycket URL's parser).
+pub(crate) fn refuse_fragment(url: &str) -> Result<()> {
+    if !url.contains('#') {
+        return Ok(());
+    }
+    Err(config(format!(
+        "a Redis URL takes no fragment (`#...`): {} (to skip TLS certificate checks, for \
+         development only, say insecure_skip_verify=true; a `#` in a password is written %23)",
+        redact(url)
+    )))
 }
 
 /// Decodes `%XX` escapes (and `+` as a space); `None` for bad escapes or non-UTF-8.

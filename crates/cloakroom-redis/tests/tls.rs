@@ -12,6 +12,7 @@ use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionS
 use cloakroom_redis::{PycketStore, RedisStore};
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, RedisTls, Resp};
+use cloakroom_testkit::sentinel_server::SentinelTopology;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -415,4 +416,109 @@ async fn cluster_over_tls() {
         .expect_err("untrusted cluster");
     println!("cluster with the wrong CA: {:?}: {err}", err.kind());
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+/// Opens `url` with the store its scheme names; the error if it does not open.
+async fn open_err(url: &str) -> Option<cloakroom_core::store::Error> {
+    let timeout = Duration::from_secs(2);
+    if url.starts_with("pycket") {
+        PycketStore::builder(url)
+            .command_timeout(timeout)
+            .build()
+            .await
+            .err()
+    } else {
+        RedisStore::builder(url)
+            .command_timeout(timeout)
+            .build()
+            .await
+            .err()
+    }
+}
+
+/// Asserts that every URL of `urls` is refused as a configuration error about the fragment,
+/// without showing the password (`hunter2`, `hun#ter2`).
+async fn fragments_refused(urls: &[String]) {
+    for url in urls {
+        let err = open_err(url)
+            .await
+            .unwrap_or_else(|| panic!("{url} opened: its fragment was not refused"));
+        let text = format!("{err} {err:?}");
+        println!("{url}: {err}");
+        assert_eq!(err.kind(), ErrorKind::Config, "{url}: {text}");
+        assert!(err.to_string().contains("fragment"), "{url}: {text}");
+        assert!(!text.contains("ter2"), "{text}");
+    }
+}
+
+/// redis-rs reads a `#insecure` fragment as "do not verify the server's certificate". Only
+/// `insecure_skip_verify=true` (which warns) may do that: a URL with any fragment is refused
+/// at open. Every URL here opens against this server if the fragment goes through (its
+/// certificate is signed by neither the system roots nor `other-ca.pem`).
+#[tokio::test]
+async fn a_url_fragment_is_refused_at_open() {
+    let t = tls();
+    let port = t.server.tls_port();
+    let other = t.pki.path("other-ca.pem");
+    let host = format!("127.0.0.1:{port}");
+    fragments_refused(&[
+        format!("rediss://{host}/0#insecure"),
+        format!("rediss://{host}/0?ca={other}&protocol=2#insecure"),
+        format!("rediss://{host}/0?insecure_skip_verify=false&protocol=3#insecure"),
+        format!("rediss://{host}/0?protocol=2#"),
+        // The near-cache's RESP3 check must not hide the fragment.
+        format!("rediss://{host}/0?cache=100&protocol=3#insecure"),
+        format!("pycket+rediss://{host}/4?protocol=2#insecure"),
+        format!("pycket+rediss://{host}/4?notifications_db=5&ca={other}&protocol=2#insecure"),
+    ])
+    .await;
+}
+
+/// The same through TLS sentinels: `rediss+sentinel://` and `pycket+rediss+sentinel://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_fragment_is_refused_at_open_through_sentinels() {
+    let pki = &tls().pki;
+    let topology = SentinelTopology::start_tls(&RedisTls {
+        cert_pem: &pki.server_cert,
+        key_pem: &pki.server_key,
+        ca_pem: &pki.ca_cert,
+        auth_clients: false,
+    });
+    let sentinels = topology.tls_url(0);
+    let other = pki.path("other-ca.pem");
+    fragments_refused(&[
+        format!("{sentinels}?protocol=2#insecure"),
+        format!("{sentinels}?ca={other}&protocol=2#insecure"),
+        format!("pycket+{}?protocol=2#insecure", topology.tls_url(4)),
+    ])
+    .await;
+    // The same URLs without the fragment and with the right CA open.
+    let ca = pki.path("ca.pem");
+    let store = RedisStore::open(&format!("{sentinels}?ca={ca}&protocol=2"))
+        .await
+        .expect("through the sentinels with the CA");
+    round_trip(&store).await;
+}
+
+/// The plain and Cluster forms too, refused before anything connects (nothing listens on
+/// ports 1 and 2); a raw `#` in a password is a fragment as well, and is not shown.
+#[tokio::test]
+async fn a_url_fragment_is_refused_on_every_form() {
+    let started = Instant::now();
+    fragments_refused(&[
+        "redis://127.0.0.1:1/0#insecure".to_owned(),
+        "redis://127.0.0.1:1/0#".to_owned(),
+        "redis://:hun#ter2@127.0.0.1:1/0".to_owned(),
+        "redis+cluster://127.0.0.1:1,127.0.0.1:2#insecure".to_owned(),
+        "redis+cluster://127.0.0.1:1,127.0.0.1:2/?protocol=3#insecure".to_owned(),
+        "rediss+cluster://:hunter2@127.0.0.1:1,127.0.0.1:2#insecure".to_owned(),
+        "redis+sentinel://127.0.0.1:1/svc/0?protocol=2#insecure".to_owned(),
+        "rediss+sentinel://127.0.0.1:1/svc/0#insecure".to_owned(),
+        "pycket+redis://127.0.0.1:1/0#insecure".to_owned(),
+        "pycket+redis://127.0.0.1:1/0?notifications_db=3#".to_owned(),
+        "pycket+redis+sentinel://127.0.0.1:1/svc/0?protocol=2#insecure".to_owned(),
+        "pycket+rediss+sentinel://:hunter2@127.0.0.1:1/svc#insecure".to_owned(),
+    ])
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(2));
 }

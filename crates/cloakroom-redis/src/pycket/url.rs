@@ -36,6 +36,7 @@ pub(super) struct PycketUrl {
 }
 
 pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
+    crate::options::refuse_fragment(url)?;
     let shown = redact(url);
     let (scheme, rest) = url
         .trim()
