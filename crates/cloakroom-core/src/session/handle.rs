@@ -150,7 +150,13 @@ impl Session {
                 return Err(committed_error());
             }
             if matches!(&st.phase, Phase::Unloaded { fallbacks, .. } if fallbacks.is_empty()) {
-                let size = key.len() + json.len();
+                // The stored total is unknown here: the patch's own total is bounded (the
+                // pending values of the other keys plus this one), as a loaded session's is.
+                let others: usize = (st.changes.iter())
+                    .filter(|(name, _)| name.as_str() != key)
+                    .filter_map(|(name, change)| change.as_ref().map(|v| name.len() + v.len()))
+                    .sum();
+                let size = others + key.len() + json.len();
                 if size > max {
                     return Err(too_large(size, max));
                 }
@@ -447,4 +453,67 @@ fn check_key(key: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Key, KeyRing};
+    use crate::session::{CommitAction, SessionEngine};
+    use crate::store::MemoryStore;
+
+    fn engine(store: &Arc<MemoryStore>, keys: &KeyRing, config: SessionConfig) -> SessionEngine {
+        SessionEngine::new(store.clone(), keys.clone(), config)
+    }
+
+    /// A stored session (one small field) and its `name=ticket` pair.
+    async fn stored(engine: &SessionEngine) -> String {
+        let s = engine.session(None);
+        s.set("a", &1).await.unwrap();
+        let cookie = s.commit(None).await.unwrap().set_cookie.unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    /// Regression: blind writes (no read first) were checked key by key, so many keys each
+    /// under `max_data_bytes` went into the store in one patch.
+    #[tokio::test]
+    async fn a_blind_patch_is_bounded_by_max_data_bytes_in_total() {
+        let store = Arc::new(MemoryStore::new());
+        let keys = KeyRing::single(Key::generate());
+        let config = SessionConfig {
+            max_data_bytes: 100,
+            ..SessionConfig::default()
+        };
+        let engine = engine(&store, &keys, config);
+        let ticket = stored(&engine).await;
+        let big = "x".repeat(60);
+        let s = engine.session(Some(&ticket));
+        s.set("k1", &big).await.unwrap();
+        // Writing the same key again replaces its pending value: not counted twice.
+        s.set("k1", &big).await.unwrap();
+        let err = s.set("k2", &big).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::TooLarge,
+            "two keys of 64 bytes in one patch"
+        );
+        assert_eq!(s.commit(None).await.unwrap().action, CommitAction::Patched);
+        let record = store
+            .load(&key_of(&engine, &ticket))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!record.data.contains_key("k2"));
+    }
+
+    /// The store key of a `name=ticket` pair.
+    fn key_of(engine: &SessionEngine, pair: &str) -> SessionKey {
+        let value = pair.split_once('=').unwrap().1;
+        let name = &engine.config().cookie.name;
+        let id = engine
+            .ticket_format()
+            .decode(engine.keys(), name, value)
+            .unwrap();
+        engine.ticket_format().key(&id)
+    }
 }
