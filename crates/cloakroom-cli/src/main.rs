@@ -8,6 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // Usage errors exit with 2, `--help` and `--version` with 0, as clap prints them.
     let cli = cloakroom_cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -28,6 +29,20 @@ fn main() -> ExitCode {
             None => fail(&e),
         },
     }
+}
+
+/// What the stores log at `warn` and above (`insecure_skip_verify=true`'s warning at every
+/// open, say) goes to stderr, never into the output on stdout; `RUST_LOG` chooses other levels.
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .without_time()
+        .try_init();
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {

@@ -141,10 +141,10 @@ pub(crate) async fn fill(url: &str) -> Filled {
 }
 
 /// Runs the built `cloakroom` binary with `--store url` (when given) and `args`, with no
-/// `CLOAKROOM_STORE` from the environment.
+/// `CLOAKROOM_STORE` or `RUST_LOG` from the environment.
 pub(crate) fn cloakroom(url: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cloakroom"));
-    command.env_remove("CLOAKROOM_STORE");
+    command.env_remove("CLOAKROOM_STORE").env_remove("RUST_LOG");
     if let Some(url) = url {
         command.args(["--store", url]);
     }
