@@ -139,8 +139,13 @@ pub struct Patch {
     /// New "remember me" flag, if it changed.
     pub remember: Option<bool>,
     /// When set, the store caps the new expiry at the record's `created_at` plus this, so a
-    /// blind write (made without loading the record) still honours the absolute lifetime.
+    /// blind write (made without loading the record) still honours the absolute lifetime;
+    /// a record whose lifetime is over at `last_seen` is refused ([`Applied::Missing`]).
     pub max_lifetime: Option<Duration>,
+    /// When set, a record last seen this long or longer before `last_seen` is refused
+    /// ([`Applied::Missing`], nothing written): a blind write honours the idle timeout as a
+    /// load does, even for a record the store has not expired yet.
+    pub max_idle: Option<Duration>,
 }
 
 impl Patch {
@@ -153,7 +158,19 @@ impl Patch {
             expires_at,
             remember: None,
             max_lifetime: None,
+            max_idle: None,
         }
+    }
+
+    /// Whether the store must refuse this patch for a record created at `created_at` and
+    /// last seen at `last_seen`: its lifetime or its idle time is over at the patch's
+    /// `last_seen` (see [`Patch::max_lifetime`], [`Patch::max_idle`]). The record a load
+    /// would refuse.
+    pub fn refuses(&self, created_at: Timestamp, last_seen: Timestamp) -> bool {
+        let over = |from: Timestamp, limit: Option<Duration>| {
+            limit.is_some_and(|l| from.plus(l) <= self.last_seen)
+        };
+        over(created_at, self.max_lifetime) || over(last_seen, self.max_idle)
     }
 
     /// The expiry this patch gives a record created at `created_at`.
@@ -197,6 +214,7 @@ impl fmt::Debug for Patch {
             .field("expires_at", &self.expires_at)
             .field("remember", &self.remember)
             .field("max_lifetime", &self.max_lifetime)
+            .field("max_idle", &self.max_idle)
             .finish()
     }
 }

@@ -158,7 +158,9 @@ impl Sql {
                      expires_at = CASE WHEN $4::bigint IS NULL THEN $5::bigint
                                        ELSE least($5::bigint, created_at + $4::bigint) END,
                      remember = coalesce($6, remember)
-                 WHERE key = $7 AND expires_at > $8"
+                 WHERE key = $7 AND expires_at > $8
+                   AND ($4::bigint IS NULL OR created_at + $4::bigint > $3)
+                   AND ($9::bigint IS NULL OR last_seen + $9::bigint > $3)"
             ),
             touch: format!(
                 "UPDATE {t} SET last_seen = $1, expires_at = $2 WHERE key = $3 AND expires_at > $4"
@@ -454,7 +456,7 @@ impl SessionStore for PostgresStore {
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         let (set, removed) = encode_patch(patch);
-        let lifetime = patch.max_lifetime.map(millis);
+        let (lifetime, idle) = (patch.max_lifetime.map(millis), patch.max_idle.map(millis));
         let now = Timestamp::now().as_millis();
         let n = statement!(self, "patching a session", |c| {
             let stmt = c.prepare_cached(&self.inner.sql.apply).await?;
@@ -469,6 +471,7 @@ impl SessionStore for PostgresStore {
                     &patch.remember,
                     &key.as_bytes().as_slice(),
                     &now,
+                    &idle,
                 ],
             )
             .await

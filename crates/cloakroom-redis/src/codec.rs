@@ -180,19 +180,21 @@ pub(crate) fn restore_payload(record: &Record, layout: Layout) -> Vec<u8> {
     out
 }
 
-/// `ARGV` of the apply script (see [`crate::scripts::APPLY`]): now, max lifetime (ms, or
-/// empty), the number of fields to remove, those fields, last seen, expires at, the
-/// remember flag (`1`, `0`, or empty: unchanged), then the data field/value pairs to set.
-/// The metadata values come without names: the script names them after the record's layout.
+/// `ARGV` of the apply script (see [`crate::scripts::APPLY`]): now, max lifetime and max
+/// idle time (ms, or empty), the number of fields to remove, those fields, last seen,
+/// expires at, the remember flag (`1`, `0`, or empty: unchanged), then the data field/value
+/// pairs to set. The metadata values come without names: the script names them after the
+/// record's layout.
 pub(crate) fn apply_args(patch: &Patch, now: Timestamp) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(6 + patch.remove.len() + 2 * patch.set.len());
+    let mut args = Vec::with_capacity(7 + patch.remove.len() + 2 * patch.set.len());
     args.push(decimal(now));
-    args.push(
-        patch
-            .max_lifetime
-            .map(|l| l.as_millis().to_string().into_bytes())
-            .unwrap_or_default(),
-    );
+    for bound in [patch.max_lifetime, patch.max_idle] {
+        args.push(
+            bound
+                .map(|l| l.as_millis().to_string().into_bytes())
+                .unwrap_or_default(),
+        );
+    }
     args.push(patch.remove.len().to_string().into_bytes());
     args.extend(patch.remove.iter().map(|name| data_field(name)));
     args.push(decimal(patch.last_seen));
@@ -619,13 +621,26 @@ mod tests {
         let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
-            [&b"3"[..], b"", b"1", b"d:b", b"7", b"9", b"0", b"d:a", b"1"]
+            [
+                &b"3"[..],
+                b"",
+                b"",
+                b"1",
+                b"d:b",
+                b"7",
+                b"9",
+                b"0",
+                b"d:a",
+                b"1"
+            ]
         );
         p.remember = None;
         p.max_lifetime = Some(std::time::Duration::from_secs(2));
+        p.max_idle = Some(std::time::Duration::from_secs(1));
         let args = apply_args(&p, Timestamp(3));
         assert_eq!(args[1], b"2000");
-        assert_eq!(args[6], b"", "remember unchanged");
-        assert_eq!(args.len(), 9);
+        assert_eq!(args[2], b"1000");
+        assert_eq!(args[7], b"", "remember unchanged");
+        assert_eq!(args.len(), 10);
     }
 }

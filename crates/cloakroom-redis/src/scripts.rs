@@ -57,14 +57,16 @@ return 1
 });
 
 /// Apply a patch: `ARGV` = now, max lifetime in ms (`''` for none: else the expiry is capped
-/// at the creation time plus it), number of fields to remove (`n`), the fields to remove,
-/// then at `p = 4 + n`: last seen, expires at, the remember flag (`''`: unchanged), and the
-/// data field/value pairs to set. Returns 0 (and writes nothing) when the record is gone:
-/// never recreates it.
+/// at the creation time plus it), max idle time in ms (`''` for none), number of fields to
+/// remove (`n`), the fields to remove, then at `p = 5 + n`: last seen, expires at, the
+/// remember flag (`''`: unchanged), and the data field/value pairs to set. Returns 0 (and
+/// writes nothing) when the record is gone, or when its lifetime or idle time is over at
+/// the patch's last seen (a blind write: the record a load would refuse): never recreates it.
 ///
-/// Three calls in the common case: one `HGET` of the expiry (`HMGET` with the creation time
-/// when there is a max lifetime), one `HSET` for metadata and data together, one `PEXPIREAT`
-/// (plus an `HDEL` when fields go, and one more read for a record in the first layout).
+/// Three calls in the common case: one `HGET` of the expiry (`HMGET` with the creation and
+/// last-seen times when there are bounds), one `HSET` for metadata and data together, one
+/// `PEXPIREAT` (plus an `HDEL` when fields go, and one more read for a record in the first
+/// layout).
 pub(crate) static APPLY: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{BATCH}{APPLY_BODY}return 1\n")));
 
@@ -79,22 +81,25 @@ const TRACK: &str = "redis.call('EXISTS', KEYS[1])\nreturn 1\n";
 const APPLY_BODY: &str = "
 local k = KEYS[1]
 local s, x, r = 's', 'e', 'r'
-local e, c
-if ARGV[2] == '' then
+local e, c, seen
+if ARGV[2] == '' and ARGV[3] == '' then
   e = redis.call('HGET', k, 'e')
 else
-  local m = redis.call('HMGET', k, 'e', 'c')
-  e, c = m[1], m[2]
+  local m = redis.call('HMGET', k, 'e', 'c', 's')
+  e, c, seen = m[1], m[2], m[3] or m[2]
 end
 if not e then
-  local m = redis.call('HMGET', k, 'm:exp', 'm:created')
+  local m = redis.call('HMGET', k, 'm:exp', 'm:created', 'm:seen')
   if not m[1] then return 0 end
-  e, c, s, x, r = m[1], m[2], 'm:seen', 'm:exp', 'm:rem'
+  e, c, seen, s, x, r = m[1], m[2], m[3], 'm:seen', 'm:exp', 'm:rem'
 end
 if tonumber(e) <= tonumber(ARGV[1]) then return 0 end
-local n = tonumber(ARGV[3])
-local p = 4 + n
-if n > 0 then batch('HDEL', k, 4, p - 1) end
+local n = tonumber(ARGV[4])
+local p = 5 + n
+local at = tonumber(ARGV[p])
+if ARGV[2] ~= '' and c and tonumber(c) + tonumber(ARGV[2]) <= at then return 0 end
+if ARGV[3] ~= '' and seen and tonumber(seen) + tonumber(ARGV[3]) <= at then return 0 end
+if n > 0 then batch('HDEL', k, 5, p - 1) end
 local exp = ARGV[p + 1]
 if ARGV[2] ~= '' and c then
   local cap = tonumber(c) + tonumber(ARGV[2])

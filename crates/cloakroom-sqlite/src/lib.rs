@@ -404,11 +404,13 @@ impl SessionStore for SqliteStore {
         let key = *key;
         let merge = merge_patch(patch);
         let (last_seen, expires_at, remember) = (patch.last_seen, patch.expires_at, patch.remember);
-        let lifetime = patch
-            .max_lifetime
-            .map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX));
+        let millis = |d: Option<std::time::Duration>| {
+            d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        let (lifetime, idle) = (millis(patch.max_lifetime), millis(patch.max_idle));
         self.write(move |conn| {
             let now = Timestamp::now();
+            // A blind write's bounds refuse a record a load would refuse (see `Patch`).
             let changed = conn
                 .prepare_cached(
                     "UPDATE sessions SET
@@ -416,7 +418,9 @@ impl SessionStore for SqliteStore {
                          last_seen = ?2,
                          expires_at = CASE WHEN ?7 IS NULL THEN ?3 ELSE min(?3, created_at + ?7) END,
                          remember = coalesce(?4, remember)
-                     WHERE key = ?5 AND expires_at > ?6",
+                     WHERE key = ?5 AND expires_at > ?6
+                       AND (?7 IS NULL OR created_at + ?7 > ?2)
+                       AND (?8 IS NULL OR last_seen + ?8 > ?2)",
                 )
                 .and_then(|mut stmt| {
                     stmt.execute(params![
@@ -427,6 +431,7 @@ impl SessionStore for SqliteStore {
                         key_param(&key),
                         now.as_millis(),
                         lifetime,
+                        idle,
                     ])
                 })
                 .ctx("patching a session")?;

@@ -171,6 +171,11 @@ macro_rules! conformance_tests {
             );
             $crate::__conformance_case!(
                 $factory,
+                apply_refuses_a_record_past_its_lifetime_or_idle_time,
+                check_apply_refuses_a_record_past_its_lifetime_or_idle_time
+            );
+            $crate::__conformance_case!(
+                $factory,
                 apply_same_field_last_write_wins,
                 check_apply_same_field_last_write_wins
             );

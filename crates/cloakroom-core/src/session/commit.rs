@@ -53,11 +53,13 @@ pub(super) enum CommitPlan {
     Nothing { clear_cookie: bool },
     /// The session ended: delete the retired records (and a ticket's, if never loaded).
     Delete { clear_cookie: bool },
-    /// Writes made without a load: one patch the store caps by the absolute lifetime; if
-    /// the session is gone by then, a new session holding the values set.
+    /// Writes made without a load: one patch the store caps by the absolute lifetime and
+    /// refuses for a record a load would refuse (idle or lifetime over); if the session is
+    /// gone by then, a new session holding the values set.
     Blind {
         expires_at: Timestamp,
         max_lifetime: Duration,
+        max_idle: Duration,
     },
     /// A record to create (a new session, or a renewal under a new id), then the old one(s)
     /// deleted.
@@ -98,6 +100,7 @@ pub(super) fn plan(
             return CommitPlan::Blind {
                 expires_at: now.plus(config.idle_timeout),
                 max_lifetime: config.absolute_lifetime,
+                max_idle: config.idle_timeout,
             };
         }
         Phase::Unloaded { .. } => {
@@ -226,9 +229,12 @@ impl Session {
             CommitPlan::Blind {
                 expires_at,
                 max_lifetime,
+                max_idle,
             } => {
-                self.commit_blind(st, now, expires_at, max_lifetime, user_agent)
-                    .await
+                let mut patch = Patch::new(now, expires_at);
+                patch.max_lifetime = Some(max_lifetime);
+                patch.max_idle = Some(max_idle);
+                self.commit_blind(st, patch, user_agent).await
             }
             CommitPlan::Create {
                 last_seen,
@@ -366,14 +372,13 @@ impl Session {
         )
     }
 
-    /// Commits writes made without a load: one patch; if the ticket's session is gone, a new
-    /// session (new id) holding the values set, as a write without any session would.
+    /// Commits writes made without a load: one `patch` (its times and bounds set by the
+    /// plan); if the ticket's session is gone, or one a load would refuse, a new session (new
+    /// id) holding the values set, as a write without any session would.
     async fn commit_blind(
         &self,
         st: &mut State,
-        now: Timestamp,
-        expires_at: Timestamp,
-        max_lifetime: Duration,
+        mut patch: Patch,
         user_agent: Option<&str>,
     ) -> Result<CommitOutcome> {
         let shared = &*self.inner.shared;
@@ -381,8 +386,7 @@ impl Session {
             return Ok(CommitOutcome::default());
         };
         let key = shared.format.key(first);
-        let mut patch = Patch::new(now, expires_at);
-        patch.max_lifetime = Some(max_lifetime);
+        let now = patch.last_seen;
         for (name, change) in &st.changes {
             match change {
                 Some(json) => patch.set.push((name.clone(), json.clone())),
@@ -548,6 +552,7 @@ mod tests {
             CommitPlan::Blind {
                 expires_at: NOW.plus(c.idle_timeout),
                 max_lifetime: c.absolute_lifetime,
+                max_idle: c.idle_timeout,
             }
         );
     }

@@ -457,6 +457,8 @@ fn check_key(key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::keys::{Key, KeyRing};
     use crate::session::{CommitAction, SessionEngine};
@@ -515,5 +517,39 @@ mod tests {
             .decode(engine.keys(), name, value)
             .unwrap();
         engine.ticket_format().key(&id)
+    }
+
+    /// Regression: a blind write skipped the idle check a load applies, so a record idle past
+    /// the (since shortened) idle timeout, but not yet expired in the store, took the write
+    /// and came back to life.
+    #[tokio::test]
+    async fn a_blind_write_does_not_revive_a_session_past_the_idle_timeout() {
+        let store = Arc::new(MemoryStore::new());
+        let keys = KeyRing::single(Key::generate());
+        let ticket = stored(&engine(&store, &keys, SessionConfig::default())).await;
+        // The idle timeout is shortened (a new deployment); the record, last seen before,
+        // still has a day to live in the store.
+        let short = SessionConfig {
+            idle_timeout: Duration::from_millis(100),
+            ..SessionConfig::default()
+        };
+        let engine = engine(&store, &keys, short);
+        let old = key_of(&engine, &ticket);
+        let before = store.load(&old).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !engine.session(Some(&ticket)).exists().await.unwrap(),
+            "a load refuses it"
+        );
+        let s = engine.session(Some(&ticket));
+        s.set("b", &2).await.unwrap();
+        let outcome = s.commit(None).await.unwrap();
+        assert_eq!(
+            outcome.action,
+            CommitAction::Created,
+            "a new session, not a patch"
+        );
+        let after = store.load(&old).await.unwrap().unwrap();
+        assert_eq!(after, before, "the idle session took the write");
     }
 }

@@ -400,7 +400,7 @@ impl SessionStore for MemoryStore {
         let now = Timestamp::now();
         let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(key) {
-            Some(r) if r.expires_at > now => {
+            Some(r) if r.expires_at > now && !patch.refuses(r.created_at, r.last_seen) => {
                 r.apply(patch);
                 Ok(Applied::Done)
             }

@@ -262,7 +262,10 @@ impl PycketStore {
         let mut stored = Stored::decode(&raw, true)?;
         let stored_meta = stored.meta();
         let mut meta = record_meta(&stored_meta, pttl, now);
-        if meta.expires_at <= now {
+        // A blind write's bounds refuse a record a load would refuse (see `Patch::refuses`).
+        let refused =
+            matches!(update, Update::Patch(p) if p.refuses(meta.created_at, meta.last_seen));
+        if meta.expires_at <= now || refused {
             redis::cmd("UNWATCH").exec_async(c).await?;
             return missing;
         }

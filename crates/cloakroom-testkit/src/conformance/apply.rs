@@ -102,14 +102,47 @@ pub async fn check_apply_caps_expiry_at_max_lifetime(store: Arc<dyn SessionStore
     assert_eq!(apply(&store, &key, &p).await, Applied::Done);
     let loaded = load(&store, &key).await.expect("record");
     assert_eq!(loaded.meta.expires_at, p.expires_at);
-    // A lifetime already over: the record's expiry is in the past, so it is gone.
-    let mut p = patch(LONG_TTL);
-    p.max_lifetime = Some(Duration::from_secs(1));
-    assert_eq!(apply(&store, &key, &p).await, Applied::Done);
-    assert!(
-        load(&store, &key).await.is_none(),
-        "expired by its lifetime"
+}
+
+/// A patch with `max_lifetime` or `max_idle` (a blind write) is refused (`Missing`, nothing
+/// written) for a record a load would refuse: created `max_lifetime` or more, or last seen
+/// `max_idle` or more, before the patch's `last_seen`; within both it applies.
+pub async fn check_apply_refuses_a_record_past_its_lifetime_or_idle_time(
+    store: Arc<dyn SessionStore>,
+) {
+    let key = new_key();
+    let record = sample(None, LONG_TTL); // created 5 s ago, last seen 1 s ago
+    create(&store, &key, &record).await;
+    let mut p = patch(LONG_TTL).set("blind", "1").remove("name");
+    p.max_idle = Some(ms(500));
+    assert_eq!(
+        apply(&store, &key, &p).await,
+        Applied::Missing,
+        "idle past max_idle"
     );
+    assert_record(load(&store, &key).await, &record, "after a refused idle patch");
+    p.max_idle = None;
+    p.max_lifetime = Some(Duration::from_secs(2));
+    assert_eq!(
+        apply(&store, &key, &p).await,
+        Applied::Missing,
+        "older than max_lifetime"
+    );
+    assert_record(
+        load(&store, &key).await,
+        &record,
+        "after a refused lifetime patch",
+    );
+    p.max_idle = Some(Duration::from_secs(60));
+    p.max_lifetime = Some(LONG_TTL);
+    assert_eq!(
+        apply(&store, &key, &p).await,
+        Applied::Done,
+        "within both bounds"
+    );
+    let mut expected = record;
+    expected.apply(&p);
+    assert_record(load(&store, &key).await, &expected, "after the patch");
 }
 
 /// The same field written twice: the later patch wins; a field both removed and set in one
