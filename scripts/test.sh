@@ -2,8 +2,10 @@
 # The whole test suite, from a clean checkout on a fresh machine:
 #   1. installs what the tests need (redis-server, Chromium + ChromeDriver, a Python venv
 #      with Tornado and pycket for the interop tests) when missing;
-#   2. checks formatting and lints;
-#   3. runs every test of the workspace (one shared debug build).
+#   2. checks formatting, lints and docs (warnings denied);
+#   3. runs every test of the workspace (one shared debug build);
+#   4. checks every feature of every library crate on its own (cargo-hack) and packages the
+#      publishable crates together (no upload), so they stay ready for a registry.
 # Tests start their own redis-server / chromedriver / Tornado processes on free loopback
 # ports; nothing here needs to be running beforehand.
 set -euo pipefail
@@ -49,8 +51,24 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+log "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 log "cargo test --workspace"
 cargo test --workspace --no-fail-fast "$@"
+
+# The library crates, the facade and the CLI: what a registry would get.
+PUBLISHED=(cloakroom-core cloakroom-tower cloakroom-actix cloakroom-sqlite cloakroom-redis
+    cloakroom-postgres cloakroom cloakroom-cli)
+log "each feature on its own (cargo hack)"
+command -v cargo-hack >/dev/null || cargo install --quiet --locked cargo-hack
+cargo hack check --quiet --each-feature --no-dev-deps "${PUBLISHED[@]/#/--package=}"
+
+# Verification would compile every crate a second time from its package; the test build
+# above already compiled the same sources, and `cargo package` checks the manifests, the
+# versions of path dependencies and the packaged file list.
+log "cargo package (no upload)"
+cargo package --quiet --allow-dirty --no-verify "${PUBLISHED[@]/#/--package=}"
 
 # The fuzz targets (their own workspace) keep building and survive a few thousand random
 # inputs each. Plain cargo, no sanitizers: the long coverage-guided runs use cargo-fuzz

@@ -6,11 +6,12 @@
 //! | feature  | default | what it adds |
 //! |----------|---------|--------------|
 //! | `memory` | yes     | `memory://` in [`store::open`] |
-//! | `sqlite` | yes     | [`store::SqliteStore`], `sqlite://` in [`store::open`] |
-//! | `redis`  | yes     | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`]; [`store::PycketStore`], `pycket+redis://` (Tornado's pycket format) |
+//! | `sqlite` | no      | [`store::SqliteStore`], `sqlite://` in [`store::open`] |
+//! | `redis`  | no      | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`]; [`store::PycketStore`], `pycket+redis://` (Tornado's pycket format) |
 //! | `tower`  | via `axum` | [`SessionLayer`] and [`CsrfLayer`], the tower middleware |
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
 //! | `actix`  | no      | `cloakroom::actix`: the actix-web 4 `SessionMiddleware`, `Session` extractor and `Error` response, `CsrfMiddleware` and the `CsrfToken` extractor |
+//! | `postgres` | no    | [`store::PostgresStore`], `postgres://` in [`store::open`] |
 //!
 #![cfg_attr(feature = "axum", doc = "```")]
 #![cfg_attr(not(feature = "axum"), doc = "```ignore")]
@@ -25,7 +26,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Pick the store at run time; `sqlite://sessions.db` keeps sessions across restarts.
+//! // Pick the store at run time; `sqlite://sessions.db` (feature `sqlite`) keeps sessions
+//! // across restarts.
 //! let store = cloakroom::store::open("memory://").await?;
 //! // In production, load keys from configuration (`KeyRing::from_base64_list`), so tickets
 //! // survive a restart.
