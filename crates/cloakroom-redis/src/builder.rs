@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
 
-use crate::conn::{Conn, Resolved, StoreOptions, Target, redact, take_options};
+use crate::conn::{Conn, Resolved, StoreOptions, Target, bounded, redact, take_options};
 use crate::near::NearCache;
 use crate::reconnect::Tracking;
 use crate::scan::glob_escape;
@@ -121,14 +121,8 @@ impl RedisStoreBuilder {
             return Err(Error::new(ErrorKind::Config, message));
         }
         let shown_url = redact(&self.url);
-        let near = (cache > 0).then(|| {
-            Arc::new(NearCache::new(
-                cache,
-                connections,
-                format!("{prefix}s:"),
-                cache_max_stale,
-            ))
-        });
+        let near = (cache > 0)
+            .then(|| Arc::new(NearCache::new(cache, connections, &prefix, cache_max_stale)));
         let mut conns = Vec::with_capacity(connections);
         for index in 0..connections {
             let track = near.clone().map(|cache| Tracking { cache, index });
@@ -149,7 +143,15 @@ impl RedisStoreBuilder {
                 layout,
             }),
         };
-        if store.inner.near.is_some() {
+        if let Some(near) = &store.inner.near {
+            // The dataset marker's first check, before anything is cached (a user not
+            // allowed to write it is a configuration error).
+            if let Some(Conn::Standalone(conn)) = store.inner.conns.first() {
+                bounded(timeout, "SET of the near-cache's marker key", || {
+                    crate::cached::check_dataset(near, conn)
+                })
+                .await?;
+            }
             tokio::spawn(crate::cached::heartbeat(Arc::downgrade(&store.inner)));
         }
         Ok(store)

@@ -1,6 +1,6 @@
 //! The store's operations with a near-cache ([`crate::near`]): loads answered from process
 //! memory when they can be, writes that keep the cache from ever showing this instance its
-//! own stale data, key routing, and the heartbeat.
+//! own stale data, key routing, and the heartbeat (with the dataset marker's check).
 
 use std::sync::Weak;
 
@@ -11,6 +11,7 @@ use redis::Value;
 use crate::codec::decode_record;
 use crate::conn::{Conn, bounded};
 use crate::near::{Lookup, NearCache, NearCacheStats};
+use crate::reconnect::Reconnecting;
 use crate::store::{Inner, RedisStore, applied};
 
 impl RedisStore {
@@ -163,8 +164,20 @@ impl RedisStore {
     }
 }
 
-/// Keeps the store's connections proven fresh while nothing else is sent on them (a
-/// `PING` when one has had no reply for a quarter of the staleness bound), and drops the
+/// One check of the dataset marker ([`NearCache::marker_check`]) on `conn`: the cache is
+/// dropped if the database is not the one its records came from, and may serve them for
+/// the staleness bound from the time the check was sent.
+pub(crate) async fn check_dataset(near: &NearCache, conn: &Reconnecting) -> redis::RedisResult<()> {
+    let (check, value) = near.marker_check();
+    let sent = near.now_ms();
+    let previous = conn.heartbeat(Some(check)).await?;
+    near.marker_answered(sent, value, &previous);
+    Ok(())
+}
+
+/// Every quarter of the staleness bound: checks the dataset marker on the first connection
+/// ([`check_dataset`]), keeps the other connections proven fresh while nothing else is sent
+/// on them (a `PING` when one has had no reply for a quarter of the bound), and drops the
 /// cache when one has had none for three times the bound. Ends when the store is dropped.
 pub(crate) async fn heartbeat(store: Weak<Inner>) {
     let Some(period) = store
@@ -195,10 +208,13 @@ pub(crate) async fn heartbeat(store: Weak<Inner>) {
                 if flush {
                     near.flush("no reply from Redis for three times the staleness bound");
                 }
-                if silent > quiet {
-                    if let Conn::Standalone(conn) = conn {
+                if let Conn::Standalone(conn) = conn {
+                    if index == 0 {
                         near.count_heartbeat();
-                        let _ = tokio::time::timeout(timeout, conn.heartbeat()).await;
+                        let _ = tokio::time::timeout(timeout, check_dataset(&near, conn)).await;
+                    } else if silent > quiet {
+                        near.count_heartbeat();
+                        let _ = tokio::time::timeout(timeout, conn.heartbeat(None)).await;
                     }
                 }
                 flush

@@ -19,6 +19,12 @@
 //!   ([`NearCache::proven`]); a cached record is only served while that is at most
 //!   `max_stale` old, so a change Redis committed at `t` is never served after
 //!   `t + max_stale`, whatever the network does. A heartbeat keeps idle connections proven.
+//! - **A replaced dataset** (`SWAPDB`, and whatever else Redis does not announce): the
+//!   heartbeat rewrites a marker key of this instance's own with a new value every
+//!   `max_stale / 4` and reads the old value in the same command (`SET … GET`); any other
+//!   value than the one it wrote last (none: an empty database; an older one: a copy) drops
+//!   everything. Records are only served while such a check was sent at most `max_stale`
+//!   ago ([`NearCache::marker_answered`]), so the bound holds from the replacement on.
 //! - **Expiry**: a cached record past its `expires_at` is gone, as in Redis.
 
 use std::num::NonZeroUsize;
@@ -29,7 +35,7 @@ use std::time::{Duration, Instant};
 use cloakroom_core::session::Timestamp;
 use cloakroom_core::store::{Patch, Record, Result};
 use lru::LruCache;
-use redis::{PushInfo, PushKind, Value};
+use redis::{Cmd, PushInfo, PushKind, Value};
 
 /// Shards of the cache (each with its own lock and LRU order).
 const SHARDS: usize = 16;
@@ -75,7 +81,8 @@ pub struct NearCacheStats {
     pub flushes: u64,
     /// Records dropped to keep within the capacity.
     pub evictions: u64,
-    /// Heartbeat `PING`s sent on otherwise idle connections.
+    /// Heartbeat commands: the dataset marker's check every quarter of the staleness
+    /// bound, and `PING`s on otherwise idle connections.
     pub heartbeats: u64,
     /// Records (and pending markers) held now.
     pub entries: u64,
@@ -107,6 +114,12 @@ pub(crate) struct NearCache {
     /// Per connection: milliseconds (since `epoch`, plus one) at which the newest command
     /// that got a reply was sent; 0 when none has.
     proven: Box<[AtomicU64]>,
+    /// Milliseconds (as `proven`) at which the newest answered dataset marker check was sent.
+    checked: AtomicU64,
+    /// This instance's dataset marker key, `<prefix>near:<random>`.
+    marker_key: String,
+    /// The value the newest answered marker check wrote (0: none yet).
+    marker_written: AtomicU64,
     /// Only keys starting with this (`<prefix>s:`) are cached; pushes for others are ignored.
     key_prefix: String,
     max_stale_ms: u64,
@@ -126,15 +139,20 @@ fn holds_marker(shard: &LruCache<Box<str>, Slot>, key: &str, token: u64) -> bool
 }
 
 impl NearCache {
-    /// A cache of up to `capacity` records (at least one per shard) for keys starting with
-    /// `key_prefix`, on `connections` connections, serving records only while their
-    /// connection had a reply within `max_stale`.
+    /// A cache of up to `capacity` records (at least one per shard) for the sessions of the
+    /// store with key prefix `prefix`, on `connections` connections, serving records only
+    /// while their connection had a reply, and the dataset marker was checked, within
+    /// `max_stale`.
     pub(crate) fn new(
         capacity: usize,
         connections: usize,
-        key_prefix: String,
+        prefix: &str,
         max_stale: Duration,
     ) -> NearCache {
+        let mut id = [0u8; 8];
+        // Unique per instance; a failure (no entropy source) only makes clashes likelier.
+        let _ = getrandom::fill(&mut id);
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let per_shard =
             NonZeroUsize::new(capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         NearCache {
@@ -142,7 +160,10 @@ impl NearCache {
                 .map(|_| Mutex::new(LruCache::new(per_shard)))
                 .collect(),
             proven: (0..connections.max(1)).map(|_| AtomicU64::new(0)).collect(),
-            key_prefix,
+            checked: AtomicU64::new(0),
+            marker_key: format!("{prefix}near:{id}"),
+            marker_written: AtomicU64::new(0),
+            key_prefix: format!("{prefix}s:"),
             max_stale_ms: u64::try_from(max_stale.as_millis()).unwrap_or(u64::MAX),
             capacity: per_shard.get() * SHARDS,
             epoch: Instant::now(),
@@ -185,13 +206,54 @@ impl NearCache {
         }
     }
 
+    /// Whether records routed to connection `conn` may be served: the connection had a reply,
+    /// and a dataset marker check was sent, within the staleness bound.
+    fn fresh(&self, conn: usize) -> bool {
+        let checked = match self.checked.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            c => self.now_ms().saturating_sub(c),
+        };
+        self.unproven_for(conn) <= self.max_stale_ms && checked <= self.max_stale_ms
+    }
+
+    /// The next dataset marker check, `SET <marker> <value> PX <ttl> GET`, and the value it
+    /// writes. The key expires 10 times the staleness bound (at least a minute) after the
+    /// last check: an instance gone leaves nothing behind for long.
+    pub(crate) fn marker_check(&self) -> (Cmd, u64) {
+        let value = self.token();
+        let ttl = self.max_stale_ms.saturating_mul(10).max(60_000);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&self.marker_key)
+            .arg(value)
+            .arg("PX")
+            .arg(ttl)
+            .arg("GET");
+        (cmd, value)
+    }
+
+    /// The marker check that wrote `value`, sent at `sent_ms` ([`NearCache::now_ms`]), was
+    /// answered with the marker's `previous` value. Anything but the value the last answered
+    /// check wrote means the database is not the one the cached records came from (another
+    /// dataset swapped in, flushed, restored from a copy...): everything is dropped. Either
+    /// way, no replacement happened before `sent_ms` that the cache still holds records of.
+    pub(crate) fn marker_answered(&self, sent_ms: u64, value: u64, previous: &Value) {
+        let expected = self.marker_written.swap(value, Ordering::Relaxed);
+        let same =
+            matches!(previous, Value::BulkString(v) if *v == expected.to_string().into_bytes());
+        // The first check is made at open, before anything is cached.
+        if expected != 0 && !same {
+            self.flush("the Redis database was replaced (SWAPDB, a flush, a restored copy)");
+        }
+        self.checked.fetch_max(sent_ms, Ordering::Relaxed);
+    }
+
     /// The cached record of `key` (routed to connection `conn`), as of `now`.
     pub(crate) fn get(&self, key: &str, conn: usize, now: Timestamp) -> Lookup {
         let mut shard = lock(self.shard(key));
         let expired = match shard.get(key) {
             Some(Slot::Ready(record)) => {
                 if record.meta.expires_at > now {
-                    if self.unproven_for(conn) > self.max_stale_ms {
+                    if !self.fresh(conn) {
                         bump(&self.counters.stale_bypasses);
                         return Lookup::Miss;
                     }
@@ -380,9 +442,11 @@ mod tests {
     const W: Duration = Duration::from_secs(60);
 
     fn cache(capacity: usize) -> NearCache {
-        let cache = NearCache::new(capacity, 2, "p:s:".into(), W);
+        let cache = NearCache::new(capacity, 2, "p:", W);
         cache.proven(0, cache.now_ms());
         cache.proven(1, cache.now_ms());
+        let (_, value) = cache.marker_check();
+        cache.marker_answered(cache.now_ms(), value, &Value::Nil);
         cache
     }
 
@@ -472,7 +536,9 @@ mod tests {
 
     #[test]
     fn nothing_is_served_from_a_connection_not_proven_lately() {
-        let c = NearCache::new(100, 2, "p:s:".into(), Duration::from_millis(50));
+        let c = NearCache::new(100, 2, "p:", Duration::from_millis(50));
+        let (_, value) = c.marker_check();
+        c.marker_answered(c.now_ms(), value, &Value::Nil);
         let t = c.begin("p:s:a");
         c.fill("p:s:a", t, record("1"));
         // Never proven.
@@ -487,6 +553,44 @@ mod tests {
         std::thread::sleep(Duration::from_millis(120));
         assert!(matches!(c.get("p:s:a", 0, Timestamp::now()), Lookup::Miss));
         assert_eq!(c.stats().stale_bypasses, 3);
+    }
+
+    #[test]
+    fn a_replaced_dataset_drops_everything_and_an_unchecked_one_serves_nothing() {
+        let c = NearCache::new(100, 1, "p:", Duration::from_millis(50));
+        let (cmd, first) = c.marker_check();
+        let packed = String::from_utf8_lossy(&cmd.get_packed_command()).into_owned();
+        assert!(
+            packed.contains("p:near:") && packed.ends_with("GET\r\n"),
+            "{packed}"
+        );
+        c.proven(0, c.now_ms());
+        // The first check (at open, nothing cached yet) finds no marker.
+        c.marker_answered(c.now_ms(), first, &Value::Nil);
+        let fill = |v| {
+            let t = c.begin("p:s:a");
+            c.fill("p:s:a", t, record(v));
+        };
+        fill("1");
+        assert_eq!(hit(&c, "p:s:a").as_deref(), Some("1"));
+        // The marker as written: the same dataset.
+        let (_, second) = c.marker_check();
+        let written = Value::BulkString(first.to_string().into_bytes());
+        c.marker_answered(c.now_ms(), second, &written);
+        assert_eq!(hit(&c, "p:s:a").as_deref(), Some("1"));
+        assert_eq!(c.stats().flushes, 0);
+        // No marker (an empty database swapped in), or an older value (a copy): dropped.
+        for previous in [Value::Nil, written] {
+            let (_, next) = c.marker_check();
+            c.marker_answered(c.now_ms(), next, &previous);
+            assert_eq!(hit(&c, "p:s:a"), None);
+            fill("2");
+        }
+        assert_eq!(c.stats().flushes, 2);
+        // The connection keeps answering, but no check was answered lately: nothing served.
+        std::thread::sleep(Duration::from_millis(120));
+        c.proven(0, c.now_ms());
+        assert!(matches!(c.get("p:s:a", 0, Timestamp::now()), Lookup::Miss));
     }
 
     #[test]

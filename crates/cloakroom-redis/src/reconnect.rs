@@ -245,22 +245,28 @@ impl Reconnecting {
 }
 
 impl Reconnecting {
-    /// The near-cache's heartbeat on this connection: a `PING`, or, on a Sentinel service's
-    /// master, a `ROLE`, sent like any command (its reply proves the connection fresh; a
-    /// broken connection is replaced). A server that no longer says it is the master
-    /// (demoted in a failover this connection did not notice, e.g. cut off from the
-    /// sentinels) loses the connection (the next command asks the sentinels again) and the
-    /// cache its records.
-    pub(crate) async fn heartbeat(&self) {
+    /// The near-cache's heartbeat on this connection: `check` (the dataset marker's), or a
+    /// `PING` when there is none, with a `ROLE` first on a Sentinel service's master, all in
+    /// one round trip and sent like any command (the replies prove the connection fresh; a
+    /// broken connection is replaced). Returns `check`'s reply (an error reply as an error).
+    /// A server that no longer says it is the master (demoted in a failover this connection
+    /// did not notice, e.g. cut off from the sentinels) loses the connection (the next
+    /// command asks the sentinels again) and the cache its records.
+    pub(crate) async fn heartbeat(&self, check: Option<Cmd>) -> Result<Value, RedisError> {
         let follows_master = self.shared.client.follows_master();
-        let command = if follows_master { "ROLE" } else { "PING" };
-        let Ok(reply) = redis::cmd(command)
-            .query_async::<Value>(&mut self.clone())
-            .await
-        else {
-            return;
-        };
-        if follows_master && !says_master(&reply) {
+        let mut pipe = redis::pipe();
+        // Error replies come back as values: each is looked at below.
+        pipe.ignore_errors();
+        if follows_master {
+            pipe.cmd("ROLE");
+        } else if check.is_none() {
+            pipe.cmd("PING");
+        }
+        if let Some(check) = check {
+            pipe.add_command(check);
+        }
+        let mut replies: Vec<Value> = pipe.query_async(&mut self.clone()).await?;
+        if follows_master && !replies.first().is_some_and(says_master) {
             tracing::warn!("the Redis server is no longer the master; asking the sentinels again");
             if let Slot::Ready(live) = &*lock(&self.shared.slot) {
                 live.abandon(
@@ -268,7 +274,10 @@ impl Reconnecting {
                     "the server is no longer the master",
                 );
             }
+            let read_only = redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+            return Err(RedisError::from((read_only, "no longer the master")));
         }
+        replies.pop().unwrap_or(Value::Nil).extract_error()
     }
 }
 

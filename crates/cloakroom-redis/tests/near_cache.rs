@@ -15,6 +15,9 @@ use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// What the near-cache's heartbeat sends: the dataset marker's `SET … GET`, and `PING`s.
+const HEARTBEAT: &[&str] = &["set", "ping"];
+
 fn unique_prefix() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(
@@ -75,7 +78,7 @@ async fn cached_reads_cost_no_redis_command() {
     }
     let sent = server.commands_sent();
     assert!(
-        sent.iter().all(|c| c == "ping"),
+        sent.iter().all(|c| HEARTBEAT.contains(&c.as_str())),
         "cached reads sent commands: {sent:?}"
     );
     let stats = a.near_cache_stats().expect("stats");
@@ -220,7 +223,8 @@ async fn reads_racing_writes_never_leave_a_stale_record() {
 #[tokio::test]
 async fn writes_go_through_and_stay_tracked() {
     let server = RedisServer::start();
-    let (a, b) = pair(&server, "").await;
+    // A wide staleness bound: no heartbeat among the commands counted.
+    let (a, b) = pair(&server, "&cache_max_stale_ms=60000").await;
     let key = new_key();
     a.create(&key, &record("-")).await.unwrap();
     // (The first write loads the script into Redis: `SCRIPT LOAD` after `NOSCRIPT`.)
@@ -300,6 +304,95 @@ async fn a_flushed_database_empties_the_cache() {
     a.ping().await.unwrap();
     assert_eq!(a.load(&key).await.unwrap(), None);
     assert!(a.near_cache_stats().unwrap().flushes >= 1);
+}
+
+/// Loads `key` on `a` every millisecond until `done` holds for what it loads, after the
+/// dataset was replaced at `replaced` (Redis sends no invalidation for it); returns how long
+/// it took. Fails if a load begun later than the staleness bound `bound` after the
+/// replacement still returns the old view: the bound holds from the replacement on.
+async fn replaced_within(
+    a: &RedisStore,
+    key: &SessionKey,
+    replaced: Instant,
+    bound: Duration,
+    done: impl Fn(&Option<Record>) -> bool,
+) -> Duration {
+    // The cache's clock counts whole milliseconds.
+    let bound = bound + Duration::from_millis(5);
+    loop {
+        let started = Instant::now();
+        let loaded = a.load(key).await.unwrap();
+        let after = started.duration_since(replaced);
+        if done(&loaded) {
+            return after;
+        }
+        assert!(
+            after <= bound,
+            "the old record {loaded:?} was served {after:?} after the dataset was replaced \
+             (bound {bound:?}): {:?}",
+            a.near_cache_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `SWAPDB` puts another dataset in place (here an empty one) and Redis sends no
+/// invalidation for it: the cache must still stop serving the old records within W of the
+/// swap, and drop them (the heartbeat checks a marker key in the database).
+#[tokio::test]
+async fn swapdb_drops_the_cache_within_the_bound() {
+    const W: Duration = Duration::from_millis(200);
+    let server = RedisServer::start();
+    let (a, _b) = pair(&server, "&cache_max_stale_ms=200").await;
+    let key = new_key();
+    a.create(&key, &record("1")).await.unwrap();
+    assert!(a.load(&key).await.unwrap().is_some());
+    let hits = a.near_cache_stats().unwrap().hits;
+    assert!(a.load(&key).await.unwrap().is_some());
+    assert_eq!(a.near_cache_stats().unwrap().hits, hits + 1, "cached");
+    assert!(matches!(
+        server.command(&["SWAPDB", "0", "1"]),
+        Ok(Resp::Simple(_))
+    ));
+    let swapped = Instant::now();
+    let gone = replaced_within(&a, &key, swapped, W, Option::is_none).await;
+    println!("SWAPDB to an empty database: the session refused after {gone:?}");
+    assert!(a.near_cache_stats().unwrap().flushes >= 1);
+}
+
+/// A dataset restored from a copy of this one (the marker key included, as in any backup)
+/// and swapped in: the marker has moved on since the copy, so the cache is dropped and A
+/// reads the restored record.
+#[tokio::test]
+async fn a_restored_copy_swapped_in_drops_the_cache_within_the_bound() {
+    const W: Duration = Duration::from_millis(200);
+    let server = RedisServer::start();
+    let (a, b) = pair(&server, "&cache_max_stale_ms=200").await;
+    let key = new_key();
+    a.create(&key, &record("backed up")).await.unwrap();
+    // The copy: every key of database 0 into database 1.
+    let Ok(Resp::Array(Some(keys))) = server.command(&["KEYS", "*"]) else {
+        panic!("KEYS");
+    };
+    for name in keys.iter().filter_map(Resp::as_str) {
+        let copied = server.command(&["COPY", name, name, "DB", "1"]);
+        assert!(matches!(copied, Ok(Resp::Int(1))), "{name}: {copied:?}");
+    }
+    // Later (a few heartbeats), the session changes and A caches the new record.
+    tokio::time::sleep(W).await;
+    b.apply(&key, &set("changed")).await.unwrap();
+    window(&a, &key, |r| value(r) == Some("changed")).await;
+    let hits = a.near_cache_stats().unwrap().hits;
+    assert_eq!(value(&a.load(&key).await.unwrap()), Some("changed"));
+    assert_eq!(a.near_cache_stats().unwrap().hits, hits + 1, "cached");
+    // The operator puts the copy back in place.
+    assert!(matches!(
+        server.command(&["SWAPDB", "0", "1"]),
+        Ok(Resp::Simple(_))
+    ));
+    let swapped = Instant::now();
+    let restored = replaced_within(&a, &key, swapped, W, |r| value(r) == Some("backed up")).await;
+    println!("restored copy swapped in: the restored record read after {restored:?}");
 }
 
 #[tokio::test]
@@ -408,6 +501,15 @@ async fn bad_cache_options_fail_at_open() {
     RedisStore::open(&format!("redis://notrack:pw@127.0.0.1:{}/0", own.port()))
         .await
         .expect("open without cache");
+    // A user not allowed to write the dataset marker (`SET`).
+    let acl = [
+        "ACL", "SETUSER", "noset", "on", ">pw", "~*", "+@all", "-set",
+    ];
+    assert!(matches!(own.command(&acl), Ok(Resp::Simple(_))));
+    let url = format!("redis://noset:pw@127.0.0.1:{}/0?cache=5", own.port());
+    let err = RedisStore::open(&url).await.expect_err("no SET");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("marker"), "{err}");
 }
 
 /// Through Sentinel, a master demoted behind the store's back (here by hand; in real life
