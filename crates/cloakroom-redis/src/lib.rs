@@ -138,9 +138,14 @@
 //!   `t + W`, even when the network holds invalidations up (a stalled or half-open
 //!   connection): **a revoked or logged-out session stops working on every instance within
 //!   W at most**, and in practice within the push delay.
+//! - **A replaced dataset**, which Redis does not announce for `SWAPDB`: every W/4 the
+//!   heartbeat rewrites a marker key of the instance's own (`<prefix>near:<random>`, `SET …
+//!   PX … GET`, which the store's user must be allowed) and drops the cache when the old value
+//!   is not the one it wrote last (an empty, flushed or restored database); a record is only
+//!   served while such a check was sent within W.
 //! - **The whole cache is dropped** when a connection is lost (invalidations may have been
-//!   missed: Redis restarts, failovers), on `FLUSHDB`/`FLUSHALL`, and after 3W without any
-//!   reply.
+//!   missed: Redis restarts, failovers), on `FLUSHDB`/`FLUSHALL`, on a replaced dataset, and
+//!   after 3W without any reply.
 //! - **Expiry** is honoured locally: a cached record past its expiry is gone.
 //!
 //! With several connections, every command on one session goes over the same connection
