@@ -182,14 +182,23 @@ async fn observe(
     Ok(res)
 }
 
-/// 421 for a `Host` the demo does not answer for ([`hosts::check_host`]).
+/// 400 for a missing, repeated or contradicted `Host`, 421 for one the demo does not answer
+/// for ([`hosts::check_host`]).
 async fn check_host(
     allowed: Arc<AllowedHosts>,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
-    match hosts::check_host(&allowed, req.path(), host) {
+    let head = hosts::RequestHead {
+        path: req.path(),
+        http_1_1: req.version() == actix_web::http::Version::HTTP_11,
+        authority: req.uri().authority().map(|a| a.as_str()),
+    };
+    let lines = req
+        .headers()
+        .get_all(header::HOST)
+        .map(HeaderValue::as_bytes);
+    match hosts::check_host(&allowed, head, lines) {
         Some(refused) => Ok(req.into_response(respond(refused)).map_into_right_body()),
         None => Ok(next.call(req).await?.map_into_left_body()),
     }

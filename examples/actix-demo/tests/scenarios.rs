@@ -756,3 +756,68 @@ async fn metrics_live_on_their_own_listener() {
         assert_eq!(other.status(), StatusCode::NOT_FOUND, "{demo:?}");
     }
 }
+
+/// Sends `request` as it is on a new connection; the response's status code.
+async fn raw_status(base: &str, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.strip_prefix("http://").expect("an http:// base");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = stream.read_to_end(&mut response);
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
+    read.expect("the demo closes the connection").unwrap();
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok());
+    status.unwrap_or_else(|| panic!("no status line: {response:?}"))
+}
+
+/// RFC 9112 §3.2: 400 for an HTTP/1.1 request without `Host`, with two `Host` lines, or
+/// with an absolute-form target whose authority is not the `Host`; the allow-list (421)
+/// applies to that authority. Raw requests: HTTP clients always send one `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_lines_follow_rfc_9112() {
+    on_both(|demo, base| async move {
+        let here = base.strip_prefix("http://").unwrap();
+        let evil = "evil.example";
+        for (head, status) in [
+            ("GET /login HTTP/1.1\r\n".to_owned(), 400),
+            ("GET /healthz HTTP/1.1\r\n".to_owned(), 400),
+            (
+                format!("GET /login HTTP/1.1\r\nHost: {here}\r\nHost: {here}\r\n"),
+                400,
+            ),
+            (
+                format!("GET /login HTTP/1.1\r\nHost: {here}\r\nHost: {evil}\r\n"),
+                400,
+            ),
+            (
+                format!("GET http://{evil}/login HTTP/1.1\r\nHost: {here}\r\n"),
+                400,
+            ),
+            (
+                format!("GET http://{here}/login HTTP/1.1\r\nHost: {evil}\r\n"),
+                400,
+            ),
+            (
+                format!("GET http://{evil}/login HTTP/1.1\r\nHost: {evil}\r\n"),
+                421,
+            ),
+            (format!("GET http://{evil}/login HTTP/1.0\r\n"), 421),
+            (
+                format!("GET http://{here}/login HTTP/1.1\r\nHost: {here}\r\n"),
+                200,
+            ),
+            (format!("GET /login HTTP/1.1\r\nHost: {here}\r\n"), 200),
+            ("GET /login HTTP/1.0\r\n".to_owned(), 200),
+        ] {
+            let request = format!("{head}Connection: close\r\n\r\n");
+            assert_eq!(
+                raw_status(&base, &request).await,
+                status,
+                "{demo:?}: {head:?}"
+            );
+        }
+    })
+    .await;
+}

@@ -1,5 +1,5 @@
 //! What every response goes through in both demos, framework-free: the security headers and
-//! the `Host` check against DNS rebinding.
+//! the `Host` check (RFC 9112's rules, and against DNS rebinding).
 
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -128,30 +128,69 @@ fn is_loopback(host: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Refuses a request whose `Host` is not one the demo answers for, with 421 Misdirected
-/// Request, before any session work (DNS rebinding: a browser on the attacker's page sends
-/// the attacker's name). `/healthz` is exempt, as load balancers probe it by address. A request
-/// without `Host` passes: browsers always send one (scripts cannot remove it), so it is no
-/// rebinding, and only non-browser clients (HTTP/1.0 tools, in-process tests) omit it.
+/// What the `Host` check reads of a request head besides its `Host` lines, whichever
+/// framework parsed it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The path of the request target.
+    pub path: &'a str,
+    /// Whether the request is HTTP/1.1 (an HTTP/1.0 one may omit `Host`).
+    pub http_1_1: bool,
+    /// The authority of an absolute-form request target (`GET http://host/path HTTP/1.1`),
+    /// `None` for the usual origin form (`GET /path`).
+    pub authority: Option<&'a str>,
+}
+
+/// Checks the host a request is for, before any session work.
+///
+/// 400 Bad Request (RFC 9112 §3.2) for an HTTP/1.1 request without `Host`, more than one
+/// `Host` line, a `Host` that is no `host[:port]`, or an absolute-form target whose authority
+/// is not the `Host` value (a client must send them identical; §3.2.2 has the server go by the
+/// authority, which is then what the allow-list checks).
+///
+/// 421 Misdirected Request for a host the demo does not answer for (DNS rebinding: a browser
+/// on the attacker's page sends the attacker's name). `/healthz` is exempt from this one, as
+/// load balancers probe it by address. An HTTP/1.0 request without `Host` passes: browsers
+/// always send one (scripts cannot remove it), so it is no rebinding.
 ///
 /// `None`: serve the request; `Some`: answer this instead.
-pub fn check_host(hosts: &AllowedHosts, path: &str, host: Option<&[u8]>) -> Option<Reply> {
-    if path == "/healthz" {
+pub fn check_host<'a>(
+    hosts: &AllowedHosts,
+    head: RequestHead<'_>,
+    host_lines: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Reply> {
+    let bad = |why: &str| {
+        Some(text(
+            StatusCode::BAD_REQUEST,
+            format!("bad request: {why}\n"),
+        ))
+    };
+    let mut lines = host_lines.into_iter();
+    let host = lines.next();
+    if lines.next().is_some() {
+        return bad("more than one Host header");
+    }
+    let host = match host.map(std::str::from_utf8) {
+        Some(Ok(host)) if split_host_port(host).is_some() => Some(host),
+        Some(_) => return bad("the Host header is not host[:port]"),
+        None if head.http_1_1 => return bad("an HTTP/1.1 request needs a Host header"),
+        None => None,
+    };
+    let host = match (head.authority, host) {
+        (Some(authority), Some(host)) if !authority.eq_ignore_ascii_case(host) => {
+            return bad("the request target's authority is not the Host header");
+        }
+        (Some(authority), _) => Some(authority),
+        (None, host) => host,
+    };
+    if head.path == "/healthz" || host.is_none_or(|host| hosts.allows(host)) {
         return None;
     }
-    let allowed = host.map(|h| {
-        std::str::from_utf8(h)
-            .ok()
-            .filter(|h| hosts.allows(h))
-            .is_some()
-    });
-    (allowed == Some(false)).then(|| {
-        text(
-            StatusCode::MISDIRECTED_REQUEST,
-            "misdirected request: this server does not answer for that Host \
-             (see --origin and --allowed-host)\n",
-        )
-    })
+    Some(text(
+        StatusCode::MISDIRECTED_REQUEST,
+        "misdirected request: this server does not answer for that Host \
+         (see --origin and --allowed-host)\n",
+    ))
 }
 
 #[cfg(test)]
@@ -188,5 +227,46 @@ mod tests {
         assert!(https.allows("10.0.0.5:8443") && !https.allows("10.0.0.5"));
         assert!(AllowedHosts::new("http://h", &["bad host".into()]).is_err());
         assert!(AllowedHosts::new("ftp://h", &[]).is_err());
+    }
+
+    #[test]
+    fn host_lines_follow_rfc_9112() {
+        let hosts = AllowedHosts::new("http://127.0.0.1:8000", &[]).unwrap();
+        let status = |path, http_1_1, authority, lines: &[&str]| {
+            let head = RequestHead {
+                path,
+                http_1_1,
+                authority,
+            };
+            let lines = lines.iter().map(|l| l.as_bytes());
+            check_host(&hosts, head, lines).map_or(200, |r| r.status().as_u16())
+        };
+        let ok = "127.0.0.1:8000";
+        let evil = "evil.example";
+        assert_eq!(status("/", true, None, &[ok]), 200);
+        // No Host in HTTP/1.1, two Host lines, a Host that is no host[:port]: 400 on any path.
+        assert_eq!(status("/", true, None, &[]), 400);
+        assert_eq!(status("/healthz", true, None, &[]), 400);
+        assert_eq!(status("/", true, None, &[ok, ok]), 400);
+        assert_eq!(status("/healthz", true, None, &[ok, evil]), 400);
+        assert_eq!(status("/", true, None, &["bad host"]), 400);
+        assert_eq!(status("/", true, None, &["127.0.0.1:x"]), 400);
+        // HTTP/1.0 may omit Host.
+        assert_eq!(status("/", false, None, &[]), 200);
+        // Another host: 421, but /healthz answers any.
+        assert_eq!(status("/", true, None, &[evil]), 421);
+        assert_eq!(status("/healthz", true, None, &[evil]), 200);
+        // Absolute form: the authority must be the Host, and must be allowed.
+        assert_eq!(status("/", true, Some(evil), &[ok]), 400);
+        assert_eq!(status("/", true, Some(ok), &[evil]), 400);
+        assert_eq!(status("/", true, Some("user@127.0.0.1:8000"), &[ok]), 400);
+        assert_eq!(status("/", true, Some(evil), &[evil]), 421);
+        assert_eq!(
+            status("/", true, Some("LOCALHOST:8000"), &["localhost:8000"]),
+            200
+        );
+        assert_eq!(status("/", false, Some(evil), &[]), 421);
+        assert_eq!(status("/", false, Some(ok), &[]), 200);
+        assert_eq!(status("/", true, Some(ok), &[]), 400);
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,14 +93,20 @@ async fn observe(State(app): App, req: Request, next: Next) -> Response {
     res
 }
 
-/// 421 for a `Host` the demo does not answer for ([`hosts::check_host`]).
+/// 400 for a missing, repeated or contradicted `Host`, 421 for one the demo does not answer
+/// for ([`hosts::check_host`]).
 async fn check_host(
     State(allowed): State<Arc<AllowedHosts>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let host = req.headers().get(axum::http::header::HOST);
-    match hosts::check_host(&allowed, req.uri().path(), host.map(|h| h.as_bytes())) {
+    let head = hosts::RequestHead {
+        path: req.uri().path(),
+        http_1_1: req.version() == axum::http::Version::HTTP_11,
+        authority: req.uri().authority().map(|a| a.as_str()),
+    };
+    let lines = req.headers().get_all(axum::http::header::HOST);
+    match hosts::check_host(&allowed, head, lines.iter().map(HeaderValue::as_bytes)) {
         Some(refused) => refused.into_response(),
         None => next.run(req).await,
     }

@@ -15,6 +15,8 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 const PASSWORD: &str = "correct-horse-battery";
+/// The `Host` of the default origin (http://127.0.0.1:8000), as a browser sends it.
+const DEFAULT_HOST: &str = "127.0.0.1:8000";
 
 struct Demo {
     app: Router,
@@ -99,6 +101,7 @@ impl Browser {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
+            .header(header::HOST, DEFAULT_HOST)
             .header(header::USER_AGENT, "accounts-test");
         let jar: Vec<&str> = [&self.cookie, &self.xsrf]
             .into_iter()
@@ -162,6 +165,7 @@ impl Browser {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(uri)
+            .header(header::HOST, DEFAULT_HOST)
             .header(header::CONTENT_TYPE, "application/json")
             .header("X-XSRFToken", token);
         let jar: Vec<&str> = [&self.cookie, &self.xsrf]

@@ -64,6 +64,7 @@ impl SpaClient {
         mut req: axum::http::request::Builder,
         body: Option<(&str, String)>,
     ) -> Reply {
+        req = req.header(header::HOST, "127.0.0.1:8000"); // the default origin's
         if !self.jar.is_empty() {
             let pairs: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
             req = req.header(header::COOKIE, pairs.join("; "));

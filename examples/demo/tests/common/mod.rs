@@ -13,9 +13,11 @@ use tower::ServiceExt as _;
 
 pub(crate) const PASSWORD: &str = "correct-horse-battery";
 
-/// An app and the directory holding its users database (removed on drop).
+/// An app, the `Host` a browser sends it (its origin's) and the directory holding its users
+/// database (removed on drop).
 pub(crate) struct Demo {
     pub(crate) app: Router,
+    pub(crate) host: String,
     pub(crate) _dir: tempfile::TempDir,
 }
 
@@ -28,8 +30,11 @@ pub(crate) async fn demo_with(adjust: impl FnOnce(&mut DemoConfig)) -> Demo {
     let users = format!("sqlite://{}", dir.path().join("users.db").display());
     let mut config = DemoConfig::new("memory://", users);
     adjust(&mut config);
+    let host = config.origin.split_once("://").map(|(_, host)| host);
+    let host = host.unwrap_or_default().trim_end_matches('/').to_owned();
     Demo {
         app: app(config).await.unwrap(),
+        host,
         _dir: dir,
     }
 }
@@ -81,6 +86,8 @@ impl Reply {
 #[derive(Clone)]
 pub(crate) struct Browser {
     pub(crate) app: Router,
+    /// The `Host` it sends.
+    pub(crate) host: String,
     pub(crate) user_agent: &'static str,
     /// `session=<ticket>`, as sent back.
     pub(crate) cookie: Option<String>,
@@ -92,6 +99,7 @@ impl Browser {
     pub(crate) fn new(demo: &Demo, user_agent: &'static str) -> Self {
         Browser {
             app: demo.app.clone(),
+            host: demo.host.clone(),
             user_agent,
             cookie: None,
             xsrf: None,
@@ -107,6 +115,7 @@ impl Browser {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
+            .header(header::HOST, &self.host)
             .header(header::USER_AGENT, self.user_agent);
         let jar: Vec<&str> = [&self.cookie, &self.xsrf]
             .into_iter()
@@ -177,6 +186,7 @@ impl Browser {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(uri)
+            .header(header::HOST, &self.host)
             .header(header::USER_AGENT, self.user_agent)
             .header(header::CONTENT_TYPE, "application/json")
             .header("X-XSRFToken", token);
