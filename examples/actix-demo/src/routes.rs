@@ -17,6 +17,7 @@ use cloakroom_actix::{CsrfMiddleware, CsrfToken, SessionMiddleware};
 use cloakroom_core::session::Session;
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{self, LoginHint};
+use cloakroom_demo_app::proxies;
 use cloakroom_demo_app::{
     AppState, BadInput, Demo, Handled, Reply, RouteClass, StoreFailure, Visit, input,
 };
@@ -298,8 +299,13 @@ async fn register(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpRes
 
 async fn login(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
     let visit = or_answer!(visit(&req));
-    let peer: Option<IpAddr> = req.peer_addr().map(|addr| addr.ip());
-    send(pages::login(&app, &visit, peer, form(&req, &body)).await)
+    let lines = |name| req.headers().get_all(name).map(HeaderValue::as_bytes);
+    let client: Option<IpAddr> = app.client_address(
+        req.peer_addr().map(|addr| addr.ip()),
+        lines(proxies::FORWARDED),
+        lines(proxies::X_FORWARDED_FOR),
+    );
+    send(pages::login(&app, &visit, client, form(&req, &body)).await)
 }
 
 async fn logout(req: HttpRequest) -> HttpResponse {

@@ -757,6 +757,99 @@ async fn metrics_live_on_their_own_listener() {
     }
 }
 
+/// Behind a reverse proxy (a public origin) the loopback listener serves whoever reaches the
+/// proxy: `/metrics` is then served on `--metrics-addr` only; with a loopback origin on the
+/// main listener too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_not_served_on_the_main_listener_for_a_public_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    for demo in Demo::BOTH {
+        for (origin, host, metrics_addr, status) in [
+            (
+                "https://demo.example",
+                "demo.example",
+                false,
+                StatusCode::NOT_FOUND,
+            ),
+            ("http://localhost:1", "localhost:1", false, StatusCode::OK),
+            (
+                "https://demo.example",
+                "demo.example",
+                true,
+                StatusCode::NOT_FOUND,
+            ),
+        ] {
+            let mut args = vec!["--store", "memory://", "--users", "sqlite::memory:"];
+            args.extend(["--origin", origin]);
+            if metrics_addr {
+                args.extend(["--metrics-addr", "127.0.0.1:0"]);
+            }
+            let server = demo.start(&args, dir.path()).await;
+            let get = |path: &str| {
+                let url = format!("{}{path}", server.base());
+                c.get(url).header(header::HOST, host).send()
+            };
+            let login = get("/login").await.unwrap();
+            assert_eq!(login.status(), StatusCode::OK, "{demo:?} {origin}");
+            let metrics = get("/metrics").await.unwrap();
+            assert_eq!(metrics.status(), status, "{demo:?} {origin} {args:?}");
+            if metrics_addr {
+                let line = server.next_line(std::time::Duration::from_secs(5));
+                let line = line.unwrap_or_else(|| panic!("{demo:?}: no metrics line"));
+                let url = line.strip_prefix("metrics on ").expect("the metrics URL");
+                let res = c.get(url).send().await.unwrap();
+                assert_eq!(res.status(), StatusCode::OK, "{demo:?}");
+            }
+        }
+    }
+}
+
+/// Behind a trusted proxy (`--trusted-proxy`) failed logins count against the forwarded
+/// client address: one client's guessing does not lock out another. Without it the
+/// forwarding headers are ignored and every failure counts against the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_failed_logins_count_per_forwarded_address() {
+    let dir = tempfile::tempdir().unwrap();
+    for (trusted, other_client) in [
+        (true, StatusCode::UNAUTHORIZED),
+        (false, StatusCode::TOO_MANY_REQUESTS),
+    ] {
+        let mut args = vec!["--store", "memory://", "--users", "sqlite::memory:"];
+        if trusted {
+            args.extend(["--trusted-proxy", "127.0.0.0/8"]);
+        }
+        for (demo, server) in common::start_both(&args, dir.path()).await {
+            let (base, c) = (server.base(), client());
+            let token = token(&c, &base).await;
+            let login = |name: &str, from: &str| {
+                let fields = [
+                    ("name", name),
+                    ("password", "wrong-password"),
+                    ("_xsrf", &token),
+                ];
+                let req = c.post(format!("{base}/login")).form(&fields);
+                req.header("x-forwarded-for", from).send()
+            };
+            // 30 failures, then 429 (more tries in case the budget refills meanwhile).
+            let mut statuses = Vec::new();
+            for i in 0..40 {
+                let res = login(&format!("user{i}"), "203.0.113.7").await.unwrap();
+                statuses.push(res.status().as_u16());
+                if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                    break;
+                }
+            }
+            assert!(
+                statuses.len() > 30 && statuses.last() == Some(&429),
+                "{demo:?} trusted={trusted}: {statuses:?}"
+            );
+            let res = login("someone-else", "203.0.113.8").await.unwrap();
+            assert_eq!(res.status(), other_client, "{demo:?} trusted={trusted}");
+        }
+    }
+}
+
 /// Sends `request` as it is on a new connection; the response's status code.
 async fn raw_status(base: &str, request: &str) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -1,6 +1,7 @@
 //! [`Demo`]: the demo opened from its [`DemoConfig`] (store, accounts, keys, session
 //! settings), and [`AppState`], what every page shares.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -16,6 +17,7 @@ use crate::error::AppError;
 use crate::hosts::AllowedHosts;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
+use crate::proxies::TrustedProxies;
 use crate::reply::{Reply, html};
 use crate::throttle::Throttle;
 use crate::users::Users;
@@ -49,11 +51,12 @@ impl Demo {
     /// settles the session settings.
     ///
     /// # Errors
-    /// A bad origin, key list or `--allowed-host`, or a store or database that cannot be
-    /// opened.
+    /// A bad origin, key list, `--allowed-host` or `--trusted-proxy`, or a store or database
+    /// that cannot be opened.
     pub async fn open(config: DemoConfig) -> anyhow::Result<Demo> {
         let https = origin_is_https(&config.origin)?;
         let hosts = AllowedHosts::new(&config.origin, &config.allowed_hosts)?;
+        let proxies = TrustedProxies::new(&config.trusted_proxies)?;
         let pycket = pycket_secret(&config)?;
         // The users first: they create their database file private (0600) before the session
         // store, which may share it (the default), opens it; SQLite would create it 0644.
@@ -105,6 +108,7 @@ impl Demo {
             templates: templates::environment()?,
             metrics: Arc::new(Metrics::default()),
             throttle: Throttle::new(),
+            proxies,
             pycket_ids: pycket.is_some(),
         };
         tracing::info!(config = ?config, secure_cookies = https, "demo configured");
@@ -146,6 +150,8 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// Failed-login budgets per account and per client address.
     pub(crate) throttle: Throttle,
+    /// Whose forwarding headers name the client (`--trusted-proxy`).
+    pub(crate) proxies: TrustedProxies,
     /// Sessions shared with a Tornado + pycket app: a session whose `ID` field is set counts
     /// as logged in as that name even without a Cloakroom login (the Tornado app's login is
     /// `self.session.set('ID', name)`).
@@ -156,6 +162,18 @@ impl AppState {
     /// The demo's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The client's address: `peer` (the TCP peer; `None` in in-process tests), or behind a
+    /// trusted proxy the address its `Forwarded` / `X-Forwarded-For` lines name (see
+    /// [`TrustedProxies::client`]).
+    pub fn client_address<'a>(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded: impl IntoIterator<Item = &'a [u8]>,
+        x_forwarded_for: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Option<IpAddr> {
+        peer.map(|peer| self.proxies.client(peer, forwarded, x_forwarded_for))
     }
 
     /// The session engine (the one the session middleware runs).

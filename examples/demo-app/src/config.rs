@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::hosts;
 use crate::limits::{self, Limits};
 
 /// Where the demo keeps things and how it presents itself; see `cloakroom-demo --help`.
@@ -30,9 +31,13 @@ pub struct DemoConfig {
     /// More `Host` header values to answer for besides the origin's (`host` for any port,
     /// `host:port`); any other `Host` gets 421 (DNS rebinding). See `--allowed-host`.
     pub allowed_hosts: Vec<String>,
-    /// Whether the app serves `/metrics` itself. The binary turns it off when it listens
-    /// beyond loopback or has a separate metrics listener (`--metrics-addr`).
+    /// Whether the app serves `/metrics` itself. The binary turns it off unless it listens
+    /// on loopback for a loopback origin, not behind a trusted proxy, and without a separate
+    /// metrics listener (`--metrics-addr`); see [`Flags::metrics_on_main`].
     pub metrics_on_main: bool,
+    /// Reverse proxies (CIDR networks or addresses) whose `X-Forwarded-For` / `Forwarded`
+    /// headers name the client; see `--trusted-proxy`. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl DemoConfig {
@@ -47,6 +52,7 @@ impl DemoConfig {
             tornado_secret: None,
             allowed_hosts: Vec::new(),
             metrics_on_main: true,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -64,6 +70,7 @@ impl fmt::Debug for DemoConfig {
             .field("tornado_secret", &redacted(&self.tornado_secret))
             .field("allowed_hosts", &self.allowed_hosts)
             .field("metrics_on_main", &self.metrics_on_main)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -163,9 +170,24 @@ pub struct Flags {
     )]
     pub allowed_hosts: Vec<String>,
     /// Serve /metrics on this address only (a second listener). Without it, /metrics is
-    /// served on --addr when that is a loopback address, and not at all otherwise.
+    /// served on --addr when that is a loopback address, --origin a loopback origin and no
+    /// --trusted-proxy is given (a loopback listener behind a reverse proxy serves whoever
+    /// reaches the proxy), and not at all otherwise.
     #[arg(long, env = "CLOAKROOM_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// A reverse proxy in front of the demo: a CIDR network (10.0.0.0/8, fd00::/8) or an
+    /// address; repeatable or comma-separated. A request whose TCP peer is one of them is
+    /// from the rightmost X-Forwarded-For address (or, without that header, Forwarded: for=)
+    /// that is not itself a trusted proxy; the login throttle counts failures per that
+    /// address. From any other peer these headers are ignored. The proxy must append to
+    /// the header it uses and drop the other one if clients could send it.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CLOAKROOM_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Time a client has to send a complete request head (slowloris), counted from the
     /// connection opening and, on a keep-alive connection, from the previous response.
     #[arg(long, env = "CLOAKROOM_HEADER_TIMEOUT", default_value = "10s", value_parser = limits::parse_duration)]
@@ -216,16 +238,35 @@ impl Flags {
         })
     }
 
-    /// Whether the main listener, bound to `addr`, serves `/metrics`: only on loopback and
-    /// without `--metrics-addr` (then logs that `/metrics` is not served at all).
+    /// Whether the main listener, bound to `addr`, serves `/metrics`: without
+    /// `--metrics-addr`, only when it listens on loopback for a loopback origin and no
+    /// `--trusted-proxy` is given. A public origin or a trusted proxy means a reverse proxy
+    /// forwards the world to this loopback listener. Logs why when `/metrics` is not served
+    /// at all.
     pub fn metrics_on_main(&self, addr: SocketAddr) -> bool {
-        let on_main = self.metrics_addr.is_none() && addr.ip().is_loopback();
-        if self.metrics_addr.is_none() && !on_main {
-            tracing::info!(
-                "/metrics is not served: listening beyond loopback without --metrics-addr"
-            );
+        if self.metrics_addr.is_some() {
+            return false;
         }
-        on_main
+        let why_not = if !addr.ip().is_loopback() {
+            Some("listening beyond loopback")
+        } else if !hosts::origin_is_loopback(&self.origin(addr)) {
+            Some("the origin is not a loopback origin")
+        } else if !self.trusted_proxies.is_empty() {
+            Some("behind a trusted proxy")
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            tracing::info!("/metrics is not served: {why}; see --metrics-addr");
+        }
+        why_not.is_none()
+    }
+
+    /// `--origin`, or http:// and the listening address.
+    fn origin(&self, addr: SocketAddr) -> String {
+        self.origin
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
     }
 
     /// The app's configuration, for a server listening on `addr` (the default origin) that
@@ -235,13 +276,11 @@ impl Flags {
             store: self.store.clone(),
             users: self.users.clone(),
             keys: self.keys.clone(),
-            origin: self
-                .origin
-                .clone()
-                .unwrap_or_else(|| format!("http://{addr}")),
+            origin: self.origin(addr),
             tornado_secret: self.tornado_secret.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
             metrics_on_main,
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }
@@ -284,6 +323,50 @@ mod tests {
         }
         c.store = "memory://".into();
         assert_eq!(pycket_secret(&c).unwrap(), None);
+    }
+
+    /// The flags of `cloakroom-demo ARGS`.
+    fn flags(args: &[&str]) -> Flags {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: Flags,
+        }
+        let args = std::iter::once("cloakroom-demo").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(args).unwrap().flags
+    }
+
+    #[test]
+    fn metrics_are_on_the_main_listener_only_for_a_loopback_origin() {
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert!(flags(&[]).metrics_on_main(local));
+        for origin in [
+            "http://localhost:8000",
+            "http://127.0.0.1:8000",
+            "http://[::1]:8000/",
+        ] {
+            assert!(
+                flags(&["--origin", origin]).metrics_on_main(local),
+                "{origin}"
+            );
+        }
+        // Behind a reverse proxy: a public origin, or a trusted proxy.
+        for args in [
+            &["--origin", "https://demo.example"][..],
+            &["--origin", "http://10.0.0.5:8000"],
+            &["--trusted-proxy", "127.0.0.1"],
+            &["--metrics-addr", "127.0.0.1:9000"],
+        ] {
+            assert!(!flags(args).metrics_on_main(local), "{args:?}");
+        }
+        assert!(!flags(&[]).metrics_on_main("0.0.0.0:8000".parse().unwrap()));
+        let proxies = flags(&[
+            "--trusted-proxy",
+            "10.0.0.0/8,fd00::/8",
+            "--trusted-proxy",
+            "::1",
+        ]);
+        assert_eq!(proxies.trusted_proxies, ["10.0.0.0/8", "fd00::/8", "::1"]);
     }
 
     #[test]

@@ -118,6 +118,14 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
     Some((host, port))
 }
 
+/// Whether `origin` (`scheme://host[:port]`) names a loopback host: `localhost`, 127.0.0.0/8
+/// or `[::1]`.
+pub(crate) fn origin_is_loopback(origin: &str) -> bool {
+    let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    split_host_port(authority).is_some_and(|(host, _)| is_loopback(&host))
+}
+
 fn is_loopback(host: &str) -> bool {
     if host == "localhost" {
         return true;

@@ -9,7 +9,8 @@
 //! Here: the command line ([`Flags`]) and [`DemoConfig`], opening the store, the accounts
 //! and the keys ([`Demo::open`]), the pages ([`pages`]: templates, users, Argon2 password
 //! hashing on a bounded queue, login throttling, notes, the session list, the JSON API,
-//! health and metrics), the `Host` check and the security headers ([`hosts`]). Each page
+//! health and metrics), the `Host` check and the security headers ([`hosts`]), the client's
+//! address behind reverse proxies ([`proxies`]). Each page
 //! takes what the framework extracted and answers a framework-free [`Reply`]; a framework
 //! only routes, extracts and sends:
 //!
@@ -34,6 +35,7 @@ pub mod limits;
 mod metrics;
 pub mod pages;
 mod passwords;
+pub mod proxies;
 pub mod reply;
 mod templates;
 mod throttle;

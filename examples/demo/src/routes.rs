@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use cloakroom::session::Session;
 use cloakroom::tower::{CsrfLayer, CsrfToken};
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{self, Credentials, DeleteNote, LoginHint, NewNote, RevokeForm};
+use cloakroom_demo_app::proxies;
 use cloakroom_demo_app::{AppState, BadInput, Handled, RouteClass, StoreFailure, Visit};
 
 type App = State<Arc<AppState>>;
@@ -172,18 +173,24 @@ async fn register(
     send(pages::register(&app, &visit, form(body)).await)
 }
 
-/// The client's address, as the server recorded it (`ConnectInfo`); requests without one
+/// The TCP peer's address, as the server recorded it (`ConnectInfo`); requests without one
 /// (in-process tests, a server that does not record it) share one "unknown" client budget.
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 async fn login(
     State(app): App,
     peer: Peer,
+    headers: HeaderMap,
     Page(visit): Page,
     body: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
-    send(pages::login(&app, &visit, peer, form(body)).await)
+    let lines = |name| headers.get_all(name).into_iter().map(HeaderValue::as_bytes);
+    let client = app.client_address(
+        peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        lines(proxies::FORWARDED),
+        lines(proxies::X_FORWARDED_FOR),
+    );
+    send(pages::login(&app, &visit, client, form(body)).await)
 }
 
 async fn logout(session: Session) -> Response {

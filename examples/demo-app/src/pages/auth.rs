@@ -108,8 +108,8 @@ pub async fn register(
     Ok(redirect("/"))
 }
 
-/// `POST /login`, from the client at `peer` (`None`: unknown, as in-process tests; such
-/// requests share one "unknown" client budget).
+/// `POST /login`, from the client at `peer` ([`AppState::client_address`]; `None`: unknown,
+/// as in-process tests; such requests share one "unknown" client budget).
 pub async fn login(
     app: &AppState,
     visit: &Visit,
