@@ -123,14 +123,17 @@ impl CsrfMiddleware {
     }
 
     /// Skips every check for requests to exactly this path (no prefix or pattern matching:
-    /// Go CVE-2025-47910). Default: none.
+    /// Go CVE-2025-47910), compared with the path actix-web routes on (`match_info()`:
+    /// percent-decoded but for `%2F`, `%25`, `%2B`), so `/%68ook` is exempt as `/hook` is
+    /// ([`CsrfSettings::skips_check`]). Default: none.
     pub fn add_exempt_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.map(|s| s.add_exempt_path(path))
     }
 
     /// In [tokenless](Self::tokenless) mode, still requires a token on unsafe requests to
-    /// exactly this path. Default: none.
+    /// this path in every spelling a router could map onto it (`/%6Cogin`, `//login/`, ...:
+    /// [`CsrfSettings::needs_token`]). Default: none.
     pub fn add_token_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.map(|s| s.add_token_path(path))
@@ -250,7 +253,9 @@ where
         let settings = &self.config.settings;
         let session = req.extensions().get::<cloakroom_core::Session>().cloned();
         let source = settings.token_source(session, &ActixHeaders(req.headers()));
-        let safe = settings.skips_check(req.method().as_str(), req.path());
+        // Exempt and token paths are decided on the path actix-web routes on: percent-decoded
+        // but for `%2F`, `%25` and `%2B` (`POST /%6Cogin` reaches the `/login` handler).
+        let safe = settings.skips_check(req.method().as_str(), req.match_info().as_str());
         req.extensions_mut().insert(CsrfToken(source.clone()));
         let service = Rc::clone(&self.service);
         let config = self.config.clone();
@@ -286,10 +291,12 @@ async fn check(
     let settings = &config.settings;
     let headers = ActixHeaders(req.headers());
     let format = ResponseFormat::of(&headers);
+    // Logged as it came; checked as the router matches it.
     let path = req.path().to_owned();
+    let routed = req.match_info().as_str().to_owned();
     let begun = settings.begin_check(&CsrfRequest {
         method: req.method().as_str(),
-        path: &path,
+        path: &routed,
         query: req.uri().query(),
         authority: req.uri().authority().map(|a| a.as_str()),
         headers: &headers,

@@ -72,7 +72,9 @@ impl RequestHeaders for http::HeaderMap {
 pub struct CsrfRequest<'a, H: ?Sized> {
     /// The method.
     pub method: &'a str,
-    /// The path (compared exactly with exempt and token paths).
+    /// The path the router matches (axum: the raw path; actix-web: the percent-decoded
+    /// `match_info().as_str()`): token paths are compared with it in every spelling
+    /// ([`CsrfSettings::needs_token`]).
     pub path: &'a str,
     /// The query string, read only with the query token turned on.
     pub query: Option<&'a str>,
@@ -298,11 +300,17 @@ mod tests {
         let s = CsrfSettings::tokenless().add_token_path("/login");
         assert!(!begin(&s, "/notes", &[]).needed);
         assert!(begin(&s, "/login", &[]).needed);
-        assert!(!begin(&s, "/login/", &[]).needed, "exact paths only");
+        assert!(begin(&s, "/login/", &[]).needed, "every spelling of the path");
+        assert!(begin(&s, "/%6Cogin", &[]).needed, "every spelling of the path");
+        assert!(!begin(&s, "/login/x", &[]).needed, "no prefixes");
+        assert!(!begin(&s, "/x/login", &[]).needed, "no suffixes");
         assert!(s.skips_check("GET", "/login"));
         let exempt = CsrfSettings::new().add_exempt_path("/hook");
         assert!(exempt.skips_check("POST", "/hook"));
         assert!(!exempt.skips_check("POST", "/hook/x"));
+        for other in ["/hook/", "//hook", "/%68ook", "/HOOK", "/./hook"] {
+            assert!(!exempt.skips_check("POST", other), "exact paths only: {other}");
+        }
     }
 
     #[tokio::test]

@@ -47,16 +47,44 @@ pub fn urlencoded_field(body: &[u8], field: &str) -> Option<String> {
 
 /// Decodes `%XX` and `+`; `None` for a broken escape.
 pub fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+    decode(input, Escapes::Form)
+}
+
+/// Decodes every `%XX` of a URL path (`%2F` included); `+` is itself and a broken escape
+/// is kept as it is, as routers read paths.
+pub(super) fn percent_decode_path(input: &[u8]) -> Vec<u8> {
+    decode(input, Escapes::Path).unwrap_or_else(|| input.to_vec())
+}
+
+/// What [`decode`] decodes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escapes {
+    /// A form field: `+` is a space, a broken escape makes the whole field unreadable.
+    Form,
+    /// A path: `+` is `+`, a broken escape stays as it is.
+    Path,
+}
+
+/// The one percent-decoder of the CSRF check, for form fields and for paths.
+fn decode(input: &[u8], escapes: Escapes) -> Option<Vec<u8>> {
+    let hex = |c: u8| (c as char).to_digit(16);
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
         match input[i] {
-            b'+' => out.push(b' '),
+            b'+' if escapes == Escapes::Form => out.push(b' '),
             b'%' => {
-                let h = input.get(i + 1..i + 3)?;
-                let hex = |c: u8| (c as char).to_digit(16);
-                out.push((hex(h[0])? * 16 + hex(h[1])?) as u8);
-                i += 2;
+                let pair = input
+                    .get(i + 1..i + 3)
+                    .and_then(|h| Some(hex(h[0])? * 16 + hex(h[1])?));
+                match (pair, escapes) {
+                    (Some(byte), _) => {
+                        out.push(byte as u8);
+                        i += 2;
+                    }
+                    (None, Escapes::Path) => out.push(b'%'),
+                    (None, Escapes::Form) => return None,
+                }
             }
             b => out.push(b),
         }
@@ -135,6 +163,18 @@ mod tests {
         assert_eq!(urlencoded_field(b"_xsrf=%zz", "_xsrf"), None);
         assert_eq!(urlencoded_field(b"_xsrf=%", "_xsrf"), None);
         assert_eq!(urlencoded_field(b"", "_xsrf"), None);
+    }
+
+    #[test]
+    fn paths_decode_every_escape_and_keep_plus_and_broken_escapes() {
+        let d = |p: &str| String::from_utf8(percent_decode_path(p.as_bytes())).unwrap();
+        assert_eq!(d("/%6Cog%69n"), "/login");
+        assert_eq!(d("/%6c%6F"), "/lo");
+        assert_eq!(d("/a%2Fb%2fc"), "/a/b/c");
+        assert_eq!(d("/a+b%2B"), "/a+b+");
+        assert_eq!(d("/%zz/%4/%"), "/%zz/%4/%");
+        assert_eq!(d("/%2541"), "/%41", "decoded once");
+        assert_eq!(percent_decode(b"a+b%2B"), Some(b"a b+".to_vec()));
     }
 
     #[test]

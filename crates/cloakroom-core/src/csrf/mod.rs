@@ -26,6 +26,7 @@
 mod check;
 mod form;
 mod origin;
+mod path;
 mod response;
 mod settings;
 mod source;

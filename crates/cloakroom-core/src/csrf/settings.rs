@@ -5,6 +5,7 @@
 use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::{CookieConfig, SameSite};
 
+use super::path::canonical;
 use super::{FIELD_NAME, Origin, SpaCookie, is_safe_method};
 
 /// Where the expected secret is kept.
@@ -101,7 +102,9 @@ impl CsrfSettings {
     }
 
     /// Skips every check for requests to exactly this path (no prefix or pattern matching:
-    /// Go CVE-2025-47910). Default: none.
+    /// Go CVE-2025-47910), compared with the path the router matches: the raw path on axum,
+    /// the percent-decoded one on actix-web, so the exemption covers exactly the requests
+    /// the router routes here (see [`skips_check`](Self::skips_check)). Default: none.
     pub fn add_exempt_path(mut self, path: impl Into<String>) -> Self {
         self.exempt.push(path.into());
         self
@@ -163,9 +166,10 @@ impl CsrfSettings {
     }
 
     /// In [tokenless](Self::tokenless) mode, still requires a token on unsafe requests to
-    /// exactly this path (no prefix or pattern matching), e.g. `/login` against login CSRF
-    /// from browsers without Fetch Metadata. Without tokenless mode every path needs a token
-    /// anyway. Default: none.
+    /// this path (no prefix or pattern matching), e.g. `/login` against login CSRF from
+    /// browsers without Fetch Metadata, in every spelling a router could map onto it
+    /// (see [`needs_token`](Self::needs_token)). Without tokenless mode every path needs a
+    /// token anyway. Default: none.
     pub fn add_token_path(mut self, path: impl Into<String>) -> Self {
         self.token_paths.push(path.into());
         self
@@ -232,14 +236,46 @@ impl CsrfSettings {
     }
 
     /// Whether a request passes without any check: a safe method (GET, HEAD, OPTIONS) or an
-    /// exempt path (compared exactly).
+    /// exempt path. `path` is the path the router matches (axum: the raw `uri.path()`;
+    /// actix-web: `match_info().as_str()`, percent-decoded but for `%2F`, `%25`, `%2B`),
+    /// compared byte for byte with the exempt paths: no decoding, no slash or case folding,
+    /// so an exemption never reaches a path the router sends elsewhere.
+    ///
+    /// ```
+    /// use cloakroom_core::csrf::CsrfSettings;
+    /// let s = CsrfSettings::new().add_exempt_path("/hook");
+    /// assert!(s.skips_check("POST", "/hook"));
+    /// assert!(!s.skips_check("POST", "/hook/"));
+    /// assert!(!s.skips_check("POST", "/%68ook")); // on actix, its router's path is "/hook"
+    /// ```
     pub fn skips_check(&self, method: &str, path: &str) -> bool {
         is_safe_method(method) || self.exempt.iter().any(|p| p == path)
     }
 
-    /// Whether an unsafe request to `path` must carry a token (always, unless tokenless
-    /// mode is on and `path` is not a token path).
+    /// Whether an unsafe request to `path` (the path the router matches) must carry a
+    /// token: always, unless tokenless mode is on and `path` is no spelling of a token path.
+    /// Fail-closed: the two are compared in a canonical form broader than any router's
+    /// matching (every percent-escape decoded once, `%2F` included; empty and `.` segments
+    /// dropped, so `//` and a trailing `/` do not count; `..` resolved; ASCII letters in
+    /// lower case), so every raw path a router, a proxy or a path-normalising middleware
+    /// could route to a token path needs the token.
+    ///
+    /// ```
+    /// use cloakroom_core::csrf::CsrfSettings;
+    /// let s = CsrfSettings::tokenless().add_token_path("/login");
+    /// for spelling in ["/login", "/%6Cogin", "/log%69n", "//login/", "/x/../LOGIN"] {
+    ///     assert!(s.needs_token(spelling), "{spelling}");
+    /// }
+    /// assert!(!s.needs_token("/logins"));
+    /// ```
     pub fn needs_token(&self, path: &str) -> bool {
-        !self.tokenless || self.token_paths.iter().any(|p| p == path)
+        if !self.tokenless {
+            return true;
+        }
+        if self.token_paths.is_empty() {
+            return false;
+        }
+        let path = canonical(path);
+        self.token_paths.iter().any(|p| canonical(p) == path)
     }
 }

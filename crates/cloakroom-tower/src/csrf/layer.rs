@@ -71,7 +71,9 @@ impl CsrfLayer {
     }
 
     /// Skips every check for requests to exactly this path (no prefix or pattern matching:
-    /// Go CVE-2025-47910). Default: none.
+    /// Go CVE-2025-47910), compared with the raw request path, the one axum routes on
+    /// ([`CsrfSettings::skips_check`](cloakroom_core::csrf::CsrfSettings::skips_check)).
+    /// Default: none.
     pub fn add_exempt_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.map(|s| s.add_exempt_path(path))
@@ -174,9 +176,10 @@ impl CsrfLayer {
     }
 
     /// In [tokenless](Self::tokenless) mode, still requires a token on unsafe requests to
-    /// exactly this path (no prefix or pattern matching), e.g. `/login` against login CSRF
-    /// from browsers without Fetch Metadata. Without tokenless mode every path needs a token
-    /// anyway. Default: none.
+    /// this path (no prefix or pattern matching), e.g. `/login` against login CSRF from
+    /// browsers without Fetch Metadata, in every spelling a router could map onto it
+    /// (`/%6Cogin`, `//login/`, ...: [`CsrfSettings::needs_token`](cloakroom_core::csrf::CsrfSettings::needs_token)).
+    /// Without tokenless mode every path needs a token anyway. Default: none.
     pub fn add_token_path(self, path: impl Into<String>) -> Self {
         let path = path.into();
         self.map(|s| s.add_token_path(path))
