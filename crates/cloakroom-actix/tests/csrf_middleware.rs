@@ -52,6 +52,14 @@ async fn ok() -> &'static str {
     "ok"
 }
 
+/// A static file with the handler's own caching policy.
+async fn static_file() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("cache-control", "public, max-age=3600"))
+        .insert_header(("vary", "Accept-Encoding"))
+        .body("js")
+}
+
 macro_rules! app {
     ($csrf:expr) => {
         test::init_service(
@@ -65,7 +73,9 @@ macro_rules! app {
                 .route("/logout", web::post().to(logout))
                 .route("/app", web::get().to(app_page))
                 .route("/api/notes", web::post().to(ok))
-                .route("/webhook", web::post().to(ok)),
+                .route("/webhook", web::post().to(ok))
+                .route("/healthz", web::get().to(ok))
+                .route("/static/app.js", web::get().to(static_file)),
         )
         .await
     };
@@ -80,6 +90,8 @@ struct Client {
 struct Answer {
     status: u16,
     set_cookie: Vec<String>,
+    cache_control: Vec<String>,
+    vary: Vec<String>,
     content_type: String,
     error: Option<Reason>,
     body: String,
@@ -107,12 +119,24 @@ impl Client {
             Some(c) => req.insert_header(("cookie", c)),
             None => req,
         };
-        let res = test::call_service(app, req.to_request()).await;
-        let set_cookie: Vec<String> = res
-            .headers()
-            .get_all("set-cookie")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect();
+        self.call(app, req.to_request()).await
+    }
+
+    async fn call<S, B>(&mut self, app: &S, req: actix_http::Request) -> Answer
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let res = test::call_service(app, req).await;
+        let all = |name: &str| -> Vec<String> {
+            res.headers()
+                .get_all(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        let set_cookie = all("set-cookie");
+        let cache_control = all("cache-control");
+        let vary = all("vary");
         for c in &set_cookie {
             let pair = c.split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
@@ -136,6 +160,8 @@ impl Client {
         Answer {
             status,
             set_cookie,
+            cache_control,
+            vary,
             content_type,
             error,
             body,
@@ -450,6 +476,60 @@ async fn an_oversized_form_is_413_not_500() {
     // A big body with the token in a header is not read by the middleware.
     let req = form_post("/api/notes", &body).insert_header(("X-XSRFToken", token.as_str()));
     assert_eq!(c.send(&app, req).await.status, 200);
+}
+
+/// A response that sets the `XSRF-TOKEN` or `_xsrf` cookie must not be stored by a shared
+/// cache: `Cache-Control: no-store` (unless the handler chose a policy) and `Vary: Cookie`
+/// (added to the handler's `Vary`, never twice), as the session middleware does.
+#[actix_web::test]
+async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
+    let csrf = CsrfMiddleware::new()
+        .with_spa_cookie(SpaCookie::default())
+        .unwrap();
+    let app = app!(csrf);
+    let mut c = Client::default();
+    let res = c.get(&app, "/app").await;
+    assert!(res.set_cookie.iter().any(|s| s.starts_with("XSRF-TOKEN=")));
+    assert_eq!(res.cache_control, ["no-store"]);
+    assert_eq!(res.vary, ["Cookie"]);
+    // Nothing set: nothing added.
+    let res = c.get(&app, "/healthz").await;
+    assert!(res.set_cookie.is_empty());
+    assert!(res.cache_control.is_empty() && res.vary.is_empty());
+    // A stale XSRF-TOKEN is refreshed on a health check and on a static file.
+    let stale = |c: &mut Client| {
+        c.jar.retain(|(n, _)| n != "XSRF-TOKEN");
+        c.jar.push(("XSRF-TOKEN".into(), Secret::generate().mask()));
+    };
+    stale(&mut c);
+    let res = c.get(&app, "/healthz").await;
+    assert!(res.set_cookie.iter().any(|s| s.starts_with("XSRF-TOKEN=")));
+    assert_eq!(res.cache_control, ["no-store"]);
+    assert_eq!(res.vary, ["Cookie"]);
+    stale(&mut c);
+    let res = c.get(&app, "/static/app.js").await;
+    assert!(res.set_cookie.iter().any(|s| s.starts_with("XSRF-TOKEN=")));
+    assert_eq!(res.cache_control, ["public, max-age=3600"], "the handler's policy");
+    assert_eq!(res.vary, ["Accept-Encoding", "Cookie"]);
+    // Login: the session cookie and the rotated secret's XSRF-TOKEN, Vary: Cookie once.
+    let value = c.cookie("XSRF-TOKEN").unwrap();
+    let req = post("/login/ida").insert_header(("X-XSRF-TOKEN", value.as_str()));
+    let res = c.send(&app, req).await;
+    assert_eq!(res.status, 200);
+    assert!(res.set_cookie.iter().any(|s| s.starts_with("XSRF-TOKEN=")));
+    assert!(res.set_cookie.iter().any(|s| s.starts_with("session=")));
+    assert_eq!(res.cache_control, ["no-store"]);
+    assert_eq!(res.vary, ["Cookie"]);
+
+    // Without the SPA cookie: a page rendering a token sets a new `_xsrf` cookie.
+    let app = app!(CsrfMiddleware::new());
+    let mut plain = Client::default();
+    let res = plain.get(&app, "/form").await;
+    assert!(res.set_cookie.iter().any(|s| s.starts_with("_xsrf=")));
+    assert_eq!(res.cache_control, ["no-store"]);
+    assert_eq!(res.vary, ["Cookie"]);
+    let res = plain.get(&app, "/form").await;
+    assert!(res.set_cookie.is_empty() && res.cache_control.is_empty());
 }
 
 #[actix_web::test]

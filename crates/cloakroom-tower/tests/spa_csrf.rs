@@ -46,6 +46,19 @@ fn app(csrf: CsrfLayer) -> Router {
             }),
         )
         .route("/echo", post(|body: Bytes| async move { body }))
+        // A static file with the handler's own caching policy.
+        .route(
+            "/static/app.js",
+            get(|| async {
+                (
+                    [
+                        (header::CACHE_CONTROL, "public, max-age=3600"),
+                        (header::VARY, "Accept-Encoding"),
+                    ],
+                    "js",
+                )
+            }),
+        )
         .layer(csrf)
         .layer(sessions)
 }
@@ -439,4 +452,67 @@ async fn only_clients_of_the_app_get_the_cookie_unless_eager() {
     let xsrf = cloakroom_core::csrf::decode_token(&e.cookie("_xsrf").unwrap()).unwrap();
     xsrf.verify(&e.cookie("XSRF-TOKEN").unwrap()).unwrap();
     assert_eq!(e.post("/echo").await.status(), StatusCode::OK);
+}
+
+/// Every value of a response header, in order.
+fn values(res: &Response<Body>, name: HeaderName) -> Vec<String> {
+    res.headers()
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A response that sets the `XSRF-TOKEN` or `_xsrf` cookie must not be stored by a shared
+/// cache and handed to someone else: `Cache-Control: no-store` (unless the handler chose a
+/// policy) and `Vary: Cookie` (added to the handler's `Vary`, never twice), as the session
+/// layer does for its own cookie.
+#[tokio::test]
+async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
+    let mut c = Client::new(spa());
+    // The app page: XSRF-TOKEN and a new _xsrf cookie.
+    let res = c.get("/app").await;
+    assert!(set_cookie_line(&res, "XSRF-TOKEN").is_some());
+    assert_eq!(values(&res, header::CACHE_CONTROL), ["no-store"]);
+    assert_eq!(values(&res, header::VARY), ["Cookie"]);
+    // Nothing set: nothing added.
+    let res = c.get("/").await;
+    assert!(set_cookies(&res).is_empty());
+    assert!(values(&res, header::CACHE_CONTROL).is_empty());
+    assert!(values(&res, header::VARY).is_empty());
+    // A stale XSRF-TOKEN is refreshed on a health check and on a static file.
+    let stale = || ("XSRF-TOKEN".to_owned(), Secret::generate().mask());
+    c.cookies.retain(|(n, _)| n != "XSRF-TOKEN");
+    c.cookies.push(stale());
+    let res = c.get("/").await;
+    assert!(set_cookie_line(&res, "XSRF-TOKEN").is_some());
+    assert_eq!(values(&res, header::CACHE_CONTROL), ["no-store"]);
+    assert_eq!(values(&res, header::VARY), ["Cookie"]);
+    c.cookies.retain(|(n, _)| n != "XSRF-TOKEN");
+    c.cookies.push(stale());
+    let res = c.get("/static/app.js").await;
+    assert!(set_cookie_line(&res, "XSRF-TOKEN").is_some());
+    assert_eq!(
+        values(&res, header::CACHE_CONTROL),
+        ["public, max-age=3600"],
+        "the handler's policy is kept"
+    );
+    assert_eq!(values(&res, header::VARY), ["Accept-Encoding", "Cookie"]);
+    // Login: the session cookie and the rotated secret's XSRF-TOKEN, Vary: Cookie once.
+    let res = c.post("/login/ida").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(set_cookie_line(&res, "XSRF-TOKEN").is_some());
+    assert!(set_cookie_line(&res, "session").is_some());
+    assert_eq!(values(&res, header::CACHE_CONTROL), ["no-store"]);
+    assert_eq!(values(&res, header::VARY), ["Cookie"]);
+
+    // Without the SPA cookie: a page rendering a token sets a new `_xsrf` cookie.
+    let mut plain = Client::new(CsrfLayer::new());
+    let res = plain.get("/form").await;
+    assert!(set_cookie_line(&res, "_xsrf").is_some());
+    assert_eq!(values(&res, header::CACHE_CONTROL), ["no-store"]);
+    assert_eq!(values(&res, header::VARY), ["Cookie"]);
+    let res = plain.get("/form").await;
+    assert!(set_cookies(&res).is_empty());
+    assert!(values(&res, header::CACHE_CONTROL).is_empty());
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use actix_web::body::{BodyStream, EitherBody, MessageBody, to_bytes_limited};
 use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::header::{HeaderValue, SET_COOKIE};
 use actix_web::{HttpMessage, HttpResponse};
 use cloakroom_core::ConfigError;
 use cloakroom_core::csrf::{
@@ -19,7 +18,7 @@ use cloakroom_core::csrf::{
 };
 
 use super::CsrfToken;
-use crate::convert::{ActixHeaders, to_actix};
+use crate::convert::{ActixHeaders, add_cookie, to_actix};
 
 /// The settings the middleware gives its services.
 #[derive(Clone)]
@@ -270,11 +269,11 @@ where
             };
             let mut res = service.call(req).await?;
             // After the handler: a login has rotated the secret by now, and the session
-            // middleware (outside this one) has not committed yet.
+            // middleware (outside this one) has not committed yet. Each cookie comes with
+            // `Cache-Control: no-store` (unless the handler chose a policy) and `Vary: Cookie`,
+            // as the session cookie does.
             for cookie in source.response_cookies(&config.settings).await {
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    res.headers_mut().append(SET_COOKIE, value);
-                }
+                add_cookie(res.headers_mut(), &cookie);
             }
             Ok(res.map_into_left_body())
         })

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use cloakroom_core::csrf::{
     self, BodyError, CheckError, CsrfRequest, Reason, ResponseFormat, TokenSource,
 };
+use cloakroom_core::response::add_session_cookie;
 use cloakroom_core::session::Session;
-use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
@@ -98,11 +98,11 @@ where
     }
 }
 
-/// Appends a `Set-Cookie` header the core made.
+/// Appends a `Set-Cookie` header the core made, with `Cache-Control: no-store` (unless the
+/// handler chose a policy) and `Vary: Cookie`, as the session layer sends its own cookie: a
+/// shared cache must not hand one client's token cookie to another.
 fn append_cookie<B>(res: &mut Response<B>, cookie: &str) {
-    if let Ok(v) = HeaderValue::from_str(cookie) {
-        res.headers_mut().append(SET_COOKIE, v);
-    }
+    add_session_cookie(res.headers_mut(), cookie);
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CsrfService<S>
