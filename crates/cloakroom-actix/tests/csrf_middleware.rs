@@ -478,6 +478,36 @@ async fn an_oversized_form_is_413_not_500() {
     assert_eq!(c.send(&app, req).await.status, 200);
 }
 
+/// A chunked form (no `Content-Length`) over the limit is a 413 too, as on the tower layer.
+#[actix_web::test]
+async fn a_chunked_form_over_the_limit_is_413() {
+    let app = app!(CsrfMiddleware::new().with_body_limit(256));
+    let mut c = Client::default();
+    let token = c.get(&app, "/form").await.body;
+    let cookie = c.cookie_header().unwrap();
+    let chunked = |body: String| {
+        let req = post("/submit")
+            .insert_header(("content-type", "application/x-www-form-urlencoded"))
+            .insert_header(("cookie", cookie.clone()))
+            .to_request();
+        let (mut sender, payload) = actix_http::h1::Payload::create(false);
+        for frame in body.as_bytes().chunks(16) {
+            sender.feed_data(actix_web::web::Bytes::copy_from_slice(frame));
+        }
+        sender.feed_eof();
+        let (req, _) = req.replace_payload(actix_http::Payload::from(payload));
+        assert!(req.head().headers.get("content-length").is_none());
+        req
+    };
+    let big = format!("text={}&_xsrf={}", "a".repeat(1000), urlencode(&token));
+    let res = c.call(&app, chunked(big)).await;
+    assert_eq!(res.status, 413);
+    assert_eq!(res.body, "request body too large\n");
+    let small = format!("text=hi&_xsrf={}", urlencode(&token));
+    let res = c.call(&app, chunked(small)).await;
+    assert_eq!((res.status, res.body.as_str()), (200, "hi"));
+}
+
 /// A response that sets the `XSRF-TOKEN` or `_xsrf` cookie must not be stored by a shared
 /// cache: `Cache-Control: no-store` (unless the handler chose a policy) and `Vary: Cookie`
 /// (added to the handler's `Vary`, never twice), as the session middleware does.

@@ -344,6 +344,59 @@ async fn a_form_body_over_the_limit_is_413() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// A chunked request body: no `Content-Length`, no size hint, 64-byte frames.
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl Chunked {
+    fn new(data: &str) -> Self {
+        let bytes = Bytes::copy_from_slice(data.as_bytes());
+        let frames = (0..bytes.len())
+            .step_by(64)
+            .map(|i| bytes.slice(i..(i + 64).min(bytes.len())))
+            .collect();
+        Chunked(frames)
+    }
+}
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// A chunked form over a body limit is a 413, whether the limit is the layer's own or an
+/// outer one (tower-http's `RequestBodyLimitLayer` wraps a chunked body in http-body-util's
+/// `Limited`, whose `LengthLimitError` reaches the layer inside axum's body error).
+#[tokio::test]
+async fn a_chunked_form_over_a_body_limit_is_413() {
+    let mut c = Client::new(CsrfLayer::new().with_body_limit(1024));
+    let token = c.token().await;
+    let form = format!("_xsrf={}&pad={}", enc(&token), "x".repeat(4096));
+    let post = || {
+        Request::post("/echo").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+    };
+    let res = c.send(post(), Body::new(Chunked::new(&form))).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body(res).await, "request body too large\n");
+    // An outer limit below the layer's.
+    let outer = http_body_util::Limited::new(Chunked::new(&form[..1000]), 512);
+    let res = c.send(post(), Body::new(outer)).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body(res).await, "request body too large\n");
+    // Under both limits the chunked form passes and reaches the handler intact.
+    let small = format!("_xsrf={}&pad=x", enc(&token));
+    let outer = http_body_util::Limited::new(Chunked::new(&small), 512);
+    let res = c.send(post(), Body::new(outer)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await, small);
+}
+
 #[tokio::test]
 async fn cross_origin_requests_are_refused_before_the_token() {
     let mut c = Client::new(

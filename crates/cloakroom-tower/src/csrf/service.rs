@@ -207,12 +207,10 @@ where
         let bytes = match Limited::new(body, settings.body_limit()).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                let too_big = e
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some();
-                let error = if too_big {
+                let error = if over_a_limit(&*e) {
                     BodyError::TooLarge
                 } else {
+                    tracing::warn!(error = %e, "could not read the form body for the CSRF check");
                     BodyError::Unreadable
                 };
                 return Err(csrf::body_error_response(error));
@@ -229,4 +227,12 @@ where
             Err(crate::session::default_error_response(&e))
         }
     }
+}
+
+/// Whether a body error is a length limit's: this layer's own, or an outer one (tower-http's
+/// `RequestBodyLimitLayer` wraps a chunked body in `Limited`, whose error reaches this layer
+/// inside `axum::Error` or another body's error), found along the `source()` chain.
+fn over_a_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>())
 }
