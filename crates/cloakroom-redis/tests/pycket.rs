@@ -216,7 +216,7 @@ fn url(server: &RedisServer, db: u32, notes: u32) -> String {
 
 /// A fresh uuid4 session, as pycket's `str(uuid4())` makes them.
 fn uuid4() -> (String, SessionKey) {
-    let ticket = PycketTicket::new(TornadoSecret::single("unused"), 31.0);
+    let ticket = PycketTicket::new(TornadoSecret::single("unused"), 31.0).unwrap();
     let key = ticket.key(&ticket.generate());
     let uuid = pycket_uuid(&key).expect("a uuid key");
     assert_eq!(pycket_key(&uuid), Some(key));

@@ -458,10 +458,9 @@ async fn pycket_tickets_survive_neighbour_cookies() {
     let layer = SessionLayer::new(Arc::new(MemoryStore::new()), keys())
         .with_cookie_name("PYCKET_ID")
         .unwrap()
-        .with_ticket_format(Arc::new(PycketTicket::new(
-            TornadoSecret::single("cookie-secret"),
-            31.0,
-        )));
+        .with_ticket_format(Arc::new(
+            PycketTicket::new(TornadoSecret::single("cookie-secret"), 31.0).unwrap(),
+        ));
     let app = Router::new()
         .route(
             "/start",

@@ -98,7 +98,7 @@ impl Demo {
         if let Some(secret) = &pycket {
             // pycket's ticket: a Tornado v2 signed value of the session's uuid, read back for
             // 31 days as Tornado's `get_secure_cookie` does.
-            let ticket = PycketTicket::new(TornadoSecret::single(secret), 31.0);
+            let ticket = PycketTicket::new(TornadoSecret::single(secret), 31.0)?;
             sessions = sessions.with_ticket_format(Arc::new(ticket));
         }
         let state = AppState {

@@ -7,7 +7,7 @@ use cloakroom_core::cookie::{TicketError, TicketFormat};
 use cloakroom_core::keys::KeyRing;
 use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use cloakroom_core::tornado::{
-    DecodeError, TornadoSecret, Version, create_signed_value, decode_signed_value,
+    CreateError, DecodeError, TornadoSecret, Version, create_signed_value, decode_signed_value,
 };
 
 /// pycket's ticket: the cookie (`PYCKET_ID`) holds a Tornado v2 signed value of a uuid4
@@ -25,11 +25,16 @@ pub struct PycketTicket {
 impl PycketTicket {
     /// Tickets signed with the Tornado app's `cookie_secret`, accepted for `max_age_days`
     /// (Tornado's `get_secure_cookie` default is 31).
-    pub fn new(secret: TornadoSecret, max_age_days: f64) -> Self {
-        PycketTicket {
+    ///
+    /// # Errors
+    /// A secret that cannot sign v2 values: a versioned one whose `current` version has no
+    /// secret ([`CreateError::MissingCurrentKey`]), which could sign no ticket.
+    pub fn new(secret: TornadoSecret, max_age_days: f64) -> Result<Self, CreateError> {
+        create_signed_value(&secret, "", b"", Version::V2, 0)?;
+        Ok(PycketTicket {
             secret,
             max_age_days,
-        }
+        })
     }
 }
 
@@ -89,7 +94,7 @@ impl TicketFormat for PycketTicket {
         let uuid = pycket_uuid(&self.key(id)).expect("pycket ids are uuids");
         let now = Timestamp::now().as_secs();
         create_signed_value(&self.secret, cookie_name, uuid.as_bytes(), Version::V2, now)
-            .expect("the configured Tornado secret signs v2 values")
+            .expect("checked by PycketTicket::new: the secret signs v2 values")
     }
 
     fn decode(
@@ -118,7 +123,7 @@ mod tests {
 
     #[test]
     fn pycket_tickets_round_trip_as_uuid4() {
-        let f = PycketTicket::new(TornadoSecret::single("s"), 31.0);
+        let f = PycketTicket::new(TornadoSecret::single("s"), 31.0).unwrap();
         let ring = KeyRing::single(Key::generate());
         let id = f.generate();
         let uuid = pycket_uuid(&f.key(&id)).unwrap();
@@ -132,5 +137,24 @@ mod tests {
         assert_eq!(pycket_key(&uuid), Some(f.key(&id)));
         assert_eq!(pycket_key(&uuid.to_uppercase()), None);
         assert_eq!(pycket_key("../../../../etc/passwd-0000-0000-0000"), None);
+    }
+
+    /// Regression: a versioned secret whose `current` version has no secret made `encode`
+    /// panic on every new session; it is refused when the ticket format is made.
+    #[test]
+    fn a_versioned_secret_without_its_current_version_is_refused() {
+        let versioned = |current| TornadoSecret::Versioned {
+            secrets: [(1, b"one".to_vec())].into(),
+            current,
+        };
+        assert_eq!(
+            PycketTicket::new(versioned(2), 31.0).err(),
+            Some(CreateError::MissingCurrentKey)
+        );
+        let f = PycketTicket::new(versioned(1), 31.0).unwrap();
+        let ring = KeyRing::single(Key::generate());
+        let id = f.generate();
+        let cookie = f.encode(&ring, "PYCKET_ID", &id);
+        assert_eq!(f.decode(&ring, "PYCKET_ID", &cookie).unwrap(), id);
     }
 }
