@@ -20,6 +20,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The field name is reserved for the library (starts with `__cr.`) or empty.
     ReservedKey,
+    /// The user id given to `login` is not acceptable (empty).
+    InvalidUser,
     /// The session needs a login for this operation.
     NotLoggedIn,
 }

@@ -251,7 +251,7 @@ impl Session {
     pub async fn login(&self, user: &str) -> Result<()> {
         if user.is_empty() {
             return Err(Error::new(
-                ErrorKind::ReservedKey,
+                ErrorKind::InvalidUser,
                 "user id must not be empty",
             ));
         }
@@ -551,5 +551,20 @@ mod tests {
         );
         let after = store.load(&old).await.unwrap().unwrap();
         assert_eq!(after, before, "the idle session took the write");
+    }
+
+    /// Regression: `login("")` failed with `ReservedKey`, the error of a bad field name.
+    #[tokio::test]
+    async fn an_empty_user_id_is_its_own_error() {
+        let store = Arc::new(MemoryStore::new());
+        let engine = engine(
+            &store,
+            &KeyRing::single(Key::generate()),
+            SessionConfig::default(),
+        );
+        let session = engine.session(None);
+        let err = session.login("").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidUser);
+        assert_eq!(session.user().await.unwrap(), None);
     }
 }
