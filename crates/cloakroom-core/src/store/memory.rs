@@ -207,6 +207,9 @@ struct Inner {
     shards: Box<[Shard]>,
     users: Mutex<HashMap<String, HashSet<SessionKey, KeyHash>>>,
     capacity: Option<usize>,
+    /// Held by a create under a capacity bound from the count to the insert, so creates
+    /// racing at the bound cannot all pass it.
+    creating: Mutex<()>,
 }
 
 /// Sessions kept in process memory.
@@ -262,6 +265,7 @@ impl MemoryStore {
                 shards,
                 users: Mutex::new(HashMap::new()),
                 capacity,
+                creating: Mutex::new(()),
             }),
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -367,6 +371,9 @@ impl SessionStore for MemoryStore {
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
         let now = Timestamp::now();
+        // Under a bound, the count and the insert are one step (deletes and sweeps only make
+        // room meanwhile); without one, creates need no turn.
+        let turn = self.inner.capacity.map(|_| lock(&self.inner.creating));
         if let Some(cap) = self.inner.capacity {
             if self.len() >= cap && {
                 self.sweep();
@@ -387,6 +394,7 @@ impl SessionStore for MemoryStore {
             map.insert(*key, Entry::new(record))
                 .and_then(|old| old.user)
         };
+        drop(turn);
         if let Some(old) = old_user {
             self.unindex(&old, key);
         }
@@ -628,5 +636,40 @@ mod tests {
             (e2.last_seen, e2.expires_at),
             (Timestamp(3_000), Timestamp(4_000))
         );
+    }
+
+    /// Regression: the capacity check and the insert were separate steps, so creates racing
+    /// at the bound all went in.
+    #[test]
+    fn concurrent_creates_respect_the_capacity() {
+        use std::task::{Context, Poll, Waker};
+        const CAP: usize = 4;
+        const THREADS: usize = 8;
+        for round in 0..200 {
+            // Built outside a runtime: no sweeper.
+            let store = MemoryStore::with_capacity_limit(CAP);
+            let barrier = std::sync::Barrier::new(THREADS);
+            std::thread::scope(|s| {
+                for _ in 0..THREADS {
+                    s.spawn(|| {
+                        let now = Timestamp::now();
+                        let record = Record::new(now, now.plus(Duration::from_secs(60)));
+                        let key = SessionId::generate().key();
+                        barrier.wait();
+                        // The memory store never waits: one poll finishes it.
+                        let mut create = std::pin::pin!(store.create(&key, &record));
+                        let polled = create
+                            .as_mut()
+                            .poll(&mut Context::from_waker(Waker::noop()));
+                        assert!(matches!(polled, Poll::Ready(_)));
+                    });
+                }
+            });
+            assert!(
+                store.len() <= CAP,
+                "round {round}: {} sessions",
+                store.len()
+            );
+        }
     }
 }
