@@ -539,7 +539,11 @@ async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
     stale(&mut c);
     let res = c.get(&app, "/static/app.js").await;
     assert!(res.set_cookie.iter().any(|s| s.starts_with("XSRF-TOKEN=")));
-    assert_eq!(res.cache_control, ["public, max-age=3600"], "the handler's policy");
+    assert_eq!(
+        res.cache_control,
+        ["public, max-age=3600"],
+        "the handler's policy"
+    );
     assert_eq!(res.vary, ["Accept-Encoding", "Cookie"]);
     // Login: the session cookie and the rotated secret's XSRF-TOKEN, Vary: Cookie once.
     let value = c.cookie("XSRF-TOKEN").unwrap();

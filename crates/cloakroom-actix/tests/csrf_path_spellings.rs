@@ -100,7 +100,10 @@ macro_rules! actix_app {
             App::new()
                 .wrap(cloakroom_actix::CsrfMiddleware::from($settings))
                 .route("/login", web::post().to(|| async { "login" }))
-                .route("/account/login", web::post().to(|| async { "account login" }))
+                .route(
+                    "/account/login",
+                    web::post().to(|| async { "account login" }),
+                )
                 .route("/notes", web::post().to(|| async { "notes" }))
                 .route("/hook", web::post().to(|| async { "hook" })),
         )

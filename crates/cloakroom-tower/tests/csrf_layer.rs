@@ -378,9 +378,8 @@ async fn a_chunked_form_over_a_body_limit_is_413() {
     let mut c = Client::new(CsrfLayer::new().with_body_limit(1024));
     let token = c.token().await;
     let form = format!("_xsrf={}&pad={}", enc(&token), "x".repeat(4096));
-    let post = || {
-        Request::post("/echo").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-    };
+    let post =
+        || Request::post("/echo").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     let res = c.send(post(), Body::new(Chunked::new(&form))).await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body(res).await, "request body too large\n");

@@ -300,8 +300,14 @@ mod tests {
         let s = CsrfSettings::tokenless().add_token_path("/login");
         assert!(!begin(&s, "/notes", &[]).needed);
         assert!(begin(&s, "/login", &[]).needed);
-        assert!(begin(&s, "/login/", &[]).needed, "every spelling of the path");
-        assert!(begin(&s, "/%6Cogin", &[]).needed, "every spelling of the path");
+        assert!(
+            begin(&s, "/login/", &[]).needed,
+            "every spelling of the path"
+        );
+        assert!(
+            begin(&s, "/%6Cogin", &[]).needed,
+            "every spelling of the path"
+        );
         assert!(!begin(&s, "/login/x", &[]).needed, "no prefixes");
         assert!(!begin(&s, "/x/login", &[]).needed, "no suffixes");
         assert!(s.skips_check("GET", "/login"));
@@ -309,7 +315,10 @@ mod tests {
         assert!(exempt.skips_check("POST", "/hook"));
         assert!(!exempt.skips_check("POST", "/hook/x"));
         for other in ["/hook/", "//hook", "/%68ook", "/HOOK", "/./hook"] {
-            assert!(!exempt.skips_check("POST", other), "exact paths only: {other}");
+            assert!(
+                !exempt.skips_check("POST", other),
+                "exact paths only: {other}"
+            );
         }
     }
 
