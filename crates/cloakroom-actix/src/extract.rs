@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use cloakroom_core::response::error_response;
+use cloakroom_core::response::{error_response, error_status};
 
 use crate::convert::to_actix;
 
@@ -115,7 +115,8 @@ impl std::error::Error for Error {
 
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
-        let status = error_response(&self.0).status().as_u16();
+        // The status alone: no response built, nothing logged.
+        let status = error_status(&self.0).as_u16();
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 

@@ -48,5 +48,6 @@ pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 
 pub use cloakroom_core::response::ErrorHandler;
 /// The default response for a failed commit: `503 Service Unavailable` with `Retry-After: 1`
-/// for a store failure.
-pub use cloakroom_core::response::error_response as default_error_response;
+/// for a store failure. It logs nothing: the middleware logs the failure once, whatever
+/// handler answers it.
+pub use cloakroom_core::response::failure_response as default_error_response;

@@ -12,29 +12,29 @@ use crate::session::{Error, ErrorKind};
 
 /// Turns a failed commit into the response sent instead of the handler's: the one type every
 /// adapter's session middleware takes, so one function serves all of them. The default is
-/// [`error_response`].
+/// [`failure_response`]. The middleware logs the failure (once) before calling it.
 pub type ErrorHandler = std::sync::Arc<dyn Fn(&Error) -> Response<String> + Send + Sync>;
 
-/// The response for a failed session operation: a store failure is `503 Service
-/// Unavailable` with `Retry-After: 1` (the request can be retried as it is), data over the
-/// limit `413`, anything else (a misuse of the API) `500`. Never cached.
-pub fn error_response(error: &Error) -> Response<String> {
-    let (status, text) = match error.kind() {
-        ErrorKind::Store(_) => {
-            tracing::error!(%error, "session store failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "session store unavailable, try again shortly",
-            )
-        }
-        ErrorKind::TooLarge => {
-            tracing::warn!(%error, "session data over the limit");
-            (StatusCode::PAYLOAD_TOO_LARGE, "session data too large")
-        }
-        _ => {
-            tracing::error!(%error, "session misuse");
-            (StatusCode::INTERNAL_SERVER_ERROR, "session error")
-        }
+/// The status of the response for a failed session operation: `503 Service Unavailable` for
+/// a store failure, `413` for data over the limit, `500` for anything else (a misuse of the
+/// API).
+pub fn error_status(error: &Error) -> StatusCode {
+    match error.kind() {
+        ErrorKind::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The response for a failed session operation, logging nothing: [`error_status`], with
+/// `Retry-After: 1` on a 503 (the request can be retried as it is). Never cached. The session
+/// middlewares' default [`ErrorHandler`] (they log the failure themselves).
+pub fn failure_response(error: &Error) -> Response<String> {
+    let status = error_status(error);
+    let text = match status {
+        StatusCode::SERVICE_UNAVAILABLE => "session store unavailable, try again shortly",
+        StatusCode::PAYLOAD_TOO_LARGE => "session data too large",
+        _ => "session error",
     };
     let mut res = Response::new(format!("{text}\n"));
     *res.status_mut() = status;
@@ -48,6 +48,18 @@ pub fn error_response(error: &Error) -> Response<String> {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     res
+}
+
+/// The response for a session operation a handler failed with (`?` on a session call): one
+/// tracing event (an error for a store failure or a misuse, a warning for data over the
+/// limit), then [`failure_response`].
+pub fn error_response(error: &Error) -> Response<String> {
+    match error.kind() {
+        ErrorKind::Store(_) => tracing::error!(%error, "session store failed"),
+        ErrorKind::TooLarge => tracing::warn!(%error, "session data over the limit"),
+        _ => tracing::error!(%error, "session misuse"),
+    }
+    failure_response(error)
 }
 
 /// Adds a committed session's cookie to a response's headers, as every Cloakroom middleware
