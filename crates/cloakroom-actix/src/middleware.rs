@@ -107,6 +107,11 @@ where
     }
 }
 
+/// A store failure met inside the middleware before the handler (the CSRF check loading
+/// the session), carried in the response's extensions: the middleware logs it and answers
+/// it with its error handler, as a failed commit.
+pub(crate) struct StoreFailure(pub(crate) Error);
+
 /// The service made by [`SessionMiddleware`].
 pub struct SessionMiddlewareService<S> {
     service: S,
@@ -147,6 +152,13 @@ where
         let on_error = self.on_error.clone();
         Box::pin(async move {
             let mut res = fut.await?;
+            let failure = res.response_mut().extensions_mut().remove::<StoreFailure>();
+            if let Some(StoreFailure(error)) = failure {
+                tracing::error!(%error, "session store failed before the handler; answering 503");
+                let (req, _) = res.into_parts();
+                let res = ServiceResponse::new(req, to_actix(on_error(&error)));
+                return Ok(res.map_into_right_body());
+            }
             // A request that needs no store operation to commit (one that only read its
             // session, or had none) is done here, without the commit's async lock.
             if let Some(outcome) = session.commit_now() {

@@ -117,6 +117,16 @@ async fn axum_send(
     (status, String::from_utf8(body.to_vec()).unwrap(), cookies)
 }
 
+/// A browser's cookie jar after `set` (`name=value` pairs), as one `Cookie` header.
+fn jar(jar: &mut Vec<String>, set: Vec<String>) -> String {
+    for pair in set {
+        let name = pair.split('=').next().unwrap().to_owned();
+        jar.retain(|p| p.split('=').next() != Some(name.as_str()));
+        jar.push(pair);
+    }
+    jar.join("; ")
+}
+
 /// The `name=value` pairs of `Set-Cookie` values.
 fn pairs<'a, V: 'a + AsRef<[u8]>>(values: impl Iterator<Item = &'a V>) -> Vec<String> {
     values
@@ -128,7 +138,7 @@ fn pairs<'a, V: 'a + AsRef<[u8]>>(values: impl Iterator<Item = &'a V>) -> Vec<St
 }
 
 mod actix {
-    use cloakroom_actix::{Error, Session};
+    use cloakroom_actix::{CsrfToken, Error, Session};
 
     use super::*;
 
@@ -143,6 +153,14 @@ mod actix {
     ) -> Result<&'static str, Error> {
         s.set(&kv.0, &kv.1).await?;
         Ok("ok")
+    }
+
+    pub(super) async fn form(csrf: CsrfToken) -> Result<String, Error> {
+        Ok(csrf.token().await?)
+    }
+
+    pub(super) async fn submit() -> &'static str {
+        "ok"
     }
 
     /// Status, body and the cookie pairs set, of one request through actix-web.
@@ -184,6 +202,20 @@ macro_rules! actix_app {
                 ))
                 .route("/get/{key}", web::get().to(actix::get))
                 .route("/set/{key}/{value}", web::post().to(actix::set)),
+        )
+        .await
+    };
+    ($probe:expr, csrf) => {
+        test::init_service(
+            App::new()
+                .wrap(cloakroom_actix::CsrfMiddleware::new())
+                .wrap(
+                    cloakroom_actix::SessionMiddleware::new($probe.clone(), keys())
+                        .with_error_handler(custom),
+                )
+                .route("/set/{key}/{value}", web::post().to(actix::set))
+                .route("/form", web::get().to(actix::form))
+                .route("/submit", web::post().to(actix::submit)),
         )
         .await
     };
@@ -232,4 +264,55 @@ async fn a_store_failure_is_logged_once() {
         expected.push(("actix", method, 503, 1));
     }
     assert_eq!(seen, expected, "(adapter, method, status, error events)");
+}
+
+/// Regression: a store failure while the CSRF layer loaded the session for its secret was
+/// answered with the default response, not the session layer's configured handler.
+#[actix_web::test]
+async fn a_store_failure_in_the_csrf_check_answers_through_the_session_error_handler() {
+    let events = ErrorEvents::default();
+    let _guard = tracing::subscriber::set_default(events.clone());
+
+    // A token of the `_xsrf` cookie starts a session; the session's own token then passes.
+    let probe = Arc::new(Probe::default());
+    let app = axum_app(&probe, true);
+    let mut cookies = Vec::new();
+    let (_, token, set) = axum_send(&app, "GET", "/form", None, None).await;
+    let cookie = jar(&mut cookies, set);
+    let (status, _, set) = axum_send(&app, "POST", "/set/k/v", Some(&cookie), Some(&token)).await;
+    assert_eq!(status, 200);
+    let cookie = jar(&mut cookies, set);
+    let (_, token, set) = axum_send(&app, "GET", "/form", Some(&cookie), None).await;
+    let cookie = jar(&mut cookies, set);
+    let ok = axum_send(&app, "POST", "/submit", Some(&cookie), Some(&token)).await;
+    assert_eq!((ok.0, ok.1.as_str()), (200, "ok"), "axum: the token passes");
+    probe.fail.store(true, Ordering::SeqCst);
+    events.take();
+    let (status, body, _) = axum_send(&app, "POST", "/submit", Some(&cookie), Some(&token)).await;
+    let axum = (status, body, events.take());
+
+    let probe = Arc::new(Probe::default());
+    let app = actix_app!(probe, csrf);
+    let mut cookies = Vec::new();
+    let (_, token, set) = actix::send(&app, "GET", "/form", None, None).await;
+    let cookie = jar(&mut cookies, set);
+    let (status, _, set) = actix::send(&app, "POST", "/set/k/v", Some(&cookie), Some(&token)).await;
+    assert_eq!(status, 200);
+    let cookie = jar(&mut cookies, set);
+    let (_, token, set) = actix::send(&app, "GET", "/form", Some(&cookie), None).await;
+    let cookie = jar(&mut cookies, set);
+    let ok = actix::send(&app, "POST", "/submit", Some(&cookie), Some(&token)).await;
+    assert_eq!(
+        (ok.0, ok.1.as_str()),
+        (200, "ok"),
+        "actix: the token passes"
+    );
+    probe.fail.store(true, Ordering::SeqCst);
+    events.take();
+    let (status, body, _) = actix::send(&app, "POST", "/submit", Some(&cookie), Some(&token)).await;
+    let actix = (status, body, events.take());
+
+    // (status, body, error events) on each adapter.
+    let answer = (503, "custom: store down\n".to_owned(), 1);
+    assert_eq!((axum, actix), (answer.clone(), answer));
 }

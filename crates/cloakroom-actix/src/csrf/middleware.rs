@@ -328,8 +328,11 @@ async fn check(
             Err(req.into_response(refused(config, reason, format, &path)))
         }
         Err(CheckError::Store(error)) => {
-            tracing::error!(%error, "session store failed during the CSRF check");
-            Err(req.into_response(to_actix(crate::default_error_response(&error))))
+            // Logged and answered by the session middleware outside, with its error handler.
+            let mut res = to_actix(crate::default_error_response(&error));
+            res.extensions_mut()
+                .insert(crate::middleware::StoreFailure(error));
+            Err(req.into_response(res))
         }
     }
 }

@@ -223,8 +223,11 @@ where
         Ok(()) => Ok(req),
         Err(CheckError::Refused(reason)) => Err(refuse(reason)),
         Err(CheckError::Store(e)) => {
-            tracing::error!(error = %e, "session store failed during the CSRF check");
-            Err(crate::session::default_error_response(&e))
+            // Logged and answered by the session layer outside, with its error handler.
+            let mut res = crate::session::default_error_response(&e);
+            res.extensions_mut()
+                .insert(crate::session::StoreFailure(Arc::new(e)));
+            Err(res)
         }
     }
 }

@@ -16,6 +16,7 @@ mod service;
 
 pub use cloakroom_core::ConfigError;
 pub use layer::SessionLayer;
+pub(crate) use service::StoreFailure;
 pub use service::{ResponseFuture, SessionService};
 
 pub use cloakroom_core::response::ErrorHandler;

@@ -4,10 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use cloakroom_core::response::add_session_cookie;
-use cloakroom_core::session::{Session, SessionEngine};
+use cloakroom_core::session::{Error, Session, SessionEngine};
 use http::header::{COOKIE, HeaderValue, USER_AGENT};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -30,6 +31,12 @@ impl<S> fmt::Debug for SessionService<S> {
             .finish_non_exhaustive()
     }
 }
+
+/// A store failure met inside the layer before the handler (the CSRF check loading the
+/// session), carried in the response's extensions: the layer logs it and answers it with
+/// its error handler, as a failed commit.
+#[derive(Clone)]
+pub(crate) struct StoreFailure(pub(crate) Arc<Error>);
 
 pin_project! {
     /// The future of [`SessionService`].
@@ -83,6 +90,10 @@ where
                     on_error,
                 } => {
                     let mut res = std::task::ready!(inner.poll(cx))?;
+                    if let Some(StoreFailure(error)) = res.extensions_mut().remove() {
+                        tracing::error!(%error, "session store failed before the handler; answering 503");
+                        return Poll::Ready(Ok(on_error(&error).map(B::from)));
+                    }
                     if let Some(outcome) = session.commit_now() {
                         if let Some(cookie) = outcome.set_cookie {
                             add_session_cookie(res.headers_mut(), &cookie);
