@@ -91,8 +91,9 @@ impl RedisStoreBuilder {
     /// Connects and returns the store.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] for a bad URL or option, [`ErrorKind::Unavailable`] when Redis
-    /// cannot be reached within the command timeout.
+    /// [`ErrorKind::Config`] for a bad URL or option, or a Redis user whose ACL does not
+    /// allow the store's commands on keys under its prefix; [`ErrorKind::Unavailable`] when
+    /// Redis cannot be reached within the command timeout.
     pub async fn build(self) -> Result<RedisStore> {
         let (url, from_url) = take_options(&self.url)?;
         let Resolved {
@@ -143,6 +144,7 @@ impl RedisStoreBuilder {
                 layout,
             }),
         };
+        store.check_permissions().await?;
         if let Some(near) = &store.inner.near {
             // The dataset marker's first check, before anything is cached (a user not
             // allowed to write it is a configuration error).
@@ -194,7 +196,8 @@ impl RedisStore {
     ///
     /// # Errors
     /// [`ErrorKind::Config`] for a bad URL, an unknown option, an unreadable certificate
-    /// file, an untrusted server certificate or refused credentials;
+    /// file, an untrusted server certificate, refused credentials or an ACL that does not
+    /// allow the store's commands on its keys;
     /// [`ErrorKind::Unavailable`] when Redis cannot be reached within
     /// [`DEFAULT_COMMAND_TIMEOUT`].
     pub async fn open(url: &str) -> Result<RedisStore> {

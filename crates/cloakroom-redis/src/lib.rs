@@ -163,6 +163,7 @@
 //! `pycket+redis+sentinel://host:port,host:port/SERVICE/db?notifications_db=N` (TLS:
 //! `pycket+rediss+sentinel://`), which follows a failover like `redis+sentinel://`.
 
+mod acl;
 mod builder;
 mod cached;
 mod codec;

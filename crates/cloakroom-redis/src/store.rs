@@ -395,8 +395,10 @@ impl SessionStore for RedisStore {
         Ok(0)
     }
 
+    /// A round trip that is also the permission check of the store's open (see
+    /// [`crate::acl`]): a revoked permission turns the health check red.
     async fn ping(&self) -> Result<()> {
-        self.query("ping", redis::cmd("PING")).await.map(drop)
+        self.check_permissions().await
     }
 
     fn counters(&self) -> Vec<cloakroom_core::store::StoreCounter> {

@@ -111,7 +111,7 @@ async fn one_round_trip_per_operation() {
         ["evalsha", "srem"],
         "delete with a user (record + index)"
     );
-    assert_eq!(ping, ["ping"], "ping");
+    assert_eq!(ping, ["evalsha"], "ping (the permission check, see acl.rs)");
     assert_eq!(
         server.command_count(),
         1,
