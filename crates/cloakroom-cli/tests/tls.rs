@@ -1,11 +1,12 @@
 //! The `cloakroom` binary against a real TLS Redis (`redis-server --tls-port`, a certificate
 //! from a private CA generated here): the warning `insecure_skip_verify=true` logs at every
-//! open reaches stderr, and the output on stdout stays clean JSON.
+//! open reaches stderr, and the output on stdout stays clean JSON; so does the warning of a
+//! `rediss+sentinel://` URL without `ca=`.
 
 mod common;
 
 use cloakroom_testkit::redis_server::{RedisServer, RedisTls};
-use common::{cloakroom, ok, stderr, stdout};
+use common::{cloakroom, fails, ok, stderr, stdout};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 /// A server whose certificate (for 127.0.0.1) is signed by a fresh CA; the CA's PEM file in
@@ -63,4 +64,24 @@ fn insecure_skip_verify_warns_on_stderr_and_keeps_stdout_clean() {
     );
     let json = ok(&cloakroom(Some(&verified), &["stats", "--json"]));
     serde_json::from_str::<serde_json::Value>(&json).expect("JSON");
+}
+
+/// `rediss+sentinel://` without `ca=` warns when the store opens (the master's password goes
+/// to whatever server a sentinel names, checked against the system roots only); with `ca=`
+/// it does not. Nothing listens on port 1: the open fails after the warning.
+#[test]
+fn rediss_sentinel_without_a_ca_warns() {
+    let url = "rediss+sentinel://127.0.0.1:1/cloakroom/0?timeout_ms=300";
+    let output = cloakroom(Some(url), &["stats", "--json"]);
+    let err = stderr(&output);
+    println!("{err}");
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("WARN") && err.contains("without ca="), "{err}");
+    assert_eq!(stdout(&output), "");
+
+    let (_server, dir) = tls_server();
+    let ca = dir.path().join("ca.pem");
+    let with_ca = format!("{url}&ca={}", ca.display());
+    let err = fails(&cloakroom(Some(&with_ca), &["stats", "--json"]));
+    assert!(!err.contains("without ca="), "{err}");
 }

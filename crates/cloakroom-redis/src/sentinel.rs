@@ -127,6 +127,15 @@ impl Sentinel {
             username,
             password,
         } = Query::parse(query, shown)?;
+        if is_tls && tls.ca.is_none() && !tls.insecure_skip_verify {
+            // The master's password goes to whatever address a sentinel names; with the
+            // system roots, any publicly trusted certificate for that name passes.
+            tracing::warn!(
+                url = %shown,
+                "rediss+sentinel:// without ca=: the servers the sentinels name are checked \
+                 against the system roots only; give the CA of your Redis servers as ca=PATH"
+            );
+        }
         let scheme = if is_tls { "rediss" } else { "redis" };
         let with_port = |h: &str| {
             // `host:port`, `[v6]:port`; a bare host or `[v6]` gets the sentinel port.
