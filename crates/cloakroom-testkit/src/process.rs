@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Environment variables the demo reads; cleared so the caller's shell cannot leak in.
-const CLEARED_ENV: [&str; 13] = [
+const CLEARED_ENV: [&str; 14] = [
     "CLOAKROOM_ADDR",
     "CLOAKROOM_STORE",
     "CLOAKROOM_USERS",
@@ -22,6 +22,7 @@ const CLEARED_ENV: [&str; 13] = [
     "CLOAKROOM_IDLE_TIMEOUT",
     "CLOAKROOM_MAX_CONNECTIONS",
     "CLOAKROOM_MAX_BODY",
+    "CLOAKROOM_BODY_TIMEOUT",
     "CLOAKROOM_TRUSTED_PROXY",
 ];
 

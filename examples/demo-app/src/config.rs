@@ -204,6 +204,10 @@ pub struct Flags {
     /// Largest request body (B, KiB, MiB): more gets 413.
     #[arg(long, env = "CLOAKROOM_MAX_BODY", default_value = "64KiB", value_parser = limits::parse_size)]
     pub max_body: usize,
+    /// Time a request has from its complete head to its response, reading the body included
+    /// (slow bodies): past it, 408 and the connection is closed.
+    #[arg(long, env = "CLOAKROOM_BODY_TIMEOUT", default_value = "30s", value_parser = limits::parse_duration)]
+    pub body_timeout: Duration,
 }
 
 impl fmt::Debug for Flags {
@@ -235,6 +239,7 @@ impl Flags {
             idle_timeout: self.idle_timeout.unwrap_or(self.header_timeout),
             max_connections,
             max_body: self.max_body,
+            body_timeout: self.body_timeout,
         })
     }
 

@@ -3,6 +3,31 @@
 
 use std::time::Duration;
 
+/// Largest request head (request line and headers) a client may send; a bigger one gets 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// What a full server answers before closing a connection it cannot serve (past
+/// [`Limits::max_connections`]).
+pub const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    content-type: text/plain; charset=utf-8\r\n\
+    retry-after: 1\r\n\
+    connection: close\r\n\
+    content-length: 12\r\n\r\nserver busy\n";
+
+/// Answers a connection the server has no room for with [`BUSY_RESPONSE`] and closes it,
+/// without waiting: the socket is non-blocking, so the write goes into its buffer or not at
+/// all. (A runtime's `try_write` on a just-accepted socket can refuse before the reactor has
+/// seen it writable, and the 503 would be lost.) Request bytes already there are read
+/// first, so that the close does not reset the connection and discard the 503 at the client.
+pub fn refuse(stream: &std::net::TcpStream) {
+    use std::io::{Read as _, Write as _};
+    let mut scratch = [0_u8; 4096];
+    let _ = stream.set_nonblocking(true);
+    let mut socket = stream;
+    let _ = socket.read(&mut scratch);
+    let _ = socket.write(BUSY_RESPONSE);
+}
+
 /// File descriptors kept free for everything but client connections (the store, the users
 /// database, the runtime, logging), when the connection cap is derived from `ulimit -n`.
 pub const RESERVED_FDS: u64 = 64;
@@ -19,10 +44,16 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest request body, in bytes: more gets 413.
     pub max_body: usize,
+    /// Time from a complete request head to the response, which covers reading the body
+    /// (one byte a second is never "idle", so a per-read timeout would not do): past it the
+    /// request gets 408 and its connection is closed.
+    pub body_timeout: Duration,
 }
 
 impl Limits {
-    /// The value given to hyper's `header_read_timeout`: the shorter of the two timeouts.
+    /// The time a request head has, counted from the connection opening or the previous
+    /// response: the shorter of the two timeouts. hyper's `header_read_timeout` is given it;
+    /// the actix demo enforces it on each connection itself.
     pub fn hyper_timeout(&self) -> Duration {
         self.header_timeout.min(self.idle_timeout)
     }

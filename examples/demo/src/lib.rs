@@ -27,6 +27,7 @@
 //!     idle_timeout: std::time::Duration::from_secs(10),
 //!     max_connections: 512,
 //!     max_body: 64 * 1024,
+//!     body_timeout: std::time::Duration::from_secs(30),
 //! };
 //! cloakroom_demo::server::serve(listener, app, limits, std::future::pending()).await;
 //! # Ok(())

@@ -18,7 +18,13 @@
 //!   at once that the server is busy, and the idle connections holding the permits are
 //!   reclaimed by the timeouts, after which new connections get in again.
 //! - **Body cap**: tower-http's `RequestBodyLimitLayer`: a `Content-Length` over the cap gets
-//!   `413` before any handler runs; a chunked body is cut off at the cap.
+//!   `413` before any handler runs (and before hyper sends `100 Continue`, which it does only
+//!   once the body is read); a chunked body is cut off at the cap.
+//! - **Body (whole-request) timeout**: tower-http's `TimeoutLayer`: a request whose response
+//!   is not ready [`Limits::body_timeout`] after its head arrived gets `408`, and since its
+//!   body was not read to the end hyper closes the connection, freeing its slot. This is what
+//!   bounds a slow body: `RequestBodyTimeoutLayer` times each read on its own, so one byte a
+//!   second would pass it forever.
 //! - **Accept errors** (out of file descriptors, say) are logged and retried after a short
 //!   pause instead of spinning or stopping the server.
 
@@ -37,13 +43,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 pub use cloakroom_demo_app::limits::{
-    Limits, RESERVED_FDS, connection_cap, fd_limit, parse_duration, parse_size,
+    Limits, MAX_HEADER_BYTES, RESERVED_FDS, connection_cap, fd_limit, parse_duration, parse_size,
 };
-
-/// Largest request head (request line and headers) a client may send; a bigger one gets 431.
-pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// How long a graceful shutdown waits for requests in flight before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -53,13 +57,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Least time between two "connection cap reached" warnings.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
-
-/// What a full server answers before closing a connection it cannot serve.
-const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-    content-type: text/plain; charset=utf-8\r\n\
-    retry-after: 1\r\n\
-    connection: close\r\n\
-    content-length: 12\r\n\r\nserver busy\n";
 
 /// Serves `app` on `listener` under `limits` until `shutdown` resolves, then stops accepting,
 /// lets requests in flight finish (up to [`SHUTDOWN_GRACE`]) and returns.
@@ -73,6 +70,10 @@ pub async fn serve(
 ) {
     let app = tower::ServiceBuilder::new()
         .layer(RequestBodyLimitLayer::new(limits.max_body))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            limits.body_timeout,
+        ))
         .service(app);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -138,11 +139,12 @@ pub async fn serve(
     }
 }
 
-/// Answers a connection the server has no room for with a 503, without waiting: the write
-/// goes into the socket buffer or not at all, then the connection is closed.
+/// Answers a connection the server has no room for with a 503, without waiting (see
+/// [`limits::refuse`](cloakroom_demo_app::limits::refuse)), then closes it.
 fn refuse(stream: TcpStream) {
-    let _ = stream.try_write(BUSY_RESPONSE);
-    drop(stream); // closes the connection
+    if let Ok(stream) = stream.into_std() {
+        cloakroom_demo_app::limits::refuse(&stream);
+    }
 }
 
 /// Errors about one incoming connection (it went away before we took it), not the listener.
