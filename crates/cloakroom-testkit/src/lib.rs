@@ -302,4 +302,5 @@ pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod sentinel_server;
+pub mod slow_clients;
 mod spawn;

@@ -322,3 +322,48 @@ fn help_keeps_secret_environment_values_to_itself() {
         assert!(!text.contains(secret), "--help shows {secret}:\n{text}");
     }
 }
+
+// The slow-client scenarios shared with the actix demo (its `tests/floods.rs` runs the same
+// functions against `cloakroom-actix-demo`).
+mod slow_clients {
+    use std::path::Path;
+
+    use cloakroom_testkit::slow_clients as scenario;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_bodies_time_out_and_free_their_connections() {
+        scenario::slow_bodies_time_out_and_free_their_connections(Path::new(&super::demo_bin()))
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_heads_are_cut_on_every_request_of_a_connection() {
+        scenario::slow_heads_are_cut_on_every_request_of_a_connection(
+            Path::new(&super::demo_bin()),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_declared_bodies_get_413_at_once() {
+        scenario::oversized_declared_bodies_get_413_at_once(Path::new(&super::demo_bin())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_past_the_cap_get_503_at_once() {
+        scenario::connections_past_the_cap_get_503_at_once(Path::new(&super::demo_bin())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_heads_get_431() {
+        scenario::oversized_heads_get_431(Path::new(&super::demo_bin())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_does_not_wait_for_idle_keep_alive_connections() {
+        scenario::a_stop_does_not_wait_for_idle_keep_alive_connections(Path::new(
+            &super::demo_bin(),
+        ))
+        .await;
+    }
+}
