@@ -120,7 +120,11 @@ pub async fn check_apply_refuses_a_record_past_its_lifetime_or_idle_time(
         Applied::Missing,
         "idle past max_idle"
     );
-    assert_record(load(&store, &key).await, &record, "after a refused idle patch");
+    assert_record(
+        load(&store, &key).await,
+        &record,
+        "after a refused idle patch",
+    );
     p.max_idle = None;
     p.max_lifetime = Some(Duration::from_secs(2));
     assert_eq!(
