@@ -562,3 +562,25 @@ fn bad_trusted_origins_are_config_errors() {
             .is_err()
     );
 }
+
+/// axum's `Router::nest` strips the prefix before the nested router's layers see the path:
+/// a token path written in full must still need its token there (and one written relative
+/// to the nest too), while other paths of the nest pass in tokenless mode.
+#[tokio::test]
+async fn a_token_path_in_a_nested_router_needs_its_token_however_it_is_written() {
+    for token_path in ["/api/login", "/login"] {
+        let api = Router::new()
+            .route("/login", post(|| async { "logged in" }))
+            .route("/other", post(|| async { "other" }))
+            .layer(CsrfLayer::tokenless().add_token_path(token_path));
+        let app = Router::new().nest("/api", api);
+        let post_to = |path: &str| {
+            app.clone()
+                .oneshot(Request::post(path).body(Body::empty()).unwrap())
+        };
+        let res = post_to("/api/login").await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "token path {token_path}");
+        let res = post_to("/api/other").await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "token path {token_path}");
+    }
+}

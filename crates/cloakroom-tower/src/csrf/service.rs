@@ -105,6 +105,21 @@ fn append_cookie<B>(res: &mut Response<B>, cookie: &str) {
     add_session_cookie(res.headers_mut(), cookie);
 }
 
+/// The path whose token rule applies: the path the router matches, unless the layer sits in
+/// a router nested under a prefix (axum's `Router::nest` strips it) and the full path names
+/// a token path. Fail-closed: a token path written in full still needs its token there.
+fn checked_path<B>(settings: &cloakroom_core::csrf::CsrfSettings, req: &Request<B>) -> String {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(full)) = req.extensions().get() {
+        if settings.needs_token(full.path()) && !settings.needs_token(req.uri().path()) {
+            return full.path().to_owned();
+        }
+    }
+    #[cfg(not(feature = "axum"))]
+    let _ = settings;
+    req.uri().path().to_owned()
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CsrfService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -191,7 +206,7 @@ where
 {
     let settings = &config.settings;
     let format = ResponseFormat::of(req.headers());
-    let path = req.uri().path().to_owned();
+    let path = checked_path(settings, &req);
     let refuse = |reason| refused(config, reason, format, &path);
     let begun = settings.begin_check(&CsrfRequest {
         method: req.method().as_str(),
