@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(count(0u64, "session"), "0 sessions");
     }
 
-    /// Issue 12, item 9: bidi, zero-width, C1 and C0 characters never reach the output raw.
+    /// Bidi, zero-width, C1 and C0 characters never reach the output raw.
     const HOSTILE: &str =
         "eve\u{202e}gnp.exe\u{200b}\u{85}\u{9b}\x1b[31m\u{2066}\u{feff}\u{ad}\u{2028}\u{e0041}\x7f";
 

@@ -109,9 +109,8 @@ async fn until_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Listens for Ctrl-C and SIGTERM from the call on (before "listening on" is printed, so a
-/// signal sent as soon as that line appears is not missed: it used to be registered only once
-/// the server ran, and an early SIGTERM killed the process instead of stopping it); the future
-/// resolves on the first. In-flight requests then finish before the server stops.
+/// signal sent as soon as that line appears stops the server instead of killing the process);
+/// the future resolves on the first. In-flight requests then finish before the server stops.
 #[cfg(unix)]
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
