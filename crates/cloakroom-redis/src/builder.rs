@@ -74,20 +74,6 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// New records get the first layout's field names (`m:exp`, `m:created`, ...) instead of
-    /// the compact ones (URL option `layout=1`; `layout=2` is the default). For a rolling
-    /// upgrade from a version before the compact layout: run the new version with this until
-    /// no instance of the old one is left (an old instance cannot read compact records), then
-    /// drop it. Records of both layouts are always read and written, each in its own.
-    pub fn first_layout(mut self, yes: bool) -> Self {
-        self.options.layout = Some(if yes {
-            crate::codec::Layout::First
-        } else {
-            crate::codec::Layout::Compact
-        });
-        self
-    }
-
     /// Connects and returns the store.
     ///
     /// # Errors
@@ -104,7 +90,6 @@ impl RedisStoreBuilder {
             wait,
             cache,
             cache_max_stale,
-            layout,
         } = self.options.resolve(from_url, 1)?;
         let url = if cache > 0 {
             resp3_for_cache(&url)?
@@ -141,7 +126,6 @@ impl RedisStoreBuilder {
                 cluster: matches!(target, Target::Cluster(_)),
                 wait,
                 near,
-                layout,
             }),
         };
         store.check_permissions().await?;

@@ -5,13 +5,8 @@
 //! the epoch in decimal (Redis keeps such values as 8-byte integers); `s` (last seen) only
 //! once it differs from `c`; `r` (`1`, remember me) only when set; `u` (user) and `a` (user
 //! agent) only when known. A one-field anonymous session is thus 3 fields, a 46-byte listpack
-//! (48 with the allocator's rounding), where the first layout needed 5 fields, 85 (96) bytes.
-//!
-//! Records written before (the first layout, still read, patched, touched and deleted in
-//! place, never mixed with the new one) name the metadata `m:created`, `m:seen`, `m:exp`,
-//! `m:rem`, `m:user` and `m:ua`, with every one of the first four always present. The
-//! scripts tell the layouts apart by which expiry field the hash has (`e` or `m:exp`). Data
-//! fields always start with `d:`, so no data field can pass for metadata in either layout.
+//! (48 with the allocator's rounding). Data fields always start with `d:`, so no data field
+//! can pass for metadata.
 
 use cloakroom_core::session::Timestamp;
 use cloakroom_core::store::{Error, ErrorKind, Meta, Patch, Record, Result};
@@ -25,16 +20,6 @@ const USER: &[u8] = b"u";
 const USER_AGENT: &[u8] = b"a";
 const REMEMBER: &[u8] = b"r";
 
-/// The metadata fields of the first layout.
-mod v1 {
-    pub(super) const CREATED: &[u8] = b"m:created";
-    pub(super) const SEEN: &[u8] = b"m:seen";
-    pub(super) const EXPIRES: &[u8] = b"m:exp";
-    pub(super) const USER: &[u8] = b"m:user";
-    pub(super) const USER_AGENT: &[u8] = b"m:ua";
-    pub(super) const REMEMBER: &[u8] = b"m:rem";
-}
-
 fn corrupt(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Corrupt, message.into())
 }
@@ -43,10 +28,13 @@ fn decimal(t: Timestamp) -> Vec<u8> {
     t.as_millis().to_string().into_bytes()
 }
 
-/// The optional metadata of a new record, as field/value pairs: `s`, `r`, `u`, `a` when they
-/// say something.
-fn optional_meta(meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
-    let mut pairs = Vec::new();
+/// The metadata fields of a new record, as field/value pairs: `e`, `c`, then `s`, `r`, `u`,
+/// `a` when they say something.
+fn meta_fields(meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
+    let mut pairs = vec![
+        (EXPIRES, decimal(meta.expires_at)),
+        (CREATED, decimal(meta.created_at)),
+    ];
     if meta.last_seen != meta.created_at {
         pairs.push((SEEN, decimal(meta.last_seen)));
     }
@@ -62,60 +50,14 @@ fn optional_meta(meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
     pairs
 }
 
-/// The field names new records get: the compact layout (the default), or the first one, for
-/// a rolling upgrade while instances that only read the first layout still run (URL option
-/// `layout=1`). Either way, records of both layouts are read and written in their own.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Layout {
-    /// `e`, `c`, and `s`, `r`, `u`, `a` when they say something.
-    #[default]
-    Compact,
-    /// `m:exp`, `m:created`, `m:seen`, `m:rem` always, `m:user` and `m:ua` when known.
-    First,
-}
-
-impl Layout {
-    /// Every metadata field of a new record, as field/value pairs, the expiry first.
-    fn meta_fields(self, meta: &Meta) -> Vec<(&'static [u8], Vec<u8>)> {
-        match self {
-            Layout::Compact => {
-                let mut pairs = vec![
-                    (EXPIRES, decimal(meta.expires_at)),
-                    (CREATED, decimal(meta.created_at)),
-                ];
-                pairs.extend(optional_meta(meta));
-                pairs
-            }
-            Layout::First => {
-                let mut pairs = vec![
-                    (v1::EXPIRES, decimal(meta.expires_at)),
-                    (v1::CREATED, decimal(meta.created_at)),
-                    (v1::SEEN, decimal(meta.last_seen)),
-                    (
-                        v1::REMEMBER,
-                        if meta.remember { b"1" } else { b"0" }.to_vec(),
-                    ),
-                ];
-                if let Some(user) = &meta.user {
-                    pairs.push((v1::USER, user.as_bytes().to_vec()));
-                }
-                if let Some(ua) = &meta.user_agent {
-                    pairs.push((v1::USER_AGENT, ua.as_bytes().to_vec()));
-                }
-                pairs
-            }
-        }
-    }
-}
-
 /// `ARGV` of the create script (see [`crate::scripts::CREATE`]): now, expires at, then every
-/// field/value pair of the record in `layout`: the metadata, then the data fields.
-pub(crate) fn create_args(record: &Record, now: Timestamp, layout: Layout) -> Vec<Vec<u8>> {
+/// field/value pair of the record: the metadata, then the data fields.
+pub(crate) fn create_args(record: &Record, now: Timestamp) -> Vec<Vec<u8>> {
     let meta = &record.meta;
     let mut args = Vec::with_capacity(2 + 2 * (record.data.len() + 6));
     args.push(decimal(now));
     args.push(decimal(meta.expires_at));
-    for (name, value) in layout.meta_fields(meta) {
+    for (name, value) in meta_fields(meta) {
         args.push(name.to_vec());
         args.push(value);
     }
@@ -160,8 +102,8 @@ fn rdb_string(out: &mut Vec<u8>, s: &[u8]) {
 /// The record as a `DUMP` payload for `RESTORE` (see [`crate::restore`]): the same hash the
 /// create script writes (`e`, `c`, the optional metadata, the data fields), RDB-encoded,
 /// then the RDB version and the CRC-64 of all that, both little-endian.
-pub(crate) fn restore_payload(record: &Record, layout: Layout) -> Vec<u8> {
-    let meta = layout.meta_fields(&record.meta);
+pub(crate) fn restore_payload(record: &Record) -> Vec<u8> {
+    let meta = meta_fields(&record.meta);
     let size = 32 + record.data_bytes() + 4 * record.data.len();
     let mut out = Vec::with_capacity(size + meta.iter().map(|(_, v)| v.len() + 16).sum::<usize>());
     out.push(RDB_TYPE_HASH);
@@ -183,8 +125,7 @@ pub(crate) fn restore_payload(record: &Record, layout: Layout) -> Vec<u8> {
 /// `ARGV` of the apply script (see [`crate::scripts::APPLY`]): now, max lifetime and max
 /// idle time (ms, or empty), the number of fields to remove, those fields, last seen,
 /// expires at, the remember flag (`1`, `0`, or empty: unchanged), then the data field/value
-/// pairs to set. The metadata values come without names: the script names them after the
-/// record's layout.
+/// pairs to set.
 pub(crate) fn apply_args(patch: &Patch, now: Timestamp) -> Vec<Vec<u8>> {
     let mut args = Vec::with_capacity(7 + patch.remove.len() + 2 * patch.set.len());
     args.push(decimal(now));
@@ -223,17 +164,6 @@ fn data_field(name: &str) -> Vec<u8> {
     field
 }
 
-/// The metadata found in a hash, in either layout (the new names win if both are there).
-#[derive(Default)]
-struct Found {
-    created: [Option<Timestamp>; 2],
-    seen: [Option<Timestamp>; 2],
-    expires: [Option<Timestamp>; 2],
-    remember: [Option<bool>; 2],
-    user: [Option<String>; 2],
-    user_agent: [Option<String>; 2],
-}
-
 fn flag(value: &[u8]) -> Result<bool> {
     match value {
         b"1" => Ok(true),
@@ -249,7 +179,7 @@ pub(crate) fn decode_record(reply: Value, now: Timestamp) -> Result<Option<Recor
         return Ok(None);
     }
     let mut record = Record::default();
-    let mut f = Found::default();
+    let (mut expires, mut created, mut seen) = (None, None, None);
     for (field, value) in pairs {
         if let Some(name) = field.strip_prefix(DATA.as_bytes()) {
             record
@@ -257,47 +187,28 @@ pub(crate) fn decode_record(reply: Value, now: Timestamp) -> Result<Option<Recor
                 .insert(utf8(name, "field name")?, utf8(&value, "value")?);
             continue;
         }
+        let meta = &mut record.meta;
         match field.as_slice() {
-            EXPIRES => f.expires[0] = Some(millis(&value)?),
-            CREATED => f.created[0] = Some(millis(&value)?),
-            SEEN => f.seen[0] = Some(millis(&value)?),
-            REMEMBER => f.remember[0] = Some(flag(&value)?),
-            USER => f.user[0] = Some(utf8(&value, "user")?),
-            USER_AGENT => f.user_agent[0] = Some(utf8(&value, "user agent")?),
-            v1::EXPIRES => f.expires[1] = Some(millis(&value)?),
-            v1::CREATED => f.created[1] = Some(millis(&value)?),
-            v1::SEEN => f.seen[1] = Some(millis(&value)?),
-            v1::REMEMBER => f.remember[1] = Some(flag(&value)?),
-            v1::USER => f.user[1] = Some(utf8(&value, "user")?),
-            v1::USER_AGENT => f.user_agent[1] = Some(utf8(&value, "user agent")?),
+            EXPIRES => expires = Some(millis(&value)?),
+            CREATED => created = Some(millis(&value)?),
+            SEEN => seen = Some(millis(&value)?),
+            REMEMBER => meta.remember = flag(&value)?,
+            USER => meta.user = Some(utf8(&value, "user")?),
+            USER_AGENT => meta.user_agent = Some(utf8(&value, "user agent")?),
             // Fields written by a later version: ignore them.
             _ => {}
         }
     }
-    // The layout is the one whose expiry field the hash has (as the scripts decide).
-    let v = usize::from(f.expires[0].is_none());
-    let (Some(expires), Some(created)) = (f.expires[v], f.created[v]) else {
+    let (Some(expires), Some(created)) = (expires, created) else {
         return Err(corrupt("session record without its metadata fields"));
-    };
-    let (seen, remember) = if v == 0 {
-        (f.seen[0].unwrap_or(created), f.remember[0].unwrap_or(false))
-    } else {
-        let (Some(seen), Some(remember)) = (f.seen[1], f.remember[1]) else {
-            return Err(corrupt("session record without its metadata fields"));
-        };
-        (seen, remember)
     };
     if expires <= now {
         return Ok(None);
     }
-    record.meta = Meta {
-        created_at: created,
-        last_seen: seen,
-        expires_at: expires,
-        remember,
-        user: f.user[v].take(),
-        user_agent: f.user_agent[v].take(),
-    };
+    let meta = &mut record.meta;
+    meta.created_at = created;
+    meta.last_seen = seen.unwrap_or(created);
+    meta.expires_at = expires;
     Ok(Some(record))
 }
 
@@ -405,7 +316,7 @@ mod tests {
         let mut r = Record::new(Timestamp(1_000), Timestamp(i64::MAX));
         r.meta.user = Some("ada".into());
         r.meta.remember = true;
-        r.data.insert("m:exp".into(), "\"not metadata\"".into());
+        r.data.insert("c".into(), "\"not metadata\"".into());
         r.data.insert("e".into(), "\"not metadata either\"".into());
         r.data.insert(String::new(), "1".into());
         r
@@ -420,7 +331,7 @@ mod tests {
     #[test]
     fn create_args_round_trip() {
         let r = record();
-        let args = create_args(&r, Timestamp(0), Layout::Compact);
+        let args = create_args(&r, Timestamp(0));
         let flat = created_hash(&args);
         assert_eq!(
             decode_record(Value::Array(flat.clone()), Timestamp(5)).unwrap(),
@@ -439,10 +350,10 @@ mod tests {
     /// An anonymous session just created stores `e`, `c` and its data, nothing else; a
     /// later `s` or `r` is read back.
     #[test]
-    fn new_layout_leaves_out_what_it_can() {
+    fn new_records_leave_out_what_they_can() {
         let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
         r.data.insert("counter".into(), "1".into());
-        let args = create_args(&r, Timestamp(1_000), Layout::Compact);
+        let args = create_args(&r, Timestamp(1_000));
         let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
@@ -460,7 +371,7 @@ mod tests {
         r.meta.last_seen = Timestamp(2_000);
         r.meta.remember = true;
         r.meta.user_agent = Some("curl".into());
-        let args = create_args(&r, Timestamp(1_000), Layout::Compact);
+        let args = create_args(&r, Timestamp(1_000));
         let text: Vec<&[u8]> = args[6..].iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
@@ -481,61 +392,10 @@ mod tests {
         );
     }
 
-    /// A hash in the first layout (`m:*` metadata) decodes as before.
-    #[test]
-    fn first_layout_still_decodes() {
-        let flat: Vec<Value> = [
-            &b"m:created"[..],
-            b"1000",
-            b"m:seen",
-            b"1500",
-            b"m:exp",
-            b"9000",
-            b"m:rem",
-            b"1",
-            b"m:user",
-            b"ada",
-            b"m:ua",
-            b"curl",
-            b"d:m:exp",
-            b"\"data\"",
-            b"d:e",
-            b"2",
-        ]
-        .iter()
-        .map(|a| bulk(a))
-        .collect();
-        let r = decode_record(Value::Array(flat.clone()), Timestamp(5))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (r.meta.created_at, r.meta.last_seen, r.meta.expires_at),
-            (Timestamp(1_000), Timestamp(1_500), Timestamp(9_000))
-        );
-        assert!(r.meta.remember);
-        assert_eq!(r.meta.user.as_deref(), Some("ada"));
-        assert_eq!(r.meta.user_agent.as_deref(), Some("curl"));
-        assert_eq!(r.data.len(), 2);
-        assert!(
-            decode_record(Value::Array(flat.clone()), Timestamp(9_000))
-                .unwrap()
-                .is_none()
-        );
-        // Without m:seen it is as corrupt as it always was.
-        let mut partial = flat;
-        partial.drain(2..4);
-        assert_eq!(
-            decode_record(Value::Array(partial), Timestamp(0))
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Corrupt
-        );
-    }
-
     #[test]
     fn expired_or_empty_is_none_and_junk_is_corrupt() {
         let r = Record::new(Timestamp(1_000), Timestamp(2_000));
-        let flat = created_hash(&create_args(&r, Timestamp(0), Layout::Compact));
+        let flat = created_hash(&create_args(&r, Timestamp(0)));
         assert!(
             decode_record(Value::Array(flat.clone()), Timestamp(1_999))
                 .unwrap()
@@ -552,7 +412,6 @@ mod tests {
                 .is_none()
         );
         for junk in [
-            vec![bulk(b"m:exp"), bulk(b"soon")],
             vec![bulk(b"e"), bulk(b"soon"), bulk(b"c"), bulk(b"1")],
             vec![
                 bulk(b"e"),
@@ -594,7 +453,7 @@ mod tests {
     fn restore_payload_layout() {
         let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
         r.data.insert("counter".into(), "1".into());
-        let p = restore_payload(&r, Layout::Compact);
+        let p = restore_payload(&r);
         let (body, crc) = p.split_at(p.len() - 8);
         assert_eq!(CRC64.checksum(body).to_le_bytes(), crc);
         assert_eq!(

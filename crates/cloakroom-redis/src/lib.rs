@@ -25,13 +25,7 @@
 //! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
 //! remember me), `u` (user) and `a` (user agent). A one-field anonymous session is 3
-//! fields, a 46-byte listpack (85 bytes in the first layout). Records written by earlier
-//! versions (metadata in `m:created`, `m:seen`, `m:exp`, `m:rem`, `m:user`, `m:ua`) are
-//! still read, patched, touched and deleted, and keep that layout until they expire. An
-//! older binary cannot read the compact layout: for a **rolling upgrade**, run the new
-//! version with `layout=1` ([`RedisStoreBuilder::first_layout`]; new records in the first
-//! layout) until no old instance is left, then drop the option. The key
-//! expires by `PEXPIREAT` at the record's expiry, so Redis drops dead sessions by itself and
+//! fields, a 46-byte listpack. The key expires by `PEXPIREAT` at the record's expiry, so Redis drops dead sessions by itself and
 //! [`SessionStore::purge_expired`] is a no-op.
 //!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` of handles. Entries of sessions
@@ -81,7 +75,6 @@
 //! | `protocol=resp3` | speak RESP3 (default RESP2); `db`, `user`, `pass` for Unix sockets |
 //! | `cache=N` | keep up to N records in process memory ([near-cache](#near-cache)), default 0 |
 //! | `cache_max_stale_ms=1000` | the near-cache's staleness bound W |
-//! | `layout=1` | new records in the first layout, for a rolling upgrade (default `2`) |
 //! | `sentinel_password=P` | Sentinel URLs only: the sentinels' own password (`requirepass`) |
 //! | `sentinel_username=U` | Sentinel URLs only: the sentinels' ACL user (with `sentinel_password`) |
 //!

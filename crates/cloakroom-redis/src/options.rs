@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
 
-use crate::codec::Layout;
 use redis::{ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisError, TlsCertificates};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -20,7 +19,7 @@ const REDIS_RS_OPTIONS: [&str; 4] = ["protocol", "db", "user", "pass"];
 const SENTINEL_OPTIONS: [&str; 2] = ["sentinel_username", "sentinel_password"];
 
 /// The store's own query parameters.
-const STORE_OPTIONS: [&str; 12] = [
+const STORE_OPTIONS: [&str; 11] = [
     "prefix",
     "timeout_ms",
     "connections",
@@ -32,7 +31,6 @@ const STORE_OPTIONS: [&str; 12] = [
     "wait", // sentinel helper: WAIT after writes
     "cache",
     "cache_max_stale_ms",
-    "layout",
 ];
 
 /// A configuration error with `message`.
@@ -191,8 +189,6 @@ pub(crate) struct StoreOptions {
     pub(crate) cache: Option<usize>,
     /// The near-cache's staleness bound (`cache_max_stale_ms`).
     pub(crate) cache_max_stale: Option<Duration>,
-    /// The field names of new records (`layout=1` or `layout=2`).
-    pub(crate) layout: Option<Layout>,
 }
 
 /// [`StoreOptions`] in force.
@@ -205,7 +201,6 @@ pub(crate) struct Resolved {
     pub(crate) wait: u32,
     pub(crate) cache: usize,
     pub(crate) cache_max_stale: Duration,
-    pub(crate) layout: Layout,
 }
 
 impl StoreOptions {
@@ -242,7 +237,6 @@ impl StoreOptions {
             },
             wait: self.wait.or(fallback.wait).unwrap_or(0),
             cache: self.cache.or(fallback.cache).unwrap_or(0),
-            layout: self.layout.or(fallback.layout).unwrap_or_default(),
             cache_max_stale: match self.cache_max_stale.or(fallback.cache_max_stale) {
                 Some(d) if d.is_zero() => {
                     let message = "the near-cache's staleness bound must not be zero";
@@ -284,13 +278,6 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
                     v.parse()
                         .map_err(|_| bad("cache (records, e.g. cache=10000)"))?,
                 )
-            }
-            "layout" => {
-                options.layout = Some(match v {
-                    "1" => Layout::First,
-                    "2" => Layout::Compact,
-                    _ => return Err(bad("layout (1: the first layout, 2: the compact one)")),
-                })
             }
             "cache_max_stale_ms" => {
                 let ms: u64 = v.parse().map_err(|_| bad("cache_max_stale_ms"))?;

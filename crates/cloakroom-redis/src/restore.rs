@@ -60,7 +60,7 @@ impl RedisStore {
         if self.inner.wait > 0 || expires <= 0 || REFUSED.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let payload = codec::restore_payload(record, self.inner.layout);
+        let payload = codec::restore_payload(record);
         let conn = self.conn_for(rkey);
         let outcome = bounded(self.inner.timeout, "create", || {
             let mut conn = conn.clone();

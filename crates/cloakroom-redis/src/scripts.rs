@@ -6,10 +6,7 @@
 //! "now"): a record whose expiry has passed by the application's clock counts as gone, even
 //! if Redis (by its own clock) has not expired the key yet.
 //!
-//! Two layouts (see [`crate::codec`]): records are created in the current one (`e`, `c`,
-//! ...); records of the first one (`m:exp`, `m:created`, ...) are still patched, touched and
-//! deleted, in their own layout. A script tells them apart by the expiry field the hash has.
-//! Each `redis.call` costs Redis about a microsecond on top of the command, so the scripts
+//! The record's fields are described in [`crate::codec`]. Each `redis.call` costs Redis about a microsecond on top of the command, so the scripts
 //! make as few as they can.
 
 use std::sync::LazyLock;
@@ -30,8 +27,7 @@ local function batch(cmd, key, from, to)
 end
 ";
 
-/// Create: `ARGV` = now, expires at, then every field/value pair (metadata, in either
-/// layout, and data). Returns 1 when written, 0 when a live record holds the key (nothing written).
+/// Create: `ARGV` = now, expires at, then every field/value pair (metadata and data). Returns 1 when written, 0 when a live record holds the key (nothing written).
 /// A record that expired by the client's clock but not yet by Redis's is replaced.
 ///
 /// Three calls for a new key: `EXISTS`, one `HSET` (up to 997 field/value pairs' worth of values), `PEXPIREAT`.
@@ -40,8 +36,7 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
         "{BATCH}
 local k = KEYS[1]
 if redis.call('EXISTS', k) == 1 then
-  local m = redis.call('HMGET', k, 'e', 'm:exp')
-  local e = m[1] or m[2]
+  local e = redis.call('HGET', k, 'e')
   if not e or tonumber(e) > tonumber(ARGV[1]) then return 0 end
   redis.call('DEL', k)
 end
@@ -65,8 +60,7 @@ return 1
 ///
 /// Three calls in the common case: one `HGET` of the expiry (`HMGET` with the creation and
 /// last-seen times when there are bounds), one `HSET` for metadata and data together, one
-/// `PEXPIREAT` (plus an `HDEL` when fields go, and one more read for a record in the first
-/// layout).
+/// `PEXPIREAT` (plus an `HDEL` when fields go).
 pub(crate) static APPLY: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{BATCH}{APPLY_BODY}return 1\n")));
 
@@ -80,7 +74,6 @@ const TRACK: &str = "redis.call('EXISTS', KEYS[1])\nreturn 1\n";
 
 const APPLY_BODY: &str = "
 local k = KEYS[1]
-local s, x, r = 's', 'e', 'r'
 local e, c, seen
 if ARGV[2] == '' and ARGV[3] == '' then
   e = redis.call('HGET', k, 'e')
@@ -88,12 +81,7 @@ else
   local m = redis.call('HMGET', k, 'e', 'c', 's')
   e, c, seen = m[1], m[2], m[3] or m[2]
 end
-if not e then
-  local m = redis.call('HMGET', k, 'm:exp', 'm:created', 'm:seen')
-  if not m[1] then return 0 end
-  e, c, seen, s, x, r = m[1], m[2], m[3], 'm:seen', 'm:exp', 'm:rem'
-end
-if tonumber(e) <= tonumber(ARGV[1]) then return 0 end
+if not e or tonumber(e) <= tonumber(ARGV[1]) then return 0 end
 local n = tonumber(ARGV[4])
 local p = 5 + n
 local at = tonumber(ARGV[p])
@@ -108,14 +96,14 @@ end
 local big = #ARGV - p >= 997
 if ARGV[p + 2] == '' then
   if big then
-    redis.call('HSET', k, s, ARGV[p], x, exp)
+    redis.call('HSET', k, 's', ARGV[p], 'e', exp)
   else
-    redis.call('HSET', k, s, ARGV[p], x, exp, unpack(ARGV, p + 3))
+    redis.call('HSET', k, 's', ARGV[p], 'e', exp, unpack(ARGV, p + 3))
   end
 elseif big then
-  redis.call('HSET', k, s, ARGV[p], x, exp, r, ARGV[p + 2])
+  redis.call('HSET', k, 's', ARGV[p], 'e', exp, 'r', ARGV[p + 2])
 else
-  redis.call('HSET', k, s, ARGV[p], x, exp, r, ARGV[p + 2], unpack(ARGV, p + 3))
+  redis.call('HSET', k, 's', ARGV[p], 'e', exp, 'r', ARGV[p + 2], unpack(ARGV, p + 3))
 end
 if big then batch('HSET', k, p + 3, #ARGV) end
 redis.call('PEXPIREAT', k, exp)
@@ -132,14 +120,9 @@ pub(crate) static TOUCH_TRACKED: LazyLock<Script> =
 
 const TOUCH_BODY: &str = "
 local k = KEYS[1]
-local s, x = 's', 'e'
 local e = redis.call('HGET', k, 'e')
-if not e then
-  e, s, x = redis.call('HGET', k, 'm:exp'), 'm:seen', 'm:exp'
-  if not e then return 0 end
-end
-if tonumber(e) <= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', k, s, ARGV[2], x, ARGV[3])
+if not e or tonumber(e) <= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', k, 's', ARGV[2], 'e', ARGV[3])
 redis.call('PEXPIREAT', k, ARGV[3])
 ";
 
@@ -148,10 +131,9 @@ redis.call('PEXPIREAT', k, ARGV[3])
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "
-local m = redis.call('HMGET', KEYS[1], 'e', 'u', 'm:exp', 'm:user')
+local m = redis.call('HMGET', KEYS[1], 'e', 'u')
 if redis.call('UNLINK', KEYS[1]) == 0 then return {0, 0, ''} end
 local e, u = m[1], m[2]
-if not e then e, u = m[3], m[4] end
 local live = 0
 if e and tonumber(e) > tonumber(ARGV[1]) then live = 1 end
 if u then return {live, 1, u} end
@@ -166,9 +148,8 @@ return {live, 0, ''}
 pub(crate) static DELETE_OWNED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "
-local m = redis.call('HMGET', KEYS[1], 'e', 'u', 'm:exp', 'm:user')
+local m = redis.call('HMGET', KEYS[1], 'e', 'u')
 local e, u = m[1], m[2]
-if not e then e, u = m[3], m[4] end
 if u ~= ARGV[2] then return -1 end
 redis.call('UNLINK', KEYS[1])
 if e and tonumber(e) > tonumber(ARGV[1]) then return 1 end

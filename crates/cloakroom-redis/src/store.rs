@@ -42,8 +42,6 @@ pub(crate) struct Inner {
     pub(crate) wait: u32,
     /// The near-cache (`?cache=N`), if any; see [`crate::near`].
     pub(crate) near: Option<Arc<NearCache>>,
-    /// The field names new records get (`?layout=1`: the first layout's).
-    pub(crate) layout: codec::Layout,
 }
 
 impl fmt::Debug for RedisStore {
@@ -218,7 +216,7 @@ impl SessionStore for RedisStore {
         // One native command for a new key; the script when the key exists or `RESTORE` is
         // not an option (see crate::restore).
         if !self.create_by_restore(&session_key, record).await? {
-            let args = codec::create_args(record, Timestamp::now(), self.inner.layout);
+            let args = codec::create_args(record, Timestamp::now());
             let reply = self
                 .script("create", &scripts::CREATE, &session_key, &args)
                 .await?;

@@ -195,6 +195,147 @@ async fn key_layout_and_expiry() {
     assert_eq!(store.purge_expired().await.unwrap(), 0);
 }
 
+/// The hash at `key`, field by field.
+fn hash(server: &RedisServer, key: &str) -> std::collections::BTreeMap<String, String> {
+    let Ok(Resp::Array(Some(flat))) = server.command(&["HGETALL", key]) else {
+        panic!("no hash reply for {key}");
+    };
+    flat.chunks(2)
+        .map(|c| {
+            let text = |r: &Resp| r.as_str().unwrap().to_owned();
+            (text(&c[0]), text(&c[1]))
+        })
+        .collect()
+}
+
+fn field_names(server: &RedisServer, key: &str) -> Vec<String> {
+    hash(server, key).into_keys().collect()
+}
+
+fn pexpiretime(server: &RedisServer, key: &str) -> i64 {
+    match server.command(&["PEXPIRETIME", key]) {
+        Ok(Resp::Int(t)) => t,
+        other => panic!("PEXPIRETIME: {other:?}"),
+    }
+}
+
+/// A new anonymous one-field session is `e`, `c` and its data field, nothing else (last seen
+/// is the creation time, remember me is off, no user, no user agent), kept as a listpack.
+/// Patches and touches add `s` (and `r`), and every field reads back.
+#[tokio::test]
+async fn new_records_are_compact() {
+    let server = RedisServer::shared();
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix("compact"))
+        .build()
+        .await
+        .expect("open");
+    let key = new_key();
+    let rkey = store.session_key(&key);
+    let now = Timestamp::now();
+    let mut r = Record::new(now, now.plus(HOUR));
+    r.data.insert("counter".into(), "1".into());
+    assert_eq!(store.create(&key, &r).await.unwrap(), Created::Done);
+    let h = hash(server, &rkey);
+    assert_eq!(field_names(server, &rkey), ["c", "d:counter", "e"]);
+    assert_eq!(h["e"], now.plus(HOUR).as_millis().to_string());
+    assert_eq!(h["c"], now.as_millis().to_string());
+    assert_eq!(pexpiretime(server, &rkey), now.plus(HOUR).as_millis());
+    assert_eq!(
+        server.command(&["OBJECT", "ENCODING", &rkey]).unwrap(),
+        Resp::Bulk(Some(b"listpack".to_vec()))
+    );
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
+
+    let later = Timestamp(now.as_millis() + 5);
+    let mut patch = Patch::new(later, later.plus(2 * HOUR)).set("counter", "2");
+    patch.remember = Some(true);
+    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
+    r.apply(&patch);
+    assert_eq!(
+        field_names(server, &rkey),
+        ["c", "d:counter", "e", "r", "s"]
+    );
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
+    patch.remember = Some(false);
+    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
+    r.apply(&patch);
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
+    let seen = Timestamp(now.as_millis() + 10);
+    assert_eq!(
+        store.touch(&key, seen, seen.plus(HOUR)).await.unwrap(),
+        Applied::Done
+    );
+    r.meta.last_seen = seen;
+    r.meta.expires_at = seen.plus(HOUR);
+    assert_eq!(store.load(&key).await.unwrap(), Some(r));
+    assert_eq!(pexpiretime(server, &rkey), seen.plus(HOUR).as_millis());
+}
+
+/// A record whose `e` passed by the application's clock (Redis has not expired the key yet)
+/// counts as gone: no load, no patch, no touch, and a create replaces it.
+#[tokio::test]
+async fn a_record_expired_by_the_clock_is_gone() {
+    let server = RedisServer::shared();
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix("clock"))
+        .build()
+        .await
+        .expect("open");
+    let key = new_key();
+    let rkey = store.session_key(&key);
+    let now = Timestamp::now();
+    let mut r = Record::new(now, now.plus(HOUR));
+    r.data.insert("counter".into(), "1".into());
+    assert_eq!(store.create(&key, &r).await.unwrap(), Created::Done);
+    let past = (now.as_millis() - 1_000).to_string();
+    assert_eq!(
+        server.command(&["HSET", &rkey, "e", &past]).unwrap(),
+        Resp::Int(0)
+    );
+
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    let patch = Patch::new(now, now.plus(HOUR)).set("counter", "2");
+    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Missing);
+    assert_eq!(
+        store.touch(&key, now, now.plus(HOUR)).await.unwrap(),
+        Applied::Missing
+    );
+    assert_eq!(hash(server, &rkey)["d:counter"], "1", "nothing written");
+
+    let mut fresh = Record::new(now, now.plus(HOUR));
+    fresh.data.insert("counter".into(), "9".into());
+    assert_eq!(store.create(&key, &fresh).await.unwrap(), Created::Done);
+    assert_eq!(store.load(&key).await.unwrap(), Some(fresh));
+}
+
+/// Creates and patches with more fields than one Lua `unpack` holds.
+#[tokio::test]
+async fn big_creates_and_patches() {
+    let server = RedisServer::shared();
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix("big"))
+        .build()
+        .await
+        .expect("open");
+    let now = Timestamp::now();
+    let mut patch = Patch::new(now, now.plus(HOUR));
+    for i in 0..1_500 {
+        patch = patch.set(format!("f{i}"), i.to_string());
+    }
+    patch.remember = Some(true);
+    let key = new_key();
+    let mut record = Record::new(now, now.plus(HOUR));
+    for i in 0..1_200 {
+        record.data.insert(format!("g{i}"), "0".into());
+    }
+    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Done);
+    assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
+    record.apply(&patch);
+    assert_eq!(store.load(&key).await.unwrap(), Some(record));
+}
+
 /// Logins keep a user's index from growing without bound: dead entries are pruned.
 #[tokio::test]
 async fn user_index_is_pruned_on_login() {

@@ -173,16 +173,10 @@ impl PycketStoreBuilder {
             tls,
             wait,
             cache,
-            layout,
             ..
         } = self.options.resolve(url.options, DEFAULT_CONNECTIONS)?;
         if wait > 0 {
             let message = "wait=N is not supported by the pycket store";
-            return Err(Error::new(ErrorKind::Config, message));
-        }
-        if layout != crate::codec::Layout::default() {
-            let message =
-                "layout=N is for the native store; the pycket store keeps pycket's format";
             return Err(Error::new(ErrorKind::Config, message));
         }
         if cache > 0 {
