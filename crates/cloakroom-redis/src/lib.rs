@@ -25,8 +25,8 @@
 //! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
 //! remember me), `u` (user) and `a` (user agent). A one-field anonymous session is 3
-//! fields, a 46-byte listpack. The key expires by `PEXPIREAT` at the record's expiry, so Redis drops dead sessions by itself and
-//! [`SessionStore::purge_expired`] is a no-op.
+//! fields, a 46-byte listpack. The key expires by `PEXPIREAT` at the record's expiry, so
+//! Redis drops dead sessions by itself and [`SessionStore::purge_expired`] is a no-op.
 //!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` of handles. Entries of sessions
 //! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`],

@@ -6,8 +6,8 @@
 //! "now"): a record whose expiry has passed by the application's clock counts as gone, even
 //! if Redis (by its own clock) has not expired the key yet.
 //!
-//! The record's fields are described in [`crate::codec`]. Each `redis.call` costs Redis about a microsecond on top of the command, so the scripts
-//! make as few as they can.
+//! The record's fields are described in [`crate::codec`]. Each `redis.call` costs Redis
+//! about a microsecond on top of the command, so the scripts make as few as they can.
 
 use std::sync::LazyLock;
 
@@ -27,8 +27,9 @@ local function batch(cmd, key, from, to)
 end
 ";
 
-/// Create: `ARGV` = now, expires at, then every field/value pair (metadata and data). Returns 1 when written, 0 when a live record holds the key (nothing written).
-/// A record that expired by the client's clock but not yet by Redis's is replaced.
+/// Create: `ARGV` = now, expires at, then every field/value pair (metadata and data).
+/// Returns 1 when written, 0 when a live record holds the key (nothing written). A record
+/// that expired by the client's clock but not yet by Redis's is replaced.
 ///
 /// Three calls for a new key: `EXISTS`, one `HSET` (up to 997 field/value pairs' worth of values), `PEXPIREAT`.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
