@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
@@ -126,6 +126,7 @@ impl RedisStoreBuilder {
                 cluster: matches!(target, Target::Cluster(_)),
                 wait,
                 near,
+                restore_refused: AtomicBool::new(false),
             }),
         };
         store.check_permissions().await?;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,6 +42,9 @@ pub(crate) struct Inner {
     pub(crate) wait: u32,
     /// The near-cache (`?cache=N`), if any; see [`crate::near`].
     pub(crate) near: Option<Arc<NearCache>>,
+    /// Set when the server refused `RESTORE`: sessions are created by script from then on
+    /// (see [`crate::restore`]).
+    pub(crate) restore_refused: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {

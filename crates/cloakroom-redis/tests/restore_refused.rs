@@ -1,6 +1,6 @@
 //! A server that refuses `RESTORE` (here an ACL user without it: it is in `@dangerous`) still
-//! gets its sessions: by the create script, from the first refusal on. (A test binary of its
-//! own: the refusal turns `RESTORE` off for the whole process.)
+//! gets its sessions: by the create script, from the first refusal on; other stores in the
+//! process keep using `RESTORE`.
 
 use std::time::Duration;
 
@@ -69,5 +69,31 @@ async fn sessions_are_created_by_script_when_restore_is_refused() {
         assert_eq!(sent, expected, "{round} create");
         assert_eq!(refusals(&server), 1, "{round} create");
         assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+    }
+}
+
+/// The refusal is the store's: another store in the same process, on a server that allows
+/// `RESTORE`, keeps creating sessions with it.
+#[tokio::test]
+async fn a_refusal_turns_restore_off_for_that_store_only() {
+    let (refusing, allowing) = (RedisServer::start(), RedisServer::start());
+    let acl = [
+        "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-restore",
+    ];
+    assert_eq!(refusing.command(&acl).unwrap(), Resp::Simple("OK".into()));
+    let url = format!("redis://app:pw@127.0.0.1:{}/", refusing.port());
+    let refused = RedisStore::open(&url).await.expect("open");
+    let other = RedisStore::open(&allowing.url()).await.expect("open");
+
+    let now = Timestamp::now();
+    let record = Record::new(now, now.plus(Duration::from_secs(3600)));
+    let key = SessionId::generate().key();
+    assert_eq!(refused.create(&key, &record).await.unwrap(), Created::Done);
+    assert_eq!(refusals(&refusing), 1);
+    for round in ["first", "second"] {
+        allowing.reset_stats();
+        let key = SessionId::generate().key();
+        assert_eq!(other.create(&key, &record).await.unwrap(), Created::Done);
+        assert_eq!(allowing.commands_sent(), ["restore"], "{round} create");
     }
 }
