@@ -10,7 +10,7 @@ use redis::Value;
 
 use crate::codec::decode_record;
 use crate::conn::{Conn, bounded};
-use crate::near::{Lookup, NearCache, NearCacheStats};
+use crate::near::{NearCache, NearCacheStats};
 use crate::reconnect::Reconnecting;
 use crate::store::{Inner, RedisStore, applied};
 
@@ -113,10 +113,8 @@ impl RedisStore {
     ) -> Result<Option<Record>> {
         let rkey = self.session_key(key);
         let index = self.route(&rkey);
-        match near.get(&rkey, index, Timestamp::now()) {
-            Lookup::Hit(record) => return Ok(Some(record)),
-            Lookup::Expired => return Ok(None),
-            Lookup::Miss => {}
+        if let Some(record) = near.get(&rkey, index, Timestamp::now()) {
+            return Ok(Some(record));
         }
         let token = near.begin(&rkey);
         let conn = self.inner.conns[index].clone();

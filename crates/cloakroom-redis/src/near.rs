@@ -25,7 +25,8 @@
 //!   value than the one it wrote last (none: an empty database; an older one: a copy) drops
 //!   everything. Records are only served while such a check was sent at most `max_stale`
 //!   ago ([`NearCache::marker_answered`]), so the bound holds from the replacement on.
-//! - **Expiry**: a cached record past its `expires_at` is gone, as in Redis.
+//! - **Expiry**: a cached record past its `expires_at` is dropped and Redis is asked (a
+//!   miss): another instance may have extended it.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,23 +49,13 @@ enum Slot {
     Ready(Record),
 }
 
-/// What [`NearCache::get`] found.
-pub(crate) enum Lookup {
-    /// The record, live and proven fresh.
-    Hit(Record),
-    /// The cached record has expired (it was removed): the session is gone.
-    Expired,
-    /// Not cached, or the connection has not been proven fresh lately: ask Redis.
-    Miss,
-}
-
 /// Counters of a store's near-cache, from [`RedisStore::near_cache_stats`](crate::RedisStore::near_cache_stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NearCacheStats {
     /// Loads answered from the cache (no Redis command).
     pub hits: u64,
-    /// Loads that went to Redis because the record was not cached.
+    /// Loads that went to Redis because the record was not cached (or had expired).
     pub misses: u64,
     /// Loads that went to Redis although the record was cached, because its connection had
     /// not had a reply within the staleness bound (`cache_max_stale_ms`).
@@ -247,30 +238,27 @@ impl NearCache {
         self.checked.fetch_max(sent_ms, Ordering::Relaxed);
     }
 
-    /// The cached record of `key` (routed to connection `conn`), as of `now`.
-    pub(crate) fn get(&self, key: &str, conn: usize, now: Timestamp) -> Lookup {
+    /// The cached record of `key` (routed to connection `conn`), live at `now` and proven
+    /// fresh; `None` when Redis must be asked: not cached (a miss; an expired record is
+    /// dropped and is one too), or the connection not proven lately (a stale bypass).
+    pub(crate) fn get(&self, key: &str, conn: usize, now: Timestamp) -> Option<Record> {
         let mut shard = lock(self.shard(key));
-        let expired = match shard.get(key) {
-            Some(Slot::Ready(record)) => {
-                if record.meta.expires_at > now {
-                    if !self.fresh(conn) {
-                        bump(&self.counters.stale_bypasses);
-                        return Lookup::Miss;
-                    }
-                    bump(&self.counters.hits);
-                    return Lookup::Hit(record.clone());
+        match shard.get(key) {
+            Some(Slot::Ready(record)) if record.meta.expires_at > now => {
+                if !self.fresh(conn) {
+                    bump(&self.counters.stale_bypasses);
+                    return None;
                 }
-                true
+                bump(&self.counters.hits);
+                return Some(record.clone());
             }
-            _ => false,
-        };
-        if expired {
-            shard.pop(key);
-            bump(&self.counters.hits);
-            return Lookup::Expired;
+            Some(Slot::Ready(_)) => {
+                shard.pop(key);
+            }
+            _ => {}
         }
         bump(&self.counters.misses);
-        Lookup::Miss
+        None
     }
 
     fn token(&self) -> u64 {
@@ -458,10 +446,8 @@ mod tests {
     }
 
     fn hit(c: &NearCache, key: &str) -> Option<String> {
-        match c.get(key, 0, Timestamp::now()) {
-            Lookup::Hit(r) => r.data.get("f").cloned(),
-            _ => None,
-        }
+        c.get(key, 0, Timestamp::now())
+            .and_then(|r| r.data.get("f").cloned())
     }
 
     fn push(kind: PushKind, data: Vec<Value>) -> PushInfo {
@@ -479,7 +465,7 @@ mod tests {
     #[test]
     fn a_read_is_cached_when_nothing_came_between() {
         let c = cache(100);
-        assert!(matches!(c.get("p:s:a", 0, Timestamp::now()), Lookup::Miss));
+        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
         let t = c.begin("p:s:a");
         c.fill("p:s:a", t, record("1"));
         assert_eq!(hit(&c, "p:s:a").as_deref(), Some("1"));
@@ -542,16 +528,13 @@ mod tests {
         let t = c.begin("p:s:a");
         c.fill("p:s:a", t, record("1"));
         // Never proven.
-        assert!(matches!(c.get("p:s:a", 0, Timestamp::now()), Lookup::Miss));
+        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
         c.proven(0, c.now_ms());
-        assert!(matches!(
-            c.get("p:s:a", 0, Timestamp::now()),
-            Lookup::Hit(_)
-        ));
+        assert!(c.get("p:s:a", 0, Timestamp::now()).is_some());
         // Proven on the other connection only.
-        assert!(matches!(c.get("p:s:a", 1, Timestamp::now()), Lookup::Miss));
+        assert!(c.get("p:s:a", 1, Timestamp::now()).is_none());
         std::thread::sleep(Duration::from_millis(120));
-        assert!(matches!(c.get("p:s:a", 0, Timestamp::now()), Lookup::Miss));
+        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
         assert_eq!(c.stats().stale_bypasses, 3);
     }
 
@@ -590,19 +573,26 @@ mod tests {
         // The connection keeps answering, but no check was answered lately: nothing served.
         std::thread::sleep(Duration::from_millis(120));
         c.proven(0, c.now_ms());
-        assert!(matches!(c.get("p:s:a", 0, Timestamp::now()), Lookup::Miss));
+        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
     }
 
+    /// An expired record is neither served nor counted as a hit: it is dropped and Redis
+    /// is asked (a miss).
     #[test]
-    fn an_expired_record_is_gone() {
+    fn an_expired_record_is_a_miss() {
         let c = cache(100);
         let t = c.begin("p:s:a");
         let mut r = record("1");
         r.meta.expires_at = Timestamp::now().plus(Duration::from_millis(1));
         c.fill("p:s:a", t, r);
         let later = Timestamp::now().plus(Duration::from_secs(1));
-        assert!(matches!(c.get("p:s:a", 0, later), Lookup::Expired));
-        assert_eq!(c.stats().entries, 0);
+        assert!(c.get("p:s:a", 0, later).is_none());
+        let stats = c.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.entries),
+            (0, 1, 0),
+            "{stats:?}"
+        );
     }
 
     #[test]
