@@ -564,3 +564,45 @@ async fn a_demoted_sentinel_master_is_dropped_by_the_heartbeat() {
     let err = outcome.expect_err("read from a demoted master");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
+
+/// Every figure of `near_cache_stats` is exported through `SessionStore::counters` (what a
+/// `/metrics` endpoint shows), under `cloakroom_redis_near_cache_<field>[_total]`, with
+/// the same value.
+#[tokio::test]
+async fn every_near_cache_figure_is_a_store_counter() {
+    let server = RedisServer::shared();
+    let (a, b) = pair(server, "&cache_max_stale_ms=60000").await;
+    let key = new_key();
+    a.create(&key, &record("1")).await.unwrap();
+    a.load(&key).await.unwrap();
+    a.load(&key).await.unwrap();
+    a.apply(&key, &set("2")).await.unwrap();
+    b.apply(&key, &set("3")).await.unwrap();
+    // B's write reaches A as an invalidation; then nothing changes the figures.
+    let start = Instant::now();
+    while a.near_cache_stats().unwrap().remote_invalidations == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no invalidation");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stats = a.near_cache_stats().unwrap();
+    let counters = a.counters();
+    // `NearCacheStats { hits: 1, misses: 2, ... }`
+    let shown = format!("{stats:?}");
+    let fields = shown
+        .split_once('{')
+        .and_then(|(_, rest)| rest.strip_suffix('}'))
+        .unwrap();
+    let mut names = Vec::new();
+    for field in fields.split(',') {
+        let (name, value) = field.trim().split_once(": ").unwrap();
+        let value: u64 = value.parse().unwrap();
+        let found = counters.iter().find(|c| {
+            c.name == format!("cloakroom_redis_near_cache_{name}_total")
+                || c.name == format!("cloakroom_redis_near_cache_{name}")
+        });
+        let found = found.unwrap_or_else(|| panic!("{name} is not exported: {counters:?}"));
+        assert_eq!(found.value, value, "{name}");
+        names.push(found.name);
+    }
+    assert_eq!(names.len(), counters.len(), "{counters:?}");
+}
