@@ -221,9 +221,12 @@ impl Live {
     }
 
     /// Marks the connection dead (the next command gets a new one) and then drops the
-    /// near-cache's records, for `why`.
+    /// near-cache's records, for `why`; nothing more if it was dead already (its death
+    /// dropped them, and what is cached now came from a newer connection).
     fn abandon(&self, track: Option<&Tracking>, why: &'static str) {
-        self.dead.store(true, Ordering::Relaxed);
+        if self.dead.swap(true, Ordering::Relaxed) {
+            return;
+        }
         if let Some(track) = track {
             track.cache.flush(why);
         }
@@ -265,19 +268,31 @@ impl Reconnecting {
         if let Some(check) = check {
             pipe.add_command(check);
         }
-        let mut replies: Vec<Value> = pipe.query_async(&mut self.clone()).await?;
+        // Sent like any command, on a connection held here: the one a failure abandons.
+        let live = self.live().await?;
+        let sent = self.sent();
+        let result = pipe.query_async(&mut live.conn.clone()).await;
+        self.answered(sent, &result);
+        let mut replies: Vec<Value> = live.check(result, self.shared.track.as_ref())?;
         if follows_master && !replies.first().is_some_and(says_master) {
-            tracing::warn!("the Redis server is no longer the master; asking the sentinels again");
-            if let Slot::Ready(live) = &*lock(&self.shared.slot) {
-                live.abandon(
-                    self.shared.track.as_ref(),
-                    "the server is no longer the master",
-                );
-            }
+            self.lost_master(&live);
             let read_only = redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
             return Err(RedisError::from((read_only, "no longer the master")));
         }
         replies.pop().unwrap_or(Value::Nil).extract_error()
+    }
+}
+
+impl Reconnecting {
+    /// The server the connection `probed` talks to no longer says it is the master: that
+    /// connection is abandoned, not whichever is current (a newer one, made while the probe
+    /// was in flight, checked the role when it connected).
+    fn lost_master(&self, probed: &Live) {
+        tracing::warn!("the Redis server is no longer the master; asking the sentinels again");
+        probed.abandon(
+            self.shared.track.as_ref(),
+            "the server is no longer the master",
+        );
     }
 }
 
@@ -321,5 +336,58 @@ impl ConnectionLike for Reconnecting {
 
     fn get_db(&self) -> i64 {
         self.shared.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cloakroom_core::session::Timestamp;
+    use cloakroom_core::store::Record;
+
+    use super::*;
+
+    /// A heartbeat probe that finds the server demoted abandons the connection it ran on
+    /// only: when that one was replaced while the probe was in flight, the newer connection
+    /// and the records cached since stay.
+    #[tokio::test]
+    async fn a_failed_probe_abandons_only_the_connection_it_ran_on() {
+        let server = cloakroom_testkit::redis_server::RedisServer::shared();
+        let client = redis::Client::open(format!("{}?protocol=resp3", server.url())).unwrap();
+        let cache = Arc::new(NearCache::new(10, 1, "p:", Duration::from_secs(60)));
+        let track = Tracking {
+            cache: cache.clone(),
+            index: 0,
+        };
+        let conn = Reconnecting::tracked(client, AsyncConnectionConfig::new(), Some(track));
+        // The probe is sent on the first connection, which then breaks and is replaced.
+        let probed = conn.live().await.unwrap();
+        probed.abandon(conn.shared.track.as_ref(), "broken");
+        let newer = conn.live().await.unwrap();
+        assert_ne!(newer.generation, probed.generation);
+        let now = Timestamp::now();
+        let token = cache.begin("p:s:a");
+        cache.fill(
+            "p:s:a",
+            token,
+            Record::new(now, now.plus(Duration::from_secs(60))),
+        );
+        // Then the probe's reply says "not the master".
+        conn.lost_master(&probed);
+        assert!(
+            !newer.dead.load(Ordering::Relaxed),
+            "the newer connection was abandoned"
+        );
+        assert_eq!(conn.live().await.unwrap().generation, newer.generation);
+        assert_eq!(
+            cache.stats().entries,
+            1,
+            "the newer connection's records were dropped"
+        );
+        // On the connection in use, the same reply abandons it and drops the records.
+        conn.lost_master(&newer);
+        assert!(newer.dead.load(Ordering::Relaxed));
+        assert_eq!(cache.stats().entries, 0);
     }
 }
