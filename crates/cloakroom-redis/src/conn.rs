@@ -56,7 +56,6 @@ impl Target {
                 cluster_client(rest, s == "rediss+cluster", tls, timeout, &shown)
                     .map(Target::Cluster)
             }
-            // sentinel
             s @ ("redis+sentinel" | "rediss+sentinel") => {
                 crate::sentinel::Sentinel::parse(rest, s == "rediss+sentinel", tls, timeout, &shown)
                     .map(Target::Sentinel)
@@ -221,7 +220,7 @@ impl Conn {
                     conn.connect().await.map(|()| Conn::Standalone(conn))
                 }
                 Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
-                // sentinel: the same self-healing connection, to the master the sentinels name
+                // The same self-healing connection, to the master the sentinels name.
                 Target::Sentinel(sentinel) => {
                     let conn =
                         Reconnecting::tracked(sentinel.clone(), connection_config(timeout), track);

@@ -28,7 +28,7 @@ const STORE_OPTIONS: [&str; 11] = [
     "cert",
     "key",
     "insecure_skip_verify",
-    "wait", // sentinel helper: WAIT after writes
+    "wait",
     "cache",
     "cache_max_stale_ms",
 ];
@@ -183,7 +183,7 @@ pub(crate) struct StoreOptions {
     pub(crate) connections: Option<usize>,
     /// TLS settings (URL only).
     pub(crate) tls: TlsOptions,
-    /// Replicas every write must reach (`WAIT`; URL only, `wait=N`; sentinel helper).
+    /// Replicas every write must reach (`WAIT`; URL only, `wait=N`).
     pub(crate) wait: Option<u32>,
     /// Records the near-cache keeps (`cache=N`; 0: no near-cache).
     pub(crate) cache: Option<usize>,

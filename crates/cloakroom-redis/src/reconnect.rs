@@ -24,7 +24,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushKind, RedisError, RedisFuture, Value};
 
 use crate::near::NearCache;
-use crate::sentinel::{Source, demoted}; // sentinel
+use crate::sentinel::{Source, demoted, role_name};
 
 type Connecting = Shared<BoxFuture<'static, Result<Live, RedisError>>>;
 
@@ -34,7 +34,8 @@ struct Live {
     conn: MultiplexedConnection,
     dead: Arc<AtomicBool>,
     generation: u64,
-    /// sentinel: a `READONLY` reply means the master was demoted; ask the sentinels again.
+    /// Whether the server must stay the master (a Sentinel service's): a `READONLY` reply
+    /// then means it was demoted, and the next connection asks the sentinels again.
     follows_master: bool,
 }
 
@@ -47,7 +48,8 @@ enum Slot {
 }
 
 struct State {
-    client: Source, // sentinel: a fixed server or the master the sentinels name
+    /// A fixed server, or the master the sentinels name.
+    client: Source,
     config: AsyncConnectionConfig,
     db: i64,
     slot: Mutex<Slot>,
@@ -88,8 +90,8 @@ impl Reconnecting {
         config: AsyncConnectionConfig,
         track: Option<Tracking>,
     ) -> Reconnecting {
-        let client = client.into(); // sentinel
-        let db = client.db(); // sentinel
+        let client = client.into();
+        let db = client.db();
         Reconnecting {
             shared: Arc::new(State {
                 client,
@@ -158,13 +160,13 @@ impl Reconnecting {
 /// it closed, and hands invalidations to the near-cache if there is one; with a near-cache,
 /// tracking is switched on before the connection is used.
 async fn open(
-    client: Source, // sentinel
+    client: Source,
     config: AsyncConnectionConfig,
     generation: u64,
     track: Option<Tracking>,
 ) -> Result<Live, RedisError> {
     let dead = Arc::new(AtomicBool::new(false));
-    let resp3 = client.resp3(); // sentinel
+    let resp3 = client.resp3();
     let config = if resp3 {
         let flag = dead.clone();
         let cache = track.as_ref().map(|t| t.cache.clone());
@@ -181,7 +183,8 @@ async fn open(
     } else {
         config
     };
-    let mut conn = client.connect(&config).await?; // sentinel: asks the sentinels first
+    // A Sentinel source asks the sentinels for the master first.
+    let mut conn = client.connect(&config).await?;
     if track.is_some() {
         let mut tracking = redis::cmd("CLIENT");
         tracking.arg("TRACKING").arg("ON").arg("NOLOOP");
@@ -201,7 +204,7 @@ async fn open(
         conn,
         dead,
         generation,
-        follows_master: client.follows_master(), // sentinel
+        follows_master: client.follows_master(),
     })
 }
 
@@ -274,7 +277,7 @@ impl Reconnecting {
         let result = pipe.query_async(&mut live.conn.clone()).await;
         self.answered(sent, &result);
         let mut replies: Vec<Value> = live.check(result, self.shared.track.as_ref())?;
-        if follows_master && !replies.first().is_some_and(says_master) {
+        if follows_master && replies.first().and_then(role_name).as_deref() != Some("master") {
             self.lost_master(&live);
             let read_only = redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
             return Err(RedisError::from((read_only, "no longer the master")));
@@ -293,18 +296,6 @@ impl Reconnecting {
             self.shared.track.as_ref(),
             "the server is no longer the master",
         );
-    }
-}
-
-/// Whether a `ROLE` reply names a master.
-fn says_master(reply: &Value) -> bool {
-    let Value::Array(items) = reply else {
-        return false;
-    };
-    match items.first() {
-        Some(Value::BulkString(role)) => role.as_slice() == b"master",
-        Some(Value::SimpleString(role)) => role == "master",
-        _ => false,
     }
 }
 

@@ -493,7 +493,7 @@ impl Source {
 }
 
 /// The first element of a `ROLE` reply: `master`, `slave` or `sentinel`.
-fn role_name(role: &Value) -> Option<String> {
+pub(crate) fn role_name(role: &Value) -> Option<String> {
     match role {
         Value::Array(items) => match items.first()? {
             Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
