@@ -27,18 +27,24 @@
 //! ```
 //!
 //! How it works:
-//! - One table, `sessions`, keyed by the 32-byte session key, with indexes on the user (for
-//!   "your devices" and revoke-all) and on the expiry (for purging). Times are milliseconds
-//!   since the Unix epoch. The schema is versioned with `PRAGMA user_version` ([`SCHEMA_VERSION`]);
-//!   a database from a newer version is refused.
+//! - One table, `sessions`, keyed by the 32-byte session key, with an index on the user (for
+//!   "your devices" and revoke-all); none on the expiry, which every write moves (see
+//!   [`SCHEMA_VERSION`]). Times are milliseconds since the Unix epoch. The schema is
+//!   versioned with `PRAGMA user_version`; an older file is migrated, a newer one refused.
 //! - `data` is a JSON object mapping each field name to the field's JSON text, stored as a
 //!   JSON string, so [`apply`](SessionStore::apply) is a single `UPDATE ... SET data =
 //!   json_patch(data, ?) ... WHERE key = ? AND expires_at > now`: field-level, atomic, and
 //!   unable to resurrect a session that is gone.
 //! - Every query ignores expired rows; a background task deletes them every few minutes
-//!   ([`SqliteStoreBuilder::purge_interval`]).
-//! - WAL journal, `synchronous = NORMAL`, a small pool of connections used on tokio's
-//!   blocking threads, prepared statements cached per connection.
+//!   ([`SqliteStoreBuilder::purge_interval`]), walking the table in rowid steps.
+//! - Writes go to one writer thread, which runs all the writes queued at the moment in one
+//!   transaction (group commit) and answers each only after the commit: a write reported
+//!   done is committed; if the commit fails, every write of it gets the error. Each write is
+//!   one statement, so one that fails (or finds its session gone) leaves the others alone.
+//! - Reads run on a small pool of connections on tokio's blocking threads (an in-memory
+//!   database has one connection, the writer's, for both).
+//! - WAL journal, `synchronous = NORMAL` (the last commits may be lost on power loss, never
+//!   consistency), prepared statements cached per connection.
 //!
 //! Several processes (the app and the `cloakroom` admin CLI) may use one file at once.
 
@@ -46,6 +52,7 @@ mod error;
 mod pool;
 mod rows;
 mod schema;
+mod writer;
 
 use std::fmt;
 use std::path::Path;
@@ -61,8 +68,9 @@ use cloakroom_core::store::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::SqlContext;
-use crate::pool::{Access, Pool, Target};
+use crate::pool::{Pool, Target};
 use crate::rows::{COLUMNS, RawRow, encode_data, key_param, merge_patch, parse_cursor, raw_row};
+use crate::writer::Writer;
 
 pub use crate::schema::SCHEMA_VERSION;
 
@@ -73,8 +81,8 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default purge interval (see [`SqliteStoreBuilder::purge_interval`]).
 pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Expired rows deleted per statement while purging, so a large purge never holds the
-/// write lock for long.
+/// Rows looked at per step while purging, so a large purge never holds the write lock for
+/// long.
 const PURGE_BATCH: usize = 1000;
 
 /// Sessions in a SQLite database file.
@@ -87,7 +95,13 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    pool: Arc<Pool>,
+    target: Target,
+    pool_size: usize,
+    busy_timeout: Duration,
+    /// Connections for reads; `None` in memory, where the writer's connection reads too.
+    reads: Option<Arc<Pool>>,
+    /// The writer thread: every write, batched (group commit).
+    writer: Writer,
     purge_interval: Option<Duration>,
     /// The background purge task, stopped when the store is dropped.
     purger: OnceLock<tokio::task::AbortHandle>,
@@ -104,12 +118,12 @@ impl Drop for Inner {
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("SqliteStore");
-        match self.inner.pool.target() {
+        match &self.inner.target {
             Target::File(path) => d.field("path", path),
             Target::Memory => d.field("path", &":memory:"),
         };
-        d.field("pool_size", &self.inner.pool.size())
-            .field("busy_timeout", &self.inner.pool.busy_timeout())
+        d.field("pool_size", &self.inner.pool_size)
+            .field("busy_timeout", &self.inner.busy_timeout)
             .field("purge_interval", &self.inner.purge_interval)
             .finish()
     }
@@ -191,7 +205,7 @@ impl SqliteStoreBuilder {
             Ok(conn)
         })
         .await?;
-        Ok(self.finish(target, conn))
+        self.finish(target, conn)
     }
 
     /// Opens a private in-memory database: for tests and demos, gone when the store is
@@ -207,13 +221,24 @@ impl SqliteStoreBuilder {
             Ok(conn)
         })
         .await?;
-        Ok(self.finish(Target::Memory, conn))
+        self.finish(Target::Memory, conn)
     }
 
-    fn finish(self, target: Target, conn: Connection) -> SqliteStore {
-        let pool = Arc::new(Pool::new(target, self.pool_size, self.busy_timeout, conn));
+    fn finish(self, target: Target, conn: Connection) -> Result<SqliteStore> {
+        let (reads, pool_size) = match &target {
+            Target::File(path) => {
+                let pool = Pool::new(path.clone(), self.pool_size, self.busy_timeout);
+                (Some(Arc::new(pool)), self.pool_size)
+            }
+            Target::Memory => (None, 1),
+        };
+        let writer = Writer::start(target.clone(), self.busy_timeout, conn)?;
         let inner = Arc::new(Inner {
-            pool,
+            target,
+            pool_size,
+            busy_timeout: self.busy_timeout,
+            reads,
+            writer,
             purge_interval: self.purge_interval,
             purger: OnceLock::new(),
         });
@@ -223,7 +248,7 @@ impl SqliteStoreBuilder {
             let task = runtime.spawn(purge_periodically(Arc::downgrade(&inner), every));
             let _ = inner.purger.set(task.abort_handle());
         }
-        SqliteStore { inner }
+        Ok(SqliteStore { inner })
     }
 }
 
@@ -252,7 +277,7 @@ impl SqliteStore {
 
     /// The database file, or `None` for an in-memory store.
     pub fn path(&self) -> Option<&Path> {
-        match self.inner.pool.target() {
+        match &self.inner.target {
             Target::File(path) => Some(path),
             Target::Memory => None,
         }
@@ -263,7 +288,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.inner.pool.run(Access::Read, work).await
+        match &self.inner.reads {
+            Some(pool) => pool.run(work).await,
+            None => self.inner.writer.run(work).await,
+        }
     }
 
     async fn write<T, F>(&self, work: F) -> Result<T>
@@ -271,7 +299,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.inner.pool.run(Access::Write, work).await
+        self.inner.writer.run(work).await
     }
 }
 
@@ -561,24 +589,43 @@ impl SessionStore for SqliteStore {
     }
 
     async fn purge_expired(&self) -> Result<u64> {
+        // No index on the expiry (schema v2): the table is walked in rowid order, PURGE_BATCH
+        // rows per step, each step one job of the writer, so requests' writes go in between
+        // and no step holds the write lock for long.
         let mut total = 0;
+        let mut after = 0_i64;
         loop {
-            // One batch per statement and per turn at the writer lock, so requests get
-            // their writes in between.
-            let n = self
+            let (n, next) = self
                 .write(move |conn| {
                     let now = Timestamp::now();
-                    conn.prepare_cached(
-                        "DELETE FROM sessions WHERE key IN
-                             (SELECT key FROM sessions WHERE expires_at <= ?1 LIMIT ?2)",
-                    )
-                    .and_then(|mut stmt| stmt.execute(params![now.as_millis(), PURGE_BATCH as i64]))
-                    .ctx("purging expired sessions")
+                    // The last rowid of this step, or none when the rest of the table is
+                    // shorter than a step.
+                    let end: Option<i64> = conn
+                        .prepare_cached(
+                            "SELECT rowid FROM sessions WHERE rowid > ?1
+                             ORDER BY rowid LIMIT 1 OFFSET ?2",
+                        )
+                        .and_then(|mut stmt| {
+                            stmt.query_row(params![after, PURGE_BATCH as i64 - 1], |row| row.get(0))
+                                .optional()
+                        })
+                        .ctx("purging expired sessions")?;
+                    let n = conn
+                        .prepare_cached(
+                            "DELETE FROM sessions
+                             WHERE rowid > ?1 AND rowid <= ?2 AND expires_at <= ?3",
+                        )
+                        .and_then(|mut stmt| {
+                            stmt.execute(params![after, end.unwrap_or(i64::MAX), now.as_millis()])
+                        })
+                        .ctx("purging expired sessions")?;
+                    Ok((n, end))
                 })
                 .await?;
             total += n as u64;
-            if n < PURGE_BATCH {
-                return Ok(total);
+            match next {
+                Some(end) => after = end,
+                None => return Ok(total),
             }
         }
     }

@@ -1,11 +1,9 @@
-//! A small pool of SQLite connections, used on tokio's blocking threads.
+//! A small pool of SQLite connections for reads, used on tokio's blocking threads (writes go
+//! to the writer thread, `writer.rs`).
 //!
 //! Permits (a semaphore) bound how many connections are in use; connections are opened
 //! lazily up to the bound and returned to the idle list by a guard, even when the work
-//! panics or the caller stops waiting. Writes additionally take one async writer lock: SQLite
-//! allows one writer at a time, and queueing our own writers here avoids the busy handler's
-//! sleep-and-retry between connections of the same process (other processes are still
-//! waited for with `busy_timeout`).
+//! panics or the caller stops waiting.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,7 +11,7 @@ use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::SqlContext;
 
@@ -22,7 +20,7 @@ use crate::error::SqlContext;
 pub(crate) enum Target {
     /// A database file.
     File(PathBuf),
-    /// One private in-memory database (the pool then has one connection, kept forever).
+    /// One private in-memory database, on the writer thread's connection (no pool).
     Memory,
 }
 
@@ -32,7 +30,6 @@ pub(crate) struct Pool {
     size: usize,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
-    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -45,57 +42,25 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Read or write: writes queue on the writer lock first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Access {
-    Read,
-    Write,
-}
-
 impl Pool {
-    /// A pool around `first`, an already configured and migrated connection.
-    pub(crate) fn new(
-        target: Target,
-        size: usize,
-        busy_timeout: Duration,
-        first: Connection,
-    ) -> Self {
-        let size = match target {
-            Target::Memory => 1,
-            Target::File(_) => size.max(1),
-        };
+    /// A pool of up to `size` connections to the file at `path`, opened when needed.
+    pub(crate) fn new(path: PathBuf, size: usize, busy_timeout: Duration) -> Self {
+        let size = size.max(1);
         Pool {
-            target,
+            target: Target::File(path),
             busy_timeout,
             size,
-            idle: Mutex::new(vec![first]),
+            idle: Mutex::new(Vec::with_capacity(size)),
             permits: Arc::new(Semaphore::new(size)),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    pub(crate) fn size(&self) -> usize {
-        self.size
-    }
-
-    pub(crate) fn target(&self) -> &Target {
-        &self.target
-    }
-
-    pub(crate) fn busy_timeout(&self) -> Duration {
-        self.busy_timeout
-    }
-
     /// Runs `work` with a connection on a blocking thread.
-    pub(crate) async fn run<T, F>(self: &Arc<Self>, access: Access, work: F) -> Result<T>
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let writer = match access {
-            Access::Write => Some(Arc::clone(&self.writer).lock_owned().await),
-            Access::Read => None,
-        };
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -103,10 +68,10 @@ impl Pool {
                 Error::new(ErrorKind::Unavailable, "the sqlite store is closed").with_source(e)
             })?;
         let pool = Arc::clone(self);
-        // The permit and the writer lock move into the blocking task: if the caller stops
-        // waiting (a timeout), they are released when the work ends, not before.
+        // The permit moves into the blocking task: if the caller stops waiting (a timeout),
+        // it is released when the work ends, not before.
         tokio::task::spawn_blocking(move || {
-            let lease = Lease::take(pool, permit, writer)?;
+            let lease = Lease::take(pool, permit)?;
             work(lease.connection())
         })
         .await
@@ -119,10 +84,10 @@ impl Pool {
             Some(conn) => Ok(conn),
             None => match &self.target {
                 Target::File(path) => open_file(path, self.busy_timeout),
-                // Never reached: the single in-memory connection always comes back.
+                // Never reached: an in-memory store has no pool.
                 Target::Memory => Err(Error::new(
                     ErrorKind::Backend,
-                    "the in-memory sqlite database lost its connection",
+                    "the in-memory sqlite database has no read pool",
                 )),
             },
         }
@@ -134,21 +99,15 @@ struct Lease {
     conn: Option<Connection>,
     pool: Arc<Pool>,
     _permit: OwnedSemaphorePermit,
-    _writer: Option<OwnedMutexGuard<()>>,
 }
 
 impl Lease {
-    fn take(
-        pool: Arc<Pool>,
-        permit: OwnedSemaphorePermit,
-        writer: Option<OwnedMutexGuard<()>>,
-    ) -> Result<Self> {
+    fn take(pool: Arc<Pool>, permit: OwnedSemaphorePermit) -> Result<Self> {
         let conn = pool.checkout()?;
         Ok(Lease {
             conn: Some(conn),
             pool,
             _permit: permit,
-            _writer: writer,
         })
     }
 
