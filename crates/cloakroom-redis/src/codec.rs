@@ -10,7 +10,7 @@
 
 use cloakroom_core::session::Timestamp;
 use cloakroom_core::store::{Error, ErrorKind, Meta, Patch, Record, Result};
-use redis::Value;
+use redis::{FromRedisValue, Value};
 
 pub(crate) const DATA: &str = "d:";
 const CREATED: &[u8] = b"c";
@@ -173,8 +173,8 @@ fn flag(value: &[u8]) -> Result<bool> {
 }
 
 /// Decodes an `HGETALL` reply. `None` for a missing key or a record expired at `now`.
-pub(crate) fn decode_record(reply: Value, now: Timestamp) -> Result<Option<Record>> {
-    let pairs = pairs(reply)?;
+pub(crate) fn decode_record(hash: Value, now: Timestamp) -> Result<Option<Record>> {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = reply(hash)?;
     if pairs.is_empty() {
         return Ok(None);
     }
@@ -224,84 +224,10 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(format!("{what} is not UTF-8")))
 }
 
-/// The bytes of a string reply.
-pub(crate) fn bytes(value: Value) -> Result<Vec<u8>> {
-    match value {
-        Value::BulkString(b) => Ok(b),
-        Value::SimpleString(s) => Ok(s.into_bytes()),
-        Value::VerbatimString { text, .. } => Ok(text.into_bytes()),
-        other => Err(corrupt(format!(
-            "expected a string reply, got {}",
-            kind(&other)
-        ))),
-    }
-}
-
-/// An integer reply.
-pub(crate) fn int(value: Value) -> Result<i64> {
-    match value {
-        Value::Int(n) => Ok(n),
-        Value::BulkString(b) => std::str::from_utf8(&b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| corrupt("expected an integer reply")),
-        other => Err(corrupt(format!(
-            "expected an integer reply, got {}",
-            kind(&other)
-        ))),
-    }
-}
-
-/// The items of an array or set reply (`Nil` is empty).
-pub(crate) fn items(value: Value) -> Result<Vec<Value>> {
-    match value {
-        Value::Array(v) | Value::Set(v) => Ok(v),
-        Value::Nil => Ok(Vec::new()),
-        other => Err(corrupt(format!(
-            "expected an array reply, got {}",
-            kind(&other)
-        ))),
-    }
-}
-
-/// The field/value pairs of a map reply (RESP3) or a flat array (RESP2).
-fn pairs(value: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    match value {
-        Value::Map(map) => map
-            .into_iter()
-            .map(|(k, v)| Ok((bytes(k)?, bytes(v)?)))
-            .collect(),
-        Value::Array(flat) => {
-            if flat.len() % 2 != 0 {
-                return Err(corrupt("odd number of items in a hash reply"));
-            }
-            let mut out = Vec::with_capacity(flat.len() / 2);
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((bytes(k)?, bytes(v)?));
-            }
-            Ok(out)
-        }
-        Value::Nil => Ok(Vec::new()),
-        other => Err(corrupt(format!(
-            "expected a hash reply, got {}",
-            kind(&other)
-        ))),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Nil => "nil",
-        Value::Int(_) => "an integer",
-        Value::BulkString(_) | Value::SimpleString(_) | Value::VerbatimString { .. } => "a string",
-        Value::Array(_) => "an array",
-        Value::Map(_) => "a map",
-        Value::Set(_) => "a set",
-        Value::Okay => "OK",
-        Value::ServerError(_) => "an error",
-        _ => "an unexpected reply",
-    }
+/// A reply as `T`, by redis-rs's conversions: a map or flat array of pairs, an array, a
+/// string, an integer (also as text); a reply of another shape is corrupt data.
+pub(crate) fn reply<T: FromRedisValue>(value: Value) -> Result<T> {
+    T::from_redis_value(value).map_err(|e| corrupt(format!("unexpected reply from Redis: {e}")))
 }
 
 #[cfg(test)]

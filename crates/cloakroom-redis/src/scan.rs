@@ -4,7 +4,9 @@
 use cloakroom_core::session::SessionKey;
 use cloakroom_core::store::{Cursor, Error, ErrorKind, Page, Result};
 
-use crate::codec::{bytes, int, items};
+use redis::Value;
+
+use crate::codec::reply;
 use crate::conn::bounded;
 use crate::{RedisStore, SCAN_CALLS, SCAN_COUNT};
 
@@ -19,20 +21,22 @@ impl RedisStore {
         cmd.arg("SLOTS");
         let corrupt = || Error::new(ErrorKind::Corrupt, "unexpected CLUSTER SLOTS reply");
         let mut masters: Vec<(u16, Option<(String, u16)>)> = Vec::new();
-        for range in items(self.query("scan", cmd).await?)? {
-            let mut fields = items(range)?.into_iter();
+        let ranges: Vec<Vec<Value>> = reply(self.query("scan", cmd).await?)?;
+        for range in ranges {
+            // `[start, end, [host, port, id, ...], replicas...]`
+            let mut fields = range.into_iter();
             let (Some(start), Some(_end), Some(master)) =
                 (fields.next(), fields.next(), fields.next())
             else {
                 return Err(corrupt());
             };
-            let start = u16::try_from(int(start)?).map_err(|_| corrupt())?;
-            let mut master = items(master)?.into_iter();
+            let start = u16::try_from(reply::<i64>(start)?).map_err(|_| corrupt())?;
+            let mut master = reply::<Vec<Value>>(master)?.into_iter();
             let (Some(host), Some(port)) = (master.next(), master.next()) else {
                 return Err(corrupt());
             };
-            let host = String::from_utf8(bytes(host)?).map_err(|_| corrupt())?;
-            let port = u16::try_from(int(port)?).map_err(|_| corrupt())?;
+            let host: String = reply(host)?;
+            let port = u16::try_from(reply::<i64>(port)?).map_err(|_| corrupt())?;
             let addr = Some((host, port));
             match masters.iter_mut().find(|(_, a)| *a == addr) {
                 Some((id, _)) => *id = (*id).min(start),
@@ -51,7 +55,7 @@ impl RedisStore {
         cursor: u64,
     ) -> Result<(u64, Vec<SessionKey>)> {
         let conn = self.conn();
-        let reply = bounded(self.inner.timeout, "scan", || {
+        let scanned = bounded(self.inner.timeout, "scan", || {
             let mut conn = conn.clone();
             let mut cmd = redis::cmd("SCAN");
             cmd.arg(cursor)
@@ -62,18 +66,10 @@ impl RedisStore {
             async move { conn.send_to_node(cmd, addr).await }
         })
         .await?;
-        let mut reply = items(reply)?.into_iter();
-        let (Some(next_cursor), Some(found)) = (reply.next(), reply.next()) else {
-            return Err(Error::new(ErrorKind::Corrupt, "unexpected SCAN reply"));
-        };
-        let next_cursor = String::from_utf8(bytes(next_cursor)?)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| Error::new(ErrorKind::Corrupt, "unexpected SCAN cursor"))?;
+        let (next_cursor, found): (u64, Vec<Vec<u8>>) = reply(scanned)?;
         let session_prefix = format!("{}s:", self.inner.prefix);
-        let mut batch: Vec<SessionKey> = items(found)?
+        let mut batch: Vec<SessionKey> = found
             .into_iter()
-            .filter_map(|k| bytes(k).ok())
             .filter_map(|k| {
                 let handle =
                     std::str::from_utf8(k.strip_prefix(session_prefix.as_bytes())?).ok()?;

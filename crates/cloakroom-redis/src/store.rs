@@ -9,13 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
-    SessionStore,
+    Applied, Created, Cursor, Page, Patch, Record, Result, SessionInfo, SessionStore,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
 
-use crate::codec::{bytes, decode_record, int, items};
+use crate::codec::{decode_record, reply};
 use crate::conn::{Conn, bounded};
 use crate::index::Members;
 use crate::near::{NearCache, invalidating, patched};
@@ -187,16 +186,13 @@ impl RedisStore {
     async fn index_members(&self, what: &'static str, user: &str) -> Result<Vec<Vec<u8>>> {
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(self.user_key(user));
-        items(self.query(what, cmd).await?)?
-            .into_iter()
-            .map(bytes)
-            .collect()
+        reply(self.query(what, cmd).await?)
     }
 }
 
 /// The reply of a script that changes a record: 1 when it did, 0 when the record was gone.
-pub(crate) fn applied(reply: Value) -> Result<Applied> {
-    Ok(if int(reply)? == 1 {
+pub(crate) fn applied(written: Value) -> Result<Applied> {
+    Ok(if reply::<i64>(written)? == 1 {
         Applied::Done
     } else {
         Applied::Missing
@@ -220,10 +216,10 @@ impl SessionStore for RedisStore {
         // not an option (see crate::restore).
         if !self.create_by_restore(&session_key, record).await? {
             let args = codec::create_args(record, Timestamp::now());
-            let reply = self
+            let created = self
                 .script("create", &scripts::CREATE, &session_key, &args)
                 .await?;
-            if int(reply)? != 1 {
+            if reply::<i64>(created)? != 1 {
                 return Ok(Created::Collision);
             }
         }
@@ -242,7 +238,7 @@ impl SessionStore for RedisStore {
             .await;
         match indexed {
             Ok(size) => {
-                let size = int(size).unwrap_or(0);
+                let size = reply::<i64>(size).unwrap_or(0);
                 if size >= PRUNE_FROM && size % PRUNE_EVERY == 0 {
                     if let Err(e) = self.sessions_of(user).await {
                         tracing::debug!(error = %e, "could not prune a user index");
@@ -304,27 +300,17 @@ impl SessionStore for RedisStore {
         let rkey = self.session_key(key);
         let args = [now];
         let write = self.script("delete", &scripts::DELETE, &rkey, &args);
-        let reply = invalidating(
+        let deleted = invalidating(
             self.inner.near.as_deref(),
             std::slice::from_ref(&rkey),
             write,
         )
         .await?;
-        let mut fields = items(reply)?.into_iter();
-        let (Some(live), Some(has_user), Some(user)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                "unexpected reply of the delete script",
-            ));
-        };
-        if int(has_user)? == 1 {
-            let user = String::from_utf8(bytes(user)?)
-                .map_err(|_| Error::new(ErrorKind::Corrupt, "user is not UTF-8"))?;
+        let (live, has_user, user): (i64, i64, String) = reply(deleted)?;
+        if has_user == 1 {
             self.unindex(&user, &[key.to_handle().into_bytes()]).await;
         }
-        Ok(int(live)? == 1)
+        Ok(live == 1)
     }
 
     async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
@@ -370,8 +356,8 @@ impl SessionStore for RedisStore {
         // The near-cache forgets them before and after, as for one `delete`.
         let replies = invalidating(self.inner.near.as_deref(), &rkeys, deletions).await?;
         let mut deleted = 0;
-        for reply in replies {
-            if int(reply)? == 1 {
+        for one in replies {
+            if reply::<i64>(one)? == 1 {
                 deleted += 1;
             }
         }
