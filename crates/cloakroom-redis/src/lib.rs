@@ -36,10 +36,10 @@
 //! # Round trips
 //!
 //! `load` is one `HGETALL`; `create` is one `RESTORE key expiry payload ABSTTL` (the hash
-//! and its expiry in one native command that fails on an existing key: about a third of the
-//! create script's cost to Redis), falling back to the create script when the key exists,
-//! with `?wait=N`, or once a server refused `RESTORE` (an ACL user without `@dangerous`, a
-//! proxy); `apply`, `touch` and `delete` are one Lua script call each (`EVALSHA`; redis-rs
+//! and its expiry in one native command that fails on an existing key: about half of the
+//! create script's CPU on Redis), falling back to the create script when the key exists,
+//! with `?wait=N`, or once the store's server refused `RESTORE` (an ACL user without
+//! `@dangerous`, a proxy); `apply`, `touch` and `delete` are one Lua script call each (`EVALSHA`; redis-rs
 //! loads a script on `NOSCRIPT`, e.g. after a Redis restart). A login (`create` with a user)
 //! adds one `SADD` (as a script that also reports the set's size); deleting a logged-in
 //! session adds one `SREM`. The scripts check that the record is
