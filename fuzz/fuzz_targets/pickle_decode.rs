@@ -1,7 +1,7 @@
 //! Decoding pycket's pickled session dicts never panics, and whatever decodes re-encodes to
 //! a pickle that decodes to the same fields.
 #![no_main]
-use cloakroom_redis::pycket::{fields_from_pickle, pickle_from_fields};
+use cloakroom_tornado::pycket::{fields_from_pickle, pickle_from_fields};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

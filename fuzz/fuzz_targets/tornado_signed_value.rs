@@ -2,7 +2,7 @@
 #![no_main]
 use std::collections::BTreeMap;
 
-use cloakroom_core::tornado::{
+use cloakroom_tornado::signed_value::{
     TornadoSecret, decode_fields_v2, decode_signed_value, key_version_of, version_of,
 };
 use libfuzzer_sys::fuzz_target;

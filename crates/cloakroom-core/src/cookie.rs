@@ -116,13 +116,21 @@ pub fn decode_ticket(
 
 /// How session ids are made, named in the store and carried in the cookie.
 ///
-/// The default, [`SignedTicket`], is Cloakroom's own. `cloakroom_redis::PycketTicket`
+/// The default, [`SignedTicket`], is Cloakroom's own. `cloakroom_tornado::PycketTicket`
 /// speaks pycket's format (a Tornado-signed uuid4) for sharing sessions with a Tornado app.
 pub trait TicketFormat: Send + Sync + fmt::Debug + 'static {
     /// A fresh random id.
     fn generate(&self) -> SessionId;
-    /// The store key of `id`.
-    fn key(&self, id: &SessionId) -> SessionKey;
+    /// The key under which the store keeps the session of `id`.
+    ///
+    /// The default is [`SessionId::key`], a SHA-256 of the id: the store never sees the id
+    /// itself, so a dump of it cannot be turned back into tickets. [`SignedTicket`] keeps
+    /// the default. Override it only for an interop format whose records another program
+    /// reads and writes under keys it chose (pycket looks its records up by the uuid in its
+    /// cookie); such a format gives up that protection, and says so.
+    fn store_key(&self, id: &SessionId) -> SessionKey {
+        id.key()
+    }
     /// The cookie value carrying `id`.
     fn encode(&self, keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String;
     /// The id in a cookie value, if it verifies.
@@ -145,9 +153,6 @@ pub struct SignedTicket;
 impl TicketFormat for SignedTicket {
     fn generate(&self) -> SessionId {
         SessionId::generate()
-    }
-    fn key(&self, id: &SessionId) -> SessionKey {
-        id.key()
     }
     fn encode(&self, keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
         encode_ticket(keys, cookie_name, id)

@@ -70,7 +70,9 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// The store's name for a session: a hash of its [`SessionId`].
+/// The store's name for a session: a hash of its [`SessionId`] ([`SessionId::key`]), unless
+/// an interop ticket format names its sessions otherwise
+/// ([`TicketFormat::store_key`](crate::cookie::TicketFormat::store_key)).
 ///
 /// It is also the session's public *handle* (shown on "your devices" pages and by the admin
 /// CLI): knowing it lets an admin revoke the session but never use it, since a ticket needs

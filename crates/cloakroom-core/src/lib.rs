@@ -24,7 +24,6 @@ pub mod redact;
 pub mod response;
 pub mod session;
 pub mod store;
-pub mod tornado;
 
 pub use config_error::{ConfigError, ConfigErrorKind};
 pub use keys::{Key, KeyRing};

@@ -47,7 +47,7 @@ impl RedisStoreBuilder {
     }
 
     /// How many multiplexed connections to open, used round-robin (default 1, at least 1;
-    /// URL option `connections` or pycket's `max_connections`). One is usually best: every
+    /// URL option `connections` or `max_connections`). One is usually best: every
     /// task's requests are pipelined over it. More can help when large replies would
     /// otherwise hold up small ones. (On a Cluster each is one connection per node.)
     pub fn connections(mut self, n: usize) -> Self {

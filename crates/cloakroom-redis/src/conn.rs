@@ -44,20 +44,29 @@ impl Target {
     /// Parses `url` (the store's own options already taken out) with the TLS options, and
     /// reads the certificate files. Every problem is an [`ErrorKind::Config`] error.
     pub(crate) fn parse(url: &str, tls: &TlsOptions, timeout: Duration) -> Result<Target> {
-        let shown = redact(url);
+        Target::parse_shown(url, tls, timeout, &redact(url))
+    }
+
+    /// [`Target::parse`], errors naming the URL as `shown`.
+    pub(crate) fn parse_shown(
+        url: &str,
+        tls: &TlsOptions,
+        timeout: Duration,
+        shown: &str,
+    ) -> Result<Target> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| config(format!("not a Redis URL: {shown}")))?;
         match scheme.to_ascii_lowercase().as_str() {
             "redis" | "rediss" | "redis+unix" | "unix" => {
-                standalone_client(url, tls, &shown).map(Target::Standalone)
+                standalone_client(url, tls, shown).map(Target::Standalone)
             }
             s @ ("redis+cluster" | "rediss+cluster") => {
-                cluster_client(rest, s == "rediss+cluster", tls, timeout, &shown)
+                cluster_client(rest, s == "rediss+cluster", tls, timeout, shown)
                     .map(Target::Cluster)
             }
             s @ ("redis+sentinel" | "rediss+sentinel") => {
-                crate::sentinel::Sentinel::parse(rest, s == "rediss+sentinel", tls, timeout, &shown)
+                crate::sentinel::Sentinel::parse(rest, s == "rediss+sentinel", tls, timeout, shown)
                     .map(Target::Sentinel)
             }
             _ => Err(config(format!(
@@ -329,12 +338,12 @@ fn is_tls_rejection(e: &RedisError) -> bool {
 /// Whether the request certainly or probably never ran, so sending it again is safe: the
 /// connection was refused, or it broke (a Redis restart leaves the old connection dead; the
 /// manager reconnects on the next command). Every store operation tolerates a repeat.
-pub(crate) fn worth_retrying(e: &RedisError) -> bool {
+pub fn worth_retrying(e: &RedisError) -> bool {
     e.is_connection_refusal() || e.is_connection_dropped()
 }
 
 /// A redis error as a store error of the right kind, keeping it as `source()`.
-pub(crate) fn map_error(e: RedisError, what: &'static str) -> Error {
+pub fn map_error(e: RedisError, what: &'static str) -> Error {
     use redis::{ErrorKind as K, ServerErrorKind as S};
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
@@ -358,7 +367,7 @@ pub(crate) fn map_error(e: RedisError, what: &'static str) -> Error {
 }
 
 /// Runs `attempt` (once more if the connection was refused or broke), all within `timeout`.
-pub(crate) async fn bounded<T, F, Fut>(
+pub async fn bounded<T, F, Fut>(
     timeout: Duration,
     what: &'static str,
     attempt: F,

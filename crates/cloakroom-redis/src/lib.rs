@@ -92,7 +92,7 @@
 //!
 //! By default the store keeps **one multiplexed connection** (requests from all tasks are
 //! pipelined over it, which is what Redis serves fastest); [`RedisStoreBuilder::connections`]
-//! (URL `connections=N`, or pycket's `max_connections=N`) opens N and spreads operations
+//! (URL `connections=N`, or `max_connections=N`) opens N and spreads operations
 //! over them round-robin, which helps when large replies would otherwise hold up small ones.
 //! Each is redis-rs's `MultiplexedConnection` to a standalone server, replaced by a
 //! new one when it breaks (one connection attempt at a time; a failed attempt is forgotten
@@ -143,28 +143,20 @@
 //!
 //! With several connections, every command on one session goes over the same connection
 //! (its invalidations and replies arrive in one ordered stream). Memory: N records of the
-//! sessions' size. A Redis Cluster and the pycket store do not support it (a configuration
+//! sessions' size. A Redis Cluster does not support it (a configuration
 //! error at open); providers that disable `CLIENT TRACKING` are refused at open with a
 //! message saying so. Counters: [`RedisStore::near_cache_stats`].
 //!
-//! # pycket's format
-//!
-//! [`PycketStore`] (module [`pycket`]) keeps sessions the way Tornado's pycket does (bare
-//! uuid keys, pickled dicts, notifications in a second database), so a Cloakroom app and a
-//! Tornado app share them: `pycket+redis://host:port/db?notifications_db=N` (over TLS
-//! `pycket+rediss://`, with the same options), or through Sentinel
-//! `pycket+redis+sentinel://host:port,host:port/SERVICE/db?notifications_db=N` (TLS:
-//! `pycket+rediss+sentinel://`), which follows a failover like `redis+sentinel://`.
 
 mod acl;
 mod builder;
 mod cached;
 mod codec;
 mod conn;
+pub mod connection;
 mod index;
 mod near;
 mod options;
-pub mod pycket;
 mod reconnect;
 mod restore;
 mod scan;
@@ -174,8 +166,6 @@ mod store;
 mod wait;
 
 use std::time::Duration;
-
-pub use crate::pycket::{PycketStore, PycketStoreBuilder, PycketTicket};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "cloakroom:";

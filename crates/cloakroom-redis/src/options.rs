@@ -124,8 +124,8 @@ impl TlsOptions {
         if !tls {
             if self.any() {
                 return Err(config(format!(
-                    "ca, cert, key and insecure_skip_verify need a TLS URL (rediss://, \
-                     rediss+cluster:// or pycket+rediss://), not {shown}"
+                    "ca, cert, key and insecure_skip_verify need a TLS URL (`rediss` in the \
+                     scheme: rediss://, rediss+cluster://, rediss+sentinel://), not {shown}"
                 )));
             }
             return Ok(None);
@@ -178,7 +178,7 @@ pub(crate) struct StoreOptions {
     pub(crate) prefix: Option<String>,
     /// The bound on every command, connecting included.
     pub(crate) timeout: Option<Duration>,
-    /// How many connections (what they are is the store's); `connections` or pycket's
+    /// How many connections (what they are is the store's); `connections` or
     /// `max_connections` in the URL.
     pub(crate) connections: Option<usize>,
     /// TLS settings (URL only).
@@ -303,8 +303,8 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
                     .is_some_and(|(s, _)| s.to_ascii_lowercase().ends_with("+sentinel"));
                 if !sentinel {
                     return Err(config(format!(
-                        "{k} is for Sentinel URLs (redis+sentinel://, rediss+sentinel://, \
-                         pycket+redis+sentinel://), not {}",
+                        "{k} is for Sentinel URLs (`+sentinel` in the scheme: redis+sentinel://, \
+                         rediss+sentinel://), not {}",
                         redact(url)
                     )));
                 }
@@ -343,8 +343,9 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
 /// Refuses a URL with a fragment (`#`, even empty), before anything else reads it: redis-rs
 /// takes `#insecure` for "do not verify the server's TLS certificate", which only
 /// `insecure_skip_verify=true` may say (it warns). Every Redis URL form passes here first
-/// ([`take_options`], and the pycket URL's parser).
-pub(crate) fn refuse_fragment(url: &str) -> Result<()> {
+/// ([`take_options`], and the parsers of stores built on
+/// [`connection`](crate::connection)).
+pub fn refuse_fragment(url: &str) -> Result<()> {
     if !url.contains('#') {
         return Ok(());
     }
@@ -374,6 +375,6 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
 
 /// The URL with any password replaced by `***`, for messages and Debug output (the core's
 /// [`redact_url`](cloakroom_core::redact::redact_url), shared with the `cloakroom` command).
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     cloakroom_core::redact::redact_url(url)
 }

@@ -506,7 +506,7 @@ pub(crate) fn role_name(role: &Value) -> Option<String> {
 
 /// Whether `e` says the server we talk to is no longer the master (a write on a replica,
 /// alone or inside a `MULTI` that `EXEC` then aborted).
-pub(crate) fn demoted(e: &RedisError) -> bool {
+pub fn demoted(e: &RedisError) -> bool {
     let read_only = redis::ServerErrorKind::ReadOnly;
     e.kind() == redis::ErrorKind::Server(read_only)
         || (e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort)
@@ -659,7 +659,7 @@ mod tests {
     }
 
     /// A write inside `MULTI` on a replica: Redis queues the `READONLY` error and `EXEC`
-    /// aborts; redis-rs reports `ExecAbort`. It must count as demoted (the pycket store's
+    /// aborts; redis-rs reports `ExecAbort`. It must count as demoted (a store's
     /// transactions then ask the sentinels again instead of failing with a backend error).
     #[tokio::test]
     async fn a_transaction_on_a_replica_means_demoted() {

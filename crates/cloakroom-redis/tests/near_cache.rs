@@ -481,11 +481,6 @@ async fn bad_cache_options_fail_at_open() {
         .expect_err("cluster");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("Cluster"), "{err}");
-    let err = cloakroom_redis::PycketStore::open(&format!("pycket+{}?cache=5", server.url()))
-        .await
-        .expect_err("pycket");
-    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    assert!(err.to_string().contains("pycket"), "{err}");
 
     // A user not allowed CLIENT TRACKING (as on services that disable it).
     let own = RedisServer::start();

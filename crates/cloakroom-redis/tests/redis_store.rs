@@ -791,7 +791,8 @@ fn as_admin(server: &RedisServer, command: &str) {
     }
 }
 
-/// pycket's `max_connections` is the number of multiplexed connections, used round-robin.
+/// `max_connections` (an alias of `connections`) is the number of multiplexed connections,
+/// used round-robin.
 #[tokio::test]
 async fn max_connections_opens_that_many_connections() {
     let server = RedisServer::start();

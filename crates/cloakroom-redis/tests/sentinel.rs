@@ -1,6 +1,6 @@
-//! RedisStore and PycketStore through Redis Sentinel (`redis+sentinel://`,
-//! `pycket+redis+sentinel://`): the conformance suites, a failover (master killed with
-//! SIGKILL, replica promoted) followed without a restart by each store, `?wait=N`, sentinels
+//! RedisStore through Redis Sentinel (`redis+sentinel://`): the conformance suite, a
+//! failover (master killed with SIGKILL, replica promoted) followed without a restart,
+//! `?wait=N`, sentinels
 //! that require a password of their own (`?sentinel_password=`, `?sentinel_username=`, plain
 //! and over TLS), and the configuration errors at open.
 //!
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
-use cloakroom_redis::{PycketStore, RedisStore};
+use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::{RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::{SentinelAuth, SentinelTopology};
@@ -60,28 +60,6 @@ mod through_sentinel {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(conformance_store(), purge = Purge::EngineExpires);
-}
-
-/// `url` (a `redis+sentinel://` or `rediss+sentinel://` URL) for the pycket store.
-fn pycket_url(url: &str) -> String {
-    format!("pycket+{url}")
-}
-
-async fn pycket_conformance_store() -> Arc<dyn SessionStore> {
-    // Databases 3 and 4 of the shared topology are this suite's alone.
-    let url = format!("{}?notifications_db=4", pycket_url(&shared().url(3)));
-    let store = PycketStore::open(&url)
-        .await
-        .unwrap_or_else(|e| panic!("opening the pycket store through the sentinels: {e}"));
-    Arc::new(store)
-}
-
-/// The whole conformance suite on the pycket store through the sentinels
-/// (`pycket+redis+sentinel://`): its reads and its transactions run on the master they name.
-mod pycket_through_sentinel {
-    use super::*;
-
-    cloakroom_testkit::conformance_tests!(pycket_conformance_store(), purge = Purge::EngineExpires);
 }
 
 /// A login's worth of operations: create a logged-in session, read it, write to it, find it
@@ -141,12 +119,6 @@ async fn sentinels_with_requirepass() {
             unique_prefix("auth")
         )
     };
-    let pycket = |query: &str| {
-        format!(
-            "{}?notifications_db=6&{query}",
-            pycket_url(&topology.url(5))
-        )
-    };
     let good = format!("sentinel_password={encoded}");
     let store = RedisStore::open(&redis_url(&good))
         .await
@@ -158,11 +130,6 @@ async fn sentinels_with_requirepass() {
         .await
         .unwrap_or_else(|e| panic!("RESP3 through sentinels with requirepass: {e}"));
     login_round_trip(&resp3).await;
-    let store = PycketStore::open(&pycket(&good))
-        .await
-        .unwrap_or_else(|e| panic!("pycket through sentinels with requirepass: {e}"));
-    login_round_trip(&store).await;
-    let shown = format!("{shown} {store:?}");
     assert!(shown.contains("sentinel_password=***"), "{shown}");
     assert!(
         !shown.contains(encoded) && !shown.contains(password),
@@ -183,7 +150,7 @@ async fn sentinels_with_requirepass() {
     ] {
         let what = format!("sentinels with requirepass, {query:?}");
         for text in
-            refused_by_the_sentinels(&redis_url(query), &pycket(query), timeout, &what).await
+            refused_by_the_sentinels(&redis_url(query), timeout, &what).await
         {
             assert!(text.contains(says), "{text}");
             assert!(!text.contains("not-the-password"), "{text}");
@@ -192,27 +159,14 @@ async fn sentinels_with_requirepass() {
     }
 }
 
-/// Opening the native store at `redis_url` and the pycket store at `pycket_url` both fail
-/// with a configuration error that names the sentinel; their full texts (printed, with
-/// `what`).
-async fn refused_by_the_sentinels(
-    redis_url: &str,
-    pycket_url: &str,
-    timeout: Duration,
-    what: &str,
-) -> Vec<String> {
-    let errors = [
-        RedisStore::builder(redis_url)
-            .command_timeout(timeout)
-            .build()
-            .await
-            .err(),
-        PycketStore::builder(pycket_url)
-            .command_timeout(timeout)
-            .build()
-            .await
-            .err(),
-    ];
+/// Opening the store at `redis_url` fails with a configuration error that names the
+/// sentinel; its full text (printed, with `what`).
+async fn refused_by_the_sentinels(redis_url: &str, timeout: Duration, what: &str) -> Vec<String> {
+    let errors = [RedisStore::builder(redis_url)
+        .command_timeout(timeout)
+        .build()
+        .await
+        .err()];
     errors
         .into_iter()
         .map(|err| {
@@ -252,22 +206,12 @@ async fn sentinels_with_an_acl_user_over_tls() {
     std::fs::write(&ca_file, &ca).unwrap();
     let ca_file = ca_file.display();
     let redis_url = |query: &str| format!("{}?ca={ca_file}&{query}", topology.tls_url(0));
-    let pycket = |query: &str| {
-        format!(
-            "{}?notifications_db=6&ca={ca_file}&{query}",
-            pycket_url(&topology.tls_url(5))
-        )
-    };
     let good = "sentinel_username=watcher&sentinel_password=acl-pw";
     let store = RedisStore::builder(redis_url(good))
         .prefix(unique_prefix("acl"))
         .build()
         .await
         .unwrap_or_else(|e| panic!("through TLS sentinels with an ACL user: {e}"));
-    login_round_trip(&store).await;
-    let store = PycketStore::open(&pycket(good))
-        .await
-        .unwrap_or_else(|e| panic!("pycket+rediss+sentinel with an ACL user: {e}"));
     login_round_trip(&store).await;
 
     let timeout = Duration::from_millis(1000);
@@ -279,98 +223,11 @@ async fn sentinels_with_an_acl_user_over_tls() {
     ] {
         let what = format!("TLS sentinels with an ACL user, {query:?}");
         for text in
-            refused_by_the_sentinels(&redis_url(query), &pycket(query), timeout, &what).await
+            refused_by_the_sentinels(&redis_url(query), timeout, &what).await
         {
             assert!(!text.contains("acl-pw"), "{text}");
         }
     }
-}
-
-/// The pycket store through the sentinels rides out a failover like the native one: the
-/// master dies (SIGKILL); meanwhile every operation fails as unavailable (or timeout) within
-/// the command timeout and no acknowledged write is lost; once the replica is promoted, the
-/// same store (not reopened) serves the session written before the kill, and its
-/// transactions (a dedicated connection pool) write on the new master.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pycket_follows_a_failover_without_a_restart() {
-    let topology = SentinelTopology::start();
-    let timeout = Duration::from_millis(500);
-    let url = format!("{}?notifications_db=6", pycket_url(&topology.url(5)));
-    let store = PycketStore::builder(url)
-        .command_timeout(timeout)
-        .connections(2)
-        .build()
-        .await
-        .expect("open the pycket store through the sentinels");
-    let key = new_key();
-    assert_eq!(
-        store.create(&key, &record(Some("ada"))).await.unwrap(),
-        Created::Done
-    );
-    // Transactions have pooled connections to the master now.
-    let now = Timestamp::now();
-    assert_eq!(
-        store
-            .apply(&key, &Patch::new(now, now.plus(HOUR)))
-            .await
-            .unwrap(),
-        Applied::Done
-    );
-    // pycket has no wait=N: make sure the replica has the session before the kill.
-    topology.await_replicated(Duration::from_secs(10));
-    let old = topology.master_port();
-    let replica = topology
-        .servers()
-        .iter()
-        .map(|s| s.port())
-        .find(|p| *p != old)
-        .unwrap();
-
-    assert_eq!(topology.kill_master(), old);
-    let Switch {
-        took: switched,
-        failures,
-        acknowledged,
-    } = ride_out(&store, &key, timeout).await;
-    let new = topology.wait_for_new_master(old, Duration::from_secs(30));
-    assert_eq!(new, replica, "the replica was promoted");
-    println!(
-        "pycket failover: the same session served again {switched:?} after SIGKILL \
-         ({failures} failed loads in between, {} creates acknowledged during the switch)",
-        acknowledged.len()
-    );
-    assert!(
-        failures > 0,
-        "the sentinels take >= 1 s to notice; loads must have failed meanwhile"
-    );
-    for k in &acknowledged {
-        assert!(
-            store.load(k).await.unwrap().is_some(),
-            "a create acknowledged during the failover was lost"
-        );
-    }
-
-    // Transactions go to the new master (the only server left), through the same store.
-    let now = Timestamp::now();
-    let mut patch = Patch::new(now, now.plus(HOUR));
-    patch.set.push(("after".into(), "true".into()));
-    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
-    let loaded = store.load(&key).await.unwrap().expect("the session");
-    assert_eq!(loaded.data.get("after").map(String::as_str), Some("true"));
-    let fresh = new_key();
-    assert_eq!(
-        store.create(&fresh, &record(Some("ada"))).await.unwrap(),
-        Created::Done
-    );
-    assert_eq!(store.sessions_of("ada").await.unwrap().len(), 2);
-    let keys = match topology.server(new).command(&["INFO", "keyspace"]) {
-        Ok(Resp::Bulk(Some(text))) => String::from_utf8_lossy(&text).into_owned(),
-        other => panic!("INFO keyspace: {other:?}"),
-    };
-    assert!(
-        keys.contains("db5:keys="),
-        "sessions on the new master: {keys}"
-    );
 }
 
 /// Whether the Redis server on `port` holds `key`.
@@ -720,16 +577,10 @@ async fn open_fails_clearly() {
         assert!(text.contains(says), "{url}: {text}");
         assert!(started.elapsed() < Duration::from_secs(5), "{url}");
     }
-    // wait=N needs one master to WAIT on: refused before connecting for a Cluster and for
-    // the pycket store.
+    // wait=N needs one master to WAIT on: refused before connecting for a Cluster.
     let err = RedisStore::open("redis+cluster://127.0.0.1:1,127.0.0.1:2?wait=1")
         .await
         .expect_err("wait on a Cluster");
-    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    assert!(err.to_string().contains("wait"), "{err}");
-    let err = PycketStore::open("pycket+redis://127.0.0.1:1/0?wait=1")
-        .await
-        .expect_err("wait on pycket");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("wait"), "{err}");
 }
@@ -772,72 +623,5 @@ async fn sentinel_credentials_fail_clearly() {
         assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
         assert!(err.to_string().contains(says), "{url}: {err}");
         assert!(!full_text(&err).contains("hunter2"), "{err}");
-    }
-}
-
-/// Bad `pycket+redis+sentinel://` URLs are one clear error when the store opens: the
-/// Sentinel checks, and pycket's own.
-#[tokio::test]
-async fn pycket_sentinel_urls_fail_clearly() {
-    let hosts = shared_hosts();
-    for (url, kind, says) in [
-        (
-            format!("pycket+redis+sentinel://{hosts}"),
-            ErrorKind::Config,
-            "service",
-        ),
-        (
-            format!("pycket+redis+sentinel://{hosts}/"),
-            ErrorKind::Config,
-            "service",
-        ),
-        (
-            format!("pycket+redis+sentinel://{hosts}/nosuchservice/5"),
-            ErrorKind::Config,
-            "nosuchservice",
-        ),
-        (
-            format!("pycket+redis+sentinel://{hosts}/cloakroom/x"),
-            ErrorKind::Config,
-            "database",
-        ),
-        (
-            format!("pycket+redis+sentinel://{hosts}/cloakroom/5?notifications_db=5"),
-            ErrorKind::Config,
-            "notifications_db",
-        ),
-        (
-            format!("pycket+redis+sentinel://{hosts}/cloakroom/5?bogus=1"),
-            ErrorKind::Config,
-            "bogus",
-        ),
-        (
-            format!("pycket+redis+sentinel://{hosts}/cloakroom/5?sentinel_username=u"),
-            ErrorKind::Config,
-            "needs sentinel_password",
-        ),
-        (
-            "pycket+redis://127.0.0.1:1/5?sentinel_password=hunter2".to_owned(),
-            ErrorKind::Config,
-            "Sentinel URLs",
-        ),
-        (
-            "pycket+redis+sentinel://127.0.0.1:1/cloakroom/5".to_owned(),
-            ErrorKind::Unavailable,
-            "127.0.0.1:1",
-        ),
-    ] {
-        let started = Instant::now();
-        let err = PycketStore::builder(url.as_str())
-            .command_timeout(Duration::from_millis(500))
-            .build()
-            .await
-            .expect_err(&url);
-        let text = full_text(&err);
-        println!("{url}: {text}");
-        assert_eq!(err.kind(), kind, "{url}: {text}");
-        assert!(text.contains(says), "{url}: {text}");
-        assert!(!text.contains("hunter2"), "{text}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{url}");
     }
 }

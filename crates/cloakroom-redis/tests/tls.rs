@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
-use cloakroom_redis::{PycketStore, RedisStore};
+use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
@@ -234,14 +234,6 @@ async fn mutual_tls_needs_the_client_certificate() {
         .await
         .expect("mutual TLS with the client certificate");
     round_trip(&store).await;
-    // The same through the pycket store.
-    let pycket = PycketStore::open(&format!(
-        "{}&notifications_db=5",
-        with_cert.replacen("rediss://", "pycket+rediss://", 1)
-    ))
-    .await
-    .expect("pycket over mutual TLS");
-    round_trip(&pycket).await;
 
     let without = format!("{}?ca={}", server.tls_url(), pki.path("ca.pem"));
     let err = RedisStore::builder(without)
@@ -293,27 +285,6 @@ async fn acl_users_over_tls() {
     }
 }
 
-#[tokio::test]
-async fn pycket_store_over_tls() {
-    let t = tls();
-    let url = format!(
-        "pycket+rediss://127.0.0.1:{}/6?notifications_db=7&ca={}&max_connections=2",
-        t.server.tls_port(),
-        t.pki.path("ca.pem")
-    );
-    let store = PycketStore::open(&url).await.expect("pycket over TLS");
-    round_trip(&store).await;
-    let key = new_key();
-    store.create(&key, &record(Some("bob"))).await.unwrap();
-    assert_eq!(store.sessions_of("bob").await.unwrap().len(), 1);
-    let now = Timestamp::now();
-    assert_eq!(
-        store.touch(&key, now, now.plus(HOUR)).await.unwrap(),
-        Applied::Done
-    );
-    assert_eq!(store.delete_user("bob", None).await.unwrap(), 1);
-}
-
 /// Bad TLS settings are configuration errors at open, before any connection is tried
 /// (nothing listens on port 1).
 #[tokio::test]
@@ -352,18 +323,10 @@ async fn bad_tls_urls_are_config_errors_at_open() {
             format!("rediss+cluster://127.0.0.1:1,127.0.0.1:2?ca={missing}"),
             "missing.pem",
         ),
-        (
-            format!("pycket+rediss://:hunter2@127.0.0.1:1/3?ca={missing}"),
-            "missing.pem",
-        ),
     ];
     for (url, says) in cases {
         let started = Instant::now();
-        let err = if url.starts_with("pycket") {
-            PycketStore::open(&url).await.expect_err(&url)
-        } else {
-            RedisStore::open(&url).await.expect_err(&url)
-        };
+        let err = RedisStore::open(&url).await.expect_err(&url);
         assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
         let text = err.to_string();
         assert!(text.contains(says), "{url}: {text}");
@@ -418,22 +381,13 @@ async fn cluster_over_tls() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
-/// Opens `url` with the store its scheme names; the error if it does not open.
+/// Opens `url`; the error if it does not open.
 async fn open_err(url: &str) -> Option<cloakroom_core::store::Error> {
-    let timeout = Duration::from_secs(2);
-    if url.starts_with("pycket") {
-        PycketStore::builder(url)
-            .command_timeout(timeout)
-            .build()
-            .await
-            .err()
-    } else {
-        RedisStore::builder(url)
-            .command_timeout(timeout)
-            .build()
-            .await
-            .err()
-    }
+    RedisStore::builder(url)
+        .command_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .err()
 }
 
 /// Asserts that every URL of `urls` is refused as a configuration error about the fragment,
@@ -468,13 +422,11 @@ async fn a_url_fragment_is_refused_at_open() {
         format!("rediss://{host}/0?protocol=2#"),
         // The near-cache's RESP3 check must not hide the fragment.
         format!("rediss://{host}/0?cache=100&protocol=3#insecure"),
-        format!("pycket+rediss://{host}/4?protocol=2#insecure"),
-        format!("pycket+rediss://{host}/4?notifications_db=5&ca={other}&protocol=2#insecure"),
     ])
     .await;
 }
 
-/// The same through TLS sentinels: `rediss+sentinel://` and `pycket+rediss+sentinel://`.
+/// The same through TLS sentinels: `rediss+sentinel://`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_fragment_is_refused_at_open_through_sentinels() {
     let pki = &tls().pki;
@@ -489,7 +441,6 @@ async fn a_url_fragment_is_refused_at_open_through_sentinels() {
     fragments_refused(&[
         format!("{sentinels}?protocol=2#insecure"),
         format!("{sentinels}?ca={other}&protocol=2#insecure"),
-        format!("pycket+{}?protocol=2#insecure", topology.tls_url(4)),
     ])
     .await;
     // The same URLs without the fragment and with the right CA open.
@@ -514,10 +465,6 @@ async fn a_url_fragment_is_refused_on_every_form() {
         "rediss+cluster://:hunter2@127.0.0.1:1,127.0.0.1:2#insecure".to_owned(),
         "redis+sentinel://127.0.0.1:1/svc/0?protocol=2#insecure".to_owned(),
         "rediss+sentinel://127.0.0.1:1/svc/0#insecure".to_owned(),
-        "pycket+redis://127.0.0.1:1/0#insecure".to_owned(),
-        "pycket+redis://127.0.0.1:1/0?notifications_db=3#".to_owned(),
-        "pycket+redis+sentinel://127.0.0.1:1/svc/0?protocol=2#insecure".to_owned(),
-        "pycket+rediss+sentinel://:hunter2@127.0.0.1:1/svc#insecure".to_owned(),
     ])
     .await;
     assert!(started.elapsed() < Duration::from_secs(2));

@@ -7,7 +7,8 @@
 //! |----------|---------|--------------|
 //! | `memory` | yes     | `memory://` in [`store::open`] |
 //! | `sqlite` | no      | [`store::SqliteStore`], `sqlite://` in [`store::open`] |
-//! | `redis`  | no      | [`store::RedisStore`], `redis://`, `redis+cluster://` in [`store::open`]; [`store::PycketStore`], `pycket+redis://` (Tornado's pycket format) |
+//! | `redis`  | no      | [`store::RedisStore`], `redis://`, `redis+cluster://`, `redis+sentinel://` in [`store::open`] |
+//! | `tornado` | no     | `cloakroom::tornado` (Tornado's signed values, `TornadoSecret`), `PycketTicket` and `PycketStore`, `pycket+redis://` in [`store::open`] (Tornado's pycket format); implies `redis` |
 //! | `tower`  | via `axum` | [`SessionLayer`] and [`CsrfLayer`], the tower middleware |
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
 //! | `actix`  | no      | `cloakroom::actix`: the actix-web 4 `SessionMiddleware`, `Session` extractor and `Error` response, `CsrfMiddleware` and the `CsrfToken` extractor |
@@ -47,7 +48,7 @@
 //! `get`/`set`, `login`, `logout`, `set_remember`, [flash messages](flash), and the user's
 //! other sessions through its store.
 
-pub use cloakroom_core::{cookie, csrf, flash, keys, session, tornado};
+pub use cloakroom_core::{cookie, csrf, flash, keys, session};
 
 pub mod store;
 
@@ -69,7 +70,17 @@ pub use cloakroom_tower::{
 };
 
 #[cfg(feature = "redis")]
-pub use cloakroom_redis::{PycketStore, PycketTicket, RedisStore};
+pub use cloakroom_redis::RedisStore;
+
+#[cfg(feature = "tornado")]
+pub use cloakroom_tornado::{PycketStore, PycketTicket, TornadoSecret};
+
+/// Interop with Tornado + pycket, in full: Tornado's signed values, pycket's ticket and
+/// store (see `cloakroom_tornado`).
+#[cfg(feature = "tornado")]
+pub mod tornado {
+    pub use cloakroom_tornado::*;
+}
 
 #[cfg(feature = "axum")]
 pub use cloakroom_tower::{Session, SessionError};

@@ -25,7 +25,10 @@ pub use cloakroom_sqlite::{SqliteStore, SqliteStoreBuilder};
 pub use cloakroom_postgres::{PostgresStore, PostgresStoreBuilder};
 
 #[cfg(feature = "redis")]
-pub use cloakroom_redis::{PycketStore, PycketStoreBuilder, RedisStore, RedisStoreBuilder};
+pub use cloakroom_redis::{RedisStore, RedisStoreBuilder};
+
+#[cfg(feature = "tornado")]
+pub use cloakroom_tornado::{PycketStore, PycketStoreBuilder};
 
 /// URL forms [`open`] understands in this build (depends on the enabled features).
 pub fn supported_urls() -> Vec<&'static str> {
@@ -49,6 +52,10 @@ pub fn supported_urls() -> Vec<&'static str> {
             "rediss+cluster://host:port,host:port",
             "redis+sentinel://host:port,host:port/SERVICE/db?wait=N&sentinel_password=P",
             "rediss+sentinel://host:port,host:port/SERVICE/db",
+        ]);
+    }
+    if cfg!(feature = "tornado") {
+        urls.extend([
             "pycket+redis://host:port/db?notifications_db=N",
             "pycket+rediss://host:port/db?notifications_db=N",
             "pycket+redis+sentinel://host:port,host:port/SERVICE/db?notifications_db=N",
@@ -80,7 +87,7 @@ pub fn supported_urls() -> Vec<&'static str> {
 ///   plus `?wait=N` (every write waits for N replicas); sentinels with a password of their
 ///   own: `?sentinel_password=P` (and `sentinel_username=U` for an ACL user).
 /// - `pycket+redis://[user:password@]host:port/db?notifications_db=N` (TLS:
-///   `pycket+rediss://`, same options): [`PycketStore`] (feature `redis`), sessions in the
+///   `pycket+rediss://`, same options): [`PycketStore`] (feature `tornado`), sessions in the
 ///   format of Tornado's pycket (db default 0, notifications default 1); pair it with
 ///   `cloakroom::PycketTicket`. Through Sentinel:
 ///   `pycket+redis+sentinel://[user:password@]h:p,h:p/SERVICE/db` (TLS:
@@ -221,14 +228,14 @@ async fn open_redis(url: &str) -> Result<Arc<dyn SessionStore>> {
     Err(disabled(scheme, "redis"))
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "tornado")]
 async fn open_pycket(url: &str) -> Result<Arc<dyn SessionStore>> {
     Ok(Arc::new(PycketStore::open(url.trim()).await?))
 }
 
-#[cfg(not(feature = "redis"))]
+#[cfg(not(feature = "tornado"))]
 async fn open_pycket(_: &str) -> Result<Arc<dyn SessionStore>> {
-    Err(disabled("pycket+redis", "redis"))
+    Err(disabled("pycket+redis", "tornado"))
 }
 
 #[cfg(feature = "postgres")]
@@ -340,7 +347,7 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "tornado")]
     #[tokio::test]
     async fn pycket_urls_open_the_pycket_store() {
         // Port 1 on loopback: nothing listens there, so the URL got as far as connecting.
@@ -362,7 +369,7 @@ mod tests {
         );
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "tornado")]
     #[tokio::test]
     async fn pycket_sentinel_urls_open_the_pycket_store() {
         // No sentinel on port 1: the URL got as far as asking one.
@@ -388,19 +395,26 @@ mod tests {
     #[tokio::test]
     async fn tls_redis_urls_are_checked_at_open() {
         // Every TLS form is routed to a Redis store, whose URL errors come before connecting.
-        for url in [
+        let mut urls = vec![
             "rediss://u:hunter2@127.0.0.1:1/0?ca=/nonexistent/ca.pem",
             "rediss+cluster://127.0.0.1:1,127.0.0.1:2?ca=/nonexistent/ca.pem",
-            "pycket+rediss://:hunter2@127.0.0.1:1/5?ca=/nonexistent/ca.pem",
             "redis://127.0.0.1:1/0?unknown_option=1",
-            "pycket+redis://127.0.0.1:1/5?cafile=/x",
-        ] {
+        ];
+        let mut schemes = vec!["rediss://", "rediss+cluster://"];
+        if cfg!(feature = "tornado") {
+            urls.extend([
+                "pycket+rediss://:hunter2@127.0.0.1:1/5?ca=/nonexistent/ca.pem",
+                "pycket+redis://127.0.0.1:1/5?cafile=/x",
+            ]);
+            schemes.push("pycket+rediss://");
+        }
+        for url in urls {
             let err = open(url).await.err().unwrap();
             assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
         let urls = supported_urls();
-        for scheme in ["rediss://", "rediss+cluster://", "pycket+rediss://"] {
+        for scheme in schemes {
             assert!(urls.iter().any(|u| u.starts_with(scheme)), "{scheme}");
         }
     }

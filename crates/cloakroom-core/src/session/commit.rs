@@ -385,7 +385,7 @@ impl Session {
         let Phase::Unloaded { first, .. } = &st.phase else {
             return Ok(CommitOutcome::default());
         };
-        let key = shared.format.key(first);
+        let key = shared.format.store_key(first);
         let now = patch.last_seen;
         for (name, change) in &st.changes {
             match change {
@@ -435,7 +435,7 @@ impl Session {
         let shared = &*self.inner.shared;
         let mut id = reserved.unwrap_or_else(|| shared.format.generate());
         for _ in 0..CREATE_ATTEMPTS {
-            let key = shared.format.key(&id);
+            let key = shared.format.store_key(&id);
             match timed(
                 shared.config.store_timeout,
                 shared.store.create(&key, record),

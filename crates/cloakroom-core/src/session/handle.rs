@@ -57,7 +57,7 @@ impl Session {
     }
 
     fn key_of(&self, id: &SessionId) -> SessionKey {
-        self.inner.shared.format.key(id)
+        self.inner.shared.format.store_key(id)
     }
 
     /// A session created now.
@@ -388,7 +388,7 @@ impl Session {
         }
         let shared = &self.inner.shared;
         let id = live.id.get_or_insert_with(|| shared.format.generate());
-        Ok(Some(shared.format.key(id)))
+        Ok(Some(shared.format.store_key(id)))
     }
 
     /// The engine's configuration.
@@ -516,7 +516,7 @@ mod tests {
             .ticket_format()
             .decode(engine.keys(), name, value)
             .unwrap();
-        engine.ticket_format().key(&id)
+        engine.ticket_format().store_key(&id)
     }
 
     /// Regression: a blind write skipped the idle check a load applies, so a record idle past

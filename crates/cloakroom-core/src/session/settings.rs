@@ -167,7 +167,7 @@ impl SessionSettings {
 
     /// How ids are made and carried. Default: Cloakroom's signed ticket
     /// ([`SignedTicket`](cloakroom_core::cookie::SignedTicket)); use
-    /// `cloakroom_redis::PycketTicket` with the cookie name
+    /// `cloakroom_tornado::PycketTicket` with the cookie name
     /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
     pub fn with_ticket_format(mut self, format: Arc<dyn TicketFormat>) -> Self {
         self.built = Arc::default();

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use cloakroom_core::csrf::{Secret, decode_token};
-use cloakroom_core::tornado::{
+use cloakroom_tornado::signed_value::{
     DecodeError, TornadoSecret, Version, create_signed_value, decode_signed_value,
 };
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! stripe inside the process.
 
 use super::*;
-use crate::sentinel::demoted;
+use cloakroom_redis::connection::demoted;
 
 /// What a transaction does to the notifications dict.
 pub(super) enum FlashOp {

@@ -8,7 +8,7 @@
 //!   of the field and a colon.
 //!
 //! ```
-//! use cloakroom_core::tornado::{TornadoSecret, create_signed_value, decode_signed_value, Version};
+//! use cloakroom_tornado::signed_value::{TornadoSecret, create_signed_value, decode_signed_value, Version};
 //! let secret = TornadoSecret::single("cookie-secret");
 //! let v = create_signed_value(&secret, "PYCKET_ID", b"0ca7a58c", Version::V2, 1_700_000_000).unwrap();
 //! assert_eq!(decode_signed_value(&secret, "PYCKET_ID", &v, 31.0, 1_700_000_100).unwrap(), b"0ca7a58c");
@@ -133,7 +133,7 @@ impl fmt::Display for CreateError {
 impl std::error::Error for CreateError {}
 
 fn hex(bytes: &[u8]) -> String {
-    crate::keys::hex(bytes)
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sig_v1(secret: &[u8], parts: &[&[u8]]) -> String {

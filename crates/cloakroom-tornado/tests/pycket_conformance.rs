@@ -2,12 +2,12 @@
 //! Redis server shared by this test binary (sessions in database 3, notifications in 4).
 //!
 //! The suite uses random 32-byte keys, which are not uuids: the store keeps those under
-//! their handles (see `cloakroom_redis::pycket`), so the suite runs unchanged.
+//! their handles (see `cloakroom_tornado::pycket`), so the suite runs unchanged.
 
 use std::sync::Arc;
 
 use cloakroom_core::store::SessionStore;
-use cloakroom_redis::PycketStore;
+use cloakroom_tornado::PycketStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::RedisServer;
 

@@ -1,21 +1,24 @@
 //! pycket's ticket: the `PYCKET_ID` cookie holds a Tornado signed value of a uuid4 text,
 //! and the Redis key is that uuid. Cloakroom's own tickets (the core's
 //! [`SignedTicket`](cloakroom_core::cookie::SignedTicket)) never show the store the raw id;
-//! this format must, so it lives here, beside the only store that speaks pycket.
+//! this format must, through the core's hook for it,
+//! [`TicketFormat::store_key`] (see the [crate docs](crate#the-store-key-where-this-crate-departs-from-the-core)).
 
 use cloakroom_core::cookie::{TicketError, TicketFormat};
 use cloakroom_core::keys::KeyRing;
 use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
-use cloakroom_core::tornado::{
+use crate::signed_value::{
     CreateError, DecodeError, TornadoSecret, Version, create_signed_value, decode_signed_value,
 };
 
 /// pycket's ticket: the cookie (`PYCKET_ID`) holds a Tornado v2 signed value of a uuid4
 /// text, and the store key is that uuid itself (Tornado reads the record by it).
 ///
-/// The [`SessionKey`] of a pycket session holds the uuid's 16
-/// bytes followed by 16 zero bytes; [`pycket_uuid`] turns it back into the key text. Unlike
-/// Cloakroom's own tickets, the store sees the raw id here: pycket's format demands it.
+/// Its [`store_key`](TicketFormat::store_key) is the uuid itself: the uuid's 16 bytes
+/// followed by 16 zero bytes, which [`pycket_uuid`] turns back into the key text. Unlike
+/// Cloakroom's own tickets, the store sees the raw id here: pycket's format demands it. The
+/// key ring the core passes to `encode` and `decode` is not used: Tornado's `cookie_secret`
+/// signs the cookie.
 #[derive(Clone, Debug)]
 pub struct PycketTicket {
     secret: TornadoSecret,
@@ -86,12 +89,12 @@ impl TicketFormat for PycketTicket {
         SessionId::from_bytes(b)
     }
 
-    fn key(&self, id: &SessionId) -> SessionKey {
+    fn store_key(&self, id: &SessionId) -> SessionKey {
         SessionKey::from_bytes(*id.as_bytes())
     }
 
     fn encode(&self, _keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
-        let uuid = pycket_uuid(&self.key(id)).expect("pycket ids are uuids");
+        let uuid = pycket_uuid(&self.store_key(id)).expect("pycket ids are uuids");
         let now = Timestamp::now().as_secs();
         create_signed_value(&self.secret, cookie_name, uuid.as_bytes(), Version::V2, now)
             .expect("checked by PycketTicket::new: the secret signs v2 values")
@@ -126,7 +129,7 @@ mod tests {
         let f = PycketTicket::new(TornadoSecret::single("s"), 31.0).unwrap();
         let ring = KeyRing::single(Key::generate());
         let id = f.generate();
-        let uuid = pycket_uuid(&f.key(&id)).unwrap();
+        let uuid = pycket_uuid(&f.store_key(&id)).unwrap();
         assert_eq!(uuid.len(), 36);
         assert_eq!(&uuid[14..15], "4");
         assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"));
@@ -134,7 +137,7 @@ mod tests {
         assert!(cookie.starts_with("2|1:0|10:"));
         assert_eq!(f.decode(&ring, "PYCKET_ID", &cookie).unwrap(), id);
         assert!(f.decode(&ring, "OTHER", &cookie).is_err());
-        assert_eq!(pycket_key(&uuid), Some(f.key(&id)));
+        assert_eq!(pycket_key(&uuid), Some(f.store_key(&id)));
         assert_eq!(pycket_key(&uuid.to_uppercase()), None);
         assert_eq!(pycket_key("../../../../etc/passwd-0000-0000-0000"), None);
     }

@@ -2,15 +2,14 @@
 //! `pycket+rediss+sentinel://`) and the store's builder.
 
 use super::*;
-use crate::conn::TlsOptions;
-use crate::sentinel::{Sentinel, Source};
+use cloakroom_redis::connection::refuse_fragment;
 
 /// Options for [`PycketStore`]; made by [`PycketStore::builder`].
 #[must_use = "call .build().await to open the store"]
 #[derive(Clone)]
 pub struct PycketStoreBuilder {
     pub(super) url: String,
-    pub(super) options: StoreOptions,
+    pub(super) options: Options,
 }
 
 impl fmt::Debug for PycketStoreBuilder {
@@ -32,11 +31,13 @@ pub(super) struct PycketUrl {
     sessions_db: i64,
     notifications_db: i64,
     /// The store options given in the URL.
-    options: StoreOptions,
+    options: Options,
 }
 
+/// Takes a pycket URL apart: pycket's own parts (the scheme, the databases, Sentinel's
+/// service) here, the rest (address, credentials, options) by `cloakroom-redis`'s parser.
 pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
-    crate::options::refuse_fragment(url)?;
+    refuse_fragment(url)?;
     let shown = redact(url);
     let (scheme, rest) = url
         .trim()
@@ -106,7 +107,7 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
     } else {
         format!("?{}", others.join("&"))
     };
-    let (sessions, options) = take_options(&format!("{}{query}", base(sessions_db)))?;
+    let (sessions, options) = Options::from_url(&format!("{}{query}", base(sessions_db)))?;
     let rest_query = sessions
         .split_once('?')
         .map(|(_, q)| format!("?{q}"))
@@ -120,34 +121,17 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
     })
 }
 
-/// Where a URL of [`parse_url`]'s goes: one server, or through the sentinels to the master
-/// of a service (found again at every reconnection, so the store follows a failover); as a
-/// [`Target`] for the shared connections and a [`Source`] for the transaction pool.
-fn target(url: &str, tls: &TlsOptions, timeout: Duration, shown: &str) -> Result<(Target, Source)> {
-    match url.split_once("://") {
-        Some((scheme @ ("redis+sentinel" | "rediss+sentinel"), rest)) => {
-            let is_tls = scheme == "rediss+sentinel";
-            let sentinel = Sentinel::parse(rest, is_tls, tls, timeout, shown)?;
-            Ok((Target::Sentinel(sentinel.clone()), Source::from(sentinel)))
-        }
-        _ => {
-            let client = standalone_client(url, tls, shown)?;
-            Ok((Target::Standalone(client.clone()), Source::from(client)))
-        }
-    }
-}
-
 impl PycketStoreBuilder {
     /// The prefix of the user index keys (default `cloakroom:`; URL option `prefix`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.options.prefix = Some(prefix.into());
+        self.options = self.options.prefix(prefix);
         self
     }
 
     /// The bound on every operation, connecting included (default 2 s; URL option
     /// `timeout_ms`). Must not be zero.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
+        self.options = self.options.command_timeout(timeout);
         self
     }
 
@@ -155,7 +139,7 @@ impl PycketStoreBuilder {
     /// `max_connections`, pycket's setting, or `connections`). Reads share two multiplexed
     /// connections whatever this is.
     pub fn connections(mut self, n: usize) -> Self {
-        self.options.connections = Some(n);
+        self.options = self.options.connections(n);
         self
     }
 
@@ -166,39 +150,30 @@ impl PycketStoreBuilder {
     /// cannot be reached within the timeout.
     pub async fn build(self) -> Result<PycketStore> {
         let url = parse_url(&self.url)?;
-        let Resolved {
-            prefix,
-            timeout,
-            connections,
-            tls,
-            wait,
-            cache,
-            ..
-        } = self.options.resolve(url.options, DEFAULT_CONNECTIONS)?;
-        if wait > 0 {
-            let message = "wait=N is not supported by the pycket store";
+        let settings = self.options.resolve(url.options, DEFAULT_CONNECTIONS)?;
+        if let Some(option) = settings.native_only() {
+            let message = match option {
+                "cache" => "cache=N (the near-cache) is not supported by the pycket store",
+                _ => "wait=N is not supported by the pycket store",
+            };
             return Err(Error::new(ErrorKind::Config, message));
         }
-        if cache > 0 {
-            let message = "cache=N (the near-cache) is not supported by the pycket store";
-            return Err(Error::new(ErrorKind::Config, message));
-        }
+        let timeout = settings.command_timeout;
         let shown_url = redact(&self.url);
-        let (sessions_target, source) = target(&url.sessions, &tls, timeout, &shown_url)?;
-        let (notes_target, _) = target(&url.notes, &tls, timeout, &shown_url)?;
-        let sessions = Conn::open(&sessions_target, timeout, &shown_url).await?;
-        let notes = Conn::open(&notes_target, timeout, &shown_url).await?;
-        let settings = connection_config(timeout);
+        let sessions_master = Master::new(&url.sessions, &settings, &shown_url)?;
+        let notes_master = Master::new(&url.notes, &settings, &shown_url)?;
+        let sessions = sessions_master.shared(timeout).await?;
+        let notes = notes_master.shared(timeout).await?;
         Ok(PycketStore {
             inner: Arc::new(Inner {
                 sessions,
                 notes,
-                pool: Pool::new(source, settings, connections),
+                pool: Pool::new(sessions_master, timeout, settings.connections),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 hasher: std::collections::hash_map::RandomState::new(),
                 sessions_db: url.sessions_db,
                 notifications_db: url.notifications_db,
-                prefix,
+                prefix: settings.prefix,
                 timeout,
                 shown_url,
             }),
@@ -219,8 +194,9 @@ mod tests {
         let u = parse_url("PYCKET+REDIS://:pw@h:1?timeout_ms=300&prefix=a%3A&protocol=3").unwrap();
         assert_eq!(u.sessions, "redis://:pw@h:1/0?protocol=3");
         assert_eq!(u.notes, "redis://:pw@h:1/1?protocol=3");
-        assert_eq!(u.options.timeout, Some(Duration::from_millis(300)));
-        assert_eq!(u.options.prefix.as_deref(), Some("a:"));
+        let settings = u.options.resolve(Options::default(), 1).unwrap();
+        assert_eq!(settings.command_timeout, Duration::from_millis(300));
+        assert_eq!(settings.prefix, "a:");
         for bad in [
             "redis://h/0",
             "pycket+redis://",
@@ -255,19 +231,14 @@ mod tests {
             "redis+sentinel://:pw@a:1,b:2/mymaster/11?sentinel_password=spw"
         );
         assert_eq!((u.sessions_db, u.notifications_db), (5, 11));
-        assert_eq!(u.options.timeout, Some(Duration::from_millis(300)));
+        let settings = u.options.resolve(Options::default(), 1).unwrap();
+        assert_eq!(settings.command_timeout, Duration::from_millis(300));
         let u = parse_url("PYCKET+REDISS+SENTINEL://a:1/svc").unwrap();
         assert_eq!(u.sessions, "rediss+sentinel://a:1/svc/0");
         assert_eq!(u.notes, "rediss+sentinel://a:1/svc/1");
-        let (target, source) = target(
-            &u.sessions,
-            &TlsOptions::default(),
-            Duration::from_secs(1),
-            "x",
-        )
-        .unwrap();
-        assert!(matches!(target, Target::Sentinel(_)));
-        assert!(source.follows_master());
+        let settings = u.options.resolve(Options::default(), 1).unwrap();
+        let master = Master::new(&u.sessions, &settings, "x").unwrap();
+        assert!(master.follows_master());
         for bad in [
             "pycket+redis+sentinel://a:1",
             "pycket+redis+sentinel://a:1/",

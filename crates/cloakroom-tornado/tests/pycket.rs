@@ -17,10 +17,10 @@ use cloakroom_core::cookie::TicketFormat as _;
 use cloakroom_core::flash::{Level, Message};
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Fields, Patch, Record, SessionStore};
-use cloakroom_core::tornado::TornadoSecret;
-use cloakroom_redis::PycketStore;
-use cloakroom_redis::pycket::{PycketTicket, pycket_key, pycket_uuid};
-use cloakroom_redis::pycket::{fields_from_pickle, pickle_from_fields};
+use cloakroom_tornado::PycketStore;
+use cloakroom_tornado::TornadoSecret;
+use cloakroom_tornado::pycket::{PycketTicket, pycket_key, pycket_uuid};
+use cloakroom_tornado::pycket::{fields_from_pickle, pickle_from_fields};
 use cloakroom_testkit::redis_server::RedisServer;
 use serde_json::{Value, json};
 
@@ -217,7 +217,7 @@ fn url(server: &RedisServer, db: u32, notes: u32) -> String {
 /// A fresh uuid4 session, as pycket's `str(uuid4())` makes them.
 fn uuid4() -> (String, SessionKey) {
     let ticket = PycketTicket::new(TornadoSecret::single("unused"), 31.0).unwrap();
-    let key = ticket.key(&ticket.generate());
+    let key = ticket.store_key(&ticket.generate());
     let uuid = pycket_uuid(&key).expect("a uuid key");
     assert_eq!(pycket_key(&uuid), Some(key));
     (uuid, key)
@@ -471,4 +471,15 @@ async fn concurrent_writers_lose_nothing() {
     assert_eq!(loaded.data["ID"], "\"ada\"");
     let ours: usize = written.iter().map(|(_, n)| n).sum();
     assert_eq!(loaded.data.len(), 1 + ours + PYTHON_WRITES);
+}
+
+/// The near-cache is the Redis store's: `cache=N` on a pycket URL is refused at open.
+#[tokio::test]
+async fn bad_cache_options_fail_at_open() {
+    let server = RedisServer::shared();
+    let err = PycketStore::open(&format!("pycket+{}?cache=5", server.url()))
+        .await
+        .expect_err("pycket");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("pycket"), "{err}");
 }

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cloakroom_core::store::Error> {
-//! use cloakroom_redis::PycketStore;
+//! use cloakroom_tornado::PycketStore;
 //! // pycket's storage settings {'db_sessions': 5, 'db_notifications': 11}:
 //! let store = PycketStore::open("pycket+redis://127.0.0.1:6379/5?notifications_db=11").await?;
 //! # Ok(()) }
@@ -22,7 +22,7 @@
 //! setting; also `connections`: how many dedicated connections transactions may use at once,
 //! default 8), `prefix` (of the user index keys, default `cloakroom:`), the TLS options `ca`,
 //! `cert`, `key` and `insecure_skip_verify` and `protocol`, as for
-//! [`RedisStore`](crate::RedisStore#urls); any other parameter is an error. Redis Cluster is
+//! [`RedisStore`](cloakroom_redis::RedisStore#urls); any other parameter is an error. Redis Cluster is
 //! not supported (pycket uses numbered databases, which Cluster lacks).
 //!
 //! Through Redis Sentinel:
@@ -32,7 +32,7 @@
 //! own. Reads and transactions go to the server the sentinels name as master; after a
 //! failover the shared connections and the transaction pool ask them again, so the store
 //! follows without a restart (operations fail as unavailable meanwhile), as
-//! `redis+sentinel://` does for [`RedisStore`](crate::RedisStore). pycket has no `wait=N`:
+//! `redis+sentinel://` does for [`RedisStore`](cloakroom_redis::RedisStore). pycket has no `wait=N`:
 //! what a failover can lose is as described in `SECURITY.md` ("Redis Sentinel").
 //!
 //! # Layout (pycket's)
@@ -118,7 +118,7 @@
 //!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` (default prefix `cloakroom:`)
 //! in the sessions database, its members the sessions' Redis keys, pruned lazily like the
-//! [`RedisStore`](crate::RedisStore)'s. [`SessionStore::scan`] walks the database with
+//! [`RedisStore`](cloakroom_redis::RedisStore)'s. [`SessionStore::scan`] walks the database with
 //! `SCAN ... TYPE string` and skips keys that are not session keys (uuids or handles).
 //! [`SessionStore::purge_expired`] is a no-op: Redis expires the keys.
 
@@ -145,15 +145,13 @@ use cloakroom_core::store::{
     SessionInfo, SessionStore,
 };
 use futures_util::{StreamExt, TryStreamExt};
+use cloakroom_redis::connection::{
+    Master, Options, SharedConnection, bounded, map_error, redact, worth_retrying,
+};
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value as RedisValue};
 use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
 
-use crate::conn::{
-    Conn, Resolved, StoreOptions, Target, bounded, connection_config, map_error, redact,
-    standalone_client, take_options, worth_retrying,
-};
-use crate::index::Members;
 use crate::pycket::pool::Pool;
 
 use notifications::*;
@@ -216,9 +214,9 @@ pub struct PycketStore {
 
 struct Inner {
     /// Multiplexed connection to the sessions database (reads, the user index).
-    sessions: Conn,
+    sessions: SharedConnection,
     /// Multiplexed connection to the notifications database (reads).
-    notes: Conn,
+    notes: SharedConnection,
     /// Dedicated connections (sessions database selected) for transactions.
     pool: Pool,
     stripes: Box<[tokio::sync::Mutex<()>]>,
@@ -257,7 +255,7 @@ impl PycketStore {
     pub fn builder(url: impl Into<String>) -> PycketStoreBuilder {
         PycketStoreBuilder {
             url: url.into(),
-            options: StoreOptions::default(),
+            options: Options::default(),
         }
     }
 
@@ -436,9 +434,21 @@ impl SessionStore for PycketStore {
 
     async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
         let members = self.index_members("sessions_of", user).await?;
-        let members = Members::sort(members, |m| session_key_of(m));
-        let records = self.load_many(&members.keys).await?;
-        let (infos, dead) = members.resolve(user, records);
+        // Members naming no session, and those whose session is gone, expired or someone
+        // else's, are pruned.
+        let (named, mut dead): (Vec<String>, Vec<String>) = members
+            .into_iter()
+            .partition(|m| session_key_of(m).is_some());
+        let keys: Vec<SessionKey> = named.iter().filter_map(|m| session_key_of(m)).collect();
+        let records = self.load_many(&keys).await?;
+        let mut infos = Vec::with_capacity(keys.len());
+        for ((key, member), record) in keys.into_iter().zip(named).zip(records) {
+            match record {
+                Some(r) if r.meta.user.as_deref() == Some(user) => infos.push(r.info(key)),
+                _ => dead.push(member),
+            }
+        }
+        infos.sort_by_key(|i| std::cmp::Reverse(i.meta.last_seen));
         self.unindex(user, &dead).await;
         Ok(infos)
     }

@@ -7,33 +7,35 @@
 //! timeout that cancelled the task mid-transaction) closes its connection, so no half-done
 //! `WATCH` or `MULTI` ever reaches the next user.
 //!
-//! New connections go where the pool's [`Source`] says: the one server, or (through Sentinel)
+//! New connections go where the pool's [`Master`] says: the one server, or (through Sentinel)
 //! the server the sentinels name as master at that moment, checked with `ROLE`. After a
 //! failover the idle connections to the old master are dropped ([`Pool::clear`], when a
 //! transaction finds its connection broken or its server demoted) and the next lease asks
 //! the sentinels again.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
+use cloakroom_redis::connection::Master;
+use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::sentinel::Source;
-
 pub(crate) struct Pool {
-    source: Source,
-    config: AsyncConnectionConfig,
+    master: Master,
+    /// The bound on connecting.
+    timeout: Duration,
     idle: Mutex<Vec<MultiplexedConnection>>,
     permits: Semaphore,
 }
 
 impl Pool {
-    /// A pool of at most `size` connections to the server `source` names (connected lazily).
-    pub(crate) fn new(source: Source, config: AsyncConnectionConfig, size: usize) -> Pool {
+    /// A pool of at most `size` connections to `master` (connected lazily, each within
+    /// `timeout`).
+    pub(crate) fn new(master: Master, timeout: Duration, size: usize) -> Pool {
         Pool {
-            source,
-            config,
+            master,
+            timeout,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
         }
@@ -50,7 +52,7 @@ impl Pool {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => self.source.connect(&self.config).await?,
+            None => self.master.dedicated(self.timeout).await?,
         };
         Ok(Lease {
             pool: self,
