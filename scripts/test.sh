@@ -58,7 +58,7 @@ log "cargo test --workspace"
 cargo test --workspace --no-fail-fast "$@"
 
 # The library crates, the facade and the CLI: what a registry would get.
-PUBLISHED=(cloakroom-core cloakroom-tower cloakroom-actix cloakroom-sqlite cloakroom-redis
+PUBLISHED=(cloakroom-core cloakroom-tower cloakroom-actix cloakroom-sqlite cloakroom-redis cloakroom-tornado
     cloakroom-postgres cloakroom cloakroom-cli)
 log "each feature on its own (cargo hack)"
 command -v cargo-hack >/dev/null || cargo install --quiet --locked cargo-hack

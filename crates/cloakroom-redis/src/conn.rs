@@ -367,11 +367,7 @@ pub fn map_error(e: RedisError, what: &'static str) -> Error {
 }
 
 /// Runs `attempt` (once more if the connection was refused or broke), all within `timeout`.
-pub async fn bounded<T, F, Fut>(
-    timeout: Duration,
-    what: &'static str,
-    attempt: F,
-) -> Result<T>
+pub async fn bounded<T, F, Fut>(timeout: Duration, what: &'static str, attempt: F) -> Result<T>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = RedisResult<T>>,

@@ -149,9 +149,7 @@ async fn sentinels_with_requirepass() {
         ),
     ] {
         let what = format!("sentinels with requirepass, {query:?}");
-        for text in
-            refused_by_the_sentinels(&redis_url(query), timeout, &what).await
-        {
+        for text in refused_by_the_sentinels(&redis_url(query), timeout, &what).await {
             assert!(text.contains(says), "{text}");
             assert!(!text.contains("not-the-password"), "{text}");
             assert!(!text.contains(password), "{text}");
@@ -222,9 +220,7 @@ async fn sentinels_with_an_acl_user_over_tls() {
         "",
     ] {
         let what = format!("TLS sentinels with an ACL user, {query:?}");
-        for text in
-            refused_by_the_sentinels(&redis_url(query), timeout, &what).await
-        {
+        for text in refused_by_the_sentinels(&redis_url(query), timeout, &what).await {
             assert!(!text.contains("acl-pw"), "{text}");
         }
     }

@@ -17,11 +17,11 @@ use cloakroom_core::cookie::TicketFormat as _;
 use cloakroom_core::flash::{Level, Message};
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Fields, Patch, Record, SessionStore};
+use cloakroom_testkit::redis_server::RedisServer;
 use cloakroom_tornado::PycketStore;
 use cloakroom_tornado::TornadoSecret;
 use cloakroom_tornado::pycket::{PycketTicket, pycket_key, pycket_uuid};
 use cloakroom_tornado::pycket::{fields_from_pickle, pickle_from_fields};
-use cloakroom_testkit::redis_server::RedisServer;
 use serde_json::{Value, json};
 
 fn workspace() -> PathBuf {

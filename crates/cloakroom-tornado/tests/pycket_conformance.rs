@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use cloakroom_core::store::SessionStore;
-use cloakroom_tornado::PycketStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::RedisServer;
+use cloakroom_tornado::PycketStore;
 
 async fn pycket_store() -> Arc<dyn SessionStore> {
     let url = format!(

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
-use cloakroom_tornado::PycketStore;
 use cloakroom_testkit::redis_server::{RedisServer, RedisTls};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
+use cloakroom_tornado::PycketStore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };

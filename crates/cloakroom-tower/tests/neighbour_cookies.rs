@@ -453,8 +453,8 @@ async fn verified_tickets_past_the_cap_are_not_tried() {
 /// Pycket mode (a Tornado-signed uuid in `PYCKET_ID`) reads the header the same way.
 #[tokio::test]
 async fn pycket_tickets_survive_neighbour_cookies() {
-    use cloakroom_tornado::TornadoSecret;
     use cloakroom_tornado::PycketTicket;
+    use cloakroom_tornado::TornadoSecret;
     let layer = SessionLayer::new(Arc::new(MemoryStore::new()), keys())
         .with_cookie_name("PYCKET_ID")
         .unwrap()

@@ -144,10 +144,10 @@ use cloakroom_core::store::{
     Applied, Created, Cursor, Error, ErrorKind, Fields, Meta, Page, Patch, Record, Result,
     SessionInfo, SessionStore,
 };
-use futures_util::{StreamExt, TryStreamExt};
 use cloakroom_redis::connection::{
     Master, Options, SharedConnection, bounded, map_error, redact, worth_retrying,
 };
+use futures_util::{StreamExt, TryStreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value as RedisValue};
 use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};

@@ -4,12 +4,12 @@
 //! this format must, through the core's hook for it,
 //! [`TicketFormat::store_key`] (see the [crate docs](crate#the-store-key-where-this-crate-departs-from-the-core)).
 
-use cloakroom_core::cookie::{TicketError, TicketFormat};
-use cloakroom_core::keys::KeyRing;
-use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use crate::signed_value::{
     CreateError, DecodeError, TornadoSecret, Version, create_signed_value, decode_signed_value,
 };
+use cloakroom_core::cookie::{TicketError, TicketFormat};
+use cloakroom_core::keys::KeyRing;
+use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 
 /// pycket's ticket: the cookie (`PYCKET_ID`) holds a Tornado v2 signed value of a uuid4
 /// text, and the store key is that uuid itself (Tornado reads the record by it).
