@@ -343,8 +343,8 @@ pub(crate) fn take_options(url: &str) -> Result<(String, StoreOptions)> {
 /// Refuses a URL with a fragment (`#`, even empty), before anything else reads it: redis-rs
 /// takes `#insecure` for "do not verify the server's TLS certificate", which only
 /// `insecure_skip_verify=true` may say (it warns). Every Redis URL form passes here first
-/// ([`take_options`], and the parsers of stores built on
-/// [`connection`](crate::connection)).
+/// (the store's URL parser, [`Options::from_url`](crate::connection::Options::from_url),
+/// and the parsers of stores built on [`connection`](crate::connection)).
 pub fn refuse_fragment(url: &str) -> Result<()> {
     if !url.contains('#') {
         return Ok(());
