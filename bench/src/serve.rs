@@ -20,7 +20,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use cloakroom_core::{Key, KeyRing, MemoryStore, SessionStore};
+use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_sqlite::SqliteStore;
 use cloakroom_tower::{SessionError, SessionLayer};
@@ -213,7 +213,7 @@ mod cloakroom {
         let store: Arc<dyn SessionStore> = Arc::new(CountingStore::new(store, counters));
         let keys = KeyRing::single(Key::from_bytes(&[7; 32]).expect("a 32-byte key"));
         bench_routes!(init, init_large, read, write, blind_write, new)
-            .layer(SessionLayer::new(store, keys))
+            .layer(SessionLayer::new(SessionSettings::new(store, keys).build()))
     }
 
     async fn init(s: Session) -> Reply {

@@ -7,9 +7,8 @@
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer, web};
-//! use cloakroom_actix::{CsrfMiddleware, Error, Session, SessionMiddleware};
-//! use cloakroom_core::session::SessionSettings;
-//! use cloakroom_core::{Key, KeyRing, MemoryStore};
+//! use cloakroom_actix::{CsrfMiddleware, CsrfSettings, Error, Session, SessionMiddleware};
+//! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
 //!
 //! async fn hello(session: Session) -> Result<String, Error> {
 //!     let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
@@ -19,10 +18,11 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // In production, load keys from configuration (`KeyRing::from_base64_list`).
-//! let settings = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
-//!     .with_cookie_secure(false)?; // http:// in development
-//! let sessions = SessionMiddleware::from(settings);
-//! let csrf = CsrfMiddleware::new().with_cookie_secure(false)?;
+//! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+//!     .with_cookie_secure(false)? // http:// in development
+//!     .build();
+//! let sessions = SessionMiddleware::new(engine);
+//! let csrf = CsrfMiddleware::new(CsrfSettings::new().with_cookie_secure(false)?);
 //! HttpServer::new(move || {
 //!     App::new()
 //!         .wrap(csrf.clone()) // inside the sessions: the last `wrap` runs first
@@ -42,7 +42,8 @@ mod extract;
 mod middleware;
 
 pub use cloakroom_core::ConfigError;
-pub use csrf::{CsrfMiddleware, CsrfMiddlewareService, CsrfToken, MissingCsrfMiddleware};
+pub use cloakroom_core::session::SessionSettings;
+pub use csrf::{CsrfSettings, CsrfMiddleware, CsrfMiddlewareService, CsrfToken, MissingCsrfMiddleware};
 pub use extract::{Error, MissingSessionMiddleware, Session};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 

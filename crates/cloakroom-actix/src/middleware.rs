@@ -11,58 +11,55 @@ use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{COOKIE, HeaderValue, USER_AGENT};
-use cloakroom_core::KeyRing;
-use cloakroom_core::session::{Error, SessionEngine, SessionSettings};
-use cloakroom_core::store::IntoSessionStore;
+use cloakroom_core::session::{Error, SessionEngine};
 
 use crate::convert::{add_cookie, to_actix};
 use crate::{ErrorHandler, default_error_response};
 
 /// The session middleware (`App::wrap(middleware.clone())`). Cheap to clone. Its settings
-/// are the core's [`SessionSettings`], the very ones the tower `SessionLayer` wraps: the same
-/// setters, defaults and checks, and the engine built once and shared by every worker.
+/// are the engine's (see [`SessionSettings`](cloakroom_core::session::SessionSettings), the
+/// same the tower `SessionLayer` takes); the middleware adds only the response for a store
+/// failure.
 ///
 /// ```
 /// use cloakroom_actix::SessionMiddleware;
-/// use cloakroom_core::session::SessionSettings;
-/// use cloakroom_core::{Key, KeyRing, MemoryStore};
+/// use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
 ///
-/// let settings = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+/// let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
 ///     .with_cookie_name("__Host-session")
-///     .unwrap();
-/// let middleware = SessionMiddleware::from(settings);
+///     .unwrap()
+///     .build();
+/// let middleware = SessionMiddleware::new(engine);
 /// # let _ = middleware;
 /// ```
 #[derive(Clone)]
 #[must_use]
 pub struct SessionMiddleware {
-    settings: SessionSettings,
+    engine: SessionEngine,
     on_error: ErrorHandler,
 }
 
 impl fmt::Debug for SessionMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionMiddleware")
-            .field("settings", &self.settings)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
 
-impl From<SessionSettings> for SessionMiddleware {
-    fn from(settings: SessionSettings) -> Self {
-        SessionMiddleware {
-            settings,
-            on_error: Arc::new(default_error_response),
-        }
+impl From<SessionEngine> for SessionMiddleware {
+    fn from(engine: SessionEngine) -> Self {
+        SessionMiddleware::new(engine)
     }
 }
 
 impl SessionMiddleware {
-    /// Sessions kept in `store` (by value, or an `Arc` of one), tickets signed with `keys`,
-    /// every setting at its default; for other settings build the middleware from
-    /// [`SessionSettings`].
-    pub fn new(store: impl IntoSessionStore, keys: KeyRing) -> Self {
-        SessionSettings::new(store, keys).into()
+    /// Sessions of `engine`, store failures answered by [`default_error_response`].
+    pub fn new(engine: SessionEngine) -> Self {
+        SessionMiddleware {
+            engine,
+            on_error: Arc::new(default_error_response),
+        }
     }
 
     /// The response sent when the store fails. Default: [`default_error_response`].
@@ -72,17 +69,6 @@ impl SessionMiddleware {
     ) -> Self {
         self.on_error = Arc::new(handler);
         self
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &SessionSettings {
-        &self.settings
-    }
-
-    /// The engine the middleware's services use (built once; share it with code that lists
-    /// or revokes sessions outside requests).
-    pub fn engine(&self) -> SessionEngine {
-        self.settings.engine()
     }
 }
 
@@ -101,7 +87,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(SessionMiddlewareService {
             service,
-            engine: self.engine(),
+            engine: self.engine.clone(),
             on_error: self.on_error.clone(),
         }))
     }
@@ -150,6 +136,7 @@ where
         req.extensions_mut().insert(session.clone());
         let fut = self.service.call(req);
         let on_error = self.on_error.clone();
+        let engine = self.engine.clone();
         Box::pin(async move {
             let mut res = fut.await?;
             let failure = res.response_mut().extensions_mut().remove::<StoreFailure>();
@@ -161,14 +148,14 @@ where
             }
             // A request that needs no store operation to commit (one that only read its
             // session, or had none) is done here, without the commit's async lock.
-            if let Some(outcome) = session.commit_now() {
+            if let Some(outcome) = engine.commit_now(&session) {
                 if let Some(cookie) = outcome.set_cookie {
                     add_cookie(res.headers_mut(), &cookie);
                 }
                 return Ok(res.map_into_left_body());
             }
             let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
-            match session.commit(user_agent).await {
+            match engine.commit(&session, user_agent).await {
                 Ok(outcome) => {
                     if let Some(cookie) = outcome.set_cookie {
                         add_cookie(res.headers_mut(), &cookie);

@@ -4,8 +4,8 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use cloakroom_core::flash::Level;
-//! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionConfig, SessionEngine};
-//! let engine = SessionEngine::new(MemoryStore::new(), KeyRing::single(Key::generate()), SessionConfig::default());
+//! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
+//! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate())).build();
 //! let session = engine.session(None);
 //! session.flash().push(Level::Success, "Note saved").await.unwrap();
 //! let shown = session.flash().take().await.unwrap();

@@ -27,5 +27,5 @@ pub mod store;
 
 pub use config_error::{ConfigError, ConfigErrorKind};
 pub use keys::{Key, KeyRing};
-pub use session::{Session, SessionConfig, SessionEngine, SessionId, SessionKey, Timestamp};
+pub use session::{Session, SessionEngine, SessionId, SessionKey, SessionSettings, Timestamp};
 pub use store::{MemoryStore, SessionStore};

@@ -425,8 +425,8 @@ pub struct StoreCounter {
 }
 
 /// A store as the engine keeps it: any [`SessionStore`] by value, or one already shared
-/// (`Arc<S>`, `Arc<dyn SessionStore>`), as [`SessionEngine::new`](crate::SessionEngine::new)
-/// and the adapters' layers take it.
+/// (`Arc<S>`, `Arc<dyn SessionStore>`), as [`SessionSettings::new`](crate::session::SessionSettings::new)
+/// takes it.
 pub trait IntoSessionStore {
     /// The store, shared.
     fn into_session_store(self) -> std::sync::Arc<dyn SessionStore>;

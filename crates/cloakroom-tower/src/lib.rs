@@ -4,7 +4,7 @@
 //! ```
 //! # #[cfg(feature = "axum")] {
 //! use axum::{Router, routing::get};
-//! use cloakroom_core::{Key, KeyRing, MemoryStore};
+//! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
 //! use cloakroom_tower::{Session, SessionError, SessionLayer};
 //!
 //! async fn hello(session: Session) -> Result<String, SessionError> {
@@ -12,10 +12,10 @@
 //!     Ok(format!("Hello, {}", name.as_deref().unwrap_or("stranger")))
 //! }
 //!
-//! let keys = KeyRing::single(Key::generate());
+//! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate())).build();
 //! let app: Router = Router::new()
 //!     .route("/", get(hello))
-//!     .layer(SessionLayer::new(MemoryStore::new(), keys));
+//!     .layer(SessionLayer::new(engine));
 //! # let _ = app;
 //! # }
 //! ```
@@ -26,7 +26,8 @@ pub mod session;
 #[cfg(feature = "axum")]
 pub mod extract;
 
-pub use csrf::{CsrfLayer, CsrfMode, CsrfToken};
+pub use cloakroom_core::session::SessionSettings;
+pub use csrf::{CsrfLayer, CsrfMode, CsrfSettings, CsrfToken};
 pub use session::{ConfigError, SessionLayer, SessionService};
 
 #[cfg(feature = "axum")]

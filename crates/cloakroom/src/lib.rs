@@ -17,7 +17,7 @@
 #![cfg_attr(feature = "axum", doc = "```")]
 #![cfg_attr(not(feature = "axum"), doc = "```ignore")]
 //! use axum::{Router, routing::get};
-//! use cloakroom::{Key, KeyRing, Session, SessionError, SessionLayer};
+//! use cloakroom::{Key, KeyRing, Session, SessionError, SessionLayer, SessionSettings};
 //!
 //! async fn hello(session: Session) -> Result<String, SessionError> {
 //!     let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
@@ -33,9 +33,13 @@
 //! // In production, load keys from configuration (`KeyRing::from_base64_list`), so tickets
 //! // survive a restart.
 //! let keys = KeyRing::single(Key::generate());
+//! // Every setting in one place, checked as it is set; the engine is built once.
+//! let engine = SessionSettings::new(store, keys)
+//!     .with_cookie_secure(false)? // http:// in development
+//!     .build();
 //! let app: Router = Router::new()
 //!     .route("/", get(hello))
-//!     .layer(SessionLayer::new(store, keys).with_cookie_secure(false)?); // http:// in development
+//!     .layer(SessionLayer::new(engine));
 //! # use tower::ServiceExt as _;
 //! # let res = app.oneshot(axum::http::Request::new(axum::body::Body::empty())).await?;
 //! # assert!(res.headers()["set-cookie"].to_str()?.starts_with("session="));
@@ -45,17 +49,18 @@
 //! ```
 //!
 //! The session handle itself is [`session::Session`] (the extractor derefs to it): typed
-//! `get`/`set`, `login`, `logout`, `set_remember`, [flash messages](flash), and the user's
-//! other sessions through its store.
+//! `get`/`set`, `login`, `logout`, `set_remember`, [flash messages](flash); the user's
+//! sessions are listed and revoked through the [`SessionEngine`] (which applies the store
+//! timeout). [`SessionSettings`] and [`csrf::CsrfSettings`] are the one way to configure:
+//! the adapters take what they build.
 
 pub use cloakroom_core::{cookie, csrf, flash, keys, session};
 
 pub mod store;
 
 pub use cloakroom_core::keys::{Key, KeyRing};
-pub use cloakroom_core::session::{
-    SessionConfig, SessionEngine, SessionKey, SessionSettings, Timestamp,
-};
+pub use cloakroom_core::csrf::CsrfSettings;
+pub use cloakroom_core::session::{SessionEngine, SessionKey, SessionSettings, Timestamp};
 pub use cloakroom_core::store::SessionStore;
 
 #[cfg(feature = "memory")]

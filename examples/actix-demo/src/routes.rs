@@ -13,7 +13,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, guard};
-use cloakroom_actix::{CsrfMiddleware, CsrfToken, SessionMiddleware};
+use cloakroom_actix::{CsrfMiddleware, CsrfSettings, CsrfToken, SessionMiddleware};
 use cloakroom_core::session::Session;
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{self, LoginHint};
@@ -27,7 +27,7 @@ use cloakroom_demo_app::{
 pub(crate) struct Wiring {
     state: Data<AppState>,
     sessions: SessionMiddleware,
-    csrf: CsrfMiddleware,
+    csrf: CsrfSettings,
     hosts: Arc<AllowedHosts>,
     metrics_here: bool,
 }
@@ -36,13 +36,12 @@ impl Wiring {
     /// The session and CSRF middleware of `demo`, the store failures they meet counted.
     pub(crate) fn new(demo: Demo) -> Self {
         let on_store_error = demo.state.metrics().clone();
-        let sessions =
-            SessionMiddleware::from(demo.sessions.clone()).with_error_handler(move |error| {
-                on_store_error.store_error();
-                cloakroom_actix::default_error_response(error)
-            });
+        let sessions = SessionMiddleware::new(demo.sessions).with_error_handler(move |error| {
+            on_store_error.store_error();
+            cloakroom_actix::default_error_response(error)
+        });
         Wiring {
-            csrf: CsrfMiddleware::from(demo.csrf),
+            csrf: demo.csrf,
             state: Data::from(demo.state),
             sessions,
             hosts: Arc::new(demo.hosts),
@@ -53,7 +52,7 @@ impl Wiring {
     /// The application: every route (and `/metrics` when served on the main listener)
     /// behind the session and CSRF middleware; bodies up to `max_body` bytes (more: 413).
     pub(crate) fn main(
-        mut self,
+        self,
         max_body: usize,
     ) -> App<
         impl ServiceFactory<
@@ -68,7 +67,7 @@ impl Wiring {
         let observed = self.state.clone();
         // The CSRF middleware buffers form bodies to find the token: no more than the
         // handlers would read (413 beyond, as the axum demo's body limit answers).
-        self.csrf = self.csrf.with_body_limit(max_body);
+        let csrf = CsrfMiddleware::new(self.csrf.with_body_limit(max_body));
         let metrics_here = self.metrics_here;
         App::new()
             .app_data(self.state)
@@ -112,7 +111,7 @@ impl Wiring {
                 }
             })
             .default_service(web::to(not_found))
-            .wrap(self.csrf)
+            .wrap(csrf)
             .wrap(self.sessions)
             // Before any session work: a request for another Host is refused (DNS rebinding).
             .wrap(from_fn(move |req, next| {

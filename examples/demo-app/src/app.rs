@@ -35,9 +35,9 @@ pub type Handled = Result<Reply, AppError>;
 pub struct Demo {
     /// What every page shares.
     pub state: Arc<AppState>,
-    /// The session settings (store, keys, cookie name and `Secure`, pycket's ticket), for the
-    /// framework's session middleware; their engine is [`AppState`]'s.
-    pub sessions: SessionSettings,
+    /// The session engine (store, keys, cookie name and `Secure`, pycket's ticket), for the
+    /// framework's session middleware; [`AppState`] shares it.
+    pub sessions: SessionEngine,
     /// The CSRF settings, for the framework's CSRF middleware.
     pub csrf: CsrfSettings,
     /// The `Host` values the demo answers for.
@@ -101,8 +101,9 @@ impl Demo {
             let ticket = PycketTicket::new(TornadoSecret::single(secret), 31.0)?;
             sessions = sessions.with_ticket_format(Arc::new(ticket));
         }
+        let sessions = sessions.build();
         let state = AppState {
-            engine: sessions.engine(),
+            engine: sessions.clone(),
             users,
             passwords: Passwords::new().await?,
             templates: templates::environment()?,

@@ -67,11 +67,11 @@ pub struct Apps {
 pub async fn apps(config: DemoConfig) -> anyhow::Result<Apps> {
     let demo = Demo::open(config).await?;
     let on_store_error = demo.state.metrics().clone();
-    let layer = SessionLayer::from(demo.sessions).with_error_handler(move |error| {
+    let layer = SessionLayer::new(demo.sessions).with_error_handler(move |error| {
         on_store_error.store_error();
         cloakroom::tower::session::default_error_response(error)
     });
-    let csrf = cloakroom::tower::CsrfLayer::from(demo.csrf);
+    let csrf = cloakroom::tower::CsrfLayer::new(demo.csrf);
     let guard = routes::Guard {
         hosts: demo.hosts,
         metrics_here: demo.metrics_on_main,

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use actix_web::body::{BodyStream, EitherBody, MessageBody, to_bytes_limited};
 use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::{HttpMessage, HttpResponse};
-use cloakroom_core::ConfigError;
 use cloakroom_core::csrf::{
-    self, BodyError, CheckError, CsrfMode, CsrfRequest, CsrfSettings, OnRejection, ProtectionError,
-    Reason, ResponseFormat, SpaCookie, TokenSource, default_rejection,
+    self, BodyError, CheckError, CsrfRequest, CsrfSettings, OnRejection, ProtectionError,
+    Reason, ResponseFormat, TokenSource, default_rejection,
 };
 
 use super::CsrfToken;
@@ -29,16 +28,17 @@ struct Config {
 
 /// The CSRF middleware (`App::wrap(middleware.clone())`, *before* the session middleware's
 /// `wrap`, so that it runs inside it). Cheap to clone. Its settings are the core's
-/// [`CsrfSettings`], the very ones the tower `CsrfLayer` wraps: the same setters, defaults
-/// and checks.
+/// [`CsrfSettings`] (the same the tower `CsrfLayer` takes); the middleware adds only the
+/// rejection hook.
 ///
 /// ```
 /// use cloakroom_actix::CsrfMiddleware;
-/// use cloakroom_actix::csrf::SpaCookie;
+/// use cloakroom_actix::csrf::{CsrfSettings, SpaCookie};
 ///
-/// let csrf = CsrfMiddleware::new()
+/// let settings = CsrfSettings::new()
 ///     .with_cookie_secure(false).unwrap() // http:// in development
 ///     .with_spa_cookie(SpaCookie::default()).unwrap();
+/// let csrf = CsrfMiddleware::new(settings);
 /// # let _ = csrf;
 /// ```
 #[derive(Clone)]
@@ -55,16 +55,15 @@ impl fmt::Debug for CsrfMiddleware {
     }
 }
 
-impl Default for CsrfMiddleware {
-    fn default() -> Self {
-        Self::new()
+impl From<CsrfSettings> for CsrfMiddleware {
+    fn from(settings: CsrfSettings) -> Self {
+        CsrfMiddleware::new(settings)
     }
 }
 
-impl From<CsrfSettings> for CsrfMiddleware {
-    /// A middleware checking with `settings` and answering refusals with
-    /// [`default_rejection`].
-    fn from(settings: CsrfSettings) -> Self {
+impl CsrfMiddleware {
+    /// Protection checking with `settings`, refusals answered by [`default_rejection`].
+    pub fn new(settings: CsrfSettings) -> Self {
         CsrfMiddleware {
             config: Arc::new(Config {
                 settings,
@@ -72,136 +71,13 @@ impl From<CsrfSettings> for CsrfMiddleware {
             }),
         }
     }
-}
-
-impl CsrfMiddleware {
-    /// Protection with the defaults: no trusted origins, no exempt paths, 1 MiB form body
-    /// limit, tokens never read from the query string, [`CsrfMode::Auto`], and a `_xsrf`
-    /// cookie that is `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`.
-    pub fn new() -> Self {
-        CsrfSettings::new().into()
-    }
-
-    /// Tokenless protection: unsafe requests need only pass the cross-origin check
-    /// (Fetch Metadata, then `Origin` against `Host`), no token, except on the paths given
-    /// to [`add_token_path`](Self::add_token_path); see
-    /// [`CsrfSettings::tokenless`] for what it protects and what it does not.
-    pub fn tokenless() -> Self {
-        CsrfSettings::tokenless().into()
-    }
-
-    /// The core settings this middleware checks with.
-    pub fn settings(&self) -> &CsrfSettings {
-        &self.config.settings
-    }
-
-    fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(Arc::make_mut(&mut self.config));
-        self
-    }
-
-    fn map(self, f: impl FnOnce(CsrfSettings) -> CsrfSettings) -> Self {
-        self.edit(|c| c.settings = f(c.settings.clone()))
-    }
-
-    fn try_map(
-        self,
-        f: impl FnOnce(CsrfSettings) -> Result<CsrfSettings, ConfigError>,
-    ) -> Result<Self, ConfigError> {
-        let settings = f(self.config.settings.clone())?;
-        Ok(self.edit(|c| c.settings = settings))
-    }
-
-    /// Accepts cross-origin requests from `origin`, exactly `scheme://host[:port]`.
-    /// Default: none. See [`CsrfSettings::add_trusted_origin`].
-    ///
-    /// # Errors
-    /// An origin that is not exactly `scheme://host[:port]`.
-    pub fn add_trusted_origin(self, origin: &str) -> Result<Self, ConfigError> {
-        self.try_map(|s| s.add_trusted_origin(origin))
-    }
-
-    /// Skips every check for requests to exactly this path (no prefix or pattern matching:
-    /// Go CVE-2025-47910), compared with the path actix-web routes on (`match_info()`:
-    /// percent-decoded but for `%2F`, `%25`, `%2B`), so `/%68ook` is exempt as `/hook` is
-    /// ([`CsrfSettings::skips_check`]). Default: none.
-    pub fn add_exempt_path(self, path: impl Into<String>) -> Self {
-        let path = path.into();
-        self.map(|s| s.add_exempt_path(path))
-    }
-
-    /// In [tokenless](Self::tokenless) mode, still requires a token on unsafe requests to
-    /// this path in every spelling a router could map onto it (`/%6Cogin`, `//login/`, ...:
-    /// [`CsrfSettings::needs_token`]). Default: none.
-    pub fn add_token_path(self, path: impl Into<String>) -> Self {
-        let path = path.into();
-        self.map(|s| s.add_token_path(path))
-    }
-
-    /// Largest form body buffered to find the `_xsrf` field; larger ones get a 413.
-    /// Default 1 MiB. Clients sending big uploads should put the token in a header.
-    pub fn with_body_limit(self, bytes: usize) -> Self {
-        self.map(|s| s.with_body_limit(bytes))
-    }
-
-    /// Also reads the token from the `_xsrf` query parameter. Default off: URLs leak into
-    /// logs and `Referer` headers.
-    pub fn with_query_token(self, enabled: bool) -> Self {
-        self.map(|s| s.with_query_token(enabled))
-    }
-
-    /// Where the secret is kept. Default [`CsrfMode::Auto`].
-    pub fn with_mode(self, mode: CsrfMode) -> Self {
-        self.map(|s| s.with_mode(mode))
-    }
-
-    /// The `_xsrf` cookie's name. Default `_xsrf` (Tornado's).
-    ///
-    /// # Errors
-    /// A bad name, or a prefix whose rules the other settings break.
-    pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        let name = name.into();
-        self.try_map(|s| s.with_cookie_name(name))
-    }
-
-    /// `Secure` on the `_xsrf` cookie (and the SPA cookie). Default on; turn off for
-    /// `http://` development.
-    ///
-    /// # Errors
-    /// Turning it off with a `__Host-`/`__Secure-` name.
-    pub fn with_cookie_secure(self, secure: bool) -> Result<Self, ConfigError> {
-        self.try_map(|s| s.with_cookie_secure(secure))
-    }
-
-    /// `HttpOnly` on the `_xsrf` cookie. Default on.
-    pub fn with_cookie_http_only(self, http_only: bool) -> Self {
-        self.map(|s| s.with_cookie_http_only(http_only))
-    }
-
-    /// The `_xsrf` cookie's `Domain`. Default none (host-only).
-    ///
-    /// # Errors
-    /// An invalid domain, or a `__Host-` cookie.
-    pub fn with_cookie_domain(self, domain: impl Into<String>) -> Result<Self, ConfigError> {
-        let domain = domain.into();
-        self.try_map(|s| s.with_cookie_domain(domain))
-    }
-
-    /// Turns on the single-page-app convention (the readable `XSRF-TOKEN` cookie and the
-    /// `X-XSRF-TOKEN` header); see [`CsrfSettings::with_spa_cookie`]. Default: off.
-    ///
-    /// # Errors
-    /// A bad cookie or header name, or a prefix the cookie settings break.
-    pub fn with_spa_cookie(self, spa: SpaCookie) -> Result<Self, ConfigError> {
-        self.try_map(|s| s.with_spa_cookie(spa))
-    }
 
     /// The response for refused requests: anything implementing [`OnRejection`], closures
     /// `Fn(&ProtectionError, ResponseFormat) -> http::Response<String>` included (the same
     /// hook the tower layer takes). Default: [`default_rejection`].
-    pub fn with_rejection_handler(self, handler: impl OnRejection) -> Self {
-        let handler: Arc<dyn OnRejection> = Arc::new(handler);
-        self.edit(|c| c.on_reject = handler)
+    pub fn with_rejection_handler(mut self, handler: impl OnRejection) -> Self {
+        Arc::make_mut(&mut self.config).on_reject = Arc::new(handler);
+        self
     }
 }
 

@@ -19,17 +19,20 @@
 //! ```
 //! use actix_web::{App, HttpResponse, web};
 //! use cloakroom_actix::{CsrfMiddleware, CsrfToken, Error, SessionMiddleware};
-//! use cloakroom_core::{Key, KeyRing, MemoryStore};
+//! use cloakroom_core::csrf::CsrfSettings;
+//! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
 //!
 //! async fn form(csrf: CsrfToken) -> Result<HttpResponse, Error> {
 //!     let field = csrf.form_field().await?;
 //!     Ok(HttpResponse::Ok().body(format!("<form method=post>{field}<button>Go</button></form>")))
 //! }
 //!
-//! let csrf = CsrfMiddleware::new()
+//! let settings = CsrfSettings::new()
 //!     .add_trusted_origin("https://partner.example").unwrap()
 //!     .add_exempt_path("/webhooks/stripe");
-//! let sessions = SessionMiddleware::new(MemoryStore::new(), KeyRing::single(Key::generate()));
+//! let csrf = CsrfMiddleware::new(settings);
+//! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate())).build();
+//! let sessions = SessionMiddleware::new(engine);
 //! let app = App::new()
 //!     .wrap(csrf)       // inner
 //!     .wrap(sessions)   // outer: runs first
@@ -38,7 +41,7 @@
 //! ```
 //!
 //! Single-page apps ([`SpaCookie`], [`CsrfToken::ensure_spa_cookie`]) and tokenless mode
-//! ([`CsrfMiddleware::tokenless`], [`CsrfMiddleware::add_token_path`]) work as with the tower
+//! ([`CsrfSettings::tokenless`], [`CsrfSettings::add_token_path`]) work as with the tower
 //! layer; see its documentation (`cloakroom_tower::csrf`) for what each protects and what it
 //! does not.
 

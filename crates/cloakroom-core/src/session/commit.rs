@@ -167,7 +167,7 @@ impl Session {
     /// # Errors
     /// Store failures (answer 503: nothing the handler did to the session was saved, except
     /// that a failed renewal leaves the old session usable).
-    pub async fn commit(&self, user_agent: Option<&str>) -> Result<CommitOutcome> {
+    pub(crate) async fn commit(&self, user_agent: Option<&str>) -> Result<CommitOutcome> {
         let mut guard = self.inner.state.lock().await;
         let st: &mut State = &mut guard;
         if st.committed {
@@ -181,9 +181,9 @@ impl Session {
 
     /// The commit, done at once when it needs no store operation (the usual case of a request
     /// that only read its session, or had none): `None` when it does, and then
-    /// [`Session::commit`] must run. Lets an adapter skip an asynchronous step (and its
+    /// `Session::commit` must run. Lets an adapter skip an asynchronous step (and its
     /// allocation) on most requests.
-    pub fn commit_now(&self) -> Option<CommitOutcome> {
+    pub(crate) fn commit_now(&self) -> Option<CommitOutcome> {
         let mut st = self.inner.state.try_lock().ok()?;
         if st.committed {
             return Some(CommitOutcome::default());

@@ -1,32 +1,23 @@
-//! [`SessionConfig`]: cookie attributes, timeouts and limits of the session engine.
+//! `SessionConfig`: cookie attributes, timeouts and limits of the session engine, set through
+//! [`SessionSettings`](super::SessionSettings) (where each setting, its default and its check
+//! are documented).
 
 use std::time::Duration;
 
 use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::CookieConfig;
 
-/// How sessions behave. Every field has a safe default; see [`SessionConfig::default`].
+/// How sessions behave: the values [`SessionSettings`](super::SessionSettings) sets and checks
+/// (each setter documents its setting and default).
 #[derive(Clone, Debug)]
-pub struct SessionConfig {
-    /// Cookie name and attributes. Default: `session`, host-only, `Path=/`, `Secure`,
-    /// `HttpOnly`, `SameSite=Lax` (OWASP Session Management: Secure + HttpOnly + SameSite).
-    pub cookie: CookieConfig,
-    /// A session unused this long expires. Default 24 hours (pycket's sliding 24 h).
-    pub idle_timeout: Duration,
-    /// A session expires this long after it was created, however active. Default 30 days
-    /// (OWASP: an absolute timeout bounds what a stolen ticket is worth).
-    pub absolute_lifetime: Duration,
-    /// An unchanged session's expiry is pushed forward at most this often, so reads do not
-    /// each cost a store write. `None` (the default): a tenth of the idle timeout, at most 5
-    /// minutes, whatever the idle timeout is set to; zero: on every request. Read it with
-    /// [`SessionConfig::touch_interval`].
-    pub touch_interval: Option<Duration>,
-    /// Longest wait for one store operation before the request fails with a 503-class
-    /// error. Default 2 seconds.
-    pub store_timeout: Duration,
-    /// Largest session data (field names plus JSON values) accepted by `set`. Default
-    /// 64 KiB: sessions are read on every request, large blobs belong elsewhere.
-    pub max_data_bytes: usize,
+pub(crate) struct SessionConfig {
+    pub(crate) cookie: CookieConfig,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_lifetime: Duration,
+    /// `None`: [`default_touch_interval`] of the idle timeout.
+    pub(crate) touch_interval: Option<Duration>,
+    pub(crate) store_timeout: Duration,
+    pub(crate) max_data_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -44,13 +35,13 @@ impl Default for SessionConfig {
 }
 
 /// A tenth of `idle`, at most five minutes.
-pub fn default_touch_interval(idle: Duration) -> Duration {
+pub(crate) fn default_touch_interval(idle: Duration) -> Duration {
     (idle / 10).min(Duration::from_secs(300))
 }
 
 impl SessionConfig {
     /// The touch interval in force: the one set, or the default for the idle timeout.
-    pub fn touch_interval(&self) -> Duration {
+    pub(crate) fn touch_interval(&self) -> Duration {
         self.touch_interval
             .unwrap_or_else(|| default_touch_interval(self.idle_timeout))
     }
@@ -61,7 +52,7 @@ impl SessionConfig {
     ///
     /// # Errors
     /// An invalid cookie, a zero timeout or lifetime, or a zero data limit.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.cookie.validate()?;
         let durations = [
             ("idle timeout", self.idle_timeout),

@@ -9,10 +9,14 @@ use super::handle::Session;
 use super::limits::timed;
 use super::shared::Shared;
 use super::state::Phase;
-use super::{MAX_CANDIDATES, Result, SessionConfig, SessionId, SessionKey};
-use crate::cookie::{SignedTicket, TicketFormat};
+use super::{
+    CommitOutcome, Error, ErrorKind, MAX_CANDIDATES, Result, SessionConfig, SessionId, SessionKey,
+};
+use crate::cookie::TicketFormat;
 use crate::keys::KeyRing;
-use crate::store::{self, IntoSessionStore, SessionInfo, SessionStore};
+use crate::store::{self, SessionInfo, SessionStore};
+#[cfg(test)]
+use crate::store::IntoSessionStore;
 
 /// One per application: the store, the keys and the configuration.
 ///
@@ -35,51 +39,53 @@ impl fmt::Debug for SessionEngine {
 }
 
 impl SessionEngine {
-    /// An engine over `store`, signing tickets with `keys`.
-    pub fn new(store: impl IntoSessionStore, keys: KeyRing, config: SessionConfig) -> Self {
-        let store = store.into_session_store();
+    /// An engine from checked parts: only [`SessionSettings::build`](super::SessionSettings::build)
+    /// (and the crate's tests) call it.
+    pub(crate) fn from_parts(
+        store: Arc<dyn SessionStore>,
+        keys: KeyRing,
+        config: SessionConfig,
+        format: Arc<dyn TicketFormat>,
+    ) -> Self {
         SessionEngine {
             shared: Arc::new(Shared {
                 store,
                 keys,
                 config,
-                format: Arc::new(SignedTicket),
-            }),
-        }
-    }
-
-    /// The same engine with another ticket format (default [`SignedTicket`]).
-    #[must_use]
-    pub fn with_ticket_format(self, format: Arc<dyn TicketFormat>) -> Self {
-        let s = &self.shared;
-        SessionEngine {
-            shared: Arc::new(Shared {
-                store: s.store.clone(),
-                keys: s.keys.clone(),
-                config: s.config.clone(),
                 format,
             }),
         }
     }
 
+    /// An engine over `store` with `config` and the default ticket format, for the crate's
+    /// tests (which set fields the settings check).
+    #[cfg(test)]
+    pub(crate) fn new(store: impl IntoSessionStore, keys: KeyRing, config: SessionConfig) -> Self {
+        let format = Arc::new(crate::cookie::SignedTicket);
+        Self::from_parts(store.into_session_store(), keys, config, format)
+    }
+
     /// The ticket format.
-    pub fn ticket_format(&self) -> &Arc<dyn TicketFormat> {
+    #[cfg(test)]
+    pub(crate) fn ticket_format(&self) -> &Arc<dyn TicketFormat> {
         &self.shared.format
     }
 
     /// The configuration.
-    pub fn config(&self) -> &SessionConfig {
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &SessionConfig {
         &self.shared.config
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.shared.store
+    /// The key ring.
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.shared.keys
     }
 
-    /// The key ring.
-    pub fn keys(&self) -> &KeyRing {
-        &self.shared.keys
+    /// The largest session data `set` accepts ([`SessionSettings::with_max_data_bytes`](super::SessionSettings::with_max_data_bytes)).
+    pub fn max_data_bytes(&self) -> usize {
+        self.shared.config.max_data_bytes
     }
 
     /// The session of a request whose `Cookie` header is `cookie_header` (a convenience for
@@ -131,11 +137,6 @@ impl SessionEngine {
         self.new_session(first, more, had_cookie)
     }
 
-    /// The session for an already verified id (for adapters that read tickets themselves).
-    pub fn session_with_id(&self, incoming: Option<SessionId>, had_cookie: bool) -> Session {
-        self.new_session(incoming, Vec::new(), had_cookie)
-    }
-
     fn new_session(
         &self,
         incoming: Option<SessionId>,
@@ -174,5 +175,66 @@ impl SessionEngine {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Deletes every session of `user` but `except` (none: all of them); returns how many.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn revoke_all(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
+        self.timed(self.shared.store.delete_user(user, except)).await
+    }
+
+    /// Deletes every other session of the user `session` is logged in as; returns how many.
+    ///
+    /// # Errors
+    /// Store failures, or [`ErrorKind::NotLoggedIn`](super::ErrorKind::NotLoggedIn).
+    pub async fn revoke_others(&self, session: &Session) -> Result<u64> {
+        let (user, current) = session.user_and_stored_key().await?;
+        let user = user.ok_or_else(|| Error::new(ErrorKind::NotLoggedIn, "not logged in"))?;
+        self.revoke_all(&user, current.as_ref()).await
+    }
+
+    /// The public handle (store key) of `session`, as [`sessions_of`](Self::sessions_of)
+    /// lists it; `None` without a session. After a login this is already the new handle.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn handle_of(&self, session: &Session) -> Result<Option<SessionKey>> {
+        session.handle().await
+    }
+
+    /// Whether the store answers within the store timeout (for health checks).
+    ///
+    /// # Errors
+    /// Store failures, or no answer in time.
+    pub async fn ping(&self) -> Result<()> {
+        self.timed(self.shared.store.ping()).await
+    }
+
+    /// The store's operation counters, if it keeps any (for metrics).
+    pub fn store_counters(&self) -> Vec<crate::store::StoreCounter> {
+        self.shared.store.counters()
+    }
+
+    /// Commits `session` (a session of this engine) when the response is ready: the commit
+    /// state machine, one store operation (two for a login). Adapters call it once per
+    /// request; later changes to the session fail with
+    /// [`ErrorKind::Committed`](super::ErrorKind::Committed). `user_agent` (the request's
+    /// `User-Agent`) is recorded if this creates the session.
+    ///
+    /// # Errors
+    /// Store failures (answer 503: nothing the handler did to the session was saved, except
+    /// that a failed renewal leaves the old session usable).
+    pub async fn commit(&self, session: &Session, user_agent: Option<&str>) -> Result<CommitOutcome> {
+        session.commit(user_agent).await
+    }
+
+    /// The commit, done at once when it needs no store operation (the usual case of a request
+    /// that only read its session, or had none): `None` when it does, and then
+    /// [`commit`](Self::commit) must run. Lets an adapter skip an asynchronous step (and its
+    /// allocation) on most requests.
+    pub fn commit_now(&self, session: &Session) -> Option<CommitOutcome> {
+        session.commit_now()
     }
 }

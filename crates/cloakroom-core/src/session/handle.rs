@@ -56,6 +56,10 @@ impl Session {
         &self.inner.shared.config
     }
 
+    pub(super) fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.shared.store
+    }
+
     fn key_of(&self, id: &SessionId) -> SessionKey {
         self.inner.shared.format.store_key(id)
     }
@@ -111,8 +115,9 @@ impl Session {
     /// The value of `key`, deserialized as `T`; `None` when absent.
     ///
     /// # Errors
-    /// Store failures, or a stored value that is not a `T`.
+    /// Store failures, a reserved key, or a stored value that is not a `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        check_key(key)?;
         let st = self.state().await?;
         match st.record().and_then(|r| r.data.get(key)) {
             None => Ok(None),
@@ -187,8 +192,9 @@ impl Session {
     /// Removes `key`; returns whether it was there.
     ///
     /// # Errors
-    /// Store failures, or a committed response.
+    /// Store failures, a reserved key, or a committed response.
     pub async fn remove(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
         self.remove_raw(key).await
     }
 
@@ -204,8 +210,9 @@ impl Session {
     /// Whether `key` is set.
     ///
     /// # Errors
-    /// Store failures.
+    /// Store failures, or a reserved key.
     pub async fn contains(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
         let st = self.state().await?;
         Ok(st.record().is_some_and(|r| r.data.contains_key(key)))
     }
@@ -275,15 +282,7 @@ impl Session {
         Ok(st.record().and_then(|r| r.meta.user.clone()))
     }
 
-    /// Logs out: the session is destroyed in the store and the cookie removed.
-    ///
-    /// # Errors
-    /// A committed response.
-    pub async fn logout(&self) -> Result<()> {
-        self.destroy().await
-    }
-
-    /// Destroys the session: deleted from the store at commit, cookie removed. Needs no load:
+    /// Logs out: the session is deleted from the store at commit and the cookie removed. Needs no load:
     /// without one, when the request carried several verified tickets (see
     /// [`SessionEngine::session_from_headers`](super::SessionEngine::session_from_headers)),
     /// the sessions of all of them are deleted. A change made afterwards starts a new
@@ -291,12 +290,12 @@ impl Session {
     ///
     /// # Errors
     /// A committed response.
-    pub async fn destroy(&self) -> Result<()> {
+    pub async fn logout(&self) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         if st.committed {
             return Err(Error::new(
                 ErrorKind::Committed,
-                "session destroyed after the response was committed; it was not destroyed",
+                "logout after the response was committed; the session was not ended",
             ));
         }
         let phase = std::mem::replace(&mut st.phase, Phase::Destroyed);
@@ -373,12 +372,8 @@ impl Session {
         ))
     }
 
-    /// The session's public handle (its store key); `None` without a session. After a login
-    /// this is already the new handle.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub async fn handle(&self) -> Result<Option<SessionKey>> {
+    /// The session's public handle (its store key); see [`SessionEngine::handle_of`](super::SessionEngine::handle_of).
+    pub(super) async fn handle(&self) -> Result<Option<SessionKey>> {
         let mut st = self.state().await?;
         let Phase::Live(live) = &mut st.phase else {
             return Ok(None);
@@ -391,40 +386,14 @@ impl Session {
         Ok(Some(shared.format.store_key(id)))
     }
 
-    /// The engine's configuration.
-    pub fn engine_config(&self) -> &SessionConfig {
-        self.config()
-    }
-
-    /// The store behind this session (for listings and revocations).
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.inner.shared.store
-    }
-
-    /// Deletes every other session of the logged-in user; returns how many.
-    ///
-    /// # Errors
-    /// Store failures, or [`ErrorKind::NotLoggedIn`].
-    pub async fn revoke_others(&self) -> Result<u64> {
-        let (user, current) = {
-            let st = self.state().await?;
-            match &st.phase {
-                // The stored record is this session's until the commit, renewed or not.
-                Phase::Live(live) => (live.record.meta.user.clone(), live.stored),
-                _ => (None, None),
-            }
-        };
-        let user = user.ok_or_else(|| Error::new(ErrorKind::NotLoggedIn, "not logged in"))?;
-        timed(
-            self.config().store_timeout,
-            self.store().delete_user(&user, current.as_ref()),
-        )
-        .await
-    }
-
-    /// Whether the response has been committed.
-    pub async fn is_committed(&self) -> bool {
-        self.inner.state.lock().await.committed
+    /// The logged-in user and the key of the stored record (this session's until the
+    /// commit, renewed or not), for [`SessionEngine::revoke_others`](super::SessionEngine::revoke_others).
+    pub(super) async fn user_and_stored_key(&self) -> Result<(Option<String>, Option<SessionKey>)> {
+        let st = self.state().await?;
+        Ok(match &st.phase {
+            Phase::Live(live) => (live.record.meta.user.clone(), live.stored),
+            _ => (None, None),
+        })
     }
 }
 

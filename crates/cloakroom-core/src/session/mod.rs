@@ -1,18 +1,19 @@
 //! The session handle and the commit state machine.
 //!
-//! A [`SessionEngine`] (store + keys + config, one per app) turns each request's `Cookie`
-//! header into a [`Session`]: a cheap, clonable handle that loads the record on first use
-//! and, once the response is ready, [commits](Session::commit) with at most one store
+//! [`SessionSettings`] (store, keys, every setting, checked as it is set) builds a
+//! [`SessionEngine`], one per app, which turns each request's `Cookie` header into a
+//! [`Session`]: a cheap, clonable handle that loads the record on first use. Once the
+//! response is ready, the adapter [commits](SessionEngine::commit) it with at most one store
 //! operation (two for a login: create the new record, delete the old).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use cloakroom_core::{keys::{Key, KeyRing}, session::{SessionConfig, SessionEngine}, store::MemoryStore};
+//! use cloakroom_core::{Key, KeyRing, MemoryStore, session::SessionSettings};
 //!
-//! let engine = SessionEngine::new(MemoryStore::new(), KeyRing::single(Key::generate()), SessionConfig::default());
+//! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate())).build();
 //! let session = engine.session(None);
 //! session.set("cart", &vec![1, 2, 3]).await.unwrap();
-//! let outcome = session.commit(Some("my-browser/1.0")).await.unwrap();
+//! let outcome = engine.commit(&session, Some("my-browser/1.0")).await.unwrap();
 //! let cookie = outcome.set_cookie.unwrap();          // "session=<ticket>; Path=/; ..."
 //! let ticket = cookie.split(';').next().unwrap();
 //!
@@ -33,7 +34,7 @@ mod state;
 
 pub use crate::id::{ID_LEN, InvalidHandle, SessionId, SessionKey, Timestamp};
 pub use commit::{CommitAction, CommitOutcome};
-pub use config::{SessionConfig, default_touch_interval};
+pub(crate) use config::SessionConfig;
 pub use engine::SessionEngine;
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Session;

@@ -1,41 +1,37 @@
-//! [`SessionSettings`]: everything an engine is made of (store, keys, configuration, ticket
-//! format), set and checked one setting at a time, and the engine they make, built once and
-//! shared. Every adapter takes these settings, so every adapter has the same setters, the same
-//! defaults and the same checks.
+//! [`SessionSettings`]: the one way to configure sessions. Everything an engine is made of
+//! (store, keys, cookie, timeouts, limits, ticket format), each setting checked as it is set,
+//! then [`build`](SessionSettings::build) makes the [`SessionEngine`] once; every adapter
+//! takes that engine (`SessionLayer::new(engine)` on tower, `SessionMiddleware::new(engine)`
+//! on actix-web).
 //!
 //! ```
 //! use std::time::Duration;
 //! use cloakroom_core::{Key, KeyRing, MemoryStore, session::SessionSettings};
 //!
-//! let settings = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+//! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
 //!     .with_cookie_name("__Host-session").unwrap()
-//!     .with_idle_timeout(Duration::from_secs(30 * 60)).unwrap();
-//! assert_eq!(settings.config().cookie.name, "__Host-session");
-//! let engine = settings.engine();
+//!     .with_idle_timeout(Duration::from_secs(30 * 60)).unwrap()
+//!     .build();
 //! # let _ = engine;
 //! ```
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{SessionConfig, SessionEngine};
 use crate::config_error::ConfigError;
-use crate::cookie::{SameSite, TicketFormat};
+use crate::cookie::{SameSite, SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
 use crate::store::{IntoSessionStore, SessionStore};
 
-/// The settings of a session engine; see the [module docs](self). Cheap to clone.
-#[derive(Clone)]
+/// The settings of a session engine; see the [module docs](self).
 #[must_use]
 pub struct SessionSettings {
     store: Arc<dyn SessionStore>,
     keys: KeyRing,
     config: SessionConfig,
-    format: Option<Arc<dyn TicketFormat>>,
-    /// The engine the settings make, built on first use and shared (a setting changed
-    /// afterwards starts a new one).
-    built: Arc<OnceLock<SessionEngine>>,
+    format: Arc<dyn TicketFormat>,
 }
 
 impl fmt::Debug for SessionSettings {
@@ -49,32 +45,22 @@ impl fmt::Debug for SessionSettings {
 
 impl SessionSettings {
     /// Sessions kept in `store` (by value, or an `Arc` of one), tickets signed with `keys`,
-    /// every setting at its default (see [`SessionConfig`]).
+    /// every setting at its default (each setter says which).
     pub fn new(store: impl IntoSessionStore, keys: KeyRing) -> Self {
         SessionSettings {
             store: store.into_session_store(),
             keys,
             config: SessionConfig::default(),
-            format: None,
-            built: Arc::default(),
+            format: Arc::new(SignedTicket),
         }
     }
 
-    /// Replaces the whole configuration.
-    ///
-    /// # Errors
-    /// An invalid configuration (see [`SessionConfig::validate`]).
-    pub fn with_config(self, config: SessionConfig) -> Result<Self, ConfigError> {
-        self.edit(|c| *c = config)
-    }
-
     /// Applies `change` to the configuration and checks the result: the one path every
-    /// setter takes, so all follow [`SessionConfig::validate`]'s policy (zero durations and
-    /// limits refused, except the touch interval).
+    /// setter takes, so all follow one policy (zero durations and limits refused, except the
+    /// touch interval, where zero means every request). A refused change leaves nothing set.
     fn edit(mut self, change: impl FnOnce(&mut SessionConfig)) -> Result<Self, ConfigError> {
         change(&mut self.config);
         self.config.validate()?;
-        self.built = Arc::default();
         Ok(self)
     }
 
@@ -144,7 +130,6 @@ impl SessionSettings {
     /// timeout, at most 5 minutes (reads then cost no store write); zero: every request.
     pub fn with_touch_interval(mut self, interval: Duration) -> Self {
         self.config.touch_interval = Some(interval);
-        self.built = Arc::default();
         self
     }
 
@@ -166,32 +151,16 @@ impl SessionSettings {
     }
 
     /// How ids are made and carried. Default: Cloakroom's signed ticket
-    /// ([`SignedTicket`](cloakroom_core::cookie::SignedTicket)); use
-    /// `cloakroom_tornado::PycketTicket` with the cookie name
+    /// ([`SignedTicket`]); use `cloakroom_tornado::PycketTicket` with the cookie name
     /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
     pub fn with_ticket_format(mut self, format: Arc<dyn TicketFormat>) -> Self {
-        self.built = Arc::default();
-        self.format = Some(format);
+        self.format = format;
         self
     }
 
-    /// The configuration as it stands.
-    pub fn config(&self) -> &SessionConfig {
-        &self.config
-    }
-
-    /// The engine these settings make: built once, then shared (with the adapters' services
-    /// and with code that lists or revokes sessions outside requests).
-    pub fn engine(&self) -> SessionEngine {
-        self.built
-            .get_or_init(|| {
-                let engine =
-                    SessionEngine::new(self.store.clone(), self.keys.clone(), self.config.clone());
-                match &self.format {
-                    Some(f) => engine.with_ticket_format(f.clone()),
-                    None => engine,
-                }
-            })
-            .clone()
+    /// The engine: built once, then shared by cloning (with the adapters' services and with
+    /// code that lists or revokes sessions outside requests).
+    pub fn build(self) -> SessionEngine {
+        SessionEngine::from_parts(self.store, self.keys, self.config, self.format)
     }
 }

@@ -2,7 +2,7 @@
 //! Tornado's `_xsrf`.
 //!
 //! Put it *inside* the [`SessionLayer`](crate::SessionLayer) (so requests reach the session
-//! layer first): `Router::new()...layer(CsrfLayer::new()).layer(SessionLayer::new(..))`.
+//! layer first): `Router::new()...layer(CsrfLayer::new(settings)).layer(SessionLayer::new(engine))`.
 //!
 //! Unsafe requests (anything but GET, HEAD, OPTIONS) on non-exempt paths must pass the
 //! cross-origin check and carry a token in the `X-XSRFToken` / `X-CSRFToken` /
@@ -16,10 +16,12 @@
 //! the two behave alike header for header.
 //!
 //! ```
+//! use cloakroom_core::csrf::CsrfSettings;
 //! use cloakroom_tower::CsrfLayer;
-//! let csrf = CsrfLayer::new()
+//! let settings = CsrfSettings::new()
 //!     .add_trusted_origin("https://partner.example").unwrap()
 //!     .add_exempt_path("/webhooks/stripe");
+//! let csrf = CsrfLayer::new(settings);
 //! # let _ = csrf;
 //! ```
 //!
@@ -27,7 +29,7 @@
 //!
 //! Angular's `HttpClient` and axios send a token with no code at all: they read a cookie
 //! called `XSRF-TOKEN` and copy its value into an `X-XSRF-TOKEN` header on unsafe
-//! same-origin requests. [`CsrfLayer::with_spa_cookie`] sets that cookie (readable by
+//! same-origin requests. [`CsrfSettings::with_spa_cookie`] sets that cookie (readable by
 //! scripts, not `HttpOnly`; `Secure`, `SameSite`, `Domain`, `Path` as the `_xsrf` cookie's)
 //! to a masked token of the expected secret. The handler serving the app hands it out with
 //! [`CsrfToken::ensure_spa_cookie`] (or every response does, with [`SpaCookie::with_eager`]);
@@ -38,14 +40,14 @@
 //! ```
 //! # #[cfg(feature = "axum")] {
 //! use axum::{Router, routing::get};
+//! use cloakroom_core::csrf::{CsrfSettings, SpaCookie};
 //! use cloakroom_tower::{CsrfLayer, CsrfToken};
-//! use cloakroom_tower::csrf::SpaCookie;
 //!
 //! async fn index(csrf: CsrfToken) -> &'static str {
 //!     csrf.ensure_spa_cookie(); // Django's ensure_csrf_cookie
 //!     "<!doctype html><script src=/app.js></script>"
 //! }
-//! let csrf = CsrfLayer::new().with_spa_cookie(SpaCookie::default()).unwrap();
+//! let csrf = CsrfLayer::new(CsrfSettings::new().with_spa_cookie(SpaCookie::default()).unwrap());
 //! let app: Router = Router::new().route("/", get(index)).layer(csrf); // then SessionLayer
 //! # let _ = app;
 //! # }
@@ -62,11 +64,11 @@
 //!
 //! # Tokenless mode
 //!
-//! [`CsrfLayer::tokenless`] checks only Fetch Metadata and `Origin`, as Go 1.25's
+//! [`CsrfSettings::tokenless`] checks only Fetch Metadata and `Origin`, as Go 1.25's
 //! `CrossOriginProtection` does: `Sec-Fetch-Site: same-origin` or `none` passes; any other
 //! value, `same-site` included, is refused unless `Origin` is trusted; without
 //! `Sec-Fetch-Site`, `Origin` must match `Host` or be trusted; a request with neither
-//! header passes. [`CsrfLayer::add_token_path`] keeps tokens on chosen paths.
+//! header passes. [`CsrfSettings::add_token_path`] keeps tokens on chosen paths.
 //!
 //! What tokenless mode does not protect against:
 //! - browsers that send neither `Sec-Fetch-Site` nor `Origin` on a cross-site form post
@@ -81,7 +83,7 @@
 //!   the headers it receives.
 //!
 //! Sibling subdomains are refused (`Sec-Fetch-Site: same-site`) unless trusted with
-//! [`CsrfLayer::add_trusted_origin`], so a compromised `blog.example.com` cannot post to
+//! [`CsrfSettings::add_trusted_origin`], so a compromised `blog.example.com` cannot post to
 //! `app.example.com`; but in a browser without Fetch Metadata the `Origin` check is all
 //! there is.
 //!
@@ -108,10 +110,8 @@ mod token;
 
 use std::sync::Arc;
 
-use cloakroom_core::csrf::CsrfSettings;
-
 pub use cloakroom_core::csrf::{
-    CsrfMode, OnRejection, ResponseFormat, SpaCookie, default_rejection,
+    CsrfMode, CsrfSettings, OnRejection, ResponseFormat, SpaCookie, default_rejection,
 };
 pub use layer::CsrfLayer;
 pub use service::{CsrfService, ResponseFuture};

@@ -2,12 +2,14 @@
 //! extensions and commits it when the response is ready.
 //!
 //! ```
-//! use cloakroom_core::{Key, KeyRing, MemoryStore};
+//! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
 //! use cloakroom_tower::SessionLayer;
 //!
-//! let layer = SessionLayer::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+//! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
 //!     .with_cookie_name("__Host-session").unwrap()
-//!     .with_idle_timeout(std::time::Duration::from_secs(30 * 60)).unwrap();
+//!     .with_idle_timeout(std::time::Duration::from_secs(30 * 60)).unwrap()
+//!     .build();
+//! let layer = SessionLayer::new(engine);
 //! # let _ = layer;
 //! ```
 

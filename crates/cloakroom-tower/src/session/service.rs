@@ -54,6 +54,7 @@ pin_project! {
         Handling {
             #[pin]
             inner: F,
+            engine: SessionEngine,
             session: Session,
             user_agent: Option<HeaderValue>,
             on_error: ErrorHandler,
@@ -85,6 +86,7 @@ where
                 Projected::Committing { commit } => return commit.as_mut().poll(cx),
                 Projected::Handling {
                     inner,
+                    engine,
                     session,
                     user_agent,
                     on_error,
@@ -94,17 +96,21 @@ where
                         tracing::error!(%error, "session store failed before the handler; answering 503");
                         return Poll::Ready(Ok(on_error(&error).map(B::from)));
                     }
-                    if let Some(outcome) = session.commit_now() {
+                    if let Some(outcome) = engine.commit_now(session) {
                         if let Some(cookie) = outcome.set_cookie {
                             add_session_cookie(res.headers_mut(), &cookie);
                         }
                         return Poll::Ready(Ok(res));
                     }
-                    let (session, user_agent, on_error) =
-                        (session.clone(), user_agent.take(), on_error.clone());
+                    let (engine, session, user_agent, on_error) = (
+                        engine.clone(),
+                        session.clone(),
+                        user_agent.take(),
+                        on_error.clone(),
+                    );
                     Box::pin(async move {
                         let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
-                        match session.commit(user_agent).await {
+                        match engine.commit(&session, user_agent).await {
                             Ok(outcome) => {
                                 if let Some(cookie) = outcome.set_cookie {
                                     add_session_cookie(res.headers_mut(), &cookie);
@@ -155,6 +161,7 @@ where
         req.extensions_mut().insert(session.clone());
         let state = State::Handling {
             inner: self.inner.call(req),
+            engine: self.engine.clone(),
             session,
             user_agent,
             on_error: self.on_error.clone(),

@@ -60,7 +60,7 @@ pub async fn api_add_note(
         // Every unreadable body is a 400 here, with the reason.
         Err(bad) => return Ok(json_error(StatusCode::BAD_REQUEST, &bad.message)),
     };
-    Ok(match add_note(session, &note.text).await? {
+    Ok(match add_note(app, session, &note.text).await? {
         Ok(notes) => json(StatusCode::CREATED, &serde_json::json!({ "notes": notes })),
         Err(why) => json_error(StatusCode::BAD_REQUEST, why),
     })

@@ -16,7 +16,7 @@ pub async fn sessions_page(app: &AppState, session: &Visit) -> Handled {
     let Some(user) = app.user_of(session).await? else {
         return Ok(redirect("/login"));
     };
-    let current = session.handle().await?;
+    let current = app.engine.handle_of(session).await?;
     let mut list = app.engine.sessions_of(&user).await?;
     // This device first, then the most recently used.
     list.sort_by_key(|s| (Some(s.key) != current, std::cmp::Reverse(s.meta.last_seen)));
@@ -99,7 +99,7 @@ pub async fn revoke(
             .error_page(session, StatusCode::BAD_REQUEST, "Bad request", message)
             .await;
     };
-    if session.handle().await? == Some(key) {
+    if app.engine.handle_of(session).await? == Some(key) {
         session.logout().await?;
         return Ok(redirect("/login"));
     }
@@ -124,15 +124,12 @@ pub async fn revoke_others(app: &AppState, session: &Session) -> Handled {
         return Ok(redirect("/login"));
     };
     let n = if session.user().await?.is_some() {
-        session.revoke_others().await?
+        app.engine.revoke_others(session).await?
     } else {
         // Logged in by the Tornado app (`ID` only): this session is not in the user index,
         // so every indexed session of the name is another one.
-        let current = session.handle().await?;
-        app.engine
-            .store()
-            .delete_user(&user, current.as_ref())
-            .await?
+        let current = app.engine.handle_of(session).await?;
+        app.engine.revoke_all(&user, current.as_ref()).await?
     };
     let plural = if n == 1 { "" } else { "s" };
     let message = format!("Signed out of {n} other session{plural}");

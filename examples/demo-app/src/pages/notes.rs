@@ -45,6 +45,7 @@ pub struct NewNote {
 
 /// Adds a note: the notes after it, or why the text was refused.
 pub(super) async fn add_note(
+    app: &AppState,
     session: &Session,
     text: &str,
 ) -> Result<Result<Vec<String>, &'static str>, AppError> {
@@ -61,9 +62,9 @@ pub(super) async fn add_note(
         notes.drain(..notes.len() - MAX_NOTES);
     }
     // Leave room for the rest of the session (login, CSRF secret, the flash that says why).
-    let budget = session
-        .engine_config()
-        .max_data_bytes
+    let budget = app
+        .engine
+        .max_data_bytes()
         .saturating_sub(OTHER_DATA_BYTES);
     let size = NOTES.len() + serde_json::to_string(&notes).map_or(usize::MAX, |j| j.len());
     if size > budget {
@@ -97,7 +98,7 @@ pub async fn add_note_form(
         Ok(form) => form,
         Err(bad) => return app.bad_input(visit, &bad).await,
     };
-    match add_note(visit, &form.text).await? {
+    match add_note(app, visit, &form.text).await? {
         Ok(_) => visit.flash().push(Level::Success, "Note saved").await?,
         Err(why) => visit.flash().push(Level::Error, capitalize(why)).await?,
     }
