@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use cloakroom_core::cookie::{decode_ticket, encode_ticket};
 use cloakroom_core::csrf::Secret;
-use cloakroom_core::session::{SessionConfig, SessionEngine, SessionId, Timestamp};
+use cloakroom_core::session::{SessionId, SessionSettings, Timestamp};
 use cloakroom_core::store::{Fields, MemoryStore, Patch, Record, SessionStore};
 use cloakroom_core::{Key, KeyRing};
 use criterion::Criterion;
@@ -120,17 +120,13 @@ fn memory_store(c: &mut Criterion) {
 fn engine(c: &mut Criterion) {
     let rt = runtime();
     let engine = rt.block_on(async {
-        SessionEngine::new(
-            Arc::new(MemoryStore::new()),
-            ring(),
-            SessionConfig::default(),
-        )
+        SessionSettings::new(Arc::new(MemoryStore::new()), ring()).build()
     });
     let cookie = rt.block_on(async {
         let s = engine.session(None);
         s.set("counter", &0u64).await.expect("set");
-        let set_cookie = s
-            .commit(None)
+        let set_cookie = engine
+            .commit(&s, None)
             .await
             .expect("commit")
             .set_cookie
@@ -143,7 +139,7 @@ fn engine(c: &mut Criterion) {
             rt.block_on(async {
                 let s = engine.session(Some(black_box(&cookie)));
                 let n: Option<u64> = s.get("counter").await.expect("get");
-                s.commit(None).await.expect("commit");
+                engine.commit(&s, None).await.expect("commit");
                 n
             })
         })
@@ -154,7 +150,7 @@ fn engine(c: &mut Criterion) {
                 let s = engine.session(Some(black_box(&cookie)));
                 let n: u64 = s.get("counter").await.expect("get").unwrap_or(0);
                 s.set("counter", &(n + 1)).await.expect("set");
-                s.commit(None).await.expect("commit")
+                engine.commit(&s, None).await.expect("commit")
             })
         })
     });
@@ -163,7 +159,7 @@ fn engine(c: &mut Criterion) {
             rt.block_on(async {
                 let s = engine.session(Some(black_box(&cookie)));
                 s.set("last", &7u64).await.expect("set");
-                s.commit(None).await.expect("commit")
+                engine.commit(&s, None).await.expect("commit")
             })
         })
     });
@@ -172,7 +168,7 @@ fn engine(c: &mut Criterion) {
             rt.block_on(async {
                 let s = engine.session(None);
                 s.set("counter", &1u64).await.expect("set");
-                s.commit(None).await.expect("commit")
+                engine.commit(&s, None).await.expect("commit")
             })
         })
     });

@@ -4,16 +4,16 @@
 use std::sync::Arc;
 
 use cloakroom_core::keys::{Key, KeyRing};
-use cloakroom_core::{MemoryStore, SessionConfig, SessionEngine};
+use cloakroom_core::{MemoryStore, SessionEngine, SessionSettings};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     thread_local! {
-        static ENGINE: SessionEngine = SessionEngine::new(
+        static ENGINE: SessionEngine = SessionSettings::new(
             Arc::new(MemoryStore::with_sweep_interval(std::time::Duration::from_secs(3600))),
             KeyRing::single(Key::from_bytes(&[7; 32]).unwrap()),
-            SessionConfig::default(),
-        );
+        )
+        .build();
     }
     let headers = data.split(|&b| b == 0);
     let _ = cloakroom_core::cookie::cookie_values(headers.clone(), "session").count();

@@ -12,7 +12,9 @@ use actix_web::http::Method;
 use actix_web::test::TestRequest;
 use actix_web::{App, HttpResponse, test, web};
 use cloakroom_actix::csrf::{ProtectionError, Reason, ResponseFormat, SpaCookie};
-use cloakroom_actix::{CsrfMiddleware, CsrfToken, Error, Session, SessionMiddleware};
+use cloakroom_actix::{
+    CsrfMiddleware, CsrfSettings, CsrfToken, Error, Session, SessionMiddleware, SessionSettings,
+};
 use cloakroom_core::csrf::Secret;
 use cloakroom_core::{Key, KeyRing, MemoryStore};
 
@@ -64,8 +66,10 @@ macro_rules! app {
     ($csrf:expr) => {
         test::init_service(
             App::new()
-                .wrap($csrf)
-                .wrap(SessionMiddleware::new(MemoryStore::new(), keys()))
+                .wrap(CsrfMiddleware::from($csrf))
+                .wrap(SessionMiddleware::new(
+                    SessionSettings::new(MemoryStore::new(), keys()).build(),
+                ))
                 .route("/form", web::get().to(form))
                 .route("/form-field", web::get().to(form_field))
                 .route("/submit", web::post().to(submit))
@@ -193,7 +197,7 @@ fn urlencode(token: &str) -> String {
 
 #[actix_web::test]
 async fn the_form_field_token_passes_and_the_body_reaches_the_handler() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut c = Client::default();
     let token = c.get(&app, "/form").await.body;
     assert!(
@@ -215,7 +219,7 @@ async fn the_form_field_token_passes_and_the_body_reaches_the_handler() {
 
 #[actix_web::test]
 async fn a_multipart_form_field_token_passes() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut c = Client::default();
     let token = c.get(&app, "/form").await.body;
     let body = format!(
@@ -229,7 +233,7 @@ async fn a_multipart_form_field_token_passes() {
 
 #[actix_web::test]
 async fn every_token_header_passes() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut c = Client::default();
     let token = c.get(&app, "/form").await.body;
     for header in ["X-XSRFToken", "X-CSRFToken", "X-XSRF-TOKEN"] {
@@ -241,7 +245,7 @@ async fn every_token_header_passes() {
 
 #[actix_web::test]
 async fn the_spa_cookie_echoed_in_x_xsrf_token_passes_and_alone_does_not() {
-    let csrf = CsrfMiddleware::new()
+    let csrf = CsrfSettings::new()
         .with_spa_cookie(SpaCookie::default())
         .unwrap();
     let app = app!(csrf);
@@ -277,7 +281,7 @@ async fn the_spa_cookie_echoed_in_x_xsrf_token_passes_and_alone_does_not() {
 
 #[actix_web::test]
 async fn missing_malformed_and_mismatched_tokens_are_403_with_their_reason() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut c = Client::default();
     c.get(&app, "/form").await;
     let other = Secret::generate().mask();
@@ -306,7 +310,7 @@ async fn missing_malformed_and_mismatched_tokens_are_403_with_their_reason() {
 
 #[actix_web::test]
 async fn a_cross_site_request_is_refused_even_with_a_valid_token() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut c = Client::default();
     let token = c.get(&app, "/form").await.body;
     for site in ["cross-site", "same-site"] {
@@ -335,11 +339,11 @@ async fn a_cross_site_request_is_refused_even_with_a_valid_token() {
 
 #[actix_web::test]
 async fn only_exactly_trusted_origins_pass_cross_site() {
-    let csrf = CsrfMiddleware::new()
+    let csrf = CsrfSettings::new()
         .add_trusted_origin("https://partner.example")
         .unwrap();
     assert!(
-        CsrfMiddleware::new()
+        CsrfSettings::new()
             .add_trusted_origin("https://partner.example/")
             .is_err()
     );
@@ -363,7 +367,7 @@ async fn only_exactly_trusted_origins_pass_cross_site() {
 
 #[actix_web::test]
 async fn an_exempt_path_needs_nothing_and_only_that_path() {
-    let app = app!(CsrfMiddleware::new().add_exempt_path("/webhook"));
+    let app = app!(CsrfSettings::new().add_exempt_path("/webhook"));
     let mut c = Client::default();
     let req = post("/webhook").insert_header(("Sec-Fetch-Site", "cross-site"));
     assert_eq!(c.send(&app, req).await.status, 200);
@@ -375,7 +379,7 @@ async fn an_exempt_path_needs_nothing_and_only_that_path() {
 
 #[actix_web::test]
 async fn tokenless_mode_checks_fetch_metadata_and_origin_only() {
-    let app = app!(CsrfMiddleware::tokenless().add_token_path("/login/alice"));
+    let app = app!(CsrfSettings::tokenless().add_token_path("/login/alice"));
     let mut c = Client::default();
     let same = post("/api/notes").insert_header(("Sec-Fetch-Site", "same-origin"));
     assert_eq!(c.send(&app, same).await.status, 200);
@@ -399,7 +403,7 @@ async fn tokenless_mode_checks_fetch_metadata_and_origin_only() {
 
 #[actix_web::test]
 async fn the_token_is_bound_to_the_session_and_rotates_at_login() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut c = Client::default();
     let before = c.get(&app, "/form").await.body;
     let req = post("/login/alice").insert_header(("X-XSRFToken", before.as_str()));
@@ -432,7 +436,7 @@ async fn the_token_is_bound_to_the_session_and_rotates_at_login() {
 
 #[actix_web::test]
 async fn refusals_are_json_or_html_by_accept_and_the_hook_can_replace_them() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut c = Client::default();
     let json = post("/api/notes").insert_header(("Accept", "application/json"));
     let res = c.send(&app, json).await;
@@ -452,7 +456,7 @@ async fn refusals_are_json_or_html_by_accept_and_the_hook_can_replace_them() {
     assert!(res.body.contains("CSRF check failed: token missing."));
 
     let hooked =
-        CsrfMiddleware::new().with_rejection_handler(|e: &ProtectionError, f: ResponseFormat| {
+        CsrfMiddleware::new(CsrfSettings::new()).with_rejection_handler(|e: &ProtectionError, f: ResponseFormat| {
             let mut res = http::Response::new(format!("nope: {} {f:?}", e.kind()));
             *res.status_mut() = http::StatusCode::FORBIDDEN;
             res
@@ -466,7 +470,7 @@ async fn refusals_are_json_or_html_by_accept_and_the_hook_can_replace_them() {
 
 #[actix_web::test]
 async fn an_oversized_form_is_413_not_500() {
-    let app = app!(CsrfMiddleware::new().with_body_limit(64));
+    let app = app!(CsrfSettings::new().with_body_limit(64));
     let mut c = Client::default();
     let token = c.get(&app, "/form").await.body;
     let body = format!("text={}&_xsrf={}", "a".repeat(1000), urlencode(&token));
@@ -481,7 +485,7 @@ async fn an_oversized_form_is_413_not_500() {
 /// A chunked form (no `Content-Length`) over the limit is a 413 too, as on the tower layer.
 #[actix_web::test]
 async fn a_chunked_form_over_the_limit_is_413() {
-    let app = app!(CsrfMiddleware::new().with_body_limit(256));
+    let app = app!(CsrfSettings::new().with_body_limit(256));
     let mut c = Client::default();
     let token = c.get(&app, "/form").await.body;
     let cookie = c.cookie_header().unwrap();
@@ -513,7 +517,7 @@ async fn a_chunked_form_over_the_limit_is_413() {
 /// (added to the handler's `Vary`, never twice), as the session middleware does.
 #[actix_web::test]
 async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
-    let csrf = CsrfMiddleware::new()
+    let csrf = CsrfSettings::new()
         .with_spa_cookie(SpaCookie::default())
         .unwrap();
     let app = app!(csrf);
@@ -556,7 +560,7 @@ async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
     assert_eq!(res.vary, ["Cookie"]);
 
     // Without the SPA cookie: a page rendering a token sets a new `_xsrf` cookie.
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let mut plain = Client::default();
     let res = plain.get(&app, "/form").await;
     assert!(res.set_cookie.iter().any(|s| s.starts_with("_xsrf=")));
@@ -568,7 +572,7 @@ async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
 
 #[actix_web::test]
 async fn a_malformed_xsrf_cookie_is_403_with_a_reason_not_500() {
-    let app = app!(CsrfMiddleware::new());
+    let app = app!(CsrfSettings::new());
     let other = Secret::generate().mask();
     for cookie in [
         "_xsrf=%%%",

@@ -10,7 +10,7 @@ use actix_web::http::Method;
 use actix_web::test::{self, TestRequest};
 use actix_web::{App, web};
 use cloakroom_actix::csrf::ProtectionError;
-use cloakroom_actix::{CsrfMiddleware, SessionMiddleware};
+use cloakroom_actix::{CsrfMiddleware, CsrfSettings, SessionMiddleware, SessionSettings};
 use cloakroom_core::{Key, KeyRing, MemoryStore};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key as MetricKey, KeyName, Metadata, Recorder,
@@ -81,8 +81,10 @@ fn a_refusal_is_counted_with_its_reason() {
             let keys = KeyRing::single(Key::from_bytes(&[9; 32]).unwrap());
             let app = test::init_service(
                 App::new()
-                    .wrap(CsrfMiddleware::new())
-                    .wrap(SessionMiddleware::new(MemoryStore::new(), keys))
+                    .wrap(CsrfMiddleware::new(CsrfSettings::new()))
+                    .wrap(SessionMiddleware::new(
+                        SessionSettings::new(MemoryStore::new(), keys).build(),
+                    ))
                     .route("/", web::get().to(ok))
                     .route("/notes", web::post().to(ok)),
             )

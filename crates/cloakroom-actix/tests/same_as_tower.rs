@@ -15,7 +15,7 @@ use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
     self, Applied, Created, Cursor, MemoryStore, Page, Patch, Record, SessionInfo, SessionStore,
 };
-use cloakroom_core::{Key, KeyRing};
+use cloakroom_core::{Key, KeyRing, SessionSettings};
 use tower::ServiceExt;
 
 fn keys() -> KeyRing {
@@ -146,7 +146,7 @@ fn axum_app(store: impl SessionStore + 'static) -> Router {
                 Ok::<_, SessionError>("ok")
             }),
         )
-        .layer(SessionLayer::new(store, keys()))
+        .layer(SessionLayer::new(SessionSettings::new(store, keys()).build()))
 }
 
 async fn axum_send(app: &Router, method: &str, uri: &str, jar: &mut Option<String>) -> Seen {
@@ -218,7 +218,9 @@ macro_rules! actix_app {
     ($store:expr) => {
         test::init_service(
             App::new()
-                .wrap(cloakroom_actix::SessionMiddleware::new($store, keys()))
+                .wrap(cloakroom_actix::SessionMiddleware::new(
+                    SessionSettings::new($store, keys()).build(),
+                ))
                 .route("/get/{key}", web::get().to(actix_side::get))
                 .route("/set/{key}/{value}", web::post().to(actix_side::set))
                 .route("/cached/{value}", web::post().to(actix_side::cached))

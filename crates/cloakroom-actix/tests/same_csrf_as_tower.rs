@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use cloakroom_core::csrf::{CsrfSettings, ProtectionError, Reason, Secret, SpaCookie};
-use cloakroom_core::{Key, KeyRing, MemoryStore};
+use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
 use tower::ServiceExt;
 
 fn keys() -> KeyRing {
@@ -107,7 +107,9 @@ fn axum_app(settings: CsrfSettings) -> Router {
             }),
         )
         .layer(CsrfLayer::from(settings))
-        .layer(SessionLayer::new(MemoryStore::new(), keys()))
+        .layer(SessionLayer::new(
+            SessionSettings::new(MemoryStore::new(), keys()).build(),
+        ))
 }
 
 mod actix_side {
@@ -149,8 +151,7 @@ macro_rules! actix_app {
             App::new()
                 .wrap(cloakroom_actix::CsrfMiddleware::from($settings))
                 .wrap(cloakroom_actix::SessionMiddleware::new(
-                    MemoryStore::new(),
-                    keys(),
+                    SessionSettings::new(MemoryStore::new(), keys()).build(),
                 ))
                 .route("/token", web::get().to(actix_side::token))
                 .route("/spa", web::get().to(actix_side::spa))

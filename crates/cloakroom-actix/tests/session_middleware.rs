@@ -121,7 +121,7 @@ fn pair(set_cookie: &str) -> String {
 }
 
 fn middleware(probe: &Arc<Probe>) -> SessionMiddleware {
-    SessionMiddleware::new(probe.clone(), keys())
+    SessionMiddleware::new(SessionSettings::new(probe.clone(), keys()).build())
 }
 
 async fn only_key(store: &MemoryStore) -> SessionKey {
@@ -281,8 +281,9 @@ async fn a_hanging_store_answers_503_within_the_store_timeout() {
     let (probe, gates) = (Arc::new(Probe::default()), Gates::default());
     let settings = SessionSettings::new(probe.clone(), keys())
         .with_store_timeout(Duration::from_millis(200))
-        .unwrap();
-    let sessions = SessionMiddleware::from(settings);
+        .unwrap()
+        .build();
+    let sessions = SessionMiddleware::new(settings);
     let app = app!(sessions, gates);
     let res = send(&app, &Method::POST, "/set/k/v", None).await;
     let c = pair(&set_cookie(&res).unwrap());

@@ -14,7 +14,8 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use cloakroom_core::session::Error;
-use cloakroom_core::{Key, KeyRing};
+use cloakroom_core::csrf::CsrfSettings;
+use cloakroom_core::{Key, KeyRing, SessionSettings};
 use cloakroom_testkit::probe::Probe;
 use tower::ServiceExt;
 
@@ -79,10 +80,10 @@ fn axum_app(probe: &Arc<Probe>, csrf: bool) -> Router {
         )
         .route("/form", get(|t: CsrfToken| async move { t.token().await }))
         .route("/submit", post(|| async { "ok" }));
-    let sessions = SessionLayer::new(probe.clone(), keys());
+    let sessions = SessionLayer::new(SessionSettings::new(probe.clone(), keys()).build());
     if csrf {
         router
-            .layer(CsrfLayer::new())
+            .layer(CsrfLayer::new(CsrfSettings::new()))
             .layer(sessions.with_error_handler(custom))
     } else {
         router.layer(sessions)
@@ -197,8 +198,7 @@ macro_rules! actix_app {
         test::init_service(
             App::new()
                 .wrap(cloakroom_actix::SessionMiddleware::new(
-                    $probe.clone(),
-                    keys(),
+                    SessionSettings::new($probe.clone(), keys()).build(),
                 ))
                 .route("/get/{key}", web::get().to(actix::get))
                 .route("/set/{key}/{value}", web::post().to(actix::set)),
@@ -208,9 +208,11 @@ macro_rules! actix_app {
     ($probe:expr, csrf) => {
         test::init_service(
             App::new()
-                .wrap(cloakroom_actix::CsrfMiddleware::new())
+                .wrap(cloakroom_actix::CsrfMiddleware::new(CsrfSettings::new()))
                 .wrap(
-                    cloakroom_actix::SessionMiddleware::new($probe.clone(), keys())
+                    cloakroom_actix::SessionMiddleware::new(
+                        SessionSettings::new($probe.clone(), keys()).build(),
+                    )
                         .with_error_handler(custom),
                 )
                 .route("/set/{key}/{value}", web::post().to(actix::set))

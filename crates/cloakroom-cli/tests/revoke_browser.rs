@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::{get, post};
-use cloakroom::{Key, KeyRing, Session, SessionError, SessionLayer};
+use cloakroom::{Key, KeyRing, Session, SessionError, SessionLayer, SessionSettings};
 use tower::ServiceExt as _;
 
 fn app(store: Arc<dyn cloakroom::SessionStore>) -> Router {
@@ -28,8 +28,7 @@ fn app(store: Arc<dyn cloakroom::SessionStore>) -> Router {
             }),
         )
         .layer(SessionLayer::new(
-            store,
-            KeyRing::single(Key::from_bytes(&[3; 32]).unwrap()),
+            SessionSettings::new(store, KeyRing::single(Key::from_bytes(&[3; 32]).unwrap())).build(),
         ))
 }
 

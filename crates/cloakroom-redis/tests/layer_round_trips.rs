@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use cloakroom_core::{Key, KeyRing};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::redis_server::RedisServer;
-use cloakroom_tower::{Session, SessionError, SessionLayer};
+use cloakroom_tower::{Session, SessionError, SessionLayer, SessionSettings};
 use http::{Request, Response, header};
 use tower::ServiceExt;
 
@@ -19,10 +19,12 @@ async fn app(server: &RedisServer, touch: Duration) -> Router {
     let store = RedisStore::open(&format!("{}?prefix=rt:", server.url()))
         .await
         .unwrap();
-    let layer = SessionLayer::new(Arc::new(store), KeyRing::single(Key::generate()))
+    let engine = SessionSettings::new(Arc::new(store), KeyRing::single(Key::generate()))
         .with_idle_timeout(Duration::from_secs(3600))
         .unwrap()
-        .with_touch_interval(touch);
+        .with_touch_interval(touch)
+        .build();
+    let layer = SessionLayer::new(engine);
     Router::new()
         .route(
             "/read/{k}",

@@ -9,14 +9,18 @@ use axum::routing::{get, post};
 use cloakroom_core::csrf::{ProtectionError, Reason, Secret};
 use cloakroom_core::{Key, KeyRing, MemoryStore};
 use cloakroom_tower::csrf::ResponseFormat;
-use cloakroom_tower::{CsrfLayer, CsrfMode, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfMode, CsrfToken, Session, SessionError, SessionLayer};
 use http::{Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
+/// `settings` with the exempt paths of [`app`].
+fn exempt(settings: CsrfSettings) -> CsrfSettings {
+    settings.add_exempt_path("/webhook").add_exempt_path("/start")
+}
+
 fn app(csrf: CsrfLayer) -> Router {
     let sessions = SessionLayer::new(
-        Arc::new(MemoryStore::new()),
-        KeyRing::single(Key::from_bytes(&[5; 32]).unwrap()),
+        SessionSettings::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::from_bytes(&[5; 32]).unwrap())).build(),
     );
     Router::new()
         .route("/form", get(|t: CsrfToken| async move { t.token().await }))
@@ -43,7 +47,7 @@ fn app(csrf: CsrfLayer) -> Router {
         // Echoes the body it received, to prove it arrives intact.
         .route("/echo", post(|body: Bytes| async move { body }))
         .route("/webhook", post(|| async { "hook" }))
-        .layer(csrf.add_exempt_path("/webhook").add_exempt_path("/start"))
+        .layer(csrf)
         .layer(sessions)
 }
 
@@ -53,7 +57,11 @@ struct Client {
 }
 
 impl Client {
-    fn new(csrf: CsrfLayer) -> Self {
+    fn new(settings: CsrfSettings) -> Self {
+        Client::with_layer(CsrfLayer::new(exempt(settings)))
+    }
+
+    fn with_layer(csrf: CsrfLayer) -> Self {
         Client {
             app: app(csrf),
             cookies: Vec::new(),
@@ -126,7 +134,7 @@ fn enc(t: &str) -> String {
 
 #[tokio::test]
 async fn cookie_mode_without_a_session_is_tornado_double_submit() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let token = c.token().await;
     assert!(token.starts_with("2|"), "{token}");
     let xsrf = c
@@ -162,7 +170,7 @@ async fn cookie_mode_without_a_session_is_tornado_double_submit() {
 
 #[tokio::test]
 async fn missing_malformed_and_mismatched_tokens_get_their_reasons() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let good = c.token().await;
     let other = Secret::generate().mask();
     let huge = "a".repeat(100_000);
@@ -212,7 +220,7 @@ async fn missing_malformed_and_mismatched_tokens_get_their_reasons() {
 
 #[tokio::test]
 async fn tokens_in_the_query_string_or_only_in_the_cookie_are_refused() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let token = c.token().await;
     let res = c
         .send(
@@ -225,11 +233,11 @@ async fn tokens_in_the_query_string_or_only_in_the_cookie_are_refused() {
     let res = c.send(Request::post("/echo"), Body::empty()).await;
     assert_eq!(reason(&res), Some(Reason::TokenMissing));
     // Without the cookie, a valid-looking token does not match anything.
-    let mut fresh = Client::new(CsrfLayer::new());
+    let mut fresh = Client::new(CsrfSettings::new());
     let res = fresh.post_header("/echo", &token).await;
     assert_eq!(reason(&res), Some(Reason::TokenMismatch));
     // Opt-in query tokens work.
-    let mut q = Client::new(CsrfLayer::new().with_query_token(true));
+    let mut q = Client::new(CsrfSettings::new().with_query_token(true));
     let token = q.token().await;
     let res = q
         .send(
@@ -242,7 +250,7 @@ async fn tokens_in_the_query_string_or_only_in_the_cookie_are_refused() {
 
 #[tokio::test]
 async fn session_tokens_are_bound_to_their_session_and_rotate_on_login() {
-    let mut a = Client::new(CsrfLayer::new());
+    let mut a = Client::new(CsrfSettings::new());
     // A session exists: the secret lives in it.
     assert_eq!(
         a.send(Request::post("/start"), Body::empty())
@@ -289,7 +297,7 @@ async fn session_tokens_are_bound_to_their_session_and_rotate_on_login() {
 #[tokio::test]
 async fn login_csrf_token_from_before_login_fails_after_it() {
     // Anonymous visitor (no session): cookie token used to log in.
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let pre = c.token().await;
     assert_eq!(
         c.post_header("/login/bob", &pre).await.status(),
@@ -302,7 +310,7 @@ async fn login_csrf_token_from_before_login_fails_after_it() {
 
 #[tokio::test]
 async fn urlencoded_and_multipart_bodies_reach_the_handler_intact() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let token = c.token().await;
     let form = format!("text=h%C3%A9llo+w%26rld&_xsrf={}&more=%00x", enc(&token));
     let res = c.post_form("/echo", &form).await;
@@ -327,7 +335,7 @@ async fn urlencoded_and_multipart_bodies_reach_the_handler_intact() {
 
 #[tokio::test]
 async fn a_form_body_over_the_limit_is_413() {
-    let mut c = Client::new(CsrfLayer::new().with_body_limit(1024));
+    let mut c = Client::new(CsrfSettings::new().with_body_limit(1024));
     let token = c.token().await;
     let form = format!("_xsrf={}&pad={}", enc(&token), "x".repeat(4096));
     let res = c.post_form("/echo", &form).await;
@@ -375,7 +383,7 @@ impl http_body::Body for Chunked {
 /// `Limited`, whose `LengthLimitError` reaches the layer inside axum's body error).
 #[tokio::test]
 async fn a_chunked_form_over_a_body_limit_is_413() {
-    let mut c = Client::new(CsrfLayer::new().with_body_limit(1024));
+    let mut c = Client::new(CsrfSettings::new().with_body_limit(1024));
     let token = c.token().await;
     let form = format!("_xsrf={}&pad={}", enc(&token), "x".repeat(4096));
     let post =
@@ -399,7 +407,7 @@ async fn a_chunked_form_over_a_body_limit_is_413() {
 #[tokio::test]
 async fn cross_origin_requests_are_refused_before_the_token() {
     let mut c = Client::new(
-        CsrfLayer::new()
+        CsrfSettings::new()
             .add_trusted_origin("https://partner.example")
             .unwrap(),
     );
@@ -458,7 +466,7 @@ async fn cross_origin_requests_are_refused_before_the_token() {
 
 #[tokio::test]
 async fn exempt_paths_match_exactly() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let hostile = |uri: &str| Request::post(uri.to_owned()).header("Sec-Fetch-Site", "cross-site");
     let res = c.send(hostile("/webhook"), Body::empty()).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -476,7 +484,7 @@ async fn exempt_paths_match_exactly() {
 
 #[tokio::test]
 async fn rejections_are_json_or_html_by_accept() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let res = c
         .send(
             Request::post("/echo").header(header::ACCEPT, "application/json"),
@@ -505,19 +513,19 @@ async fn rejections_are_json_or_html_by_accept() {
 #[tokio::test]
 async fn a_custom_rejection_handler_is_used() {
     let layer =
-        CsrfLayer::new().with_rejection_handler(|e: &ProtectionError, f: ResponseFormat| {
+        CsrfLayer::new(exempt(CsrfSettings::new())).with_rejection_handler(|e: &ProtectionError, f: ResponseFormat| {
             let mut res = Response::new(format!("nope ({f:?}): {}", e.kind()));
             *res.status_mut() = StatusCode::FORBIDDEN;
             res
         });
-    let mut c = Client::new(layer);
+    let mut c = Client::with_layer(layer);
     let res = c.send(Request::post("/echo"), Body::empty()).await;
     assert_eq!(body(res).await, "nope (Html): token missing");
 }
 
 #[tokio::test]
 async fn cookie_mode_ignores_the_session() {
-    let mut c = Client::new(CsrfLayer::new().with_mode(CsrfMode::Cookie));
+    let mut c = Client::new(CsrfSettings::new().with_mode(CsrfMode::Cookie));
     assert_eq!(
         c.send(Request::post("/start"), Body::empty())
             .await
@@ -534,7 +542,7 @@ async fn cookie_mode_ignores_the_session() {
 
 #[tokio::test]
 async fn form_field_renders_a_hidden_input() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let res = c.send(Request::get("/field"), Body::empty()).await;
     let html = body(res).await;
     assert!(
@@ -551,11 +559,11 @@ fn bad_trusted_origins_are_config_errors() {
         "https://*.example.com",
         "null",
     ] {
-        assert!(CsrfLayer::new().add_trusted_origin(bad).is_err(), "{bad}");
+        assert!(CsrfSettings::new().add_trusted_origin(bad).is_err(), "{bad}");
     }
-    assert!(CsrfLayer::new().with_cookie_name("__Host-xsrf").is_ok());
+    assert!(CsrfSettings::new().with_cookie_name("__Host-xsrf").is_ok());
     assert!(
-        CsrfLayer::new()
+        CsrfSettings::new()
             .with_cookie_name("__Host-xsrf")
             .unwrap()
             .with_cookie_secure(false)

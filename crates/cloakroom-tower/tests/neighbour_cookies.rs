@@ -11,7 +11,7 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use cloakroom_core::cookie::encode_ticket;
 use cloakroom_core::{Key, KeyRing, MemoryStore, SessionId};
-use cloakroom_tower::{CsrfLayer, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfToken, Session, SessionError, SessionLayer};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
@@ -26,7 +26,7 @@ struct Harness {
 
 fn harness() -> Harness {
     let store = Arc::new(MemoryStore::new());
-    let sessions = SessionLayer::new(store.clone(), keys());
+    let sessions = SessionLayer::new(SessionSettings::new(store.clone(), keys()).build());
     let app = Router::new()
         .route(
             "/start/{value}",
@@ -72,11 +72,13 @@ fn harness() -> Harness {
             }),
         )
         .layer(
-            CsrfLayer::new()
-                .add_exempt_path("/start/kept")
-                .add_exempt_path("/start/a")
-                .add_exempt_path("/start/b")
-                .add_exempt_path("/logout"),
+            CsrfLayer::new(
+                CsrfSettings::new()
+                    .add_exempt_path("/start/kept")
+                    .add_exempt_path("/start/a")
+                    .add_exempt_path("/start/b")
+                    .add_exempt_path("/logout"),
+            ),
         )
         .layer(sessions);
     Harness { store, app }
@@ -455,12 +457,14 @@ async fn verified_tickets_past_the_cap_are_not_tried() {
 async fn pycket_tickets_survive_neighbour_cookies() {
     use cloakroom_tornado::PycketTicket;
     use cloakroom_tornado::TornadoSecret;
-    let layer = SessionLayer::new(Arc::new(MemoryStore::new()), keys())
+    let engine = SessionSettings::new(Arc::new(MemoryStore::new()), keys())
         .with_cookie_name("PYCKET_ID")
         .unwrap()
         .with_ticket_format(Arc::new(
             PycketTicket::new(TornadoSecret::single("cookie-secret"), 31.0).unwrap(),
-        ));
+        ))
+        .build();
+    let layer = SessionLayer::new(engine);
     let app = Router::new()
         .route(
             "/start",

@@ -11,7 +11,7 @@ use cloakroom_core::cookie::encode_ticket;
 use cloakroom_core::session::SessionId;
 use cloakroom_core::store::SessionStore;
 use cloakroom_core::{Key, KeyRing, MemoryStore};
-use cloakroom_tower::{CsrfLayer, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfToken, Session, SessionError, SessionLayer};
 use http::{Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
@@ -52,17 +52,22 @@ fn app(store: MemoryStore, keys: KeyRing) -> Router {
             }),
         )
         .layer(
-            CsrfLayer::new()
-                .add_exempt_path("/put")
-                .add_exempt_path("/login/alice")
-                .add_exempt_path("/login/mallory"),
+            CsrfLayer::new(
+                CsrfSettings::new()
+                    .add_exempt_path("/put")
+                    .add_exempt_path("/login/alice")
+                    .add_exempt_path("/login/mallory"),
+            ),
         )
         .layer(
-            SessionLayer::new(Arc::new(store), keys)
-                .with_max_data_bytes(1024)
-                .unwrap()
-                .with_idle_timeout(Duration::from_secs(3600))
-                .unwrap(),
+            SessionLayer::new(
+                SessionSettings::new(Arc::new(store), keys)
+                    .with_max_data_bytes(1024)
+                    .unwrap()
+                    .with_idle_timeout(Duration::from_secs(3600))
+                    .unwrap()
+                    .build(),
+            ),
         )
 }
 

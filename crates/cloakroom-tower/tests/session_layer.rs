@@ -13,7 +13,7 @@ use cloakroom_core::session::{ErrorKind, SessionKey};
 use cloakroom_core::store::{Cursor, MemoryStore, SessionStore};
 use cloakroom_core::{Key, KeyRing};
 use cloakroom_testkit::probe::Probe;
-use cloakroom_tower::{Session, SessionError, SessionLayer};
+use cloakroom_tower::{Session, SessionError, SessionLayer, SessionSettings};
 use http::{Request, Response, StatusCode, header};
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -29,11 +29,11 @@ fn keys() -> KeyRing {
     KeyRing::single(Key::from_bytes(&[42; 32]).unwrap())
 }
 
-fn harness(configure: impl FnOnce(SessionLayer) -> SessionLayer) -> Harness {
+fn harness(configure: impl FnOnce(SessionSettings) -> SessionSettings) -> Harness {
     let probe = Arc::new(Probe::default());
     let gate = Arc::new(Notify::new());
     let entered = Arc::new(Notify::new());
-    let layer = configure(SessionLayer::new(probe.clone(), keys()));
+    let layer = SessionLayer::new(configure(SessionSettings::new(probe.clone(), keys())).build());
     let (g, e) = (gate.clone(), entered.clone());
     let app = Router::new()
         .route(
@@ -513,7 +513,7 @@ async fn a_ticket_under_another_cookie_name_is_ignored() {
 
 #[test]
 fn invalid_cookie_settings_are_config_errors() {
-    let layer = || SessionLayer::new(Arc::new(MemoryStore::new()), keys());
+    let layer = || SessionSettings::new(Arc::new(MemoryStore::new()), keys());
     assert!(layer().with_cookie_name("bad name").is_err());
     assert!(
         layer()
@@ -535,7 +535,7 @@ fn invalid_cookie_settings_are_config_errors() {
 #[tokio::test]
 async fn flash_messages_are_shown_once_in_order_with_levels() {
     use cloakroom_core::flash::Level;
-    let layer = SessionLayer::new(Arc::new(MemoryStore::new()), keys());
+    let layer = SessionLayer::new(SessionSettings::new(Arc::new(MemoryStore::new()), keys()).build());
     let app = Router::new()
         .route(
             "/act",

@@ -9,14 +9,13 @@ use axum::routing::{get, post};
 use cloakroom_core::csrf::{ProtectionError, Reason, Secret};
 use cloakroom_core::{Key, KeyRing, MemoryStore};
 use cloakroom_tower::csrf::SpaCookie;
-use cloakroom_tower::{CsrfLayer, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfToken, Session, SessionError, SessionLayer};
 use http::{HeaderName, Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
-fn app(csrf: CsrfLayer) -> Router {
+fn app(csrf: impl Into<CsrfLayer>) -> Router {
     let sessions = SessionLayer::new(
-        Arc::new(MemoryStore::new()),
-        KeyRing::single(Key::from_bytes(&[7; 32]).unwrap()),
+        SessionSettings::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::from_bytes(&[7; 32]).unwrap())).build(),
     );
     Router::new()
         .route("/", get(|| async { "home" }))
@@ -59,12 +58,12 @@ fn app(csrf: CsrfLayer) -> Router {
                 )
             }),
         )
-        .layer(csrf)
+        .layer(csrf.into())
         .layer(sessions)
 }
 
-fn spa() -> CsrfLayer {
-    CsrfLayer::new()
+fn spa() -> CsrfSettings {
+    CsrfSettings::new()
         .with_spa_cookie(SpaCookie::default())
         .unwrap()
 }
@@ -77,7 +76,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(csrf: CsrfLayer) -> Self {
+    fn new(csrf: impl Into<CsrfLayer>) -> Self {
         Client {
             app: app(csrf),
             cookies: Vec::new(),
@@ -289,7 +288,7 @@ async fn logout_sets_the_cookie_of_the_xsrf_secret() {
 
 #[tokio::test]
 async fn cookie_and_header_names_are_configurable() {
-    let layer = CsrfLayer::new()
+    let layer = CsrfSettings::new()
         .with_spa_cookie(
             SpaCookie::new()
                 .with_cookie_name("__Host-XSRF-TOKEN")
@@ -315,18 +314,18 @@ async fn cookie_and_header_names_are_configurable() {
         StatusCode::OK
     );
     // A prefix the cookie settings break is a configuration error.
-    let bad = CsrfLayer::new()
+    let bad = CsrfSettings::new()
         .with_cookie_domain("example.com")
         .unwrap()
         .with_spa_cookie(SpaCookie::new().with_cookie_name("__Host-XSRF-TOKEN"));
     assert!(bad.is_err());
-    let bad = CsrfLayer::new().with_spa_cookie(SpaCookie::new().with_cookie_name("x;y"));
+    let bad = CsrfSettings::new().with_spa_cookie(SpaCookie::new().with_cookie_name("x;y"));
     assert!(bad.is_err());
 }
 
 #[tokio::test]
 async fn x_xsrf_token_is_read_without_the_spa_cookie_and_no_cookie_is_set() {
-    let mut c = Client::new(CsrfLayer::new());
+    let mut c = Client::new(CsrfSettings::new());
     let res = c.get("/form").await;
     assert_eq!(set_cookie_line(&res, "XSRF-TOKEN"), None);
     let body = axum::body::to_bytes(res.into_body(), 1 << 16)
@@ -341,7 +340,7 @@ async fn x_xsrf_token_is_read_without_the_spa_cookie_and_no_cookie_is_set() {
 
 #[tokio::test]
 async fn tokenless_mode_checks_fetch_metadata_and_origin_only() {
-    let mut c = Client::new(CsrfLayer::tokenless().add_token_path("/login/dave"));
+    let mut c = Client::new(CsrfSettings::tokenless().add_token_path("/login/dave"));
     let post = |site: Option<&str>, origin: Option<&str>| {
         let mut req = Request::post("/echo").header(header::HOST, "app.example");
         if let Some(site) = site {
@@ -403,7 +402,7 @@ async fn tokenless_mode_checks_fetch_metadata_and_origin_only() {
 
 #[tokio::test]
 async fn tokenless_mode_with_the_spa_cookie_keeps_tokens_on_token_paths() {
-    let layer = CsrfLayer::tokenless()
+    let layer = CsrfSettings::tokenless()
         .add_token_path("/login/erin")
         .with_spa_cookie(SpaCookie::default())
         .unwrap();
@@ -443,7 +442,7 @@ async fn only_clients_of_the_app_get_the_cookie_unless_eager() {
 
     // Eager: every answer to a new visitor hands it out, with the `_xsrf` secret it is of.
     let mut e = Client::new(
-        CsrfLayer::new()
+        CsrfSettings::new()
             .with_spa_cookie(SpaCookie::new().with_eager(true))
             .unwrap(),
     );
@@ -507,7 +506,7 @@ async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
     assert_eq!(values(&res, header::VARY), ["Cookie"]);
 
     // Without the SPA cookie: a page rendering a token sets a new `_xsrf` cookie.
-    let mut plain = Client::new(CsrfLayer::new());
+    let mut plain = Client::new(CsrfSettings::new());
     let res = plain.get("/form").await;
     assert!(set_cookie_line(&res, "_xsrf").is_some());
     assert_eq!(values(&res, header::CACHE_CONTROL), ["no-store"]);
