@@ -119,9 +119,8 @@ fn memory_store(c: &mut Criterion) {
 
 fn engine(c: &mut Criterion) {
     let rt = runtime();
-    let engine = rt.block_on(async {
-        SessionSettings::new(Arc::new(MemoryStore::new()), ring()).build()
-    });
+    let engine =
+        rt.block_on(async { SessionSettings::new(Arc::new(MemoryStore::new()), ring()).build() });
     let cookie = rt.block_on(async {
         let s = engine.session(None);
         s.set("counter", &0u64).await.expect("set");

@@ -43,7 +43,9 @@ mod middleware;
 
 pub use cloakroom_core::ConfigError;
 pub use cloakroom_core::session::SessionSettings;
-pub use csrf::{CsrfSettings, CsrfMiddleware, CsrfMiddlewareService, CsrfToken, MissingCsrfMiddleware};
+pub use csrf::{
+    CsrfMiddleware, CsrfMiddlewareService, CsrfSettings, CsrfToken, MissingCsrfMiddleware,
+};
 pub use extract::{Error, MissingSessionMiddleware, Session};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 

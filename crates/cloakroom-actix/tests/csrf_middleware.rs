@@ -455,12 +455,13 @@ async fn refusals_are_json_or_html_by_accept_and_the_hook_can_replace_them() {
     assert_eq!(res.content_type, "text/html; charset=utf-8");
     assert!(res.body.contains("CSRF check failed: token missing."));
 
-    let hooked =
-        CsrfMiddleware::new(CsrfSettings::new()).with_rejection_handler(|e: &ProtectionError, f: ResponseFormat| {
+    let hooked = CsrfMiddleware::new(CsrfSettings::new()).with_rejection_handler(
+        |e: &ProtectionError, f: ResponseFormat| {
             let mut res = http::Response::new(format!("nope: {} {f:?}", e.kind()));
             *res.status_mut() = http::StatusCode::FORBIDDEN;
             res
-        });
+        },
+    );
     let app = app!(hooked);
     let res = c.send(&app, post("/api/notes")).await;
     assert_eq!(res.status, 403);

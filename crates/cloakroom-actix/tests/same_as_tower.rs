@@ -146,7 +146,9 @@ fn axum_app(store: impl SessionStore + 'static) -> Router {
                 Ok::<_, SessionError>("ok")
             }),
         )
-        .layer(SessionLayer::new(SessionSettings::new(store, keys()).build()))
+        .layer(SessionLayer::new(
+            SessionSettings::new(store, keys()).build(),
+        ))
 }
 
 async fn axum_send(app: &Router, method: &str, uri: &str, jar: &mut Option<String>) -> Seen {

@@ -13,8 +13,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use cloakroom_core::session::Error;
 use cloakroom_core::csrf::CsrfSettings;
+use cloakroom_core::session::Error;
 use cloakroom_core::{Key, KeyRing, SessionSettings};
 use cloakroom_testkit::probe::Probe;
 use tower::ServiceExt;
@@ -213,7 +213,7 @@ macro_rules! actix_app {
                     cloakroom_actix::SessionMiddleware::new(
                         SessionSettings::new($probe.clone(), keys()).build(),
                     )
-                        .with_error_handler(custom),
+                    .with_error_handler(custom),
                 )
                 .route("/set/{key}/{value}", web::post().to(actix::set))
                 .route("/form", web::get().to(actix::form))

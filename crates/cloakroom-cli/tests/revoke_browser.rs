@@ -28,7 +28,8 @@ fn app(store: Arc<dyn cloakroom::SessionStore>) -> Router {
             }),
         )
         .layer(SessionLayer::new(
-            SessionSettings::new(store, KeyRing::single(Key::from_bytes(&[3; 32]).unwrap())).build(),
+            SessionSettings::new(store, KeyRing::single(Key::from_bytes(&[3; 32]).unwrap()))
+                .build(),
         ))
 }
 

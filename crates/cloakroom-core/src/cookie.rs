@@ -35,7 +35,7 @@ pub use header::cookie_values;
 const VERSION: u8 = 1;
 const RAW_LEN: usize = 1 + KEY_ID_LEN + ID_LEN + MAC_LEN;
 /// Length of an encoded ticket, in characters.
-pub const TICKET_LEN: usize = (RAW_LEN * 4).div_ceil(3);
+pub(crate) const TICKET_LEN: usize = (RAW_LEN * 4).div_ceil(3);
 /// Cookie values longer than this are rejected unread (browsers cap cookies near 4096 bytes).
 pub const MAX_COOKIE_LEN: usize = 4096;
 

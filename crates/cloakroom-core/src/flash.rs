@@ -29,7 +29,7 @@ impl Session {
 }
 
 /// Most messages kept; older ones are dropped first (a loop cannot grow a session forever).
-pub const MAX_MESSAGES: usize = 32;
+pub(crate) const MAX_MESSAGES: usize = 32;
 
 /// How a message should look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

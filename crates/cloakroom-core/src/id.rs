@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The length of a session id, in bytes (256 bits from the OS CSPRNG).
-pub const ID_LEN: usize = 32;
+pub(crate) const ID_LEN: usize = 32;
 
 /// The secret session id carried, signed, in the cookie. Never stored, never printed.
 #[derive(Clone)]

@@ -27,10 +27,10 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MIN_KEY_LEN: usize = 32;
 
 /// The length of a MAC produced by [`KeyRing::sign`], in bytes.
-pub const MAC_LEN: usize = 32;
+pub(crate) const MAC_LEN: usize = 32;
 
 /// The length of a key id, in bytes.
-pub const KEY_ID_LEN: usize = 4;
+pub(crate) const KEY_ID_LEN: usize = 4;
 
 /// A key was refused at configuration time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +241,7 @@ impl KeyRing {
     }
 
     /// Like [`KeyRing::sign_with`], with the context given as pieces that are concatenated.
-    pub fn sign_with_parts(
+    pub(crate) fn sign_with_parts(
         &self,
         key_id: [u8; KEY_ID_LEN],
         context: &[&[u8]],
@@ -251,7 +251,7 @@ impl KeyRing {
     }
 
     /// MAC of `message` under the signing key, the context given as concatenated pieces.
-    pub fn sign_parts(&self, context: &[&[u8]], message: &[u8]) -> [u8; MAC_LEN] {
+    pub(crate) fn sign_parts(&self, context: &[&[u8]], message: &[u8]) -> [u8; MAC_LEN] {
         self.keys[0].mac_parts(context, message)
     }
 

@@ -9,18 +9,27 @@ use axum::routing::{get, post};
 use cloakroom_core::csrf::{ProtectionError, Reason, Secret};
 use cloakroom_core::{Key, KeyRing, MemoryStore};
 use cloakroom_tower::csrf::ResponseFormat;
-use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfMode, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{
+    CsrfLayer, CsrfMode, CsrfSettings, CsrfToken, Session, SessionError, SessionLayer,
+    SessionSettings,
+};
 use http::{Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
 /// `settings` with the exempt paths of [`app`].
 fn exempt(settings: CsrfSettings) -> CsrfSettings {
-    settings.add_exempt_path("/webhook").add_exempt_path("/start")
+    settings
+        .add_exempt_path("/webhook")
+        .add_exempt_path("/start")
 }
 
 fn app(csrf: CsrfLayer) -> Router {
     let sessions = SessionLayer::new(
-        SessionSettings::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::from_bytes(&[5; 32]).unwrap())).build(),
+        SessionSettings::new(
+            Arc::new(MemoryStore::new()),
+            KeyRing::single(Key::from_bytes(&[5; 32]).unwrap()),
+        )
+        .build(),
     );
     Router::new()
         .route("/form", get(|t: CsrfToken| async move { t.token().await }))
@@ -512,12 +521,13 @@ async fn rejections_are_json_or_html_by_accept() {
 
 #[tokio::test]
 async fn a_custom_rejection_handler_is_used() {
-    let layer =
-        CsrfLayer::new(exempt(CsrfSettings::new())).with_rejection_handler(|e: &ProtectionError, f: ResponseFormat| {
+    let layer = CsrfLayer::new(exempt(CsrfSettings::new())).with_rejection_handler(
+        |e: &ProtectionError, f: ResponseFormat| {
             let mut res = Response::new(format!("nope ({f:?}): {}", e.kind()));
             *res.status_mut() = StatusCode::FORBIDDEN;
             res
-        });
+        },
+    );
     let mut c = Client::with_layer(layer);
     let res = c.send(Request::post("/echo"), Body::empty()).await;
     assert_eq!(body(res).await, "nope (Html): token missing");
@@ -559,7 +569,10 @@ fn bad_trusted_origins_are_config_errors() {
         "https://*.example.com",
         "null",
     ] {
-        assert!(CsrfSettings::new().add_trusted_origin(bad).is_err(), "{bad}");
+        assert!(
+            CsrfSettings::new().add_trusted_origin(bad).is_err(),
+            "{bad}"
+        );
     }
     assert!(CsrfSettings::new().with_cookie_name("__Host-xsrf").is_ok());
     assert!(

@@ -11,7 +11,9 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use cloakroom_core::cookie::encode_ticket;
 use cloakroom_core::{Key, KeyRing, MemoryStore, SessionId};
-use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{
+    CsrfLayer, CsrfSettings, CsrfToken, Session, SessionError, SessionLayer, SessionSettings,
+};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
@@ -71,15 +73,13 @@ fn harness() -> Harness {
                 Ok::<_, SessionError>("ok")
             }),
         )
-        .layer(
-            CsrfLayer::new(
-                CsrfSettings::new()
-                    .add_exempt_path("/start/kept")
-                    .add_exempt_path("/start/a")
-                    .add_exempt_path("/start/b")
-                    .add_exempt_path("/logout"),
-            ),
-        )
+        .layer(CsrfLayer::new(
+            CsrfSettings::new()
+                .add_exempt_path("/start/kept")
+                .add_exempt_path("/start/a")
+                .add_exempt_path("/start/b")
+                .add_exempt_path("/logout"),
+        ))
         .layer(sessions);
     Harness { store, app }
 }

@@ -11,7 +11,9 @@ use cloakroom_core::cookie::encode_ticket;
 use cloakroom_core::session::SessionId;
 use cloakroom_core::store::SessionStore;
 use cloakroom_core::{Key, KeyRing, MemoryStore};
-use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{
+    CsrfLayer, CsrfSettings, CsrfToken, Session, SessionError, SessionLayer, SessionSettings,
+};
 use http::{Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
@@ -51,24 +53,20 @@ fn app(store: MemoryStore, keys: KeyRing) -> Router {
                 Ok::<_, SessionError>(format!("{s:?} {t:?} {}", token.len()))
             }),
         )
-        .layer(
-            CsrfLayer::new(
-                CsrfSettings::new()
-                    .add_exempt_path("/put")
-                    .add_exempt_path("/login/alice")
-                    .add_exempt_path("/login/mallory"),
-            ),
-        )
-        .layer(
-            SessionLayer::new(
-                SessionSettings::new(Arc::new(store), keys)
-                    .with_max_data_bytes(1024)
-                    .unwrap()
-                    .with_idle_timeout(Duration::from_secs(3600))
-                    .unwrap()
-                    .build(),
-            ),
-        )
+        .layer(CsrfLayer::new(
+            CsrfSettings::new()
+                .add_exempt_path("/put")
+                .add_exempt_path("/login/alice")
+                .add_exempt_path("/login/mallory"),
+        ))
+        .layer(SessionLayer::new(
+            SessionSettings::new(Arc::new(store), keys)
+                .with_max_data_bytes(1024)
+                .unwrap()
+                .with_idle_timeout(Duration::from_secs(3600))
+                .unwrap()
+                .build(),
+        ))
 }
 
 async fn send(app: &Router, req: http::request::Builder, body: Body) -> Response<Body> {

@@ -535,7 +535,8 @@ fn invalid_cookie_settings_are_config_errors() {
 #[tokio::test]
 async fn flash_messages_are_shown_once_in_order_with_levels() {
     use cloakroom_core::flash::Level;
-    let layer = SessionLayer::new(SessionSettings::new(Arc::new(MemoryStore::new()), keys()).build());
+    let layer =
+        SessionLayer::new(SessionSettings::new(Arc::new(MemoryStore::new()), keys()).build());
     let app = Router::new()
         .route(
             "/act",

@@ -9,13 +9,19 @@ use axum::routing::{get, post};
 use cloakroom_core::csrf::{ProtectionError, Reason, Secret};
 use cloakroom_core::{Key, KeyRing, MemoryStore};
 use cloakroom_tower::csrf::SpaCookie;
-use cloakroom_tower::{CsrfLayer, CsrfSettings, SessionSettings, CsrfToken, Session, SessionError, SessionLayer};
+use cloakroom_tower::{
+    CsrfLayer, CsrfSettings, CsrfToken, Session, SessionError, SessionLayer, SessionSettings,
+};
 use http::{HeaderName, Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
 fn app(csrf: impl Into<CsrfLayer>) -> Router {
     let sessions = SessionLayer::new(
-        SessionSettings::new(Arc::new(MemoryStore::new()), KeyRing::single(Key::from_bytes(&[7; 32]).unwrap())).build(),
+        SessionSettings::new(
+            Arc::new(MemoryStore::new()),
+            KeyRing::single(Key::from_bytes(&[7; 32]).unwrap()),
+        )
+        .build(),
     );
     Router::new()
         .route("/", get(|| async { "home" }))

@@ -58,8 +58,8 @@ pub use cloakroom_core::{cookie, csrf, flash, keys, session};
 
 pub mod store;
 
-pub use cloakroom_core::keys::{Key, KeyRing};
 pub use cloakroom_core::csrf::CsrfSettings;
+pub use cloakroom_core::keys::{Key, KeyRing};
 pub use cloakroom_core::session::{SessionEngine, SessionKey, SessionSettings, Timestamp};
 pub use cloakroom_core::store::SessionStore;
 

@@ -12,8 +12,8 @@ use actix_web::body::{BodyStream, EitherBody, MessageBody, to_bytes_limited};
 use actix_web::dev::{self, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::{HttpMessage, HttpResponse};
 use cloakroom_core::csrf::{
-    self, BodyError, CheckError, CsrfRequest, CsrfSettings, OnRejection, ProtectionError,
-    Reason, ResponseFormat, TokenSource, default_rejection,
+    self, BodyError, CheckError, CsrfRequest, CsrfSettings, OnRejection, ProtectionError, Reason,
+    ResponseFormat, TokenSource, default_rejection,
 };
 
 use super::CsrfToken;

@@ -36,8 +36,9 @@ mod token;
 use std::fmt;
 
 pub use form::{FormKind, form_kind, multipart_field, percent_decode, urlencoded_field};
-pub use origin::{Origin, RequestOrigin, check_cross_origin, is_safe_method};
-pub use token::{MAX_TOKEN_LEN, SECRET_LEN, Secret, decode_token};
+pub(crate) use origin::is_safe_method;
+pub use origin::{Origin, RequestOrigin, check_cross_origin};
+pub use token::{Secret, decode_token};
 
 pub use check::{BodyError, CheckError, CsrfRequest, RequestHeaders, TokenCheck};
 pub use response::ResponseFormat;
@@ -53,7 +54,7 @@ use crate::session::{self, Session};
 pub(crate) const SESSION_FIELD: &str = session::CSRF_SECRET_FIELD;
 
 /// The form field and cookie name Tornado uses.
-pub const FIELD_NAME: &str = "_xsrf";
+pub(crate) const FIELD_NAME: &str = "_xsrf";
 
 /// Request headers a token may come in, in the order they are read: Tornado's
 /// `X-XSRFToken`, Django's `X-CSRFToken`, and `X-XSRF-TOKEN`, the header Angular's
@@ -142,7 +143,7 @@ impl std::error::Error for ProtectionError {}
 ///
 /// # Errors
 /// Store failures.
-pub async fn session_secret(session: &Session) -> session::Result<Option<Secret>> {
+pub(crate) async fn session_secret(session: &Session) -> session::Result<Option<Secret>> {
     Ok(session
         .get_raw(SESSION_FIELD)
         .await?
@@ -155,7 +156,7 @@ pub async fn session_secret(session: &Session) -> session::Result<Option<Secret>
 ///
 /// # Errors
 /// Session errors.
-pub async fn ensure_session_secret(session: &Session) -> session::Result<Secret> {
+pub(crate) async fn ensure_session_secret(session: &Session) -> session::Result<Secret> {
     if let Some(s) = session_secret(session).await? {
         return Ok(s);
     }

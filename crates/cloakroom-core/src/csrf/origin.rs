@@ -107,7 +107,7 @@ pub struct RequestOrigin<'a> {
 
 /// Whether `method` is exempt from CSRF checks (GET, HEAD, OPTIONS; these must not change
 /// state).
-pub fn is_safe_method(method: &str) -> bool {
+pub(crate) fn is_safe_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 

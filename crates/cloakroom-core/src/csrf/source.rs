@@ -127,7 +127,7 @@ impl TokenSource {
     ///
     /// # Errors
     /// Session store failures.
-    pub async fn expected_secret(&self) -> Result<Option<Secret>, session::Error> {
+    pub(crate) async fn expected_secret(&self) -> Result<Option<Secret>, session::Error> {
         if let Some(session) = self.live_session().await? {
             return session_secret(session).await;
         }

@@ -80,7 +80,7 @@ impl SpaCookie {
     }
 
     /// Whether every response hands the cookie out ([`with_eager`](Self::with_eager)).
-    pub fn is_eager(&self) -> bool {
+    pub(crate) fn is_eager(&self) -> bool {
         self.eager
     }
 

@@ -13,10 +13,10 @@ use subtle::ConstantTimeEq;
 use super::Reason;
 
 /// Bytes in a secret (Tornado uses 16).
-pub const SECRET_LEN: usize = 16;
+pub(crate) const SECRET_LEN: usize = 16;
 
 /// Longest token accepted; longer input is malformed without further work.
-pub const MAX_TOKEN_LEN: usize = 256;
+pub(crate) const MAX_TOKEN_LEN: usize = 256;
 
 /// The unmasked CSRF secret. `Debug` prints nothing of it.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Secret {
     }
 
     /// Parses 32 hex digits.
-    pub fn from_hex(text: &str) -> Option<Self> {
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
         let bytes = unhex(text)?;
         Some(Secret(bytes.try_into().ok()?))
     }

@@ -14,9 +14,9 @@ use super::{
 };
 use crate::cookie::TicketFormat;
 use crate::keys::KeyRing;
-use crate::store::{self, SessionInfo, SessionStore};
 #[cfg(test)]
 use crate::store::IntoSessionStore;
+use crate::store::{self, SessionInfo, SessionStore};
 
 /// One per application: the store, the keys and the configuration.
 ///
@@ -182,7 +182,8 @@ impl SessionEngine {
     /// # Errors
     /// Store failures.
     pub async fn revoke_all(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
-        self.timed(self.shared.store.delete_user(user, except)).await
+        self.timed(self.shared.store.delete_user(user, except))
+            .await
     }
 
     /// Deletes every other session of the user `session` is logged in as; returns how many.
@@ -226,7 +227,11 @@ impl SessionEngine {
     /// # Errors
     /// Store failures (answer 503: nothing the handler did to the session was saved, except
     /// that a failed renewal leaves the old session usable).
-    pub async fn commit(&self, session: &Session, user_agent: Option<&str>) -> Result<CommitOutcome> {
+    pub async fn commit(
+        &self,
+        session: &Session,
+        user_agent: Option<&str>,
+    ) -> Result<CommitOutcome> {
         session.commit(user_agent).await
     }
 

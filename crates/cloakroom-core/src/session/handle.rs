@@ -542,16 +542,34 @@ mod tests {
     #[tokio::test]
     async fn every_method_refuses_reserved_keys() {
         let store = Arc::new(MemoryStore::new());
-        let engine = engine(&store, &KeyRing::single(Key::generate()), SessionConfig::default());
+        let engine = engine(
+            &store,
+            &KeyRing::single(Key::generate()),
+            SessionConfig::default(),
+        );
         let session = engine.session(None);
         crate::csrf::ensure_session_secret(&session).await.unwrap();
         for key in [CSRF_SECRET_FIELD, "__cr.flash", ""] {
             let kind = |r: Result<_>| r.map(|_| ()).unwrap_err().kind();
-            assert_eq!(kind(session.get::<String>(key).await.map(drop)), ErrorKind::ReservedKey);
+            assert_eq!(
+                kind(session.get::<String>(key).await.map(drop)),
+                ErrorKind::ReservedKey
+            );
             assert_eq!(kind(session.set(key, "x").await), ErrorKind::ReservedKey);
-            assert_eq!(kind(session.contains(key).await.map(drop)), ErrorKind::ReservedKey);
-            assert_eq!(kind(session.remove(key).await.map(drop)), ErrorKind::ReservedKey);
+            assert_eq!(
+                kind(session.contains(key).await.map(drop)),
+                ErrorKind::ReservedKey
+            );
+            assert_eq!(
+                kind(session.remove(key).await.map(drop)),
+                ErrorKind::ReservedKey
+            );
         }
-        assert!(crate::csrf::session_secret(&session).await.unwrap().is_some());
+        assert!(
+            crate::csrf::session_secret(&session)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -32,7 +32,7 @@ mod settings;
 mod shared;
 mod state;
 
-pub use crate::id::{ID_LEN, InvalidHandle, SessionId, SessionKey, Timestamp};
+pub use crate::id::{InvalidHandle, SessionId, SessionKey, Timestamp};
 pub use commit::{CommitAction, CommitOutcome};
 pub(crate) use config::SessionConfig;
 pub use engine::SessionEngine;

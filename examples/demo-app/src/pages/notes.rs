@@ -62,10 +62,7 @@ pub(super) async fn add_note(
         notes.drain(..notes.len() - MAX_NOTES);
     }
     // Leave room for the rest of the session (login, CSRF secret, the flash that says why).
-    let budget = app
-        .engine
-        .max_data_bytes()
-        .saturating_sub(OTHER_DATA_BYTES);
+    let budget = app.engine.max_data_bytes().saturating_sub(OTHER_DATA_BYTES);
     let size = NOTES.len() + serde_json::to_string(&notes).map_or(usize::MAX, |j| j.len());
     if size > budget {
         return Ok(Err(NOTES_FULL));
