@@ -59,7 +59,7 @@ impl ConfigErrorKind {
     }
 }
 
-/// A setting was refused; see the [module docs](self).
+/// A setting was refused; see [`ConfigErrorKind`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     kind: ConfigErrorKind,

@@ -3,9 +3,9 @@
 //!
 //! - [`id`]: session ids, the keys the store sees, timestamps (a leaf: imports nothing of
 //!   the crate);
-//! - [`session`]: the [`Session`](session::Session) handle and the commit state machine;
-//! - [`store`]: the [`SessionStore`](store::SessionStore) contract and the in-memory store;
-//! - [`keys`]: the [`KeyRing`](keys::KeyRing) that signs tickets;
+//! - [`session`]: the [`Session`] handle and the commit state machine;
+//! - [`store`]: the [`SessionStore`] contract and the in-memory store;
+//! - [`keys`]: the [`KeyRing`] that signs tickets;
 //! - [`cookie`]: the ticket codec and cookie attributes;
 //! - [`csrf`]: cross-origin checks and masked tokens;
 //! - [`redact`]: store URLs with their passwords masked, for messages.

@@ -593,14 +593,20 @@ async fn a_token_path_in_a_nested_router_needs_its_token_however_it_is_written()
         let api = Router::new()
             .route("/login", post(|| async { "logged in" }))
             .route("/other", post(|| async { "other" }))
-            .layer(CsrfLayer::tokenless().add_token_path(token_path));
+            .layer(CsrfLayer::new(
+                CsrfSettings::tokenless().add_token_path(token_path),
+            ));
         let app = Router::new().nest("/api", api);
         let post_to = |path: &str| {
             app.clone()
                 .oneshot(Request::post(path).body(Body::empty()).unwrap())
         };
         let res = post_to("/api/login").await.unwrap();
-        assert_eq!(res.status(), StatusCode::FORBIDDEN, "token path {token_path}");
+        assert_eq!(
+            res.status(),
+            StatusCode::FORBIDDEN,
+            "token path {token_path}"
+        );
         let res = post_to("/api/other").await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "token path {token_path}");
     }

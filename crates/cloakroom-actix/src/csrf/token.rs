@@ -27,7 +27,7 @@ impl CsrfToken {
     /// this response even if the request did not carry one: call it in the handler serving
     /// the single-page app (as Django's `ensure_csrf_cookie`). Before there is a session this
     /// makes the `_xsrf` secret (and cookie) if the request had none. Does nothing without
-    /// [`CsrfMiddleware::with_spa_cookie`](super::CsrfMiddleware::with_spa_cookie).
+    /// [`CsrfSettings::with_spa_cookie`](super::CsrfSettings::with_spa_cookie).
     pub fn ensure_spa_cookie(&self) {
         self.0.ensure_spa_cookie();
     }

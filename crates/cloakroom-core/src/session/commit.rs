@@ -15,7 +15,7 @@ use crate::store::{self, Applied, Created, Patch, Record};
 /// a broken store or random source, not bad luck).
 const CREATE_ATTEMPTS: usize = 4;
 
-/// What the adapter must add to the response after [`Session::commit`].
+/// What the adapter must add to the response after [`SessionEngine::commit`](super::SessionEngine::commit).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
     /// A `Set-Cookie` header value to send (new ticket, refreshed Max-Age, or removal).

@@ -16,7 +16,7 @@ pub enum ErrorKind {
     Serialize,
     /// A stored value did not deserialize as the requested type.
     Deserialize,
-    /// The session data would exceed [`SessionConfig::max_data_bytes`].
+    /// The session data would exceed [`SessionSettings::with_max_data_bytes`](super::SessionSettings::with_max_data_bytes).
     TooLarge,
     /// The field name is reserved for the library (starts with `__cr.`) or empty.
     ReservedKey,

@@ -25,7 +25,8 @@ use crate::cookie::{SameSite, SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
 use crate::store::{IntoSessionStore, SessionStore};
 
-/// The settings of a session engine; see the [module docs](self).
+/// The settings of a session engine, each checked as it is set; [`build`](Self::build) makes
+/// the engine.
 #[must_use]
 pub struct SessionSettings {
     store: Arc<dyn SessionStore>,

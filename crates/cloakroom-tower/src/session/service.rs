@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use super::ErrorHandler;
 
-/// The service made by [`SessionLayer`].
+/// The service made by [`SessionLayer`](super::SessionLayer).
 #[derive(Clone)]
 pub struct SessionService<S> {
     pub(super) inner: S,
