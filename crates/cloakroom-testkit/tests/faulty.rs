@@ -132,11 +132,15 @@ impl SessionStore for NaiveStore {
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
+        // A blind patch never revives a record past its lifetime or idle time.
+        fn refused(r: &Record, patch: &Patch) -> bool {
+            patch.refuses(r.meta.created_at, r.meta.last_seen)
+        }
         let now = Timestamp::now();
         if self.faults.lost_updates {
             // Read, think, write the whole record back: the classic lost update.
             let current = self.map.lock().unwrap().get(key).cloned();
-            let Some(mut r) = current.filter(|r| self.live(r, now)) else {
+            let Some(mut r) = current.filter(|r| self.live(r, now) && !refused(r, patch)) else {
                 return Ok(Applied::Missing);
             };
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -146,7 +150,7 @@ impl SessionStore for NaiveStore {
         }
         let mut map = self.map.lock().unwrap();
         match map.get_mut(key) {
-            Some(r) if self.live(r, now) => {
+            Some(r) if self.live(r, now) && !refused(r, patch) => {
                 self.patched(r, patch);
                 Ok(Applied::Done)
             }
