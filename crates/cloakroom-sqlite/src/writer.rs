@@ -672,7 +672,7 @@ mod tests {
         release.send(()).unwrap();
         held.await.unwrap();
         store.ping().await.unwrap();
-        assert_eq!(store.delete(&key()).await.unwrap(), false);
+        assert!(!store.delete(&key()).await.unwrap());
         assert!(
             store.load(&k).await.unwrap().is_none(),
             "the abandoned create did not run"
