@@ -23,6 +23,9 @@ pub(crate) enum Server {
     TowerSessionsMemory,
     /// tower-sessions 0.14 on tower-sessions-redis-store 0.16 (fred).
     TowerSessionsRedis,
+    /// tower-sessions 0.14 on tower-sessions-sqlx-store 0.15's `SqliteStore` (sqlx 0.8), a
+    /// file on disk like `cloakroom-sqlite`'s: a binary of its own (`bench/peer-sqlx`).
+    TowerSessionsSqlite,
     /// The original system: Tornado 6.6 + pycket 0.3 on the same Redis (Python).
     TornadoPycket,
     /// actix-web with no session middleware: the ceiling of the actix servers.
@@ -42,7 +45,7 @@ pub(crate) enum Server {
 
 impl Server {
     /// Every server, in report order.
-    pub(crate) const ALL: [Server; 15] = [
+    pub(crate) const ALL: [Server; 16] = [
         Server::Plain,
         Server::CloakroomMemory,
         Server::CloakroomSqlite,
@@ -51,6 +54,7 @@ impl Server {
         Server::CloakroomPostgres,
         Server::TowerSessionsMemory,
         Server::TowerSessionsRedis,
+        Server::TowerSessionsSqlite,
         Server::TornadoPycket,
         Server::ActixPlain,
         Server::CloakroomActixMemory,
@@ -71,6 +75,7 @@ impl Server {
             Server::CloakroomPostgres => "cloakroom-postgres",
             Server::TowerSessionsMemory => "tower-sessions-memory",
             Server::TowerSessionsRedis => "tower-sessions-redis",
+            Server::TowerSessionsSqlite => "tower-sessions-sqlite",
             Server::TornadoPycket => "tornado-pycket",
             Server::ActixPlain => "actix-plain",
             Server::CloakroomActixMemory => "cloakroom-actix-memory",
@@ -130,19 +135,21 @@ impl Server {
         !(self == Server::ActixSessionCookie && workload == Workload::Large)
     }
 
-    /// Whether the server is this crate's binary (`serve CASE`), as opposed to Python.
+    /// Whether the server is this crate's binary (`serve CASE`), as opposed to Python or the
+    /// sqlx peer's own binary.
     pub(crate) fn is_rust(self) -> bool {
-        self != Server::TornadoPycket
+        !matches!(self, Server::TornadoPycket | Server::TowerSessionsSqlite)
     }
 
     /// The peer a Cloakroom server is compared with (`ratio_peer`): tower-sessions on the same
     /// kind of store for axum, actix-session on Redis for actix. None for the peers
-    /// themselves, the baselines, SQLite and PostgreSQL (tower-sessions has no SQLite or
-    /// PostgreSQL store outside sqlx) and cloakroom-actix on memory (actix-session has no
+    /// themselves, the baselines, PostgreSQL (tower-sessions has no PostgreSQL store outside
+    /// sqlx; its SQLite one is measured) and cloakroom-actix on memory (actix-session has no
     /// in-memory store).
     pub(crate) fn peer(self) -> Option<Server> {
         match self {
             Server::CloakroomMemory => Some(Server::TowerSessionsMemory),
+            Server::CloakroomSqlite => Some(Server::TowerSessionsSqlite),
             Server::CloakroomRedis | Server::CloakroomRedisCache => {
                 Some(Server::TowerSessionsRedis)
             }

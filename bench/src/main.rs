@@ -54,7 +54,8 @@ const USAGE: &str =
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
        cloakroom-bench chart REPORT.txt OUT.svg
 servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-redis-cache \
-cloakroom-postgres tower-sessions-memory tower-sessions-redis tornado-pycket actix-plain \
+cloakroom-postgres tower-sessions-memory tower-sessions-redis tower-sessions-sqlite tornado-pycket \
+actix-plain \
 cloakroom-actix-memory cloakroom-actix-redis cloakroom-actix-redis-cache actix-session-redis \
 actix-session-cookie
 workloads: read write blind-write new large";

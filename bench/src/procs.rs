@@ -41,6 +41,8 @@ pub(crate) struct ServerEnv {
     pub(crate) python: Option<PathBuf>,
     /// Connections in tower-sessions' fred pool.
     pub(crate) ts_pool: usize,
+    /// The `tower-sessions-sqlite` server's binary (`bench/peer-sqlx`), if built.
+    pub(crate) ts_sqlite: Option<PathBuf>,
 }
 
 impl ServerProcess {
@@ -63,6 +65,15 @@ impl ServerProcess {
                     .arg(format!("{}?table=sessions_{round}", env.postgres_url));
             }
             cmd.arg("--ts-pool").arg(env.ts_pool.to_string());
+            cmd
+        } else if case == Server::TowerSessionsSqlite {
+            let exe = env
+                .ts_sqlite
+                .as_ref()
+                .context("no tower-sessions-sqlite binary (see bench/peer-sqlx/Cargo.toml)")?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("--sqlite")
+                .arg(env.dir.join(format!("ts-sessions-{round}.db")));
             cmd
         } else {
             let python = env
@@ -249,6 +260,17 @@ fn tornado_app() -> anyhow::Result<PathBuf> {
         bail!("{} is missing", path.display());
     }
     Ok(path)
+}
+
+/// The sqlx peer's binary: `$CLOAKROOM_TS_SQLITE`, else `bench/peer-sqlx`'s release build,
+/// if it exists.
+pub(crate) fn find_ts_sqlite() -> Option<PathBuf> {
+    std::env::var_os("CLOAKROOM_TS_SQLITE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("peer-sqlx/target/release/cloakroom-bench-peer-sqlx")])
+        .find(|p| p.is_file())
 }
 
 /// The Python to run Tornado with: `$CLOAKROOM_PYTHON`, else the workspace's `.venv`, if it

@@ -176,6 +176,17 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     } else {
         None
     };
+    let ts_sqlite = if plan.servers.contains(&Server::TowerSessionsSqlite) {
+        let p = crate::procs::find_ts_sqlite();
+        if p.is_none() {
+            eprintln!(
+                "warning: bench/peer-sqlx is not built (see its Cargo.toml); skipping tower-sessions-sqlite"
+            );
+        }
+        p
+    } else {
+        None
+    };
     let env = ServerEnv {
         redis_url: redis.as_ref().map(|r| r.url()).unwrap_or_default(),
         redis_port: redis.as_ref().map_or(0, |r| r.port()),
@@ -186,12 +197,14 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
             .unwrap_or_default(),
         python,
         ts_pool: plan.ts_pool,
+        ts_sqlite,
     };
     let servers: Vec<Server> = plan
         .servers
         .iter()
         .copied()
         .filter(|s| *s != Server::TornadoPycket || env.python.is_some())
+        .filter(|s| *s != Server::TowerSessionsSqlite || env.ts_sqlite.is_some())
         .filter(|s| !s.uses_postgres() || postgres.is_some())
         .collect();
     let backends = Backends {

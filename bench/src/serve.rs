@@ -156,6 +156,7 @@ async fn app(
             tower_sessions_app::app(tower_sessions_redis_store::RedisStore::new(pool), counters)
         }
         Server::TornadoPycket
+        | Server::TowerSessionsSqlite
         | Server::ActixPlain
         | Server::CloakroomActixMemory
         | Server::CloakroomActixRedis
