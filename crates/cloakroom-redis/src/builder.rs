@@ -31,7 +31,7 @@ impl fmt::Debug for RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
-    /// The prefix of every key the store writes (default [`DEFAULT_PREFIX`], `cloakroom:`;
+    /// The prefix of every key the store writes (default [`DEFAULT_PREFIX`](crate::DEFAULT_PREFIX), `cloakroom:`;
     /// URL option `prefix`). Several applications can share a Redis database with different
     /// prefixes.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -40,7 +40,7 @@ impl RedisStoreBuilder {
     }
 
     /// The bound on every command, including connecting (default
-    /// [`DEFAULT_COMMAND_TIMEOUT`], 2 s; URL option `timeout_ms`). Must not be zero.
+    /// [`DEFAULT_COMMAND_TIMEOUT`](crate::DEFAULT_COMMAND_TIMEOUT), 2 s; URL option `timeout_ms`). Must not be zero.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);
         self
@@ -184,7 +184,7 @@ impl RedisStore {
     /// file, an untrusted server certificate, refused credentials or an ACL that does not
     /// allow the store's commands on its keys;
     /// [`ErrorKind::Unavailable`] when Redis cannot be reached within
-    /// [`DEFAULT_COMMAND_TIMEOUT`].
+    /// [`DEFAULT_COMMAND_TIMEOUT`](crate::DEFAULT_COMMAND_TIMEOUT).
     pub async fn open(url: &str) -> Result<RedisStore> {
         Self::builder(url).build().await
     }

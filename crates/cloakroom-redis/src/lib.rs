@@ -20,18 +20,18 @@
 //! # Layout
 //!
 //! Each session is a hash `<prefix>s:<handle>` (the handle is
-//! [`SessionKey::to_handle`], a hash of the session id: the store never sees ids). Data
+//! [`SessionKey::to_handle`](cloakroom_core::SessionKey::to_handle), a hash of the session id: the store never sees ids). Data
 //! field `name` is the hash field `d:name` holding the JSON text verbatim; metadata lives in
 //! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
 //! remember me), `u` (user) and `a` (user agent). A one-field anonymous session is 3
 //! fields, a 46-byte listpack. The key expires by `PEXPIREAT` at the record's expiry, so
-//! Redis drops dead sessions by itself and [`SessionStore::purge_expired`] is a no-op.
+//! Redis drops dead sessions by itself and [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired) is a no-op.
 //!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` of handles. Entries of sessions
-//! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`],
-//! [`SessionStore::delete_user`]), and every 16th login once a set holds 32 entries or more,
-//! so the set cannot grow without bound. [`SessionStore::delete`] removes the entry at once.
+//! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`](cloakroom_core::SessionStore::sessions_of),
+//! [`SessionStore::delete_user`](cloakroom_core::SessionStore::delete_user)), and every 16th login once a set holds 32 entries or more,
+//! so the set cannot grow without bound. [`SessionStore::delete`](cloakroom_core::SessionStore::delete) removes the entry at once.
 //!
 //! # Round trips
 //!
@@ -83,7 +83,7 @@
 //! against `ca=` alone when given. `insecure_skip_verify=true` disables every check (anyone
 //! on the network path can then read and change the sessions) and is logged as a warning
 //! each time a store opens. The files are read, and the certificates and key parsed, when
-//! the store opens: a missing or unreadable file is an [`ErrorKind::Config`] error there,
+//! the store opens: a missing or unreadable file is an [`ErrorKind::Config`](cloakroom_core::store::ErrorKind::Config) error there,
 //! never at the first request. So is a server whose certificate is not trusted (or that
 //! wants a client certificate we do not send), and a refused user or password (`WRONGPASS`):
 //! configuration errors, not outages. Passwords never appear in errors or `Debug` output.
@@ -100,8 +100,8 @@
 //! connection per node).
 //!
 //! Every command is bounded by the command timeout (default 2 s): when Redis is down an
-//! operation fails with [`ErrorKind::Unavailable`] (connection refused or broken) or
-//! [`ErrorKind::Timeout`] within it, never hangs. [`RedisStore::open`] fails with
+//! operation fails with [`ErrorKind::Unavailable`](cloakroom_core::store::ErrorKind::Unavailable) (connection refused or broken) or
+//! [`ErrorKind::Timeout`](cloakroom_core::store::ErrorKind::Timeout) within it, never hangs. [`RedisStore::open`] fails with
 //! `Unavailable` when it cannot connect; once open, the store reconnects by itself after a
 //! Redis restart (an operation whose connection was refused or broke is sent once more on the
 //! new connection, within the same timeout; every operation tolerates such a repeat).
@@ -183,7 +183,7 @@ pub(crate) const FAN_OUT: usize = 128;
 /// Keys a `SCAN` call examines (a hint to Redis).
 pub(crate) const SCAN_COUNT: usize = 1000;
 
-/// `SCAN` calls one [`SessionStore::scan`] call makes at most before it returns a short page.
+/// `SCAN` calls one [`SessionStore::scan`](cloakroom_core::SessionStore::scan) call makes at most before it returns a short page.
 pub(crate) const SCAN_CALLS: usize = 32;
 
 /// A user index with at least this many entries is pruned now and then on login...

@@ -383,7 +383,7 @@ impl SessionStore for RedisStore {
     }
 
     /// A round trip that is also the permission check of the store's open (see
-    /// [`crate::acl`]): a revoked permission turns the health check red.
+    /// `acl.rs`): a revoked permission turns the health check red.
     async fn ping(&self) -> Result<()> {
         self.check_permissions().await
     }

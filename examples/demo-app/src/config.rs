@@ -151,7 +151,7 @@ pub struct Flags {
     /// signs. Default: one generated once and kept in `<users database>.keys`.
     #[arg(long, env = "CLOAKROOM_KEYS", hide_env_values = true)]
     pub keys: Option<String>,
-    /// The public origin, scheme://host[:port]. Default: http:// and the listening address.
+    /// The public origin, `scheme://host[:port]`. Default: http:// and the listening address.
     /// Session cookies are Secure unless it is http://.
     #[arg(long, env = "CLOAKROOM_ORIGIN")]
     pub origin: Option<String>,
@@ -159,7 +159,7 @@ pub struct Flags {
     /// pycket+redis:// store.
     #[arg(long, env = "CLOAKROOM_TORNADO_SECRET", hide_env_values = true)]
     pub tornado_secret: Option<String>,
-    /// More Host header values to answer for besides --origin's host[:port] (and, for a
+    /// More Host header values to answer for besides --origin's `host[:port]` (and, for a
     /// loopback origin, localhost): `host` (any port) or `host:port`; repeatable or
     /// comma-separated. Any other Host gets 421 (DNS rebinding); /healthz answers any Host.
     #[arg(
