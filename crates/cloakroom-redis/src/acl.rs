@@ -16,8 +16,8 @@ use redis::{RedisError, Script, Value};
 use std::sync::LazyLock;
 
 use crate::conn::bounded;
-use crate::options::config;
 use crate::store::RedisStore;
+use crate::url::config;
 
 /// `KEYS[1]`: a session key. `ARGV`: commands, each as its word count and its words.
 /// Returns the first refused command and its key (or subcommand), or nil.

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
 
-use crate::conn::{Conn, Resolved, StoreOptions, Target, bounded, redact, take_options};
+use crate::conn::{Conn, bounded};
 use crate::near::NearCache;
-use crate::reconnect::Tracking;
 use crate::scan::glob_escape;
 use crate::store::{Inner, RedisStore};
+use crate::url::{Endpoint, RedisUrl, Settings, StoreOptions, redact};
 
 /// Options for [`RedisStore`]; made by [`RedisStore::builder`].
 #[must_use = "call .build().await to open the store"]
@@ -81,39 +81,31 @@ impl RedisStoreBuilder {
     /// allow the store's commands on keys under its prefix; [`ErrorKind::Unavailable`] when
     /// Redis cannot be reached within the command timeout.
     pub async fn build(self) -> Result<RedisStore> {
-        let (url, from_url) = take_options(&self.url)?;
-        let Resolved {
+        let mut url = RedisUrl::parse(&self.url)?;
+        let Settings {
             prefix,
-            timeout,
+            command_timeout: timeout,
             connections,
-            tls,
             wait,
             cache,
             cache_max_stale,
-        } = self.options.resolve(from_url, 1)?;
-        let url = if cache > 0 {
-            resp3_for_cache(&url)?
-        } else {
-            url
-        };
-        let target = Target::parse(&url, &tls, timeout)?;
-        if cache > 0 && matches!(target, Target::Cluster(_)) {
+        } = self.options.resolve(&url.options, 1)?;
+        let cluster = matches!(url.endpoint, Endpoint::Cluster(_));
+        if cache > 0 {
+            url.resp3_for_cache()?;
+        }
+        if cluster && cache > 0 {
             let message = "cache=N (the near-cache) needs one master (redis://, rediss://, \
                            redis+sentinel://), not a Cluster";
             return Err(Error::new(ErrorKind::Config, message));
         }
-        if wait > 0 && matches!(target, Target::Cluster(_)) {
+        if cluster && wait > 0 {
             let message = "wait=N needs one master (redis://, redis+sentinel://), not a Cluster";
             return Err(Error::new(ErrorKind::Config, message));
         }
-        let shown_url = redact(&self.url);
         let near = (cache > 0)
             .then(|| Arc::new(NearCache::new(cache, connections, &prefix, cache_max_stale)));
-        let mut conns = Vec::with_capacity(connections);
-        for index in 0..connections {
-            let track = near.clone().map(|cache| Tracking { cache, index });
-            conns.push(Conn::open_tracked(&target, timeout, &shown_url, track).await?);
-        }
+        let conns = Conn::open_all(&url, timeout, connections, near.as_ref()).await?;
         let scan_pattern = format!("{}s:*", glob_escape(&prefix));
         let store = RedisStore {
             inner: Arc::new(Inner {
@@ -122,8 +114,8 @@ impl RedisStoreBuilder {
                 prefix,
                 scan_pattern,
                 timeout,
-                shown_url,
-                cluster: matches!(target, Target::Cluster(_)),
+                shown_url: url.shown,
+                cluster,
                 wait,
                 near,
                 restore_refused: AtomicBool::new(false),
@@ -143,28 +135,6 @@ impl RedisStoreBuilder {
         }
         Ok(store)
     }
-}
-
-/// `url` (the store's own options taken out) speaking RESP3, which the near-cache's
-/// invalidation messages need; an explicit `protocol=resp2` is a configuration error.
-fn resp3_for_cache(url: &str) -> Result<String> {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    let mut resp3 = false;
-    for pair in query.split('&') {
-        match pair {
-            "protocol=3" | "protocol=resp3" => resp3 = true,
-            p if p.starts_with("protocol=") => {
-                let message = "cache=N (the near-cache) needs RESP3: drop protocol=resp2";
-                return Err(Error::new(ErrorKind::Config, message));
-            }
-            _ => {}
-        }
-    }
-    Ok(match (resp3, url.contains('?')) {
-        (true, _) => url.to_owned(),
-        (false, true) => format!("{url}&protocol=resp3"),
-        (false, false) => format!("{url}?protocol=resp3"),
-    })
 }
 
 impl RedisStore {

@@ -7,12 +7,11 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cloakroom_core::store::Error> {
-//! use cloakroom_redis::connection::{Master, Options, bounded, redact};
+//! use cloakroom_redis::connection::{Master, Options, RedisUrl, bounded};
 //!
-//! let url = "redis://127.0.0.1:6379/5?timeout_ms=500";
-//! let (address, from_url) = Options::from_url(url)?;
-//! let settings = Options::default().resolve(from_url, 1)?;
-//! let master = Master::new(&address, &settings, &redact(url))?;
+//! let url = RedisUrl::parse("redis://127.0.0.1:6379/5?timeout_ms=500")?;
+//! let settings = Options::default().resolve(&url, 1)?;
+//! let master = Master::new(&url, &settings, &url.to_string())?;
 //! let conn = master.shared(settings.command_timeout).await?;
 //! let pong: String = bounded(settings.command_timeout, "ping", || {
 //!     let mut conn = conn.clone();
@@ -27,33 +26,26 @@ use std::time::Duration;
 
 use cloakroom_core::store::Result;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
+    RedisError, RedisFuture, Value,
+};
 
-use crate::conn::{Conn, Target, connection_config};
-use crate::options::{StoreOptions, TlsOptions, config, take_options};
-use crate::sentinel::Source;
+use crate::conn::{Conn, connection_config};
+use crate::reconnect::{Reconnecting, Tracking};
+use crate::sentinel::Sentinel;
+use crate::url::{Endpoint, StoreOptions, config};
 
 pub use crate::conn::{bounded, map_error, worth_retrying};
-pub use crate::options::{redact, refuse_fragment};
 pub use crate::sentinel::demoted;
+pub use crate::url::{RedisUrl, Settings, redact, refuse_fragment};
 
-/// The options a Redis URL carries in its query (`prefix`, `timeout_ms`, `connections`, the
-/// TLS files, ...), or that a store's builder sets.
+/// The options a store's builder sets over those of the URL's query (`prefix`,
+/// `timeout_ms`, `connections`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Options(StoreOptions);
 
 impl Options {
-    /// Splits the options off a Redis URL: the URL left for [`Master::new`] (with what
-    /// redis-rs and the sentinel parser read: `protocol`, `db`, `user`, `pass`,
-    /// `sentinel_username`, `sentinel_password`), and the options.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Config`](cloakroom_core::store::ErrorKind::Config) for a fragment, an
-    /// unknown option or a bad value.
-    pub fn from_url(url: &str) -> Result<(String, Options)> {
-        take_options(url).map(|(url, options)| (url, Options(options)))
-    }
-
     /// The prefix of the keys the store writes (URL option `prefix`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.0.prefix = Some(prefix.into());
@@ -73,50 +65,15 @@ impl Options {
         self
     }
 
-    /// These options, then `from_url`'s for what these leave out, then the defaults
+    /// These options, then `url`'s for what these leave out, then the defaults
     /// ([`DEFAULT_PREFIX`](crate::DEFAULT_PREFIX),
     /// [`DEFAULT_COMMAND_TIMEOUT`](crate::DEFAULT_COMMAND_TIMEOUT), `connections`).
     ///
     /// # Errors
     /// [`ErrorKind::Config`](cloakroom_core::store::ErrorKind::Config) for a zero timeout or
     /// connection count.
-    pub fn resolve(self, from_url: Options, connections: usize) -> Result<Settings> {
-        let resolved = self.0.resolve(from_url.0, connections)?;
-        let native_only = if resolved.wait > 0 {
-            Some("wait")
-        } else if resolved.cache > 0 {
-            Some("cache")
-        } else {
-            None
-        };
-        Ok(Settings {
-            prefix: resolved.prefix,
-            command_timeout: resolved.timeout,
-            connections: resolved.connections,
-            tls: resolved.tls,
-            native_only,
-        })
-    }
-}
-
-/// [`Options`] in force.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The prefix of the keys the store writes.
-    pub prefix: String,
-    /// The bound on every command, connecting included.
-    pub command_timeout: Duration,
-    /// How many connections the store opens.
-    pub connections: usize,
-    tls: TlsOptions,
-    native_only: Option<&'static str>,
-}
-
-impl Settings {
-    /// The first option given that only [`RedisStore`](crate::RedisStore) implements
-    /// (`wait`, `cache`: the near-cache), by name; a store that does not must refuse it.
-    pub fn native_only(&self) -> Option<&'static str> {
-        self.native_only
+    pub fn resolve(self, url: &RedisUrl, connections: usize) -> Result<Settings> {
+        self.0.resolve(&url.options, connections)
     }
 }
 
@@ -125,8 +82,10 @@ impl Settings {
 /// `rediss+sentinel://`), TLS settings and certificates included. Cheap to clone.
 #[derive(Clone)]
 pub struct Master {
-    target: Target,
-    source: Source,
+    /// The server; through Sentinel, its settings (the address is the master's, found at
+    /// each connection).
+    server: redis::Client,
+    sentinel: Option<Sentinel>,
     shown: String,
 }
 
@@ -140,27 +99,57 @@ impl fmt::Debug for Master {
 }
 
 impl Master {
-    /// The master `url` names (a URL [`Options::from_url`] returned), with the TLS options of
-    /// `settings`; the certificate files are read now. Errors name the URL as `shown` (a
-    /// [`redact`]ed URL: the one the user gave).
+    /// The master `url` names, with the command timeout of `settings`; the certificate files
+    /// are read now. Errors name the URL as `shown` (a [`redact`]ed URL: the one the user
+    /// gave).
     ///
     /// # Errors
-    /// [`ErrorKind::Config`](cloakroom_core::store::ErrorKind::Config) for a bad URL, an
-    /// unreadable certificate file, or a Cluster URL (a Cluster has no single master).
-    pub fn new(url: &str, settings: &Settings, shown: &str) -> Result<Master> {
-        let target = Target::parse_shown(url, &settings.tls, settings.command_timeout, shown)?;
-        let (target, source) = match target {
-            Target::Standalone(client) => (Target::Standalone(client.clone()), client.into()),
-            Target::Sentinel(sentinel) => (Target::Sentinel(sentinel.clone()), sentinel.into()),
-            Target::Cluster(_) => {
+    /// [`ErrorKind::Config`](cloakroom_core::store::ErrorKind::Config) for an unreadable
+    /// certificate file, or a Cluster URL (a Cluster has no single master).
+    pub fn new(url: &RedisUrl, settings: &Settings, shown: &str) -> Result<Master> {
+        Master::build(url, settings.command_timeout, shown)
+    }
+
+    /// [`Master::new`] with the command timeout `timeout`.
+    pub(crate) fn build(url: &RedisUrl, timeout: Duration, shown: &str) -> Result<Master> {
+        let certificates = url.certificates()?;
+        let client = |addr: ConnectionAddr, settings: &RedisConnectionInfo| {
+            let info = addr
+                .into_connection_info()?
+                .set_redis_settings(settings.clone());
+            match &certificates {
+                Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+                None => redis::Client::open(info),
+            }
+        };
+        let bad = |e| config(format!("bad TLS certificate or key for {shown}")).with_source(e);
+        let (server, sentinel) = match &url.endpoint {
+            Endpoint::Server(addr) => (client(addr.clone(), &url.server).map_err(bad)?, None),
+            Endpoint::Sentinel {
+                sentinels,
+                service,
+                auth,
+            } => {
+                let auth = auth.clone().set_protocol(url.server.protocol());
+                let sentinels = sentinels
+                    .iter()
+                    .map(|(host, port)| client(url.addr(host.clone(), *port), &auth).map_err(bad))
+                    .collect::<Result<Vec<_>>>()?;
+                let sentinel = Sentinel::new(sentinels, service.clone(), timeout);
+                // The address is a placeholder: each connection goes to the master named then.
+                let placeholder = url.addr("sentinel-named-master".to_owned(), 0);
+                let server = client(placeholder, &url.server).map_err(bad)?;
+                (server, Some(sentinel))
+            }
+            Endpoint::Cluster(_) => {
                 return Err(config(format!(
                     "one server or a Sentinel service is needed, not a Redis Cluster: {shown}"
                 )));
             }
         };
         Ok(Master {
-            target,
-            source,
+            server,
+            sentinel,
             shown: shown.to_owned(),
         })
     }
@@ -169,7 +158,7 @@ impl Master {
     /// connection whose server turned into a replica must then be replaced: see
     /// [`demoted`]).
     pub fn follows_master(&self) -> bool {
-        self.source.follows_master()
+        self.sentinel.is_some()
     }
 
     /// A multiplexed connection that replaces itself when it breaks (through Sentinel: to the
@@ -181,9 +170,18 @@ impl Master {
     /// [`ErrorKind::Config`](cloakroom_core::store::ErrorKind::Config) when it refuses the
     /// credentials or the TLS certificates.
     pub async fn shared(&self, timeout: Duration) -> Result<SharedConnection> {
-        Conn::open(&self.target, timeout, &self.shown)
-            .await
-            .map(SharedConnection)
+        self.open(timeout, None).await.map(SharedConnection)
+    }
+
+    /// [`Master::shared`] serving the near-cache `track` names, if any.
+    pub(crate) async fn open(&self, timeout: Duration, track: Option<Tracking>) -> Result<Conn> {
+        let conn = Reconnecting::tracked(self.clone(), connection_config(timeout), track);
+        let connect = async {
+            conn.connect()
+                .await
+                .map(|()| Conn::Standalone(conn.clone()))
+        };
+        Conn::checked(connect, timeout, &self.shown).await
     }
 
     /// A new connection of its own (for connection state such as `WATCH`), connecting
@@ -196,7 +194,28 @@ impl Master {
         &self,
         timeout: Duration,
     ) -> std::result::Result<MultiplexedConnection, RedisError> {
-        self.source.connect(&connection_config(timeout)).await
+        self.connect(&connection_config(timeout)).await
+    }
+
+    /// One connection made with `config` (through Sentinel: to the master named now).
+    pub(crate) async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> std::result::Result<MultiplexedConnection, RedisError> {
+        match &self.sentinel {
+            Some(sentinel) => sentinel.connect(&self.server, config).await,
+            None => {
+                let server = &self.server;
+                server
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+        }
+    }
+
+    /// The server's settings: database, protocol.
+    pub(crate) fn settings(&self) -> &RedisConnectionInfo {
+        self.server.get_connection_info().redis_settings()
     }
 }
 

@@ -156,13 +156,13 @@ mod conn;
 pub mod connection;
 mod index;
 mod near;
-mod options;
 mod reconnect;
 mod restore;
 mod scan;
 mod scripts;
 mod sentinel;
 mod store;
+mod url;
 mod wait;
 
 use std::time::Duration;

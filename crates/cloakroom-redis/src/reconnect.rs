@@ -23,8 +23,9 @@ use futures_util::future::{BoxFuture, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushKind, RedisError, RedisFuture, Value};
 
+use crate::connection::Master;
 use crate::near::NearCache;
-use crate::sentinel::{Source, demoted, role_name};
+use crate::sentinel::{demoted, role_name};
 
 type Connecting = Shared<BoxFuture<'static, Result<Live, RedisError>>>;
 
@@ -49,9 +50,8 @@ enum Slot {
 
 struct State {
     /// A fixed server, or the master the sentinels name.
-    client: Source,
+    client: Master,
     config: AsyncConnectionConfig,
-    db: i64,
     slot: Mutex<Slot>,
     generation: AtomicU64,
     /// The near-cache this connection serves, and its index among the store's connections.
@@ -86,17 +86,14 @@ impl Reconnecting {
     /// near-cache `track` names if any (RESP3 only); connects on first use
     /// ([`Reconnecting::connect`]).
     pub(crate) fn tracked(
-        client: impl Into<Source>,
+        client: Master,
         config: AsyncConnectionConfig,
         track: Option<Tracking>,
     ) -> Reconnecting {
-        let client = client.into();
-        let db = client.db();
         Reconnecting {
             shared: Arc::new(State {
                 client,
                 config,
-                db,
                 slot: Mutex::new(Slot::Empty),
                 generation: AtomicU64::new(0),
                 track,
@@ -160,13 +157,13 @@ impl Reconnecting {
 /// it closed, and hands invalidations to the near-cache if there is one; with a near-cache,
 /// tracking is switched on before the connection is used.
 async fn open(
-    client: Source,
+    client: Master,
     config: AsyncConnectionConfig,
     generation: u64,
     track: Option<Tracking>,
 ) -> Result<Live, RedisError> {
     let dead = Arc::new(AtomicBool::new(false));
-    let resp3 = client.resp3();
+    let resp3 = client.settings().protocol().supports_resp3();
     let config = if resp3 {
         let flag = dead.clone();
         let cache = track.as_ref().map(|t| t.cache.clone());
@@ -326,7 +323,7 @@ impl ConnectionLike for Reconnecting {
     }
 
     fn get_db(&self) -> i64 {
-        self.shared.db
+        self.shared.client.settings().db()
     }
 }
 
@@ -345,7 +342,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_probe_abandons_only_the_connection_it_ran_on() {
         let server = cloakroom_testkit::redis_server::RedisServer::shared();
-        let client = redis::Client::open(format!("{}?protocol=resp3", server.url())).unwrap();
+        let url = crate::url::RedisUrl::parse(&format!("{}?protocol=resp3", server.url()));
+        let client = Master::build(&url.unwrap(), Duration::from_secs(1), "x").unwrap();
         let cache = Arc::new(NearCache::new(10, 1, "p:", Duration::from_secs(60)));
         let track = Tracking {
             cache: cache.clone(),

@@ -2,7 +2,7 @@
 //! `pycket+rediss+sentinel://`) and the store's builder.
 
 use super::*;
-use cloakroom_redis::connection::refuse_fragment;
+use cloakroom_redis::connection::{RedisUrl, refuse_fragment};
 
 /// Options for [`PycketStore`]; made by [`PycketStore::builder`].
 #[must_use = "call .build().await to open the store"]
@@ -22,16 +22,14 @@ impl fmt::Debug for PycketStoreBuilder {
 }
 
 /// A `pycket+redis://` URL taken apart.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) struct PycketUrl {
-    /// URL of the sessions database: a redis-rs URL, or a `redis+sentinel://` one.
-    sessions: String,
-    /// URL of the notifications database, the same way.
-    notes: String,
+    /// The sessions database: one server, or a Sentinel service's master (with the options).
+    sessions: RedisUrl,
+    /// The notifications database, the same way.
+    notes: RedisUrl,
     sessions_db: i64,
     notifications_db: i64,
-    /// The store options given in the URL.
-    options: Options,
 }
 
 /// Takes a pycket URL apart: pycket's own parts (the scheme, the databases, Sentinel's
@@ -107,17 +105,11 @@ pub(super) fn parse_url(url: &str) -> Result<PycketUrl> {
     } else {
         format!("?{}", others.join("&"))
     };
-    let (sessions, options) = Options::from_url(&format!("{}{query}", base(sessions_db)))?;
-    let rest_query = sessions
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
     Ok(PycketUrl {
-        notes: format!("{}{rest_query}", base(notifications_db)),
-        sessions,
+        sessions: RedisUrl::parse(&format!("{}{query}", base(sessions_db)))?,
+        notes: RedisUrl::parse(&format!("{}{query}", base(notifications_db)))?,
         sessions_db,
         notifications_db,
-        options,
     })
 }
 
@@ -150,7 +142,7 @@ impl PycketStoreBuilder {
     /// cannot be reached within the timeout.
     pub async fn build(self) -> Result<PycketStore> {
         let url = parse_url(&self.url)?;
-        let settings = self.options.resolve(url.options, DEFAULT_CONNECTIONS)?;
+        let settings = self.options.resolve(&url.sessions, DEFAULT_CONNECTIONS)?;
         if let Some(option) = settings.native_only() {
             let message = match option {
                 "cache" => "cache=N (the near-cache) is not supported by the pycket store",
@@ -188,13 +180,14 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("pycket+redis://127.0.0.1:6379/5?notifications_db=11").unwrap();
-        assert_eq!(u.sessions, "redis://127.0.0.1:6379/5");
-        assert_eq!(u.notes, "redis://127.0.0.1:6379/11");
+        assert_eq!(u.sessions.to_string(), "redis://127.0.0.1:6379/5");
+        assert_eq!(u.notes.to_string(), "redis://127.0.0.1:6379/11");
         assert_eq!((u.sessions_db, u.notifications_db), (5, 11));
         let u = parse_url("PYCKET+REDIS://:pw@h:1?timeout_ms=300&prefix=a%3A&protocol=3").unwrap();
-        assert_eq!(u.sessions, "redis://:pw@h:1/0?protocol=3");
-        assert_eq!(u.notes, "redis://:pw@h:1/1?protocol=3");
-        let settings = u.options.resolve(Options::default(), 1).unwrap();
+        let query = "?timeout_ms=300&prefix=a%3A&protocol=3";
+        assert_eq!(u.sessions.to_string(), format!("redis://:***@h:1/0{query}"));
+        assert_eq!(u.notes.to_string(), format!("redis://:***@h:1/1{query}"));
+        let settings = Options::default().resolve(&u.sessions, 1).unwrap();
         assert_eq!(settings.command_timeout, Duration::from_millis(300));
         assert_eq!(settings.prefix, "a:");
         for bad in [
@@ -222,21 +215,18 @@ mod tests {
              &sentinel_password=spw&timeout_ms=300",
         )
         .unwrap();
-        assert_eq!(
-            u.sessions,
-            "redis+sentinel://:pw@a:1,b:2/mymaster/5?sentinel_password=spw"
-        );
-        assert_eq!(
-            u.notes,
-            "redis+sentinel://:pw@a:1,b:2/mymaster/11?sentinel_password=spw"
-        );
+        let query = "?sentinel_password=***&timeout_ms=300";
+        let sessions = format!("redis+sentinel://:***@a:1,b:2/mymaster/5{query}");
+        assert_eq!(u.sessions.to_string(), sessions);
+        let notes = format!("redis+sentinel://:***@a:1,b:2/mymaster/11{query}");
+        assert_eq!(u.notes.to_string(), notes);
         assert_eq!((u.sessions_db, u.notifications_db), (5, 11));
-        let settings = u.options.resolve(Options::default(), 1).unwrap();
+        let settings = Options::default().resolve(&u.sessions, 1).unwrap();
         assert_eq!(settings.command_timeout, Duration::from_millis(300));
         let u = parse_url("PYCKET+REDISS+SENTINEL://a:1/svc").unwrap();
-        assert_eq!(u.sessions, "rediss+sentinel://a:1/svc/0");
-        assert_eq!(u.notes, "rediss+sentinel://a:1/svc/1");
-        let settings = u.options.resolve(Options::default(), 1).unwrap();
+        assert_eq!(u.sessions.to_string(), "rediss+sentinel://a:1/svc/0");
+        assert_eq!(u.notes.to_string(), "rediss+sentinel://a:1/svc/1");
+        let settings = Options::default().resolve(&u.sessions, 1).unwrap();
         let master = Master::new(&u.sessions, &settings, "x").unwrap();
         assert!(master.follows_master());
         for bad in [
