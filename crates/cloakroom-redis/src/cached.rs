@@ -2,17 +2,17 @@
 //! memory when they can be, writes that keep the cache from ever showing this instance its
 //! own stale data, key routing, and the heartbeat (with the dataset marker's check).
 
+use std::future::Future;
 use std::sync::Weak;
 
-use cloakroom_core::session::{SessionKey, Timestamp};
+use cloakroom_core::session::Timestamp;
 use cloakroom_core::store::{Applied, Record, Result, StoreCounter};
-use redis::Value;
+use redis::Script;
 
-use crate::codec::decode_record;
-use crate::conn::{Conn, bounded};
+use crate::conn::Conn;
 use crate::near::{NearCache, NearCacheStats};
 use crate::reconnect::Reconnecting;
-use crate::store::{Inner, RedisStore, applied};
+use crate::store::{Inner, RedisStore};
 
 impl RedisStore {
     /// The counters of the near-cache (`None` when the store has none, i.e. without
@@ -143,61 +143,80 @@ impl RedisStore {
         spread % n
     }
 
-    /// `load` with the near-cache: a live cached record costs no command; otherwise one
-    /// `HGETALL`, whose reply is cached unless the key was invalidated while it was in flight.
-    pub(crate) async fn load_near(
+    /// `read` (a load of the session at the Redis key `rkey`, on [`Self::conn_for`]) through
+    /// the near-cache: a live cached record costs no command; otherwise `read`'s record is
+    /// cached unless the key was invalidated while it was in flight.
+    pub(crate) async fn read_through(
         &self,
-        near: &NearCache,
-        key: &SessionKey,
+        rkey: &str,
+        read: impl Future<Output = Result<Option<Record>>>,
     ) -> Result<Option<Record>> {
-        let rkey = self.session_key(key);
-        let index = self.route(&rkey);
-        if let Some(record) = near.get(&rkey, index, Timestamp::now()) {
+        let Some(near) = &self.inner.near else {
+            return read.await;
+        };
+        if let Some(record) = near.get(rkey, self.route(rkey), Timestamp::now()) {
             return Ok(Some(record));
         }
-        let token = near.begin(&rkey);
-        let conn = self.inner.conns[index].clone();
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(&rkey);
-        let reply = bounded(self.inner.timeout, "load", || {
-            let mut conn = conn.clone();
-            let cmd = cmd.clone();
-            async move { cmd.query_async::<Value>(&mut conn).await }
-        })
-        .await;
-        let decoded = reply.and_then(|v| decode_record(v, Timestamp::now()));
+        let token = near.begin(rkey);
+        let decoded = read.await;
         match &decoded {
-            Ok(Some(record)) => near.fill(&rkey, token, record.clone()),
+            Ok(Some(record)) => near.fill(rkey, token, record.clone()),
             // Gone (not cached: a new session may take the key), or failed.
-            _ => near.abandon(&rkey, token),
+            _ => near.abandon(rkey, token),
         }
         decoded
     }
 
-    /// A write of one session with the near-cache: the record is taken out of the cache
-    /// before the write is sent; once Redis has done it, the record as the write left it
-    /// (`after(base)`, computed from the cached record it changed) is put back, unless an
-    /// invalidation came in between. The script is the tracked variant, which reads the key
-    /// after writing it so that Redis tracks it for us again.
+    /// `write` (a script changing the session at `rkey`, [`Self::tracking`]'s) through the
+    /// near-cache: the record is taken out of the cache before the write is sent; once Redis
+    /// has done it, the record as the write left it (`after(base)`, computed from the cached
+    /// record it changed) is put back, unless an invalidation came in between.
     pub(crate) async fn write_through(
         &self,
-        near: &NearCache,
-        what: &'static str,
-        script: &'static redis::Script,
         rkey: &str,
-        args: &[Vec<u8>],
+        write: impl Future<Output = Result<Applied>>,
         after: impl FnOnce(Option<Record>) -> Option<Record>,
     ) -> Result<Applied> {
+        let Some(near) = &self.inner.near else {
+            return write.await;
+        };
         let (token, base) = near.begin_write(rkey);
-        let result = self
-            .script(what, script, rkey, args)
-            .await
-            .and_then(applied);
+        let result = write.await;
         match (&result, after(base)) {
             (Ok(Applied::Done), Some(record)) => near.fill(rkey, token, record),
             _ => near.abandon(rkey, token),
         }
         result
+    }
+
+    /// `write` (deleting the sessions at `rkeys`) with the near-cache kept honest: the keys
+    /// are removed before the write is sent and again once it is done, however it ended (a
+    /// write that timed out may still run).
+    pub(crate) async fn invalidating<T>(
+        &self,
+        rkeys: &[String],
+        write: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(near) = &self.inner.near else {
+            return write.await;
+        };
+        rkeys.iter().for_each(|k| near.invalidate(k));
+        let result = write.await;
+        rkeys.iter().for_each(|k| near.invalidate(k));
+        result
+    }
+
+    /// The script to write a session with: `tracked` with a near-cache (the same script,
+    /// then a read of the key, so that Redis tracks it for us again), `plain` otherwise.
+    pub(crate) fn tracking(
+        &self,
+        plain: &'static Script,
+        tracked: &'static Script,
+    ) -> &'static Script {
+        match self.inner.near {
+            Some(_) => tracked,
+            None => plain,
+        }
     }
 }
 

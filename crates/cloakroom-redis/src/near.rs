@@ -34,7 +34,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cloakroom_core::session::Timestamp;
-use cloakroom_core::store::{Patch, Record, Result};
+use cloakroom_core::store::{Patch, Record};
 use lru::LruCache;
 use redis::{Cmd, PushInfo, PushKind, Value};
 
@@ -385,24 +385,6 @@ impl NearCache {
             capacity: self.capacity as u64,
         }
     }
-}
-
-/// Runs `write` on the session keys `rkeys` with the near-cache `near` kept honest: the keys
-/// are removed before the write is sent (this instance must not read the old records while
-/// it is in flight) and again once it is done, however it ended (a write that timed out may
-/// still run).
-pub(crate) async fn invalidating<T>(
-    near: Option<&NearCache>,
-    rkeys: &[String],
-    write: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    let Some(near) = near else {
-        return write.await;
-    };
-    rkeys.iter().for_each(|k| near.invalidate(k));
-    let result = write.await;
-    rkeys.iter().for_each(|k| near.invalidate(k));
-    result
 }
 
 /// `base` after `patch`, exactly as the apply script leaves it in Redis: removed fields

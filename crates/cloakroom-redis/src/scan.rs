@@ -21,7 +21,7 @@ impl RedisStore {
         cmd.arg("SLOTS");
         let corrupt = || Error::new(ErrorKind::Corrupt, "unexpected CLUSTER SLOTS reply");
         let mut masters: Vec<(u16, Option<(String, u16)>)> = Vec::new();
-        let ranges: Vec<Vec<Value>> = reply(self.query("scan", cmd).await?)?;
+        let ranges: Vec<Vec<Value>> = reply(self.query("scan", "", cmd).await?)?;
         for range in ranges {
             // `[start, end, [host, port, id, ...], replicas...]`
             let mut fields = range.into_iter();

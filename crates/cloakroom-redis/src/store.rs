@@ -17,7 +17,7 @@ use redis::{Cmd, RedisError, Script, Value};
 use crate::codec::{decode_record, reply};
 use crate::conn::{Conn, bounded};
 use crate::index::Members;
-use crate::near::{NearCache, invalidating, patched};
+use crate::near::{NearCache, patched};
 use crate::{FAN_OUT, PRUNE_EVERY, PRUNE_FROM, codec, scripts};
 
 /// Sessions in Redis (standalone or Cluster).
@@ -92,9 +92,9 @@ impl RedisStore {
         conns[self.inner.next.fetch_add(1, Ordering::Relaxed) % conns.len()].clone()
     }
 
-    /// One command.
-    pub(crate) async fn query(&self, what: &'static str, cmd: Cmd) -> Result<Value> {
-        let conn = self.conn();
+    /// One command on the Redis key `key`.
+    pub(crate) async fn query(&self, what: &'static str, key: &str, cmd: Cmd) -> Result<Value> {
+        let conn = self.conn_for(key);
         bounded(self.inner.timeout, what, || {
             let mut conn = conn.clone();
             let cmd = cmd.clone();
@@ -175,18 +175,20 @@ impl RedisStore {
         if members.is_empty() {
             return;
         }
+        let ukey = self.user_key(user);
         let mut cmd = redis::cmd("SREM");
-        cmd.arg(self.user_key(user)).arg(members);
-        if let Err(e) = self.query("unindex", cmd).await {
+        cmd.arg(&ukey).arg(members);
+        if let Err(e) = self.query("unindex", &ukey, cmd).await {
             tracing::debug!(error = %e, "could not prune a user index; will retry later");
         }
     }
 
     /// The members of a user's index set.
     async fn index_members(&self, what: &'static str, user: &str) -> Result<Vec<Vec<u8>>> {
+        let ukey = self.user_key(user);
         let mut cmd = redis::cmd("SMEMBERS");
-        cmd.arg(self.user_key(user));
-        reply(self.query(what, cmd).await?)
+        cmd.arg(&ukey);
+        reply(self.query(what, &ukey, cmd).await?)
     }
 }
 
@@ -202,12 +204,11 @@ pub(crate) fn applied(written: Value) -> Result<Applied> {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        if let Some(near) = &self.inner.near {
-            return self.load_near(near, key).await;
-        }
+        let rkey = self.session_key(key);
         let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.session_key(key));
-        decode_record(self.query("load", cmd).await?, Timestamp::now())
+        cmd.arg(&rkey);
+        let read = async { decode_record(self.query("load", &rkey, cmd).await?, Timestamp::now()) };
+        self.read_through(&rkey, read).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
@@ -260,14 +261,10 @@ impl SessionStore for RedisStore {
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         let args = codec::apply_args(patch, Timestamp::now());
         let rkey = self.session_key(key);
-        if let Some(near) = &self.inner.near {
-            let after = |base: Option<Record>| base.map(|b| patched(b, patch));
-            return self
-                .write_through(near, "apply", &scripts::APPLY_TRACKED, &rkey, &args, after)
-                .await;
-        }
-        let write = self.script("apply", &scripts::APPLY, &rkey, &args);
-        applied(write.await?)
+        let script = self.tracking(&scripts::APPLY, &scripts::APPLY_TRACKED);
+        let write = async { applied(self.script("apply", script, &rkey, &args).await?) };
+        let after = |base: Option<Record>| base.map(|b| patched(b, patch));
+        self.write_through(&rkey, write, after).await
     }
 
     async fn touch(
@@ -279,20 +276,16 @@ impl SessionStore for RedisStore {
         let args = [Timestamp::now(), last_seen, expires_at]
             .map(|t| t.as_millis().to_string().into_bytes());
         let rkey = self.session_key(key);
-        if let Some(near) = &self.inner.near {
-            let after = |base: Option<Record>| {
-                base.map(|mut b| {
-                    b.meta.last_seen = last_seen;
-                    b.meta.expires_at = expires_at;
-                    b
-                })
-            };
-            return self
-                .write_through(near, "touch", &scripts::TOUCH_TRACKED, &rkey, &args, after)
-                .await;
-        }
-        let write = self.script("touch", &scripts::TOUCH, &rkey, &args);
-        applied(write.await?)
+        let script = self.tracking(&scripts::TOUCH, &scripts::TOUCH_TRACKED);
+        let write = async { applied(self.script("touch", script, &rkey, &args).await?) };
+        let after = |base: Option<Record>| {
+            base.map(|mut b| {
+                b.meta.last_seen = last_seen;
+                b.meta.expires_at = expires_at;
+                b
+            })
+        };
+        self.write_through(&rkey, write, after).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
@@ -300,12 +293,9 @@ impl SessionStore for RedisStore {
         let rkey = self.session_key(key);
         let args = [now];
         let write = self.script("delete", &scripts::DELETE, &rkey, &args);
-        let deleted = invalidating(
-            self.inner.near.as_deref(),
-            std::slice::from_ref(&rkey),
-            write,
-        )
-        .await?;
+        let deleted = self
+            .invalidating(std::slice::from_ref(&rkey), write)
+            .await?;
         let (live, has_user, user): (i64, i64, String) = reply(deleted)?;
         if has_user == 1 {
             self.unindex(&user, &[key.to_handle().into_bytes()]).await;
@@ -354,7 +344,7 @@ impl SessionStore for RedisStore {
             async move { invocation.invoke_async::<Value>(&mut conn).await }
         });
         // The near-cache forgets them before and after, as for one `delete`.
-        let replies = invalidating(self.inner.near.as_deref(), &rkeys, deletions).await?;
+        let replies = self.invalidating(&rkeys, deletions).await?;
         let mut deleted = 0;
         for one in replies {
             if reply::<i64>(one)? == 1 {
