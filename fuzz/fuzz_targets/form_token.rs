@@ -1,6 +1,6 @@
 //! Finding `_xsrf` in urlencoded and multipart bodies never panics on any input.
 #![no_main]
-use cloakroom_core::csrf::{form_kind, multipart_field, urlencoded_field};
+use cloakroom_core::csrf::{CsrfRequest, CsrfSettings};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -8,11 +8,19 @@ fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
     let (head, body) = data.split_at(split);
     let body = body.get(1..).unwrap_or(&[]);
-    let _ = urlencoded_field(body, "_xsrf");
-    if let Ok(ctype) = std::str::from_utf8(head) {
-        if let Some((_, Some(boundary))) = form_kind(ctype) {
-            let _ = multipart_field(body, &boundary, "_xsrf");
+    let settings = CsrfSettings::new();
+    let given = std::str::from_utf8(head).unwrap_or("");
+    for ctype in [
+        given,
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=b",
+    ] {
+        let headers = [("content-type", ctype)];
+        let req = CsrfRequest::new("POST", "/", &headers[..]);
+        if let Ok(mut check) = settings.begin_check(&req) {
+            if check.form_body().is_some() {
+                check.read_form(body);
+            }
         }
     }
-    let _ = multipart_field(body, "b", "_xsrf");
 });

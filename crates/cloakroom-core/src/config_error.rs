@@ -3,14 +3,13 @@
 //! which rule was broken and [`value`] carries the offending value.
 //!
 //! ```
-//! use cloakroom_core::cookie::CookieConfig;
+//! use cloakroom_core::csrf::CsrfSettings;
 //! use cloakroom_core::{ConfigError, ConfigErrorKind};
 //!
-//! let mut cookie = CookieConfig::new("__Host-session");
-//! cookie.path = "/app".into();
-//! let error: ConfigError = cookie.validate().unwrap_err();
+//! let settings = CsrfSettings::new().with_cookie_name("__Host-xsrf").unwrap();
+//! let error: ConfigError = settings.with_cookie_secure(false).unwrap_err();
 //! assert_eq!(error.kind(), ConfigErrorKind::CookiePrefix);
-//! assert_eq!(error.value(), "__Host-session");
+//! assert_eq!(error.value(), "__Host-xsrf");
 //! ```
 //!
 //! [`kind`]: ConfigError::kind
@@ -69,7 +68,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// `setting` (its name, e.g. `"cookie name"`) refused with `value` for breaking `kind`.
-    pub fn new(kind: ConfigErrorKind, setting: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        kind: ConfigErrorKind,
+        setting: &'static str,
+        value: impl Into<String>,
+    ) -> Self {
         ConfigError {
             kind,
             setting,

@@ -192,25 +192,25 @@ impl SameSite {
 
 /// Name and attributes of a cookie.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CookieConfig {
+pub(crate) struct CookieConfig {
     /// Cookie name.
-    pub name: String,
+    pub(crate) name: String,
     /// `Domain` attribute; `None` (the default) makes a host-only cookie.
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
     /// `Path` attribute, default `/`.
-    pub path: String,
+    pub(crate) path: String,
     /// `Secure` attribute, default on.
-    pub secure: bool,
+    pub(crate) secure: bool,
     /// `HttpOnly` attribute, default on.
-    pub http_only: bool,
+    pub(crate) http_only: bool,
     /// `SameSite` attribute, default `Lax`.
-    pub same_site: SameSite,
+    pub(crate) same_site: SameSite,
 }
 
 impl CookieConfig {
     /// Safe defaults for a cookie called `name`: host-only, `Path=/`, `Secure`, `HttpOnly`,
     /// `SameSite=Lax`.
-    pub fn new(name: impl Into<String>) -> Self {
+    pub(crate) fn new(name: impl Into<String>) -> Self {
         CookieConfig {
             name: name.into(),
             domain: None,
@@ -227,7 +227,7 @@ impl CookieConfig {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the rule broken and the offending value.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let name = &self.name;
         let refuse = |kind, setting, value: &str| Err(ConfigError::new(kind, setting, value));
         if name.is_empty()
@@ -261,7 +261,7 @@ impl CookieConfig {
     }
 
     /// A `Set-Cookie` value for `value`; `max_age` `None` makes a browser-session cookie.
-    pub fn set_cookie(&self, value: &str, max_age: Option<Duration>) -> String {
+    pub(crate) fn set_cookie(&self, value: &str, max_age: Option<Duration>) -> String {
         let mut s = String::with_capacity(self.name.len() + value.len() + 80);
         s.push_str(&self.name);
         s.push('=');
@@ -275,7 +275,7 @@ impl CookieConfig {
     }
 
     /// A `Set-Cookie` value that removes the cookie (same Path/Domain/Secure/HttpOnly).
-    pub fn removal(&self) -> String {
+    pub(crate) fn removal(&self) -> String {
         let mut s = format!(
             "{}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
             self.name

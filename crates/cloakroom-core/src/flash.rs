@@ -98,7 +98,7 @@ impl<'a> Flash<'a> {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn peek(&self) -> Result<Vec<Message>> {
+    pub(crate) async fn peek(&self) -> Result<Vec<Message>> {
         Ok(self
             .session
             .get_raw(SESSION_FIELD)

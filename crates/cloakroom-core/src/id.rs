@@ -1,7 +1,6 @@
 //! Session ids (the secret in the ticket), session keys (what the store sees) and timestamps.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -20,7 +19,7 @@ impl SessionId {
     /// A fresh random id.
     ///
     /// # Panics
-    /// When the OS random source fails (see [`SessionId::try_generate`]).
+    /// When the OS random source fails.
     pub fn generate() -> Self {
         Self::try_generate().expect("the OS random number generator failed")
     }
@@ -29,7 +28,7 @@ impl SessionId {
     ///
     /// # Errors
     /// When the operating system's random source fails.
-    pub fn try_generate() -> Result<Self, getrandom::Error> {
+    pub(crate) fn try_generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; ID_LEN];
         getrandom::fill(&mut bytes)?;
         Ok(SessionId(bytes))
@@ -122,25 +121,6 @@ impl fmt::Debug for SessionKey {
         write!(f, "SessionKey({}…)", &self.to_handle()[..8])
     }
 }
-
-impl FromStr for SessionKey {
-    type Err = InvalidHandle;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::from_handle(s).ok_or(InvalidHandle)
-    }
-}
-
-/// A string is not a session handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidHandle;
-
-impl fmt::Display for InvalidHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a session handle (43 characters of base64url)")
-    }
-}
-
-impl std::error::Error for InvalidHandle {}
 
 /// Milliseconds since the Unix epoch.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -8,9 +8,10 @@
 //! use cloakroom_core::keys::{Key, KeyRing};
 //! let new = Key::generate();
 //! let old = Key::generate();
-//! let ring = KeyRing::new(vec![new, old]).unwrap();
-//! let mac = ring.sign(b"context", b"message");
-//! assert!(ring.verify(b"context", b"message", &mac).is_some());
+//! let ring = KeyRing::new(vec![new.clone(), old.clone()]).unwrap();
+//! // The same ring from configuration (`CLOAKROOM_KEYS`): standard base64, comma-separated.
+//! let list = format!("{},{}", new.to_base64(), old.to_base64());
+//! assert_eq!(KeyRing::from_base64_list(&list).unwrap().keys().len(), 2);
 //! ```
 
 use std::fmt;
@@ -19,14 +20,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// The shortest key accepted, in bytes (OWASP: at least 256 bits of secret for HMAC-SHA256).
-pub const MIN_KEY_LEN: usize = 32;
+pub(crate) const MIN_KEY_LEN: usize = 32;
 
-/// The length of a MAC produced by [`KeyRing::sign`], in bytes.
+/// The length of a MAC, in bytes.
 pub(crate) const MAC_LEN: usize = 32;
 
 /// The length of a key id, in bytes.
@@ -36,7 +36,7 @@ pub(crate) const KEY_ID_LEN: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The key is shorter than [`MIN_KEY_LEN`] bytes.
+    /// The key is shorter than 32 bytes (256 bits).
     TooShort {
         /// How long the key was, in bytes.
         len: usize,
@@ -78,7 +78,7 @@ impl Key {
     /// Makes a key from raw bytes.
     ///
     /// # Errors
-    /// [`KeyError::TooShort`] when `secret` has fewer than [`MIN_KEY_LEN`] bytes.
+    /// [`KeyError::TooShort`] when `secret` has fewer than 32 bytes.
     pub fn from_bytes(secret: &[u8]) -> Result<Self, KeyError> {
         if secret.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort { len: secret.len() });
@@ -132,17 +132,8 @@ impl Key {
     }
 
     /// The key's public id (a hash of the key; reveals nothing of it).
-    pub fn id(&self) -> [u8; KEY_ID_LEN] {
+    pub(crate) fn id(&self) -> [u8; KEY_ID_LEN] {
         self.id
-    }
-
-    /// The raw secret bytes. Handle with care.
-    pub fn secret(&self) -> &[u8] {
-        &self.secret
-    }
-
-    fn mac(&self, context: &[u8], message: &[u8]) -> [u8; MAC_LEN] {
-        self.mac_parts(&[context], message)
     }
 
     /// MAC with the context given in pieces (concatenated), so callers need not allocate.
@@ -211,7 +202,7 @@ impl KeyRing {
     }
 
     /// The key that signs.
-    pub fn signing_key(&self) -> &Key {
+    pub(crate) fn signing_key(&self) -> &Key {
         &self.keys[0]
     }
 
@@ -221,26 +212,12 @@ impl KeyRing {
     }
 
     /// The key with this id, if the ring has it.
-    pub fn find(&self, id: [u8; KEY_ID_LEN]) -> Option<&Key> {
+    pub(crate) fn find(&self, id: [u8; KEY_ID_LEN]) -> Option<&Key> {
         self.keys.iter().find(|k| k.id == id)
     }
 
-    /// MAC of `message` under the signing key, bound to `context` (e.g. a cookie name).
-    pub fn sign(&self, context: &[u8], message: &[u8]) -> [u8; MAC_LEN] {
-        self.keys[0].mac(context, message)
-    }
-
-    /// MAC of `message` under the key with id `key_id`, or `None` when the ring lacks it.
-    pub fn sign_with(
-        &self,
-        key_id: [u8; KEY_ID_LEN],
-        context: &[u8],
-        message: &[u8],
-    ) -> Option<[u8; MAC_LEN]> {
-        self.find(key_id).map(|k| k.mac(context, message))
-    }
-
-    /// Like [`KeyRing::sign_with`], with the context given as pieces that are concatenated.
+    /// MAC of `message` under the key with id `key_id`, or `None` when the ring lacks it; the
+    /// context given as concatenated pieces.
     pub(crate) fn sign_with_parts(
         &self,
         key_id: [u8; KEY_ID_LEN],
@@ -253,14 +230,6 @@ impl KeyRing {
     /// MAC of `message` under the signing key, the context given as concatenated pieces.
     pub(crate) fn sign_parts(&self, context: &[&[u8]], message: &[u8]) -> [u8; MAC_LEN] {
         self.keys[0].mac_parts(context, message)
-    }
-
-    /// Checks `mac` against every key in constant time per key; returns the index of the key
-    /// that made it.
-    pub fn verify(&self, context: &[u8], message: &[u8], mac: &[u8]) -> Option<usize> {
-        self.keys
-            .iter()
-            .position(|k| bool::from(k.mac(context, message).ct_eq(mac)))
     }
 }
 
@@ -299,25 +268,30 @@ mod tests {
     }
 
     #[test]
-    fn first_key_signs_all_verify() {
+    fn first_key_signs_every_key_verifies() {
         let a = Key::from_bytes(&[1; 32]).unwrap();
         let b = Key::from_bytes(&[2; 32]).unwrap();
         let old = KeyRing::single(b.clone());
-        let rotated = KeyRing::new(vec![a.clone(), b]).unwrap();
-        let mac = old.sign(b"c", b"m");
-        assert_eq!(rotated.verify(b"c", b"m", &mac), Some(1));
+        let rotated = KeyRing::new(vec![a.clone(), b.clone()]).unwrap();
+        let mac = old.sign_parts(&[b"c"], b"m");
+        assert_eq!(rotated.sign_with_parts(b.id(), &[b"c"], b"m"), Some(mac));
+        let by_a = KeyRing::single(a.clone()).sign_parts(&[b"c"], b"m");
+        assert_eq!(rotated.sign_parts(&[b"c"], b"m"), by_a);
+        assert_ne!(by_a, mac);
         assert_eq!(
-            rotated.verify(b"c", b"m", &rotated.sign(b"c", b"m")),
-            Some(0)
+            KeyRing::single(a).sign_with_parts(b.id(), &[b"c"], b"m"),
+            None
         );
-        assert_eq!(KeyRing::single(a).verify(b"c", b"m", &mac), None);
-        assert_eq!(rotated.verify(b"d", b"m", &mac), None);
+        assert_ne!(rotated.sign_with_parts(b.id(), &[b"d"], b"m"), Some(mac));
     }
 
     #[test]
     fn context_and_message_do_not_run_together() {
         let ring = KeyRing::single(Key::from_bytes(&[3; 32]).unwrap());
-        assert_ne!(ring.sign(b"ab", b"c"), ring.sign(b"a", b"bc"));
+        assert_ne!(
+            ring.sign_parts(&[b"ab"], b"c"),
+            ring.sign_parts(&[b"a"], b"bc")
+        );
     }
 
     #[test]

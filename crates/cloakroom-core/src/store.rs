@@ -35,7 +35,7 @@ use async_trait::async_trait;
 
 use crate::id::{SessionKey, Timestamp};
 
-pub mod memory;
+mod memory;
 
 pub use memory::MemoryStore;
 

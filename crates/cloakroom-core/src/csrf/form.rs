@@ -11,7 +11,7 @@ pub enum FormKind {
 }
 
 /// The form kind of a `Content-Type` value, with the multipart boundary.
-pub fn form_kind(content_type: &str) -> Option<(FormKind, Option<String>)> {
+pub(crate) fn form_kind(content_type: &str) -> Option<(FormKind, Option<String>)> {
     let mut parts = content_type.split(';');
     let essence = parts.next()?.trim();
     if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
@@ -33,7 +33,7 @@ pub fn form_kind(content_type: &str) -> Option<(FormKind, Option<String>)> {
 }
 
 /// The first value of `field` in an urlencoded body (percent- and `+`-decoded).
-pub fn urlencoded_field(body: &[u8], field: &str) -> Option<String> {
+pub(crate) fn urlencoded_field(body: &[u8], field: &str) -> Option<String> {
     body.split(|&b| b == b'&').find_map(|pair| {
         let (k, v) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
@@ -46,7 +46,7 @@ pub fn urlencoded_field(body: &[u8], field: &str) -> Option<String> {
 }
 
 /// Decodes `%XX` and `+`; `None` for a broken escape.
-pub fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     decode(input, Escapes::Form)
 }
 
@@ -94,7 +94,7 @@ fn decode(input: &[u8], escapes: Escapes) -> Option<Vec<u8>> {
 }
 
 /// The value of the part named `field` in a multipart body.
-pub fn multipart_field(body: &[u8], boundary: &str, field: &str) -> Option<String> {
+pub(crate) fn multipart_field(body: &[u8], boundary: &str, field: &str) -> Option<String> {
     let delimiter = format!("--{boundary}");
     let delim = delimiter.as_bytes();
     let mut rest = body;

@@ -2,7 +2,7 @@
 //! with Tornado's `_xsrf`.
 //!
 //! Two checks run on every unsafe request (anything but GET, HEAD, OPTIONS):
-//! 1. [`check_cross_origin`]: Fetch Metadata (`Sec-Fetch-Site`), then `Origin` against
+//! 1. the cross-origin check: Fetch Metadata (`Sec-Fetch-Site`), then `Origin` against
 //!    `Host`, with exact trusted origins;
 //! 2. the token: a [`Secret`] kept in the session (or, without a session, in Tornado's
 //!    `_xsrf` cookie), rendered masked afresh every time, compared unmasked in constant time.
@@ -35,9 +35,9 @@ mod token;
 
 use std::fmt;
 
-pub use form::{FormKind, form_kind, multipart_field, percent_decode, urlencoded_field};
-pub(crate) use origin::is_safe_method;
-pub use origin::{Origin, RequestOrigin, check_cross_origin};
+pub use form::FormKind;
+pub(crate) use form::{form_kind, multipart_field, urlencoded_field};
+pub(crate) use origin::{Origin, RequestOrigin, check_cross_origin, is_safe_method};
 pub use token::{Secret, decode_token};
 
 pub use check::{BodyError, CheckError, CsrfRequest, RequestHeaders, TokenCheck};
@@ -60,7 +60,7 @@ pub(crate) const FIELD_NAME: &str = "_xsrf";
 /// `X-XSRFToken`, Django's `X-CSRFToken`, and `X-XSRF-TOKEN`, the header Angular's
 /// `HttpClient` and axios copy the `XSRF-TOKEN` cookie into. Each carries a token, never
 /// a bare cookie value: what counts is that it matches the expected secret.
-pub const HEADER_NAMES: [&str; 3] = ["x-xsrftoken", "x-csrftoken", "x-xsrf-token"];
+pub(crate) const HEADER_NAMES: [&str; 3] = ["x-xsrftoken", "x-csrftoken", "x-xsrf-token"];
 
 /// Why a request was refused. The text forms are stable: apps and tests match on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,16 +95,6 @@ impl Reason {
             Reason::TokenMismatch => "token mismatch",
         }
     }
-
-    /// Tornado's message for the same failure.
-    pub fn tornado_message(self) -> &'static str {
-        match self {
-            Reason::CrossOrigin => "Cross-origin request denied",
-            Reason::TokenMissing => "'_xsrf' argument missing from POST",
-            Reason::TokenMalformed => "'_xsrf' argument has invalid format",
-            Reason::TokenMismatch => "XSRF cookie does not match POST argument",
-        }
-    }
 }
 
 impl fmt::Display for Reason {
@@ -121,7 +111,8 @@ pub struct ProtectionError {
 
 impl ProtectionError {
     /// A refusal for `reason`.
-    pub fn new(reason: Reason) -> Self {
+    #[cfg(feature = "http")]
+    pub(crate) fn new(reason: Reason) -> Self {
         ProtectionError { reason }
     }
 

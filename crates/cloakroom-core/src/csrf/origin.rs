@@ -9,7 +9,7 @@ use crate::config_error::{ConfigError, ConfigErrorKind};
 /// An exact origin, `scheme://host[:port]`, lower-cased; compared as a whole string (never by
 /// host alone: gorilla/csrf CVE-2025-47909).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Origin(String);
+pub(crate) struct Origin(String);
 
 impl Origin {
     /// Parses and validates an origin: `http` or `https`, a host, an optional port, nothing
@@ -17,7 +17,7 @@ impl Origin {
     ///
     /// # Errors
     /// A [`ConfigError`] of kind [`Origin`](ConfigErrorKind::Origin) naming the input.
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
         let err = || ConfigError::new(ConfigErrorKind::Origin, "trusted origin", text);
         let lower = text.to_ascii_lowercase();
         let rest = lower
@@ -69,21 +69,6 @@ impl Origin {
         }
         Ok(Origin(lower))
     }
-
-    /// The origin text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The `host[:port]` part, as it appears in a `Host` header.
-    pub fn host(&self) -> &str {
-        self.0.split_once("://").map_or("", |(_, h)| h)
-    }
-
-    /// Whether the scheme is `https`.
-    pub fn is_https(&self) -> bool {
-        self.0.starts_with("https://")
-    }
 }
 
 impl fmt::Display for Origin {
@@ -94,15 +79,15 @@ impl fmt::Display for Origin {
 
 /// The headers the cross-origin check reads.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RequestOrigin<'a> {
+pub(crate) struct RequestOrigin<'a> {
     /// The request method.
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// `Sec-Fetch-Site`, if sent.
-    pub sec_fetch_site: Option<&'a str>,
+    pub(crate) sec_fetch_site: Option<&'a str>,
     /// `Origin`, if sent.
-    pub origin: Option<&'a str>,
+    pub(crate) origin: Option<&'a str>,
     /// `Host` (or the HTTP/2 `:authority`).
-    pub host: Option<&'a str>,
+    pub(crate) host: Option<&'a str>,
 }
 
 /// Whether `method` is exempt from CSRF checks (GET, HEAD, OPTIONS; these must not change
@@ -121,7 +106,10 @@ pub(crate) fn is_safe_method(method: &str) -> bool {
 ///
 /// # Errors
 /// [`Reason::CrossOrigin`].
-pub fn check_cross_origin(req: &RequestOrigin<'_>, trusted: &[Origin]) -> Result<(), Reason> {
+pub(crate) fn check_cross_origin(
+    req: &RequestOrigin<'_>,
+    trusted: &[Origin],
+) -> Result<(), Reason> {
     if is_safe_method(req.method) {
         return Ok(());
     }
@@ -302,12 +290,8 @@ mod tests {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(
-            Origin::parse("HTTPS://Example.COM").unwrap().as_str(),
+            Origin::parse("HTTPS://Example.COM").unwrap().0,
             "https://example.com"
-        );
-        assert_eq!(
-            Origin::parse("http://localhost:8000").unwrap().host(),
-            "localhost:8000"
         );
     }
 }

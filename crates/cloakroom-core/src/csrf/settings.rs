@@ -74,8 +74,7 @@ impl CsrfSettings {
     }
 
     /// Tokenless protection: unsafe requests need only pass the cross-origin check
-    /// (Fetch Metadata, then `Origin` against `Host`; see
-    /// [`check_cross_origin`](super::check_cross_origin)), no token, except on the paths
+    /// (Fetch Metadata, then `Origin` against `Host`), no token, except on the paths
     /// given to [`add_token_path`](Self::add_token_path). Everything else is as
     /// [`new`](Self::new) sets it.
     ///
@@ -218,21 +217,6 @@ impl CsrfSettings {
     /// ([`with_body_limit`](Self::with_body_limit)).
     pub fn body_limit(&self) -> usize {
         self.body_limit
-    }
-
-    /// Where the secret is kept ([`with_mode`](Self::with_mode)).
-    pub fn mode(&self) -> CsrfMode {
-        self.mode
-    }
-
-    /// The `_xsrf` cookie's settings.
-    pub fn cookie(&self) -> &CookieConfig {
-        &self.cookie
-    }
-
-    /// The SPA cookie, if on ([`with_spa_cookie`](Self::with_spa_cookie)).
-    pub fn spa_cookie(&self) -> Option<&SpaCookie> {
-        self.spa.as_ref()
     }
 
     /// Whether a request passes without any check: a safe method (GET, HEAD, OPTIONS) or an

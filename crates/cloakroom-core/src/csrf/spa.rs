@@ -20,12 +20,14 @@ use super::Secret;
 /// place of the header.
 ///
 /// ```
-/// use cloakroom_core::csrf::SpaCookie;
+/// use cloakroom_core::csrf::{CsrfSettings, SpaCookie};
 /// let spa = SpaCookie::new()
 ///     .with_cookie_name("__Host-XSRF-TOKEN")
 ///     .with_header_name("X-My-XSRF");
-/// assert_eq!(spa.cookie_name(), "__Host-XSRF-TOKEN");
-/// assert_eq!(spa.header_name(), "x-my-xsrf");
+/// let settings = CsrfSettings::new().with_spa_cookie(spa).unwrap();
+/// // A name is checked when the cookie is turned on.
+/// let bad = SpaCookie::new().with_header_name("X My XSRF");
+/// assert!(CsrfSettings::new().with_spa_cookie(bad).is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpaCookie {
@@ -84,13 +86,8 @@ impl SpaCookie {
         self.eager
     }
 
-    /// The cookie's name.
-    pub fn cookie_name(&self) -> &str {
-        &self.cookie_name
-    }
-
     /// The header's name, in lower case.
-    pub fn header_name(&self) -> &str {
+    pub(crate) fn header_name(&self) -> &str {
         &self.header_name
     }
 

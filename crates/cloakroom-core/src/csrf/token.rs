@@ -33,16 +33,6 @@ impl Secret {
         Secret(b)
     }
 
-    /// A secret from raw bytes.
-    pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
-        Secret(bytes)
-    }
-
-    /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8; SECRET_LEN] {
-        &self.0
-    }
-
     /// Lower-case hex (also the v1 token form).
     pub fn to_hex(&self) -> String {
         crate::keys::hex(&self.0)
@@ -171,7 +161,7 @@ mod tests {
 
     #[test]
     fn v1_and_v2_of_one_secret_verify() {
-        let s = Secret::from_bytes(*b"0123456789abcdef");
+        let s = Secret(*b"0123456789abcdef");
         s.verify(&s.to_hex()).unwrap();
         s.verify(&s.to_hex().to_uppercase()).unwrap();
         let v2 = s.mask_with([1, 2, 3, 4], 1_700_000_000);
@@ -213,7 +203,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_secret() {
-        let s = Secret::from_bytes([0xAB; 16]);
+        let s = Secret([0xAB; 16]);
         assert_eq!(format!("{s:?}"), "Secret(REDACTED)");
     }
 }

@@ -102,7 +102,7 @@ impl SessionEngine {
     /// Nothing is loaded yet, and a cookie that does not verify means no session (and no store
     /// call). **Several cookies of our name** (a neighbour on the same site can plant one; a
     /// browser sends a planted cookie with a longer `Path` *before* ours): every ticket that
-    /// verifies is kept, in header order, up to [`MAX_CANDIDATES`]; the first load tries them
+    /// verifies is kept, in header order, up to 4; the first load tries them
     /// in that order and the session is the **first whose record the store knows** (live and
     /// within this server's timeouts). So a planted garbage pair, or a planted ticket of a
     /// session that has ended, cannot shadow the real one. A planted ticket of a *live*

@@ -32,7 +32,7 @@ mod settings;
 mod shared;
 mod state;
 
-pub use crate::id::{InvalidHandle, SessionId, SessionKey, Timestamp};
+pub use crate::id::{SessionId, SessionKey, Timestamp};
 pub use commit::{CommitAction, CommitOutcome};
 pub(crate) use config::SessionConfig;
 pub use engine::SessionEngine;
@@ -54,4 +54,4 @@ const MAX_USER_AGENT: usize = 256;
 /// [`SessionEngine::session_from_headers`]): bounds the store loads a flood of planted pairs
 /// can cost. Pairs past it are not even verified. (Each pair of our name before it that looks
 /// like a ticket costs one MAC check, bounded by the size of the request's headers.)
-pub const MAX_CANDIDATES: usize = 4;
+pub(crate) const MAX_CANDIDATES: usize = 4;
