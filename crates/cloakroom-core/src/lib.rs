@@ -1,9 +1,8 @@
 //! Cloakroom's core: server-side sessions and CSRF protection, independent of any web
 //! framework or store driver.
 //!
-//! - [`id`]: session ids, the keys the store sees, timestamps (a leaf: imports nothing of
-//!   the crate);
-//! - [`session`]: the [`Session`] handle and the commit state machine;
+//! - [`session`]: the [`Session`] handle and the commit state machine; session ids
+//!   ([`SessionId`]), the keys the store sees ([`SessionKey`]) and [`Timestamp`]s;
 //! - [`store`]: the [`SessionStore`] contract and the in-memory store;
 //! - [`keys`]: the [`KeyRing`] that signs tickets;
 //! - [`cookie`]: the ticket codec and cookie attributes;
@@ -17,7 +16,7 @@ mod config_error;
 pub mod cookie;
 pub mod csrf;
 pub mod flash;
-pub mod id;
+mod id;
 pub mod keys;
 pub mod redact;
 #[cfg(feature = "http")]
