@@ -15,7 +15,6 @@ use cloakroom_core::response::add_session_cookie;
 use cloakroom_core::session::Session;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{Config, CsrfToken};
@@ -41,62 +40,8 @@ impl<S> CsrfService<S> {
     }
 }
 
-pin_project! {
-    /// The future of [`CsrfService`].
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        state: State<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = Projected]
-    enum State<F, B, E> {
-        // A safe (or exempt) request: the inner service's future as it is, then the `_xsrf`
-        // cookie if the response made a new secret. Allocates nothing.
-        Passed {
-            #[pin]
-            inner: F,
-            source: TokenSource,
-            config: Arc<Config>,
-        },
-        // An unsafe request: checked (which may read the form body), then handed on; or,
-        // with the SPA cookie on, any request (the cookie is refreshed after the handler).
-        Checked {
-            inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
-        },
-    }
-}
-
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("csrf::ResponseFuture")
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            Projected::Passed {
-                inner,
-                source,
-                config,
-            } => {
-                let mut res = std::task::ready!(inner.poll(cx))?;
-                if let Some(cookie) = source.xsrf_set_cookie(&config.settings) {
-                    append_cookie(&mut res, &cookie);
-                }
-                Poll::Ready(Ok(res))
-            }
-            Projected::Checked { inner } => inner.as_mut().poll(cx),
-        }
-    }
-}
+/// The future of [`CsrfService`].
+pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
 
 /// Appends a `Set-Cookie` header the core made, with `Cache-Control: no-store` (unless the
 /// handler chose a policy) and `Vary: Cookie`, as the session layer sends its own cookie: a
@@ -131,7 +76,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -144,37 +89,41 @@ where
         let safe = settings.skips_check(req.method().as_str(), req.uri().path());
         req.extensions_mut().insert(CsrfToken(source.clone()));
         if safe && !source.has_spa_cookie() {
-            let state = State::Passed {
-                inner: self.inner.call(req),
-                source,
-                config: self.config.clone(),
-            };
-            return ResponseFuture { state };
+            // The inner service's future as it is, then the `_xsrf` cookie if the response
+            // made a new secret.
+            let inner = self.inner.call(req);
+            let config = self.config.clone();
+            return Box::pin(async move {
+                let mut res = inner.await?;
+                if let Some(cookie) = source.xsrf_set_cookie(&config.settings) {
+                    append_cookie(&mut res, &cookie);
+                }
+                Ok(res)
+            });
         }
         let config = self.config.clone();
         // The ready service goes with the request; this one stays for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let state = State::Checked {
-            inner: Box::pin(async move {
-                let req = if safe {
-                    req
-                } else {
-                    match check(&config, &source, req).await {
-                        Ok(checked) => checked,
-                        Err(res) => return Ok(res.map(ResBody::from)),
-                    }
-                };
-                let mut res = inner.call(req).await?;
-                // After the handler: a login has rotated the secret by now, and the session
-                // layer (outside this one) has not committed yet.
-                for cookie in source.response_cookies(&config.settings).await {
-                    append_cookie(&mut res, &cookie);
+        // An unsafe request: checked (which may read the form body), then handed on; or,
+        // with the SPA cookie on, any request (the cookie is refreshed after the handler).
+        Box::pin(async move {
+            let req = if safe {
+                req
+            } else {
+                match check(&config, &source, req).await {
+                    Ok(checked) => checked,
+                    Err(res) => return Ok(res.map(ResBody::from)),
                 }
-                Ok(res)
-            }),
-        };
-        ResponseFuture { state }
+            };
+            let mut res = inner.call(req).await?;
+            // After the handler: a login has rotated the secret by now, and the session
+            // layer (outside this one) has not committed yet.
+            for cookie in source.response_cookies(&config.settings).await {
+                append_cookie(&mut res, &cookie);
+            }
+            Ok(res)
+        })
     }
 }
 

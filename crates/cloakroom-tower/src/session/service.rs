@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use cloakroom_core::response::add_session_cookie;
-use cloakroom_core::session::{Error, Session, SessionEngine};
+use cloakroom_core::session::{Error, SessionEngine};
 use http::header::{COOKIE, HeaderValue, USER_AGENT};
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::ErrorHandler;
@@ -38,101 +37,8 @@ impl<S> fmt::Debug for SessionService<S> {
 #[derive(Clone)]
 pub(crate) struct StoreFailure(pub(crate) Arc<Error>);
 
-pin_project! {
-    /// The future of [`SessionService`].
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        state: State<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = Projected]
-    enum State<F, B, E> {
-        // The inner service's future; then the commit, done at once when it needs no store
-        // operation (most reads), else boxed.
-        Handling {
-            #[pin]
-            inner: F,
-            engine: SessionEngine,
-            session: Session,
-            user_agent: Option<HeaderValue>,
-            on_error: ErrorHandler,
-        },
-        // The commit, against the store.
-        Committing {
-            commit: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
-        },
-    }
-}
-
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("session::ResponseFuture")
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: From<String> + Send + 'static,
-    E: Send + 'static,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let commit = match self.as_mut().project().state.project() {
-                Projected::Committing { commit } => return commit.as_mut().poll(cx),
-                Projected::Handling {
-                    inner,
-                    engine,
-                    session,
-                    user_agent,
-                    on_error,
-                } => {
-                    let mut res = std::task::ready!(inner.poll(cx))?;
-                    if let Some(StoreFailure(error)) = res.extensions_mut().remove() {
-                        tracing::error!(%error, "session store failed before the handler; answering 503");
-                        return Poll::Ready(Ok(on_error(&error).map(B::from)));
-                    }
-                    if let Some(outcome) = engine.commit_now(session) {
-                        if let Some(cookie) = outcome.set_cookie {
-                            add_session_cookie(res.headers_mut(), &cookie);
-                        }
-                        return Poll::Ready(Ok(res));
-                    }
-                    let (engine, session, user_agent, on_error) = (
-                        engine.clone(),
-                        session.clone(),
-                        user_agent.take(),
-                        on_error.clone(),
-                    );
-                    Box::pin(async move {
-                        let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
-                        match engine.commit(&session, user_agent).await {
-                            Ok(outcome) => {
-                                if let Some(cookie) = outcome.set_cookie {
-                                    add_session_cookie(res.headers_mut(), &cookie);
-                                }
-                                Ok(res)
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "session commit failed; answering 503");
-                                Ok(on_error(&error).map(B::from))
-                            }
-                        }
-                    })
-                }
-            };
-            // Polled on the next turn of the loop.
-            self.as_mut()
-                .project()
-                .state
-                .set(State::Committing { commit });
-        }
-    }
-}
+/// The future of [`SessionService`].
+pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
@@ -143,7 +49,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+    type Future = ResponseFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -159,13 +65,33 @@ where
             .engine
             .session_from_headers(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes));
         req.extensions_mut().insert(session.clone());
-        let state = State::Handling {
-            inner: self.inner.call(req),
-            engine: self.engine.clone(),
-            session,
-            user_agent,
-            on_error: self.on_error.clone(),
-        };
-        ResponseFuture { state }
+        let inner = self.inner.call(req);
+        let engine = self.engine.clone();
+        let on_error = self.on_error.clone();
+        Box::pin(async move {
+            let mut res = inner.await?;
+            if let Some(StoreFailure(error)) = res.extensions_mut().remove() {
+                tracing::error!(%error, "session store failed before the handler; answering 503");
+                return Ok(on_error(&error).map(ResBody::from));
+            }
+            // Done at once when the commit needs no store operation (most reads).
+            let outcome = match engine.commit_now(&session) {
+                Some(outcome) => outcome,
+                None => {
+                    let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
+                    match engine.commit(&session, user_agent).await {
+                        Ok(outcome) => outcome,
+                        Err(error) => {
+                            tracing::error!(%error, "session commit failed; answering 503");
+                            return Ok(on_error(&error).map(ResBody::from));
+                        }
+                    }
+                }
+            };
+            if let Some(cookie) = outcome.set_cookie {
+                add_session_cookie(res.headers_mut(), &cookie);
+            }
+            Ok(res)
+        })
     }
 }
