@@ -1,78 +1,215 @@
-//! [`MemoryStore`]: sessions in process memory, one map behind a lock, with expired records
-//! swept in the background. For tests, single-process apps and benchmarks; everything is lost
-//! on restart.
+//! [`MemoryStore`]: sessions in process memory, sharded, with expired records swept in the
+//! background. For tests, single-process apps and benchmarks; everything is lost on restart.
+//!
+//! Records are kept compactly: all fields of a session in one allocation
+//! (`u32` length + name + `u32` length + value, in name order) and the metadata inline, about
+//! 170 bytes per idle session beyond its data, where a [`Record`] as such (a `BTreeMap`, whose
+//! first leaf alone is some 540 bytes, plus one allocation per name and per value) costs about
+//! 800. A load rebuilds the `Record`, which costs about what cloning it would.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{
-    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
-    SessionStore,
+    Applied, Created, Cursor, Error, ErrorKind, Fields, Meta, Page, Patch, Record, Result,
+    SessionInfo, SessionStore,
 };
 use crate::id::{SessionKey, Timestamp};
 
+const SHARDS: usize = 16;
+
+/// Session keys are already uniform hashes: use their first bytes as the hash.
+#[derive(Clone, Copy, Default, Debug)]
+struct KeyHash;
+
 #[derive(Default)]
-struct Sessions {
-    records: HashMap<SessionKey, Record>,
-    /// Keys of each user's sessions.
-    users: HashMap<String, HashSet<SessionKey>>,
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
 }
 
-impl Sessions {
-    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<&Record> {
-        self.records.get(key).filter(|r| r.meta.expires_at > now)
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
     }
+}
 
-    fn remove(&mut self, key: &SessionKey) -> Option<Record> {
-        let record = self.records.remove(key)?;
-        if let Some(user) = &record.meta.user {
-            self.unindex(user, key);
+/// Packed fields up to this many bytes are unpacked by insertion, larger ones bulk-built.
+const SMALL_FIELDS: usize = 256;
+
+/// One session as the store keeps it.
+struct Entry {
+    /// Every field: `u32` little-endian length + name, `u32` length + value, in name order.
+    fields: Box<[u8]>,
+    created_at: Timestamp,
+    last_seen: Timestamp,
+    expires_at: Timestamp,
+    user: Option<Box<str>>,
+    user_agent: Option<Box<str>>,
+    remember: bool,
+}
+
+/// Packs `fields` (see [`Entry::fields`]).
+fn pack(fields: &Fields) -> Box<[u8]> {
+    let len = fields.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(len);
+    for (k, v) in fields {
+        push_field(&mut out, k, v);
+    }
+    out.into_boxed_slice()
+}
+
+/// The `(name, value)` pairs of packed fields.
+fn unpacked(mut b: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    fn take<'a>(b: &mut &'a [u8]) -> &'a str {
+        let (len, rest) = b.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let (s, rest) = rest.split_at(len);
+        *b = rest;
+        // Written by `pack` from `String`s only.
+        std::str::from_utf8(s).expect("packed from a String")
+    }
+    std::iter::from_fn(move || {
+        if b.is_empty() {
+            return None;
         }
-        Some(record)
-    }
+        let name = take(&mut b);
+        let value = take(&mut b);
+        Some((name, value))
+    })
+}
 
-    fn unindex(&mut self, user: &str, key: &SessionKey) {
-        if let Some(keys) = self.users.get_mut(user) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.users.remove(user);
+fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    for s in [name, value] {
+        let n = u32::try_from(s.len()).expect("session data is limited far below 4 GiB");
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Packed fields with `patch`'s removals and then its sets applied (as [`Record::apply`]
+/// does), in one pass over the old bytes: a small change to a large session copies its bytes
+/// once and allocates nothing per field.
+fn patched(old: &[u8], patch: &Patch) -> Box<[u8]> {
+    let mut changes: std::collections::BTreeMap<&str, Option<&str>> =
+        std::collections::BTreeMap::new();
+    for name in &patch.remove {
+        changes.insert(name, None);
+    }
+    for (name, value) in &patch.set {
+        changes.insert(name, Some(value));
+    }
+    let added: usize = patch.set.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(old.len() + added);
+    let mut pending = changes.into_iter().peekable();
+    for (name, value) in unpacked(old) {
+        while let Some((new_name, new_value)) = pending.next_if(|(n, _)| *n < name) {
+            if let Some(v) = new_value {
+                push_field(&mut out, new_name, v);
             }
         }
+        match pending.next_if(|(n, _)| *n == name) {
+            Some((_, Some(v))) => push_field(&mut out, name, v),
+            Some((_, None)) => {}
+            None => push_field(&mut out, name, value),
+        }
+    }
+    for (name, value) in pending {
+        if let Some(v) = value {
+            push_field(&mut out, name, v);
+        }
+    }
+    out.into_boxed_slice()
+}
+
+impl Entry {
+    fn new(r: &Record) -> Entry {
+        Entry {
+            fields: pack(&r.data),
+            created_at: r.meta.created_at,
+            last_seen: r.meta.last_seen,
+            expires_at: r.meta.expires_at,
+            user: r.meta.user.as_deref().map(Box::from),
+            user_agent: r.meta.user_agent.as_deref().map(Box::from),
+            remember: r.meta.remember,
+        }
     }
 
-    fn sweep(&mut self, now: Timestamp) -> u64 {
-        let dead: Vec<SessionKey> = self
-            .records
-            .iter()
-            .filter(|(_, r)| r.meta.expires_at <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in &dead {
-            self.remove(key);
+    fn meta(&self) -> Meta {
+        Meta {
+            created_at: self.created_at,
+            last_seen: self.last_seen,
+            expires_at: self.expires_at,
+            user: self.user.as_deref().map(str::to_owned),
+            user_agent: self.user_agent.as_deref().map(str::to_owned),
+            remember: self.remember,
         }
-        dead.len() as u64
+    }
+
+    fn record(&self) -> Record {
+        let pairs = unpacked(&self.fields).map(|(k, v)| (k.to_owned(), v.to_owned()));
+        // A few fields are inserted one by one (no intermediate vector); many are
+        // bulk-built, which beats a search per insertion.
+        let data = if self.fields.len() <= SMALL_FIELDS {
+            let mut data = Fields::new();
+            data.extend(pairs);
+            data
+        } else {
+            pairs.collect()
+        };
+        Record {
+            data,
+            meta: self.meta(),
+        }
+    }
+
+    fn apply(&mut self, patch: &Patch) {
+        if !patch.set.is_empty() || !patch.remove.is_empty() {
+            self.fields = patched(&self.fields, patch);
+        }
+        self.last_seen = patch.last_seen;
+        self.expires_at = patch.expiry_for(self.created_at);
+        if let Some(remember) = patch.remember {
+            self.remember = remember;
+        }
+    }
+
+    fn info(&self, key: SessionKey) -> SessionInfo {
+        let (fields, data_bytes) =
+            unpacked(&self.fields).fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+        SessionInfo {
+            key,
+            meta: self.meta(),
+            fields,
+            data_bytes,
+        }
     }
 }
+
+type Shard = RwLock<HashMap<SessionKey, Entry, KeyHash>>;
 
 struct Inner {
-    sessions: RwLock<Sessions>,
+    shards: Box<[Shard]>,
+    users: Mutex<HashMap<String, HashSet<SessionKey, KeyHash>>>,
     capacity: Option<usize>,
-}
-
-impl Inner {
-    // A panic while holding the lock cannot leave the maps half-changed in a way that
-    // matters (a record without its index entry is skipped by the lookups), so poisoning is
-    // ignored.
-    fn read(&self) -> RwLockReadGuard<'_, Sessions> {
-        self.sessions.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Sessions> {
-        self.sessions.write().unwrap_or_else(|e| e.into_inner())
-    }
+    /// Held by a create under a capacity bound from the count to the insert, so creates
+    /// racing at the bound cannot all pass it.
+    creating: Mutex<()>,
 }
 
 /// Sessions kept in process memory.
@@ -120,10 +257,15 @@ impl MemoryStore {
     }
 
     fn build(capacity: Option<usize>, sweep: Duration) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| RwLock::new(HashMap::with_hasher(KeyHash)))
+            .collect();
         let store = MemoryStore {
             inner: Arc::new(Inner {
-                sessions: RwLock::default(),
+                shards,
+                users: Mutex::new(HashMap::new()),
                 capacity,
+                creating: Mutex::new(()),
             }),
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -135,7 +277,11 @@ impl MemoryStore {
 
     /// Number of records held, live or expired but not yet swept.
     pub fn len(&self) -> usize {
-        self.inner.read().records.len()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 
     /// Whether the store holds no record.
@@ -145,8 +291,61 @@ impl MemoryStore {
 
     /// Removes expired records now; returns how many.
     pub fn sweep(&self) -> u64 {
-        self.inner.write().sweep(Timestamp::now())
+        sweep(&self.inner, Timestamp::now())
     }
+
+    fn shard(&self, key: &SessionKey) -> &Shard {
+        &self.inner.shards[key.as_bytes()[31] as usize % SHARDS]
+    }
+
+    fn index(&self, user: &str, key: SessionKey) {
+        let mut users = lock(&self.inner.users);
+        users.entry(user.to_owned()).or_default().insert(key);
+    }
+
+    fn unindex(&self, user: &str, key: &SessionKey) {
+        unindex(&self.inner, user, key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent maps (every critical section is a
+    // single map operation), so poisoning is safe to ignore.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unindex(inner: &Inner, user: &str, key: &SessionKey) {
+    let mut users = lock(&inner.users);
+    if let Some(set) = users.get_mut(user) {
+        set.remove(key);
+        if set.is_empty() {
+            users.remove(user);
+        }
+    }
+}
+
+fn sweep(inner: &Inner, now: Timestamp) -> u64 {
+    let mut removed = 0;
+    for shard in inner.shards.iter() {
+        let mut dead = Vec::new();
+        {
+            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            map.retain(|key, rec| {
+                let live = rec.expires_at > now;
+                if !live {
+                    dead.push((*key, rec.user.take()));
+                }
+                live
+            });
+        }
+        removed += dead.len() as u64;
+        for (key, user) in dead {
+            if let Some(user) = user {
+                unindex(inner, &user, &key);
+            }
+        }
+    }
+    removed
 }
 
 async fn sweeper(weak: Weak<Inner>, every: Duration) {
@@ -155,28 +354,30 @@ async fn sweeper(weak: Weak<Inner>, every: Duration) {
     loop {
         tick.tick().await;
         let Some(inner) = weak.upgrade() else { return };
-        inner.write().sweep(Timestamp::now());
+        sweep(&inner, Timestamp::now());
     }
 }
 
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        Ok(self.inner.read().live(key, Timestamp::now()).cloned())
+        let now = Timestamp::now();
+        let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .get(key)
+            .filter(|r| r.expires_at > now)
+            .map(Entry::record))
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
         let now = Timestamp::now();
-        // One lock for the capacity check and the insert: creates racing at the bound
-        // cannot all pass it.
-        let mut s = self.inner.write();
-        if s.live(key, now).is_some() {
-            return Ok(Created::Collision);
-        }
+        // Under a bound, the count and the insert are one step (deletes and sweeps only make
+        // room meanwhile); without one, creates need no turn.
+        let turn = self.inner.capacity.map(|_| lock(&self.inner.creating));
         if let Some(cap) = self.inner.capacity {
-            if s.records.len() >= cap && {
-                s.sweep(now);
-                s.records.len() >= cap
+            if self.len() >= cap && {
+                self.sweep();
+                self.len() >= cap
             } {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
@@ -184,22 +385,30 @@ impl SessionStore for MemoryStore {
                 ));
             }
         }
-        s.remove(key);
-        if let Some(user) = &record.meta.user {
-            s.users.entry(user.clone()).or_default().insert(*key);
+        let old_user = {
+            let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
+            match map.get(key) {
+                Some(r) if r.expires_at > now => return Ok(Created::Collision),
+                _ => {}
+            }
+            map.insert(*key, Entry::new(record))
+                .and_then(|old| old.user)
+        };
+        drop(turn);
+        if let Some(old) = old_user {
+            self.unindex(&old, key);
         }
-        s.records.insert(*key, record.clone());
+        if let Some(user) = &record.meta.user {
+            self.index(user, *key);
+        }
         Ok(Created::Done)
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         let now = Timestamp::now();
-        let mut s = self.inner.write();
-        match s.records.get_mut(key) {
-            Some(r)
-                if r.meta.expires_at > now
-                    && !patch.refuses(r.meta.created_at, r.meta.last_seen) =>
-            {
+        let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(key) {
+            Some(r) if r.expires_at > now && !patch.refuses(r.created_at, r.last_seen) => {
                 r.apply(patch);
                 Ok(Applied::Done)
             }
@@ -214,11 +423,11 @@ impl SessionStore for MemoryStore {
         expires_at: Timestamp,
     ) -> Result<Applied> {
         let now = Timestamp::now();
-        let mut s = self.inner.write();
-        match s.records.get_mut(key) {
-            Some(r) if r.meta.expires_at > now => {
-                r.meta.last_seen = last_seen;
-                r.meta.expires_at = expires_at;
+        let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(key) {
+            Some(r) if r.expires_at > now => {
+                r.last_seen = last_seen;
+                r.expires_at = expires_at;
                 Ok(Applied::Done)
             }
             _ => Ok(Applied::Missing),
@@ -227,38 +436,54 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let now = Timestamp::now();
-        let removed = self.inner.write().remove(key);
-        Ok(removed.is_some_and(|r| r.meta.expires_at > now))
+        let removed = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        Ok(match removed {
+            Some(r) => {
+                if let Some(user) = &r.user {
+                    self.unindex(user, key);
+                }
+                r.expires_at > now
+            }
+            None => false,
+        })
     }
 
     async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
+        let keys: Vec<SessionKey> = match lock(&self.inner.users).get(user) {
+            Some(set) => set.iter().copied().collect(),
+            None => return Ok(Vec::new()),
+        };
         let now = Timestamp::now();
-        let s = self.inner.read();
-        let mut out: Vec<SessionInfo> = s
-            .users
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|key| Some(s.live(key, now)?.info(*key)))
-            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let map = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = map.get(&key) {
+                if r.expires_at > now && r.user.as_deref() == Some(user) {
+                    out.push(r.info(key));
+                }
+            }
+        }
         out.sort_by_key(|i| std::cmp::Reverse(i.meta.last_seen));
         Ok(out)
     }
 
     async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
-        let now = Timestamp::now();
-        let mut s = self.inner.write();
-        let keys: Vec<SessionKey> = match s.users.get(user) {
-            Some(keys) => keys
-                .iter()
-                .filter(|k| Some(*k) != except)
-                .copied()
-                .collect(),
+        let keys: Vec<SessionKey> = match lock(&self.inner.users).get(user) {
+            Some(set) => set.iter().copied().filter(|k| Some(k) != except).collect(),
             None => return Ok(0),
         };
         let mut n = 0;
         for key in keys {
-            if s.remove(&key).is_some_and(|r| r.meta.expires_at > now) {
+            let owned = {
+                let map = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
+                map.get(&key)
+                    .is_some_and(|r| r.user.as_deref() == Some(user))
+            };
+            if owned && self.delete(&key).await? {
                 n += 1;
             }
         }
@@ -266,35 +491,35 @@ impl SessionStore for MemoryStore {
     }
 
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
-        // Cursor: the handle of the last key returned; keys are listed in order.
-        let after = match cursor.0.as_str() {
-            "" => None,
-            handle => Some(
-                SessionKey::from_handle(handle)
-                    .ok_or_else(|| Error::new(ErrorKind::Config, "invalid scan cursor"))?,
-            ),
-        };
+        // Cursor: "<shard>:<handle of the last key returned>"; each shard is read in key order.
         let now = Timestamp::now();
-        let s = self.inner.read();
-        let mut keys: Vec<&SessionKey> = s
-            .records
-            .keys()
-            .filter(|k| after.is_none_or(|a| **k > a))
-            .collect();
-        keys.sort_unstable();
-        let limit = limit.max(1);
+        let (mut shard, mut after) = parse_cursor(&cursor)?;
         let mut sessions = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            if sessions.len() == limit {
-                // Resume after the last key looked at.
-                return Ok(Page {
-                    sessions,
-                    next: Some(Cursor(keys[i - 1].to_handle())),
-                });
+        let limit = limit.max(1);
+        while shard < SHARDS {
+            let map = self.inner.shards[shard]
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let mut keys: Vec<&SessionKey> = map
+                .keys()
+                .filter(|k| after.is_none_or(|a| **k > a))
+                .collect();
+            keys.sort_unstable();
+            for key in keys {
+                if sessions.len() == limit {
+                    return Ok(Page {
+                        sessions,
+                        next: Some(make_cursor(shard, after)),
+                    });
+                }
+                let r = &map[key];
+                if r.expires_at > now {
+                    sessions.push(r.info(*key));
+                }
+                after = Some(*key);
             }
-            if let Some(r) = s.live(key, now) {
-                sessions.push(r.info(**key));
-            }
+            shard += 1;
+            after = None;
         }
         Ok(Page {
             sessions,
@@ -307,10 +532,111 @@ impl SessionStore for MemoryStore {
     }
 }
 
+fn make_cursor(shard: usize, after: Option<SessionKey>) -> Cursor {
+    match after {
+        Some(k) => Cursor(format!("{shard}:{}", k.to_handle())),
+        None => Cursor(format!("{shard}:")),
+    }
+}
+
+fn parse_cursor(c: &Cursor) -> Result<(usize, Option<SessionKey>)> {
+    if c.0.is_empty() {
+        return Ok((0, None));
+    }
+    let bad = || Error::new(ErrorKind::Config, "invalid scan cursor");
+    let (shard, key) = c.0.split_once(':').ok_or_else(bad)?;
+    let shard: usize = shard.parse().map_err(|_| bad())?;
+    let key = if key.is_empty() {
+        None
+    } else {
+        Some(SessionKey::from_handle(key).ok_or_else(bad)?)
+    };
+    Ok((shard, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::SessionId;
+
+    fn record(fields: &[(&str, &str)]) -> Record {
+        let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
+        for (k, v) in fields {
+            r.data.insert((*k).into(), (*v).into());
+        }
+        r
+    }
+
+    #[test]
+    fn entries_round_trip_records() {
+        for fields in [
+            &[][..],
+            &[("counter", "1")],
+            &[("", ""), ("a", "\"\""), ("ünï", "\"çødé ✓\"")],
+            &[("big", &*"x".repeat(70_000)), ("z", "null")],
+        ] {
+            let mut r = record(fields);
+            r.meta.user = Some("ada".into());
+            r.meta.user_agent = Some("agent".into());
+            r.meta.remember = true;
+            let e = Entry::new(&r);
+            assert_eq!(e.record(), r);
+            let info = e.info(SessionId::generate().key());
+            assert_eq!(info.fields, r.data.len());
+            assert_eq!(info.data_bytes, r.data_bytes());
+            assert_eq!(info.meta, r.meta);
+        }
+    }
+
+    #[test]
+    fn entry_patches_match_record_patches() {
+        let base = record(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let mut patch = Patch::new(Timestamp(2_000), Timestamp(50_000))
+            .set("b", "20")
+            .set("d", "4")
+            .remove("a");
+        patch.remember = Some(true);
+        patch.max_lifetime = Some(Duration::from_secs(10));
+        let mut e = Entry::new(&base);
+        e.apply(&patch);
+        let mut expected = base.clone();
+        expected.apply(&patch);
+        assert_eq!(e.record(), expected);
+        assert_eq!(
+            e.expires_at,
+            Timestamp(11_000),
+            "capped at created + lifetime"
+        );
+        // Every mix of removals and sets, before, between, after and on existing names, gives
+        // what `Record::apply` gives.
+        let names = ["", "a", "aa", "b", "c", "d", "z"];
+        for mask in 0u32..(1 << 7) {
+            for set_mask in [0u32, 0b1010101, 0b0110011, 0b1111111] {
+                let mut p = Patch::new(Timestamp(2_000), Timestamp(5_000));
+                for (i, n) in names.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        p = p.remove(*n);
+                    }
+                    if set_mask & (1 << i) != 0 {
+                        p = p.set(*n, format!("\"v{i}\""));
+                    }
+                }
+                let mut e = Entry::new(&base);
+                e.apply(&p);
+                let mut expected = base.clone();
+                expected.apply(&p);
+                assert_eq!(e.record(), expected, "remove {mask:b} set {set_mask:b}");
+            }
+        }
+        // A patch of times only leaves the fields as they are.
+        let mut e2 = Entry::new(&base);
+        e2.apply(&Patch::new(Timestamp(3_000), Timestamp(4_000)));
+        assert_eq!(e2.record().data, base.data);
+        assert_eq!(
+            (e2.last_seen, e2.expires_at),
+            (Timestamp(3_000), Timestamp(4_000))
+        );
+    }
 
     /// Regression: the capacity check and the insert were separate steps, so creates racing
     /// at the bound all went in.
