@@ -147,7 +147,8 @@ fn unsupported(what: &str) -> Error {
     feature = "memory",
     feature = "sqlite",
     feature = "redis",
-    feature = "postgres"
+    feature = "postgres",
+    feature = "tornado"
 )))]
 fn disabled(scheme: &str, feature: &str) -> Error {
     Error::new(
