@@ -11,87 +11,11 @@ use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
+use cloakroom_testkit::pki::Pki;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// A CA, a second CA nobody uses, a server certificate for `127.0.0.1`/`localhost` and a
-/// client certificate, all signed by the first CA; the PEM files live in `dir`.
-struct Pki {
-    dir: tempfile::TempDir,
-    server_cert: String,
-    server_key: String,
-    ca_cert: String,
-}
-
-fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-impl Pki {
-    fn generate() -> Pki {
-        let ca = new_ca("cloakroom test CA");
-        let other = new_ca("some other CA");
-        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.extended_key_usages = usages;
-            let cert = params.signed_by(&key, &ca).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        // Cluster nodes present their server certificate as clients of each other's bus
-        // (always mutual TLS), so it serves both purposes.
-        let (server_cert, server_key) = leaf(
-            vec!["127.0.0.1".into(), "localhost".into()],
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        );
-        let (client_cert, client_key) = leaf(
-            vec!["cloakroom-client".into()],
-            vec![ExtendedKeyUsagePurpose::ClientAuth],
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let ca_cert = ca.as_ref().pem();
-        for (name, pem) in [
-            ("ca.pem", ca_cert.as_str()),
-            ("other-ca.pem", other.as_ref().pem().as_str()),
-            ("client.pem", client_cert.as_str()),
-            ("client-key.pem", client_key.as_str()),
-        ] {
-            std::fs::write(dir.path().join(name), pem).unwrap();
-        }
-        Pki {
-            dir,
-            server_cert,
-            server_key,
-            ca_cert,
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn start(&self, auth_clients: bool) -> RedisServer {
-        RedisServer::start_tls(&RedisTls {
-            cert_pem: &self.server_cert,
-            key_pem: &self.server_key,
-            ca_pem: &self.ca_cert,
-            auth_clients,
-        })
-    }
-}
 
 struct Tls {
     pki: Pki,

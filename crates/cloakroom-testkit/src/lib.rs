@@ -296,6 +296,7 @@ macro_rules! __conformance_case {
 }
 
 pub mod browser;
+pub mod pki;
 pub mod postgres_server;
 pub mod probe;
 pub mod process;
