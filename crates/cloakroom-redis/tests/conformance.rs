@@ -3,22 +3,12 @@
 //! whole test binary.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cloakroom_core::store::SessionStore;
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer};
-
-/// A prefix no other check in this run uses.
-fn unique_prefix(kind: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "conf-{kind}-{}-{}:",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use cloakroom_testkit::unique_prefix;
 
 async fn open(url: String, kind: &str) -> Arc<dyn SessionStore> {
     let store = RedisStore::builder(url)

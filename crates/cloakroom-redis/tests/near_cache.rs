@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
 use cloakroom_redis::RedisStore;
+use cloakroom_testkit::new_key;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -25,10 +26,6 @@ fn unique_prefix() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn new_key() -> SessionKey {
-    SessionId::generate().key()
 }
 
 fn record(value: &str) -> Record {

@@ -2,26 +2,13 @@
 //! outages and recovery, Cluster distribution, configuration errors.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, Cursor, ErrorKind, Patch, Record, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
-
-fn unique_prefix(kind: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "t-{kind}-{}-{}:",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn new_key() -> SessionKey {
-    SessionId::generate().key()
-}
+use cloakroom_testkit::{new_key, unique_prefix};
 
 fn record(user: Option<&str>, ttl: Duration) -> Record {
     let now = Timestamp::now();

@@ -7,35 +7,22 @@
 //! Each test that kills a master starts its own topology (a master, a replica, three
 //! sentinels); the others share one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::{RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::{SentinelAuth, SentinelTopology};
+use cloakroom_testkit::{new_key, unique_prefix};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn shared() -> &'static SentinelTopology {
     static SHARED: OnceLock<SentinelTopology> = OnceLock::new();
     SHARED.get_or_init(SentinelTopology::start)
-}
-
-fn unique_prefix(kind: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "sent-{kind}-{}-{}:",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn new_key() -> SessionKey {
-    SessionId::generate().key()
 }
 
 fn record(user: Option<&str>) -> Record {

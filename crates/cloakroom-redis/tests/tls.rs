@@ -3,17 +3,17 @@
 //! certificate verification, mutual TLS, ACL users, and URL errors at open.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::session::Timestamp;
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::pki::Pki;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
+use cloakroom_testkit::{new_key, unique_prefix};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -40,19 +40,6 @@ fn url(query: &str) -> String {
 
 fn ca_query() -> String {
     format!("?ca={}", tls().pki.path("ca.pem"))
-}
-
-fn unique_prefix(kind: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "tls-{kind}-{}-{}:",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn new_key() -> SessionKey {
-    SessionId::generate().key()
 }
 
 fn record(user: Option<&str>) -> Record {

@@ -43,6 +43,19 @@ use cloakroom_core::store::SessionStore;
 
 pub use conformance::*;
 
+/// A key prefix no other test of this process uses (`{kind}-{pid}-{n}:`), so tests sharing a
+/// server never see each other's keys.
+pub fn unique_prefix(kind: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{kind}-{}-{n}:", std::process::id())
+}
+
+/// The store key of a new random session id.
+pub fn new_key() -> cloakroom_core::session::SessionKey {
+    cloakroom_core::session::SessionId::generate().key()
+}
+
 /// What a store under test is handed to the checks as: the store, plus whatever must stay
 /// alive while it is used.
 pub trait Fixture: Send + 'static {

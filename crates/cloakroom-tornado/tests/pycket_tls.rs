@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
+use cloakroom_core::session::Timestamp;
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
+use cloakroom_testkit::new_key;
 use cloakroom_testkit::pki::Pki;
 use cloakroom_testkit::redis_server::{RedisServer, RedisTls};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
@@ -30,10 +31,6 @@ fn tls() -> &'static Tls {
         let server = pki.start(false);
         Tls { pki, server }
     })
-}
-
-fn new_key() -> SessionKey {
-    SessionId::generate().key()
 }
 
 fn record(user: Option<&str>) -> Record {
