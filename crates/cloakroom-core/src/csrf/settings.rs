@@ -43,8 +43,9 @@ pub struct CsrfSettings {
     pub(super) spa: Option<SpaCookie>,
     /// Tokenless mode: unsafe requests need only pass the cross-origin check...
     pub(super) tokenless: bool,
-    /// ...except on these exact paths, which still need a token.
-    pub(super) token_paths: Vec<String>,
+    /// ...except on these paths, which still need a token: their [`canonical`] forms,
+    /// computed once here rather than on every request.
+    pub(super) token_paths: Vec<Vec<u8>>,
 }
 
 impl Default for CsrfSettings {
@@ -170,7 +171,7 @@ impl CsrfSettings {
     /// (see [`needs_token`](Self::needs_token)). Without tokenless mode every path needs a
     /// token anyway. Default: none.
     pub fn add_token_path(mut self, path: impl Into<String>) -> Self {
-        self.token_paths.push(path.into());
+        self.token_paths.push(canonical(&path.into()));
         self
     }
 
@@ -260,6 +261,6 @@ impl CsrfSettings {
             return false;
         }
         let path = canonical(path);
-        self.token_paths.iter().any(|p| canonical(p) == path)
+        self.token_paths.contains(&path)
     }
 }

@@ -56,7 +56,7 @@ fn append_cookie<B>(res: &mut Response<B>, cookie: &str) {
 fn checked_path<B>(settings: &cloakroom_core::csrf::CsrfSettings, req: &Request<B>) -> String {
     #[cfg(feature = "axum")]
     if let Some(axum::extract::OriginalUri(full)) = req.extensions().get() {
-        if settings.needs_token(full.path()) && !settings.needs_token(req.uri().path()) {
+        if !settings.needs_token(req.uri().path()) && settings.needs_token(full.path()) {
             return full.path().to_owned();
         }
     }
