@@ -11,11 +11,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cloakroom_core::session::{SessionKey, Timestamp};
-use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
+use cloakroom_core::store::{Created, ErrorKind, Patch, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::{RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::{SentinelAuth, SentinelTopology};
+use cloakroom_testkit::store_checks::{error_text, login_round_trip, record};
 use cloakroom_testkit::{new_key, unique_prefix};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -23,14 +24,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 fn shared() -> &'static SentinelTopology {
     static SHARED: OnceLock<SentinelTopology> = OnceLock::new();
     SHARED.get_or_init(SentinelTopology::start)
-}
-
-fn record(user: Option<&str>) -> Record {
-    let now = Timestamp::now();
-    let mut r = Record::new(now, now.plus(HOUR));
-    r.data.insert("name".into(), "\"Ada\"".into());
-    r.meta.user = user.map(str::to_owned);
-    r
 }
 
 async fn conformance_store() -> Arc<dyn SessionStore> {
@@ -47,39 +40,6 @@ mod through_sentinel {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(conformance_store(), purge = Purge::EngineExpires);
-}
-
-/// A login's worth of operations: create a logged-in session, read it, write to it, find it
-/// by user, delete it.
-async fn login_round_trip(store: &dyn SessionStore) {
-    let key = new_key();
-    let user = unique_prefix("user");
-    assert_eq!(
-        store.create(&key, &record(Some(&user))).await.unwrap(),
-        Created::Done
-    );
-    let loaded = store.load(&key).await.unwrap().expect("the new session");
-    assert_eq!(loaded.meta.user.as_deref(), Some(user.as_str()));
-    let now = Timestamp::now();
-    let mut patch = Patch::new(now, now.plus(HOUR));
-    patch.set.push(("note".into(), "\"hi\"".into()));
-    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
-    let loaded = store.load(&key).await.unwrap().expect("the session");
-    assert_eq!(loaded.data.get("note").map(String::as_str), Some("\"hi\""));
-    assert_eq!(store.sessions_of(&user).await.unwrap().len(), 1);
-    assert!(store.delete(&key).await.unwrap());
-    assert_eq!(store.load(&key).await.unwrap(), None);
-}
-
-/// An error and its sources, as one line.
-fn full_text(err: &cloakroom_core::store::Error) -> String {
-    let mut text = err.to_string();
-    let mut next = std::error::Error::source(err);
-    while let Some(e) = next {
-        text.push_str(&format!(" | {e}"));
-        next = e.source();
-    }
-    text
 }
 
 /// A password that needs percent-encoding in a URL, and its encoding.
@@ -156,7 +116,7 @@ async fn refused_by_the_sentinels(redis_url: &str, timeout: Duration, what: &str
         .into_iter()
         .map(|err| {
             let err = err.unwrap_or_else(|| panic!("{what}: accepted"));
-            let text = full_text(&err);
+            let text = error_text(&err);
             println!("{what}: {text}");
             assert_eq!(err.kind(), ErrorKind::Config, "{text}");
             assert!(
@@ -605,6 +565,6 @@ async fn sentinel_credentials_fail_clearly() {
         println!("{url}: {err}");
         assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
         assert!(err.to_string().contains(says), "{url}: {err}");
-        assert!(!full_text(&err).contains("hunter2"), "{err}");
+        assert!(!error_text(&err).contains("hunter2"), "{err}");
     }
 }

@@ -6,16 +6,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::Timestamp;
-use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
+use cloakroom_core::store::{ErrorKind, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::pki::Pki;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
+use cloakroom_testkit::store_checks::{login_round_trip, record};
 use cloakroom_testkit::{new_key, unique_prefix};
-
-const HOUR: Duration = Duration::from_secs(3600);
 
 struct Tls {
     pki: Pki,
@@ -42,31 +40,6 @@ fn ca_query() -> String {
     format!("?ca={}", tls().pki.path("ca.pem"))
 }
 
-fn record(user: Option<&str>) -> Record {
-    let now = Timestamp::now();
-    let mut r = Record::new(now, now.plus(HOUR));
-    r.meta.user = user.map(str::to_owned);
-    r.data.insert("n".into(), "1".into());
-    r
-}
-
-/// A create, load, patch and delete through `store`.
-async fn round_trip(store: &dyn SessionStore) {
-    let key = new_key();
-    assert_eq!(
-        store.create(&key, &record(Some("ada"))).await.unwrap(),
-        Created::Done
-    );
-    let loaded = store.load(&key).await.unwrap().expect("stored");
-    assert_eq!(loaded.data["n"], "1");
-    let now = Timestamp::now();
-    let patch = Patch::new(now, now.plus(HOUR)).set("n", "2");
-    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
-    assert_eq!(store.load(&key).await.unwrap().unwrap().data["n"], "2");
-    assert!(store.delete(&key).await.unwrap());
-    assert!(store.load(&key).await.unwrap().is_none());
-}
-
 async fn tls_store() -> Arc<dyn SessionStore> {
     let store = RedisStore::builder(url(&ca_query()))
         .prefix(unique_prefix("conformance"))
@@ -88,7 +61,7 @@ mod over_tls {
 #[tokio::test]
 async fn the_tls_port_needs_tls() {
     let store = RedisStore::open(&url(&ca_query())).await.expect("TLS");
-    round_trip(&store).await;
+    login_round_trip(&store).await;
     let plain = format!("redis://127.0.0.1:{}/", tls().server.tls_port());
     let err = RedisStore::builder(plain)
         .command_timeout(Duration::from_millis(500))
@@ -127,7 +100,7 @@ async fn insecure_skip_verify_connects_without_checking() {
     let store = RedisStore::open(&url("?insecure_skip_verify=true"))
         .await
         .expect("verification disabled");
-    round_trip(&store).await;
+    login_round_trip(&store).await;
 }
 
 #[tokio::test]
@@ -144,7 +117,7 @@ async fn mutual_tls_needs_the_client_certificate() {
     let store = RedisStore::open(&with_cert)
         .await
         .expect("mutual TLS with the client certificate");
-    round_trip(&store).await;
+    login_round_trip(&store).await;
 
     let without = format!("{}?ca={}", server.tls_url(), pki.path("ca.pem"));
     let err = RedisStore::builder(without)
@@ -173,7 +146,7 @@ async fn acl_users_over_tls() {
     let ca = t.pki.path("ca.pem");
     let good = format!("rediss://{user}:s3cr3t-pw@127.0.0.1:{port}/2?ca={ca}");
     let store = RedisStore::open(&good).await.expect("the ACL user");
-    round_trip(&store).await;
+    login_round_trip(&store).await;
     // The connection is the user's, not `default`'s.
     let Ok(Resp::Bulk(Some(list))) = t.server.command(&["CLIENT", "LIST"]) else {
         panic!("CLIENT LIST");
@@ -265,7 +238,7 @@ async fn cluster_over_tls() {
     assert!(store.is_cluster());
     // Enough sessions that every node holds some: all three TLS connections work.
     for _ in 0..3 {
-        round_trip(&store).await;
+        login_round_trip(&store).await;
     }
     let mut keys = Vec::new();
     for _ in 0..30 {
@@ -359,7 +332,7 @@ async fn a_url_fragment_is_refused_at_open_through_sentinels() {
     let store = RedisStore::open(&format!("{sentinels}?ca={ca}&protocol=2"))
         .await
         .expect("through the sentinels with the CA");
-    round_trip(&store).await;
+    login_round_trip(&store).await;
 }
 
 /// The plain and Cluster forms too, refused before anything connects (nothing listens on

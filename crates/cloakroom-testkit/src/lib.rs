@@ -318,3 +318,4 @@ pub mod redis_server;
 pub mod sentinel_server;
 pub mod slow_clients;
 mod spawn;
+pub mod store_checks;

@@ -8,11 +8,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cloakroom_core::session::Timestamp;
-use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
+use cloakroom_core::store::{Applied, ErrorKind, SessionStore};
 use cloakroom_testkit::new_key;
 use cloakroom_testkit::pki::Pki;
 use cloakroom_testkit::redis_server::{RedisServer, RedisTls};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
+use cloakroom_testkit::store_checks::{login_round_trip, record};
 use cloakroom_tornado::PycketStore;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -33,31 +34,6 @@ fn tls() -> &'static Tls {
     })
 }
 
-fn record(user: Option<&str>) -> Record {
-    let now = Timestamp::now();
-    let mut r = Record::new(now, now.plus(HOUR));
-    r.meta.user = user.map(str::to_owned);
-    r.data.insert("n".into(), "1".into());
-    r
-}
-
-/// A create, load, patch and delete through `store`.
-async fn round_trip(store: &dyn SessionStore) {
-    let key = new_key();
-    assert_eq!(
-        store.create(&key, &record(Some("ada"))).await.unwrap(),
-        Created::Done
-    );
-    let loaded = store.load(&key).await.unwrap().expect("stored");
-    assert_eq!(loaded.data["n"], "1");
-    let now = Timestamp::now();
-    let patch = Patch::new(now, now.plus(HOUR)).set("n", "2");
-    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
-    assert_eq!(store.load(&key).await.unwrap().unwrap().data["n"], "2");
-    assert!(store.delete(&key).await.unwrap());
-    assert!(store.load(&key).await.unwrap().is_none());
-}
-
 /// The pycket store with the client certificate (mutual TLS).
 #[tokio::test]
 async fn mutual_tls_needs_the_client_certificate() {
@@ -76,7 +52,7 @@ async fn mutual_tls_needs_the_client_certificate() {
     ))
     .await
     .expect("pycket over mutual TLS");
-    round_trip(&pycket).await;
+    login_round_trip(&pycket).await;
 }
 
 #[tokio::test]
@@ -88,7 +64,7 @@ async fn pycket_store_over_tls() {
         t.pki.path("ca.pem")
     );
     let store = PycketStore::open(&url).await.expect("pycket over TLS");
-    round_trip(&store).await;
+    login_round_trip(&store).await;
     let key = new_key();
     store.create(&key, &record(Some("bob"))).await.unwrap();
     assert_eq!(store.sessions_of("bob").await.unwrap().len(), 1);
