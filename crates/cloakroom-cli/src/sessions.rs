@@ -123,6 +123,8 @@ pub async fn show(
         .load(&key)
         .await
         .context("loading the session")?
+        // A rotation grace's forwarding record is no session.
+        .filter(|r| !r.is_forward())
         .ok_or_else(|| no_such_session(&key))?;
     let fields = decode_fields(&record);
     let info = record.info(key);

@@ -37,6 +37,13 @@ pub enum ConfigErrorKind {
     Origin,
     /// A size or count that must be positive is zero.
     ZeroLimit,
+    /// A duration over its maximum (the rotation grace: 60 seconds).
+    TooLong,
+    /// A request header name that is not an HTTP token, or one reserved for other uses.
+    HeaderName,
+    /// Two settings that cannot go together (the rotation grace with an interop ticket
+    /// format whose records another program reads).
+    Conflict,
 }
 
 impl ConfigErrorKind {
@@ -54,6 +61,14 @@ impl ConfigErrorKind {
             ConfigErrorKind::ZeroDuration => "this duration must be positive",
             ConfigErrorKind::Origin => "an origin must be exactly scheme://host[:port]",
             ConfigErrorKind::ZeroLimit => "this limit must be positive",
+            ConfigErrorKind::TooLong => "this duration is over its maximum (60 s)",
+            ConfigErrorKind::HeaderName => {
+                "a ticket header must be an HTTP token other than Cookie or Set-Cookie"
+            }
+            ConfigErrorKind::Conflict => {
+                "a rotation grace needs a ticket format that keeps Cloakroom's store keys \
+                 (not an interop format such as pycket's)"
+            }
         }
     }
 }

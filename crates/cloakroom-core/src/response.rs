@@ -16,12 +16,13 @@ use crate::session::{Error, ErrorKind};
 pub type ErrorHandler = std::sync::Arc<dyn Fn(&Error) -> Response<String> + Send + Sync>;
 
 /// The status of the response for a failed session operation: `503 Service Unavailable` for
-/// a store failure, `413` for data over the limit, `500` for anything else (a misuse of the
-/// API).
+/// a store failure, `413` for data over the limit, `400` for a request whose cookie and
+/// ticket header name different sessions, `500` for anything else (a misuse of the API).
 pub fn error_status(error: &Error) -> StatusCode {
     match error.kind() {
         ErrorKind::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TicketConflict => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -34,6 +35,9 @@ pub fn failure_response(error: &Error) -> Response<String> {
     let text = match status {
         StatusCode::SERVICE_UNAVAILABLE => "session store unavailable, try again shortly",
         StatusCode::PAYLOAD_TOO_LARGE => "session data too large",
+        StatusCode::BAD_REQUEST => {
+            "the session cookie and the ticket header name different sessions; send one"
+        }
         _ => "session error",
     };
     let mut res = Response::new(format!("{text}\n"));
@@ -57,6 +61,7 @@ pub fn error_response(error: &Error) -> Response<String> {
     match error.kind() {
         ErrorKind::Store(_) => tracing::error!(%error, "session store failed"),
         ErrorKind::TooLarge => tracing::warn!(%error, "session data over the limit"),
+        ErrorKind::TicketConflict => tracing::info!(%error, "session request refused"),
         _ => tracing::error!(%error, "session misuse"),
     }
     failure_response(error)
@@ -91,6 +96,30 @@ pub fn add_session_cookie(headers: &mut HeaderMap, set_cookie: &str) -> bool {
         headers.append(VARY, HeaderValue::from_static("Cookie"));
     }
     true
+}
+
+/// Adds what a committed session tells the client about its ticket
+/// ([`CommitOutcome`](crate::session::CommitOutcome)): the cookie with
+/// [`add_session_cookie`], or the ticket header
+/// ([`TICKET_RESPONSE_HEADER`](crate::session::TICKET_RESPONSE_HEADER): the new ticket, empty
+/// when the session ended) with `Cache-Control: no-store` unless the handler chose a policy
+/// (a response carrying a ticket must not be cached).
+pub fn add_ticket(headers: &mut HeaderMap, outcome: &crate::session::CommitOutcome) {
+    if let Some(cookie) = &outcome.set_cookie {
+        add_session_cookie(headers, cookie);
+    }
+    let Some(ticket) = &outcome.ticket_header else {
+        return;
+    };
+    let Ok(value) = HeaderValue::from_str(ticket) else {
+        tracing::error!("session ticket is not a valid header value; not sent");
+        return;
+    };
+    let name = http::HeaderName::from_static(crate::session::TICKET_RESPONSE_HEADER);
+    headers.insert(name, value);
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
 }
 
 /// The [`Session`] extractor found no session: the session middleware is missing from the

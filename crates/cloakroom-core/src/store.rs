@@ -42,6 +42,9 @@ pub use memory::MemoryStore;
 /// Session data: field name to the field's value as JSON text.
 pub type Fields = BTreeMap<String, String>;
 
+/// The one field of a rotation grace's forwarding record (see [`Record::is_forward`]).
+pub(crate) const FORWARD_FIELD: &str = "__cr.fwd";
+
 /// Everything a store keeps about one session.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Record {
@@ -70,6 +73,14 @@ impl Record {
     /// Bytes of field names and values: what the session costs in the store.
     pub fn data_bytes(&self) -> usize {
         self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// Whether this is a rotation grace's forwarding record rather than a session: no user,
+    /// and the reserved `__cr.fwd` field naming the record a rotation replaced it with. Such
+    /// records live a few seconds; [`SessionStore::scan`] must skip them (they are not
+    /// sessions, and a user index never holds them).
+    pub fn is_forward(&self) -> bool {
+        self.meta.user.is_none() && self.data.contains_key(FORWARD_FIELD)
     }
 
     /// A summary for listings.
@@ -393,7 +404,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes every live session of `user` except `except`; returns how many were deleted.
     async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64>;
 
-    /// One page of at most `limit` live sessions, for admin listings.
+    /// One page of at most `limit` live sessions, for admin listings; forwarding records
+    /// ([`Record::is_forward`]) are not sessions and are left out.
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page>;
 
     /// Deletes expired records; returns how many. A no-op where the backend expires keys.

@@ -552,10 +552,15 @@ impl SessionStore for PostgresStore {
             let stmt = c.prepare_cached(&self.inner.sql.scan).await?;
             c.query(&stmt, &[&after, &now, &(limit as i64)]).await
         })?;
-        let sessions = rows.iter().map(rows::info).collect::<Result<Vec<_>>>()?;
-        let next = (sessions.len() == limit)
-            .then(|| sessions.last().map(|s| Cursor(s.key.to_handle())))
+        let records = rows.iter().map(rows::record).collect::<Result<Vec<_>>>()?;
+        let next = (records.len() == limit)
+            .then(|| records.last().map(|(key, _)| Cursor(key.to_handle())))
             .flatten();
+        // A rotation grace's forwarding record is no session.
+        let sessions = (records.into_iter())
+            .filter(|(_, record)| !record.is_forward())
+            .map(|(key, record)| record.info(key))
+            .collect();
         Ok(Page { sessions, next })
     }
 

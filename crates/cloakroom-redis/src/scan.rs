@@ -115,7 +115,8 @@ impl RedisStore {
                 let want = (limit - sessions.len()).min(batch.len() - taken);
                 let chunk = &batch[taken..taken + want];
                 for (key, record) in chunk.iter().zip(self.load_many("scan", chunk).await?) {
-                    if let Some(record) = record {
+                    // A rotation grace's forwarding record is no session.
+                    if let Some(record) = record.filter(|r| !r.is_forward()) {
                         sessions.push(record.info(*key));
                     }
                 }

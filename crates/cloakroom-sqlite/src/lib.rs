@@ -582,7 +582,15 @@ impl SessionStore for SqliteStore {
                         .map(|r| Cursor(SessionKey::from_bytes(r.key).to_handle()))
                 })
                 .flatten();
-            let sessions = rows.into_iter().map(RawRow::info).collect::<Result<_>>()?;
+            let mut sessions = Vec::with_capacity(rows.len());
+            for row in rows {
+                let key = SessionKey::from_bytes(row.key);
+                let record = row.record()?;
+                // A rotation grace's forwarding record is no session.
+                if !record.is_forward() {
+                    sessions.push(record.info(key));
+                }
+            }
             Ok(Page { sessions, next })
         })
         .await

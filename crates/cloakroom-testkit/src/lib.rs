@@ -150,6 +150,22 @@ macro_rules! conformance_tests {
             #[allow(unused_imports)]
             use super::*;
 
+            $crate::__conformance_case!(
+                $factory,
+                grace_old_ticket_reaches_the_new_session,
+                check_grace_old_ticket_reaches_the_new_session
+            );
+            $crate::__conformance_case!($factory, grace_ends_on_time, check_grace_ends_on_time);
+            $crate::__conformance_case!(
+                $factory,
+                grace_logout_ends_both_tickets,
+                check_grace_logout_ends_both_tickets
+            );
+            $crate::__conformance_case!(
+                $factory,
+                login_rotation_has_no_grace,
+                check_login_rotation_has_no_grace
+            );
             $crate::__conformance_case!($factory, create_then_load, check_create_then_load);
             $crate::__conformance_case!($factory, load_unknown_is_none, check_load_unknown_is_none);
             $crate::__conformance_case!(

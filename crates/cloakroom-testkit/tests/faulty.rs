@@ -259,7 +259,7 @@ impl SessionStore for NaiveStore {
         let page: Vec<&SessionKey> = keys.iter().take(limit).copied().collect();
         let sessions = page
             .iter()
-            .filter(|k| self.live(&map[**k], now))
+            .filter(|k| self.live(&map[**k], now) && !map[**k].is_forward())
             .map(|k| map[*k].info(**k))
             .collect();
         let next = if keys.len() > limit {

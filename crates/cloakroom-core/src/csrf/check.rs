@@ -221,7 +221,10 @@ impl TokenCheck {
     }
 
     /// The end of the check: the token (header, else form field, else query) decodes and
-    /// matches the expected secret of `source`.
+    /// matches the expected secret of `source`. A request whose session came from the
+    /// ticket header ([`Session::from_header`](crate::Session::from_header): no session
+    /// cookie came) needs no token, whatever the mode: a browser never sends that header
+    /// by itself, so no other site can forge the request.
     ///
     /// # Errors
     /// [`CheckError::Refused`] with `token missing`, `token malformed` (checked first, so a
@@ -229,7 +232,7 @@ impl TokenCheck {
     /// when there is no expected secret: no session secret and no `_xsrf` cookie);
     /// [`CheckError::Store`] when reading the session fails.
     pub async fn finish(self, source: &TokenSource) -> Result<(), CheckError> {
-        if !self.needed {
+        if !self.needed || source.header_session() {
             return Ok(());
         }
         let refused = CheckError::Refused;

@@ -134,6 +134,11 @@ impl TokenSource {
         Ok(self.cookie_secret.clone())
     }
 
+    /// Whether the request's session came from the ticket header (it needs no token).
+    pub(crate) fn header_session(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::from_header)
+    }
+
     /// The session the secret lives in: in Auto mode, the request's session if it exists.
     async fn live_session(&self) -> Result<Option<&Session>, session::Error> {
         if self.mode == CsrfMode::Auto {

@@ -3,8 +3,10 @@
 //! carries it out against the store. At most one store operation, two for a renewal or a
 //! logout that starts a new session (create the new record, delete the old).
 
+use std::fmt;
 use std::time::Duration;
 
+use super::forward::{forward_key, forward_record};
 use super::handle::Session;
 use super::limits::{deadline, timed, truncate};
 use super::state::{Live, Phase, State};
@@ -16,12 +18,37 @@ use crate::store::{self, Applied, Created, Patch, Record};
 const CREATE_ATTEMPTS: usize = 4;
 
 /// What the adapter must add to the response after [`SessionEngine::commit`](super::SessionEngine::commit).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+///
+/// `Debug` does not print the ticket header's value.
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
     /// A `Set-Cookie` header value to send (new ticket, refreshed Max-Age, or removal).
     pub set_cookie: Option<String>,
+    /// For a session that travels by header ([`Transport`](super::Transport)), the value of
+    /// [`TICKET_RESPONSE_HEADER`](super::TICKET_RESPONSE_HEADER) to send instead of a
+    /// cookie: the new ticket, or empty when the session ended.
+    pub ticket_header: Option<String>,
     /// Which state-machine branch ran (for logs, metrics and tests).
     pub action: CommitAction,
+}
+
+impl fmt::Debug for CommitOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "REDACTED");
+        f.debug_struct("CommitOutcome")
+            .field("set_cookie", &redacted(&self.set_cookie))
+            .field("ticket_header", &redacted(&self.ticket_header))
+            .field("action", &self.action)
+            .finish()
+    }
+}
+
+/// What a response tells the client about its ticket.
+enum Issued<'a> {
+    /// The ticket of `id`, persistent until the expiry when `remember`.
+    Ticket(&'a SessionId, bool, Timestamp),
+    /// The ticket is void: remove the cookie (or send an empty ticket header).
+    Removal,
 }
 
 /// The branch of the commit state machine that ran.
@@ -196,10 +223,7 @@ impl Session {
             return None;
         };
         st.committed = true;
-        Some(CommitOutcome {
-            set_cookie: clear_cookie.then(|| self.config().cookie.removal()),
-            action: CommitAction::None,
-        })
+        Some(self.answer(CommitAction::None, clear_cookie.then_some(Issued::Removal)))
     }
 
     /// Carries out `plan` on `st`: one store operation (two for a renewal or a new session
@@ -211,20 +235,16 @@ impl Session {
         now: Timestamp,
         user_agent: Option<&str>,
     ) -> Result<CommitOutcome> {
-        let cookie = &self.config().cookie;
         match plan {
-            CommitPlan::Nothing { clear_cookie } => Ok(CommitOutcome {
-                set_cookie: clear_cookie.then(|| cookie.removal()),
-                action: CommitAction::None,
-            }),
+            CommitPlan::Nothing { clear_cookie } => {
+                Ok(self.answer(CommitAction::None, clear_cookie.then_some(Issued::Removal)))
+            }
             CommitPlan::Delete { clear_cookie } => {
                 for key in &st.retired {
-                    timed(self.config().store_timeout, self.store().delete(key)).await?;
+                    self.end(key, now).await?;
                 }
-                Ok(CommitOutcome {
-                    set_cookie: clear_cookie.then(|| cookie.removal()),
-                    action: CommitAction::Destroyed,
-                })
+                let removal = clear_cookie.then_some(Issued::Removal);
+                Ok(self.answer(CommitAction::Destroyed, removal))
             }
             CommitPlan::Blind {
                 expires_at,
@@ -279,6 +299,7 @@ impl Session {
             return Ok(CommitOutcome::default());
         };
         let meta = &mut live.record.meta;
+        let old_expiry = meta.expires_at;
         meta.last_seen = last_seen;
         meta.expires_at = expires_at;
         if meta.user_agent.is_none() {
@@ -288,23 +309,55 @@ impl Session {
         // The new record is in: now the old ones go (a failure here leaves them to expire;
         // the response is still a 503, so the client keeps its old ticket).
         let replaced = if live.renew { live.stored.take() } else { None };
-        for old in retired.iter().chain(replaced.as_ref()) {
-            timed(self.config().store_timeout, self.store().delete(old)).await?;
+        let grace = self.config().rotation_grace;
+        if let (Some(old), true, false) = (&replaced, live.grace, grace.is_zero()) {
+            // A rotation that changes no privilege: the old ticket reaches the new record
+            // until the grace ends. The forward goes in before the old record goes out, so
+            // a parallel request with the old ticket always finds one or the other.
+            let until = last_seen.plus(grace).min(old_expiry);
+            let forward = forward_record(&key, last_seen, until);
+            let limit = self.config().store_timeout;
+            if timed(limit, self.store().create(&forward_key(old), &forward)).await?
+                == Created::Collision
+            {
+                tracing::warn!("a rotation grace forward already existed; kept the older one");
+            }
         }
-        let set_cookie = self.ticket_cookie(&id, live.record.meta.remember, expires_at);
-        live.id = Some(id);
-        live.stored = Some(key);
-        live.renew = false;
-        live.remember_changed = false;
-        changes.clear();
-        Ok(CommitOutcome {
-            set_cookie: Some(set_cookie),
-            action: if renewed {
+        let limit = self.config().store_timeout;
+        for old in retired.iter().chain(&replaced).chain(&live.forward) {
+            timed(limit, self.store().delete(old)).await?;
+        }
+        let remember = live.record.meta.remember;
+        let outcome = self.answer(
+            if renewed {
                 CommitAction::Renewed
             } else {
                 CommitAction::Created
             },
-        })
+            Some(Issued::Ticket(&id, remember, expires_at)),
+        );
+        live.id = Some(id);
+        live.stored = Some(key);
+        live.forward = None;
+        live.renew = false;
+        live.remember_changed = false;
+        changes.clear();
+        Ok(outcome)
+    }
+
+    /// Deletes the record under `key`, which this request ended (logout). When there is none
+    /// and a rotation grace is configured, `key` may be an old ticket's: the record its
+    /// forward names is deleted too, and the forward, so both tickets end at once.
+    async fn end(&self, key: &SessionKey, now: Timestamp) -> Result<()> {
+        let limit = self.config().store_timeout;
+        if timed(limit, self.store().delete(key)).await? {
+            return Ok(());
+        }
+        if let Some((via, to)) = self.forward_of(key, now).await? {
+            timed(limit, self.store().delete(&to)).await?;
+            timed(limit, self.store().delete(&via)).await?;
+        }
+        Ok(())
     }
 
     /// Patches the changed fields (taken from the state, not copied) into the stored record.
@@ -322,7 +375,7 @@ impl Session {
         else {
             return Ok(CommitOutcome::default());
         };
-        let (Some(id), Some(key)) = (&live.id, &live.stored) else {
+        let Some(key) = &live.stored else {
             return Ok(CommitOutcome::default());
         };
         for (name, change) in std::mem::take(changes) {
@@ -335,11 +388,15 @@ impl Session {
         live.record.meta.expires_at = patch.expires_at;
         let limit = self.config().store_timeout;
         Ok(match timed(limit, self.store().apply(key, &patch)).await? {
-            Applied::Done => CommitOutcome {
-                set_cookie: send_cookie
-                    .then(|| self.ticket_cookie(id, live.record.meta.remember, patch.expires_at)),
-                action: CommitAction::Patched,
-            },
+            // A session reached through an old ticket (no `id`) sends no ticket: the old
+            // one is not renewed, the new one went to the request that rotated it.
+            Applied::Done => {
+                let remember = live.record.meta.remember;
+                let issued = (live.id.as_ref())
+                    .filter(|_| send_cookie)
+                    .map(|id| Issued::Ticket(id, remember, patch.expires_at));
+                self.answer(CommitAction::Patched, issued)
+            }
             Applied::Missing => self.vanished(),
         })
     }
@@ -355,7 +412,7 @@ impl Session {
         let Phase::Live(live) = &mut st.phase else {
             return Ok(CommitOutcome::default());
         };
-        let (Some(id), Some(key)) = (&live.id, &live.stored) else {
+        let Some(key) = &live.stored else {
             return Ok(CommitOutcome::default());
         };
         live.record.meta.last_seen = now;
@@ -363,10 +420,12 @@ impl Session {
         let limit = self.config().store_timeout;
         Ok(
             match timed(limit, self.store().touch(key, now, expires_at)).await? {
-                Applied::Done => CommitOutcome {
-                    set_cookie: send_cookie.then(|| self.ticket_cookie(id, true, expires_at)),
-                    action: CommitAction::Touched,
-                },
+                Applied::Done => {
+                    let issued = (live.id.as_ref())
+                        .filter(|_| send_cookie)
+                        .map(|id| Issued::Ticket(id, true, expires_at));
+                    self.answer(CommitAction::Touched, issued)
+                }
                 Applied::Missing => self.vanished(),
             },
         )
@@ -393,36 +452,30 @@ impl Session {
                 None => patch.remove.push(name.clone()),
             }
         }
-        if timed(
-            shared.config.store_timeout,
-            shared.store.apply(&key, &patch),
-        )
-        .await?
-            == Applied::Done
-        {
+        let limit = shared.config.store_timeout;
+        let mut applied = timed(limit, shared.store.apply(&key, &patch)).await?;
+        if applied == Applied::Missing {
+            // An old ticket within a rotation grace: the write lands in the new record.
+            if let Some((_, to)) = self.forward_of(&key, now).await? {
+                applied = timed(limit, shared.store.apply(&to, &patch)).await?;
+            }
+        }
+        if applied == Applied::Done {
             st.changes.clear();
-            return Ok(CommitOutcome {
-                set_cookie: None,
-                action: CommitAction::Patched,
-            });
+            return Ok(self.answer(CommitAction::Patched, None));
         }
         let mut record = Record::new(now, deadline(&shared.config, now, now));
         record.meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
         record.data.extend(patch.set);
         if record.data.is_empty() {
-            return Ok(CommitOutcome {
-                set_cookie: Some(shared.config.cookie.removal()),
-                action: CommitAction::Vanished,
-            });
+            return Ok(self.answer(CommitAction::Vanished, Some(Issued::Removal)));
         }
         let (id, key) = self.create(None, &record).await?;
-        let set_cookie = self.ticket_cookie(&id, false, record.meta.expires_at);
-        st.phase = Phase::Live(Live::loaded(id, key, record));
+        let issued = Issued::Ticket(&id, false, record.meta.expires_at);
+        let outcome = self.answer(CommitAction::Created, Some(issued));
+        st.phase = Phase::Live(Live::loaded(Some(id), key, record, None));
         st.changes.clear();
-        Ok(CommitOutcome {
-            set_cookie: Some(set_cookie),
-            action: CommitAction::Created,
-        })
+        Ok(outcome)
     }
 
     /// Creates `record` under `reserved` (or a fresh id), retrying with fresh ids on a
@@ -458,21 +511,32 @@ impl Session {
 
     fn vanished(&self) -> CommitOutcome {
         tracing::info!("session ended while the request ran; its changes were dropped");
-        CommitOutcome {
-            set_cookie: Some(self.config().cookie.removal()),
-            action: CommitAction::Vanished,
-        }
+        self.answer(CommitAction::Vanished, Some(Issued::Removal))
     }
 
-    /// The `Set-Cookie` value carrying `id`'s ticket: persistent until `expires_at` when
-    /// `remember`, a browser-session cookie otherwise.
-    fn ticket_cookie(&self, id: &SessionId, remember: bool, expires_at: Timestamp) -> String {
+    /// The outcome of `action`, telling the client about its ticket (`issued`) the way this
+    /// session travels: a `Set-Cookie` value (the ticket persistent until its expiry when
+    /// remembered, a browser-session cookie otherwise; or a removal), or for a header
+    /// session the ticket header's value (the ticket, or empty).
+    fn answer(&self, action: CommitAction, issued: Option<Issued<'_>>) -> CommitOutcome {
         let shared = &*self.inner.shared;
-        let ticket = shared
-            .format
-            .encode(&shared.keys, &shared.config.cookie.name, id);
-        let max_age = remember.then(|| Timestamp::now().until(expires_at));
-        shared.config.cookie.set_cookie(&ticket, max_age)
+        let cookie = &shared.config.cookie;
+        let ticket = |id| shared.format.encode(&shared.keys, &cookie.name, id);
+        let (set_cookie, ticket_header) = match (issued, self.by_header()) {
+            (None, _) => (None, None),
+            (Some(Issued::Removal), false) => (Some(cookie.removal()), None),
+            (Some(Issued::Removal), true) => (None, Some(String::new())),
+            (Some(Issued::Ticket(id, remember, expires_at)), false) => {
+                let max_age = remember.then(|| Timestamp::now().until(expires_at));
+                (Some(cookie.set_cookie(&ticket(id), max_age)), None)
+            }
+            (Some(Issued::Ticket(id, ..)), true) => (None, Some(ticket(id))),
+        };
+        CommitOutcome {
+            set_cookie,
+            ticket_header,
+            action,
+        }
     }
 }
 
@@ -500,7 +564,7 @@ mod tests {
         record.meta.last_seen = seen;
         let id = SessionId::from_bytes([1; 32]);
         let key = id.key();
-        Live::loaded(id, key, record)
+        Live::loaded(Some(id), key, record, None)
     }
 
     fn fresh() -> Live {

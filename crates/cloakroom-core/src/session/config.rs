@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+use super::Transport;
 use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::CookieConfig;
+
+/// The longest rotation grace accepted ([`SessionSettings::with_rotation_grace`](super::SessionSettings::with_rotation_grace)).
+pub(crate) const MAX_ROTATION_GRACE: Duration = Duration::from_secs(60);
 
 /// How sessions behave: the values [`SessionSettings`](super::SessionSettings) sets and checks
 /// (each setter documents its setting and default).
@@ -18,6 +22,13 @@ pub(crate) struct SessionConfig {
     pub(crate) touch_interval: Option<Duration>,
     pub(crate) store_timeout: Duration,
     pub(crate) max_data_bytes: usize,
+    /// Where tickets travel (cookie, header, or both).
+    pub(crate) transport: Transport,
+    /// The request header a ticket is read from (lower case) when the transport allows one.
+    pub(crate) ticket_header: String,
+    /// How long an old ticket still reaches its session after a rotation that changes no
+    /// privilege; zero: none.
+    pub(crate) rotation_grace: Duration,
 }
 
 impl Default for SessionConfig {
@@ -30,6 +41,9 @@ impl Default for SessionConfig {
             touch_interval: None,
             store_timeout: Duration::from_secs(2),
             max_data_bytes: 64 * 1024,
+            transport: Transport::Cookie,
+            ticket_header: "authorization".to_owned(),
+            rotation_grace: Duration::ZERO,
         }
     }
 }
@@ -68,6 +82,14 @@ impl SessionConfig {
                     value,
                 ));
             }
+        }
+        if self.rotation_grace > MAX_ROTATION_GRACE {
+            let value = format!("{:?}", self.rotation_grace);
+            return Err(ConfigError::new(
+                ConfigErrorKind::TooLong,
+                "rotation grace",
+                value,
+            ));
         }
         if self.max_data_bytes == 0 {
             return Err(ConfigError::new(

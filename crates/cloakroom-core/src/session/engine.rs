@@ -11,6 +11,7 @@ use super::shared::Shared;
 use super::state::Phase;
 use super::{
     CommitOutcome, Error, ErrorKind, MAX_CANDIDATES, Result, SessionConfig, SessionId, SessionKey,
+    Transport, transport,
 };
 use crate::cookie::TicketFormat;
 use crate::keys::KeyRing;
@@ -116,6 +117,16 @@ impl SessionEngine {
         &self,
         cookie_headers: impl IntoIterator<Item = &'h [u8]>,
     ) -> Session {
+        let (first, more, had_cookie) = self.cookie_tickets(cookie_headers);
+        self.new_session(first, more, had_cookie, false)
+    }
+
+    /// The verified tickets of our cookie name in `cookie_headers` (the first, the others up
+    /// to [`MAX_CANDIDATES`]), and whether any cookie of our name came.
+    fn cookie_tickets<'h>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'h [u8]>,
+    ) -> (Option<SessionId>, Vec<SessionId>, bool) {
         let name = self.shared.config.cookie.name.as_str();
         let mut first = None;
         let mut more = Vec::new();
@@ -134,20 +145,95 @@ impl SessionEngine {
                 Err(reason) => tracing::debug!(%reason, "ignoring session cookie"),
             }
         }
-        self.new_session(first, more, had_cookie)
+        (first, more, had_cookie)
+    }
+
+    /// The request header a ticket is read from (lower case), or `None` when the transport
+    /// is the cookie only: adapters read that header only when this names one, so a
+    /// cookie-only engine never looks at request headers beyond `Cookie`.
+    pub fn ticket_header(&self) -> Option<&str> {
+        match self.shared.config.transport {
+            Transport::Cookie => None,
+            _ => Some(&self.shared.config.ticket_header),
+        }
+    }
+
+    /// The session of a request, from its `Cookie` header values (as
+    /// [`session_from_headers`](Self::session_from_headers) reads them) and the value of its
+    /// [`ticket_header`](Self::ticket_header), if the transport reads one and the request
+    /// sent it. By [`Transport`]:
+    ///
+    /// - `Cookie`: the cookies only (`ticket_header` is ignored);
+    /// - `Header`: the header only (cookies of our name are ignored);
+    /// - `CookieAndHeader`: a header ticket with no cookie of our name makes a header session
+    ///   ([`Session::from_header`]: no CSRF token needed); with the session cookie too, the
+    ///   request is a cookie request (the CSRF check as for any cookie), and its session is
+    ///   the one both name.
+    ///
+    /// A header value that is not a ticket this server signed (another scheme, garbage, over
+    /// the cookie size limit) is no ticket: no session, and no store call.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TicketConflict`](super::ErrorKind::TicketConflict): the header's ticket
+    /// and the cookies' name different sessions (the adapters answer 400).
+    pub fn request_session<'h>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'h [u8]>,
+        ticket_header: Option<&[u8]>,
+    ) -> Result<Session> {
+        let config = &self.shared.config;
+        let header = match config.transport {
+            Transport::Cookie => return Ok(self.session_from_headers(cookie_headers)),
+            _ => ticket_header.and_then(|v| self.header_ticket(v)),
+        };
+        if config.transport == Transport::Header {
+            let verified = header.is_some();
+            return Ok(self.new_session(header, Vec::new(), verified, verified));
+        }
+        let (first, more, had_cookie) = self.cookie_tickets(cookie_headers);
+        let Some(id) = header else {
+            return Ok(self.new_session(first, more, had_cookie, false));
+        };
+        if !had_cookie {
+            return Ok(self.new_session(Some(id), Vec::new(), true, true));
+        }
+        // A cookie came too: a cookie request. Its session must be the header's.
+        let cookies: Vec<&SessionId> = first.iter().chain(&more).collect();
+        if !cookies.is_empty() && !cookies.contains(&&id) {
+            return Err(Error::new(
+                ErrorKind::TicketConflict,
+                "the session cookie and the ticket header name different sessions",
+            ));
+        }
+        Ok(self.new_session(Some(id), Vec::new(), true, false))
+    }
+
+    /// The verified ticket in a ticket header's value, if it is one.
+    fn header_ticket(&self, value: &[u8]) -> Option<SessionId> {
+        let config = &self.shared.config;
+        let ticket = transport::header_ticket(config.ticket_header == "authorization", value)?;
+        let name = config.cookie.name.as_str();
+        match self.shared.format.decode(&self.shared.keys, name, ticket) {
+            Ok(id) => Some(id),
+            Err(reason) => {
+                tracing::debug!(%reason, "ignoring session ticket header");
+                None
+            }
+        }
     }
 
     fn new_session(
         &self,
         incoming: Option<SessionId>,
         fallbacks: Vec<SessionId>,
-        had_cookie: bool,
+        had_ticket: bool,
+        from_header: bool,
     ) -> Session {
         let phase = match incoming {
             Some(first) => Phase::Unloaded { first, fallbacks },
             None => Phase::Absent { stale: false },
         };
-        Session::new(self.shared.clone(), had_cookie, phase)
+        Session::new(self.shared.clone(), had_ticket, from_header, phase)
     }
 
     /// Runs a store operation under the configured timeout.

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     InvalidUser,
     /// The session needs a login for this operation.
     NotLoggedIn,
+    /// The request's cookie and ticket header name different sessions: refused (400), never
+    /// merged, and neither is used.
+    TicketConflict,
 }
 
 /// A session operation failed.

@@ -2,17 +2,19 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::committed_error;
+use super::forward::{forward_key, target};
 use super::limits::{deadline, timed};
 use super::shared::Shared;
 use super::state::{Live, Phase, State};
 use super::{
     CSRF_SECRET_FIELD, Error, ErrorKind, RESERVED_PREFIX, Result, SessionConfig, SessionId,
-    SessionKey, Timestamp,
+    SessionKey, Timestamp, Transport,
 };
 use crate::store::{Record, SessionStore};
 
@@ -27,8 +29,14 @@ pub struct Session {
 
 pub(super) struct Inner {
     pub(super) shared: Arc<Shared>,
-    /// The request carried a cookie of our name (verified or not).
+    /// The request carried a cookie of our name (verified or not), or a verified header
+    /// ticket: an ended session's ticket is then cleared.
     pub(super) had_cookie: bool,
+    /// The ticket came from the ticket header, and no cookie of our name came with it.
+    pub(super) from_header: bool,
+    /// The response answers the ticket in the ticket header (not a cookie): a header
+    /// session, the header-only transport, or a handler that asked for the ticket.
+    pub(super) by_header: AtomicBool,
     pub(super) state: tokio::sync::Mutex<State>,
 }
 
@@ -42,14 +50,35 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(super) fn new(shared: Arc<Shared>, had_cookie: bool, phase: Phase) -> Self {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        had_cookie: bool,
+        from_header: bool,
+        phase: Phase,
+    ) -> Self {
+        let by_header = from_header || shared.config.transport == Transport::Header;
         Session {
             inner: Arc::new(Inner {
                 shared,
                 had_cookie,
+                from_header,
+                by_header: AtomicBool::new(by_header),
                 state: tokio::sync::Mutex::new(State::new(phase)),
             }),
         }
+    }
+
+    /// Whether this request's session came from the ticket header (no cookie of the
+    /// session's name came with it). Such a request needs no CSRF token: browsers never
+    /// attach the header on their own, so another site cannot make them send it. The CSRF
+    /// middlewares skip the token check for it (the cross-origin check still runs).
+    pub fn from_header(&self) -> bool {
+        self.inner.from_header
+    }
+
+    /// Whether the response answers the ticket in [`TICKET_RESPONSE_HEADER`](super::TICKET_RESPONSE_HEADER).
+    pub(super) fn by_header(&self) -> bool {
+        self.inner.by_header.load(Ordering::Relaxed)
     }
 
     pub(super) fn config(&self) -> &SessionConfig {
@@ -81,10 +110,12 @@ impl Session {
             let now = Timestamp::now();
             for id in std::iter::once(first).chain(fallbacks) {
                 let key = self.key_of(id);
-                let limit = self.config().store_timeout;
-                let record = timed(limit, self.store().load(&key)).await?;
-                if let Some(record) = record.filter(|r| self.is_live(r, now)) {
-                    found = Some(Live::loaded(id.clone(), key, record));
+                if let Some(record) = self.load_live(&key, now).await? {
+                    found = Some(Live::loaded(Some(id.clone()), key, record, None));
+                    break;
+                }
+                if let Some(live) = self.follow_forward(&key, now).await? {
+                    found = Some(live);
                     break;
                 }
             }
@@ -92,6 +123,44 @@ impl Session {
             st.settle(found, || self.fresh());
         }
         Ok(st)
+    }
+
+    /// The session record under `key` if it is live (a forwarding record is not a session).
+    async fn load_live(&self, key: &SessionKey, now: Timestamp) -> Result<Option<Record>> {
+        let limit = self.config().store_timeout;
+        let record = timed(limit, self.store().load(key)).await?;
+        Ok(record.filter(|r| !r.is_forward() && self.is_live(r, now)))
+    }
+
+    /// With a rotation grace configured, the session an old ticket (whose record under `key`
+    /// is gone) still reaches: the record its forward names, if both are live. One load
+    /// (two when there is a forward); none without a grace. A forward is followed once.
+    async fn follow_forward(&self, key: &SessionKey, now: Timestamp) -> Result<Option<Live>> {
+        let Some(fwd_key) = self.forward_of(key, now).await? else {
+            return Ok(None);
+        };
+        let (via, to) = fwd_key;
+        let record = self.load_live(&to, now).await?;
+        Ok(record.map(|r| Live::loaded(None, to, r, Some(via))))
+    }
+
+    /// The live forward of the record once under `key` (its key, and the key it names), when
+    /// a rotation grace is configured.
+    pub(super) async fn forward_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+    ) -> Result<Option<(SessionKey, SessionKey)>> {
+        if self.config().rotation_grace.is_zero() {
+            return Ok(None);
+        }
+        let via = forward_key(key);
+        let limit = self.config().store_timeout;
+        let record = timed(limit, self.store().load(&via)).await?;
+        Ok(record
+            .filter(|r| r.meta.expires_at > now)
+            .and_then(|r| target(&r))
+            .map(|to| (via, to)))
     }
 
     /// Whether a loaded record is live by this server's timeouts too (the store's expiry may
@@ -270,6 +339,8 @@ impl Session {
         live.record.meta.user = Some(user.to_owned());
         live.record.data.remove(CSRF_SECRET_FIELD);
         self.renew(live);
+        // A login changes privilege: the old ticket must stop at once (session fixation).
+        live.grace = false;
         Ok(())
     }
 
@@ -305,20 +376,27 @@ impl Session {
                 let keys: Vec<SessionKey> = keys.map(|id| self.key_of(id)).collect();
                 st.retired.extend(keys);
             }
-            Phase::Live(live) => st.retired.extend(live.stored),
+            Phase::Live(live) => st
+                .retired
+                .extend(live.stored.into_iter().chain(live.forward)),
             Phase::Absent { .. } | Phase::Destroyed => {}
         }
         st.changes.clear();
         Ok(())
     }
 
-    /// Gives the session a new id, keeping its data; the old ticket stops working.
+    /// Gives the session a new id, keeping its data (a periodic rotation, a remember-me
+    /// refresh); the old ticket stops working, after the rotation grace if one is configured
+    /// ([`SessionSettings::with_rotation_grace`](super::SessionSettings::with_rotation_grace)),
+    /// unless this request also logs in (a login has no grace).
     ///
     /// # Errors
     /// Store failures, or a committed response.
     pub async fn cycle_id(&self) -> Result<()> {
         let mut st = self.state_mut().await?;
         if let Phase::Live(live) = &mut st.phase {
+            // Already renewing for a login: that renewal keeps no grace.
+            live.grace = !live.renew || live.grace;
             self.renew(live);
         }
         Ok(())
@@ -370,6 +448,37 @@ impl Session {
                 deadline(self.config(), meta.created_at, Timestamp::now())
             },
         ))
+    }
+
+    /// The ticket a client must present from this response on, for a handler to put in its
+    /// answer (the JSON body of an API login): the new ticket of a session created or renewed
+    /// (a login's is reserved when it logs in), else the one the request came with. `None`
+    /// without a session, or for a session reached through an old ticket within a rotation
+    /// grace (the new ticket went to the request that rotated it).
+    ///
+    /// With the ticket header on ([`Transport`]), asking for it makes the response carry the
+    /// ticket in [`TICKET_RESPONSE_HEADER`](super::TICKET_RESPONSE_HEADER) instead of a
+    /// cookie: the client is a header client. The ticket is a secret: never log it.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn ticket(&self) -> Result<Option<String>> {
+        let mut st = self.state().await?;
+        let Phase::Live(live) = &mut st.phase else {
+            return Ok(None);
+        };
+        let shared = &self.inner.shared;
+        if live.stored.is_none() {
+            live.id.get_or_insert_with(|| shared.format.generate());
+        }
+        let Some(id) = &live.id else {
+            return Ok(None);
+        };
+        if shared.config.transport != Transport::Cookie {
+            self.inner.by_header.store(true, Ordering::Relaxed);
+        }
+        let name = &shared.config.cookie.name;
+        Ok(Some(shared.format.encode(&shared.keys, name, id)))
     }
 
     /// The session's public handle (its store key); see [`SessionEngine::handle_of`](super::SessionEngine::handle_of).

@@ -26,11 +26,13 @@ mod commit;
 mod config;
 mod engine;
 mod error;
+mod forward;
 mod handle;
 mod limits;
 mod settings;
 mod shared;
 mod state;
+pub mod transport;
 
 pub use crate::id::{SessionId, SessionKey, Timestamp};
 pub use commit::{CommitAction, CommitOutcome};
@@ -39,6 +41,7 @@ pub use engine::SessionEngine;
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Session;
 pub use settings::SessionSettings;
+pub use transport::{TICKET_RESPONSE_HEADER, Transport};
 
 /// Field names starting with this are the library's own (CSRF secret, flash messages).
 pub(crate) const RESERVED_PREFIX: &str = "__cr.";

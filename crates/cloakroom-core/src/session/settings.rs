@@ -19,8 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{SessionConfig, SessionEngine};
-use crate::config_error::ConfigError;
+use super::{SessionConfig, SessionEngine, Transport};
+use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::{SameSite, SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
 use crate::store::{IntoSessionStore, SessionStore};
@@ -154,9 +154,64 @@ impl SessionSettings {
     /// How ids are made and carried. Default: Cloakroom's signed ticket
     /// ([`SignedTicket`]); use `cloakroom_tornado::PycketTicket` with the cookie name
     /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
-    pub fn with_ticket_format(mut self, format: Arc<dyn TicketFormat>) -> Self {
+    ///
+    /// # Errors
+    /// An interop format (one that names store records itself, as pycket's does) with a
+    /// [rotation grace](Self::with_rotation_grace) set: another program reads those records,
+    /// and would not follow the grace's forwarding records.
+    pub fn with_ticket_format(
+        mut self,
+        format: Arc<dyn TicketFormat>,
+    ) -> Result<Self, ConfigError> {
+        refuse_grace_with_interop(&*format, self.config.rotation_grace)?;
         self.format = format;
+        Ok(self)
+    }
+
+    /// Where tickets travel: the cookie (the default), the ticket header as well (API and
+    /// mobile clients: `Authorization: Bearer <ticket>`), or the header only. See
+    /// [`Transport`] and the [`transport`](super::transport) module. With the cookie only,
+    /// request headers are never read for a ticket.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.config.transport = transport;
         self
+    }
+
+    /// The request header a ticket is read from when the [transport](Self::with_transport)
+    /// allows one. Default `Authorization`, read as `Bearer <ticket>`; any other name carries
+    /// the bare ticket (`X-Auth-Token`, as Spring Session's). New tickets are answered in
+    /// [`TICKET_RESPONSE_HEADER`](super::TICKET_RESPONSE_HEADER) either way.
+    ///
+    /// # Errors
+    /// A name that is not an HTTP token, or `Cookie` / `Set-Cookie`.
+    pub fn with_ticket_header(self, name: &str) -> Result<Self, ConfigError> {
+        let lower = name.to_ascii_lowercase();
+        let token = !lower.is_empty()
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token || lower == "cookie" || lower == "set-cookie" {
+            return Err(ConfigError::new(
+                ConfigErrorKind::HeaderName,
+                "ticket header",
+                name,
+            ));
+        }
+        self.edit(|c| c.ticket_header = lower)
+    }
+
+    /// How long the old ticket still reaches the session after a rotation that changes no
+    /// privilege ([`Session::cycle_id`](super::Session::cycle_id)), so requests a client
+    /// sent in parallel with the rotating one still find their session (and their writes land
+    /// in it). Default zero: none. A login never has one (session fixation), nor a logout:
+    /// logging out through either ticket ends both. Costs nothing on requests that present
+    /// the current ticket; an old (or unknown) ticket costs one more store load.
+    ///
+    /// # Errors
+    /// Over 60 seconds, or with an interop ticket format ([`with_ticket_format`](Self::with_ticket_format)).
+    pub fn with_rotation_grace(self, grace: Duration) -> Result<Self, ConfigError> {
+        refuse_grace_with_interop(&*self.format, grace)?;
+        self.edit(|c| c.rotation_grace = grace)
     }
 
     /// The engine: built once, then shared by cloning (with the adapters' services and with
@@ -164,4 +219,21 @@ impl SessionSettings {
     pub fn build(self) -> SessionEngine {
         SessionEngine::from_parts(self.store, self.keys, self.config, self.format)
     }
+}
+
+/// Refuses a rotation grace with a ticket format that names store records itself (pycket's):
+/// the grace's forwarding records would sit among records another program reads.
+fn refuse_grace_with_interop(
+    format: &dyn TicketFormat,
+    grace: Duration,
+) -> Result<(), ConfigError> {
+    let id = format.generate();
+    if grace.is_zero() || format.store_key(&id) == id.key() {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        ConfigErrorKind::Conflict,
+        "rotation grace",
+        format!("{grace:?}"),
+    ))
 }

@@ -51,6 +51,12 @@ pub(super) struct Live {
     pub(super) renew: bool,
     /// The remember-me flag changed (it decides the cookie's `Max-Age`).
     pub(super) remember_changed: bool,
+    /// The renewal changes no privilege (`cycle_id`, not a login): the old ticket may keep
+    /// reaching the session for the rotation grace.
+    pub(super) grace: bool,
+    /// The forwarding record this session was reached through (an old ticket within a
+    /// rotation grace; `id` is then `None`: the request does not know the new ticket).
+    pub(super) forward: Option<SessionKey>,
 }
 
 impl Live {
@@ -62,17 +68,27 @@ impl Live {
             stored: None,
             renew: false,
             remember_changed: false,
+            grace: false,
+            forward: None,
         }
     }
 
-    /// A session loaded from the store.
-    pub(super) fn loaded(id: SessionId, key: SessionKey, record: Record) -> Self {
+    /// A session loaded from the store; `id` is `None` when it was reached through the
+    /// forwarding record `forward`.
+    pub(super) fn loaded(
+        id: Option<SessionId>,
+        key: SessionKey,
+        record: Record,
+        forward: Option<SessionKey>,
+    ) -> Self {
         Live {
             record,
-            id: Some(id),
+            id,
             stored: Some(key),
             renew: false,
             remember_changed: false,
+            grace: false,
+            forward,
         }
     }
 }

@@ -189,6 +189,11 @@ impl Entry {
         }
     }
 
+    /// Whether this is a rotation grace's forwarding record ([`Record::is_forward`]).
+    fn is_forward(&self) -> bool {
+        self.user.is_none() && unpacked(&self.fields).any(|(k, _)| k == super::FORWARD_FIELD)
+    }
+
     fn info(&self, key: SessionKey) -> SessionInfo {
         let (fields, data_bytes) =
             unpacked(&self.fields).fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
@@ -513,7 +518,7 @@ impl SessionStore for MemoryStore {
                     });
                 }
                 let r = &map[key];
-                if r.expires_at > now {
+                if r.expires_at > now && !r.is_forward() {
                     sessions.push(r.info(*key));
                 }
                 after = Some(*key);

@@ -520,7 +520,8 @@ impl SessionStore for PycketStore {
                 let chunk: Vec<SessionKey> =
                     batch[taken..taken + want].iter().map(|(_, k)| *k).collect();
                 for (key, record) in chunk.iter().zip(self.load_many(&chunk).await?) {
-                    if let Some(record) = record {
+                    // A rotation grace's forwarding record is no session.
+                    if let Some(record) = record.filter(|r| !r.is_forward()) {
                         sessions.push(record.info(*key));
                     }
                 }
