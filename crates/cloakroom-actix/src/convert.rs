@@ -4,7 +4,8 @@ use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use cloakroom_core::csrf::RequestHeaders;
-use cloakroom_core::response::add_session_cookie;
+use cloakroom_core::response::{add_session_cookie, add_ticket};
+use cloakroom_core::session::{CommitOutcome, TICKET_RESPONSE_HEADER};
 
 /// An actix header map as the core's CSRF check reads headers.
 pub(crate) struct ActixHeaders<'a>(pub(crate) &'a HeaderMap);
@@ -36,10 +37,26 @@ pub(crate) fn to_actix(response: http::Response<String>) -> HttpResponse {
     out.map_into_boxed_body()
 }
 
-/// Adds the session cookie to an actix response's headers with the core's
-/// [`add_session_cookie`]: the headers it reads (`Cache-Control`, `Vary`) are staged in an
-/// `http::HeaderMap`, and the result copied back.
+/// Adds a cookie to an actix response's headers with the core's [`add_session_cookie`].
 pub(crate) fn add_cookie(headers: &mut HeaderMap, set_cookie: &str) {
+    stage(headers, |staged| add_session_cookie(staged, set_cookie));
+}
+
+/// Adds what a committed session tells the client (cookie or ticket header) with the core's
+/// [`add_ticket`].
+pub(crate) fn add_outcome(headers: &mut HeaderMap, outcome: &CommitOutcome) {
+    if outcome.set_cookie.is_some() || outcome.ticket_header.is_some() {
+        stage(headers, |staged| {
+            add_ticket(staged, outcome);
+            true
+        });
+    }
+}
+
+/// Runs `add` (a core function writing `http` headers) on an actix response's headers: the
+/// headers it reads (`Cache-Control`, `Vary`) are staged in an `http::HeaderMap`, and the
+/// result copied back (those two replaced, `Set-Cookie` and the ticket header appended).
+fn stage(headers: &mut HeaderMap, add: impl FnOnce(&mut http::HeaderMap) -> bool) {
     let read = [
         (header::CACHE_CONTROL, http::header::CACHE_CONTROL),
         (header::VARY, http::header::VARY),
@@ -52,7 +69,7 @@ pub(crate) fn add_cookie(headers: &mut HeaderMap, set_cookie: &str) {
             }
         }
     }
-    if !add_session_cookie(&mut staged, set_cookie) {
+    if !add(&mut staged) {
         return;
     }
     // Cache-Control and Vary: replaced by the staged list (the old values, in order, plus
@@ -67,6 +84,9 @@ pub(crate) fn add_cookie(headers: &mut HeaderMap, set_cookie: &str) {
         headers,
         &header::SET_COOKIE,
     );
+    let ticket = http::HeaderName::from_static(TICKET_RESPONSE_HEADER);
+    let actix_ticket = HeaderName::from_static(TICKET_RESPONSE_HEADER);
+    copy(&staged, &ticket, headers, &actix_ticket);
 }
 
 fn copy(from: &http::HeaderMap, name: &http::HeaderName, to: &mut HeaderMap, to_name: &HeaderName) {

@@ -13,8 +13,9 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::header::{COOKIE, HeaderValue, USER_AGENT};
 use cloakroom_core::session::{Error, SessionEngine};
 
-use crate::convert::{add_cookie, to_actix};
+use crate::convert::{add_outcome, to_actix};
 use crate::{ErrorHandler, default_error_response};
+use cloakroom_core::response::error_response;
 
 /// The session middleware (`App::wrap(middleware.clone())`). Cheap to clone. Its settings
 /// are the engine's (see [`SessionSettings`](cloakroom_core::session::SessionSettings), the
@@ -130,9 +131,20 @@ where
         let user_agent = headers.get(USER_AGENT).cloned();
         // Every Cookie header, read as bytes: a neighbour's cookie with a non-ASCII byte
         // costs only itself, and nothing is joined or copied.
-        let session = self
-            .engine
-            .session_from_headers(headers.get_all(COOKIE).map(HeaderValue::as_bytes));
+        let cookies = headers.get_all(COOKIE).map(HeaderValue::as_bytes);
+        // The ticket header is looked at only when the transport reads one.
+        let ticket = (self.engine.ticket_header())
+            .and_then(|name| headers.get(name))
+            .map(HeaderValue::as_bytes);
+        let session = match self.engine.request_session(cookies, ticket) {
+            Ok(session) => session,
+            Err(error) => {
+                let res = to_actix(error_response(&error));
+                return Box::pin(std::future::ready(Ok(req
+                    .into_response(res)
+                    .map_into_right_body())));
+            }
+        };
         req.extensions_mut().insert(session.clone());
         let fut = self.service.call(req);
         let on_error = self.on_error.clone();
@@ -149,17 +161,13 @@ where
             // A request that needs no store operation to commit (one that only read its
             // session, or had none) is done here, without the commit's async lock.
             if let Some(outcome) = engine.commit_now(&session) {
-                if let Some(cookie) = outcome.set_cookie {
-                    add_cookie(res.headers_mut(), &cookie);
-                }
+                add_outcome(res.headers_mut(), &outcome);
                 return Ok(res.map_into_left_body());
             }
             let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
             match engine.commit(&session, user_agent).await {
                 Ok(outcome) => {
-                    if let Some(cookie) = outcome.set_cookie {
-                        add_cookie(res.headers_mut(), &cookie);
-                    }
+                    add_outcome(res.headers_mut(), &outcome);
                     Ok(res.map_into_left_body())
                 }
                 Err(error) => {

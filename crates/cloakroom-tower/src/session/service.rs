@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use cloakroom_core::response::add_session_cookie;
+use cloakroom_core::response::{add_ticket, error_response};
 use cloakroom_core::session::{Error, SessionEngine};
 use http::header::{COOKIE, HeaderValue, USER_AGENT};
 use http::{Request, Response};
@@ -61,9 +61,18 @@ where
         let user_agent = headers.get(USER_AGENT).cloned();
         // Read as bytes, every Cookie header (HTTP/2 splits them): a neighbour's cookie
         // with a non-ASCII byte costs only itself, and nothing is joined or copied.
-        let session = self
-            .engine
-            .session_from_headers(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes));
+        let cookies = headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes);
+        // The ticket header is looked at only when the transport reads one.
+        let ticket = (self.engine.ticket_header())
+            .and_then(|name| headers.get(name))
+            .map(HeaderValue::as_bytes);
+        let session = match self.engine.request_session(cookies, ticket) {
+            Ok(session) => session,
+            Err(error) => {
+                let res = error_response(&error).map(ResBody::from);
+                return Box::pin(std::future::ready(Ok(res)));
+            }
+        };
         req.extensions_mut().insert(session.clone());
         let inner = self.inner.call(req);
         let engine = self.engine.clone();
@@ -88,9 +97,7 @@ where
                     }
                 }
             };
-            if let Some(cookie) = outcome.set_cookie {
-                add_session_cookie(res.headers_mut(), &cookie);
-            }
+            add_ticket(res.headers_mut(), &outcome);
             Ok(res)
         })
     }
