@@ -74,3 +74,22 @@ pub async fn me(client: &reqwest::Client, base: &str) -> (StatusCode, serde_json
     let status = res.status();
     (status, res.json().await.unwrap_or_default())
 }
+
+/// `POST /api/login` with JSON `{"name", "password"}`: the response (its JSON has the
+/// `token`, its `X-Session-Ticket` header the same ticket).
+///
+/// # Panics
+/// If the request cannot be sent.
+pub async fn api_login(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/login"))
+        .json(&serde_json::json!({ "name": name, "password": password }))
+        .send()
+        .await
+        .expect("POST /api/login")
+}

@@ -92,6 +92,8 @@ impl Wiring {
                 resource("/sessions/revoke-others", "POST").route(web::post().to(revoke_others)),
             )
             .service(resource("/logout", "POST").route(web::post().to(logout)))
+            .service(resource("/api/login", "POST").route(web::post().to(api_login)))
+            .service(resource("/api/logout", "POST").route(web::post().to(api_logout)))
             .service(resource("/api/me", "GET,HEAD").route(get().to(api_me)))
             .service(resource("/api/notes", "POST").route(web::post().to(api_add_note)))
             .service(resource("/api/csrf", "GET,HEAD").route(get().to(api_csrf)))
@@ -340,6 +342,23 @@ async fn revoke(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpRespo
 async fn revoke_others(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
     let session = or_answer!(session(&req));
     send(pages::revoke_others(&app, &session).await)
+}
+
+async fn api_login(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let session = or_answer!(session(&req));
+    let lines = |name| req.headers().get_all(name).map(HeaderValue::as_bytes);
+    let client: Option<IpAddr> = app.client_address(
+        req.peer_addr().map(|addr| addr.ip()),
+        lines(proxies::FORWARDED),
+        lines(proxies::X_FORWARDED_FOR),
+    );
+    let payload = input::json(content_type(&req), &body);
+    send(pages::api_login(&app, &session, client, payload).await)
+}
+
+async fn api_logout(req: HttpRequest) -> HttpResponse {
+    let session = or_answer!(session(&req));
+    send(pages::api_logout(&session).await)
 }
 
 async fn api_me(app: Data<AppState>, req: HttpRequest) -> HttpResponse {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use cloakroom::csrf::{CsrfMode, CsrfSettings, SpaCookie, TokenSource};
-use cloakroom::session::Session;
+use cloakroom::session::{Session, Transport};
 use cloakroom::tornado::TornadoSecret;
 use cloakroom::{KeyRing, PycketTicket, SessionEngine, SessionSettings};
 use http::StatusCode;
@@ -92,14 +92,16 @@ impl Demo {
             (None, true) => "__Host-session",
             (None, false) => "session",
         };
+        // API clients (curl, apps) carry the ticket as `Authorization: Bearer <ticket>`.
         let mut sessions = SessionSettings::new(store, keys)
             .with_cookie_secure(https)?
-            .with_cookie_name(cookie_name)?;
+            .with_cookie_name(cookie_name)?
+            .with_transport(Transport::CookieAndHeader);
         if let Some(secret) = &pycket {
             // pycket's ticket: a Tornado v2 signed value of the session's uuid, read back for
             // 31 days as Tornado's `get_secure_cookie` does.
             let ticket = PycketTicket::new(TornadoSecret::single(secret), 31.0)?;
-            sessions = sessions.with_ticket_format(Arc::new(ticket));
+            sessions = sessions.with_ticket_format(Arc::new(ticket))?;
         }
         let sessions = sessions.build();
         let state = AppState {
@@ -126,7 +128,10 @@ impl Demo {
 /// CSRF: tokens bound to the session (the `_xsrf` cookie before login), Fetch Metadata and
 /// Origin checks on every unsafe request, login and registration included.
 fn csrf_settings(https: bool, pycket: bool) -> anyhow::Result<CsrfSettings> {
-    let mut csrf = CsrfSettings::new().with_cookie_secure(https)?;
+    // `/api/login` answers a ticket, never a cookie: a forged request logs no browser in.
+    let mut csrf = CsrfSettings::new()
+        .with_cookie_secure(https)?
+        .add_exempt_path("/api/login");
     if pycket {
         // Tornado's way, so the two apps accept each other's tokens: the secret lives in the
         // `_xsrf` cookie (whichever app set it first), readable by scripts as Tornado sets it

@@ -41,6 +41,8 @@ pub(crate) fn router(
         .route("/sessions/revoke", post(revoke))
         .route("/sessions/revoke-others", post(revoke_others))
         .route("/logout", post(logout))
+        .route("/api/login", post(api_login))
+        .route("/api/logout", post(api_logout))
         .route("/api/me", get(api_me))
         .route("/api/notes", post(api_add_note))
         .route("/api/csrf", get(api_csrf))
@@ -231,6 +233,30 @@ async fn revoke(
 
 async fn revoke_others(State(app): App, session: Session) -> Response {
     send(pages::revoke_others(&app, &session).await)
+}
+
+async fn api_login(
+    State(app): App,
+    peer: Peer,
+    headers: HeaderMap,
+    session: Session,
+    payload: Result<Json<Credentials>, JsonRejection>,
+) -> Response {
+    let lines = |name| headers.get_all(name).into_iter().map(HeaderValue::as_bytes);
+    let client = app.client_address(
+        peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        lines(proxies::FORWARDED),
+        lines(proxies::X_FORWARDED_FOR),
+    );
+    let payload = payload.map(|Json(c)| c).map_err(|rejection| BadInput {
+        status: rejection.status(),
+        message: rejection.body_text(),
+    });
+    send(pages::api_login(&app, &session, client, payload).await)
+}
+
+async fn api_logout(session: Session) -> Response {
+    send(pages::api_logout(&session).await)
 }
 
 async fn api_me(State(app): App, session: Session) -> Response {

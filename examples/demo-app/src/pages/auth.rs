@@ -12,7 +12,7 @@ use super::{MAX_NAME_CHARS, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 use crate::app::{AppState, BadInput, Handled, Visit};
 use crate::error::AppError;
 use crate::passwords::Passwords;
-use crate::reply::redirect;
+use crate::reply::{json, json_error, redirect};
 use crate::throttle::{UNKNOWN_CLIENT, retry_after_secs};
 use crate::users::{canonical, refused_character};
 
@@ -108,42 +108,49 @@ pub async fn register(
     Ok(redirect("/"))
 }
 
-/// `POST /login`, from the client at `peer` ([`AppState::client_address`]; `None`: unknown,
-/// as in-process tests; such requests share one "unknown" client budget).
-pub async fn login(
+/// Why a login was refused: the status, the message for the page or the JSON answer, and
+/// (throttled) the seconds before a retry.
+struct Refused {
+    status: StatusCode,
+    error: String,
+    retry_after: Option<u64>,
+}
+
+/// Checks a login's name and password for the client at `client` (throttled per account and
+/// client): the account's own name (`Ana` logs in to `ana`), or why not. Both login routes,
+/// the form and the JSON API, go through it.
+async fn authenticate(
     app: &AppState,
-    visit: &Visit,
-    peer: Option<IpAddr>,
-    form: Result<Credentials, BadInput>,
-) -> Handled {
-    let form = match form {
-        Ok(form) => form,
-        Err(bad) => return app.bad_input(visit, &bad).await,
-    };
+    client: IpAddr,
+    form: &Credentials,
+) -> Result<Result<String, Refused>, AppError> {
     let name = form.name.trim();
-    let client = peer.unwrap_or(UNKNOWN_CLIENT);
+    let refused = |status, error: &str| Refused {
+        status,
+        error: error.to_owned(),
+        retry_after: None,
+    };
     // No registered password is longer: refuse without hashing and without spending the
     // throttle budget (the attempt cannot succeed and costs nothing).
     if form.password.len() > MAX_PASSWORD_CHARS
         && form.password.chars().count() > MAX_PASSWORD_CHARS
     {
-        let ctx = context! { name, error => "Passwords are at most 1024 characters." };
-        return app
-            .page(visit, StatusCode::UNPROCESSABLE_ENTITY, "login.html", ctx)
-            .await;
+        let error = "Passwords are at most 1024 characters.";
+        return Ok(Err(refused(StatusCode::UNPROCESSABLE_ENTITY, error)));
     }
-    let wrong = async || {
+    let wrong = || {
         app.metrics.login_failed();
-        let ctx = context! { name, error => "wrong name or password" };
-        app.page(visit, StatusCode::UNAUTHORIZED, "login.html", ctx)
-            .await
+        Ok(Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "wrong name or password",
+        )))
     };
     // A name registration refuses (too long, invisible characters...) has no account:
     // everyone can tell, so no hashing is needed to hide it, and no budget is spent (nor a
     // throttle key of unbounded size stored).
     if invalid_name(name).is_some() {
         tracing::info!(client = %client, "failed login: not a valid name");
-        return wrong().await;
+        return wrong();
     }
     // Before any hashing: is there budget left for one more failure of this account (by
     // canonical name, so look-alikes share it) and this client?
@@ -156,27 +163,51 @@ pub async fn login(
             "Too many failed logins for this account or from your address; \
              try again in {secs} s."
         );
-        let ctx = context! { name, error };
-        let mut res = app
-            .page(visit, StatusCode::TOO_MANY_REQUESTS, "login.html", ctx)
-            .await?;
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(res);
+        return Ok(Err(Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error,
+            retry_after: Some(secs),
+        }));
     }
     let (account, hash) = app.users.password_hash(name).await?.unzip();
     // Runs a full Argon2 verification even for unknown names (against a dummy hash), and
     // says the same thing in both cases: no oracle for which names exist. An error here (a
     // full hashing queue, a database failure) returns early: not the user's failure, so it
     // spends no throttle budget.
-    let ok = app.passwords.verify(form.password, hash).await?;
+    let ok = app.passwords.verify(form.password.clone(), hash).await?;
     let Some(account) = account.filter(|_| ok) else {
         app.throttle.failed(&account_key, client);
         tracing::info!(user = name, client = %client, "failed login");
-        return wrong().await;
+        return wrong();
     };
-    // The account's own name: `Ana` logs in to `ana`.
     tracing::info!(user = account, client = %client, "logged in");
+    Ok(Ok(account))
+}
+
+/// `POST /login`, from the client at `peer` ([`AppState::client_address`]; `None`: unknown,
+/// as in-process tests; such requests share one "unknown" client budget).
+pub async fn login(
+    app: &AppState,
+    visit: &Visit,
+    peer: Option<IpAddr>,
+    form: Result<Credentials, BadInput>,
+) -> Handled {
+    let form = match form {
+        Ok(form) => form,
+        Err(bad) => return app.bad_input(visit, &bad).await,
+    };
+    let account = match authenticate(app, peer.unwrap_or(UNKNOWN_CLIENT), &form).await? {
+        Ok(account) => account,
+        Err(refused) => {
+            let ctx = context! { name => form.name.trim(), error => refused.error };
+            let mut res = app.page(visit, refused.status, "login.html", ctx).await?;
+            if let Some(secs) = refused.retry_after {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return Ok(res);
+        }
+    };
     start_session(
         app,
         visit,
@@ -187,6 +218,56 @@ pub async fn login(
     .await?;
     app.metrics.login_ok();
     Ok(redirect("/"))
+}
+
+/// `POST /api/login` (JSON `{"name", "password"}`), for API clients: `{"token": TICKET}`
+/// and the same ticket in the `X-Session-Ticket` header; send it back as
+/// `Authorization: Bearer TICKET`. Refusals are JSON `{"error"}` with the form's statuses.
+/// No cookie is set (the client asked for a ticket), so this needs no CSRF token: a forged
+/// cross-site request could log no browser in.
+pub async fn api_login(
+    app: &AppState,
+    session: &Session,
+    peer: Option<IpAddr>,
+    payload: Result<Credentials, BadInput>,
+) -> Handled {
+    let form = match payload {
+        Ok(form) => form,
+        Err(bad) => return Ok(json_error(StatusCode::BAD_REQUEST, &bad.message)),
+    };
+    let account = match authenticate(app, peer.unwrap_or(UNKNOWN_CLIENT), &form).await? {
+        Ok(account) => account,
+        Err(refused) => {
+            let mut res = json_error(refused.status, &refused.error);
+            if let Some(secs) = refused.retry_after {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return Ok(res);
+        }
+    };
+    if app
+        .user_of(session)
+        .await?
+        .is_some_and(|user| user != account)
+    {
+        session.clear().await?;
+    }
+    session.login(&account).await?;
+    session.set("ID", &account).await?;
+    let token = session.ticket().await?;
+    app.metrics.login_ok();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "token": token })))
+}
+
+/// `POST /api/logout`: ends the session (its ticket, or cookie, stops working at once);
+/// `{"logged_out": true}`.
+pub async fn api_logout(session: &Session) -> Handled {
+    session.logout().await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "logged_out": true }),
+    ))
 }
 
 /// Logs the session in as `name`: a new session id (the old ticket stops working), the

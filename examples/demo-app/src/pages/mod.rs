@@ -17,7 +17,10 @@ mod ops;
 mod words;
 
 pub use api::{NewNote, api_add_note, api_csrf, api_me};
-pub use auth::{Credentials, LoginHint, login, login_form, logout, register, register_form};
+pub use auth::{
+    Credentials, LoginHint, api_login, api_logout, login, login_form, logout, register,
+    register_form,
+};
 pub use devices::{RevokeForm, revoke, revoke_others, sessions_page};
 pub use notes::{DeleteNote, add_note_form, clear_notes_form, delete_note_form, home};
 pub use ops::{
