@@ -35,6 +35,7 @@ struct Faults {
     collision_indexes: bool,
     null_removes: bool,
     drops_empty_names: bool,
+    scan_lists_forwards: bool,
 }
 
 /// A store as simple as possible: one map behind one mutex, the user index derived by
@@ -259,7 +260,10 @@ impl SessionStore for NaiveStore {
         let page: Vec<&SessionKey> = keys.iter().take(limit).copied().collect();
         let sessions = page
             .iter()
-            .filter(|k| self.live(&map[**k], now) && !map[**k].is_forward())
+            .filter(|k| {
+                let r = &map[**k];
+                self.live(r, now) && (self.faults.scan_lists_forwards || !r.is_forward())
+            })
             .map(|k| map[*k].info(**k))
             .collect();
         let next = if keys.len() > limit {
@@ -415,6 +419,11 @@ caught!(
     check_apply_updates_remember_only_when_given
 );
 caught!(mixing_up_times, mixes_up_times, check_create_then_load);
+caught!(
+    listing_grace_forwards_as_sessions,
+    scan_lists_forwards,
+    check_grace_old_ticket_reaches_the_new_session
+);
 
 #[test]
 fn a_store_that_expires_by_itself_may_count_nothing() {
