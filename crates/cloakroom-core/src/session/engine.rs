@@ -198,8 +198,7 @@ impl SessionEngine {
             return Ok(self.new_session(Some(id), Vec::new(), true, true));
         }
         // A cookie came too: a cookie request. Its session must be the header's.
-        let cookies: Vec<&SessionId> = first.iter().chain(&more).collect();
-        if !cookies.is_empty() && !cookies.contains(&&id) {
+        if first.is_some() && !first.iter().chain(&more).any(|c| *c == id) {
             return Err(Error::new(
                 ErrorKind::TicketConflict,
                 "the session cookie and the ticket header name different sessions",
