@@ -310,22 +310,32 @@ impl Session {
         // the response is still a 503, so the client keeps its old ticket).
         let replaced = if live.renew { live.stored.take() } else { None };
         let grace = self.config().rotation_grace;
+        let limit = self.config().store_timeout;
+        let mut forward = None;
         if let (Some(old), true, false) = (&replaced, live.grace, grace.is_zero()) {
             // A rotation that changes no privilege: the old ticket reaches the new record
             // until the grace ends. The forward goes in before the old record goes out, so
             // a parallel request with the old ticket always finds one or the other.
             let until = last_seen.plus(grace).min(old_expiry);
-            let forward = forward_record(&key, last_seen, until);
-            let limit = self.config().store_timeout;
-            if timed(limit, self.store().create(&forward_key(old), &forward)).await?
-                == Created::Collision
-            {
-                tracing::warn!("a rotation grace forward already existed; kept the older one");
+            let via = forward_key(old);
+            let record = forward_record(&key, last_seen, until);
+            match timed(limit, self.store().create(&via, &record)).await? {
+                Created::Done => forward = Some(via),
+                Created::Collision => {
+                    tracing::warn!("a rotation grace forward already existed; kept the older one");
+                }
             }
         }
-        let limit = self.config().store_timeout;
-        for old in retired.iter().chain(&replaced).chain(&live.forward) {
+        for old in retired.iter().chain(&live.forward) {
             timed(limit, self.store().delete(old)).await?;
+        }
+        if let Some(old) = &replaced {
+            let was_live = timed(limit, self.store().delete(old)).await?;
+            if let (false, Some(via)) = (was_live, &forward) {
+                // The old session ended while this request ran (a logout, a revocation):
+                // its ticket must not live on through the forward.
+                timed(limit, self.store().delete(via)).await?;
+            }
         }
         let remember = live.record.meta.remember;
         let outcome = self.answer(

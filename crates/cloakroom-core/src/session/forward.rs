@@ -47,8 +47,39 @@ pub(super) fn target(record: &Record) -> Option<SessionKey> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::session::SessionId;
+    use crate::keys::{Key, KeyRing};
+    use crate::session::{SessionConfig, SessionEngine, SessionId};
+    use crate::store::MemoryStore;
+
+    /// Regression guard: a rotation racing a logout through the old ticket left the forward
+    /// in place, so the logged-out ticket reached the rotated session for the whole grace.
+    #[tokio::test]
+    async fn a_logout_during_a_rotation_leaves_no_forward_behind() {
+        let config = SessionConfig {
+            rotation_grace: Duration::from_secs(30),
+            ..SessionConfig::default()
+        };
+        let engine =
+            SessionEngine::new(MemoryStore::new(), KeyRing::single(Key::generate()), config);
+        let first = engine.session(None);
+        first.login("ada").await.unwrap();
+        let cookie = first.commit(None).await.unwrap().set_cookie.unwrap();
+        let old = cookie.split(';').next().unwrap().to_owned();
+
+        let rotating = engine.session(Some(&old));
+        rotating.cycle_id().await.unwrap();
+        let logout = engine.session(Some(&old));
+        logout.logout().await.unwrap();
+        logout.commit(None).await.unwrap();
+        rotating.commit(None).await.unwrap();
+        assert!(
+            !engine.session(Some(&old)).exists().await.unwrap(),
+            "the logged-out ticket reaches a session"
+        );
+    }
 
     #[test]
     fn a_forward_names_its_target_and_nothing_else_is_one() {
