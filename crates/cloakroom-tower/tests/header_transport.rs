@@ -426,3 +426,26 @@ async fn debug_output_never_shows_a_ticket() {
     assert!(next.from_header());
     assert!(!format!("{next:?}").contains(&ticket));
 }
+
+#[tokio::test]
+async fn a_revoked_or_expired_header_ticket_is_no_session() {
+    let probe = Arc::new(Probe::default());
+    let long = app(&probe, both);
+    let auth = bearer(&api_login(&long).await);
+    // Revoked through the user index, as "log out everywhere" does.
+    assert_eq!(probe.inner.delete_user("ada", None).await.unwrap(), 1);
+    let res = send(&long, "GET", "/me", &[("authorization", &auth)]).await;
+    assert_eq!(
+        value(&res, TICKET),
+        Some(""),
+        "the client is told to drop it"
+    );
+    assert_eq!(text(res).await, "- header");
+
+    let idle = Duration::from_millis(200);
+    let short = app(&probe, |s| both(s).with_idle_timeout(idle).unwrap());
+    let auth = bearer(&api_login(&short).await);
+    tokio::time::sleep(idle + Duration::from_millis(100)).await;
+    let res = send(&short, "GET", "/me", &[("authorization", &auth)]).await;
+    assert_eq!(text(res).await, "- header", "past the idle timeout");
+}
