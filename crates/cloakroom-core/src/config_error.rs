@@ -37,6 +37,8 @@ pub enum ConfigErrorKind {
     Origin,
     /// A size or count that must be positive is zero.
     ZeroLimit,
+    /// Sealed session data with a ticket format whose records another program reads.
+    Sealing,
 }
 
 impl ConfigErrorKind {
@@ -54,6 +56,9 @@ impl ConfigErrorKind {
             ConfigErrorKind::ZeroDuration => "this duration must be positive",
             ConfigErrorKind::Origin => "an origin must be exactly scheme://host[:port]",
             ConfigErrorKind::ZeroLimit => "this limit must be positive",
+            ConfigErrorKind::Sealing => {
+                "session data cannot be sealed in a format another program reads (pycket)"
+            }
         }
     }
 }

@@ -23,7 +23,7 @@
 //! let ticket = PycketTicket::new(TornadoSecret::single("cookie-secret"), 31.0)?;
 //! let _settings = SessionSettings::new(Arc::new(store), KeyRing::single(Key::generate()))
 //!     .with_cookie_name("PYCKET_ID")?
-//!     .with_ticket_format(Arc::new(ticket));
+//!     .with_ticket_format(Arc::new(ticket))?;
 //! # Ok(()) }
 //! ```
 //!

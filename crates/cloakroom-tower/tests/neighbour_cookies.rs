@@ -463,6 +463,7 @@ async fn pycket_tickets_survive_neighbour_cookies() {
         .with_ticket_format(Arc::new(
             PycketTicket::new(TornadoSecret::single("cookie-secret"), 31.0).unwrap(),
         ))
+        .unwrap()
         .build();
     let layer = SessionLayer::new(engine);
     let app = Router::new()

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::committed_error;
 use super::limits::{deadline, timed};
+use super::seal;
 use super::shared::Shared;
 use super::state::{Live, Phase, State};
 use super::{
@@ -83,7 +84,10 @@ impl Session {
                 let key = self.key_of(id);
                 let limit = self.config().store_timeout;
                 let record = timed(limit, self.store().load(&key)).await?;
-                if let Some(record) = record.filter(|r| self.is_live(r, now)) {
+                if let Some(mut record) = record.filter(|r| self.is_live(r, now)) {
+                    // Opened at the boundary: the request sees plaintext (a value that does
+                    // not open is a corrupt record: the load fails, nothing is returned).
+                    seal::open_record(id, &key, &mut record)?;
                     found = Some(Live::loaded(id.clone(), key, record));
                     break;
                 }

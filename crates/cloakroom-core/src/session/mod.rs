@@ -28,6 +28,7 @@ mod engine;
 mod error;
 mod handle;
 mod limits;
+pub mod seal;
 mod settings;
 mod shared;
 mod state;

@@ -9,7 +9,8 @@
 //! use cloakroom_core::{Key, KeyRing, MemoryStore, session::SessionSettings};
 //!
 //! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
-//!     .with_cookie_name("__Host-session").unwrap()
+//!     .with_cookie_name("__Host-app").unwrap()
+//!     .with_sealed_data(true).unwrap()
 //!     .with_idle_timeout(Duration::from_secs(30 * 60)).unwrap()
 //!     .build();
 //! # let _ = engine;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{SessionConfig, SessionEngine};
-use crate::config_error::ConfigError;
+use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::{SameSite, SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
 use crate::store::{IntoSessionStore, SessionStore};
@@ -61,18 +62,22 @@ impl SessionSettings {
     /// touch interval, where zero means every request). A refused change leaves nothing set.
     fn edit(mut self, change: impl FnOnce(&mut SessionConfig)) -> Result<Self, ConfigError> {
         change(&mut self.config);
+        self.config.name_cookie();
         self.config.validate()?;
         Ok(self)
     }
 
-    /// Cookie name. Default `session`; `__Host-session` is better where the site is HTTPS
-    /// only (OWASP: the prefix stops subdomains from planting the cookie).
+    /// Cookie name. Default `__Host-session` while the cookie is `Secure`, host-only (no
+    /// [`Domain`](Self::with_cookie_domain)) and `Path=/`, else `session` (OWASP: the
+    /// `__Host-` prefix stops a subdomain or another path from planting a ticket; browsers
+    /// refuse it without `Secure`, so a plain-HTTP development server gets `session`). A
+    /// name set here is kept whatever the other settings.
     ///
     /// # Errors
     /// A name that is not an RFC 6265 token, or a prefix whose rules the other settings break.
     pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
         let name = name.into();
-        self.edit(|c| c.cookie.name = name)
+        self.edit(|c| c.cookie_name = Some(name))
     }
 
     /// `Domain` attribute. Default none (host-only: the narrowest scope, per OWASP).
@@ -151,12 +156,59 @@ impl SessionSettings {
         self.edit(|c| c.max_data_bytes = max)
     }
 
+    /// Seals session data at rest. Default off. On: each data value is encrypted before it
+    /// reaches the store, under a key derived from the session id (which the store never
+    /// sees), bound to its session and field; see [`seal`](super::seal) and SECURITY.md
+    /// ("Stolen store") for what it guarantees. The user index, times and user agent stay
+    /// readable (for "your devices" and the admin CLI) unless
+    /// [`with_sealed_user_agent`](Self::with_sealed_user_agent). Sealed values are opened
+    /// whatever this setting, so it can be turned on or off over an existing store.
+    ///
+    /// # Errors
+    /// On with a ticket format whose records another program reads
+    /// ([`TicketFormat::sealable`], false for pycket's).
+    pub fn with_sealed_data(self, seal: bool) -> Result<Self, ConfigError> {
+        self.check_sealable(seal)?;
+        self.edit(|c| c.seal_data = seal)
+    }
+
+    /// Seals the user agent kept with each session as well. Default off: "your devices"
+    /// pages and the admin CLI then show a sealed device as such, except the one session
+    /// whose ticket is at hand.
+    ///
+    /// # Errors
+    /// As [`with_sealed_data`](Self::with_sealed_data).
+    pub fn with_sealed_user_agent(self, seal: bool) -> Result<Self, ConfigError> {
+        self.check_sealable(seal)?;
+        self.edit(|c| c.seal_user_agent = seal)
+    }
+
+    fn check_sealable(&self, seal: bool) -> Result<(), ConfigError> {
+        if seal && !self.format.sealable() {
+            let format = format!("{:?}", self.format);
+            return Err(ConfigError::new(
+                ConfigErrorKind::Sealing,
+                "ticket format",
+                format,
+            ));
+        }
+        Ok(())
+    }
+
     /// How ids are made and carried. Default: Cloakroom's signed ticket
     /// ([`SignedTicket`]); use `cloakroom_tornado::PycketTicket` with the cookie name
     /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
-    pub fn with_ticket_format(mut self, format: Arc<dyn TicketFormat>) -> Self {
+    ///
+    /// # Errors
+    /// A format that cannot seal ([`TicketFormat::sealable`]) while sealing is on.
+    pub fn with_ticket_format(
+        mut self,
+        format: Arc<dyn TicketFormat>,
+    ) -> Result<Self, ConfigError> {
         self.format = format;
-        self
+        let sealing = self.config.seal_data || self.config.seal_user_agent;
+        self.check_sealable(sealing)?;
+        Ok(self)
     }
 
     /// The engine: built once, then shared by cloning (with the adapters' services and with

@@ -93,6 +93,11 @@ impl TicketFormat for PycketTicket {
         SessionKey::from_bytes(*id.as_bytes())
     }
 
+    /// Tornado reads pycket's records: their values stay plaintext.
+    fn sealable(&self) -> bool {
+        false
+    }
+
     fn encode(&self, _keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
         let uuid = pycket_uuid(&self.store_key(id)).expect("pycket ids are uuids");
         let now = Timestamp::now().as_secs();
