@@ -217,3 +217,95 @@ impl SessionSettings {
         SessionEngine::from_parts(self.store, self.keys, self.config, self.format)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Key;
+    use crate::store::MemoryStore;
+
+    fn settings() -> SessionSettings {
+        SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+    }
+
+    fn name(settings: Result<SessionSettings, ConfigError>) -> String {
+        settings.unwrap().config.cookie.name
+    }
+
+    /// `__Host-session` exactly when the prefix's rules hold (Secure, no Domain, `Path=/`),
+    /// whatever order the settings come in; a chosen name is kept.
+    #[test]
+    fn the_default_cookie_name_is_host_prefixed_when_the_rules_allow() {
+        assert_eq!(settings().config.cookie.name, "__Host-session");
+        assert_eq!(
+            name(settings().with_idle_timeout(Duration::from_secs(60))),
+            "__Host-session"
+        );
+        assert_eq!(name(settings().with_cookie_secure(false)), "session");
+        assert_eq!(
+            name(settings().with_cookie_domain("example.com")),
+            "session"
+        );
+        assert_eq!(name(settings().with_cookie_path("/app")), "session");
+        let back = settings()
+            .with_cookie_secure(false)
+            .unwrap()
+            .with_cookie_secure(true);
+        assert_eq!(name(back), "__Host-session");
+        for chosen in ["session", "sid", "__Host-app"] {
+            assert_eq!(name(settings().with_cookie_name(chosen)), chosen);
+        }
+        let kept = settings()
+            .with_cookie_name("sid")
+            .unwrap()
+            .with_cookie_path("/app");
+        assert_eq!(name(kept), "sid");
+        // A chosen `__Host-` name still refuses what breaks the prefix.
+        let host = settings().with_cookie_name("__Host-app").unwrap();
+        assert_eq!(
+            host.with_cookie_secure(false).unwrap_err().kind(),
+            ConfigErrorKind::CookiePrefix
+        );
+    }
+
+    #[test]
+    fn sealing_is_refused_with_a_format_that_cannot_seal() {
+        #[derive(Debug)]
+        struct Plain;
+        impl TicketFormat for Plain {
+            fn generate(&self) -> crate::session::SessionId {
+                crate::session::SessionId::generate()
+            }
+            fn sealable(&self) -> bool {
+                false
+            }
+            fn encode(&self, k: &KeyRing, n: &str, id: &crate::session::SessionId) -> String {
+                crate::cookie::encode_ticket(k, n, id)
+            }
+            fn decode(
+                &self,
+                k: &KeyRing,
+                n: &str,
+                v: &str,
+            ) -> Result<crate::session::SessionId, crate::cookie::TicketError> {
+                crate::cookie::decode_ticket(k, n, v)
+            }
+        }
+        let kind = |r: Result<SessionSettings, ConfigError>| r.unwrap_err().kind();
+        let plain = || settings().with_ticket_format(Arc::new(Plain)).unwrap();
+        assert_eq!(
+            kind(plain().with_sealed_data(true)),
+            ConfigErrorKind::Sealing
+        );
+        assert_eq!(
+            kind(plain().with_sealed_user_agent(true)),
+            ConfigErrorKind::Sealing
+        );
+        assert!(plain().with_sealed_data(false).is_ok());
+        let sealed = settings().with_sealed_data(true).unwrap();
+        assert_eq!(
+            kind(sealed.with_ticket_format(Arc::new(Plain))),
+            ConfigErrorKind::Sealing
+        );
+    }
+}
