@@ -556,7 +556,11 @@ async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
     let res = c.send(&app, req).await;
     assert_eq!(res.status, 200);
     assert!(res.set_cookie.iter().any(|s| s.starts_with("XSRF-TOKEN=")));
-    assert!(res.set_cookie.iter().any(|s| s.starts_with("__Host-session=")));
+    assert!(
+        res.set_cookie
+            .iter()
+            .any(|s| s.starts_with("__Host-session="))
+    );
     assert_eq!(res.cache_control, ["no-store"]);
     assert_eq!(res.vary, ["Cookie"]);
 

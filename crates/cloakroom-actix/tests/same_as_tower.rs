@@ -76,7 +76,10 @@ const NAMES: [&str; 4] = ["set-cookie", "cache-control", "vary", "retry-after"];
 
 fn mask(set_cookie: &str) -> String {
     match set_cookie.split_once(';') {
-        Some((pair, rest)) if !pair.ends_with('=') => format!("{}=<ticket>;{rest}", pair.split('=').next().unwrap_or_default()),
+        Some((pair, rest)) if !pair.ends_with('=') => format!(
+            "{}=<ticket>;{rest}",
+            pair.split('=').next().unwrap_or_default()
+        ),
         _ => set_cookie.to_owned(),
     }
 }

@@ -184,7 +184,10 @@ async fn logout_removes_the_cookie_and_the_record() {
     assert_eq!(probe.inner.len(), 1);
     let res = send(&app, &Method::POST, "/logout", Some(&c)).await;
     let removal = set_cookie(&res).unwrap();
-    assert!(removal.starts_with("__Host-session=; Max-Age=0"), "{removal}");
+    assert!(
+        removal.starts_with("__Host-session=; Max-Age=0"),
+        "{removal}"
+    );
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(
             removal.split("; ").any(|a| a == attr),
