@@ -11,6 +11,10 @@
 //! - `memory_store`: load and apply on `MemoryStore`, for both session sizes;
 //! - `engine`: a whole request's session work on `MemoryStore` (ticket in, read or write,
 //!   commit), i.e. what `SessionLayer` adds to a request minus HTTP parsing;
+//! - `sealing`: the same requests on `MemoryStore` with and without sealed data
+//!   (`SessionSettings::with_sealed_data`), side by side: a read of one small field (the key
+//!   derivation and one open), a blind write of a 1 KB value (derivation and one seal), and
+//!   `seal::open_record` of one small sealed field alone;
 //! - `rng`: 32 bytes from the OS (`getrandom`, one system call), what every new session id
 //!   and every CSRF mask costs;
 //! - `sqlite`: `SqliteStore::load`/`apply` (each runs on tokio's blocking pool) next to the
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use cloakroom_core::cookie::{decode_ticket, encode_ticket};
 use cloakroom_core::csrf::Secret;
-use cloakroom_core::session::{SessionId, SessionSettings, Timestamp};
+use cloakroom_core::session::{SessionEngine, SessionId, SessionSettings, Timestamp, seal};
 use cloakroom_core::store::{Fields, MemoryStore, Patch, Record, SessionStore};
 use cloakroom_core::{Key, KeyRing};
 use criterion::Criterion;
@@ -174,6 +178,75 @@ fn engine(c: &mut Criterion) {
     g.finish();
 }
 
+/// An engine on `store`, sealing or not, and the `name=ticket` pair of a stored session
+/// holding one small field.
+fn engine_with_session(
+    rt: &tokio::runtime::Runtime,
+    store: Arc<MemoryStore>,
+    sealed: bool,
+) -> (SessionEngine, String) {
+    rt.block_on(async {
+        let engine = SessionSettings::new(store, ring())
+            .with_sealed_data(sealed)
+            .expect("sealing allowed")
+            .build();
+        let s = engine.session(None);
+        s.set("counter", &41u64).await.expect("set");
+        let outcome = engine.commit(&s, None).await.expect("commit");
+        let cookie = outcome.set_cookie.expect("cookie");
+        let pair = cookie.split(';').next().expect("name=value").to_owned();
+        (engine, pair)
+    })
+}
+
+fn sealing(c: &mut Criterion) {
+    let rt = runtime();
+    let kb = "x".repeat(1022); // 1024 bytes of JSON text with its quotes
+    let mut g = c.benchmark_group("sealing");
+    for (name, sealed) in [("plain", false), ("sealed", true)] {
+        let (engine, pair) = engine_with_session(&rt, Arc::new(MemoryStore::new()), sealed);
+        g.bench_function(format!("read_{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let s = engine.session(Some(black_box(&pair)));
+                    let n: Option<u64> = s.get("counter").await.expect("get");
+                    engine.commit(&s, None).await.expect("commit");
+                    n
+                })
+            })
+        });
+        g.bench_function(format!("blind_write_1k_{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let s = engine.session(Some(black_box(&pair)));
+                    s.set("blob", black_box(&kb)).await.expect("set");
+                    engine.commit(&s, None).await.expect("commit")
+                })
+            })
+        });
+    }
+    let store = Arc::new(MemoryStore::new());
+    let (_, pair) = engine_with_session(&rt, store.clone(), true);
+    let (name, value) = pair.split_once('=').expect("name=value");
+    let id = decode_ticket(&ring(), name, value).expect("our ticket");
+    let key = id.key();
+    let record = rt
+        .block_on(store.load(&key))
+        .expect("load")
+        .expect("stored");
+    g.bench_function("clone_record_small", |b| {
+        b.iter(|| black_box(&record).clone())
+    });
+    g.bench_function("open_record_small", |b| {
+        b.iter(|| {
+            let mut r = black_box(&record).clone();
+            seal::open_record(&id, &key, &mut r).expect("opens");
+            r
+        })
+    });
+    g.finish();
+}
+
 fn rng(c: &mut Criterion) {
     let mut g = c.benchmark_group("rng");
     g.bench_function("getrandom_32", |b| {
@@ -254,6 +327,7 @@ fn main() {
     record(&mut c);
     memory_store(&mut c);
     engine(&mut c);
+    sealing(&mut c);
     rng(&mut c);
     sqlite(&mut c);
     c.final_summary();

@@ -409,7 +409,7 @@ async fn the_token_is_bound_to_the_session_and_rotates_at_login() {
     let req = post("/login/alice").insert_header(("X-XSRFToken", before.as_str()));
     let res = c.send(&app, req).await;
     assert_eq!(res.status, 200);
-    assert!(c.cookie("session").is_some());
+    assert!(c.cookie("__Host-session").is_some());
 
     // The token from before the login no longer passes; one rendered now does.
     let req = post("/api/notes").insert_header(("X-XSRFToken", before.as_str()));
@@ -556,7 +556,11 @@ async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
     let res = c.send(&app, req).await;
     assert_eq!(res.status, 200);
     assert!(res.set_cookie.iter().any(|s| s.starts_with("XSRF-TOKEN=")));
-    assert!(res.set_cookie.iter().any(|s| s.starts_with("session=")));
+    assert!(
+        res.set_cookie
+            .iter()
+            .any(|s| s.starts_with("__Host-session="))
+    );
     assert_eq!(res.cache_control, ["no-store"]);
     assert_eq!(res.vary, ["Cookie"]);
 

@@ -76,7 +76,10 @@ const NAMES: [&str; 4] = ["set-cookie", "cache-control", "vary", "retry-after"];
 
 fn mask(set_cookie: &str) -> String {
     match set_cookie.split_once(';') {
-        Some((pair, rest)) if !pair.ends_with('=') => format!("session=<ticket>;{rest}"),
+        Some((pair, rest)) if !pair.ends_with('=') => format!(
+            "{}=<ticket>;{rest}",
+            pair.split('=').next().unwrap_or_default()
+        ),
         _ => set_cookie.to_owned(),
     }
 }
@@ -288,12 +291,12 @@ async fn a_session_lifecycle_is_header_for_header_the_tower_layers() {
     // The comparison covered every case: a new ticket, a kept one, rotation, removal and a
     // handler's own caching headers.
     let new_ticket = &seen_by_axum[1];
-    assert!(new_ticket.set_cookie[0].starts_with("session=<ticket>;"));
+    assert!(new_ticket.set_cookie[0].starts_with("__Host-session=<ticket>;"));
     assert_eq!(new_ticket.cache_control, ["no-store"]);
     assert_eq!(new_ticket.vary, ["Cookie"]);
     assert!(seen_by_axum[2].set_cookie.is_empty());
     assert_eq!(seen_by_axum[2].body, "v");
-    assert!(seen_by_axum[5].set_cookie[0].starts_with("session=<ticket>;"));
+    assert!(seen_by_axum[5].set_cookie[0].starts_with("__Host-session=<ticket>;"));
     assert!(seen_by_axum[7].set_cookie[0].contains("Max-Age=0"));
     let cached = &seen_by_axum[9];
     assert_eq!(cached.cache_control, ["private, max-age=60"]);
@@ -305,7 +308,7 @@ async fn a_session_lifecycle_is_header_for_header_the_tower_layers() {
 async fn a_store_outage_is_header_for_header_the_tower_layers() {
     let axum = axum_app(Down);
     let actix = actix_app!(Down);
-    let stale = Some("session=not-a-ticket".to_owned());
+    let stale = Some("__Host-session=not-a-ticket".to_owned());
     for (method, uri) in SCENARIO {
         for jar in [None, stale.clone()] {
             let (mut axum_jar, mut actix_jar) = (jar.clone(), jar);

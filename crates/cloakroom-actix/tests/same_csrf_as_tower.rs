@@ -488,7 +488,7 @@ async fn token_checks_are_header_for_header_the_tower_layers() {
         seen[21]
             .set_cookie
             .iter()
-            .any(|c| c.starts_with("session=<value>"))
+            .any(|c| c.starts_with("__Host-session=<value>"))
     );
     assert_eq!(seen[22].reason, Some(Reason::TokenMismatch));
     assert_eq!(seen[24].status, 200);

@@ -115,7 +115,7 @@ fn header_of<B>(res: &ServiceResponse<B>, name: header::HeaderName) -> Vec<Strin
         .collect()
 }
 
-/// `session=<ticket>` from a Set-Cookie value.
+/// `__Host-session=<ticket>` from a Set-Cookie value.
 fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
@@ -141,7 +141,7 @@ async fn set_then_get_across_requests() {
     let res = send(&app, &Method::POST, "/set/k/v", None).await;
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = set_cookie(&res).unwrap();
-    assert!(cookie.starts_with("session="), "{cookie}");
+    assert!(cookie.starts_with("__Host-session="), "{cookie}");
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(cookie.split("; ").any(|a| a == attr), "{attr} in {cookie}");
     }
@@ -184,7 +184,10 @@ async fn logout_removes_the_cookie_and_the_record() {
     assert_eq!(probe.inner.len(), 1);
     let res = send(&app, &Method::POST, "/logout", Some(&c)).await;
     let removal = set_cookie(&res).unwrap();
-    assert!(removal.starts_with("session=; Max-Age=0"), "{removal}");
+    assert!(
+        removal.starts_with("__Host-session=; Max-Age=0"),
+        "{removal}"
+    );
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(
             removal.split("; ").any(|a| a == attr),

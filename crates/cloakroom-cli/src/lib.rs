@@ -82,7 +82,8 @@ pub enum Command {
 pub enum SessionsCommand {
     /// List live sessions as a table (or JSON), most recently seen first.
     List(ListArgs),
-    /// Show one session with its decoded data (the CSRF secret is never shown).
+    /// Show one session with its decoded data (the CSRF secret is never shown; sealed values
+    /// are opened only with the session's --ticket).
     Show(ShowArgs),
     /// Revoke (delete) one session, or every session of a user.
     Revoke(RevokeArgs),
@@ -103,15 +104,48 @@ pub struct ListArgs {
     pub limit: Option<NonZeroUsize>,
 }
 
-/// Options of `sessions show`.
-#[derive(Debug, Clone, Args)]
+/// Options of `sessions show`: a handle, or `--ticket` (which also opens sealed data).
+#[derive(Clone, Args)]
+#[command(group(ArgGroup::new("session").required(true).args(["handle", "ticket"])))]
 pub struct ShowArgs {
     /// The session's handle, as `sessions list` prints it (43 characters of base64url).
+    /// Sealed values are shown as sealed.
     #[arg(value_parser = HandleParser, allow_hyphen_values = true)]
-    pub handle: SessionKey,
+    pub handle: Option<SessionKey>,
+    /// Instead of a handle, the session's ticket (the cookie, `NAME=VALUE` or the value of
+    /// a `__Host-session` or `session` cookie), for support: it names the session and opens
+    /// its sealed data, which nothing else can. Needs the app's keys (--keys).
+    #[arg(
+        long,
+        env = "CLOAKROOM_TICKET",
+        hide_env_values = true,
+        value_name = "TICKET"
+    )]
+    pub ticket: Option<String>,
+    /// The app's signing keys, comma-separated standard base64 (the first signs), to verify
+    /// --ticket.
+    #[arg(
+        long,
+        env = "CLOAKROOM_KEYS",
+        hide_env_values = true,
+        requires = "ticket"
+    )]
+    pub keys: Option<String>,
     /// Print JSON, for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+impl std::fmt::Debug for ShowArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "REDACTED");
+        f.debug_struct("ShowArgs")
+            .field("handle", &self.handle)
+            .field("ticket", &redacted(&self.ticket))
+            .field("keys", &redacted(&self.keys))
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 /// Options of `sessions revoke`: a handle, or `--user`.

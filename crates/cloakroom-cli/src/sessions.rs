@@ -4,7 +4,9 @@ use std::io::Write;
 
 use anyhow::{Context as _, anyhow, bail};
 use cloakroom::store::{Record, SessionInfo, SessionStore};
-use cloakroom::{SessionKey, Timestamp};
+use cloakroom::{KeyRing, SessionKey, Timestamp};
+use cloakroom_core::cookie::decode_ticket;
+use cloakroom_core::session::{SessionId, seal};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -21,6 +23,14 @@ const SECRET_FIELDS: [&str; 1] = ["__cr.csrf"];
 
 /// What replaces a secret value.
 const REDACTED: &str = "REDACTED";
+
+/// What a sealed value (or user agent) is shown as.
+const SEALED: &str = "SEALED";
+
+/// The user agent as shown: sealed ones as [`SEALED`].
+fn shown_agent(agent: Option<&str>) -> Option<&str> {
+    agent.map(|a| if seal::is_sealed(a) { SEALED } else { a })
+}
 
 /// Characters of the user agent shown in the table.
 const USER_AGENT_WIDTH: usize = 40;
@@ -92,8 +102,7 @@ pub async fn list(
             ),
             info.fields.to_string(),
             info.data_bytes.to_string(),
-            meta.user_agent
-                .as_deref()
+            shown_agent(meta.user_agent.as_deref())
                 .map_or_else(|| "-".to_owned(), |ua| truncate(ua, USER_AGENT_WIDTH)),
         ]);
     }
@@ -118,14 +127,25 @@ pub async fn show(
     now: Timestamp,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let key = args.handle;
-    let record = store
+    let (key, id) = match (&args.ticket, args.handle) {
+        (Some(ticket), _) => {
+            let id = ticket_id(ticket, args.keys.as_deref())?;
+            (id.key(), Some(id))
+        }
+        (None, Some(key)) => (key, None),
+        (None, None) => bail!("sessions show needs a HANDLE or --ticket TICKET"),
+    };
+    let mut record = store
         .load(&key)
         .await
         .context("loading the session")?
         // A rotation grace's forwarding record is no session.
         .filter(|r| !r.is_forward())
         .ok_or_else(|| no_such_session(&key))?;
+    if let Some(id) = &id {
+        seal::open_record(id, &key, &mut record)
+            .context("the session's sealed data does not open (altered or moved)")?;
+    }
     let fields = decode_fields(&record);
     let info = record.info(key);
     if args.json {
@@ -145,6 +165,11 @@ pub async fn show(
                 .filter(|f| matches!(f.value, Decoded::Raw(_)))
                 .map(|f| f.name.as_str())
                 .collect(),
+            sealed: fields
+                .iter()
+                .filter(|f| matches!(f.value, Decoded::Sealed))
+                .map(|f| f.name.as_str())
+                .collect(),
         };
         write_json(out, &shown)?;
         return Ok(());
@@ -158,6 +183,7 @@ pub async fn show(
             any = true;
             let value = match &field.value {
                 Decoded::Redacted => REDACTED.to_owned(),
+                Decoded::Sealed => format!("{SEALED} (--ticket opens it)"),
                 Decoded::Json(value) => {
                     let pretty = serde_json::to_string_pretty(value)?;
                     // Later lines of a multi-line value line up under the field name.
@@ -209,6 +235,21 @@ pub async fn revoke(
     Ok(())
 }
 
+/// The session id in `ticket` (`NAME=VALUE`, or a bare value of the default cookie names),
+/// verified with `keys`. Errors never quote the ticket.
+fn ticket_id(ticket: &str, keys: Option<&str>) -> anyhow::Result<SessionId> {
+    let keys = keys.context("--ticket needs the app's keys: pass --keys or set CLOAKROOM_KEYS")?;
+    let ring = KeyRing::from_base64_list(keys).context("bad --keys / CLOAKROOM_KEYS")?;
+    let ticket = ticket.trim();
+    let tries: Vec<(&str, &str)> = match ticket.split_once('=') {
+        Some((name, value)) if !name.is_empty() => vec![(name, value)],
+        _ => vec![("__Host-session", ticket), ("session", ticket)],
+    };
+    (tries.into_iter())
+        .find_map(|(name, value)| decode_ticket(&ring, name, value).ok())
+        .context("the ticket does not verify with these keys (or under that cookie name)")
+}
+
 fn no_such_session(key: &SessionKey) -> anyhow::Error {
     anyhow!(
         "no such session: {} (expired, revoked or never there)",
@@ -248,7 +289,7 @@ impl<'a> SessionJson<'a> {
             expires_at_ms: meta.expires_at.as_millis(),
             fields: info.fields,
             data_bytes: info.data_bytes,
-            user_agent: meta.user_agent.as_deref(),
+            user_agent: shown_agent(meta.user_agent.as_deref()),
             remember: meta.remember,
         }
     }
@@ -265,6 +306,8 @@ struct ShowJson<'a> {
     internal: Map<String, Value>,
     /// Fields whose stored text is not JSON (their value is given as a string of it).
     undecodable: Vec<&'a str>,
+    /// Fields sealed at rest (their value is given as `"SEALED"`; `--ticket` opens them).
+    sealed: Vec<&'a str>,
 }
 
 /// The header of `sessions show`.
@@ -282,7 +325,10 @@ fn write_meta(info: &SessionInfo, now: Timestamp, out: &mut impl Write) -> anyho
             "remember",
             if meta.remember { "yes" } else { "no" }.to_owned(),
         ),
-        ("user agent", or_none(&meta.user_agent)),
+        (
+            "user agent",
+            shown_agent(meta.user_agent.as_deref()).map_or_else(|| "-".to_owned(), clean),
+        ),
         (
             "fields",
             format!("{} ({} bytes)", info.fields, info.data_bytes),
@@ -306,6 +352,8 @@ struct Field {
 enum Decoded {
     /// A secret: the value was not even decoded.
     Redacted,
+    /// Sealed at rest; opened only with the session's ticket.
+    Sealed,
     Json(Value),
     /// Not valid JSON (shown as the raw text).
     Raw(String),
@@ -315,6 +363,7 @@ impl Decoded {
     fn json(&self) -> Value {
         match self {
             Decoded::Redacted => Value::String(REDACTED.to_owned()),
+            Decoded::Sealed => Value::String(SEALED.to_owned()),
             Decoded::Json(value) => value.clone(),
             Decoded::Raw(text) => Value::String(text.clone()),
         }
@@ -328,6 +377,8 @@ fn decode_fields(record: &Record) -> Vec<Field> {
         .map(|(name, text)| {
             let value = if SECRET_FIELDS.contains(&name.as_str()) {
                 Decoded::Redacted
+            } else if seal::is_sealed(text) {
+                Decoded::Sealed
             } else {
                 serde_json::from_str(text)
                     .map_or_else(|_| Decoded::Raw(text.clone()), Decoded::Json)

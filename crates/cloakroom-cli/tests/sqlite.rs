@@ -34,4 +34,5 @@ sqlite_scenarios!(
     the_store_can_come_from_the_environment,
     terminal_control_characters_are_escaped,
     bidi_and_invisible_characters_are_escaped,
+    sealed_data_opens_only_with_the_ticket,
 );

@@ -42,8 +42,10 @@ pub enum ConfigErrorKind {
     /// A request header name that is not an HTTP token, or one reserved for other uses.
     HeaderName,
     /// Two settings that cannot go together (the rotation grace with an interop ticket
-    /// format whose records another program reads).
+    /// format whose records another program reads, or with sealed data).
     Conflict,
+    /// Sealed session data with a ticket format whose records another program reads.
+    Sealing,
 }
 
 impl ConfigErrorKind {
@@ -67,7 +69,10 @@ impl ConfigErrorKind {
             }
             ConfigErrorKind::Conflict => {
                 "a rotation grace needs a ticket format that keeps Cloakroom's store keys \
-                 (not an interop format such as pycket's)"
+                 (not an interop format such as pycket's) and unsealed data"
+            }
+            ConfigErrorKind::Sealing => {
+                "session data cannot be sealed in a format another program reads (pycket)"
             }
         }
     }

@@ -131,6 +131,13 @@ pub trait TicketFormat: Send + Sync + fmt::Debug + 'static {
     fn store_key(&self, id: &SessionId) -> SessionKey {
         id.key()
     }
+    /// Whether session data may be sealed at rest under this format
+    /// ([`SessionSettings::with_sealed_data`](crate::session::SessionSettings::with_sealed_data)).
+    /// Default `true`; `false` for an interop format whose records another program reads
+    /// (pycket's: Tornado must read the values).
+    fn sealable(&self) -> bool {
+        true
+    }
     /// The cookie value carrying `id`.
     fn encode(&self, keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String;
     /// The id in a cookie value, if it verifies.

@@ -23,9 +23,25 @@ async fn store_with(option: String) -> Arc<PostgresStore> {
 }
 
 cloakroom_testkit::conformance_tests!(store_with(format!("table={}", unique("t"))));
+cloakroom_testkit::sealed_engine_tests!(store_with(format!("table={}", unique("t"))));
 
 mod with_schema {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(store_with(format!("schema={}", unique("s"))));
+}
+
+/// What a thief of the database gets: `pg_dump` of the session table (every column).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_marker_is_not_in_pg_dump() {
+    let server = PostgresServer::shared();
+    let table = unique("dump");
+    let store = store_with(format!("table={table}")).await;
+    cloakroom_testkit::sealed::check_sealed_marker_not_in_dump(store, |_| {
+        let out = server
+            .pg_dump(&["--data-only", "--table", &table])
+            .expect("pg_dump runs");
+        async { out }
+    })
+    .await;
 }

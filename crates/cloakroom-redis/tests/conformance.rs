@@ -41,6 +41,7 @@ mod standalone {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(standalone_store(), purge = Purge::EngineExpires);
+    cloakroom_testkit::sealed_engine_tests!(standalone_store());
 }
 
 /// Against one Redis server, with the near-cache on.
@@ -48,6 +49,7 @@ mod standalone_cached {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(cached_store(1), purge = Purge::EngineExpires);
+    cloakroom_testkit::sealed_engine_tests!(cached_store(1));
 }
 
 /// With the near-cache on and three connections (every key routed to one of them).
@@ -62,4 +64,39 @@ mod cluster {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(cluster_store(), purge = Purge::EngineExpires);
+    cloakroom_testkit::sealed_engine_tests!(cluster_store());
+}
+
+/// What a thief of the Redis server gets: `DUMP` of each session's key, and the RDB file after
+/// `SAVE` (uncompressed, so a plaintext marker would show verbatim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_marker_is_not_in_dump_or_the_rdb_file() {
+    use cloakroom_testkit::redis_server::Resp;
+    let server = RedisServer::start();
+    let ok = |args: &[&str]| server.command(args).expect("redis command");
+    ok(&["CONFIG", "SET", "rdbcompression", "no"]);
+    let Resp::Array(Some(dir)) = ok(&["CONFIG", "GET", "dir"]) else {
+        panic!("CONFIG GET dir");
+    };
+    let rdb = std::path::Path::new(dir[1].as_str().expect("a directory")).join("dump.rdb");
+    let prefix = unique_prefix("dump");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    cloakroom_testkit::sealed::check_sealed_marker_not_in_dump(Arc::new(store), |keys| {
+        let mut bytes = Vec::new();
+        for key in keys {
+            let name = format!("{prefix}s:{}", key.to_handle());
+            match ok(&["DUMP", &name]) {
+                Resp::Bulk(Some(payload)) => bytes.extend(payload),
+                other => panic!("DUMP {name}: {other:?}"),
+            }
+        }
+        assert_eq!(ok(&["SAVE"]).as_str(), Some("OK"));
+        bytes.extend(std::fs::read(&rdb).expect("the RDB file"));
+        async { bytes }
+    })
+    .await;
 }

@@ -115,7 +115,7 @@ async fn commands_per_request() {
 
     let (n, sent, _) = count(
         &server,
-        send(&app, "GET", "/read/a", Some("session=forged")),
+        send(&app, "GET", "/read/a", Some("__Host-session=forged")),
     )
     .await;
     assert_eq!(n, 0, "a forged ticket never reaches Redis: {sent:?}");

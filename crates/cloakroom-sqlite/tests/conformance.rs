@@ -28,3 +28,19 @@ mod in_memory {
         )
     });
 }
+
+cloakroom_testkit::sealed_engine_tests!(temp_file_store());
+
+/// A dump of the database: the file and its write-ahead log, as a thief would copy them.
+#[tokio::test]
+async fn a_sealed_marker_is_not_in_the_database_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("sessions.db");
+    let store = SqliteStore::open(&path).await.expect("a new database file");
+    let files = [path.clone(), dir.path().join("sessions.db-wal")];
+    cloakroom_testkit::sealed::check_sealed_marker_not_in_dump(Arc::new(store), |_| async {
+        let read = |p: &std::path::PathBuf| std::fs::read(p).unwrap_or_default();
+        files.iter().flat_map(read).collect()
+    })
+    .await;
+}

@@ -331,6 +331,7 @@ pub mod probe;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod sealed;
 pub mod sentinel_server;
 pub mod slow_clients;
 mod spawn;

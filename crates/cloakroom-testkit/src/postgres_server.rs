@@ -125,6 +125,32 @@ impl PostgresServer {
         &self.dir
     }
 
+    /// Runs the server's own `pg_dump` on the `postgres` database with `args` (e.g.
+    /// `["--data-only", "--table", "t"]`) and returns its output.
+    ///
+    /// # Errors
+    /// When `pg_dump` cannot run or fails (its standard error in the message).
+    pub fn pg_dump(&self, args: &[&str]) -> Result<Vec<u8>, String> {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(args)
+            .arg("postgres")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("pg_dump: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(out.stdout)
+    }
+
     /// Stops the server (fast shutdown: sessions are ended, the port refuses connections)
     /// until [`PostgresServer::restart`]. Data is kept.
     pub fn stop(&self) {

@@ -122,7 +122,7 @@ async fn api_login(app: &Router) -> String {
     ticket
 }
 
-/// A browser login: the `session=...` cookie pair.
+/// A browser login: the `__Host-session=...` cookie pair.
 async fn browser_login(app: &Router) -> String {
     let res = send(app, "POST", "/browser-login", &[]).await;
     let cookie = value(&res, "set-cookie").expect("a cookie");
@@ -206,7 +206,7 @@ async fn a_cookie_only_engine_never_reads_the_header() {
     assert_eq!(text(res).await, "- cookie");
     assert_eq!(probe.calls(), before, "no store call");
     // The same ticket as a cookie works: one ticket, two transports.
-    let cookie = format!("session={ticket}");
+    let cookie = format!("__Host-session={ticket}");
     let res = send(&cookie_only, "GET", "/me", &[("cookie", &cookie)]).await;
     assert_eq!(text(res).await, "ada cookie");
 }
@@ -216,7 +216,7 @@ async fn header_only_ignores_cookies_and_never_sets_one() {
     let probe = Arc::new(Probe::default());
     let app = app(&probe, |s| s.with_transport(Transport::Header));
     let ticket = api_login(&app).await;
-    let cookie = format!("session={ticket}");
+    let cookie = format!("__Host-session={ticket}");
     let res = send(&app, "GET", "/me", &[("cookie", &cookie)]).await;
     assert_eq!(text(res).await, "- cookie");
     // A session made without asking for the ticket still travels by header.
@@ -256,7 +256,7 @@ async fn cookie_and_header_naming_different_sessions_are_refused() {
     );
 
     // The same session in both: a cookie request, whose CSRF check applies.
-    let same = format!("session={ticket}");
+    let same = format!("__Host-session={ticket}");
     let res = send(
         &app,
         "GET",

@@ -1,6 +1,6 @@
 //! Cookies of other apps on the same site ("neighbours") never cost the session, the CSRF
 //! cookie or a login: a Cookie header is read as bytes and only malformed pairs are skipped.
-//! And when several `session=` pairs arrive, the first one whose ticket verifies *and* whose
+//! And when several `__Host-session=` pairs (the default name over HTTPS) arrive, the first one whose ticket verifies *and* whose
 //! record the store knows is used.
 
 use std::sync::Arc;
@@ -117,11 +117,11 @@ fn set_pair(res: &Response<Body>, name: &str) -> Option<String> {
         .find(|p| p.starts_with(&format!("{name}=")))
 }
 
-/// A fresh session holding `data`; returns its `session=<ticket>` pair.
+/// A fresh session holding `data`; returns its `__Host-session=<ticket>` pair.
 async fn start(h: &Harness, data: &str) -> String {
     let res = send(&h.app, Request::post(format!("/start/{data}")), &[]).await;
     assert_eq!(res.status(), StatusCode::OK);
-    set_pair(&res, "session").expect("a session cookie")
+    set_pair(&res, "__Host-session").expect("a session cookie")
 }
 
 /// A CSRF token of the session `pair` (read with a clean Cookie header).
@@ -157,10 +157,10 @@ fn neighbours() -> Vec<(&'static str, Vec<u8>)> {
         ("quoted utf-8 value", "q=\"é\"".as_bytes().to_vec()),
         ("unbalanced quote", b"q=\"abc".to_vec()),
         ("4 KB junk", junk),
-        ("junk session pair", b"session=garbage".to_vec()),
-        ("empty session pair", b"session=".to_vec()),
-        ("utf-8 session pair", "session=é".as_bytes().to_vec()),
-        ("quoted session pair", b"session=\"x y\"".to_vec()),
+        ("junk session pair", b"__Host-session=garbage".to_vec()),
+        ("empty session pair", b"__Host-session=".to_vec()),
+        ("utf-8 session pair", "__Host-session=é".as_bytes().to_vec()),
+        ("quoted session pair", b"__Host-session=\"x y\"".to_vec()),
         ("tabs and spaces", b" \t theme = dark \t".to_vec()),
         ("space-separated junk", b"a b c d".to_vec()),
     ]
@@ -193,7 +193,7 @@ async fn neighbour_cookies_keep_the_session() {
             let res = send(&h.app, Request::get("/get"), &headers).await;
             assert_eq!(res.status(), StatusCode::OK, "{what}, {how}");
             assert!(
-                set_pair(&res, "session").is_none(),
+                set_pair(&res, "__Host-session").is_none(),
                 "{what}, {how}: the cookie was not removed"
             );
             assert_eq!(text(res).await, "kept", "{what}, {how}");
@@ -251,7 +251,7 @@ async fn neighbour_cookies_do_not_block_login_which_rotates_the_id() {
             )
             .await;
             assert_eq!(res.status(), StatusCode::OK, "{what}, {how}");
-            let new = set_pair(&res, "session").expect("a new ticket");
+            let new = set_pair(&res, "__Host-session").expect("a new ticket");
             assert_ne!(new, ours, "{what}, {how}: the id was not rotated");
             // The old ticket is dead; the new one carries the user and the data.
             let old = send(&h.app, Request::get("/get"), &[ours.into_bytes()]).await;
@@ -279,8 +279,8 @@ async fn neighbour_cookies_do_not_block_login_which_rotates_the_id() {
 /// neighbour could plant from a ticket of a session that has since ended.
 fn unknown_ticket() -> String {
     format!(
-        "session={}",
-        encode_ticket(&keys(), "session", &SessionId::generate())
+        "__Host-session={}",
+        encode_ticket(&keys(), "__Host-session", &SessionId::generate())
     )
 }
 
@@ -292,7 +292,11 @@ fn header(pairs: &[&str]) -> Vec<Vec<u8>> {
 async fn a_garbage_session_pair_before_ours_does_not_shadow_it() {
     let h = harness();
     let ours = start(&h, "kept").await;
-    for garbage in ["session=garbage", "session=", "session=\"quoted\""] {
+    for garbage in [
+        "__Host-session=garbage",
+        "__Host-session=",
+        "__Host-session=\"quoted\"",
+    ] {
         let res = send(&h.app, Request::get("/get"), &header(&[garbage, &ours])).await;
         assert_eq!(text(res).await, "kept", "{garbage}");
     }
@@ -304,7 +308,10 @@ async fn a_verified_ticket_of_an_unknown_session_before_ours_does_not_shadow_it(
     let ours = start(&h, "kept").await;
     let planted = unknown_ticket();
     let res = send(&h.app, Request::get("/get"), &header(&[&planted, &ours])).await;
-    assert!(set_pair(&res, "session").is_none(), "no cookie removal");
+    assert!(
+        set_pair(&res, "__Host-session").is_none(),
+        "no cookie removal"
+    );
     assert_eq!(text(res).await, "kept");
     // Also across two Cookie headers, and behind several planted pairs.
     let res = send(
@@ -318,7 +325,7 @@ async fn a_verified_ticket_of_an_unknown_session_before_ours_does_not_shadow_it(
     let res = send(
         &h.app,
         Request::get("/get"),
-        &header(&[&planted, "session=junk", &p2, &p3, &ours]),
+        &header(&[&planted, "__Host-session=junk", &p2, &p3, &ours]),
     )
     .await;
     assert_eq!(text(res).await, "kept");
@@ -338,7 +345,7 @@ async fn a_blind_write_behind_a_planted_ticket_lands_in_our_session() {
     .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(
-        set_pair(&res, "session").is_none(),
+        set_pair(&res, "__Host-session").is_none(),
         "no new session was made"
     );
     let res = send(&h.app, Request::get("/get"), &[ours.into_bytes()]).await;
@@ -359,7 +366,7 @@ async fn login_behind_a_planted_ticket_replaces_our_record() {
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let new = set_pair(&res, "session").unwrap();
+    let new = set_pair(&res, "__Host-session").unwrap();
     let me = send(&h.app, Request::get("/whoami"), &[new.into_bytes()]).await;
     assert_eq!(text(me).await, "alice");
     let old = send(&h.app, Request::get("/get"), &[ours.into_bytes()]).await;
@@ -379,7 +386,10 @@ async fn logout_behind_a_planted_ticket_ends_our_session() {
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(set_pair(&res, "session").as_deref(), Some("session="));
+    assert_eq!(
+        set_pair(&res, "__Host-session").as_deref(),
+        Some("__Host-session=")
+    );
     let res = send(&h.app, Request::get("/get"), &[ours.into_bytes()]).await;
     assert_eq!(text(res).await, "-");
     assert!(h.store.is_empty());
@@ -394,7 +404,10 @@ async fn only_unknown_tickets_mean_no_session_and_a_cookie_removal() {
         &header(&[&unknown_ticket(), &unknown_ticket()]),
     )
     .await;
-    assert_eq!(set_pair(&res, "session").as_deref(), Some("session="));
+    assert_eq!(
+        set_pair(&res, "__Host-session").as_deref(),
+        Some("__Host-session=")
+    );
     assert_eq!(text(res).await, "-");
 }
 
@@ -416,7 +429,7 @@ async fn a_pair_planted_after_ours_is_not_used() {
     let h = harness();
     let ours = start(&h, "kept").await;
     let other = start(&h, "b").await;
-    for planted in [unknown_ticket(), other, "session=garbage".into()] {
+    for planted in [unknown_ticket(), other, "__Host-session=garbage".into()] {
         let res = send(&h.app, Request::get("/get"), &header(&[&ours, &planted])).await;
         assert_eq!(text(res).await, "kept", "{planted}");
     }
@@ -430,7 +443,10 @@ async fn a_blind_logout_with_two_live_tickets_ends_both() {
     let a = start(&h, "a").await;
     let b = start(&h, "b").await;
     let res = send(&h.app, Request::post("/logout"), &header(&[&a, &b])).await;
-    assert_eq!(set_pair(&res, "session").as_deref(), Some("session="));
+    assert_eq!(
+        set_pair(&res, "__Host-session").as_deref(),
+        Some("__Host-session=")
+    );
     assert!(h.store.is_empty());
 }
 

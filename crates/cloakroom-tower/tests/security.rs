@@ -138,7 +138,10 @@ async fn signed_but_unknown_ids_are_not_adopted() {
     let keys = KeyRing::single(key(1));
     let app = app(store.clone(), keys.clone());
     let chosen = SessionId::from_bytes([7; 32]);
-    let forged = format!("session={}", encode_ticket(&keys, "session", &chosen));
+    let forged = format!(
+        "__Host-session={}",
+        encode_ticket(&keys, "__Host-session", &chosen)
+    );
     let res = send(
         &app,
         Request::post("/put").header(header::COOKIE, &forged),
@@ -190,7 +193,7 @@ async fn tickets_outside_the_cookie_are_ignored() {
     let store = MemoryStore::new();
     let app = app(store.clone(), KeyRing::single(key(1)));
     let c = ticket(&send(&app, Request::post("/login/alice"), Body::empty()).await);
-    let value = c.trim_start_matches("session=");
+    let value = c.trim_start_matches("__Host-session=");
     let res = send(
         &app,
         Request::get(format!("/whoami?session={value}")),
@@ -201,7 +204,7 @@ async fn tickets_outside_the_cookie_are_ignored() {
     let res = send(
         &app,
         Request::get("/whoami").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded"),
-        Body::from(format!("session={value}")),
+        Body::from(format!("__Host-session={value}")),
     )
     .await;
     assert_eq!(text(res).await, "-");
@@ -256,7 +259,7 @@ async fn debug_output_contains_no_secret() {
         "hunter2",
         &k.to_base64(),
         "abababab",
-        cookie.trim_start_matches("session="),
+        cookie.trim_start_matches("__Host-session="),
     ] {
         assert!(!all.contains(secret), "{secret} leaked in {all}");
     }

@@ -137,7 +137,7 @@ fn set_cookie(res: &Response<Body>) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_owned())
 }
 
-/// `session=<ticket>` from a Set-Cookie value.
+/// `__Host-session=<ticket>` from a Set-Cookie value.
 fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
@@ -159,7 +159,7 @@ async fn write_sets_cookie_with_safe_attributes_and_cache_headers() {
     let h = harness(|l| l);
     let res = send(&h.app, "POST", "/set/k/v", None).await;
     let c = set_cookie(&res).unwrap();
-    assert!(c.starts_with("session="), "{c}");
+    assert!(c.starts_with("__Host-session="), "{c}");
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(c.split("; ").any(|a| a == attr), "{attr} missing in {c}");
     }
@@ -248,13 +248,13 @@ async fn tampered_cookie_is_no_session_and_no_store_call() {
     let last = tampered.len() - 1;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    let oversized = format!("session={}", "A".repeat(5000));
+    let oversized = format!("__Host-session={}", "A".repeat(5000));
     for cookie in [
         tampered.as_str(),
-        "session=",
-        "session=../../etc/passwd",
-        "session=' OR 1=1 --",
-        "session=%00%00",
+        "__Host-session=",
+        "__Host-session=../../etc/passwd",
+        "__Host-session=' OR 1=1 --",
+        "__Host-session=%00%00",
         &oversized,
     ] {
         let res = send(&h.app, "GET", "/get/k", Some(cookie)).await;
@@ -291,7 +291,10 @@ async fn logout_deletes_the_record_and_removes_the_cookie() {
     let c = pair(&set_cookie(&send(&h.app, "POST", "/login/bob", None).await).unwrap());
     let res = send(&h.app, "POST", "/logout", Some(&c)).await;
     let removal = set_cookie(&res).unwrap();
-    assert!(removal.starts_with("session=; Max-Age=0"), "{removal}");
+    assert!(
+        removal.starts_with("__Host-session=; Max-Age=0"),
+        "{removal}"
+    );
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(
             removal.split("; ").any(|a| a == attr),
@@ -485,7 +488,7 @@ async fn duplicate_cookies_use_the_first_valid_ticket() {
     let h = harness(|l| l);
     let a = pair(&set_cookie(&send(&h.app, "POST", "/set/who/a", None).await).unwrap());
     let b = pair(&set_cookie(&send(&h.app, "POST", "/set/who/b", None).await).unwrap());
-    let both = format!("session=junk; {a}; {b}");
+    let both = format!("__Host-session=junk; {a}; {b}");
     assert_eq!(
         text(send(&h.app, "GET", "/get/who", Some(&both)).await).await,
         "a"
@@ -503,7 +506,7 @@ async fn a_ticket_under_another_cookie_name_is_ignored() {
     let c = pair(&set_cookie(&send(&h.app, "POST", "/set/k/v", None).await).unwrap());
     let other = harness(|l| l.with_cookie_name("other").unwrap());
     // Same keys, same store contents are irrelevant: the MAC binds the name.
-    let renamed = c.replacen("session=", "other=", 1);
+    let renamed = c.replacen("__Host-session=", "other=", 1);
     assert_eq!(
         text(send(&other.app, "GET", "/get/k", Some(&renamed)).await).await,
         "-"

@@ -507,7 +507,7 @@ async fn responses_setting_a_csrf_cookie_are_not_cacheable() {
     let res = c.post("/login/ida").await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(set_cookie_line(&res, "XSRF-TOKEN").is_some());
-    assert!(set_cookie_line(&res, "session").is_some());
+    assert!(set_cookie_line(&res, "__Host-session").is_some());
     assert_eq!(values(&res, header::CACHE_CONTROL), ["no-store"]);
     assert_eq!(values(&res, header::VARY), ["Cookie"]);
 

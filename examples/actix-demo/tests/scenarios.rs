@@ -913,3 +913,38 @@ async fn host_lines_follow_rfc_9112() {
     })
     .await;
 }
+
+/// `--seal-session-data`: notes work as ever on both demos, yet the session store's file
+/// (and its write-ahead log) never holds one in the clear; without the flag it does (so the
+/// file is known to show session data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_session_data_is_not_in_the_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for demo in Demo::BOTH {
+        for sealed in [true, false] {
+            let path = |what: &str| dir.path().join(format!("{demo:?}-{sealed}-{what}.db"));
+            let store = format!("sqlite://{}", path("sessions").display());
+            let users = format!("sqlite://{}", path("users").display());
+            let mut args = vec!["--store", &store, "--users", &users];
+            if sealed {
+                args.push("--seal-session-data");
+            }
+            let server = demo.start(&args, dir.path()).await;
+            let base = server.base();
+            let ana = client();
+            register(&ana, &base, "ana").await;
+            let note = format!("note-{sealed}-{}", cloakroom_testkit::new_key().to_handle());
+            let res = post(&ana, &base, "/notes", &[("text", &note)]).await;
+            assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+            let (_, mine) = me(&ana, &base).await;
+            assert_eq!(mine["notes"], serde_json::json!([note]), "{demo:?}");
+            let mut bytes = std::fs::read(path("sessions")).unwrap();
+            let wal = dir
+                .path()
+                .join(format!("{demo:?}-{sealed}-sessions.db-wal"));
+            bytes.extend(std::fs::read(wal).unwrap_or_default());
+            let found = bytes.windows(note.len()).any(|w| w == note.as_bytes());
+            assert_eq!(found, !sealed, "{demo:?}, sealed: {sealed}");
+        }
+    }
+}

@@ -85,23 +85,21 @@ impl Demo {
                 }
             },
         };
-        // `__Host-` keeps subdomains from planting the cookie; it requires Secure, so HTTPS
-        // only.
-        let cookie_name = match (&pycket, https) {
-            (Some(_), _) => PYCKET_COOKIE,
-            (None, true) => "__Host-session",
-            (None, false) => "session",
-        };
-        // API clients (curl, apps) carry the ticket as `Authorization: Bearer <ticket>`.
+        // The session cookie is `__Host-session` over HTTPS (the engine's default for a
+        // Secure, host-only, `Path=/` cookie: subdomains cannot plant it) and `session` over
+        // plain HTTP, where browsers refuse the prefix.
         let mut sessions = SessionSettings::new(store, keys)
             .with_cookie_secure(https)?
-            .with_cookie_name(cookie_name)?
+            .with_sealed_data(config.seal_session_data)?
+            // API clients (curl, apps) carry the ticket as `Authorization: Bearer <ticket>`.
             .with_transport(Transport::CookieAndHeader);
         if let Some(secret) = &pycket {
             // pycket's ticket: a Tornado v2 signed value of the session's uuid, read back for
-            // 31 days as Tornado's `get_secure_cookie` does.
+            // 31 days as Tornado's `get_secure_cookie` does. Refused with sealed data.
             let ticket = PycketTicket::new(TornadoSecret::single(secret), 31.0)?;
-            sessions = sessions.with_ticket_format(Arc::new(ticket))?;
+            sessions = (sessions.with_cookie_name(PYCKET_COOKIE)?)
+                .with_ticket_format(Arc::new(ticket))
+                .context("--seal-session-data cannot be used with a pycket store")?;
         }
         let sessions = sessions.build();
         let state = AppState {

@@ -38,6 +38,9 @@ pub struct DemoConfig {
     /// Reverse proxies (CIDR networks or addresses) whose `X-Forwarded-For` / `Forwarded`
     /// headers name the client; see `--trusted-proxy`. Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// Session data sealed at rest ([`SessionSettings::with_sealed_data`](cloakroom::SessionSettings::with_sealed_data));
+    /// see `--seal-session-data`.
+    pub seal_session_data: bool,
 }
 
 impl DemoConfig {
@@ -53,6 +56,7 @@ impl DemoConfig {
             allowed_hosts: Vec::new(),
             metrics_on_main: true,
             trusted_proxies: Vec::new(),
+            seal_session_data: false,
         }
     }
 }
@@ -71,6 +75,7 @@ impl fmt::Debug for DemoConfig {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("metrics_on_main", &self.metrics_on_main)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("seal_session_data", &self.seal_session_data)
             .finish()
     }
 }
@@ -152,7 +157,9 @@ pub struct Flags {
     #[arg(long, env = "CLOAKROOM_KEYS", hide_env_values = true)]
     pub keys: Option<String>,
     /// The public origin, `scheme://host[:port]`. Default: http:// and the listening address.
-    /// Session cookies are Secure unless it is http://.
+    /// Session cookies are Secure unless it is http://. Over https:// the session cookie is
+    /// __Host-session (no subdomain or other path can plant one); over plain http://, as on
+    /// loopback, browsers refuse __Host- cookies (they must be Secure), so it is `session`.
     #[arg(long, env = "CLOAKROOM_ORIGIN")]
     pub origin: Option<String>,
     /// Tornado's cookie_secret, which signs pycket's PYCKET_ID cookie: required with a
@@ -208,6 +215,12 @@ pub struct Flags {
     /// (slow bodies): past it, 408 and the connection is closed.
     #[arg(long, env = "CLOAKROOM_BODY_TIMEOUT", default_value = "30s", value_parser = limits::parse_duration)]
     pub body_timeout: Duration,
+    /// Seal session data at rest: each value encrypted under a key derived from the session
+    /// id, which the store never sees, so a copy of the store does not reveal the notes.
+    /// Users, times and devices stay readable. Not with a pycket+redis:// store (Tornado
+    /// reads those values).
+    #[arg(long, env = "CLOAKROOM_SEAL_SESSION_DATA")]
+    pub seal_session_data: bool,
 }
 
 impl fmt::Debug for Flags {
@@ -286,6 +299,7 @@ impl Flags {
             allowed_hosts: self.allowed_hosts.clone(),
             metrics_on_main,
             trusted_proxies: self.trusted_proxies.clone(),
+            seal_session_data: self.seal_session_data,
         }
     }
 }

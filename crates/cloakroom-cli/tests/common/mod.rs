@@ -657,3 +657,67 @@ pub(crate) async fn the_store_can_come_from_the_environment(url: &str) {
         .unwrap();
     assert_eq!(json(&output)["count"], filled.sessions.len());
 }
+
+/// With sealed data (and user agent), `sessions list` and `sessions show HANDLE` show the
+/// sealed values as `SEALED`; `sessions show --ticket` with the app's keys opens them, and a
+/// ticket that does not verify opens nothing (nor is it echoed).
+pub(crate) async fn sealed_data_opens_only_with_the_ticket(url: &str) {
+    let store = open(url).await;
+    let key_text = ok(&cloakroom(None, &["keygen"])).trim().to_owned();
+    let keys = cloakroom::KeyRing::from_base64_list(&key_text).expect("a keygen key");
+    let engine = cloakroom::SessionSettings::new(store, keys)
+        .with_sealed_data(true)
+        .and_then(|s| s.with_sealed_user_agent(true))
+        .expect("sealing settings")
+        .build();
+    let marker = format!("sealed-note-{}", SessionId::generate().key().to_handle());
+    let agent = format!("agent-{}", SessionId::generate().key().to_handle());
+    let session = engine.session(None);
+    session.set("note", &marker).await.unwrap();
+    let outcome = engine.commit(&session, Some(&agent)).await.unwrap();
+    let cookie = outcome.set_cookie.expect("a new session's cookie");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let handle = engine
+        .handle_of(&session)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_handle();
+
+    let listed = ok(&cloakroom(Some(url), &["sessions", "list"]));
+    let shown = json(&cloakroom(
+        Some(url),
+        &["sessions", "show", &handle, "--json"],
+    ));
+    let text = ok(&cloakroom(Some(url), &["sessions", "show", &handle]));
+    for out in [&listed, &shown.to_string(), &text] {
+        assert!(!out.contains(&marker) && !out.contains(&agent), "{out}");
+    }
+    assert_eq!(shown["data"]["note"], "SEALED");
+    assert_eq!(shown["sealed"], serde_json::json!(["note"]));
+    assert_eq!(shown["user_agent"], "SEALED");
+    assert!(text.contains("note = SEALED"), "{text}");
+
+    let args = [
+        "sessions", "show", "--ticket", &pair, "--keys", &key_text, "--json",
+    ];
+    let opened = json(&cloakroom(Some(url), &args));
+    assert_eq!(opened["handle"], handle.as_str());
+    assert_eq!(opened["data"]["note"], marker.as_str());
+    assert_eq!(opened["user_agent"], agent.as_str());
+    assert_eq!(opened["sealed"], serde_json::json!([]));
+    let value = pair.split_once('=').unwrap().1;
+    let bare = ["sessions", "show", "--ticket", value, "--keys", &key_text];
+    assert!(
+        ok(&cloakroom(Some(url), &bare)).contains(&marker),
+        "a bare cookie value"
+    );
+
+    let other = ok(&cloakroom(None, &["keygen"])).trim().to_owned();
+    let wrong = ["sessions", "show", "--ticket", &pair, "--keys", &other];
+    let err = fails(&cloakroom(Some(url), &wrong));
+    assert!(
+        err.contains("does not verify") && !err.contains(value),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::forward::{forward_key, forward_record};
 use super::handle::Session;
 use super::limits::{deadline, timed, truncate};
+use super::seal::{Seal, USER_AGENT_FIELD};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
 use crate::store::{self, Applied, Created, Patch, Record};
@@ -394,6 +395,11 @@ impl Session {
                 None => patch.remove.push(name),
             }
         }
+        match &live.id {
+            Some(id) => self.seal_patch(id, key, &mut patch),
+            // Reached through a grace forward: never with sealing (the settings refuse both).
+            None => debug_assert!(!self.config().seal_data),
+        }
         live.record.meta.last_seen = patch.last_seen;
         live.record.meta.expires_at = patch.expires_at;
         let limit = self.config().store_timeout;
@@ -462,10 +468,12 @@ impl Session {
                 None => patch.remove.push(name.clone()),
             }
         }
+        self.seal_patch(first, &key, &mut patch);
         let limit = shared.config.store_timeout;
         let mut applied = timed(limit, shared.store.apply(&key, &patch)).await?;
         if applied == Applied::Missing {
-            // An old ticket within a rotation grace: the write lands in the new record.
+            // An old ticket within a rotation grace (never with sealed data): the write lands
+            // in the new record.
             if let Some((_, to)) = self.forward_of(&key, now).await? {
                 applied = timed(limit, shared.store.apply(&to, &patch)).await?;
             }
@@ -476,7 +484,12 @@ impl Session {
         }
         let mut record = Record::new(now, deadline(&shared.config, now, now));
         record.meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
-        record.data.extend(patch.set);
+        // The values as set (the patch's are sealed for the gone session).
+        let set = st
+            .changes
+            .iter()
+            .filter_map(|(n, c)| Some((n.clone(), c.clone()?)));
+        record.data.extend(set);
         if record.data.is_empty() {
             return Ok(self.answer(CommitAction::Vanished, Some(Issued::Removal)));
         }
@@ -499,9 +512,10 @@ impl Session {
         let mut id = reserved.unwrap_or_else(|| shared.format.generate());
         for _ in 0..CREATE_ATTEMPTS {
             let key = shared.format.store_key(&id);
+            let stored = self.sealed_record(&id, &key, record);
             match timed(
                 shared.config.store_timeout,
-                shared.store.create(&key, record),
+                shared.store.create(&key, stored.as_ref().unwrap_or(record)),
             )
             .await?
             {
@@ -517,6 +531,35 @@ impl Session {
             "session create kept colliding; is the store returning stale data?",
         )
         .into())
+    }
+
+    /// `record` as it goes into the store under `key` for `id`, when sealing changes it:
+    /// its values (and user agent) sealed as configured. `None`: stored as it is.
+    fn sealed_record(&self, id: &SessionId, key: &SessionKey, record: &Record) -> Option<Record> {
+        let config = self.config();
+        let agent = (record.meta.user_agent.as_deref()).filter(|_| config.seal_user_agent);
+        if !config.seal_data && agent.is_none() {
+            return None;
+        }
+        let seal = Seal::new(id, *key);
+        let mut sealed = record.clone();
+        if config.seal_data {
+            sealed.data = seal.seal_fields(&record.data);
+        }
+        if let Some(agent) = agent {
+            sealed.meta.user_agent = Some(seal.seal(USER_AGENT_FIELD, agent));
+        }
+        Some(sealed)
+    }
+
+    /// Seals the values `patch` sets, when sealing is on, for the record of `id` under `key`.
+    fn seal_patch(&self, id: &SessionId, key: &SessionKey, patch: &mut Patch) {
+        if self.config().seal_data && !patch.set.is_empty() {
+            let seal = Seal::new(id, *key);
+            for (name, value) in &mut patch.set {
+                *value = seal.seal(name, value);
+            }
+        }
     }
 
     fn vanished(&self) -> CommitOutcome {

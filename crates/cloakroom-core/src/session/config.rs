@@ -15,7 +15,11 @@ pub(crate) const MAX_ROTATION_GRACE: Duration = Duration::from_secs(60);
 /// (each setter documents its setting and default).
 #[derive(Clone, Debug)]
 pub(crate) struct SessionConfig {
+    /// The cookie as sent; its name is [`SessionConfig::cookie_name`] or the default name.
     pub(crate) cookie: CookieConfig,
+    /// The cookie name chosen; `None`: `__Host-session` where the attributes allow the
+    /// prefix, else `session` (see [`SessionConfig::name_cookie`]).
+    pub(crate) cookie_name: Option<String>,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_lifetime: Duration,
     /// `None`: [`default_touch_interval`] of the idle timeout.
@@ -29,13 +33,18 @@ pub(crate) struct SessionConfig {
     /// How long an old ticket still reaches its session after a rotation that changes no
     /// privilege; zero: none.
     pub(crate) rotation_grace: Duration,
+    /// Data values sealed at rest (see [`seal`](super::seal)).
+    pub(crate) seal_data: bool,
+    /// The user agent sealed at rest too.
+    pub(crate) seal_user_agent: bool,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         let idle = Duration::from_secs(24 * 3600);
         SessionConfig {
-            cookie: CookieConfig::new("session"),
+            cookie: CookieConfig::new(HOST_NAME),
+            cookie_name: None,
             idle_timeout: idle,
             absolute_lifetime: Duration::from_secs(30 * 24 * 3600),
             touch_interval: None,
@@ -44,9 +53,14 @@ impl Default for SessionConfig {
             transport: Transport::Cookie,
             ticket_header: "authorization".to_owned(),
             rotation_grace: Duration::ZERO,
+            seal_data: false,
+            seal_user_agent: false,
         }
     }
 }
+
+/// The default cookie name where the `__Host-` prefix's rules hold.
+const HOST_NAME: &str = "__Host-session";
 
 /// A tenth of `idle`, at most five minutes.
 pub(crate) fn default_touch_interval(idle: Duration) -> Duration {
@@ -58,6 +72,20 @@ impl SessionConfig {
     pub(crate) fn touch_interval(&self) -> Duration {
         self.touch_interval
             .unwrap_or_else(|| default_touch_interval(self.idle_timeout))
+    }
+
+    /// Gives the cookie its name: the one chosen, else the default for its attributes
+    /// (`__Host-session` when `Secure`, host-only and `Path=/`, else `session`).
+    pub(crate) fn name_cookie(&mut self) {
+        let c = &self.cookie;
+        let name = match &self.cookie_name {
+            Some(name) => name.as_str(),
+            None if c.secure && c.domain.is_none() && c.path == "/" => HOST_NAME,
+            None => "session",
+        };
+        if c.name != name {
+            self.cookie.name = name.to_owned();
+        }
     }
 
     /// Checks the configuration. The policy for durations and limits, the same for every
@@ -88,6 +116,15 @@ impl SessionConfig {
             return Err(ConfigError::new(
                 ConfigErrorKind::TooLong,
                 "rotation grace",
+                value,
+            ));
+        }
+        if !self.rotation_grace.is_zero() && (self.seal_data || self.seal_user_agent) {
+            // An old ticket reaching the new record could not open its sealed values.
+            let value = format!("{:?}", self.rotation_grace);
+            return Err(ConfigError::new(
+                ConfigErrorKind::Conflict,
+                "rotation grace with sealed data",
                 value,
             ));
         }

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use super::error::committed_error;
 use super::forward::{forward_key, target};
 use super::limits::{deadline, timed};
+use super::seal;
 use super::shared::Shared;
 use super::state::{Live, Phase, State};
 use super::{
@@ -110,10 +111,15 @@ impl Session {
             let now = Timestamp::now();
             for id in std::iter::once(first).chain(fallbacks) {
                 let key = self.key_of(id);
-                if let Some(record) = self.load_live(&key, now).await? {
+                if let Some(mut record) = self.load_live(&key, now).await? {
+                    // Opened at the boundary: the request sees plaintext (a value that does
+                    // not open is a corrupt record: the load fails, nothing is returned).
+                    seal::open_record(id, &key, &mut record)?;
                     found = Some(Live::loaded(Some(id.clone()), key, record, None));
                     break;
                 }
+                // Never with sealed data (the settings refuse a grace then): the old id
+                // could not open the new record's values.
                 if let Some(live) = self.follow_forward(&key, now).await? {
                     found = Some(live);
                     break;

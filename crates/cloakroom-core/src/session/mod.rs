@@ -14,7 +14,7 @@
 //! let session = engine.session(None);
 //! session.set("cart", &vec![1, 2, 3]).await.unwrap();
 //! let outcome = engine.commit(&session, Some("my-browser/1.0")).await.unwrap();
-//! let cookie = outcome.set_cookie.unwrap();          // "session=<ticket>; Path=/; ..."
+//! let cookie = outcome.set_cookie.unwrap();          // "__Host-session=<ticket>; Path=/; ..."
 //! let ticket = cookie.split(';').next().unwrap();
 //!
 //! let next = engine.session(Some(ticket));           // the browser's next request
@@ -29,6 +29,7 @@ mod error;
 mod forward;
 mod handle;
 mod limits;
+pub mod seal;
 mod settings;
 mod shared;
 mod state;

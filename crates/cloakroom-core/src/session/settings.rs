@@ -9,7 +9,8 @@
 //! use cloakroom_core::{Key, KeyRing, MemoryStore, session::SessionSettings};
 //!
 //! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
-//!     .with_cookie_name("__Host-session").unwrap()
+//!     .with_cookie_name("__Host-app").unwrap()
+//!     .with_sealed_data(true).unwrap()
 //!     .with_idle_timeout(Duration::from_secs(30 * 60)).unwrap()
 //!     .build();
 //! # let _ = engine;
@@ -61,18 +62,22 @@ impl SessionSettings {
     /// touch interval, where zero means every request). A refused change leaves nothing set.
     fn edit(mut self, change: impl FnOnce(&mut SessionConfig)) -> Result<Self, ConfigError> {
         change(&mut self.config);
+        self.config.name_cookie();
         self.config.validate()?;
         Ok(self)
     }
 
-    /// Cookie name. Default `session`; `__Host-session` is better where the site is HTTPS
-    /// only (OWASP: the prefix stops subdomains from planting the cookie).
+    /// Cookie name. Default `__Host-session` while the cookie is `Secure`, host-only (no
+    /// [`Domain`](Self::with_cookie_domain)) and `Path=/`, else `session` (OWASP: the
+    /// `__Host-` prefix stops a subdomain or another path from planting a ticket; browsers
+    /// refuse it without `Secure`, so a plain-HTTP development server gets `session`). A
+    /// name set here is kept whatever the other settings.
     ///
     /// # Errors
     /// A name that is not an RFC 6265 token, or a prefix whose rules the other settings break.
     pub fn with_cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
         let name = name.into();
-        self.edit(|c| c.cookie.name = name)
+        self.edit(|c| c.cookie_name = Some(name))
     }
 
     /// `Domain` attribute. Default none (host-only: the narrowest scope, per OWASP).
@@ -151,6 +156,45 @@ impl SessionSettings {
         self.edit(|c| c.max_data_bytes = max)
     }
 
+    /// Seals session data at rest. Default off. On: each data value is encrypted before it
+    /// reaches the store, under a key derived from the session id (which the store never
+    /// sees), bound to its session and field; see [`seal`](super::seal) and SECURITY.md
+    /// ("Stolen store") for what it guarantees. The user index, times and user agent stay
+    /// readable (for "your devices" and the admin CLI) unless
+    /// [`with_sealed_user_agent`](Self::with_sealed_user_agent). Sealed values are opened
+    /// whatever this setting, so it can be turned on or off over an existing store.
+    ///
+    /// # Errors
+    /// On with a ticket format whose records another program reads
+    /// ([`TicketFormat::sealable`], false for pycket's).
+    pub fn with_sealed_data(self, seal: bool) -> Result<Self, ConfigError> {
+        self.check_sealable(seal)?;
+        self.edit(|c| c.seal_data = seal)
+    }
+
+    /// Seals the user agent kept with each session as well. Default off: "your devices"
+    /// pages and the admin CLI then show a sealed device as such, except the one session
+    /// whose ticket is at hand.
+    ///
+    /// # Errors
+    /// As [`with_sealed_data`](Self::with_sealed_data).
+    pub fn with_sealed_user_agent(self, seal: bool) -> Result<Self, ConfigError> {
+        self.check_sealable(seal)?;
+        self.edit(|c| c.seal_user_agent = seal)
+    }
+
+    fn check_sealable(&self, seal: bool) -> Result<(), ConfigError> {
+        if seal && !self.format.sealable() {
+            let format = format!("{:?}", self.format);
+            return Err(ConfigError::new(
+                ConfigErrorKind::Sealing,
+                "ticket format",
+                format,
+            ));
+        }
+        Ok(())
+    }
+
     /// How ids are made and carried. Default: Cloakroom's signed ticket
     /// ([`SignedTicket`]); use `cloakroom_tornado::PycketTicket` with the cookie name
     /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
@@ -159,12 +203,15 @@ impl SessionSettings {
     /// An interop format (one that names store records itself, as pycket's does) with a
     /// [rotation grace](Self::with_rotation_grace) set: another program reads those records,
     /// and would not follow the grace's forwarding records.
+    /// Also a format that cannot seal ([`TicketFormat::sealable`]) while sealing is on.
     pub fn with_ticket_format(
         mut self,
         format: Arc<dyn TicketFormat>,
     ) -> Result<Self, ConfigError> {
         refuse_grace_with_interop(&*format, self.config.rotation_grace)?;
         self.format = format;
+        let sealing = self.config.seal_data || self.config.seal_user_agent;
+        self.check_sealable(sealing)?;
         Ok(self)
     }
 
@@ -236,4 +283,119 @@ fn refuse_grace_with_interop(
         "rotation grace",
         format!("{grace:?}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Key;
+    use crate::store::MemoryStore;
+
+    fn settings() -> SessionSettings {
+        SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+    }
+
+    fn name(settings: Result<SessionSettings, ConfigError>) -> String {
+        settings.unwrap().config.cookie.name
+    }
+
+    /// `__Host-session` exactly when the prefix's rules hold (Secure, no Domain, `Path=/`),
+    /// whatever order the settings come in; a chosen name is kept.
+    #[test]
+    fn the_default_cookie_name_is_host_prefixed_when_the_rules_allow() {
+        assert_eq!(settings().config.cookie.name, "__Host-session");
+        assert_eq!(
+            name(settings().with_idle_timeout(Duration::from_secs(60))),
+            "__Host-session"
+        );
+        assert_eq!(name(settings().with_cookie_secure(false)), "session");
+        assert_eq!(
+            name(settings().with_cookie_domain("example.com")),
+            "session"
+        );
+        assert_eq!(name(settings().with_cookie_path("/app")), "session");
+        let back = settings()
+            .with_cookie_secure(false)
+            .unwrap()
+            .with_cookie_secure(true);
+        assert_eq!(name(back), "__Host-session");
+        for chosen in ["session", "sid", "__Host-app"] {
+            assert_eq!(name(settings().with_cookie_name(chosen)), chosen);
+        }
+        let kept = settings()
+            .with_cookie_name("sid")
+            .unwrap()
+            .with_cookie_path("/app");
+        assert_eq!(name(kept), "sid");
+        // A chosen `__Host-` name still refuses what breaks the prefix.
+        let host = settings().with_cookie_name("__Host-app").unwrap();
+        assert_eq!(
+            host.with_cookie_secure(false).unwrap_err().kind(),
+            ConfigErrorKind::CookiePrefix
+        );
+    }
+
+    #[test]
+    fn sealing_is_refused_with_a_format_that_cannot_seal() {
+        #[derive(Debug)]
+        struct Plain;
+        impl TicketFormat for Plain {
+            fn generate(&self) -> crate::session::SessionId {
+                crate::session::SessionId::generate()
+            }
+            fn sealable(&self) -> bool {
+                false
+            }
+            fn encode(&self, k: &KeyRing, n: &str, id: &crate::session::SessionId) -> String {
+                crate::cookie::encode_ticket(k, n, id)
+            }
+            fn decode(
+                &self,
+                k: &KeyRing,
+                n: &str,
+                v: &str,
+            ) -> Result<crate::session::SessionId, crate::cookie::TicketError> {
+                crate::cookie::decode_ticket(k, n, v)
+            }
+        }
+        let kind = |r: Result<SessionSettings, ConfigError>| r.unwrap_err().kind();
+        let plain = || settings().with_ticket_format(Arc::new(Plain)).unwrap();
+        assert_eq!(
+            kind(plain().with_sealed_data(true)),
+            ConfigErrorKind::Sealing
+        );
+        assert_eq!(
+            kind(plain().with_sealed_user_agent(true)),
+            ConfigErrorKind::Sealing
+        );
+        assert!(plain().with_sealed_data(false).is_ok());
+        let sealed = settings().with_sealed_data(true).unwrap();
+        assert_eq!(
+            kind(sealed.with_ticket_format(Arc::new(Plain))),
+            ConfigErrorKind::Sealing
+        );
+    }
+
+    /// An old ticket reaching the new record could not open its sealed values: a rotation
+    /// grace and sealing are refused together, whichever comes first.
+    #[test]
+    fn a_rotation_grace_is_refused_with_sealed_data() {
+        let grace = Duration::from_secs(5);
+        let kind = |r: Result<SessionSettings, ConfigError>| r.unwrap_err().kind();
+        let sealed = || settings().with_sealed_data(true).unwrap();
+        assert_eq!(
+            kind(sealed().with_rotation_grace(grace)),
+            ConfigErrorKind::Conflict
+        );
+        let graced = || settings().with_rotation_grace(grace).unwrap();
+        assert_eq!(
+            kind(graced().with_sealed_data(true)),
+            ConfigErrorKind::Conflict
+        );
+        assert_eq!(
+            kind(graced().with_sealed_user_agent(true)),
+            ConfigErrorKind::Conflict
+        );
+        assert!(graced().with_sealed_data(false).is_ok());
+    }
 }

@@ -93,6 +93,11 @@ impl TicketFormat for PycketTicket {
         SessionKey::from_bytes(*id.as_bytes())
     }
 
+    /// Tornado reads pycket's records: their values stay plaintext.
+    fn sealable(&self) -> bool {
+        false
+    }
+
     fn encode(&self, _keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
         let uuid = pycket_uuid(&self.store_key(id)).expect("pycket ids are uuids");
         let now = Timestamp::now().as_secs();
@@ -123,6 +128,23 @@ impl TicketFormat for PycketTicket {
 mod tests {
     use super::*;
     use cloakroom_core::keys::Key;
+
+    /// Tornado reads pycket's values: sealing them is refused, in either order of the settings.
+    #[test]
+    fn sealed_data_is_refused_with_pycket_tickets() {
+        use cloakroom_core::session::SessionSettings;
+        use cloakroom_core::{ConfigErrorKind, MemoryStore};
+        let ticket =
+            || std::sync::Arc::new(PycketTicket::new(TornadoSecret::single("s"), 31.0).unwrap());
+        let settings =
+            || SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()));
+        let sealed_first = settings().with_sealed_data(true).unwrap();
+        let err = sealed_first.with_ticket_format(ticket()).unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::Sealing);
+        let pycket_first = settings().with_ticket_format(ticket()).unwrap();
+        let err = pycket_first.with_sealed_data(true).unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::Sealing);
+    }
 
     #[test]
     fn pycket_tickets_round_trip_as_uuid4() {
