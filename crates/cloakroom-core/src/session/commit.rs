@@ -10,6 +10,7 @@ use super::limits::{deadline, timed, truncate};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
 use crate::store::{self, Applied, Created, Patch, Record};
+use crate::telemetry::{self, SessionEvent};
 
 /// How many ids a create tries before it gives up (a collision of 256-bit random ids means
 /// a broken store or random source, not bad luck).
@@ -221,6 +222,9 @@ impl Session {
                 for key in &st.retired {
                     timed(self.config().store_timeout, self.store().delete(key)).await?;
                 }
+                if !st.retired.is_empty() {
+                    telemetry::sessions(SessionEvent::Ended("logout"), 1);
+                }
                 Ok(CommitOutcome {
                     set_cookie: clear_cookie.then(|| cookie.removal()),
                     action: CommitAction::Destroyed,
@@ -291,6 +295,15 @@ impl Session {
         for old in retired.iter().chain(replaced.as_ref()) {
             timed(self.config().store_timeout, self.store().delete(old)).await?;
         }
+        if !retired.is_empty() {
+            telemetry::sessions(SessionEvent::Ended("logout"), 1);
+        }
+        // A renewal replaces a stored record; anything else (a login without one, say) is new.
+        let event = match replaced {
+            Some(_) => SessionEvent::Rotated,
+            None => SessionEvent::Created,
+        };
+        telemetry::sessions(event, 1);
         let set_cookie = self.ticket_cookie(&id, live.record.meta.remember, expires_at);
         live.id = Some(id);
         live.stored = Some(key);
@@ -406,6 +419,8 @@ impl Session {
                 action: CommitAction::Patched,
             });
         }
+        // The ticket's session is gone (or one a load would refuse).
+        telemetry::sessions(SessionEvent::Ended("expired"), 1);
         let mut record = Record::new(now, deadline(&shared.config, now, now));
         record.meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
         record.data.extend(patch.set);
@@ -416,6 +431,7 @@ impl Session {
             });
         }
         let (id, key) = self.create(None, &record).await?;
+        telemetry::sessions(SessionEvent::Created, 1);
         let set_cookie = self.ticket_cookie(&id, false, record.meta.expires_at);
         st.phase = Phase::Live(Live::loaded(id, key, record));
         st.changes.clear();
@@ -458,6 +474,7 @@ impl Session {
 
     fn vanished(&self) -> CommitOutcome {
         tracing::info!("session ended while the request ran; its changes were dropped");
+        telemetry::sessions(SessionEvent::Ended("vanished"), 1);
         CommitOutcome {
             set_cookie: Some(self.config().cookie.removal()),
             action: CommitAction::Vanished,

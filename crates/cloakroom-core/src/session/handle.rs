@@ -15,6 +15,7 @@ use super::{
     SessionKey, Timestamp,
 };
 use crate::store::{Record, SessionStore};
+use crate::telemetry::{self, SessionEvent};
 
 /// A request's session. Cheap to clone; every clone is the same session.
 ///
@@ -87,6 +88,9 @@ impl Session {
                     found = Some(Live::loaded(id.clone(), key, record));
                     break;
                 }
+            }
+            if found.is_none() {
+                telemetry::sessions(SessionEvent::Ended("expired"), 1);
             }
             st.loaded_at = Some(now);
             st.settle(found, || self.fresh());
