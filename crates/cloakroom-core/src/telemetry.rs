@@ -21,6 +21,7 @@ use crate::store::SessionStore;
 
 /// A session counted by [`sessions`].
 #[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))] // the reason is only read by a recorder
 pub(crate) enum SessionEvent {
     /// A record written for a session that had none.
     Created,
