@@ -94,6 +94,8 @@ mod instrumented {
     /// A store whose every operation is timed, counted when it fails and run in a span.
     pub(super) struct Instrumented {
         inner: Arc<dyn SessionStore>,
+        /// `inner.kind()`.
+        store: &'static str,
         /// One histogram per operation, in the order of [`OPERATIONS`].
         durations: [Histogram; OPERATIONS.len()],
     }
@@ -113,7 +115,11 @@ mod instrumented {
                 metrics::Unit::Seconds,
                 "Session store operations, by store kind and operation."
             );
-            Instrumented { inner, durations }
+            Instrumented {
+                inner,
+                store,
+                durations,
+            }
         }
 
         /// Runs operation number `op`: timed (also when it is dropped unfinished, as at the
@@ -123,11 +129,11 @@ mod instrumented {
                 start: Instant::now(),
                 histogram: &self.durations[op],
                 failed: Some("timeout"),
-                labels: (self.inner.kind(), OPERATIONS[op]),
+                labels: (self.store, OPERATIONS[op]),
             };
             let span = tracing::debug_span!(
                 "cloakroom.store",
-                store = self.inner.kind(),
+                store = self.store,
                 operation = OPERATIONS[op]
             );
             let result = fut.instrument(span).await;
@@ -220,7 +226,7 @@ mod instrumented {
         }
 
         fn kind(&self) -> &'static str {
-            self.inner.kind()
+            self.store
         }
     }
 }

@@ -48,7 +48,7 @@ pub use metrics::{Metrics, RouteClass};
 pub use reply::Reply;
 
 /// Logs to standard error, at `RUST_LOG`'s levels (`info` by default), in colour on a
-/// terminal, and installs the library's metrics recorder ([`metrics::install_recorder`]): the
+/// terminal, and installs the library's metrics recorder (Prometheus text for `/metrics`): the
 /// same for both demo binaries, before anything else.
 pub fn init_telemetry() {
     metrics::install_recorder();

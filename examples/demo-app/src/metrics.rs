@@ -139,7 +139,7 @@ impl Metrics {
     }
 
     /// The counters in the Prometheus text format, then the library's metrics (when
-    /// [`install_recorder`] installed the recorder).
+    /// `init_telemetry` installed the recorder).
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
