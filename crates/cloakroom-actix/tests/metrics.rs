@@ -1,7 +1,6 @@
-//! With the `metrics` feature, the actix CSRF middleware counts refusals through the `metrics`
-//! facade exactly as the tower layer does: `cloakroom_csrf_rejections_total`, label `reason`
+//! With cloakroom-core's `metrics` feature, a refusal of the actix CSRF middleware is counted
+//! (by the core, as for the tower layer): `cloakroom_csrf_rejections_total`, label `reason`
 //! (the stable reason string), one per refused request, none for an accepted one.
-#![cfg(feature = "metrics")]
 
 use std::sync::{Arc, Mutex};
 

@@ -7,7 +7,8 @@
 //! - [`keys`]: the [`KeyRing`] that signs tickets;
 //! - [`cookie`]: the ticket codec and cookie attributes;
 //! - [`csrf`]: cross-origin checks and masked tokens;
-//! - [`redact`]: store URLs with their passwords masked, for messages.
+//! - [`redact`]: store URLs with their passwords masked, for messages;
+//! - [`telemetry`]: metrics and traces (feature `metrics`).
 //!
 //! Adapters (the tower layer) and stores (SQLite, Redis) build on this crate; it depends on
 //! neither.
@@ -23,6 +24,7 @@ pub mod redact;
 pub mod response;
 pub mod session;
 pub mod store;
+pub mod telemetry;
 
 pub use config_error::{ConfigError, ConfigErrorKind};
 pub use keys::{Key, KeyRing};

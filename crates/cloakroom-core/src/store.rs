@@ -416,24 +416,11 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Counters the store keeps about itself, for a metrics endpoint (the Redis store's
-    /// near-cache hits, misses and invalidations, say). None by default.
-    fn counters(&self) -> Vec<StoreCounter> {
-        Vec::new()
+    /// What kind of store this is, for metrics and traces (`memory`, `sqlite`, `redis`,
+    /// `postgres`, ...). `custom` by default.
+    fn kind(&self) -> &'static str {
+        "custom"
     }
-}
-
-/// One figure a store reports about itself ([`SessionStore::counters`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreCounter {
-    /// A Prometheus-style metric name, e.g. `cloakroom_redis_near_cache_hits_total`.
-    pub name: &'static str,
-    /// What it counts, in one line.
-    pub help: &'static str,
-    /// The value now.
-    pub value: u64,
-    /// `true` for a value that goes up and down (a gauge), `false` for a counter.
-    pub gauge: bool,
 }
 
 /// A store as the engine keeps it: any [`SessionStore`] by value, or one already shared

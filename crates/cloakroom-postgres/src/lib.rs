@@ -414,6 +414,10 @@ fn applied(rows: u64) -> Applied {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let now = Timestamp::now().as_millis();
         let row = statement!(self, "loading a session", |c| {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Weak;
 
 use cloakroom_core::session::Timestamp;
-use cloakroom_core::store::{Applied, Record, Result, StoreCounter};
+use cloakroom_core::store::{Applied, Record, Result};
 use redis::Script;
 
 use crate::conn::Conn;
@@ -19,101 +19,6 @@ impl RedisStore {
     /// `cache=N`): hits, misses, invalidations, flushes and what they count.
     pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
         self.inner.near.as_ref().map(|near| near.stats())
-    }
-
-    /// The near-cache's figures as store counters, every one of them (none without a
-    /// near-cache).
-    pub(crate) fn near_counters(&self) -> Vec<StoreCounter> {
-        let Some(s) = self.near_cache_stats() else {
-            return Vec::new();
-        };
-        // No `..`: a figure added to the stats must be added here too.
-        let NearCacheStats {
-            hits,
-            misses,
-            stale_bypasses,
-            fills,
-            fills_refused,
-            remote_invalidations,
-            local_invalidations,
-            flushes,
-            evictions,
-            heartbeats,
-            entries,
-            capacity,
-        } = s;
-        let counter = |name, help, value| StoreCounter {
-            name,
-            help,
-            value,
-            gauge: false,
-        };
-        let gauge = |name, help, value| StoreCounter {
-            gauge: true,
-            ..counter(name, help, value)
-        };
-        vec![
-            counter(
-                "cloakroom_redis_near_cache_hits_total",
-                "Session loads answered from the near-cache (no Redis command).",
-                hits,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_misses_total",
-                "Session loads sent to Redis because the record was not cached (or had expired).",
-                misses,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_stale_bypasses_total",
-                "Loads sent to Redis because the connection had no reply within the staleness bound.",
-                stale_bypasses,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_fills_total",
-                "Records put in the near-cache (after a read, or written through after a write).",
-                fills,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_fills_refused_total",
-                "Replies not cached because the key was invalidated while they were in flight.",
-                fills_refused,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_remote_invalidations_total",
-                "Records dropped because Redis said another client changed them.",
-                remote_invalidations,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_local_invalidations_total",
-                "Records dropped because this instance wrote them.",
-                local_invalidations,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_flushes_total",
-                "Times the whole near-cache was dropped (lost connection, FLUSHDB, silence).",
-                flushes,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_evictions_total",
-                "Records dropped to stay within the capacity.",
-                evictions,
-            ),
-            counter(
-                "cloakroom_redis_near_cache_heartbeats_total",
-                "Heartbeat commands (dataset marker checks, PINGs on idle connections).",
-                heartbeats,
-            ),
-            gauge(
-                "cloakroom_redis_near_cache_entries",
-                "Records held in the near-cache now.",
-                entries,
-            ),
-            gauge(
-                "cloakroom_redis_near_cache_capacity",
-                "The most records the near-cache holds (cache=N).",
-                capacity,
-            ),
-        ]
     }
 
     /// The connection for the Redis key `key`: with a near-cache, the one [`Self::route`]

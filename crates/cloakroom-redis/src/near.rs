@@ -81,22 +81,70 @@ pub struct NearCacheStats {
     pub capacity: u64,
 }
 
-#[derive(Default)]
+/// The figures this cache counts; with the `metrics` feature each is also a counter of the
+/// `metrics` facade, `cloakroom_redis_near_cache_<figure>_total` (registered when the store
+/// is opened).
 struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    stale_bypasses: AtomicU64,
-    fills: AtomicU64,
-    fills_refused: AtomicU64,
-    remote_invalidations: AtomicU64,
-    local_invalidations: AtomicU64,
-    flushes: AtomicU64,
-    evictions: AtomicU64,
-    heartbeats: AtomicU64,
+    hits: Figure,
+    misses: Figure,
+    stale_bypasses: Figure,
+    fills: Figure,
+    fills_refused: Figure,
+    remote_invalidations: Figure,
+    local_invalidations: Figure,
+    flushes: Figure,
+    evictions: Figure,
+    heartbeats: Figure,
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+impl Counters {
+    fn new() -> Self {
+        Counters {
+            hits: Figure::new("cloakroom_redis_near_cache_hits_total"),
+            misses: Figure::new("cloakroom_redis_near_cache_misses_total"),
+            stale_bypasses: Figure::new("cloakroom_redis_near_cache_stale_bypasses_total"),
+            fills: Figure::new("cloakroom_redis_near_cache_fills_total"),
+            fills_refused: Figure::new("cloakroom_redis_near_cache_fills_refused_total"),
+            remote_invalidations: Figure::new(
+                "cloakroom_redis_near_cache_remote_invalidations_total",
+            ),
+            local_invalidations: Figure::new(
+                "cloakroom_redis_near_cache_local_invalidations_total",
+            ),
+            flushes: Figure::new("cloakroom_redis_near_cache_flushes_total"),
+            evictions: Figure::new("cloakroom_redis_near_cache_evictions_total"),
+            heartbeats: Figure::new("cloakroom_redis_near_cache_heartbeats_total"),
+        }
+    }
+}
+
+/// One figure of [`Counters`].
+struct Figure {
+    count: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metric: metrics::Counter,
+}
+
+impl Figure {
+    fn new(name: &'static str) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+        Figure {
+            count: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metric: metrics::counter!(name),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+fn bump(figure: &Figure) {
+    figure.count.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "metrics")]
+    figure.metric.increment(1);
 }
 
 /// The near-cache of one store; see the [module docs](self).
@@ -159,7 +207,7 @@ impl NearCache {
             capacity: per_shard.get() * SHARDS,
             epoch: Instant::now(),
             next_token: AtomicU64::new(1),
-            counters: Counters::default(),
+            counters: Counters::new(),
         }
     }
 
@@ -369,7 +417,7 @@ impl NearCache {
     /// The counters now.
     pub(crate) fn stats(&self) -> NearCacheStats {
         let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let get = Figure::get;
         NearCacheStats {
             hits: get(&c.hits),
             misses: get(&c.misses),

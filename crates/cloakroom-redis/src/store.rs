@@ -203,6 +203,10 @@ pub(crate) fn applied(written: Value) -> Result<Applied> {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let rkey = self.session_key(key);
         let mut cmd = redis::cmd("HGETALL");
@@ -376,9 +380,5 @@ impl SessionStore for RedisStore {
     /// `acl.rs`): a revoked permission turns the health check red.
     async fn ping(&self) -> Result<()> {
         self.check_permissions().await
-    }
-
-    fn counters(&self) -> Vec<cloakroom_core::store::StoreCounter> {
-        self.near_counters()
     }
 }

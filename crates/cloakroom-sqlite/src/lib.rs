@@ -372,6 +372,10 @@ async fn purge_periodically(store: Weak<Inner>, every: Duration) {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let key = *key;
         self.read(move |conn| {

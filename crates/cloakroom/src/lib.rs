@@ -13,6 +13,7 @@
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |
 //! | `actix`  | no      | `cloakroom::actix`: the actix-web 4 `SessionMiddleware`, `Session` extractor and `Error` response, `CsrfMiddleware` and the `CsrfToken` extractor |
 //! | `postgres` | no    | [`store::PostgresStore`], `postgres://` in [`store::open`] |
+//! | `metrics` | no     | metrics through the `metrics` facade and `tracing` spans of store operations ([`telemetry`]; names in the README's *Metrics and traces* table) |
 //!
 #![cfg_attr(feature = "axum", doc = "```")]
 #![cfg_attr(not(feature = "axum"), doc = "```ignore")]
@@ -54,7 +55,7 @@
 //! timeout). [`SessionSettings`] and [`csrf::CsrfSettings`] are the one way to configure:
 //! the adapters take what they build.
 
-pub use cloakroom_core::{cookie, csrf, flash, keys, session};
+pub use cloakroom_core::{cookie, csrf, flash, keys, session, telemetry};
 
 pub mod store;
 

@@ -46,7 +46,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cloakroom_demo_app::init_logging();
+    cloakroom_demo_app::init_telemetry();
     match actix_web::rt::System::new().block_on(serve(args.flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

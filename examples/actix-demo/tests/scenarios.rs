@@ -711,6 +711,52 @@ async fn sessions_and_keys_survive_a_hard_restart_and_sigterm_stops_cleanly() {
     }
 }
 
+/// The library's metrics on `/metrics` after a scripted visit: register (a session created),
+/// log in again (rotated), log out (ended), log in (created), a form posted without a token
+/// (a CSRF refusal); exact counts, and the store histogram's counts of creates and deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_sessions_and_store_operations() {
+    on_both(|demo, base| async move {
+        let c = client();
+        register(&c, &base, "ada").await;
+        login(&c, &base, "ada").await;
+        let res = post(&c, &base, "/logout", &[]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        login(&c, &base, "ada").await;
+        let res = (c.post(format!("{base}/notes")).form(&[("text", "hi")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{demo:?}");
+        let (status, text) = get(&c, &base, "/metrics").await;
+        assert_eq!(status, StatusCode::OK, "{demo:?}");
+        let value = |series: &str| -> Option<u64> {
+            (text.lines()).find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        };
+        let histogram = "cloakroom_store_operation_duration_seconds_count";
+        for (series, expected) in [
+            ("cloakroom_sessions_created_total", 2),
+            ("cloakroom_sessions_rotated_total", 1),
+            ("cloakroom_sessions_ended_total{reason=\"logout\"}", 1),
+            (
+                "cloakroom_csrf_rejections_total{reason=\"token missing\"}",
+                1,
+            ),
+            (
+                &format!("{histogram}{{store=\"memory\",operation=\"create\"}}"),
+                3,
+            ),
+            (
+                &format!("{histogram}{{store=\"memory\",operation=\"delete\"}}"),
+                2,
+            ),
+        ] {
+            assert_eq!(value(series), Some(expected), "{demo:?} {series}:\n{text}");
+        }
+    })
+    .await;
+}
+
 /// With `--metrics-addr`, `/metrics` is served there and not on the main listener, and the
 /// readiness output names the metrics address on a second line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

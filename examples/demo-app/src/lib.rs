@@ -48,8 +48,10 @@ pub use metrics::{Metrics, RouteClass};
 pub use reply::Reply;
 
 /// Logs to standard error, at `RUST_LOG`'s levels (`info` by default), in colour on a
-/// terminal: the same for both demo binaries.
-pub fn init_logging() {
+/// terminal, and installs the library's metrics recorder (Prometheus text for `/metrics`): the
+/// same for both demo binaries, before anything else.
+pub fn init_telemetry() {
+    metrics::install_recorder();
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(

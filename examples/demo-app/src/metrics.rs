@@ -1,11 +1,47 @@
-//! Counters for `GET /metrics`, in the Prometheus text exposition format. A handful of
-//! atomics: the demo needs no metrics crate.
+//! `GET /metrics`, in the Prometheus text exposition format: the demo's own counters (a
+//! handful of atomics per app), then the library's metrics (sessions, store operations, CSRF
+//! refusals, the Redis near-cache) from the process's `metrics` recorder.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cloakroom::store::StoreCounter;
+use std::sync::OnceLock;
+
 use http::Method;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// The process's recorder, when [`install_recorder`] installed it (the binaries do; in-process
+/// tests do not, and `/metrics` then shows the demo's counters only).
+static LIBRARY: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Upper bounds of the store latency histogram's buckets, in seconds: from a memory store's
+/// microseconds to the store timeout's seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0,
+];
+
+/// Installs the Prometheus recorder of the `metrics` facade for this process, before any
+/// engine or store is built (they register their metrics then). Logs a warning and goes on
+/// without the library's metrics if another recorder is installed already.
+pub(crate) fn install_recorder() {
+    let installed = PrometheusBuilder::new()
+        .set_buckets(&BUCKETS)
+        .and_then(PrometheusBuilder::install_recorder);
+    match installed {
+        Ok(handle) => {
+            // Histograms keep their samples until drained: every 5 s, scraped or not.
+            let upkeep = handle.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            let _ = LIBRARY.set(handle);
+        }
+        Err(error) => tracing::warn!(%error, "/metrics will not show the library's metrics"),
+    }
+}
 
 /// Which kind of route a request hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +138,8 @@ impl Metrics {
         bump(&self.store_errors);
     }
 
-    /// The counters in the Prometheus text format.
+    /// The counters in the Prometheus text format, then the library's metrics (when
+    /// `init_telemetry` installed the recorder).
     pub fn render(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
@@ -166,21 +203,8 @@ impl Metrics {
             "Logins and registrations refused (503) because the password hashing queue was full.",
         );
         let _ = writeln!(out, "{name} {}", crate::passwords::queue_full_total());
-        out
-    }
-
-    /// The counters in the Prometheus text format, followed by the figures the session store
-    /// keeps about itself (the Redis near-cache's, when it is on).
-    pub fn render_with(&self, store: &[StoreCounter]) -> String {
-        let mut out = self.render();
-        for c in store {
-            let kind = if c.gauge { "gauge" } else { "counter" };
-            let name = c.name;
-            let _ = writeln!(
-                out,
-                "# HELP {name} {}\n# TYPE {name} {kind}\n{name} {}",
-                c.help, c.value
-            );
+        if let Some(library) = LIBRARY.get() {
+            out.push_str(&library.render());
         }
         out
     }

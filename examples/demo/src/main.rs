@@ -19,7 +19,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cloakroom_demo_app::init_logging();
+    cloakroom_demo_app::init_telemetry();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -215,11 +215,8 @@ async fn check(
 
 /// The response for a refused request: the core's
 /// [`rejection_response`](csrf::rejection_response) (logged, built by the hook), with the
-/// [`ProtectionError`] carried over into the actix response's extensions; counted with the
-/// `metrics` feature (the tower layer's counter, name and label).
+/// [`ProtectionError`] carried over into the actix response's extensions.
 fn refused(config: &Config, reason: Reason, format: ResponseFormat, path: &str) -> HttpResponse {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("cloakroom_csrf_rejections_total", "reason" => reason.as_str()).increment(1);
     let mut res = csrf::rejection_response(config.on_reject.as_ref(), reason, format, path);
     let error = res.extensions_mut().remove::<ProtectionError>();
     let mut res = to_actix(res);

@@ -78,8 +78,8 @@ pub fn default_rejection(error: &ProtectionError, format: ResponseFormat) -> Res
     res
 }
 
-/// The response for a request refused for `reason`: logged (with its path), built by
-/// `hook`, with the [`ProtectionError`] in its extensions so outer layers can read it.
+/// The response for a request refused for `reason`: logged (with its path), counted (feature
+/// `metrics`), built by `hook`, with the [`ProtectionError`] in its extensions so outer layers can read it.
 #[cfg(feature = "http")]
 pub fn rejection_response(
     hook: &dyn OnRejection,
@@ -88,6 +88,7 @@ pub fn rejection_response(
     path: &str,
 ) -> Response<String> {
     tracing::warn!(reason = reason.as_str(), %path, "CSRF check refused request");
+    crate::telemetry::csrf_refused(reason);
     let error = ProtectionError::new(reason);
     let mut res = hook.on_rejection(&error, format);
     res.extensions_mut().insert(error);

@@ -13,6 +13,7 @@ use super::seal::{Seal, USER_AGENT_FIELD};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
 use crate::store::{self, Applied, Created, Patch, Record};
+use crate::telemetry::{self, SessionEvent};
 
 /// How many ids a create tries before it gives up (a collision of 256-bit random ids means
 /// a broken store or random source, not bad luck).
@@ -244,6 +245,9 @@ impl Session {
                 for key in &st.retired {
                     self.end(key, now).await?;
                 }
+                if !st.retired.is_empty() {
+                    telemetry::sessions(SessionEvent::Ended("logout"), 1);
+                }
                 let removal = clear_cookie.then_some(Issued::Removal);
                 Ok(self.answer(CommitAction::Destroyed, removal))
             }
@@ -338,6 +342,15 @@ impl Session {
                 timed(limit, self.store().delete(via)).await?;
             }
         }
+        if !retired.is_empty() {
+            telemetry::sessions(SessionEvent::Ended("logout"), 1);
+        }
+        // A renewal replaces a stored record; anything else (a login without one, say) is new.
+        let event = match replaced {
+            Some(_) => SessionEvent::Rotated,
+            None => SessionEvent::Created,
+        };
+        telemetry::sessions(event, 1);
         let remember = live.record.meta.remember;
         let outcome = self.answer(
             if renewed {
@@ -482,6 +495,8 @@ impl Session {
             st.changes.clear();
             return Ok(self.answer(CommitAction::Patched, None));
         }
+        // The ticket's session is gone (or one a load would refuse).
+        telemetry::sessions(SessionEvent::Ended("expired"), 1);
         let mut record = Record::new(now, deadline(&shared.config, now, now));
         record.meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
         // The values as set (the patch's are sealed for the gone session).
@@ -494,6 +509,7 @@ impl Session {
             return Ok(self.answer(CommitAction::Vanished, Some(Issued::Removal)));
         }
         let (id, key) = self.create(None, &record).await?;
+        telemetry::sessions(SessionEvent::Created, 1);
         let issued = Issued::Ticket(&id, false, record.meta.expires_at);
         let outcome = self.answer(CommitAction::Created, Some(issued));
         st.phase = Phase::Live(Live::loaded(Some(id), key, record, None));
@@ -564,6 +580,7 @@ impl Session {
 
     fn vanished(&self) -> CommitOutcome {
         tracing::info!("session ended while the request ran; its changes were dropped");
+        telemetry::sessions(SessionEvent::Ended("vanished"), 1);
         self.answer(CommitAction::Vanished, Some(Issued::Removal))
     }
 

@@ -18,6 +18,7 @@ use crate::keys::KeyRing;
 #[cfg(test)]
 use crate::store::IntoSessionStore;
 use crate::store::{self, SessionInfo, SessionStore};
+use crate::telemetry::{self, SessionEvent};
 
 /// One per application: the store, the keys and the configuration.
 ///
@@ -256,7 +257,9 @@ impl SessionEngine {
         let store = &self.shared.store;
         match self.timed(store.load(handle)).await? {
             Some(r) if r.meta.user.as_deref() == Some(user) => {
-                self.timed(store.delete(handle)).await
+                let deleted = self.timed(store.delete(handle)).await?;
+                telemetry::sessions(SessionEvent::Ended("revoked"), deleted.into());
+                Ok(deleted)
             }
             _ => Ok(false),
         }
@@ -267,8 +270,9 @@ impl SessionEngine {
     /// # Errors
     /// Store failures.
     pub async fn revoke_all(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
-        self.timed(self.shared.store.delete_user(user, except))
-            .await
+        let deleted = (self.timed(self.shared.store.delete_user(user, except))).await?;
+        telemetry::sessions(SessionEvent::Ended("revoked"), deleted);
+        Ok(deleted)
     }
 
     /// Deletes every other session of the user `session` is logged in as; returns how many.
@@ -296,11 +300,6 @@ impl SessionEngine {
     /// Store failures, or no answer in time.
     pub async fn ping(&self) -> Result<()> {
         self.timed(self.shared.store.ping()).await
-    }
-
-    /// The store's operation counters, if it keeps any (for metrics).
-    pub fn store_counters(&self) -> Vec<crate::store::StoreCounter> {
-        self.shared.store.counters()
     }
 
     /// Commits `session` (a session of this engine) when the response is ready: the commit

@@ -18,6 +18,7 @@ use super::{
     SessionKey, Timestamp, Transport,
 };
 use crate::store::{Record, SessionStore};
+use crate::telemetry::{self, SessionEvent};
 
 /// A request's session. Cheap to clone; every clone is the same session.
 ///
@@ -124,6 +125,9 @@ impl Session {
                     found = Some(live);
                     break;
                 }
+            }
+            if found.is_none() {
+                telemetry::sessions(SessionEvent::Ended("expired"), 1);
             }
             st.loaded_at = Some(now);
             st.settle(found, || self.fresh());

@@ -262,9 +262,11 @@ impl SessionSettings {
     }
 
     /// The engine: built once, then shared by cloning (with the adapters' services and with
-    /// code that lists or revokes sessions outside requests).
+    /// code that lists or revokes sessions outside requests). With the `metrics` feature its
+    /// store operations are measured ([`telemetry`](crate::telemetry)).
     pub fn build(self) -> SessionEngine {
-        SessionEngine::from_parts(self.store, self.keys, self.config, self.format)
+        let store = crate::telemetry::instrument(self.store);
+        SessionEngine::from_parts(store, self.keys, self.config, self.format)
     }
 }
 

@@ -365,6 +365,10 @@ async fn sweeper(weak: Weak<Inner>, every: Duration) {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let now = Timestamp::now();
         let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());

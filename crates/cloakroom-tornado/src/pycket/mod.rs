@@ -373,6 +373,10 @@ impl PycketStore {
 #[async_trait]
 
 impl SessionStore for PycketStore {
+    fn kind(&self) -> &'static str {
+        "pycket"
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.load_key(&redis_key(key)).await
     }

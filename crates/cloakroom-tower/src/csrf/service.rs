@@ -129,16 +129,13 @@ where
 
 /// The response for a refused request: built by the configured hook (through the core's
 /// [`rejection_response`](csrf::rejection_response), which logs it and puts the
-/// [`ProtectionError`](csrf::ProtectionError) in its extensions), counted with the `metrics`
-/// feature.
+/// [`ProtectionError`](csrf::ProtectionError) in its extensions, and counts it).
 fn refused(
     config: &Config,
     reason: Reason,
     format: ResponseFormat,
     path: &str,
 ) -> Response<String> {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("cloakroom_csrf_rejections_total", "reason" => reason.as_str()).increment(1);
     csrf::rejection_response(config.on_reject.as_ref(), reason, format, path)
 }
 

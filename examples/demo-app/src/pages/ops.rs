@@ -53,15 +53,10 @@ pub fn app_js() -> Reply {
     with_type(StatusCode::OK, JAVASCRIPT, APP_JS.to_owned())
 }
 
-/// `GET /metrics`: the counters, Prometheus text format.
+/// `GET /metrics`: the demo's counters and the library's metrics, Prometheus text format.
 pub fn metrics(app: &AppState) -> Reply {
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    let store = app.engine.store_counters();
-    with_type(
-        StatusCode::OK,
-        content_type,
-        app.metrics.render_with(&store),
-    )
+    with_type(StatusCode::OK, content_type, app.metrics.render())
 }
 
 /// Any other path: the 404 page.
