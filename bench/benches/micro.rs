@@ -10,7 +10,9 @@
 //!   session;
 //! - `memory_store`: load and apply on `MemoryStore`, for both session sizes;
 //! - `engine`: a whole request's session work on `MemoryStore` (ticket in, read or write,
-//!   commit), i.e. what `SessionLayer` adds to a request minus HTTP parsing;
+//!   commit), i.e. what `SessionLayer` adds to a request minus HTTP parsing; with the bench
+//!   crate's feature `metrics`, `read_recorded` is `read` on an engine built with the
+//!   Prometheus exporter's recorder (compare with `read` built without the feature);
 //! - `rng`: 32 bytes from the OS (`getrandom`, one system call), what every new session id
 //!   and every CSRF mask costs;
 //! - `sqlite`: `SqliteStore::load`/`apply` (each runs on tokio's blocking pool) next to the
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use cloakroom_core::cookie::{decode_ticket, encode_ticket};
 use cloakroom_core::csrf::Secret;
-use cloakroom_core::session::{SessionId, SessionSettings, Timestamp};
+use cloakroom_core::session::{SessionEngine, SessionId, SessionSettings, Timestamp};
 use cloakroom_core::store::{Fields, MemoryStore, Patch, Record, SessionStore};
 use cloakroom_core::{Key, KeyRing};
 use criterion::Criterion;
@@ -117,11 +119,10 @@ fn memory_store(c: &mut Criterion) {
     g.finish();
 }
 
-fn engine(c: &mut Criterion) {
-    let rt = runtime();
-    let engine =
-        rt.block_on(async { SessionSettings::new(Arc::new(MemoryStore::new()), ring()).build() });
-    let cookie = rt.block_on(async {
+/// An engine on a new `MemoryStore`, and the cookie of a session with a counter in it.
+fn engine_and_cookie(rt: &tokio::runtime::Runtime) -> (SessionEngine, String) {
+    rt.block_on(async {
+        let engine = SessionSettings::new(Arc::new(MemoryStore::new()), ring()).build();
         let s = engine.session(None);
         s.set("counter", &0u64).await.expect("set");
         let set_cookie = engine
@@ -130,19 +131,35 @@ fn engine(c: &mut Criterion) {
             .expect("commit")
             .set_cookie
             .expect("cookie");
-        set_cookie.split(';').next().expect("name=value").to_owned()
-    });
+        let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+        (engine, cookie)
+    })
+}
+
+/// One read request: the ticket in, one value read, the commit.
+fn read(rt: &tokio::runtime::Runtime, engine: &SessionEngine, cookie: &str) -> Option<u64> {
+    rt.block_on(async {
+        let s = engine.session(Some(black_box(cookie)));
+        let n: Option<u64> = s.get("counter").await.expect("get");
+        engine.commit(&s, None).await.expect("commit");
+        n
+    })
+}
+
+fn engine(c: &mut Criterion) {
+    let rt = runtime();
+    let (engine, cookie) = engine_and_cookie(&rt);
     let mut g = c.benchmark_group("engine");
-    g.bench_function("read", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let s = engine.session(Some(black_box(&cookie)));
-                let n: Option<u64> = s.get("counter").await.expect("get");
-                engine.commit(&s, None).await.expect("commit");
-                n
-            })
-        })
-    });
+    g.bench_function("read", |b| b.iter(|| read(&rt, &engine, &cookie)));
+    #[cfg(feature = "metrics")]
+    {
+        // Built under the recorder: the store histograms are registered with it.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let (engine, cookie) = metrics::with_local_recorder(&recorder, || engine_and_cookie(&rt));
+        g.bench_function("read_recorded", |b| b.iter(|| read(&rt, &engine, &cookie)));
+        let text = recorder.handle().render();
+        assert!(text.contains("operation=\"load\""), "{text}");
+    }
     g.bench_function("write", |b| {
         b.iter(|| {
             rt.block_on(async {
