@@ -10,7 +10,9 @@
 //!   session;
 //! - `memory_store`: load and apply on `MemoryStore`, for both session sizes;
 //! - `engine`: a whole request's session work on `MemoryStore` (ticket in, read or write,
-//!   commit), i.e. what `SessionLayer` adds to a request minus HTTP parsing;
+//!   commit), i.e. what `SessionLayer` adds to a request minus HTTP parsing; with the bench
+//!   crate's feature `metrics`, `read_recorded` is `read` on an engine built with the
+//!   Prometheus exporter's recorder (compare with `read` built without the feature);
 //! - `sealing`: the same requests on `MemoryStore` with and without sealed data
 //!   (`SessionSettings::with_sealed_data`), side by side: a read of one small field (the key
 //!   derivation and one open), a blind write of a 1 KB value (derivation and one seal), and
@@ -121,11 +123,10 @@ fn memory_store(c: &mut Criterion) {
     g.finish();
 }
 
-fn engine(c: &mut Criterion) {
-    let rt = runtime();
-    let engine =
-        rt.block_on(async { SessionSettings::new(Arc::new(MemoryStore::new()), ring()).build() });
-    let cookie = rt.block_on(async {
+/// An engine on a new `MemoryStore`, and the cookie of a session with a counter in it.
+fn engine_and_cookie(rt: &tokio::runtime::Runtime) -> (SessionEngine, String) {
+    rt.block_on(async {
+        let engine = SessionSettings::new(Arc::new(MemoryStore::new()), ring()).build();
         let s = engine.session(None);
         s.set("counter", &0u64).await.expect("set");
         let set_cookie = engine
@@ -134,19 +135,35 @@ fn engine(c: &mut Criterion) {
             .expect("commit")
             .set_cookie
             .expect("cookie");
-        set_cookie.split(';').next().expect("name=value").to_owned()
-    });
+        let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+        (engine, cookie)
+    })
+}
+
+/// One read request: the ticket in, one value read, the commit.
+fn read(rt: &tokio::runtime::Runtime, engine: &SessionEngine, cookie: &str) -> Option<u64> {
+    rt.block_on(async {
+        let s = engine.session(Some(black_box(cookie)));
+        let n: Option<u64> = s.get("counter").await.expect("get");
+        engine.commit(&s, None).await.expect("commit");
+        n
+    })
+}
+
+fn engine(c: &mut Criterion) {
+    let rt = runtime();
+    let (engine, cookie) = engine_and_cookie(&rt);
     let mut g = c.benchmark_group("engine");
-    g.bench_function("read", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let s = engine.session(Some(black_box(&cookie)));
-                let n: Option<u64> = s.get("counter").await.expect("get");
-                engine.commit(&s, None).await.expect("commit");
-                n
-            })
-        })
-    });
+    g.bench_function("read", |b| b.iter(|| read(&rt, &engine, &cookie)));
+    #[cfg(feature = "metrics")]
+    {
+        // Built under the recorder: the store histograms are registered with it.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let (engine, cookie) = metrics::with_local_recorder(&recorder, || engine_and_cookie(&rt));
+        g.bench_function("read_recorded", |b| b.iter(|| read(&rt, &engine, &cookie)));
+        let text = recorder.handle().render();
+        assert!(text.contains("operation=\"load\""), "{text}");
+    }
     g.bench_function("write", |b| {
         b.iter(|| {
             rt.block_on(async {
