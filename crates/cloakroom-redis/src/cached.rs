@@ -167,7 +167,7 @@ impl RedisStore {
         decoded
     }
 
-    /// `write` (a script changing the session at `rkey`, [`Self::tracking`]'s) through the
+    /// `write` (a patch of the session at `rkey`, one that re-reads the key) through the
     /// near-cache: the record is taken out of the cache before the write is sent; once Redis
     /// has done it, the record as the write left it (`after(base)`, computed from the cached
     /// record it changed) is put back, unless an invalidation came in between.
@@ -206,7 +206,7 @@ impl RedisStore {
         result
     }
 
-    /// The script to write a session with: `tracked` with a near-cache (the same script,
+    /// The script to patch a session with: `tracked` with a near-cache (the same script,
     /// then a read of the key, so that Redis tracks it for us again), `plain` otherwise.
     pub(crate) fn tracking(
         &self,

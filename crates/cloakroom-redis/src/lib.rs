@@ -39,13 +39,17 @@
 //! and its expiry in one native command that fails on an existing key: about half of the
 //! create script's CPU on Redis), falling back to the create script when the key exists,
 //! with `?wait=N`, or once the store's server refused `RESTORE` (an ACL user without
-//! `@dangerous`, a proxy); `apply`, `touch` and `delete` are one Lua script call each (`EVALSHA`; redis-rs
-//! loads a script on `NOSCRIPT`, e.g. after a Redis restart). A login (`create` with a user)
-//! adds one `SADD` (as a script that also reports the set's size); deleting a logged-in
-//! session adds one `SREM`. The scripts check that the record is
-//! live first, so a patch or touch never brings back a session that was deleted or expired.
-//! Each script touches exactly one key, so all of it works on Redis Cluster (a session and
-//! its user's index are in different slots and never touched by one script).
+//! `@dangerous`, a proxy). `apply` and `touch` are one transaction each (`MULTI`, `HSET`,
+//! `PEXPIREAT .. XX`, `PEXPIREAT .. 0 NX`, `EXEC` in one write: a patch that lands on a
+//! deleted or expired session deletes what it wrote inside the same `EXEC`, so it never
+//! brings a session back; expiry there goes by Redis's clock, see `transaction.rs`), or
+//! the apply script for blind writes, on Redis before 7 and where transactions are refused.
+//! `delete` is one Lua script call (`EVALSHA`; redis-rs loads a script on `NOSCRIPT`, e.g.
+//! after a Redis restart). A login (`create` with a user) adds one `SADD` (as a script that
+//! also reports the set's size); deleting a logged-in session adds one `SREM`. Every
+//! command, script and transaction touches exactly one key, so all of it works on Redis
+//! Cluster (a session and its user's index are in different slots and never touched
+//! together).
 //!
 //! # URLs
 //!
@@ -106,7 +110,7 @@
 //! Redis restart (an operation whose connection was refused or broke is sent once more on the
 //! new connection, within the same timeout; every operation tolerates such a repeat).
 //!
-//! Needs Redis 6.2 or later (tested with 7).
+//! Needs Redis 6.2 or later (tested with 7; patches by script before 7).
 //!
 //! # Near-cache
 //!
@@ -119,8 +123,8 @@
 //! - **This instance never reads its own stale data.** A write, delete or revocation on this
 //!   instance removes the record from the cache before it is sent and again once it is done
 //!   (also when it failed or timed out). A patch or touch that succeeded puts the record as
-//!   it wrote it back, so a read-then-write request costs one command; its script then reads
-//!   the key so that Redis keeps tracking it for us.
+//!   it wrote it back, so a read-then-write request costs one round trip; the transaction (or
+//!   script) then reads the key so that Redis keeps tracking it for us.
 //! - **Another instance's write or logout** is removed here when Redis's invalidation
 //!   arrives, normally well under a millisecond after Redis ran it (measured on loopback;
 //!   see BENCHMARKS.md). A read whose reply raced with an invalidation is not cached (a
@@ -162,6 +166,7 @@ mod scan;
 mod scripts;
 mod sentinel;
 mod store;
+mod transaction;
 mod url;
 mod wait;
 

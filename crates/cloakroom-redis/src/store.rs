@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     /// Set when the server refused `RESTORE`: sessions are created by script from then on
     /// (see [`crate::restore`]).
     pub(crate) restore_refused: AtomicBool,
+    /// Whether patches and touches go as native transactions: Redis 7 or later, until the
+    /// server refuses one (see [`crate::transaction`]).
+    pub(crate) transactions: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -259,10 +262,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
-        let args = codec::apply_args(patch, Timestamp::now());
         let rkey = self.session_key(key);
-        let script = self.tracking(&scripts::APPLY, &scripts::APPLY_TRACKED);
-        let write = async { applied(self.script("apply", script, &rkey, &args).await?) };
+        let write = self.patch("apply", &rkey, patch);
         let after = |base: Option<Record>| base.map(|b| patched(b, patch));
         self.write_through(&rkey, write, after).await
     }
@@ -273,18 +274,11 @@ impl SessionStore for RedisStore {
         last_seen: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Applied> {
-        let args = [Timestamp::now(), last_seen, expires_at]
-            .map(|t| t.as_millis().to_string().into_bytes());
+        // A touch is a patch of the activity times only.
+        let patch = Patch::new(last_seen, expires_at);
         let rkey = self.session_key(key);
-        let script = self.tracking(&scripts::TOUCH, &scripts::TOUCH_TRACKED);
-        let write = async { applied(self.script("touch", script, &rkey, &args).await?) };
-        let after = |base: Option<Record>| {
-            base.map(|mut b| {
-                b.meta.last_seen = last_seen;
-                b.meta.expires_at = expires_at;
-                b
-            })
-        };
+        let write = self.patch("touch", &rkey, &patch);
+        let after = |base: Option<Record>| base.map(|b| patched(b, &patch));
         self.write_through(&rkey, write, after).await
     }
 
@@ -375,7 +369,7 @@ impl SessionStore for RedisStore {
     /// A round trip that is also the permission check of the store's open (see
     /// `acl.rs`): a revoked permission turns the health check red.
     async fn ping(&self) -> Result<()> {
-        self.check_permissions().await
+        self.check_permissions().await.map(drop)
     }
 
     fn counters(&self) -> Vec<cloakroom_core::store::StoreCounter> {

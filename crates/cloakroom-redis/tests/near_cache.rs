@@ -224,7 +224,6 @@ async fn writes_go_through_and_stay_tracked() {
     let (a, b) = pair(&server, "&cache_max_stale_ms=60000").await;
     let key = new_key();
     a.create(&key, &record("-")).await.unwrap();
-    // (The first write loads the script into Redis: `SCRIPT LOAD` after `NOSCRIPT`.)
     a.apply(&key, &set("0")).await.unwrap();
     assert_eq!(value(&a.load(&key).await.unwrap()), Some("0"));
     for i in 1..=20 {
@@ -235,7 +234,12 @@ async fn writes_go_through_and_stay_tracked() {
         );
         a.apply(&key, &set(&i.to_string())).await.unwrap();
         let sent = server.commands_sent();
-        assert_eq!(sent, ["evalsha"], "read-then-write {i}");
+        // One transaction; its `EXISTS` has Redis track the key for A again.
+        assert_eq!(
+            sent,
+            ["multi", "hset", "pexpireat", "pexpireat", "exists"],
+            "read-then-write {i}"
+        );
         // B changes what A just wrote: A must not keep serving its own write.
         let theirs = format!("b{i}");
         b.apply(&key, &set(&theirs)).await.unwrap();
