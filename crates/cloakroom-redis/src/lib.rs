@@ -19,8 +19,10 @@
 //!
 //! # Layout
 //!
-//! Each session is a hash `<prefix>s:<handle>` (the handle is
-//! [`SessionKey::to_handle`](cloakroom_core::SessionKey::to_handle), a hash of the session id: the store never sees ids). Data
+//! Each session is a hash at `<prefix>s:` followed by the 32 bytes of its
+//! [`SessionKey`](cloakroom_core::SessionKey), raw (a hash of the session id: the store never
+//! sees ids; raw bytes keep the key at 44 bytes with the default prefix, 16 bytes of Redis
+//! memory per session less than text; `redis-cli` shows them escaped). Data
 //! field `name` is the hash field `d:name` holding the JSON text verbatim; metadata lives in
 //! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
@@ -28,7 +30,8 @@
 //! fields, a 46-byte listpack. The key expires by `PEXPIREAT` at the record's expiry, so
 //! Redis drops dead sessions by itself and [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired) is a no-op.
 //!
-//! A user's sessions are indexed in a set `<prefix>u:<user>` of handles. Entries of sessions
+//! A user's sessions are indexed in a set `<prefix>u:<user>` of handles (the session keys
+//! in base64url, [`SessionKey::to_handle`](cloakroom_core::SessionKey::to_handle)). Entries of sessions
 //! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`](cloakroom_core::SessionStore::sessions_of),
 //! [`SessionStore::delete_user`](cloakroom_core::SessionStore::delete_user)), and every 16th login once a set holds 32 entries or more,
 //! so the set cannot grow without bound. [`SessionStore::delete`](cloakroom_core::SessionStore::delete) removes the entry at once.

@@ -77,9 +77,21 @@ impl RedisStore {
         self.inner.cluster
     }
 
-    /// The Redis key of a session's hash: `<prefix>s:<handle>`.
-    pub fn session_key(&self, key: &SessionKey) -> String {
-        format!("{}s:{}", self.inner.prefix, key.to_handle())
+    /// The Redis key of a session's hash: `<prefix>s:` and the 32 bytes of the
+    /// [`SessionKey`], raw (shorter than text: the key is most of an idle session's memory
+    /// in Redis).
+    pub fn session_key(&self, key: &SessionKey) -> Vec<u8> {
+        self.raw_key(key.as_bytes())
+    }
+
+    /// `<prefix>s:` and `bytes`.
+    fn raw_key(&self, bytes: &[u8]) -> Vec<u8> {
+        let prefix = self.inner.prefix.as_bytes();
+        let mut rkey = Vec::with_capacity(prefix.len() + 2 + bytes.len());
+        rkey.extend_from_slice(prefix);
+        rkey.extend_from_slice(b"s:");
+        rkey.extend_from_slice(bytes);
+        rkey
     }
 
     /// The Redis key of a user's index set: `<prefix>u:<user>`.
@@ -96,7 +108,7 @@ impl RedisStore {
     }
 
     /// One command on the Redis key `key`.
-    pub(crate) async fn query(&self, what: &'static str, key: &str, cmd: Cmd) -> Result<Value> {
+    pub(crate) async fn query(&self, what: &'static str, key: &[u8], cmd: Cmd) -> Result<Value> {
         let conn = self.conn_for(key);
         bounded(self.inner.timeout, what, || {
             let mut conn = conn.clone();
@@ -111,7 +123,7 @@ impl RedisStore {
         &self,
         what: &'static str,
         script: &'static Script,
-        key: &str,
+        key: &[u8],
         args: &[Vec<u8>],
     ) -> Result<Value> {
         let conn = self.conn_for(key);
@@ -181,7 +193,7 @@ impl RedisStore {
         let ukey = self.user_key(user);
         let mut cmd = redis::cmd("SREM");
         cmd.arg(&ukey).arg(members);
-        if let Err(e) = self.query("unindex", &ukey, cmd).await {
+        if let Err(e) = self.query("unindex", ukey.as_bytes(), cmd).await {
             tracing::debug!(error = %e, "could not prune a user index; will retry later");
         }
     }
@@ -191,7 +203,7 @@ impl RedisStore {
         let ukey = self.user_key(user);
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(&ukey);
-        reply(self.query(what, &ukey, cmd).await?)
+        reply(self.query(what, ukey.as_bytes(), cmd).await?)
     }
 }
 
@@ -236,7 +248,7 @@ impl SessionStore for RedisStore {
             .script(
                 "create (user index)",
                 &scripts::INDEX,
-                &self.user_key(user),
+                self.user_key(user).as_bytes(),
                 &[handle],
             )
             .await;
@@ -318,7 +330,7 @@ impl SessionStore for RedisStore {
             .into_iter()
             .filter(|m| Some(m) != except.as_ref())
             .collect();
-        let rkeys: Vec<String> = members
+        let rkeys: Vec<Vec<u8>> = members
             .iter()
             .map(|m| {
                 match std::str::from_utf8(m)
@@ -327,7 +339,7 @@ impl SessionStore for RedisStore {
                 {
                     Some(key) => self.session_key(&key),
                     // Junk in the index: run on a key that cannot exist (it is then pruned).
-                    None => format!("{}s:-", self.inner.prefix),
+                    None => self.raw_key(b"-"),
                 }
             })
             .collect();

@@ -62,7 +62,7 @@ enum Outcome {
 /// plain commands in one pipeline (one write, one node of a Cluster: every command names
 /// `rkey`), so that every reply, `WAIT`'s too, comes back as it is.
 fn transaction(
-    rkey: &str,
+    rkey: &[u8],
     patch: &Patch,
     tracked: bool,
     wait: Option<(u32, u64)>,
@@ -155,7 +155,7 @@ impl RedisStore {
     pub(crate) async fn patch(
         &self,
         what: &'static str,
-        rkey: &str,
+        rkey: &[u8],
         patch: &Patch,
     ) -> Result<Applied> {
         let blind = patch.max_lifetime.is_some() || patch.max_idle.is_some();
@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn transaction_layout() {
         let mut p = Patch::new(Timestamp(7), Timestamp(9)).set("a", "1");
-        let (pipe, exec, xx) = transaction("k", &p, false, None);
+        let (pipe, exec, xx) = transaction(b"k", &p, false, None);
         assert_eq!((exec, xx), (4, 1));
         let text = packed(&pipe);
         let words: Vec<&str> = text
@@ -240,7 +240,7 @@ mod tests {
         );
         p = p.remove("b");
         p.remember = Some(false);
-        let (pipe, exec, xx) = transaction("k", &p, true, Some((1, 300)));
+        let (pipe, exec, xx) = transaction(b"k", &p, true, Some((1, 300)));
         assert_eq!((exec, xx), (6, 2));
         let text = packed(&pipe);
         assert!(text.contains("HDEL\r\n$1\r\nk\r\n$3\r\nd:b\r\n"), "{text}");

@@ -49,7 +49,7 @@ pub(crate) fn check(acked: i64, replicas: u32, timeout: Duration) -> RedisResult
 pub(crate) async fn script_then_wait(
     mut conn: Conn,
     script: &Script,
-    key: &str,
+    key: &[u8],
     args: &[Vec<u8>],
     replicas: u32,
     timeout: Duration,

@@ -375,9 +375,12 @@ async fn a_restored_copy_swapped_in_drops_the_cache_within_the_bound() {
     let Ok(Resp::Array(Some(keys))) = server.command(&["KEYS", "*"]) else {
         panic!("KEYS");
     };
-    for name in keys.iter().filter_map(Resp::as_str) {
-        let copied = server.command(&["COPY", name, name, "DB", "1"]);
-        assert!(matches!(copied, Ok(Resp::Int(1))), "{name}: {copied:?}");
+    for key in keys {
+        let Resp::Bulk(Some(name)) = key else {
+            panic!("KEYS: {key:?}");
+        };
+        let copied = server.command_bytes(&[b"COPY", &name, &name, b"DB", b"1"]);
+        assert!(matches!(copied, Ok(Resp::Int(1))), "{name:?}: {copied:?}");
     }
     // Later (a few heartbeats), the session changes and A caches the new record.
     tokio::time::sleep(W).await;

@@ -156,10 +156,11 @@ async fn key_layout_and_expiry() {
     r.meta.remember = true;
     store.create(&key, &r).await.unwrap();
 
-    let hash_key = format!("{prefix}s:{}", key.to_handle());
+    // The prefix, `s:`, and the session key's 32 bytes, raw.
+    let hash_key = [format!("{prefix}s:").as_bytes(), key.as_bytes()].concat();
     assert_eq!(store.session_key(&key), hash_key);
-    let Ok(Resp::Array(Some(flat))) = server.command(&["HGETALL", &hash_key]) else {
-        panic!("no hash at {hash_key}");
+    let Ok(Resp::Array(Some(flat))) = server.command_bytes(&[b"HGETALL", &hash_key]) else {
+        panic!("no hash at {hash_key:?}");
     };
     let fields: HashSet<String> = flat
         .chunks(2)
@@ -171,7 +172,7 @@ async fn key_layout_and_expiry() {
         .map(str::to_owned)
         .collect();
     assert_eq!(fields, expected);
-    let Ok(Resp::Int(expire_at)) = server.command(&["PEXPIRETIME", &hash_key]) else {
+    let Ok(Resp::Int(expire_at)) = server.command_bytes(&[b"PEXPIRETIME", &hash_key]) else {
         panic!("no PEXPIRETIME");
     };
     assert_eq!(
@@ -191,16 +192,16 @@ async fn key_layout_and_expiry() {
     let later = Timestamp::now().plus(2 * HOUR);
     store.touch(&key, Timestamp::now(), later).await.unwrap();
     assert_eq!(
-        server.command(&["PEXPIRETIME", &hash_key]).unwrap(),
+        server.command_bytes(&[b"PEXPIRETIME", &hash_key]).unwrap(),
         Resp::Int(later.as_millis())
     );
     assert_eq!(store.purge_expired().await.unwrap(), 0);
 }
 
 /// The hash at `key`, field by field.
-fn hash(server: &RedisServer, key: &str) -> std::collections::BTreeMap<String, String> {
-    let Ok(Resp::Array(Some(flat))) = server.command(&["HGETALL", key]) else {
-        panic!("no hash reply for {key}");
+fn hash(server: &RedisServer, key: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let Ok(Resp::Array(Some(flat))) = server.command_bytes(&[b"HGETALL", key]) else {
+        panic!("no hash reply for {key:?}");
     };
     flat.chunks(2)
         .map(|c| {
@@ -210,12 +211,12 @@ fn hash(server: &RedisServer, key: &str) -> std::collections::BTreeMap<String, S
         .collect()
 }
 
-fn field_names(server: &RedisServer, key: &str) -> Vec<String> {
+fn field_names(server: &RedisServer, key: &[u8]) -> Vec<String> {
     hash(server, key).into_keys().collect()
 }
 
-fn pexpiretime(server: &RedisServer, key: &str) -> i64 {
-    match server.command(&["PEXPIRETIME", key]) {
+fn pexpiretime(server: &RedisServer, key: &[u8]) -> i64 {
+    match server.command_bytes(&[b"PEXPIRETIME", key]) {
         Ok(Resp::Int(t)) => t,
         other => panic!("PEXPIRETIME: {other:?}"),
     }
@@ -244,7 +245,9 @@ async fn new_records_are_compact() {
     assert_eq!(h["c"], now.as_millis().to_string());
     assert_eq!(pexpiretime(server, &rkey), now.plus(HOUR).as_millis());
     assert_eq!(
-        server.command(&["OBJECT", "ENCODING", &rkey]).unwrap(),
+        server
+            .command_bytes(&[b"OBJECT", b"ENCODING", &rkey])
+            .unwrap(),
         Resp::Bulk(Some(b"listpack".to_vec()))
     );
     assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
@@ -296,7 +299,9 @@ async fn a_record_expired_by_the_apps_clock_only() {
     let past = (now.as_millis() - 1_000).to_string();
     let expire_by_the_apps_clock = || {
         assert_eq!(
-            server.command(&["HSET", &rkey, "e", &past]).unwrap(),
+            server
+                .command_bytes(&[b"HSET", &rkey, b"e", past.as_bytes()])
+                .unwrap(),
             Resp::Int(0)
         );
     };
