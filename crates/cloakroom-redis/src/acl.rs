@@ -96,7 +96,7 @@ impl RedisStore {
             config(format!(
                 "Redis at {}: the ACL of the store's user does not allow {what}; the store runs \
                  EVALSHA, {} on keys under {:?} (e.g. `~{}* +@read +@write +@scripting \
-                 +@connection`)",
+                 +@transaction +@connection`)",
                 inner.shown_url,
                 commands.join(", "),
                 inner.prefix,
