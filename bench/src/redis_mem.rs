@@ -153,22 +153,28 @@ fn sample(server: &RedisServer) -> anyhow::Result<String> {
     let Resp::Bulk(Some(key)) = server.command(&["RANDOMKEY"])? else {
         bail!("no key in Redis");
     };
-    let key = String::from_utf8(key)?;
-    let usage = int(server, &["MEMORY", "USAGE", &key])?;
+    let key = key.as_slice();
+    let usage = match server.command_bytes(&[b"MEMORY", b"USAGE", key])? {
+        Resp::Int(n) => n,
+        other => bail!("MEMORY USAGE: unexpected reply {other:?}"),
+    };
     let encoding = server
-        .command(&["OBJECT", "ENCODING", &key])?
+        .command_bytes(&[b"OBJECT", b"ENCODING", key])?
         .as_str()
         .unwrap_or("?")
         .to_owned();
-    let shape = match server.command(&["HKEYS", &key])? {
+    let shape = match server.command_bytes(&[b"HKEYS", key])? {
         Resp::Array(Some(fields)) => {
             let names: Vec<&str> = fields.iter().filter_map(Resp::as_str).collect();
             format!("hash fields {names:?}")
         }
-        _ => format!("string of {} bytes", int(server, &["STRLEN", &key])?),
+        _ => match server.command_bytes(&[b"STRLEN", key])? {
+            Resp::Int(n) => format!("string of {n} bytes"),
+            other => bail!("STRLEN: unexpected reply {other:?}"),
+        },
     };
     Ok(format!(
-        "key {} chars, MEMORY USAGE {usage} bytes, {encoding}, {shape}",
+        "key {} bytes, MEMORY USAGE {usage} bytes, {encoding}, {shape}",
         key.len()
     ))
 }

@@ -9,7 +9,8 @@
 //! and of that key; inside it, `redis.acl_check_cmd` (Redis 7+; the in-script `ACL DRYRUN`,
 //! which needs no admin rights and no user name) checks every other command of
 //! [`needs`] without running any. Redis 6.2 has no `redis.acl_check_cmd`: there only the
-//! call itself is checked.
+//! call itself is checked. The answer also tells whether the server is Redis 7 or later,
+//! which patches as native transactions (see [`crate::transaction`]).
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
 use redis::{RedisError, Script, Value};
@@ -20,7 +21,8 @@ use crate::store::RedisStore;
 use crate::url::config;
 
 /// `KEYS[1]`: a session key. `ARGV`: commands, each as its word count and its words.
-/// Returns the first refused command and its key (or subcommand), or nil.
+/// Returns the first refused command and its key (or subcommand); else the server's version
+/// number (Redis 7 or later) or nil (before 7).
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "
@@ -33,15 +35,15 @@ while i <= #ARGV do
   end
   i = i + n + 1
 end
-return false
+return redis.REDIS_VERSION_NUM
 ",
     )
 });
 
 /// What the store runs besides `EVALSHA`, on keys under `prefix`: its own commands and
-/// those of its scripts (see [`crate::scripts`]); `WAIT` with `?wait=N`. `RESTORE` is left
-/// out (refused, the create script does its work), as are `SCAN` and `CLUSTER` (admin
-/// listings only).
+/// those of its scripts (see [`crate::scripts`]); `WAIT` with `?wait=N`. `RESTORE`, `MULTI`
+/// and `EXEC` are left out (refused, the scripts do their work), as are `SCAN` and
+/// `CLUSTER` (admin listings only).
 fn needs(prefix: &str, wait: bool) -> Vec<Vec<String>> {
     let s = format!("{prefix}s:acl-check");
     let u = format!("{prefix}u:acl-check");
@@ -72,8 +74,9 @@ fn needs(prefix: &str, wait: bool) -> Vec<Vec<String>> {
 
 impl RedisStore {
     /// Refuses ([`ErrorKind::Config`]) when the user may not run one of the store's commands
-    /// on keys under the prefix; see the [module docs](self).
-    pub(crate) async fn check_permissions(&self) -> Result<()> {
+    /// on keys under the prefix; see the [module docs](self). Otherwise answers whether the
+    /// server is Redis 7 or later.
+    pub(crate) async fn check_permissions(&self) -> Result<bool> {
         let inner = &self.inner;
         let key = format!("{}s:acl-check", inner.prefix);
         let needs = needs(&inner.prefix, inner.wait > 0);
@@ -93,7 +96,7 @@ impl RedisStore {
             config(format!(
                 "Redis at {}: the ACL of the store's user does not allow {what}; the store runs \
                  EVALSHA, {} on keys under {:?} (e.g. `~{}* +@read +@write +@scripting \
-                 +@connection`)",
+                 +@transaction +@connection`)",
                 inner.shown_url,
                 commands.join(", "),
                 inner.prefix,
@@ -101,7 +104,8 @@ impl RedisStore {
             ))
         };
         match reply {
-            Ok(Value::Nil) => Ok(()),
+            Ok(Value::Nil) => Ok(false),
+            Ok(Value::Int(_)) => Ok(true),
             Ok(Value::BulkString(denied)) => {
                 Err(refused(format!("`{}`", String::from_utf8_lossy(&denied))))
             }

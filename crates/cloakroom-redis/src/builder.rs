@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
@@ -119,9 +119,11 @@ impl RedisStoreBuilder {
                 wait,
                 near,
                 restore_refused: AtomicBool::new(false),
+                transactions: AtomicBool::new(false),
             }),
         };
-        store.check_permissions().await?;
+        let redis7 = store.check_permissions().await?;
+        store.inner.transactions.store(redis7, Ordering::Relaxed);
         if let Some(near) = &store.inner.near {
             // The dataset marker's first check, before anything is cached (a user not
             // allowed to write it is a configuration error).

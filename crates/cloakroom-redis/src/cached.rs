@@ -23,7 +23,7 @@ impl RedisStore {
 
     /// The connection for the Redis key `key`: with a near-cache, the one [`Self::route`]
     /// gives; otherwise the next one round-robin ([`Self::conn`]).
-    pub(crate) fn conn_for(&self, key: &str) -> Conn {
+    pub(crate) fn conn_for(&self, key: &[u8]) -> Conn {
         match self.inner.near {
             Some(_) => self.inner.conns[self.route(key)].clone(),
             None => self.conn(),
@@ -33,18 +33,17 @@ impl RedisStore {
     /// The index of the connection every command on the Redis key `key` goes over when
     /// there is a near-cache, so that its replies and Redis's invalidations of it arrive in
     /// one ordered stream.
-    fn route(&self, key: &str) -> usize {
+    fn route(&self, key: &[u8]) -> usize {
         let n = self.inner.conns.len();
         if n == 1 {
             return 0;
         }
-        // The key ends in a base64 handle of a hash: spread by its last bytes.
+        // The key ends in a hash: spread by its last bytes.
         let spread = key
-            .as_bytes()
             .iter()
             .rev()
             .take(4)
-            .fold(0usize, |a, &x| a * 64 + usize::from(x));
+            .fold(0usize, |a, &x| a * 256 + usize::from(x));
         spread % n
     }
 
@@ -53,7 +52,7 @@ impl RedisStore {
     /// cached unless the key was invalidated while it was in flight.
     pub(crate) async fn read_through(
         &self,
-        rkey: &str,
+        rkey: &[u8],
         read: impl Future<Output = Result<Option<Record>>>,
     ) -> Result<Option<Record>> {
         let Some(near) = &self.inner.near else {
@@ -72,13 +71,13 @@ impl RedisStore {
         decoded
     }
 
-    /// `write` (a script changing the session at `rkey`, [`Self::tracking`]'s) through the
+    /// `write` (a patch of the session at `rkey`, one that re-reads the key) through the
     /// near-cache: the record is taken out of the cache before the write is sent; once Redis
     /// has done it, the record as the write left it (`after(base)`, computed from the cached
     /// record it changed) is put back, unless an invalidation came in between.
     pub(crate) async fn write_through(
         &self,
-        rkey: &str,
+        rkey: &[u8],
         write: impl Future<Output = Result<Applied>>,
         after: impl FnOnce(Option<Record>) -> Option<Record>,
     ) -> Result<Applied> {
@@ -99,7 +98,7 @@ impl RedisStore {
     /// write that timed out may still run).
     pub(crate) async fn invalidating<T>(
         &self,
-        rkeys: &[String],
+        rkeys: &[Vec<u8>],
         write: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let Some(near) = &self.inner.near else {
@@ -111,7 +110,7 @@ impl RedisStore {
         result
     }
 
-    /// The script to write a session with: `tracked` with a near-cache (the same script,
+    /// The script to patch a session with: `tracked` with a near-cache (the same script,
     /// then a read of the key, so that Redis tracks it for us again), `plain` otherwise.
     pub(crate) fn tracking(
         &self,

@@ -153,11 +153,11 @@ pub(crate) fn apply_args(patch: &Patch, now: Timestamp) -> Vec<Vec<u8>> {
     args
 }
 
-fn remember(flag: bool) -> &'static [u8] {
+pub(crate) fn remember(flag: bool) -> &'static [u8] {
     if flag { b"1" } else { b"0" }
 }
 
-fn data_field(name: &str) -> Vec<u8> {
+pub(crate) fn data_field(name: &str) -> Vec<u8> {
     let mut field = Vec::with_capacity(DATA.len() + name.len());
     field.extend_from_slice(DATA.as_bytes());
     field.extend_from_slice(name.as_bytes());

@@ -19,8 +19,10 @@
 //!
 //! # Layout
 //!
-//! Each session is a hash `<prefix>s:<handle>` (the handle is
-//! [`SessionKey::to_handle`](cloakroom_core::SessionKey::to_handle), a hash of the session id: the store never sees ids). Data
+//! Each session is a hash at `<prefix>s:` followed by the 32 bytes of its
+//! [`SessionKey`](cloakroom_core::SessionKey), raw (a hash of the session id: the store never
+//! sees ids; raw bytes keep the key at 44 bytes with the default prefix, 16 bytes of Redis
+//! memory per session less than text; `redis-cli` shows them escaped). Data
 //! field `name` is the hash field `d:name` holding the JSON text verbatim; metadata lives in
 //! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
@@ -28,7 +30,8 @@
 //! fields, a 46-byte listpack. The key expires by `PEXPIREAT` at the record's expiry, so
 //! Redis drops dead sessions by itself and [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired) is a no-op.
 //!
-//! A user's sessions are indexed in a set `<prefix>u:<user>` of handles. Entries of sessions
+//! A user's sessions are indexed in a set `<prefix>u:<user>` of handles (the session keys
+//! in base64url, [`SessionKey::to_handle`](cloakroom_core::SessionKey::to_handle)). Entries of sessions
 //! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`](cloakroom_core::SessionStore::sessions_of),
 //! [`SessionStore::delete_user`](cloakroom_core::SessionStore::delete_user)), and every 16th login once a set holds 32 entries or more,
 //! so the set cannot grow without bound. [`SessionStore::delete`](cloakroom_core::SessionStore::delete) removes the entry at once.
@@ -39,13 +42,17 @@
 //! and its expiry in one native command that fails on an existing key: about half of the
 //! create script's CPU on Redis), falling back to the create script when the key exists,
 //! with `?wait=N`, or once the store's server refused `RESTORE` (an ACL user without
-//! `@dangerous`, a proxy); `apply`, `touch` and `delete` are one Lua script call each (`EVALSHA`; redis-rs
-//! loads a script on `NOSCRIPT`, e.g. after a Redis restart). A login (`create` with a user)
-//! adds one `SADD` (as a script that also reports the set's size); deleting a logged-in
-//! session adds one `SREM`. The scripts check that the record is
-//! live first, so a patch or touch never brings back a session that was deleted or expired.
-//! Each script touches exactly one key, so all of it works on Redis Cluster (a session and
-//! its user's index are in different slots and never touched by one script).
+//! `@dangerous`, a proxy). `apply` and `touch` are one transaction each (`MULTI`, `HSET`,
+//! `PEXPIREAT .. XX`, `PEXPIREAT .. 0 NX`, `EXEC` in one write: a patch that lands on a
+//! deleted or expired session deletes what it wrote inside the same `EXEC`, so it never
+//! brings a session back; expiry there goes by Redis's clock, see `transaction.rs`), or
+//! the apply script for blind writes, on Redis before 7 and where transactions are refused.
+//! `delete` is one Lua script call (`EVALSHA`; redis-rs loads a script on `NOSCRIPT`, e.g.
+//! after a Redis restart). A login (`create` with a user) adds one `SADD` (as a script that
+//! also reports the set's size); deleting a logged-in session adds one `SREM`. Every
+//! command, script and transaction touches exactly one key, so all of it works on Redis
+//! Cluster (a session and its user's index are in different slots and never touched
+//! together).
 //!
 //! # URLs
 //!
@@ -106,7 +113,7 @@
 //! Redis restart (an operation whose connection was refused or broke is sent once more on the
 //! new connection, within the same timeout; every operation tolerates such a repeat).
 //!
-//! Needs Redis 6.2 or later (tested with 7).
+//! Needs Redis 6.2 or later (tested with 7; patches by script before 7).
 //!
 //! # Near-cache
 //!
@@ -119,8 +126,8 @@
 //! - **This instance never reads its own stale data.** A write, delete or revocation on this
 //!   instance removes the record from the cache before it is sent and again once it is done
 //!   (also when it failed or timed out). A patch or touch that succeeded puts the record as
-//!   it wrote it back, so a read-then-write request costs one command; its script then reads
-//!   the key so that Redis keeps tracking it for us.
+//!   it wrote it back, so a read-then-write request costs one round trip; the transaction (or
+//!   script) then reads the key so that Redis keeps tracking it for us.
 //! - **Another instance's write or logout** is removed here when Redis's invalidation
 //!   arrives, normally well under a millisecond after Redis ran it (measured on loopback;
 //!   see BENCHMARKS.md). A read whose reply raced with an invalidation is not cached (a
@@ -162,6 +169,7 @@ mod scan;
 mod scripts;
 mod sentinel;
 mod store;
+mod transaction;
 mod url;
 mod wait;
 

@@ -149,7 +149,7 @@ fn bump(figure: &Figure) {
 
 /// The near-cache of one store; see the [module docs](self).
 pub(crate) struct NearCache {
-    shards: Box<[Mutex<LruCache<Box<str>, Slot>>]>,
+    shards: Box<[Mutex<LruCache<Box<[u8]>, Slot>>]>,
     /// Per connection: milliseconds (since `epoch`, plus one) at which the newest command
     /// that got a reply was sent; 0 when none has.
     proven: Box<[AtomicU64]>,
@@ -173,7 +173,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Whether `shard` still holds the pending marker `token` under `key`.
-fn holds_marker(shard: &LruCache<Box<str>, Slot>, key: &str, token: u64) -> bool {
+fn holds_marker(shard: &LruCache<Box<[u8]>, Slot>, key: &[u8], token: u64) -> bool {
     matches!(shard.peek(key), Some(Slot::Pending(t)) if *t == token)
 }
 
@@ -216,9 +216,9 @@ impl NearCache {
         Duration::from_millis(self.max_stale_ms)
     }
 
-    fn shard(&self, key: &str) -> &Mutex<LruCache<Box<str>, Slot>> {
-        // Session keys end in a base64 handle of a hash: its last byte is evenly spread.
-        let byte = key.as_bytes().last().copied().unwrap_or(0);
+    fn shard(&self, key: &[u8]) -> &Mutex<LruCache<Box<[u8]>, Slot>> {
+        // Session keys end in a hash: its last byte is evenly spread.
+        let byte = key.last().copied().unwrap_or(0);
         &self.shards[usize::from(byte) % SHARDS]
     }
 
@@ -289,7 +289,7 @@ impl NearCache {
     /// The cached record of `key` (routed to connection `conn`), live at `now` and proven
     /// fresh; `None` when Redis must be asked: not cached (a miss; an expired record is
     /// dropped and is one too), or the connection not proven lately (a stale bypass).
-    pub(crate) fn get(&self, key: &str, conn: usize, now: Timestamp) -> Option<Record> {
+    pub(crate) fn get(&self, key: &[u8], conn: usize, now: Timestamp) -> Option<Record> {
         let mut shard = lock(self.shard(key));
         match shard.get(key) {
             Some(Slot::Ready(record)) if record.meta.expires_at > now => {
@@ -314,7 +314,7 @@ impl NearCache {
     }
 
     /// Puts `slot` under `key`, counting an eviction when another key had to go.
-    fn put(&self, shard: &mut LruCache<Box<str>, Slot>, key: &str, slot: Slot) {
+    fn put(&self, shard: &mut LruCache<Box<[u8]>, Slot>, key: &[u8], slot: Slot) {
         if let Some((old, _)) = shard.push(key.into(), slot) {
             if &*old != key {
                 bump(&self.counters.evictions);
@@ -323,7 +323,7 @@ impl NearCache {
     }
 
     /// A read of `key` is about to be sent: leaves a pending marker, returns its token.
-    pub(crate) fn begin(&self, key: &str) -> u64 {
+    pub(crate) fn begin(&self, key: &[u8]) -> u64 {
         let token = self.token();
         let mut shard = lock(self.shard(key));
         self.put(&mut shard, key, Slot::Pending(token));
@@ -333,7 +333,7 @@ impl NearCache {
     /// A write of `key` is about to be sent: removes the record (this instance must not read
     /// it while the write is in flight) and leaves a pending marker. Returns the token and
     /// the record that was cached, the base the write's result is computed from.
-    pub(crate) fn begin_write(&self, key: &str) -> (u64, Option<Record>) {
+    pub(crate) fn begin_write(&self, key: &[u8]) -> (u64, Option<Record>) {
         let token = self.token();
         let mut shard = lock(self.shard(key));
         let base = match shard.pop(key) {
@@ -347,7 +347,7 @@ impl NearCache {
 
     /// Caches `record` for `key` if the marker `token` is still there (nothing invalidated
     /// the key, and nothing else began on it, since the marker was left).
-    pub(crate) fn fill(&self, key: &str, token: u64, record: Record) {
+    pub(crate) fn fill(&self, key: &[u8], token: u64, record: Record) {
         let mut shard = lock(self.shard(key));
         if holds_marker(&shard, key, token) {
             shard.put(key.into(), Slot::Ready(record));
@@ -358,7 +358,7 @@ impl NearCache {
     }
 
     /// Removes the marker `token` of `key` if it is still there (the reply is not cached).
-    pub(crate) fn abandon(&self, key: &str, token: u64) {
+    pub(crate) fn abandon(&self, key: &[u8], token: u64) {
         let mut shard = lock(self.shard(key));
         if holds_marker(&shard, key, token) {
             shard.pop(key);
@@ -366,7 +366,7 @@ impl NearCache {
     }
 
     /// This instance changed or deleted `key` (or may have: the write failed or timed out).
-    pub(crate) fn invalidate(&self, key: &str) {
+    pub(crate) fn invalidate(&self, key: &[u8]) {
         lock(self.shard(key)).pop(key);
         bump(&self.counters.local_invalidations);
     }
@@ -390,11 +390,8 @@ impl NearCache {
                 Some(Value::Array(keys)) => {
                     for key in keys {
                         if let Value::BulkString(key) = key {
-                            let Ok(key) = std::str::from_utf8(key) else {
-                                continue;
-                            };
-                            if key.starts_with(&self.key_prefix) {
-                                lock(self.shard(key)).pop(key);
+                            if key.starts_with(self.key_prefix.as_bytes()) {
+                                lock(self.shard(key)).pop(key.as_slice());
                                 bump(&self.counters.remote_invalidations);
                             }
                         }
@@ -475,7 +472,7 @@ mod tests {
         r
     }
 
-    fn hit(c: &NearCache, key: &str) -> Option<String> {
+    fn hit(c: &NearCache, key: &[u8]) -> Option<String> {
         c.get(key, 0, Timestamp::now())
             .and_then(|r| r.data.get("f").cloned())
     }
@@ -495,58 +492,58 @@ mod tests {
     #[test]
     fn a_read_is_cached_when_nothing_came_between() {
         let c = cache(100);
-        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
-        let t = c.begin("p:s:a");
-        c.fill("p:s:a", t, record("1"));
-        assert_eq!(hit(&c, "p:s:a").as_deref(), Some("1"));
+        assert!(c.get(b"p:s:a", 0, Timestamp::now()).is_none());
+        let t = c.begin(b"p:s:a");
+        c.fill(b"p:s:a", t, record("1"));
+        assert_eq!(hit(&c, b"p:s:a").as_deref(), Some("1"));
         assert_eq!(c.stats().fills, 1);
     }
 
     #[test]
     fn an_invalidation_while_the_read_is_in_flight_wins() {
         let c = cache(100);
-        let t = c.begin("p:s:a");
+        let t = c.begin(b"p:s:a");
         c.on_push(&invalidate(&["p:s:a"]));
-        c.fill("p:s:a", t, record("stale"));
-        assert_eq!(hit(&c, "p:s:a"), None);
+        c.fill(b"p:s:a", t, record("stale"));
+        assert_eq!(hit(&c, b"p:s:a"), None);
         assert_eq!(c.stats().fills_refused, 1);
         // A flush in between does the same.
-        let t = c.begin("p:s:a");
+        let t = c.begin(b"p:s:a");
         c.flush("test");
-        c.fill("p:s:a", t, record("stale"));
-        assert_eq!(hit(&c, "p:s:a"), None);
+        c.fill(b"p:s:a", t, record("stale"));
+        assert_eq!(hit(&c, b"p:s:a"), None);
         // So does a local write begun meanwhile, and a later read's marker.
-        let t = c.begin("p:s:a");
-        let (w, _) = c.begin_write("p:s:a");
-        c.fill("p:s:a", t, record("stale"));
-        assert_eq!(hit(&c, "p:s:a"), None);
-        c.abandon("p:s:a", w);
-        let first = c.begin("p:s:a");
-        let second = c.begin("p:s:a");
-        c.fill("p:s:a", first, record("old"));
-        assert_eq!(hit(&c, "p:s:a"), None);
-        c.fill("p:s:a", second, record("new"));
-        assert_eq!(hit(&c, "p:s:a").as_deref(), Some("new"));
+        let t = c.begin(b"p:s:a");
+        let (w, _) = c.begin_write(b"p:s:a");
+        c.fill(b"p:s:a", t, record("stale"));
+        assert_eq!(hit(&c, b"p:s:a"), None);
+        c.abandon(b"p:s:a", w);
+        let first = c.begin(b"p:s:a");
+        let second = c.begin(b"p:s:a");
+        c.fill(b"p:s:a", first, record("old"));
+        assert_eq!(hit(&c, b"p:s:a"), None);
+        c.fill(b"p:s:a", second, record("new"));
+        assert_eq!(hit(&c, b"p:s:a").as_deref(), Some("new"));
     }
 
     #[test]
     fn pushes_remove_every_key_they_name_and_null_drops_all() {
         let c = cache(100);
         for k in ["p:s:a", "p:s:b", "p:s:c"] {
-            let t = c.begin(k);
-            c.fill(k, t, record(k));
+            let t = c.begin(k.as_bytes());
+            c.fill(k.as_bytes(), t, record(k));
         }
         c.on_push(&invalidate(&["p:s:a", "p:s:b", "other:x"]));
-        assert_eq!(hit(&c, "p:s:a"), None);
-        assert_eq!(hit(&c, "p:s:b"), None);
-        assert_eq!(hit(&c, "p:s:c").as_deref(), Some("p:s:c"));
+        assert_eq!(hit(&c, b"p:s:a"), None);
+        assert_eq!(hit(&c, b"p:s:b"), None);
+        assert_eq!(hit(&c, b"p:s:c").as_deref(), Some("p:s:c"));
         assert_eq!(c.stats().remote_invalidations, 2);
         c.on_push(&push(PushKind::Invalidate, vec![Value::Nil]));
-        assert_eq!(hit(&c, "p:s:c"), None);
-        let t = c.begin("p:s:c");
-        c.fill("p:s:c", t, record("x"));
+        assert_eq!(hit(&c, b"p:s:c"), None);
+        let t = c.begin(b"p:s:c");
+        c.fill(b"p:s:c", t, record("x"));
         c.on_push(&push(PushKind::Disconnection, vec![]));
-        assert_eq!(hit(&c, "p:s:c"), None);
+        assert_eq!(hit(&c, b"p:s:c"), None);
         assert_eq!(c.stats().flushes, 2);
     }
 
@@ -555,16 +552,16 @@ mod tests {
         let c = NearCache::new(100, 2, "p:", Duration::from_millis(50));
         let (_, value) = c.marker_check();
         c.marker_answered(c.now_ms(), value, &Value::Nil);
-        let t = c.begin("p:s:a");
-        c.fill("p:s:a", t, record("1"));
+        let t = c.begin(b"p:s:a");
+        c.fill(b"p:s:a", t, record("1"));
         // Never proven.
-        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
+        assert!(c.get(b"p:s:a", 0, Timestamp::now()).is_none());
         c.proven(0, c.now_ms());
-        assert!(c.get("p:s:a", 0, Timestamp::now()).is_some());
+        assert!(c.get(b"p:s:a", 0, Timestamp::now()).is_some());
         // Proven on the other connection only.
-        assert!(c.get("p:s:a", 1, Timestamp::now()).is_none());
+        assert!(c.get(b"p:s:a", 1, Timestamp::now()).is_none());
         std::thread::sleep(Duration::from_millis(120));
-        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
+        assert!(c.get(b"p:s:a", 0, Timestamp::now()).is_none());
         assert_eq!(c.stats().stale_bypasses, 3);
     }
 
@@ -581,29 +578,29 @@ mod tests {
         // The first check (at open, nothing cached yet) finds no marker.
         c.marker_answered(c.now_ms(), first, &Value::Nil);
         let fill = |v| {
-            let t = c.begin("p:s:a");
-            c.fill("p:s:a", t, record(v));
+            let t = c.begin(b"p:s:a");
+            c.fill(b"p:s:a", t, record(v));
         };
         fill("1");
-        assert_eq!(hit(&c, "p:s:a").as_deref(), Some("1"));
+        assert_eq!(hit(&c, b"p:s:a").as_deref(), Some("1"));
         // The marker as written: the same dataset.
         let (_, second) = c.marker_check();
         let written = Value::BulkString(first.to_string().into_bytes());
         c.marker_answered(c.now_ms(), second, &written);
-        assert_eq!(hit(&c, "p:s:a").as_deref(), Some("1"));
+        assert_eq!(hit(&c, b"p:s:a").as_deref(), Some("1"));
         assert_eq!(c.stats().flushes, 0);
         // No marker (an empty database swapped in), or an older value (a copy): dropped.
         for previous in [Value::Nil, written] {
             let (_, next) = c.marker_check();
             c.marker_answered(c.now_ms(), next, &previous);
-            assert_eq!(hit(&c, "p:s:a"), None);
+            assert_eq!(hit(&c, b"p:s:a"), None);
             fill("2");
         }
         assert_eq!(c.stats().flushes, 2);
         // The connection keeps answering, but no check was answered lately: nothing served.
         std::thread::sleep(Duration::from_millis(120));
         c.proven(0, c.now_ms());
-        assert!(c.get("p:s:a", 0, Timestamp::now()).is_none());
+        assert!(c.get(b"p:s:a", 0, Timestamp::now()).is_none());
     }
 
     /// An expired record is neither served nor counted as a hit: it is dropped and Redis
@@ -611,12 +608,12 @@ mod tests {
     #[test]
     fn an_expired_record_is_a_miss() {
         let c = cache(100);
-        let t = c.begin("p:s:a");
+        let t = c.begin(b"p:s:a");
         let mut r = record("1");
         r.meta.expires_at = Timestamp::now().plus(Duration::from_millis(1));
-        c.fill("p:s:a", t, r);
+        c.fill(b"p:s:a", t, r);
         let later = Timestamp::now().plus(Duration::from_secs(1));
-        assert!(c.get("p:s:a", 0, later).is_none());
+        assert!(c.get(b"p:s:a", 0, later).is_none());
         let stats = c.stats();
         assert_eq!(
             (stats.hits, stats.misses, stats.entries),
@@ -630,8 +627,8 @@ mod tests {
         let c = cache(32);
         for i in 0..1000 {
             let k = format!("p:s:{i}");
-            let t = c.begin(&k);
-            c.fill(&k, t, record("x"));
+            let t = c.begin(k.as_bytes());
+            c.fill(k.as_bytes(), t, record("x"));
         }
         let stats = c.stats();
         assert!(stats.entries <= stats.capacity, "{stats:?}");
@@ -642,9 +639,9 @@ mod tests {
     #[test]
     fn a_write_takes_the_record_out_and_returns_it_as_base() {
         let c = cache(100);
-        let t = c.begin("p:s:a");
-        c.fill("p:s:a", t, record("1"));
-        let (w, base) = c.begin_write("p:s:a");
+        let t = c.begin(b"p:s:a");
+        c.fill(b"p:s:a", t, record("1"));
+        let (w, base) = c.begin_write(b"p:s:a");
         assert_eq!(
             base.as_ref()
                 .and_then(|r| r.data.get("f"))
@@ -652,7 +649,7 @@ mod tests {
             Some("1")
         );
         assert_eq!(
-            hit(&c, "p:s:a"),
+            hit(&c, b"p:s:a"),
             None,
             "not readable while the write is in flight"
         );
@@ -662,8 +659,8 @@ mod tests {
             .set("g", "3")
             .remove("f");
         let written = patched(base.unwrap_or_default(), &patch);
-        c.fill("p:s:a", w, written);
-        assert_eq!(hit(&c, "p:s:a").as_deref(), Some("2"));
+        c.fill(b"p:s:a", w, written);
+        assert_eq!(hit(&c, b"p:s:a").as_deref(), Some("2"));
     }
 
     #[test]

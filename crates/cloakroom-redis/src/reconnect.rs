@@ -356,9 +356,9 @@ mod tests {
         let newer = conn.live().await.unwrap();
         assert_ne!(newer.generation, probed.generation);
         let now = Timestamp::now();
-        let token = cache.begin("p:s:a");
+        let token = cache.begin(b"p:s:a");
         cache.fill(
-            "p:s:a",
+            b"p:s:a",
             token,
             Record::new(now, now.plus(Duration::from_secs(60))),
         );

@@ -53,7 +53,7 @@ fn from_error(e: RedisError) -> std::result::Result<Outcome, RedisError> {
 impl RedisStore {
     /// Creates `record` at `rkey` by `RESTORE`: `Ok(true)` when it did, `Ok(false)` when the
     /// create script must do it (the key exists, or `RESTORE` is off or was refused).
-    pub(crate) async fn create_by_restore(&self, rkey: &str, record: &Record) -> Result<bool> {
+    pub(crate) async fn create_by_restore(&self, rkey: &[u8], record: &Record) -> Result<bool> {
         let expires = record.meta.expires_at.as_millis();
         // `RESTORE` reads a TTL of 0 as "no expiry".
         let refused = &self.inner.restore_refused;

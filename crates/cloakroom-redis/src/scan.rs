@@ -21,7 +21,7 @@ impl RedisStore {
         cmd.arg("SLOTS");
         let corrupt = || Error::new(ErrorKind::Corrupt, "unexpected CLUSTER SLOTS reply");
         let mut masters: Vec<(u16, Option<(String, u16)>)> = Vec::new();
-        let ranges: Vec<Vec<Value>> = reply(self.query("scan", "", cmd).await?)?;
+        let ranges: Vec<Vec<Value>> = reply(self.query("scan", b"", cmd).await?)?;
         for range in ranges {
             // `[start, end, [host, port, id, ...], replicas...]`
             let mut fields = range.into_iter();
@@ -71,9 +71,8 @@ impl RedisStore {
         let mut batch: Vec<SessionKey> = found
             .into_iter()
             .filter_map(|k| {
-                let handle =
-                    std::str::from_utf8(k.strip_prefix(session_prefix.as_bytes())?).ok()?;
-                SessionKey::from_handle(handle)
+                let bytes = k.strip_prefix(session_prefix.as_bytes())?;
+                Some(SessionKey::from_bytes(bytes.try_into().ok()?))
             })
             .collect();
         batch.sort_unstable_by_key(SessionKey::to_handle);

@@ -4,7 +4,8 @@
 //!
 //! Times are milliseconds since the epoch, passed by the client (`ARGV[1]` = the client's
 //! "now"): a record whose expiry has passed by the application's clock counts as gone, even
-//! if Redis (by its own clock) has not expired the key yet.
+//! if Redis (by its own clock) has not expired the key yet (the transactions of
+//! [`crate::transaction`] go by Redis's clock).
 //!
 //! The record's fields are described in [`crate::codec`]. Each `redis.call` costs Redis
 //! about a microsecond on top of the command, so the scripts make as few as they can.
@@ -52,7 +53,8 @@ return 1
     ))
 });
 
-/// Apply a patch: `ARGV` = now, max lifetime in ms (`''` for none: else the expiry is capped
+/// Apply a patch where the transaction of [`crate::transaction`] cannot (blind writes,
+/// `?wait=N`, Redis before 7; a touch is a patch without fields): `ARGV` = now, max lifetime in ms (`''` for none: else the expiry is capped
 /// at the creation time plus it), max idle time in ms (`''` for none), number of fields to
 /// remove (`n`), the fields to remove, then at `p = 5 + n`: last seen, expires at, the
 /// remember flag (`''`: unchanged), and the data field/value pairs to set. Returns 0 (and
@@ -108,23 +110,6 @@ else
 end
 if big then batch('HSET', k, p + 3, #ARGV) end
 redis.call('PEXPIREAT', k, exp)
-";
-
-/// Touch: `ARGV` = now, last seen, expires at. Returns 0 (and writes nothing) when the record
-/// is gone.
-pub(crate) static TOUCH: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{TOUCH_BODY}return 1\n")));
-
-/// [`TOUCH`], then a read of the key (see [`APPLY_TRACKED`]).
-pub(crate) static TOUCH_TRACKED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{TOUCH_BODY}{TRACK}")));
-
-const TOUCH_BODY: &str = "
-local k = KEYS[1]
-local e = redis.call('HGET', k, 'e')
-if not e or tonumber(e) <= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', k, 's', ARGV[2], 'e', ARGV[3])
-redis.call('PEXPIREAT', k, ARGV[3])
 ";
 
 /// Delete: `ARGV` = now. Returns `{live, has_user, user}`: whether a live record was deleted,

@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     /// Set when the server refused `RESTORE`: sessions are created by script from then on
     /// (see [`crate::restore`]).
     pub(crate) restore_refused: AtomicBool,
+    /// Whether patches and touches go as native transactions: Redis 7 or later, until the
+    /// server refuses one (see [`crate::transaction`]).
+    pub(crate) transactions: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -74,9 +77,21 @@ impl RedisStore {
         self.inner.cluster
     }
 
-    /// The Redis key of a session's hash: `<prefix>s:<handle>`.
-    pub fn session_key(&self, key: &SessionKey) -> String {
-        format!("{}s:{}", self.inner.prefix, key.to_handle())
+    /// The Redis key of a session's hash: `<prefix>s:` and the 32 bytes of the
+    /// [`SessionKey`], raw (shorter than text: the key is most of an idle session's memory
+    /// in Redis).
+    pub fn session_key(&self, key: &SessionKey) -> Vec<u8> {
+        self.raw_key(key.as_bytes())
+    }
+
+    /// `<prefix>s:` and `bytes`.
+    fn raw_key(&self, bytes: &[u8]) -> Vec<u8> {
+        let prefix = self.inner.prefix.as_bytes();
+        let mut rkey = Vec::with_capacity(prefix.len() + 2 + bytes.len());
+        rkey.extend_from_slice(prefix);
+        rkey.extend_from_slice(b"s:");
+        rkey.extend_from_slice(bytes);
+        rkey
     }
 
     /// The Redis key of a user's index set: `<prefix>u:<user>`.
@@ -93,7 +108,7 @@ impl RedisStore {
     }
 
     /// One command on the Redis key `key`.
-    pub(crate) async fn query(&self, what: &'static str, key: &str, cmd: Cmd) -> Result<Value> {
+    pub(crate) async fn query(&self, what: &'static str, key: &[u8], cmd: Cmd) -> Result<Value> {
         let conn = self.conn_for(key);
         bounded(self.inner.timeout, what, || {
             let mut conn = conn.clone();
@@ -108,7 +123,7 @@ impl RedisStore {
         &self,
         what: &'static str,
         script: &'static Script,
-        key: &str,
+        key: &[u8],
         args: &[Vec<u8>],
     ) -> Result<Value> {
         let conn = self.conn_for(key);
@@ -178,7 +193,7 @@ impl RedisStore {
         let ukey = self.user_key(user);
         let mut cmd = redis::cmd("SREM");
         cmd.arg(&ukey).arg(members);
-        if let Err(e) = self.query("unindex", &ukey, cmd).await {
+        if let Err(e) = self.query("unindex", ukey.as_bytes(), cmd).await {
             tracing::debug!(error = %e, "could not prune a user index; will retry later");
         }
     }
@@ -188,7 +203,7 @@ impl RedisStore {
         let ukey = self.user_key(user);
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(&ukey);
-        reply(self.query(what, &ukey, cmd).await?)
+        reply(self.query(what, ukey.as_bytes(), cmd).await?)
     }
 }
 
@@ -237,7 +252,7 @@ impl SessionStore for RedisStore {
             .script(
                 "create (user index)",
                 &scripts::INDEX,
-                &self.user_key(user),
+                self.user_key(user).as_bytes(),
                 &[handle],
             )
             .await;
@@ -263,10 +278,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
-        let args = codec::apply_args(patch, Timestamp::now());
         let rkey = self.session_key(key);
-        let script = self.tracking(&scripts::APPLY, &scripts::APPLY_TRACKED);
-        let write = async { applied(self.script("apply", script, &rkey, &args).await?) };
+        let write = self.patch("apply", &rkey, patch);
         let after = |base: Option<Record>| base.map(|b| patched(b, patch));
         self.write_through(&rkey, write, after).await
     }
@@ -277,18 +290,11 @@ impl SessionStore for RedisStore {
         last_seen: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Applied> {
-        let args = [Timestamp::now(), last_seen, expires_at]
-            .map(|t| t.as_millis().to_string().into_bytes());
+        // A touch is a patch of the activity times only.
+        let patch = Patch::new(last_seen, expires_at);
         let rkey = self.session_key(key);
-        let script = self.tracking(&scripts::TOUCH, &scripts::TOUCH_TRACKED);
-        let write = async { applied(self.script("touch", script, &rkey, &args).await?) };
-        let after = |base: Option<Record>| {
-            base.map(|mut b| {
-                b.meta.last_seen = last_seen;
-                b.meta.expires_at = expires_at;
-                b
-            })
-        };
+        let write = self.patch("touch", &rkey, &patch);
+        let after = |base: Option<Record>| base.map(|b| patched(b, &patch));
         self.write_through(&rkey, write, after).await
     }
 
@@ -328,7 +334,7 @@ impl SessionStore for RedisStore {
             .into_iter()
             .filter(|m| Some(m) != except.as_ref())
             .collect();
-        let rkeys: Vec<String> = members
+        let rkeys: Vec<Vec<u8>> = members
             .iter()
             .map(|m| {
                 match std::str::from_utf8(m)
@@ -337,7 +343,7 @@ impl SessionStore for RedisStore {
                 {
                     Some(key) => self.session_key(&key),
                     // Junk in the index: run on a key that cannot exist (it is then pruned).
-                    None => format!("{}s:-", self.inner.prefix),
+                    None => self.raw_key(b"-"),
                 }
             })
             .collect();
@@ -379,6 +385,6 @@ impl SessionStore for RedisStore {
     /// A round trip that is also the permission check of the store's open (see
     /// `acl.rs`): a revoked permission turns the health check red.
     async fn ping(&self) -> Result<()> {
-        self.check_permissions().await
+        self.check_permissions().await.map(drop)
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Replication in Redis is asynchronous: a master acknowledges a write before any replica
 //! has it, and a failover promotes a replica that may lack the last writes. With `wait=N`
-//! the store sends `WAIT N ms` right behind each write script, in the same pipeline on the
-//! same connection (so it covers that write), and reports a write that fewer than N replicas
+//! the store sends `WAIT N ms` right behind each write (script or transaction), in the same
+//! pipeline on the same connection (so it covers that write), and reports a write that fewer than N replicas
 //! confirmed as [`ErrorKind::Unavailable`](cloakroom_core::store::ErrorKind::Unavailable)
 //! (the application answers 503): the write is then on the master, perhaps on some
 //! replicas, but not known to survive a failover. `WAIT` is given three quarters of the
@@ -23,12 +23,12 @@ use crate::conn::Conn;
 type RedisResult<T> = std::result::Result<T, RedisError>;
 
 /// The `WAIT` timeout for a command timeout: three quarters of it, at least 1 ms.
-fn wait_ms(timeout: Duration) -> u64 {
+pub(crate) fn wait_ms(timeout: Duration) -> u64 {
     (timeout.as_millis() * 3 / 4).clamp(1, u128::from(u64::MAX)) as u64
 }
 
 /// An error when `acked` replicas are fewer than `replicas`.
-fn check(acked: i64, replicas: u32, timeout: Duration) -> RedisResult<()> {
+pub(crate) fn check(acked: i64, replicas: u32, timeout: Duration) -> RedisResult<()> {
     if acked >= i64::from(replicas) {
         return Ok(());
     }
@@ -49,7 +49,7 @@ fn check(acked: i64, replicas: u32, timeout: Duration) -> RedisResult<()> {
 pub(crate) async fn script_then_wait(
     mut conn: Conn,
     script: &Script,
-    key: &str,
+    key: &[u8],
     args: &[Vec<u8>],
     replicas: u32,
     timeout: Duration,

@@ -93,6 +93,7 @@ async fn a_user_with_the_rights_it_needs_opens() {
             "+@read",
             "+@write",
             "+@scripting",
+            "+@transaction",
             "+@connection",
         ],
     );

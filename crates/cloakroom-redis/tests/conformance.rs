@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cloakroom_core::store::SessionStore;
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
-use cloakroom_testkit::redis_server::{RedisCluster, RedisServer};
+use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
 use cloakroom_testkit::unique_prefix;
 
 async fn open(url: String, kind: &str) -> Arc<dyn SessionStore> {
@@ -30,6 +30,18 @@ async fn cached_store(connections: usize) -> Arc<dyn SessionStore> {
         RedisServer::shared().url()
     );
     open(url, "cached").await
+}
+
+/// As a user who may not run `MULTI`: patches and touches by script from the first refused
+/// transaction on, the way they go on Redis 6.2 (which refuses the transaction's flags).
+async fn scripted_store() -> Arc<dyn SessionStore> {
+    let server = RedisServer::shared();
+    let acl = [
+        "ACL", "SETUSER", "nomulti", "on", ">pw", "~*", "&*", "+@all", "-multi",
+    ];
+    assert_eq!(server.command(&acl).unwrap(), Resp::Simple("OK".into()));
+    let url = format!("redis://nomulti:pw@127.0.0.1:{}/", server.port());
+    open(url, "scripted").await
 }
 
 async fn cluster_store() -> Arc<dyn SessionStore> {
@@ -57,6 +69,13 @@ mod standalone_cached_three_connections {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(cached_store(3), purge = Purge::EngineExpires);
+}
+
+/// Against one Redis server that refuses transactions.
+mod standalone_scripted {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(scripted_store(), purge = Purge::EngineExpires);
 }
 
 /// Against a Redis Cluster of three masters.

@@ -224,7 +224,6 @@ async fn writes_go_through_and_stay_tracked() {
     let (a, b) = pair(&server, "&cache_max_stale_ms=60000").await;
     let key = new_key();
     a.create(&key, &record("-")).await.unwrap();
-    // (The first write loads the script into Redis: `SCRIPT LOAD` after `NOSCRIPT`.)
     a.apply(&key, &set("0")).await.unwrap();
     assert_eq!(value(&a.load(&key).await.unwrap()), Some("0"));
     for i in 1..=20 {
@@ -235,7 +234,12 @@ async fn writes_go_through_and_stay_tracked() {
         );
         a.apply(&key, &set(&i.to_string())).await.unwrap();
         let sent = server.commands_sent();
-        assert_eq!(sent, ["evalsha"], "read-then-write {i}");
+        // One transaction; its `EXISTS` has Redis track the key for A again.
+        assert_eq!(
+            sent,
+            ["multi", "hset", "pexpireat", "pexpireat", "exists"],
+            "read-then-write {i}"
+        );
         // B changes what A just wrote: A must not keep serving its own write.
         let theirs = format!("b{i}");
         b.apply(&key, &set(&theirs)).await.unwrap();
@@ -371,9 +375,12 @@ async fn a_restored_copy_swapped_in_drops_the_cache_within_the_bound() {
     let Ok(Resp::Array(Some(keys))) = server.command(&["KEYS", "*"]) else {
         panic!("KEYS");
     };
-    for name in keys.iter().filter_map(Resp::as_str) {
-        let copied = server.command(&["COPY", name, name, "DB", "1"]);
-        assert!(matches!(copied, Ok(Resp::Int(1))), "{name}: {copied:?}");
+    for key in keys {
+        let Resp::Bulk(Some(name)) = key else {
+            panic!("KEYS: {key:?}");
+        };
+        let copied = server.command_bytes(&[b"COPY", &name, &name, b"DB", b"1"]);
+        assert!(matches!(copied, Ok(Resp::Int(1))), "{name:?}: {copied:?}");
     }
     // Later (a few heartbeats), the session changes and A caches the new record.
     tokio::time::sleep(W).await;

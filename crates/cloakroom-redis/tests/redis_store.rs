@@ -89,9 +89,19 @@ async fn one_round_trip_per_operation() {
         ["restore", "evalsha"],
         "create with a user (record + index)"
     );
-    assert_eq!(apply, ["evalsha"], "apply");
-    assert_eq!(touch, ["evalsha"], "touch");
-    assert_eq!(missing_apply, ["evalsha"], "apply on a missing key");
+    // A transaction (MULTI .. EXEC; the slow log shows MULTI and the commands EXEC ran).
+    let transaction = ["multi", "hdel", "hset", "pexpireat", "pexpireat"];
+    assert_eq!(apply, transaction, "apply");
+    assert_eq!(
+        touch,
+        transaction[..1]
+            .iter()
+            .chain(&transaction[2..])
+            .copied()
+            .collect::<Vec<_>>(),
+        "touch"
+    );
+    assert_eq!(missing_apply, transaction, "apply on a missing key");
     assert_eq!(anon_delete, ["evalsha"], "delete");
     assert_eq!(
         login_delete,
@@ -106,20 +116,25 @@ async fn one_round_trip_per_operation() {
     );
 
     // After the scripts are flushed (as after a Redis restart) they are loaded once again.
-    let again = new_key();
-    let created = store.create(&again, &record(None, HOUR)).await;
-    assert_eq!(created.unwrap(), Created::Done);
     server.command(&["SCRIPT", "FLUSH"]).unwrap();
-    let (applied, cold) = count(&server, store.apply(&again, &patch)).await;
-    assert_eq!(applied.unwrap(), Applied::Done);
+    let (deleted, cold) = count(&server, store.delete(&new_key())).await;
+    assert!(!deleted.unwrap());
     assert_eq!(
         cold,
         ["evalsha", "script", "evalsha"],
-        "apply with a flushed script cache"
+        "delete with a flushed script cache"
     );
-    let (_, warm) = count(&server, store.touch(&again, now, now.plus(HOUR))).await;
-    assert_eq!(warm.len(), 3, "touch loads its own script once: {warm:?}");
-    let (_, warm) = count(&server, store.touch(&again, now, now.plus(HOUR))).await;
+    let (_, warm) = count(
+        &server,
+        store.create(&new_key(), &record(Some("ada"), HOUR)),
+    )
+    .await;
+    assert_eq!(
+        warm.len(),
+        4,
+        "the user index loads its own script once: {warm:?}"
+    );
+    let (_, warm) = count(&server, store.delete(&new_key())).await;
     assert_eq!(warm, ["evalsha"]);
 }
 
@@ -141,10 +156,11 @@ async fn key_layout_and_expiry() {
     r.meta.remember = true;
     store.create(&key, &r).await.unwrap();
 
-    let hash_key = format!("{prefix}s:{}", key.to_handle());
+    // The prefix, `s:`, and the session key's 32 bytes, raw.
+    let hash_key = [format!("{prefix}s:").as_bytes(), key.as_bytes()].concat();
     assert_eq!(store.session_key(&key), hash_key);
-    let Ok(Resp::Array(Some(flat))) = server.command(&["HGETALL", &hash_key]) else {
-        panic!("no hash at {hash_key}");
+    let Ok(Resp::Array(Some(flat))) = server.command_bytes(&[b"HGETALL", &hash_key]) else {
+        panic!("no hash at {hash_key:?}");
     };
     let fields: HashSet<String> = flat
         .chunks(2)
@@ -156,7 +172,7 @@ async fn key_layout_and_expiry() {
         .map(str::to_owned)
         .collect();
     assert_eq!(fields, expected);
-    let Ok(Resp::Int(expire_at)) = server.command(&["PEXPIRETIME", &hash_key]) else {
+    let Ok(Resp::Int(expire_at)) = server.command_bytes(&[b"PEXPIRETIME", &hash_key]) else {
         panic!("no PEXPIRETIME");
     };
     assert_eq!(
@@ -176,16 +192,16 @@ async fn key_layout_and_expiry() {
     let later = Timestamp::now().plus(2 * HOUR);
     store.touch(&key, Timestamp::now(), later).await.unwrap();
     assert_eq!(
-        server.command(&["PEXPIRETIME", &hash_key]).unwrap(),
+        server.command_bytes(&[b"PEXPIRETIME", &hash_key]).unwrap(),
         Resp::Int(later.as_millis())
     );
     assert_eq!(store.purge_expired().await.unwrap(), 0);
 }
 
 /// The hash at `key`, field by field.
-fn hash(server: &RedisServer, key: &str) -> std::collections::BTreeMap<String, String> {
-    let Ok(Resp::Array(Some(flat))) = server.command(&["HGETALL", key]) else {
-        panic!("no hash reply for {key}");
+fn hash(server: &RedisServer, key: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let Ok(Resp::Array(Some(flat))) = server.command_bytes(&[b"HGETALL", key]) else {
+        panic!("no hash reply for {key:?}");
     };
     flat.chunks(2)
         .map(|c| {
@@ -195,12 +211,12 @@ fn hash(server: &RedisServer, key: &str) -> std::collections::BTreeMap<String, S
         .collect()
 }
 
-fn field_names(server: &RedisServer, key: &str) -> Vec<String> {
+fn field_names(server: &RedisServer, key: &[u8]) -> Vec<String> {
     hash(server, key).into_keys().collect()
 }
 
-fn pexpiretime(server: &RedisServer, key: &str) -> i64 {
-    match server.command(&["PEXPIRETIME", key]) {
+fn pexpiretime(server: &RedisServer, key: &[u8]) -> i64 {
+    match server.command_bytes(&[b"PEXPIRETIME", key]) {
         Ok(Resp::Int(t)) => t,
         other => panic!("PEXPIRETIME: {other:?}"),
     }
@@ -229,7 +245,9 @@ async fn new_records_are_compact() {
     assert_eq!(h["c"], now.as_millis().to_string());
     assert_eq!(pexpiretime(server, &rkey), now.plus(HOUR).as_millis());
     assert_eq!(
-        server.command(&["OBJECT", "ENCODING", &rkey]).unwrap(),
+        server
+            .command_bytes(&[b"OBJECT", b"ENCODING", &rkey])
+            .unwrap(),
         Resp::Bulk(Some(b"listpack".to_vec()))
     );
     assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
@@ -259,10 +277,13 @@ async fn new_records_are_compact() {
     assert_eq!(pexpiretime(server, &rkey), seen.plus(HOUR).as_millis());
 }
 
-/// A record whose `e` passed by the application's clock (Redis has not expired the key yet)
-/// counts as gone: no load, no patch, no touch, and a create replaces it.
+/// A record whose `e` passed by the application's clock while Redis still holds the key (the
+/// clocks of the two hosts disagree) is gone for a load and for a blind write (the script
+/// compares `e` with the application's clock), and a create replaces it. A patch or touch,
+/// which follows a load, goes by Redis's clock (see `transaction.rs`): Redis still holds the
+/// key, so it lands and moves the expiry.
 #[tokio::test]
-async fn a_record_expired_by_the_clock_is_gone() {
+async fn a_record_expired_by_the_apps_clock_only() {
     let server = RedisServer::shared();
     let store = RedisStore::builder(server.url())
         .prefix(unique_prefix("clock"))
@@ -276,20 +297,33 @@ async fn a_record_expired_by_the_clock_is_gone() {
     r.data.insert("counter".into(), "1".into());
     assert_eq!(store.create(&key, &r).await.unwrap(), Created::Done);
     let past = (now.as_millis() - 1_000).to_string();
-    assert_eq!(
-        server.command(&["HSET", &rkey, "e", &past]).unwrap(),
-        Resp::Int(0)
-    );
+    let expire_by_the_apps_clock = || {
+        assert_eq!(
+            server
+                .command_bytes(&[b"HSET", &rkey, b"e", past.as_bytes()])
+                .unwrap(),
+            Resp::Int(0)
+        );
+    };
+    expire_by_the_apps_clock();
 
     assert_eq!(store.load(&key).await.unwrap(), None);
-    let patch = Patch::new(now, now.plus(HOUR)).set("counter", "2");
-    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Missing);
-    assert_eq!(
-        store.touch(&key, now, now.plus(HOUR)).await.unwrap(),
-        Applied::Missing
-    );
+    let mut blind = Patch::new(now, now.plus(HOUR)).set("counter", "2");
+    blind.max_idle = Some(2 * HOUR);
+    assert_eq!(store.apply(&key, &blind).await.unwrap(), Applied::Missing);
     assert_eq!(hash(server, &rkey)["d:counter"], "1", "nothing written");
 
+    let patch = Patch::new(now, now.plus(2 * HOUR)).set("counter", "3");
+    assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
+    assert_eq!(hash(server, &rkey)["d:counter"], "3");
+    assert_eq!(pexpiretime(server, &rkey), now.plus(2 * HOUR).as_millis());
+    expire_by_the_apps_clock();
+    let later = now.plus(3 * HOUR);
+    assert_eq!(store.touch(&key, now, later).await.unwrap(), Applied::Done);
+    assert_eq!(hash(server, &rkey)["e"], later.as_millis().to_string());
+    assert_eq!(pexpiretime(server, &rkey), later.as_millis());
+
+    expire_by_the_apps_clock();
     let mut fresh = Record::new(now, now.plus(HOUR));
     fresh.data.insert("counter".into(), "9".into());
     assert_eq!(store.create(&key, &fresh).await.unwrap(), Created::Done);

@@ -174,9 +174,9 @@ async fn sentinels_with_an_acl_user_over_tls() {
 }
 
 /// Whether the Redis server on `port` holds `key`.
-fn exists(topology: &SentinelTopology, port: u16, key: &str) -> bool {
+fn exists(topology: &SentinelTopology, port: u16, key: &[u8]) -> bool {
     matches!(
-        topology.server(port).command(&["EXISTS", key]),
+        topology.server(port).command_bytes(&[b"EXISTS", key]),
         Ok(Resp::Int(1))
     )
 }

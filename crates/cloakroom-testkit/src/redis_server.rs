@@ -261,6 +261,14 @@ impl RedisServer {
         command(self.port, args)
     }
 
+    /// [`RedisServer::command`] with arguments that need not be UTF-8 (e.g. binary keys).
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub fn command_bytes(&self, args: &[&[u8]]) -> io::Result<Resp> {
+        command(self.port, args)
+    }
+
     /// Starts counting commands: clears the command statistics and the slow log, and makes the
     /// slow log record every command. Call it again after [`RedisServer::restart`].
     ///
@@ -424,15 +432,15 @@ impl Resp {
 }
 
 /// Sends one command to 127.0.0.1:`port` on a fresh connection and reads the reply.
-pub(crate) fn command(port: u16, args: &[&str]) -> io::Result<Resp> {
+pub(crate) fn command<A: AsRef<[u8]>>(port: u16, args: &[A]) -> io::Result<Resp> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
+    for arg in args.iter().map(AsRef::as_ref) {
         req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        req.extend_from_slice(arg.as_bytes());
+        req.extend_from_slice(arg);
         req.extend_from_slice(b"\r\n");
     }
     stream.write_all(&req)?;
