@@ -6,9 +6,12 @@
 //! handlers and the request's [`Session`](super::Session) see plaintext, and the store (which
 //! keys records by a hash of the id and never sees the id) sees only sealed values.
 //!
-//! - Cipher: XChaCha20-Poly1305 with a random 192-bit nonce per value.
-//! - Key: HKDF-SHA256 of the raw 32-byte session id (salt and info fixed labels): no key
-//!   held by the servers opens a value, only the ticket of its own session does.
+//! - Cipher: AES-256-GCM-SIV with a random 96-bit nonce per value (nonce-misuse resistant:
+//!   a repeated nonce would reveal only that two values are equal).
+//! - Key: HKDF-SHA256 (expand, with a fixed label as info) from the raw 256-bit session id,
+//!   which is already a uniformly random key, so the extract step is skipped (RFC 5869
+//!   section 3.3): no key held by the servers opens a value, only the ticket of its own
+//!   session does.
 //! - Associated data: the record's store key and the field name, so a value copied into
 //!   another session or another field does not open: the load fails as corrupt
 //!   ([`store::ErrorKind::Corrupt`], a 503) and the moved value is never returned.
@@ -30,10 +33,10 @@
 //! assert!(!seal::is_sealed(&record.data["cart"]));
 //! ```
 
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -42,7 +45,7 @@ use crate::store::{self, Fields, Record};
 
 /// What a sealed value starts with: a marker JSON text cannot start with, then the version.
 const PREFIX: &str = "~1";
-const NONCE_LEN: usize = 24;
+const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// The pseudo field name the user agent is sealed under (reserved: no data field has it).
 pub(crate) const USER_AGENT_FIELD: &str = "__cr.user_agent";
@@ -84,19 +87,20 @@ pub fn open_record(id: &SessionId, key: &SessionKey, record: &mut Record) -> sto
 
 /// The cipher of one session, bound to its store key.
 pub(crate) struct Seal {
-    cipher: XChaCha20Poly1305,
+    cipher: Aes256GcmSiv,
     key: SessionKey,
 }
 
 impl Seal {
     /// The seal of the session `id`, whose record is stored under `key`.
     pub(crate) fn new(id: &SessionId, key: SessionKey) -> Self {
-        let hkdf = Hkdf::<Sha256>::new(Some(b"cloakroom seal"), id.as_bytes());
+        let hkdf = Hkdf::<Sha256>::from_prk(id.as_bytes())
+            .expect("a 32-byte id is a valid HKDF-SHA256 pseudo-random key");
         let mut okm = [0u8; 32];
         hkdf.expand(b"cloakroom session data v1", &mut okm)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         Seal {
-            cipher: XChaCha20Poly1305::new(&okm.into()),
+            cipher: Aes256GcmSiv::new(&okm.into()),
             key,
         }
     }
@@ -114,7 +118,7 @@ impl Seal {
     /// # Panics
     /// When the OS random source fails (as [`SessionId::generate`] does).
     pub(crate) fn seal(&self, name: &str, json: &str) -> String {
-        let mut nonce = XNonce::default();
+        let mut nonce = Nonce::default();
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
         let aad = self.aad(name);
         let payload = Payload {
@@ -122,7 +126,7 @@ impl Seal {
             aad: &aad,
         };
         let sealed = (self.cipher.encrypt(&nonce, payload))
-            .expect("XChaCha20-Poly1305 seals any value a session can hold");
+            .expect("AES-256-GCM-SIV seals any value a session can hold");
         let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&sealed);
@@ -160,7 +164,7 @@ impl Seal {
             aad: &aad,
         };
         let plain =
-            (self.cipher.decrypt(XNonce::from_slice(nonce), payload)).map_err(|_| corrupt())?;
+            (self.cipher.decrypt(Nonce::from_slice(nonce), payload)).map_err(|_| corrupt())?;
         String::from_utf8(plain).map_err(|_| corrupt())
     }
 
@@ -183,8 +187,8 @@ mod tests {
         let id = SessionId::from_bytes([7; 32]);
         let sealed = Seal::new(&id, id.key()).seal("cart", "[1,2]");
         assert!(sealed.starts_with("~1") && !sealed.contains("[1,2]"));
-        assert_eq!(sealed.len(), 2 + ((24 + 5 + 16) * 4_usize).div_ceil(3));
-        let fixed = "~1GLPMw54RsROzr2lFq8p0njjqytQFMeaM2I3izRCxgxeNTBd8PedBYCCAG3g2";
+        assert_eq!(sealed.len(), 2 + ((12 + 5 + 16) * 4_usize).div_ceil(3));
+        let fixed = "~1idNWoS-Q1GQlTn0g3KOVfkXXfEhDUTBZzI7ISggcQH8V";
         let mut record = Record::default();
         record.data.insert("cart".to_owned(), fixed.to_owned());
         open_record(&id, &id.key(), &mut record).unwrap();
