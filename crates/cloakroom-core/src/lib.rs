@@ -7,7 +7,8 @@
 //! - [`keys`]: the [`KeyRing`] that signs tickets;
 //! - [`cookie`]: the ticket codec and cookie attributes;
 //! - [`csrf`]: cross-origin checks and masked tokens;
-//! - [`redact`]: store URLs with their passwords masked, for messages.
+//! - [`redact`]: store URLs with their passwords masked, for messages;
+//! - `dbsc` (feature `dbsc`): Device Bound Session Credentials proofs and header values.
 //!
 //! Adapters (the tower layer) and stores (SQLite, Redis) build on this crate; it depends on
 //! neither.
@@ -15,6 +16,8 @@
 mod config_error;
 pub mod cookie;
 pub mod csrf;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 pub mod flash;
 mod id;
 pub mod keys;
