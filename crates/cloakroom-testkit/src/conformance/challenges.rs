@@ -8,7 +8,7 @@ use crate::Challenges;
 /// How many tasks race to take one challenge.
 const RACERS: usize = 16;
 
-/// A challenge is taken once: of [`RACERS`] concurrent takes exactly one gets its session,
+/// A challenge is taken once: of 16 concurrent takes exactly one gets its session,
 /// later takes get nothing; a live challenge is never overwritten by a second put.
 pub async fn check_challenges_are_single_use_under_concurrency(store: Arc<dyn SessionStore>) {
     let (challenge, key, other) = (new_key().to_handle(), new_key(), new_key());
