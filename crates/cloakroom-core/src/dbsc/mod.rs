@@ -26,8 +26,10 @@
 
 use std::fmt;
 
+mod flow;
 mod proof;
 
+pub use flow::{DbscEndpoint, DbscPolicy, DbscRequest, DbscResponse, DbscSettings};
 pub use proof::{DeviceKey, Proof, verify_refresh, verify_registration};
 
 /// The response header that asks the browser to register a session.

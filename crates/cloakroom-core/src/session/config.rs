@@ -18,6 +18,9 @@ pub(crate) struct SessionConfig {
     pub(crate) touch_interval: Option<Duration>,
     pub(crate) store_timeout: Duration,
     pub(crate) max_data_bytes: usize,
+    /// Device-bound sessions, when set ([`SessionSettings::with_dbsc`](super::SessionSettings::with_dbsc)).
+    #[cfg(feature = "dbsc")]
+    pub(crate) dbsc: Option<crate::dbsc::DbscSettings>,
 }
 
 impl Default for SessionConfig {
@@ -30,6 +33,8 @@ impl Default for SessionConfig {
             touch_interval: None,
             store_timeout: Duration::from_secs(2),
             max_data_bytes: 64 * 1024,
+            #[cfg(feature = "dbsc")]
+            dbsc: None,
         }
     }
 }

@@ -159,6 +159,15 @@ impl SessionSettings {
         self
     }
 
+    /// Device Bound Session Credentials (feature `dbsc`; default off): logins offer
+    /// registration, and the engine answers the registration and refresh endpoints (see
+    /// [`dbsc`](crate::dbsc)).
+    #[cfg(feature = "dbsc")]
+    pub fn with_dbsc(mut self, dbsc: crate::dbsc::DbscSettings) -> Self {
+        self.config.dbsc = Some(dbsc);
+        self
+    }
+
     /// The engine: built once, then shared by cloning (with the adapters' services and with
     /// code that lists or revokes sessions outside requests).
     pub fn build(self) -> SessionEngine {
