@@ -151,6 +151,21 @@ impl SessionStore for CountingStore {
         self.inner.purge_expired().await
     }
 
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> cr::Result<Created> {
+        self.inner
+            .put_challenge(challenge, session, expires_at)
+            .await
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> cr::Result<Option<SessionKey>> {
+        self.inner.take_challenge(challenge).await
+    }
+
     async fn ping(&self) -> cr::Result<()> {
         self.inner.ping().await
     }

@@ -302,6 +302,22 @@ impl SessionStore for LazyRedis {
         self.get().await?.purge_expired().await
     }
 
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> cr::Result<Created> {
+        self.get()
+            .await?
+            .put_challenge(challenge, session, expires_at)
+            .await
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> cr::Result<Option<SessionKey>> {
+        self.get().await?.take_challenge(challenge).await
+    }
+
     async fn ping(&self) -> cr::Result<()> {
         self.get().await?.ping().await
     }

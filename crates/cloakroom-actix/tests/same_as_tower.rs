@@ -58,6 +58,12 @@ impl SessionStore for Down {
     async fn purge_expired(&self) -> store::Result<u64> {
         down()
     }
+    async fn put_challenge(&self, _: &str, _: &SessionKey, _: Timestamp) -> store::Result<Created> {
+        down()
+    }
+    async fn take_challenge(&self, _: &str) -> store::Result<Option<SessionKey>> {
+        down()
+    }
 }
 
 /// What is compared: the session's headers, the status and the body, with the ticket value

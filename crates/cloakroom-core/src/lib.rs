@@ -9,6 +9,7 @@
 //! - [`csrf`]: cross-origin checks and masked tokens;
 //! - [`redact`]: store URLs with their passwords masked, for messages;
 //! - [`telemetry`]: metrics and traces (feature `metrics`).
+//! - `dbsc` (feature `dbsc`): Device Bound Session Credentials proofs and header values.
 //!
 //! Adapters (the tower layer) and stores (SQLite, Redis) build on this crate; it depends on
 //! neither.
@@ -16,6 +17,8 @@
 mod config_error;
 pub mod cookie;
 pub mod csrf;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 pub mod flash;
 mod id;
 pub mod keys;

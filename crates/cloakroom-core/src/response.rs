@@ -122,6 +122,28 @@ pub fn add_ticket(headers: &mut HeaderMap, outcome: &crate::session::CommitOutco
     }
 }
 
+/// A DBSC endpoint's answer ([`SessionEngine::dbsc_answer`](crate::SessionEngine::dbsc_answer))
+/// as an HTTP response, for every adapter. A header the engine made is always valid; one
+/// that is not would be dropped (and logged), never sent half.
+#[cfg(feature = "dbsc")]
+pub fn dbsc_response(answer: crate::dbsc::DbscResponse) -> Response<String> {
+    let mut response = Response::new(answer.body);
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answer.headers {
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                response.headers_mut().append(name, value);
+            }
+            _ => tracing::error!(header = name, "DBSC header invalid; not sent"),
+        }
+    }
+    response
+}
+
 /// The [`Session`] extractor found no session: the session middleware is missing from the
 /// route (a server misconfiguration: `500`).
 #[cfg(feature = "axum")]
@@ -179,6 +201,27 @@ impl<S: Send + Sync> axum_core::extract::OptionalFromRequestParts<S> for Session
 mod tests {
     use super::*;
     use crate::store;
+
+    #[cfg(feature = "dbsc")]
+    #[test]
+    fn dbsc_answers_keep_status_headers_and_body() {
+        let answer = crate::dbsc::DbscResponse {
+            status: 403,
+            headers: vec![
+                ("Secure-Session-Challenge", "\"c\";id=\"s\"".into()),
+                ("Set-Cookie", "a=1".into()),
+                ("Set-Cookie", "b=2".into()),
+                ("Bad", "x\r\ny".into()),
+            ],
+            body: "{}".into(),
+        };
+        let res = dbsc_response(answer);
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(res.headers()["secure-session-challenge"], "\"c\";id=\"s\"");
+        assert_eq!(res.headers().get_all(SET_COOKIE).iter().count(), 2);
+        assert!(!res.headers().contains_key("bad"));
+        assert_eq!(res.body(), "{}");
+    }
 
     #[test]
     fn store_failures_are_503_with_retry_after_misuse_500() {

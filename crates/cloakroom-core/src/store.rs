@@ -411,6 +411,19 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes expired records; returns how many. A no-op where the backend expires keys.
     async fn purge_expired(&self) -> Result<u64>;
 
+    /// Keeps `challenge`, a single-use challenge (DBSC), for `session` until `expires_at`;
+    /// [`Created::Collision`] (and no write) if a live one with this text exists.
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> Result<Created>;
+
+    /// Removes `challenge` and returns the session it was kept for, if it was live. Atomic:
+    /// of any number of concurrent takes of one challenge, at most one gets `Some`.
+    async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>>;
+
     /// Checks the backend is reachable (for health endpoints).
     async fn ping(&self) -> Result<()> {
         Ok(())

@@ -78,7 +78,7 @@ mod instrumented {
     };
 
     /// The store operations, as the `operation` label names them.
-    const OPERATIONS: [&str; 10] = [
+    const OPERATIONS: [&str; 12] = [
         "load",
         "create",
         "apply",
@@ -89,6 +89,8 @@ mod instrumented {
         "scan",
         "purge_expired",
         "ping",
+        "put_challenge",
+        "take_challenge",
     ];
 
     /// A store whose every operation is timed, counted when it fails and run in a span.
@@ -223,6 +225,20 @@ mod instrumented {
 
         async fn ping(&self) -> Result<()> {
             self.run(9, self.inner.ping()).await
+        }
+
+        async fn put_challenge(
+            &self,
+            challenge: &str,
+            session: &SessionKey,
+            expires_at: Timestamp,
+        ) -> Result<Created> {
+            let put = self.inner.put_challenge(challenge, session, expires_at);
+            self.run(10, put).await
+        }
+
+        async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {
+            self.run(11, self.inner.take_challenge(challenge)).await
         }
 
         fn kind(&self) -> &'static str {

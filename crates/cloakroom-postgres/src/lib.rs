@@ -26,7 +26,8 @@
 //!   keyed by the 32-byte session key (`bytea`), with indexes on the user (for "your devices"
 //!   and revoke-all) and on the expiry (for purging). Times are `bigint` milliseconds since
 //!   the Unix epoch. `data` is `jsonb`: field name -> the field's JSON text as a JSON string,
-//!   kept byte for byte.
+//!   kept byte for byte. Single-use challenges (DBSC) live in `<table>_dbsc`, taken with one
+//!   `DELETE ... RETURNING`.
 //! - Every operation is one statement, prepared once per connection: `apply` is
 //!   `UPDATE ... SET data = (data - removed) || set ... WHERE key = $k AND expires_at > now`,
 //!   field-level, atomic, and unable to resurrect a session that is gone.
@@ -133,10 +134,14 @@ struct Sql {
     delete_user: String,
     scan: String,
     purge: String,
+    put_challenge: String,
+    take_challenge: String,
+    purge_challenges: String,
 }
 
 impl Sql {
-    fn new(t: &str) -> Self {
+    /// `t`: the sessions table; `c`: the challenges table.
+    fn new(t: &str, c: &str) -> Self {
         Sql {
             load: format!("SELECT {COLUMNS} FROM {t} WHERE key = $1 AND expires_at > $2"),
             // Inserts, or replaces a row only if it has expired: one statement, so two
@@ -186,6 +191,17 @@ impl Sql {
                      (SELECT key FROM {t} WHERE expires_at <= $1 LIMIT $2)
                  AND expires_at <= $1"
             ),
+            // Replaces only an expired row: one statement, so two puts cannot both win.
+            put_challenge: format!(
+                "INSERT INTO {c} AS x (challenge, session, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (challenge) DO UPDATE SET
+                     session = excluded.session, expires_at = excluded.expires_at
+                 WHERE x.expires_at <= $4"
+            ),
+            take_challenge: format!(
+                "DELETE FROM {c} WHERE challenge = $1 RETURNING session, expires_at"
+            ),
+            purge_challenges: format!("DELETE FROM {c} WHERE expires_at <= $1"),
         }
     }
 }
@@ -276,7 +292,7 @@ impl PostgresStoreBuilder {
         );
         let inner = Arc::new(Inner {
             pool,
-            sql: Sql::new(&names.table),
+            sql: Sql::new(&names.table, &names.challenges),
             names,
             timeout,
             purge_interval: self.purge_interval,
@@ -569,6 +585,11 @@ impl SessionStore for PostgresStore {
     }
 
     async fn purge_expired(&self) -> Result<u64> {
+        let now = Timestamp::now().as_millis();
+        statement!(self, "purging expired challenges", |c| {
+            let stmt = c.prepare_cached(&self.inner.sql.purge_challenges).await?;
+            c.execute(&stmt, &[&now]).await
+        })?;
         let mut total = 0;
         loop {
             // One batch per statement, so no statement holds many row locks for long.
@@ -582,6 +603,40 @@ impl SessionStore for PostgresStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> Result<Created> {
+        let now = Timestamp::now().as_millis();
+        let n = statement!(self, "keeping a challenge", |c| {
+            let stmt = c.prepare_cached(&self.inner.sql.put_challenge).await?;
+            let key = session.as_bytes().as_slice();
+            c.execute(&stmt, &[&challenge, &key, &expires_at.as_millis(), &now])
+                .await
+        })?;
+        Ok(if n == 1 {
+            Created::Done
+        } else {
+            Created::Collision
+        })
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {
+        let now = Timestamp::now().as_millis();
+        let row = statement!(self, "taking a challenge", |c| {
+            let stmt = c.prepare_cached(&self.inner.sql.take_challenge).await?;
+            c.query_opt(&stmt, &[&challenge]).await
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = || Error::new(ErrorKind::Corrupt, "a challenge row could not be decoded");
+        let session: Vec<u8> = row.try_get(0).map_err(|e| corrupt().with_source(e))?;
+        let expires_at: i64 = row.try_get(1).map_err(|e| corrupt().with_source(e))?;
+        let session = <[u8; 32]>::try_from(session).map_err(|_| corrupt())?;
+        Ok((expires_at > now).then(|| SessionKey::from_bytes(session)))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -5,7 +5,10 @@ use cloakroom_core::store::{Error, ErrorKind, Result};
 use crate::error::driver;
 
 /// The migrations, in order; version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_challenges.sql"),
+];
 
 /// The schema version this crate writes and reads.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -28,6 +31,8 @@ pub(crate) struct Names {
     pub(crate) table: String,
     /// The version table, quoted and qualified.
     pub(crate) versions: String,
+    /// The challenges table (`<table>_dbsc`), quoted and qualified.
+    pub(crate) challenges: String,
 }
 
 impl Names {
@@ -39,9 +44,22 @@ impl Names {
         Names {
             table: qualify(&table_name),
             versions: qualify(VERSION_TABLE),
+            challenges: qualify(&format!("{table_name}_dbsc")),
             schema,
             table_name,
         }
+    }
+}
+
+impl Names {
+    /// A migration's SQL with its placeholders (`{table}`, `{challenges}`, `{by_user}`,
+    /// `{by_expiry}`) replaced by these names.
+    fn expand(&self, sql: &str) -> String {
+        let index = |suffix: &str| quote(&format!("{}_{suffix}", self.table_name));
+        sql.replace("{table}", &self.table)
+            .replace("{challenges}", &self.challenges)
+            .replace("{by_user}", &index("by_user"))
+            .replace("{by_expiry}", &index("by_expiry"))
     }
 }
 
@@ -126,17 +144,7 @@ pub(crate) async fn migrate(
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let v = i as i32 + 1;
-        let sql = sql
-            .replace("{table}", &names.table)
-            .replace(
-                "{by_user}",
-                &quote(&format!("{}_by_user", names.table_name)),
-            )
-            .replace(
-                "{by_expiry}",
-                &quote(&format!("{}_by_expiry", names.table_name)),
-            );
-        tx.batch_execute(&sql)
+        tx.batch_execute(&names.expand(sql))
             .await
             .map_err(|e| driver(&format!("applying schema migration {v}"), e))?;
         tx.execute(

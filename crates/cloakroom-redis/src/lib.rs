@@ -36,6 +36,10 @@
 //! [`SessionStore::delete_user`](cloakroom_core::SessionStore::delete_user)), and every 16th login once a set holds 32 entries or more,
 //! so the set cannot grow without bound. [`SessionStore::delete`](cloakroom_core::SessionStore::delete) removes the entry at once.
 //!
+//! A single-use challenge (DBSC) is a string `<prefix>c:<challenge>` holding the session's
+//! handle, written by `SET NX PXAT` and taken by `GETDEL` (Redis 6.2+; one key per command,
+//! so it runs on a Cluster).
+//!
 //! # Round trips
 //!
 //! `load` is one `HGETALL`; `create` is one `RESTORE key expiry payload ABSTTL` (the hash

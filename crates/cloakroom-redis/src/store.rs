@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Applied, Created, Cursor, Page, Patch, Record, Result, SessionInfo, SessionStore,
+    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
+    SessionStore,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
@@ -92,6 +93,12 @@ impl RedisStore {
         rkey.extend_from_slice(b"s:");
         rkey.extend_from_slice(bytes);
         rkey
+    }
+
+    /// The Redis key of a single-use challenge (a string holding the session's handle,
+    /// expiring by `PXAT`): `<prefix>c:<challenge>`.
+    pub fn challenge_key(&self, challenge: &str) -> String {
+        format!("{}c:{challenge}", self.inner.prefix)
     }
 
     /// The Redis key of a user's index set: `<prefix>u:<user>`.
@@ -380,6 +387,50 @@ impl SessionStore for RedisStore {
     async fn purge_expired(&self) -> Result<u64> {
         // Redis expires the keys by itself (PEXPIREAT).
         Ok(0)
+    }
+
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> Result<Created> {
+        let rkey = self.challenge_key(challenge);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&rkey)
+            .arg(session.to_handle())
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires_at.as_millis());
+        let set: Option<String> = reply(
+            self.query("keeping a challenge", rkey.as_bytes(), cmd)
+                .await?,
+        )?;
+        Ok(if set.is_some() {
+            Created::Done
+        } else {
+            Created::Collision
+        })
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {
+        let rkey = self.challenge_key(challenge);
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(&rkey);
+        let taken: Option<String> = reply(
+            self.query("taking a challenge", rkey.as_bytes(), cmd)
+                .await?,
+        )?;
+        taken
+            .map(|h| {
+                SessionKey::from_handle(&h).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Corrupt,
+                        "a challenge holds a malformed session handle",
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// A round trip that is also the permission check of the store's open (see

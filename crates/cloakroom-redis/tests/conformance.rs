@@ -107,10 +107,11 @@ async fn a_sealed_marker_is_not_in_dump_or_the_rdb_file() {
     cloakroom_testkit::sealed::check_sealed_marker_not_in_dump(Arc::new(store), |keys| {
         let mut bytes = Vec::new();
         for key in keys {
-            let name = format!("{prefix}s:{}", key.to_handle());
-            match ok(&["DUMP", &name]) {
+            // Session keys are the prefix, `s:` and the key's 32 raw bytes.
+            let name = [format!("{prefix}s:").as_bytes(), key.as_bytes()].concat();
+            match server.command_bytes(&[b"DUMP", &name]).expect("redis command") {
                 Resp::Bulk(Some(payload)) => bytes.extend(payload),
-                other => panic!("DUMP {name}: {other:?}"),
+                other => panic!("DUMP {}: {other:?}", key.to_handle()),
             }
         }
         assert_eq!(ok(&["SAVE"]).as_str(), Some("OK"));

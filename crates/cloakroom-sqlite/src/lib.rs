@@ -35,6 +35,8 @@
 //!   JSON string, so [`apply`](SessionStore::apply) is a single `UPDATE ... SET data =
 //!   json_patch(data, ?) ... WHERE key = ? AND expires_at > now`: field-level, atomic, and
 //!   unable to resurrect a session that is gone.
+//! - Single-use challenges (DBSC) live in a `challenges` table, taken with one
+//!   `DELETE ... RETURNING`.
 //! - Every query ignores expired rows; a background task deletes them every few minutes
 //!   ([`SqliteStoreBuilder::purge_interval`]), walking the table in rowid steps.
 //! - Writes go to one writer thread, which runs all the writes queued at the moment in one
@@ -604,6 +606,12 @@ impl SessionStore for SqliteStore {
         // No index on the expiry (schema v2): the table is walked in rowid order, PURGE_BATCH
         // rows per step, each step one job of the writer, so requests' writes go in between
         // and no step holds the write lock for long.
+        self.write(|conn| {
+            conn.prepare_cached("DELETE FROM challenges WHERE expires_at <= ?1")
+                .and_then(|mut stmt| stmt.execute(params![Timestamp::now().as_millis()]))
+                .ctx("purging expired challenges")
+        })
+        .await?;
         let mut total = 0;
         let mut after = 0_i64;
         loop {
@@ -640,6 +648,69 @@ impl SessionStore for SqliteStore {
                 None => return Ok(total),
             }
         }
+    }
+
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> Result<Created> {
+        let (challenge, session) = (challenge.to_owned(), *session);
+        self.write(move |conn| {
+            // Replaces only an expired row: one statement, so two puts cannot both win.
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO challenges (challenge, session, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (challenge) DO UPDATE SET
+                         session = excluded.session, expires_at = excluded.expires_at
+                     WHERE challenges.expires_at <= ?4",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        challenge,
+                        key_param(&session),
+                        expires_at.as_millis(),
+                        Timestamp::now().as_millis()
+                    ])
+                })
+                .ctx("keeping a challenge")?;
+            Ok(if n == 1 {
+                Created::Done
+            } else {
+                Created::Collision
+            })
+        })
+        .await
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {
+        let challenge = challenge.to_owned();
+        self.write(move |conn| {
+            let row: Option<(Vec<u8>, i64)> = conn
+                .prepare_cached(
+                    "DELETE FROM challenges WHERE challenge = ?1 RETURNING session, expires_at",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![challenge], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()
+                })
+                .ctx("taking a challenge")?;
+            let Some((session, expires_at)) = row else {
+                return Ok(None);
+            };
+            let session = <[u8; 32]>::try_from(session).map_err(|_| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    "a challenge row holds a malformed session key",
+                )
+            })?;
+            Ok(
+                (expires_at > Timestamp::now().as_millis())
+                    .then(|| SessionKey::from_bytes(session)),
+            )
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -13,9 +13,12 @@ use crate::error::SqlContext;
 ///   measured: `examples/write_paths.rs`); the purge now scans the table in rowid chunks
 ///   instead. Opening a version-1 file migrates it (drops the index); a version-1 binary
 ///   refuses a version-2 file.
-pub const SCHEMA_VERSION: i64 = 2;
+/// - 3: adds the `challenges` table (single-use DBSC challenges).
+pub const SCHEMA_VERSION: i64 = 3;
 
-/// Version 2, for a new file. A rowid table with the key as a unique index rather than `WITHOUT ROWID`:
+/// Version 3, for a new file: version 2 and [`CHALLENGES`].
+///
+/// Version 2: A rowid table with the key as a unique index rather than `WITHOUT ROWID`:
 /// session rows often hold kilobytes of data, and SQLite advises `WITHOUT ROWID` only for
 /// rows under about 1/20 of a page. `data` is a JSON object of field name -> the field's
 /// JSON text *as a JSON string*, so that `json_patch` (RFC 7396) can set a field
@@ -32,6 +35,16 @@ CREATE TABLE sessions (
     data        TEXT    NOT NULL DEFAULT '{}'
 );
 CREATE INDEX sessions_by_user ON sessions (user) WHERE user IS NOT NULL;
+";
+
+/// From version 2 to 3: single-use challenges (`session` is the session key), taken with
+/// `DELETE ... RETURNING`.
+const CHALLENGES: &str = "
+CREATE TABLE challenges (
+    challenge   TEXT    NOT NULL PRIMARY KEY,
+    session     BLOB    NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
 ";
 
 /// From version 1 to 2.
@@ -65,6 +78,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
         }
         0 => {
             tx.execute_batch(V2).ctx("creating the schema")?;
+            tx.execute_batch(CHALLENGES).ctx("creating the schema")?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .ctx("setting the schema version")?;
         }
@@ -77,9 +91,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
                 ),
             ));
         }
-        1 => {
-            tx.execute_batch(V1_TO_V2)
-                .ctx("migrating the schema from version 1 to 2")?;
+        1 | 2 => {
+            if version == 1 {
+                tx.execute_batch(V1_TO_V2)
+                    .ctx("migrating the schema from version 1 to 2")?;
+            }
+            tx.execute_batch(CHALLENGES)
+                .ctx("migrating the schema from version 2 to 3")?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .ctx("setting the schema version")?;
         }

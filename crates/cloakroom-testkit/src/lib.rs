@@ -89,6 +89,17 @@ impl<S: SessionStore, G: Send + 'static> Fixture for (Arc<S>, G) {
     }
 }
 
+/// What [`check_challenges_with`] expects of a store's single-use challenges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Challenges {
+    /// The store keeps them (every store that supports DBSC).
+    #[default]
+    Kept,
+    /// The store refuses them with [`ErrorKind::Config`](cloakroom_core::store::ErrorKind)
+    /// (a format that cannot support DBSC, such as pycket's).
+    Refused,
+}
+
 /// What [`check_purge_expired_with`] expects `purge_expired` to return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Purge {
@@ -136,7 +147,8 @@ where
 /// Expands to `mod conformance { ... }` with one `#[test]` per conformance check, each on
 /// a fresh store from the factory, on a multi-threaded tokio runtime with two workers.
 ///
-/// `conformance_tests!(factory)` or `conformance_tests!(factory, purge = Purge::EngineExpires)`;
+/// `conformance_tests!(factory)`, `conformance_tests!(factory, purge = Purge::EngineExpires)`
+/// or `conformance_tests!(factory, purge = .., challenges = Challenges::Refused)`;
 /// see the [crate docs](crate). Items the factory names must be in scope where the macro is
 /// invoked (the module does `use super::*`).
 #[macro_export]
@@ -145,6 +157,13 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!($factory, purge = $crate::Purge::Counts);
     };
     ($factory:expr, purge = $purge:expr $(,)?) => {
+        $crate::conformance_tests!(
+            $factory,
+            purge = $purge,
+            challenges = $crate::Challenges::Kept
+        );
+    };
+    ($factory:expr, purge = $purge:expr, challenges = $challenges:expr $(,)?) => {
         /// The store conformance suite (cloakroom-testkit).
         mod conformance {
             #[allow(unused_imports)]
@@ -300,6 +319,14 @@ macro_rules! conformance_tests {
                 check_odd_user_ids_are_matched_exactly
             );
             $crate::__conformance_case!($factory, ping_answers, check_ping_answers);
+
+            #[test]
+            fn challenges_are_single_use_and_expire() {
+                $crate::run(
+                    || $factory,
+                    |store| $crate::check_challenges_with(store, $challenges),
+                );
+            }
 
             #[test]
             fn purge_expired_removes_only_expired_records() {

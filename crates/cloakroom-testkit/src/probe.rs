@@ -84,4 +84,21 @@ impl SessionStore for Probe {
     async fn purge_expired(&self) -> store::Result<u64> {
         self.inner.purge_expired().await
     }
+
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> store::Result<Created> {
+        self.gate().await?;
+        self.inner
+            .put_challenge(challenge, session, expires_at)
+            .await
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> store::Result<Option<SessionKey>> {
+        self.gate().await?;
+        self.inner.take_challenge(challenge).await
+    }
 }

@@ -36,6 +36,7 @@ struct Faults {
     null_removes: bool,
     drops_empty_names: bool,
     scan_lists_forwards: bool,
+    racy_challenges: bool,
 }
 
 /// A store as simple as possible: one map behind one mutex, the user index derived by
@@ -43,6 +44,7 @@ struct Faults {
 #[derive(Debug, Default)]
 struct NaiveStore {
     map: Mutex<HashMap<SessionKey, Record>>,
+    challenges: Mutex<HashMap<String, (SessionKey, Timestamp)>>,
     /// Users of records rejected by `create` (for the `collision_indexes` fault).
     ghost_index: Mutex<Vec<(String, SessionKey)>>,
     faults: Faults,
@@ -295,6 +297,36 @@ impl SessionStore for NaiveStore {
             n
         })
     }
+
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> Result<Created> {
+        let now = Timestamp::now();
+        let mut map = self.challenges.lock().unwrap();
+        if map.get(challenge).is_some_and(|(_, e)| *e > now) {
+            return Ok(Created::Collision);
+        }
+        map.insert(challenge.to_owned(), (*session, expires_at));
+        Ok(Created::Done)
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {
+        let now = Timestamp::now();
+        if self.faults.racy_challenges {
+            // Read, then remove: concurrent takes all see the challenge.
+            let found = self.challenges.lock().unwrap().get(challenge).copied();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.challenges.lock().unwrap().remove(challenge);
+            return Ok(found.map(|(k, _)| k));
+        }
+        let taken = self.challenges.lock().unwrap().remove(challenge);
+        Ok(taken
+            .filter(|(_, e)| self.faults.ignore_expiry || *e > now)
+            .map(|(k, _)| k))
+    }
 }
 
 // The correct naive store passes everything.
@@ -363,7 +395,13 @@ caught!(
     check_expiry_is_honoured_everywhere,
     check_apply_on_expired_key_is_missing,
     check_touch_on_expired_key_is_missing,
-    check_scan_pages_through_every_live_session_once
+    check_scan_pages_through_every_live_session_once,
+    check_challenges_expire
+);
+caught!(
+    taking_a_challenge_twice,
+    racy_challenges,
+    check_challenges_are_single_use_under_concurrency
 );
 caught!(
     losing_concurrent_updates,

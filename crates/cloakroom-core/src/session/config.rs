@@ -37,6 +37,9 @@ pub(crate) struct SessionConfig {
     pub(crate) seal_data: bool,
     /// The user agent sealed at rest too.
     pub(crate) seal_user_agent: bool,
+    /// Device-bound sessions, when set ([`SessionSettings::with_dbsc`](super::SessionSettings::with_dbsc)).
+    #[cfg(feature = "dbsc")]
+    pub(crate) dbsc: Option<crate::dbsc::DbscSettings>,
 }
 
 impl Default for SessionConfig {
@@ -55,6 +58,8 @@ impl Default for SessionConfig {
             rotation_grace: Duration::ZERO,
             seal_data: false,
             seal_user_agent: false,
+            #[cfg(feature = "dbsc")]
+            dbsc: None,
         }
     }
 }

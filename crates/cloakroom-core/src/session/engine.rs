@@ -74,15 +74,21 @@ impl SessionEngine {
     }
 
     /// The configuration.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "dbsc"))]
     pub(crate) fn config(&self) -> &SessionConfig {
         &self.shared.config
     }
 
     /// The key ring.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "dbsc"))]
     pub(crate) fn keys(&self) -> &KeyRing {
         &self.shared.keys
+    }
+
+    /// The store.
+    #[cfg(feature = "dbsc")]
+    pub(crate) fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.shared.store
     }
 
     /// The largest session data `set` accepts ([`SessionSettings::with_max_data_bytes`](super::SessionSettings::with_max_data_bytes)).
@@ -237,7 +243,7 @@ impl SessionEngine {
     }
 
     /// Runs a store operation under the configured timeout.
-    async fn timed<T>(&self, fut: impl Future<Output = store::Result<T>>) -> Result<T> {
+    pub(crate) async fn timed<T>(&self, fut: impl Future<Output = store::Result<T>>) -> Result<T> {
         timed(self.shared.config.store_timeout, fut).await
     }
 

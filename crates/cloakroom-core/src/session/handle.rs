@@ -348,6 +348,9 @@ impl Session {
         let live = st.live_or(|| self.fresh());
         live.record.meta.user = Some(user.to_owned());
         live.record.data.remove(CSRF_SECRET_FIELD);
+        // A login binds to a device anew (DBSC): the commit offers registration again.
+        #[cfg(feature = "dbsc")]
+        live.record.data.remove(super::DEVICE_KEY_FIELD);
         self.renew(live);
         // A login changes privilege: the old ticket must stop at once (session fixation).
         live.grace = false;

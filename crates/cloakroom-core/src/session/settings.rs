@@ -261,6 +261,15 @@ impl SessionSettings {
         self.edit(|c| c.rotation_grace = grace)
     }
 
+    /// Device Bound Session Credentials (feature `dbsc`; default off): logins offer
+    /// registration, and the engine answers the registration and refresh endpoints (see
+    /// [`dbsc`](crate::dbsc)).
+    #[cfg(feature = "dbsc")]
+    pub fn with_dbsc(mut self, dbsc: crate::dbsc::DbscSettings) -> Self {
+        self.config.dbsc = Some(dbsc);
+        self
+    }
+
     /// The engine: built once, then shared by cloning (with the adapters' services and with
     /// code that lists or revokes sessions outside requests). With the `metrics` feature its
     /// store operations are measured ([`telemetry`](crate::telemetry)).

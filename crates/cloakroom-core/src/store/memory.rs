@@ -212,6 +212,8 @@ struct Inner {
     shards: Box<[Shard]>,
     users: Mutex<HashMap<String, HashSet<SessionKey, KeyHash>>>,
     capacity: Option<usize>,
+    /// Single-use challenges: text -> (session, expiry).
+    challenges: Mutex<HashMap<String, (SessionKey, Timestamp)>>,
     /// Held by a create under a capacity bound from the count to the insert, so creates
     /// racing at the bound cannot all pass it.
     creating: Mutex<()>,
@@ -270,6 +272,7 @@ impl MemoryStore {
                 shards,
                 users: Mutex::new(HashMap::new()),
                 capacity,
+                challenges: Mutex::new(HashMap::new()),
                 creating: Mutex::new(()),
             }),
         };
@@ -330,6 +333,7 @@ fn unindex(inner: &Inner, user: &str, key: &SessionKey) {
 }
 
 fn sweep(inner: &Inner, now: Timestamp) -> u64 {
+    lock(&inner.challenges).retain(|_, (_, expires_at)| *expires_at > now);
     let mut removed = 0;
     for shard in inner.shards.iter() {
         let mut dead = Vec::new();
@@ -538,6 +542,26 @@ impl SessionStore for MemoryStore {
 
     async fn purge_expired(&self) -> Result<u64> {
         Ok(self.sweep())
+    }
+
+    async fn put_challenge(
+        &self,
+        challenge: &str,
+        session: &SessionKey,
+        expires_at: Timestamp,
+    ) -> Result<Created> {
+        let now = Timestamp::now();
+        let mut challenges = lock(&self.inner.challenges);
+        if challenges.get(challenge).is_some_and(|(_, e)| *e > now) {
+            return Ok(Created::Collision);
+        }
+        challenges.insert(challenge.to_owned(), (*session, expires_at));
+        Ok(Created::Done)
+    }
+
+    async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {
+        let taken = lock(&self.inner.challenges).remove(challenge);
+        Ok(taken.and_then(|(key, e)| (e > Timestamp::now()).then_some(key)))
     }
 }
 

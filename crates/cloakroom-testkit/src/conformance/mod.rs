@@ -34,6 +34,7 @@ const GRACE: Duration = Duration::from_millis(250);
 const LONG_TTL: Duration = Duration::from_secs(600);
 
 mod apply;
+mod challenges;
 mod content;
 mod create;
 mod expiry;
@@ -44,6 +45,7 @@ mod touch;
 mod users;
 
 pub use apply::*;
+pub use challenges::*;
 pub use content::*;
 pub use create::*;
 pub use expiry::*;

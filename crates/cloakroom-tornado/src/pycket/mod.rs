@@ -561,6 +561,14 @@ impl SessionStore for PycketStore {
         Ok(0)
     }
 
+    async fn put_challenge(&self, _: &str, _: &SessionKey, _: Timestamp) -> Result<Created> {
+        Err(no_dbsc())
+    }
+
+    async fn take_challenge(&self, _: &str) -> Result<Option<SessionKey>> {
+        Err(no_dbsc())
+    }
+
     async fn ping(&self) -> Result<()> {
         self.query("ping", redis::cmd("PING")).await?;
         bounded(self.inner.timeout, "ping", || {
@@ -574,6 +582,14 @@ impl SessionStore for PycketStore {
         .await
         .map(drop)
     }
+}
+
+/// The pycket format has no place for DBSC challenges (Tornado reads this database).
+fn no_dbsc() -> Error {
+    Error::new(
+        ErrorKind::Config,
+        "the pycket format does not support DBSC (device-bound sessions): use another store",
+    )
 }
 
 #[cfg(test)]
