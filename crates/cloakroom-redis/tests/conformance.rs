@@ -109,7 +109,10 @@ async fn a_sealed_marker_is_not_in_dump_or_the_rdb_file() {
         for key in keys {
             // Session keys are the prefix, `s:` and the key's 32 raw bytes.
             let name = [format!("{prefix}s:").as_bytes(), key.as_bytes()].concat();
-            match server.command_bytes(&[b"DUMP", &name]).expect("redis command") {
+            match server
+                .command_bytes(&[b"DUMP", &name])
+                .expect("redis command")
+            {
                 Resp::Bulk(Some(payload)) => bytes.extend(payload),
                 other => panic!("DUMP {}: {other:?}", key.to_handle()),
             }
