@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::header::{COOKIE, HOST, SET_COOKIE};
+use http::header::{HOST, SET_COOKIE};
 use http::{Method, Request};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
