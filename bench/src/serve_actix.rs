@@ -41,9 +41,7 @@ pub(crate) fn serve(case: Server, options: &ServeOptions) -> anyhow::Result<()> 
         let store: Arc<dyn SessionStore> = Arc::new(CountingStore::new(store, counters.clone()));
         let keys = KeyRing::single(Key::from_bytes(&[7; 32]).context("a 32-byte key")?);
         Ok(Case::Cloakroom(Box::new(
-            cloakroom_actix::SessionMiddleware::new(
-                crate::serve::settings(store, keys).build(),
-            ),
+            cloakroom_actix::SessionMiddleware::new(crate::serve::settings(store, keys).build()),
         )))
     };
     let make = match case {
