@@ -37,7 +37,7 @@ pub enum ConfigErrorKind {
     Origin,
     /// A size or count that must be positive is zero.
     ZeroLimit,
-    /// A duration over its maximum (the rotation grace: 60 seconds).
+    /// A duration over its maximum (the rotation grace: 60 seconds; the end poll: an hour).
     TooLong,
     /// A request header name that is not an HTTP token, or one reserved for other uses.
     HeaderName,
@@ -63,7 +63,9 @@ impl ConfigErrorKind {
             ConfigErrorKind::ZeroDuration => "this duration must be positive",
             ConfigErrorKind::Origin => "an origin must be exactly scheme://host[:port]",
             ConfigErrorKind::ZeroLimit => "this limit must be positive",
-            ConfigErrorKind::TooLong => "this duration is over its maximum (60 s)",
+            ConfigErrorKind::TooLong => {
+                "this duration is over its maximum (the rotation grace: 60 s; the end poll: 1 hour)"
+            }
             ConfigErrorKind::HeaderName => {
                 "a ticket header must be an HTTP token other than Cookie or Set-Cookie"
             }

@@ -46,6 +46,18 @@ pub(crate) fn sessions(event: SessionEvent, n: u64) {
     let _ = (event, n);
 }
 
+/// Counts a lifecycle event the listener's full queue dropped.
+pub(crate) fn event_dropped() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("cloakroom_session_events_dropped_total").increment(1);
+}
+
+/// Counts a panic of the session listener (caught).
+pub(crate) fn listener_panicked() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("cloakroom_session_listener_panics_total").increment(1);
+}
+
 /// Counts a request refused by CSRF protection.
 #[cfg(feature = "http")]
 pub(crate) fn csrf_refused(reason: crate::csrf::Reason) {

@@ -185,6 +185,16 @@ macro_rules! conformance_tests {
                 login_rotation_has_no_grace,
                 check_login_rotation_has_no_grace
             );
+            $crate::__conformance_case!(
+                $factory,
+                ended_fires_at_once_in_process,
+                check_ended_fires_at_once_in_process
+            );
+            $crate::__conformance_case!(
+                $factory,
+                ended_sees_other_processes_within_the_poll,
+                check_ended_sees_other_processes_within_the_poll
+            );
             $crate::__conformance_case!($factory, create_then_load, check_create_then_load);
             $crate::__conformance_case!($factory, load_unknown_is_none, check_load_unknown_is_none);
             $crate::__conformance_case!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::forward::{forward_key, forward_record};
 use super::handle::Session;
+use super::lifecycle::{EndReason, EventKind};
 use super::limits::{deadline, timed, truncate};
 use super::seal::{seal_patch, sealed_record};
 use super::state::{Live, Phase, State};
@@ -242,12 +243,9 @@ impl Session {
                 Ok(self.answer(CommitAction::None, clear_cookie.then_some(Issued::Removal)))
             }
             CommitPlan::Delete { clear_cookie } => {
-                for key in &st.retired {
-                    self.end(key, now).await?;
-                }
-                if !st.retired.is_empty() {
-                    telemetry::sessions(SessionEvent::Ended("logout"), 1);
-                }
+                let retired = std::mem::take(&mut st.retired);
+                let retired = (retired, st.retired_user.take(), st.retired_forward.take());
+                self.end_retired(retired, now).await?;
                 let removal = clear_cookie.then_some(Issued::Removal);
                 Ok(self.answer(CommitAction::Destroyed, removal))
             }
@@ -297,6 +295,8 @@ impl Session {
         let State {
             phase: Phase::Live(live),
             retired,
+            retired_user,
+            retired_forward,
             changes,
             ..
         } = st
@@ -314,6 +314,9 @@ impl Session {
         // The new record is in: now the old ones go (a failure here leaves them to expire;
         // the response is still a 503, so the client keeps its old ticket).
         let replaced = if live.renew { live.stored.take() } else { None };
+        if let Some(old) = &replaced {
+            self.lifecycle().moved(old, &key);
+        }
         let grace = self.config().rotation_grace;
         let limit = self.config().store_timeout;
         let mut forward = None;
@@ -331,8 +334,14 @@ impl Session {
                 }
             }
         }
-        for old in retired.iter().chain(&live.forward) {
-            timed(limit, self.store().delete(old)).await?;
+        let retired = (
+            std::mem::take(retired),
+            retired_user.take(),
+            retired_forward.take(),
+        );
+        self.end_retired(retired, last_seen).await?;
+        if let Some(via) = &live.forward {
+            timed(limit, self.store().delete(via)).await?;
         }
         if let Some(old) = &replaced {
             let was_live = timed(limit, self.store().delete(old)).await?;
@@ -342,15 +351,13 @@ impl Session {
                 timed(limit, self.store().delete(via)).await?;
             }
         }
-        if !retired.is_empty() {
-            telemetry::sessions(SessionEvent::Ended("logout"), 1);
-        }
         // A renewal replaces a stored record; anything else (a login without one, say) is new.
         let event = match replaced {
-            Some(_) => SessionEvent::Rotated,
-            None => SessionEvent::Created,
+            Some(previous) => EventKind::Rotated { previous },
+            None => EventKind::Created,
         };
-        telemetry::sessions(event, 1);
+        self.lifecycle()
+            .emit(event, &key, live.record.meta.user.as_deref());
         let remember = live.record.meta.remember;
         let outcome = self.answer(
             if renewed {
@@ -369,19 +376,49 @@ impl Session {
         Ok(outcome)
     }
 
-    /// Deletes the record under `key`, which this request ended (logout). When there is none
-    /// and a rotation grace is configured, `key` may be an old ticket's: the record its
-    /// forward names is deleted too, and the forward, so both tickets end at once.
-    async fn end(&self, key: &SessionKey, now: Timestamp) -> Result<()> {
+    /// Deletes the records this request ended (logout), with the forward it was reached
+    /// through, and tells the lifecycle of each session that was still there.
+    async fn end_retired(
+        &self,
+        (retired, user, forward): (Vec<SessionKey>, Option<String>, Option<SessionKey>),
+        now: Timestamp,
+    ) -> Result<()> {
         let limit = self.config().store_timeout;
-        if timed(limit, self.store().delete(key)).await? {
-            return Ok(());
+        for key in retired {
+            // A logout made without reading the session does not know its user: with a
+            // listener, one load tells it (the event names the user).
+            let user = match (&user, self.lifecycle().has_listener()) {
+                (None, true) => timed(limit, self.store().load(&key))
+                    .await?
+                    .and_then(|r| r.meta.user),
+                _ => user.clone(),
+            };
+            if let Some(ended) = self.end(&key, now).await? {
+                let kind = EventKind::Ended(EndReason::Logout);
+                self.lifecycle().emit(kind, &ended, user.as_deref());
+            }
         }
-        if let Some((via, to)) = self.forward_of(key, now).await? {
-            timed(limit, self.store().delete(&to)).await?;
+        if let Some(via) = forward {
             timed(limit, self.store().delete(&via)).await?;
         }
         Ok(())
+    }
+
+    /// Deletes the record under `key`, which this request ended (logout); the key of the
+    /// session record it deleted, if any. When there is none and a rotation grace is
+    /// configured, `key` may be an old ticket's: the record its forward names is deleted too,
+    /// and the forward, so both tickets end at once.
+    async fn end(&self, key: &SessionKey, now: Timestamp) -> Result<Option<SessionKey>> {
+        let limit = self.config().store_timeout;
+        if timed(limit, self.store().delete(key)).await? {
+            return Ok(Some(*key));
+        }
+        if let Some((via, to)) = self.forward_of(key, now).await? {
+            let deleted = timed(limit, self.store().delete(&to)).await?;
+            timed(limit, self.store().delete(&via)).await?;
+            return Ok(deleted.then_some(to));
+        }
+        Ok(None)
     }
 
     /// Patches the changed fields (taken from the state, not copied) into the stored record.
@@ -509,7 +546,7 @@ impl Session {
             return Ok(self.answer(CommitAction::Vanished, Some(Issued::Removal)));
         }
         let (id, key) = self.create(None, &record).await?;
-        telemetry::sessions(SessionEvent::Created, 1);
+        self.lifecycle().emit(EventKind::Created, &key, None);
         let issued = Issued::Ticket(&id, false, record.meta.expires_at);
         let outcome = self.answer(CommitAction::Created, Some(issued));
         st.phase = Phase::Live(Live::loaded(Some(id), key, record, None));

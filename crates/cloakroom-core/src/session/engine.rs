@@ -6,6 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::handle::Session;
+#[cfg(test)]
+use super::lifecycle::DEFAULT_END_POLL;
+use super::lifecycle::{EndReason, EventKind, Lifecycle};
 use super::limits::timed;
 use super::shared::Shared;
 use super::state::Phase;
@@ -18,7 +21,6 @@ use crate::keys::KeyRing;
 #[cfg(test)]
 use crate::store::IntoSessionStore;
 use crate::store::{self, SessionInfo, SessionStore};
-use crate::telemetry::{self, SessionEvent};
 
 /// One per application: the store, the keys and the configuration.
 ///
@@ -48,6 +50,7 @@ impl SessionEngine {
         keys: KeyRing,
         config: SessionConfig,
         format: Arc<dyn TicketFormat>,
+        lifecycle: Lifecycle,
     ) -> Self {
         SessionEngine {
             shared: Arc::new(Shared {
@@ -55,6 +58,7 @@ impl SessionEngine {
                 keys,
                 config,
                 format,
+                lifecycle,
             }),
         }
     }
@@ -64,7 +68,8 @@ impl SessionEngine {
     #[cfg(test)]
     pub(crate) fn new(store: impl IntoSessionStore, keys: KeyRing, config: SessionConfig) -> Self {
         let format = Arc::new(crate::cookie::SignedTicket);
-        Self::from_parts(store.into_session_store(), keys, config, format)
+        let lifecycle = Lifecycle::new(None, DEFAULT_END_POLL);
+        Self::from_parts(store.into_session_store(), keys, config, format, lifecycle)
     }
 
     /// The ticket format.
@@ -264,7 +269,10 @@ impl SessionEngine {
         match self.timed(store.load(handle)).await? {
             Some(r) if r.meta.user.as_deref() == Some(user) => {
                 let deleted = self.timed(store.delete(handle)).await?;
-                telemetry::sessions(SessionEvent::Ended("revoked"), deleted.into());
+                if deleted {
+                    let ended = EventKind::Ended(EndReason::Revoked);
+                    self.shared.lifecycle.emit(ended, handle, Some(user));
+                }
                 Ok(deleted)
             }
             _ => Ok(false),
@@ -275,9 +283,25 @@ impl SessionEngine {
     ///
     /// # Errors
     /// Store failures.
+    ///
+    /// Open [`Session::ended`] watchers of those sessions in this process resolve at once.
+    /// With a [listener](super::SessionSettings::with_listener), the user's sessions are
+    /// listed first (one more store call) so that each gets its event; a session created
+    /// between the listing and the deletion is ended without one.
     pub async fn revoke_all(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
+        let lifecycle = &self.shared.lifecycle;
+        let listed = match lifecycle.has_listener() {
+            true => self
+                .sessions_of(user)
+                .await?
+                .into_iter()
+                .map(|i| i.key)
+                .collect(),
+            false => Vec::new(),
+        };
         let deleted = (self.timed(self.shared.store.delete_user(user, except))).await?;
-        telemetry::sessions(SessionEvent::Ended("revoked"), deleted);
+        lifecycle.count_ended(EndReason::Revoked, deleted);
+        lifecycle.emit_user(user, except, &listed, EndReason::Revoked);
         Ok(deleted)
     }
 

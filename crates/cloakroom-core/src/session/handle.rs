@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::committed_error;
 use super::forward::{forward_key, target};
+use super::lifecycle::{EndReason, Ended, Lifecycle};
 use super::limits::{deadline, timed};
 use super::seal;
 use super::shared::Shared;
@@ -89,6 +90,10 @@ impl Session {
 
     pub(super) fn store(&self) -> &Arc<dyn SessionStore> {
         &self.inner.shared.store
+    }
+
+    pub(super) fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.shared.lifecycle
     }
 
     fn key_of(&self, id: &SessionId) -> SessionKey {
@@ -357,6 +362,50 @@ impl Session {
         Ok(())
     }
 
+    /// A signal that resolves, with the reason, when this session ends anywhere: a logout,
+    /// a revocation from another device or by an admin, the session limit, expiry. Owned
+    /// (`'static`), so a WebSocket or server-sent-events handler can keep it after the
+    /// response has started and `select!` on it to close the connection:
+    ///
+    /// ```
+    /// # async fn stream(session: cloakroom_core::session::Session) -> cloakroom_core::session::Result<()> {
+    /// let ended = session.ended().await?;
+    /// tokio::select! {
+    ///     reason = ended => println!("session ended ({reason}); closing"),
+    ///     () = std::future::pending::<()>() => {} // the connection's own work
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// How soon it fires is in [`Ended`]: at once for ends made by this process, within the
+    /// [poll interval](super::SessionSettings::with_end_poll) for the others. A rotation
+    /// ([`login`](Self::login), [`cycle_id`](Self::cycle_id)) is not an end: the signal
+    /// follows the session to its new id. A request without a stored session (none, or one
+    /// this request creates) gets a signal that has already fired ([`EndReason::Gone`];
+    /// [`EndReason::Logout`] after [`logout`](Self::logout)).
+    ///
+    /// # Errors
+    /// Store failures (loading the session).
+    pub async fn ended(&self) -> Result<Ended> {
+        let st = self.state().await?;
+        let live = match &st.phase {
+            Phase::Live(live) => live,
+            Phase::Destroyed => return Ok(Ended::now(EndReason::Logout)),
+            _ => return Ok(Ended::now(EndReason::Gone)),
+        };
+        let Some(key) = live.stored else {
+            return Ok(Ended::now(EndReason::Gone));
+        };
+        let shared = &self.inner.shared;
+        Ok(shared.lifecycle.watch(
+            shared.store.clone(),
+            shared.config.store_timeout,
+            key,
+            live.record.meta.user.clone(),
+            live.record.meta.expires_at,
+        ))
+    }
+
     /// The user the session is logged in as.
     ///
     /// # Errors
@@ -389,9 +438,11 @@ impl Session {
                 let keys: Vec<SessionKey> = keys.map(|id| self.key_of(id)).collect();
                 st.retired.extend(keys);
             }
-            Phase::Live(live) => st
-                .retired
-                .extend(live.stored.into_iter().chain(live.forward)),
+            Phase::Live(live) => {
+                st.retired.extend(live.stored);
+                st.retired_forward = live.forward;
+                st.retired_user = live.record.meta.user;
+            }
             Phase::Absent { .. } | Phase::Destroyed => {}
         }
         st.changes.clear();

@@ -28,6 +28,7 @@ mod engine;
 mod error;
 mod forward;
 mod handle;
+mod lifecycle;
 mod limits;
 pub mod seal;
 mod settings;
@@ -41,6 +42,7 @@ pub(crate) use config::SessionConfig;
 pub use engine::SessionEngine;
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Session;
+pub use lifecycle::{EndReason, Ended, Event, EventKind, SessionListener};
 pub use settings::SessionSettings;
 pub use transport::{TICKET_RESPONSE_HEADER, Transport};
 

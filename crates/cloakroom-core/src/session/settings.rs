@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::lifecycle::{DEFAULT_END_POLL, Lifecycle, SessionListener};
 use super::{SessionConfig, SessionEngine, Transport};
 use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::{SameSite, SignedTicket, TicketFormat};
@@ -34,6 +35,8 @@ pub struct SessionSettings {
     keys: KeyRing,
     config: SessionConfig,
     format: Arc<dyn TicketFormat>,
+    listener: Option<Arc<dyn SessionListener>>,
+    end_poll: Duration,
 }
 
 impl fmt::Debug for SessionSettings {
@@ -54,6 +57,8 @@ impl SessionSettings {
             keys,
             config: SessionConfig::default(),
             format: Arc::new(SignedTicket),
+            listener: None,
+            end_poll: DEFAULT_END_POLL,
         }
     }
 
@@ -247,6 +252,39 @@ impl SessionSettings {
         self.edit(|c| c.ticket_header = lower)
     }
 
+    /// Receives every session's lifecycle [`Event`](super::Event)s (created, rotated,
+    /// ended and why), in-process, after each change is committed: on a thread of its own,
+    /// never on a request's path (see [`SessionListener`]). Default: none. Events of ends
+    /// this process does not make (another server's, the admin CLI's, the store's own
+    /// expiry) do not reach it.
+    pub fn with_listener(mut self, listener: impl SessionListener) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// How often an open [`Session::ended`](super::Session::ended) watcher reads its
+    /// session's record to see ends made outside this process. Default 1 second; ends made
+    /// by this process reach watchers at once whatever this is.
+    ///
+    /// # Errors
+    /// Zero, or over an hour.
+    pub fn with_end_poll(mut self, interval: Duration) -> Result<Self, ConfigError> {
+        let kind = match interval {
+            d if d.is_zero() => Some(ConfigErrorKind::ZeroDuration),
+            d if d > Duration::from_secs(3600) => Some(ConfigErrorKind::TooLong),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return Err(ConfigError::new(
+                kind,
+                "end poll interval",
+                format!("{interval:?}"),
+            ));
+        }
+        self.end_poll = interval;
+        Ok(self)
+    }
+
     /// How long the old ticket still reaches the session after a rotation that changes no
     /// privilege ([`Session::cycle_id`](super::Session::cycle_id)), so requests a client
     /// sent in parallel with the rotating one still find their session (and their writes land
@@ -275,7 +313,8 @@ impl SessionSettings {
     /// store operations are measured ([`telemetry`](crate::telemetry)).
     pub fn build(self) -> SessionEngine {
         let store = crate::telemetry::instrument(self.store);
-        SessionEngine::from_parts(store, self.keys, self.config, self.format)
+        let lifecycle = Lifecycle::new(self.listener, self.end_poll);
+        SessionEngine::from_parts(store, self.keys, self.config, self.format, lifecycle)
     }
 }
 

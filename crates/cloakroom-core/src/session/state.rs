@@ -101,6 +101,10 @@ pub(super) struct State {
     pub(super) changes: BTreeMap<String, Option<String>>,
     /// Store keys of records this request ended (logout): deleted at commit.
     pub(super) retired: Vec<SessionKey>,
+    /// The user the retired session was logged in as (for its lifecycle event), when known.
+    pub(super) retired_user: Option<String>,
+    /// The forwarding record the retired session was reached through: deleted with it.
+    pub(super) retired_forward: Option<SessionKey>,
     /// The response was committed: the state is frozen (reads still work).
     pub(super) committed: bool,
     /// When the record was loaded: the clock reading the liveness check used, reused by a
@@ -114,6 +118,8 @@ impl State {
             phase,
             changes: BTreeMap::new(),
             retired: Vec::new(),
+            retired_user: None,
+            retired_forward: None,
             committed: false,
             loaded_at: None,
         }
