@@ -17,10 +17,10 @@ use cloakroom_actix::{CsrfMiddleware, CsrfSettings, CsrfToken, SessionMiddleware
 use cloakroom_core::session::Session;
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{self, LoginHint};
-use cloakroom_demo_app::proxies;
 use cloakroom_demo_app::{
     AppState, BadInput, Demo, Handled, Reply, RouteClass, StoreFailure, Visit, input,
 };
+use cloakroom_demo_app::{live, proxies};
 
 /// What every worker's `App` is built from (cheap to clone).
 #[derive(Clone, Debug)]
@@ -90,6 +90,11 @@ impl Wiring {
             .service(resource("/sessions/revoke", "POST").route(web::post().to(revoke)))
             .service(
                 resource("/sessions/revoke-others", "POST").route(web::post().to(revoke_others)),
+            )
+            .service(resource("/sessions/live", "GET").route(get().to(live)))
+            .service(
+                resource("/static/devices.js", "GET,HEAD")
+                    .route(get().to(|| async { respond(live::devices_js()) })),
             )
             .service(resource("/logout", "POST").route(web::post().to(logout)))
             .service(resource("/api/login", "POST").route(web::post().to(api_login)))
@@ -342,6 +347,24 @@ async fn revoke(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpRespo
 async fn revoke_others(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
     let session = or_answer!(session(&req));
     send(pages::revoke_others(&app, &session).await)
+}
+
+/// `GET /sessions/live`: the devices page's event stream (see `cloakroom_demo_app::live`).
+async fn live(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let session = or_answer!(session(&req));
+    match live::live(&app, &session).await {
+        Ok(Ok(ended)) => {
+            let mut res = HttpResponse::Ok();
+            for (name, value) in live::STREAM_HEADERS {
+                res.insert_header((name, value));
+            }
+            let events =
+                futures_util::StreamExt::map(live::events(ended), |frame| frame.map(Bytes::from));
+            res.streaming(events)
+        }
+        Ok(Err(reply)) => respond(reply),
+        Err(e) => send(Err(e)),
+    }
 }
 
 async fn api_login(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {

@@ -1,7 +1,8 @@
 //! A real headless Chromium against both demos (axum, then actix-web), one browser: a page
 //! on another site that auto-submits a form to the demo's `POST /notes` is refused (no note
 //! added); the demo's own forms work, through its script (JSON + `X-XSRFToken`) and as a
-//! plain form post.
+//! plain form post; and the live devices page says at once that its session was signed out
+//! from another device.
 
 mod common;
 
@@ -9,10 +10,16 @@ use std::time::Duration;
 
 use cloakroom_testkit::browser::Browser;
 use cloakroom_testkit::process::free_port;
-use common::Demo;
+use common::{Demo, client, post};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// Milliseconds since the Unix epoch (the clock the browser's `Date.now()` reads too).
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(since.expect("a clock after 1970").as_millis()).expect("in range")
+}
 
 /// Serves the attacker's page on `http://localhost:PORT/` (another site than 127.0.0.1): a
 /// form to `{target}/notes` that submits itself.
@@ -105,6 +112,46 @@ async fn cross_site_form_post_is_refused_and_own_forms_work() {
             home.contains("note from my own page") && home.contains("plain form note"),
             "{demo:?}: {home}"
         );
+
+        // The live devices page: signed out from another device, it says so within 1 s.
+        browser.goto(&format!("{base}/sessions")).await;
+        browser.wait_for_text("Live: this page", WAIT).await;
+        let phone = client();
+        let res = post(
+            &phone,
+            &base,
+            "/login",
+            &[("name", name), ("password", "compiler-1952")],
+        )
+        .await;
+        assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER, "{demo:?}");
+        let page = phone
+            .get(format!("{base}/sessions"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let handles: Vec<&str> = page
+            .split("data-handle=\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            .collect();
+        assert_eq!(handles.len(), 2, "{demo:?}: {page}");
+        let res = post(&phone, &base, "/sessions/revoke", &[("handle", handles[1])]).await;
+        assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER, "{demo:?}");
+        let revoked_at = now_ms();
+        browser
+            .wait_for_text("signed out from another device", WAIT)
+            .await;
+        let shown_at = browser
+            .execute("return Number(document.getElementById('live-status').dataset.endedAt);")
+            .await
+            .as_i64()
+            .expect("the page recorded when the end arrived");
+        let took = shown_at - revoked_at;
+        assert!(took < 1_000, "{demo:?}: the page took {took} ms");
     }
     browser.quit().await;
 }

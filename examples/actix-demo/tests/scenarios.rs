@@ -7,6 +7,8 @@
 mod common;
 
 use common::{Demo, PASSWORD, client, get, login, me, on_both, post, register, token};
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 
@@ -274,6 +276,97 @@ async fn sessions_list_and_revoke() {
             StatusCode::UNAUTHORIZED,
             "{demo:?}"
         );
+    })
+    .await;
+}
+
+/// Reads `res`'s body until it holds `needle` (or the body ends): everything read.
+async fn read_until(res: &mut reqwest::Response, needle: &str, within: Duration) -> String {
+    let mut seen = String::new();
+    let read = async {
+        while !seen.contains(needle) {
+            match res.chunk().await {
+                Ok(Some(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_devices_stream_closes_when_its_session_ends() {
+    on_both(|demo, base| async move {
+        let [laptop, phone] = [client(), client()];
+        register(&laptop, &base, "ana").await;
+        login(&phone, &base, "ana").await;
+
+        // Without a session: 401, no stream.
+        let res = client()
+            .get(format!("{base}/sessions/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{demo:?}");
+
+        // The phone's devices page opens its stream.
+        let mut stream = phone
+            .get(format!("{base}/sessions/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), StatusCode::OK, "{demo:?}");
+        assert_eq!(
+            header(stream.headers(), "content-type"),
+            "text/event-stream",
+            "{demo:?}"
+        );
+        let opened = read_until(&mut stream, "event: live", Duration::from_secs(5)).await;
+        assert!(opened.contains("event: live"), "{demo:?}: {opened:?}");
+
+        // The laptop signs the phone out ("your devices", the second row).
+        let (_, page) = get(&laptop, &base, "/sessions").await;
+        let handles: Vec<&str> = page
+            .split("data-handle=\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            .collect();
+        assert_eq!(handles.len(), 2, "{demo:?}");
+        let res = post(
+            &laptop,
+            &base,
+            "/sessions/revoke",
+            &[("handle", handles[1])],
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let revoked = Instant::now();
+        let ended = read_until(&mut stream, "event: ended", Duration::from_secs(5)).await;
+        let took = revoked.elapsed();
+        assert!(
+            ended.contains("event: ended\ndata: revoked\n"),
+            "{demo:?}: {ended:?}"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "{demo:?}: the stream took {took:?}"
+        );
+        // ... and then the stream ends.
+        let rest = read_until(&mut stream, "never sent", Duration::from_secs(5)).await;
+        assert!(rest.is_empty(), "{demo:?}: {rest:?}");
+
+        // A logout in another tab of the same session ends its stream too.
+        let mut stream = laptop
+            .get(format!("{base}/sessions/live"))
+            .send()
+            .await
+            .unwrap();
+        read_until(&mut stream, "event: live", Duration::from_secs(5)).await;
+        let res = post(&laptop, &base, "/logout", &[]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{demo:?}");
+        let ended = read_until(&mut stream, "event: ended", Duration::from_secs(5)).await;
+        assert!(ended.contains("data: logout"), "{demo:?}: {ended:?}");
     })
     .await;
 }

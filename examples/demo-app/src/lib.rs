@@ -32,6 +32,7 @@ pub mod hosts;
 pub mod input;
 mod keyfile;
 pub mod limits;
+pub mod live;
 mod metrics;
 pub mod pages;
 mod passwords;

@@ -18,8 +18,8 @@ use cloakroom::session::Session;
 use cloakroom::tower::{CsrfLayer, CsrfToken};
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{self, Credentials, DeleteNote, LoginHint, NewNote, RevokeForm};
-use cloakroom_demo_app::proxies;
 use cloakroom_demo_app::{AppState, BadInput, Handled, RouteClass, StoreFailure, Visit};
+use cloakroom_demo_app::{live, proxies};
 
 type App = State<Arc<AppState>>;
 
@@ -40,6 +40,11 @@ pub(crate) fn router(
         .route("/sessions", get(sessions_page))
         .route("/sessions/revoke", post(revoke))
         .route("/sessions/revoke-others", post(revoke_others))
+        .route("/sessions/live", get(live))
+        .route(
+            "/static/devices.js",
+            get(|| async { send(Ok(live::devices_js())) }),
+        )
         .route("/logout", post(logout))
         .route("/api/login", post(api_login))
         .route("/api/logout", post(api_logout))
@@ -233,6 +238,22 @@ async fn revoke(
 
 async fn revoke_others(State(app): App, session: Session) -> Response {
     send(pages::revoke_others(&app, &session).await)
+}
+
+/// `GET /sessions/live`: the devices page's event stream (see `cloakroom_demo_app::live`).
+async fn live(State(app): App, session: Session) -> Response {
+    match live::live(&app, &session).await {
+        Ok(Ok(ended)) => {
+            let mut res = Response::new(axum::body::Body::from_stream(live::events(ended)));
+            for (name, value) in live::STREAM_HEADERS {
+                res.headers_mut()
+                    .insert(name, HeaderValue::from_static(value));
+            }
+            res
+        }
+        Ok(Err(reply)) => send(Ok(reply)),
+        Err(e) => send(Err(e)),
+    }
 }
 
 async fn api_login(
