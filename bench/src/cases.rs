@@ -130,9 +130,14 @@ impl Server {
     }
 
     /// Whether the server can run `workload`: not `large` on actix-session's cookie store,
-    /// which refuses a state over 4 KB (the 10 KB session cannot be kept in a cookie).
+    /// which refuses a state over 4 KB (the 10 KB session cannot be kept in a cookie);
+    /// `read-header` only on Cloakroom's servers (the peers have no header transport).
     pub(crate) fn supports(self, workload: Workload) -> bool {
-        !(self == Server::ActixSessionCookie && workload == Workload::Large)
+        match workload {
+            Workload::Large => self != Server::ActixSessionCookie,
+            Workload::ReadHeader => self.name().starts_with("cloakroom"),
+            _ => true,
+        }
     }
 
     /// Whether the server is this crate's binary (`serve CASE`), as opposed to Python or the
@@ -182,6 +187,9 @@ impl FromStr for Server {
 pub(crate) enum Workload {
     /// Read one key of an existing session; no change.
     Read,
+    /// `read` with the ticket sent as `Authorization: Bearer <ticket>` instead of the cookie
+    /// (Cloakroom's header transport; its servers run with `Transport::CookieAndHeader`).
+    ReadHeader,
     /// Read a counter and write it back incremented.
     Write,
     /// Set a key without reading anything first.
@@ -194,8 +202,9 @@ pub(crate) enum Workload {
 
 impl Workload {
     /// Every workload, in report order.
-    pub(crate) const ALL: [Workload; 5] = [
+    pub(crate) const ALL: [Workload; 6] = [
         Workload::Read,
+        Workload::ReadHeader,
         Workload::Write,
         Workload::BlindWrite,
         Workload::New,
@@ -206,6 +215,7 @@ impl Workload {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Workload::Read => "read",
+            Workload::ReadHeader => "read-header",
             Workload::Write => "write",
             Workload::BlindWrite => "blind-write",
             Workload::New => "new",
@@ -216,7 +226,7 @@ impl Workload {
     /// The request path.
     pub(crate) fn path(self) -> &'static str {
         match self {
-            Workload::Read => "/read",
+            Workload::Read | Workload::ReadHeader => "/read",
             Workload::Write => "/write",
             Workload::BlindWrite => "/blind-write",
             Workload::New => "/new",
@@ -230,7 +240,9 @@ impl Workload {
     /// starts a session).
     pub(crate) fn warm_up(self) -> &'static [&'static str] {
         match self {
-            Workload::Read | Workload::Write | Workload::BlindWrite => &["/init"],
+            Workload::Read | Workload::ReadHeader | Workload::Write | Workload::BlindWrite => {
+                &["/init"]
+            }
             Workload::New => &[],
             Workload::Large => &["/init", "/init-large"],
         }
@@ -239,6 +251,12 @@ impl Workload {
     /// Whether clients keep the cookies the server sets.
     pub(crate) fn keeps_cookies(self) -> bool {
         self != Workload::New
+    }
+
+    /// Whether clients send their session's ticket in `Authorization: Bearer` instead of the
+    /// `Cookie` header (the ticket is the value of the cookie the warm-up set).
+    pub(crate) fn by_header(self) -> bool {
+        self == Workload::ReadHeader
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::header::{COOKIE, HOST, SET_COOKIE};
+use http::header::{HOST, SET_COOKIE};
 use http::{Method, Request};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
@@ -70,6 +70,8 @@ struct Client {
     /// `name=value` pairs, sent back as one `Cookie` header.
     jar: Vec<(String, String)>,
     keep_cookies: bool,
+    /// Send the jar's (one) ticket as `Authorization: Bearer` instead of a `Cookie` header.
+    by_header: bool,
 }
 
 fn latency_histogram() -> Histogram<u64> {
@@ -119,16 +121,17 @@ struct Answer {
 impl RawConn {
     /// Sends a GET and reads the answer (`Content-Length` bodies only, which every server here
     /// sends); `Ok(None)` when the server had closed the connection.
-    async fn get(&mut self, path: &str, cookie: Option<&str>) -> anyhow::Result<Option<Answer>> {
+    async fn get(&mut self, path: &str, sent: Option<&Sent>) -> anyhow::Result<Option<Answer>> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         self.req.clear();
         self.req.extend_from_slice(b"GET ");
         self.req.extend_from_slice(path.as_bytes());
         self.req
             .extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-        if let Some(c) = cookie {
-            self.req.extend_from_slice(b"Cookie: ");
-            self.req.extend_from_slice(c.as_bytes());
+        if let Some(sent) = sent {
+            self.req.extend_from_slice(sent.name().as_bytes());
+            self.req.extend_from_slice(b": ");
+            self.req.extend_from_slice(sent.value().as_bytes());
             self.req.extend_from_slice(b"\r\n");
         }
         self.req.extend_from_slice(b"\r\n");
@@ -185,31 +188,41 @@ impl RawConn {
 }
 
 impl Client {
-    async fn new(addr: SocketAddr, kind: ClientKind, keep_cookies: bool) -> anyhow::Result<Client> {
+    async fn new(
+        addr: SocketAddr,
+        kind: ClientKind,
+        keep_cookies: bool,
+        by_header: bool,
+    ) -> anyhow::Result<Client> {
         Ok(Client {
             addr,
             kind,
             conn: connect(addr, kind).await?,
             jar: Vec::new(),
             keep_cookies,
+            by_header,
         })
     }
 
     /// Sends one GET and reads the whole answer; returns whether it was a 2xx.
     async fn get(&mut self, path: &str) -> anyhow::Result<bool> {
-        let cookie = (!self.jar.is_empty()).then(|| {
-            self.jar
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
-        let answer = match self.send(path, cookie.as_deref()).await? {
+        let sent = match (self.jar.first(), self.by_header) {
+            (None, _) => None,
+            (Some((_, ticket)), true) => Some(Sent::Bearer(format!("Bearer {ticket}"))),
+            (Some(_), false) => Some(Sent::Cookie(
+                self.jar
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        };
+        let answer = match self.send(path, sent.as_ref()).await? {
             Some(a) => a,
             None => {
                 // The server closed the keep-alive connection: open another, once.
                 self.conn = connect(self.addr, self.kind).await?;
-                self.send(path, cookie.as_deref())
+                self.send(path, sent.as_ref())
                     .await?
                     .context("the server closed a fresh connection")?
             }
@@ -229,9 +242,9 @@ impl Client {
         Ok((200..300).contains(&answer.status))
     }
 
-    async fn send(&mut self, path: &str, cookie: Option<&str>) -> anyhow::Result<Option<Answer>> {
+    async fn send(&mut self, path: &str, sent: Option<&Sent>) -> anyhow::Result<Option<Answer>> {
         match &mut self.conn {
-            Conn::Raw(c) => c.get(path, cookie).await,
+            Conn::Raw(c) => c.get(path, sent).await,
             Conn::Hyper(sender) => {
                 if sender.ready().await.is_err() {
                     return Ok(None);
@@ -240,8 +253,8 @@ impl Client {
                     .method(Method::GET)
                     .uri(path)
                     .header(HOST, "127.0.0.1");
-                if let Some(c) = cookie {
-                    req = req.header(COOKIE, c);
+                if let Some(sent) = sent {
+                    req = req.header(sent.name(), sent.value());
                 }
                 let res = sender.send_request(req.body(Empty::new())?).await?;
                 let status = res.status().as_u16();
@@ -261,6 +274,29 @@ impl Client {
     }
 }
 
+/// What a client sends to name its session: its cookies, or its ticket as a bearer token.
+enum Sent {
+    /// The `Cookie` header's value.
+    Cookie(String),
+    /// The `Authorization` header's value (`Bearer <ticket>`).
+    Bearer(String),
+}
+
+impl Sent {
+    fn name(&self) -> &'static str {
+        match self {
+            Sent::Cookie(_) => "Cookie",
+            Sent::Bearer(_) => "Authorization",
+        }
+    }
+
+    fn value(&self) -> &str {
+        match self {
+            Sent::Cookie(v) | Sent::Bearer(v) => v,
+        }
+    }
+}
+
 /// N clients of one server.
 pub(crate) struct Clients {
     clients: Vec<Client>,
@@ -268,16 +304,17 @@ pub(crate) struct Clients {
 
 impl Clients {
     /// Opens `n` connections to `addr`; clients keep the cookies they are sent when
-    /// `keep_cookies`.
+    /// `keep_cookies`, and send the ticket as a bearer token when `by_header`.
     pub(crate) async fn connect(
         addr: SocketAddr,
         kind: ClientKind,
         n: usize,
         keep_cookies: bool,
+        by_header: bool,
     ) -> anyhow::Result<Clients> {
         let mut clients = Vec::with_capacity(n);
         for _ in 0..n {
-            clients.push(Client::new(addr, kind, keep_cookies).await?);
+            clients.push(Client::new(addr, kind, keep_cookies, by_header).await?);
         }
         Ok(Clients { clients })
     }

@@ -259,6 +259,7 @@ fn load_command(args: &[String]) -> anyhow::Result<()> {
             load::ClientKind::Hyper,
             conns,
             workload.keeps_cookies(),
+            workload.by_header(),
         )
         .await?;
         c.warm_up(workload.warm_up()).await?;

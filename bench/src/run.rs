@@ -404,6 +404,7 @@ fn measure(
             plan.client,
             plan.connections,
             workload.keeps_cookies(),
+            workload.by_header(),
         )
         .await?;
         c.warm_up(workload.warm_up()).await?;

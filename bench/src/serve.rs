@@ -20,6 +20,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use cloakroom_core::session::Transport;
 use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_sqlite::SqliteStore;
@@ -203,6 +204,13 @@ mod plain {
     }
 }
 
+/// Cloakroom's settings in every server here: the defaults, one key, and the ticket read from
+/// `Authorization: Bearer` as well as the cookie (the `read-header` workload; the other
+/// workloads pay the absent header's lookup).
+pub(crate) fn settings(store: Arc<dyn SessionStore>, keys: KeyRing) -> SessionSettings {
+    SessionSettings::new(store, keys).with_transport(Transport::CookieAndHeader)
+}
+
 /// Cloakroom: `SessionLayer` with default settings and the `Session` extractor.
 mod cloakroom {
     use super::*;
@@ -214,7 +222,7 @@ mod cloakroom {
         let store: Arc<dyn SessionStore> = Arc::new(CountingStore::new(store, counters));
         let keys = KeyRing::single(Key::from_bytes(&[7; 32]).expect("a 32-byte key"));
         bench_routes!(init, init_large, read, write, blind_write, new)
-            .layer(SessionLayer::new(SessionSettings::new(store, keys).build()))
+            .layer(SessionLayer::new(settings(store, keys).build()))
     }
 
     async fn init(s: Session) -> Reply {

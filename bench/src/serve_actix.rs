@@ -36,14 +36,12 @@ pub(crate) fn serve(case: Server, options: &ServeOptions) -> anyhow::Result<()> 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     // The Cloakroom middleware is built once (its engine shared), like an application does,
-    // exactly as the axum servers build their `SessionLayer`: defaults, one key.
+    // exactly as the axum servers build their `SessionLayer` (`serve::settings`).
     let cloakroom = |store: Arc<dyn SessionStore>| -> anyhow::Result<Case> {
         let store: Arc<dyn SessionStore> = Arc::new(CountingStore::new(store, counters.clone()));
         let keys = KeyRing::single(Key::from_bytes(&[7; 32]).context("a 32-byte key")?);
         Ok(Case::Cloakroom(Box::new(
-            cloakroom_actix::SessionMiddleware::new(
-                cloakroom_actix::SessionSettings::new(store, keys).build(),
-            ),
+            cloakroom_actix::SessionMiddleware::new(crate::serve::settings(store, keys).build()),
         )))
     };
     let make = match case {

@@ -43,7 +43,7 @@
 //!     .layer(SessionLayer::new(engine));
 //! # use tower::ServiceExt as _;
 //! # let res = app.oneshot(axum::http::Request::new(axum::body::Body::empty())).await?;
-//! # assert!(res.headers()["set-cookie"].to_str()?.starts_with("__Host-session="));
+//! # assert!(res.headers()["set-cookie"].to_str()?.starts_with("session="));
 //! // axum::serve(tokio::net::TcpListener::bind("127.0.0.1:8000").await?, app).await?;
 //! # Ok(())
 //! # }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::forward::{forward_key, forward_record};
 use super::handle::Session;
 use super::limits::{deadline, timed, truncate};
-use super::seal::{Seal, USER_AGENT_FIELD};
+use super::seal::{seal_patch, sealed_record};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
 use crate::store::{self, Applied, Created, Patch, Record};
@@ -409,7 +409,7 @@ impl Session {
             }
         }
         match &live.id {
-            Some(id) => self.seal_patch(id, key, &mut patch),
+            Some(id) => seal_patch(self.config(), id, key, &mut patch),
             // Reached through a grace forward: never with sealing (the settings refuse both).
             None => debug_assert!(!self.config().seal_data),
         }
@@ -481,7 +481,7 @@ impl Session {
                 None => patch.remove.push(name.clone()),
             }
         }
-        self.seal_patch(first, &key, &mut patch);
+        seal_patch(self.config(), first, &key, &mut patch);
         let limit = shared.config.store_timeout;
         let mut applied = timed(limit, shared.store.apply(&key, &patch)).await?;
         if applied == Applied::Missing {
@@ -528,7 +528,7 @@ impl Session {
         let mut id = reserved.unwrap_or_else(|| shared.format.generate());
         for _ in 0..CREATE_ATTEMPTS {
             let key = shared.format.store_key(&id);
-            let stored = self.sealed_record(&id, &key, record);
+            let stored = sealed_record(self.config(), &id, &key, record);
             match timed(
                 shared.config.store_timeout,
                 shared.store.create(&key, stored.as_ref().unwrap_or(record)),
@@ -547,35 +547,6 @@ impl Session {
             "session create kept colliding; is the store returning stale data?",
         )
         .into())
-    }
-
-    /// `record` as it goes into the store under `key` for `id`, when sealing changes it:
-    /// its values (and user agent) sealed as configured. `None`: stored as it is.
-    fn sealed_record(&self, id: &SessionId, key: &SessionKey, record: &Record) -> Option<Record> {
-        let config = self.config();
-        let agent = (record.meta.user_agent.as_deref()).filter(|_| config.seal_user_agent);
-        if !config.seal_data && agent.is_none() {
-            return None;
-        }
-        let seal = Seal::new(id, *key);
-        let mut sealed = record.clone();
-        if config.seal_data {
-            sealed.data = seal.seal_fields(&record.data);
-        }
-        if let Some(agent) = agent {
-            sealed.meta.user_agent = Some(seal.seal(USER_AGENT_FIELD, agent));
-        }
-        Some(sealed)
-    }
-
-    /// Seals the values `patch` sets, when sealing is on, for the record of `id` under `key`.
-    fn seal_patch(&self, id: &SessionId, key: &SessionKey, patch: &mut Patch) {
-        if self.config().seal_data && !patch.set.is_empty() {
-            let seal = Seal::new(id, *key);
-            for (name, value) in &mut patch.set {
-                *value = seal.seal(name, value);
-            }
-        }
     }
 
     fn vanished(&self) -> CommitOutcome {

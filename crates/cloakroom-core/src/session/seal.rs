@@ -40,8 +40,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::{SessionId, SessionKey};
-use crate::store::{self, Fields, Record};
+use super::{SessionConfig, SessionId, SessionKey};
+use crate::store::{self, Fields, Patch, Record};
 
 /// What a sealed value starts with: a marker JSON text cannot start with, then the version.
 const PREFIX: &str = "~1";
@@ -173,6 +173,45 @@ impl Seal {
         (data.iter())
             .map(|(name, json)| (name.clone(), self.seal(name, json)))
             .collect()
+    }
+}
+
+/// `record` as it goes into the store under `key` for `id`, when sealing (as `config` sets
+/// it) changes it: its values (and user agent) sealed. `None`: stored as it is.
+pub(super) fn sealed_record(
+    config: &SessionConfig,
+    id: &SessionId,
+    key: &SessionKey,
+    record: &Record,
+) -> Option<Record> {
+    let agent = (record.meta.user_agent.as_deref()).filter(|_| config.seal_user_agent);
+    if !config.seal_data && agent.is_none() {
+        return None;
+    }
+    let seal = Seal::new(id, *key);
+    let mut sealed = record.clone();
+    if config.seal_data {
+        sealed.data = seal.seal_fields(&record.data);
+    }
+    if let Some(agent) = agent {
+        sealed.meta.user_agent = Some(seal.seal(USER_AGENT_FIELD, agent));
+    }
+    Some(sealed)
+}
+
+/// Seals the values `patch` sets, when `config` seals data, for the record of `id` under
+/// `key`.
+pub(super) fn seal_patch(
+    config: &SessionConfig,
+    id: &SessionId,
+    key: &SessionKey,
+    patch: &mut Patch,
+) {
+    if config.seal_data && !patch.set.is_empty() {
+        let seal = Seal::new(id, *key);
+        for (name, value) in &mut patch.set {
+            *value = seal.seal(name, value);
+        }
     }
 }
 
