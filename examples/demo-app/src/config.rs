@@ -222,8 +222,8 @@ pub struct Flags {
     #[arg(long, env = "CLOAKROOM_SEAL_SESSION_DATA")]
     pub seal_session_data: bool,
     /// An OpenTelemetry collector's OTLP/HTTP base URL on loopback (http://127.0.0.1:4318):
-    /// the library's metrics would also be pushed, as protobuf, to URL/v1/metrics every
-    /// --otlp-interval. Off by default. Not implemented yet: the demo refuses to start with it.
+    /// the metrics of /metrics are also pushed, as OTLP protobuf, to URL/v1/metrics every
+    /// --otlp-interval and once more at a stop. Off by default.
     #[arg(long, env = "CLOAKROOM_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp_metrics_url)]
     pub otlp_endpoint: Option<String>,
     /// How often the metrics are pushed to --otlp-endpoint.
@@ -268,14 +268,8 @@ impl Flags {
     /// The connection limits these flags ask for, the cap fitted to the open-file limit.
     ///
     /// # Errors
-    /// A connection cap of 0 or one that does not fit `ulimit -n`; `--otlp-endpoint`, whose
-    /// exporter is not built yet.
+    /// A connection cap of 0 or one that does not fit `ulimit -n`.
     pub fn limits(&self) -> anyhow::Result<Limits> {
-        if self.otlp_endpoint.is_some() {
-            anyhow::bail!(
-                "--otlp-endpoint: OTLP export is not implemented yet (Prometheus text on /metrics is)"
-            );
-        }
         let reserved = limits::RESERVED_FDS + METRICS_MAX_CONNECTIONS as u64;
         let max_connections = limits::connection_cap(
             self.max_connections,
@@ -408,7 +402,6 @@ mod tests {
         );
         assert_eq!(f.otlp_interval, Duration::from_secs(10));
         assert_eq!(flags(&[]).otlp_endpoint, None);
-        assert!(f.limits().is_err(), "refused until the exporter exists");
     }
 
     /// The flags of `cloakroom-demo ARGS`.
