@@ -226,9 +226,18 @@ pub struct Flags {
     /// --otlp-interval and once more at a stop. Off by default.
     #[arg(long, env = "CLOAKROOM_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp_metrics_url)]
     pub otlp_endpoint: Option<String>,
-    /// How often the metrics are pushed to --otlp-endpoint.
-    #[arg(long, env = "CLOAKROOM_OTLP_INTERVAL", default_value = "10s", value_parser = limits::parse_duration)]
+    /// How often the metrics are pushed to --otlp-endpoint (more than 0).
+    #[arg(long, env = "CLOAKROOM_OTLP_INTERVAL", default_value = "10s", value_parser = otlp_interval)]
     pub otlp_interval: Duration,
+}
+
+/// An export interval: a duration above 0 (the SDK would take 0 for its own default).
+fn otlp_interval(text: &str) -> Result<Duration, String> {
+    let interval = limits::parse_duration(text)?;
+    if interval.is_zero() {
+        return Err("the interval must be more than 0".into());
+    }
+    Ok(interval)
 }
 
 /// The metrics URL (`URL/v1/metrics`) of an OTLP/HTTP base URL: `http://`, a loopback host
@@ -402,6 +411,8 @@ mod tests {
         );
         assert_eq!(f.otlp_interval, Duration::from_secs(10));
         assert_eq!(flags(&[]).otlp_endpoint, None);
+        assert_eq!(otlp_interval("200ms"), Ok(Duration::from_millis(200)));
+        assert!(otlp_interval("0s").is_err());
     }
 
     /// The flags of `cloakroom-demo ARGS`.
