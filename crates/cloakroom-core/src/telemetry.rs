@@ -117,6 +117,13 @@ mod instrumented {
     impl Instrumented {
         pub(super) fn new(inner: Arc<dyn SessionStore>) -> Self {
             let store = inner.kind();
+            // Described first: a recorder may fix the unit when a histogram is registered
+            // (an OpenTelemetry instrument takes its unit when it is created).
+            metrics::describe_histogram!(
+                "cloakroom_store_operation_duration_seconds",
+                metrics::Unit::Seconds,
+                "Session store operations, by store kind and operation."
+            );
             let durations = OPERATIONS.map(|operation| {
                 metrics::histogram!(
                     "cloakroom_store_operation_duration_seconds",
@@ -124,11 +131,6 @@ mod instrumented {
                     "operation" => operation,
                 )
             });
-            metrics::describe_histogram!(
-                "cloakroom_store_operation_duration_seconds",
-                metrics::Unit::Seconds,
-                "Session store operations, by store kind and operation."
-            );
             Instrumented {
                 inner,
                 store,

@@ -46,8 +46,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cloakroom_demo_app::init_telemetry();
-    match actix_web::rt::System::new().block_on(serve(args.flags)) {
+    let telemetry = cloakroom_demo_app::init_telemetry("cloakroom-actix-demo", &args.flags);
+    let served = actix_web::rt::System::new().block_on(serve(args.flags));
+    // The last OTLP export, outside the runtime (it blocks).
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

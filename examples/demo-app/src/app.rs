@@ -102,12 +102,14 @@ impl Demo {
                 .context("--seal-session-data cannot be used with a pycket store")?;
         }
         let sessions = sessions.build();
+        let metrics = Arc::new(Metrics::default());
+        metrics.observe();
         let state = AppState {
             engine: sessions.clone(),
             users,
             passwords: Passwords::new().await?,
             templates: templates::environment()?,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             throttle: Throttle::new(),
             proxies,
             pycket_ids: pycket.is_some(),

@@ -221,6 +221,45 @@ pub struct Flags {
     /// reads those values).
     #[arg(long, env = "CLOAKROOM_SEAL_SESSION_DATA")]
     pub seal_session_data: bool,
+    /// An OpenTelemetry collector's OTLP/HTTP base URL on loopback (http://127.0.0.1:4318):
+    /// the metrics of /metrics are also pushed, as OTLP protobuf, to URL/v1/metrics every
+    /// --otlp-interval and once more at a stop. Off by default.
+    #[arg(long, env = "CLOAKROOM_OTLP_ENDPOINT", value_name = "URL", value_parser = otlp_metrics_url)]
+    pub otlp_endpoint: Option<String>,
+    /// How often the metrics are pushed to --otlp-endpoint (more than 0).
+    #[arg(long, env = "CLOAKROOM_OTLP_INTERVAL", default_value = "10s", value_parser = otlp_interval)]
+    pub otlp_interval: Duration,
+}
+
+/// An export interval: a duration above 0 (the SDK would take 0 for its own default).
+fn otlp_interval(text: &str) -> Result<Duration, String> {
+    let interval = limits::parse_duration(text)?;
+    if interval.is_zero() {
+        return Err("the interval must be more than 0".into());
+    }
+    Ok(interval)
+}
+
+/// The metrics URL (`URL/v1/metrics`) of an OTLP/HTTP base URL: `http://`, a loopback host
+/// (`localhost`, 127.0.0.0/8, `[::1]`), an optional port and path, no query.
+fn otlp_metrics_url(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("an http:// URL is needed (OTLP/HTTP on loopback)".into());
+    }
+    let host = uri.host().ok_or("the URL has no host")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(format!("{host} is not a loopback host"));
+    }
+    if uri.query().is_some() {
+        return Err("the URL must have no query".into());
+    }
+    Ok(format!("{}/v1/metrics", url.trim_end_matches('/')))
 }
 
 impl fmt::Debug for Flags {
@@ -342,6 +381,38 @@ mod tests {
         }
         c.store = "memory://".into();
         assert_eq!(pycket_secret(&c).unwrap(), None);
+    }
+
+    #[test]
+    fn otlp_endpoints_are_loopback_http_urls() {
+        assert_eq!(
+            otlp_metrics_url("http://127.0.0.1:4318").unwrap(),
+            "http://127.0.0.1:4318/v1/metrics"
+        );
+        assert_eq!(
+            otlp_metrics_url("http://[::1]:4318/otlp/").unwrap(),
+            "http://[::1]:4318/otlp/v1/metrics"
+        );
+        assert!(otlp_metrics_url("http://localhost:4318").is_ok());
+        for bad in [
+            "127.0.0.1:4318",
+            "https://127.0.0.1:4318",
+            "http://192.0.2.1:4318",
+            "http://collector:4318",
+            "http://127.0.0.1:4318/?x=1",
+            "not a url",
+        ] {
+            assert!(otlp_metrics_url(bad).is_err(), "{bad}");
+        }
+        let f = flags(&["--otlp-endpoint", "http://127.0.0.1:4318"]);
+        assert_eq!(
+            f.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/metrics")
+        );
+        assert_eq!(f.otlp_interval, Duration::from_secs(10));
+        assert_eq!(flags(&[]).otlp_endpoint, None);
+        assert_eq!(otlp_interval("200ms"), Ok(Duration::from_millis(200)));
+        assert!(otlp_interval("0s").is_err());
     }
 
     /// The flags of `cloakroom-demo ARGS`.

@@ -34,6 +34,7 @@ mod keyfile;
 pub mod limits;
 pub mod live;
 mod metrics;
+mod otlp;
 pub mod pages;
 mod passwords;
 pub mod proxies;
@@ -48,11 +49,30 @@ pub use error::{AppError, StoreFailure};
 pub use metrics::{Metrics, RouteClass};
 pub use reply::Reply;
 
+/// What [`init_telemetry`] started: the OTLP exporter, when `--otlp-endpoint` asks for one.
+#[derive(Debug)]
+#[must_use = "call `shutdown` at the stop: it pushes the last OTLP export"]
+pub struct Telemetry {
+    otlp: Option<otlp::Exporter>,
+}
+
+impl Telemetry {
+    /// At the stop, once the server is done: pushes the metrics a last time to the OTLP
+    /// collector (when exporting) and stops the exporter. Blocks for up to the export timeout
+    /// (5 s), so call it outside the async runtime; without OTLP it does nothing.
+    pub fn shutdown(self) {
+        if let Some(exporter) = self.otlp {
+            exporter.shutdown();
+        }
+    }
+}
+
 /// Logs to standard error, at `RUST_LOG`'s levels (`info` by default), in colour on a
-/// terminal, and installs the library's metrics recorder (Prometheus text for `/metrics`): the
-/// same for both demo binaries, before anything else.
-pub fn init_telemetry() {
-    metrics::install_recorder();
+/// terminal, and installs the library's metrics recorder (Prometheus text for `/metrics`),
+/// with `--otlp-endpoint` also the OTLP exporter (resource `service.name` = `service`, the
+/// binary's name): the same for both demo binaries, before anything else (and before the
+/// async runtime: the exporter runs on a thread of its own).
+pub fn init_telemetry(service: &'static str, flags: &Flags) -> Telemetry {
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -62,4 +82,12 @@ pub fn init_telemetry() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let otlp = flags.otlp_endpoint.as_ref().map(|url| otlp::Settings {
+        url: url.clone(),
+        interval: flags.otlp_interval,
+        service,
+    });
+    Telemetry {
+        otlp: metrics::install_recorder(otlp.as_ref()),
+    }
 }

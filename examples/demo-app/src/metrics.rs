@@ -1,14 +1,20 @@
 //! `GET /metrics`, in the Prometheus text exposition format: the demo's own counters (a
 //! handful of atomics per app), then the library's metrics (sessions, store operations, CSRF
-//! refusals, the Redis near-cache) from the process's `metrics` recorder.
+//! refusals, the Redis near-cache) from the process's `metrics` recorder. With
+//! `--otlp-endpoint`, the same figures also go to a collector (see [`crate::otlp`]).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::sync::OnceLock;
 
 use http::Method;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::layers::FanoutBuilder;
+use opentelemetry::KeyValue;
+
+use crate::otlp;
 
 /// The process's recorder, when [`install_recorder`] installed it (the binaries do; in-process
 /// tests do not, and `/metrics` then shows the demo's counters only).
@@ -20,27 +26,59 @@ const BUCKETS: [f64; 12] = [
     0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0,
 ];
 
+/// The library's histogram (the only one), which gets [`BUCKETS`] in OTLP too.
+const STORE_HISTOGRAM: &str = "cloakroom_store_operation_duration_seconds";
+
 /// Installs the Prometheus recorder of the `metrics` facade for this process, before any
-/// engine or store is built (they register their metrics then). Logs a warning and goes on
-/// without the library's metrics if another recorder is installed already.
-pub(crate) fn install_recorder() {
-    let installed = PrometheusBuilder::new()
-        .set_buckets(&BUCKETS)
-        .and_then(PrometheusBuilder::install_recorder);
-    match installed {
-        Ok(handle) => {
-            // Histograms keep their samples until drained: every 5 s, scraped or not.
-            let upkeep = handle.clone();
-            std::thread::spawn(move || {
-                loop {
-                    std::thread::sleep(std::time::Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                }
-            });
-            let _ = LIBRARY.set(handle);
+/// engine or store is built (they register their metrics then), and with `otlp` also the
+/// OpenTelemetry one beside it (both see every figure); answers the OTLP exporter. Logs a
+/// warning and goes on without the library's metrics (or without OTLP) when that fails.
+pub(crate) fn install_recorder(otlp: Option<&otlp::Settings>) -> Option<otlp::Exporter> {
+    let prometheus = match PrometheusBuilder::new().set_buckets(&BUCKETS) {
+        Ok(builder) => builder.build_recorder(),
+        Err(error) => {
+            tracing::warn!(%error, "/metrics will not show the library's metrics");
+            return None;
         }
-        Err(error) => tracing::warn!(%error, "/metrics will not show the library's metrics"),
+    };
+    let handle = prometheus.handle();
+    let started = otlp.and_then(|settings| {
+        otlp::start(settings, STORE_HISTOGRAM, &BUCKETS)
+            .inspect_err(|error| tracing::warn!("OTLP export not started: {error:#}"))
+            .ok()
+    });
+    let (installed, exporter) = match started {
+        Some((bridge, exporter)) => {
+            let both = FanoutBuilder::default()
+                .add_recorder(prometheus)
+                .add_recorder(bridge)
+                .build();
+            (install(both), Some(exporter))
+        }
+        None => (install(prometheus), None),
+    };
+    if let Err(error) = installed {
+        tracing::warn!(%error, "/metrics will not show the library's metrics");
+        return None;
     }
+    // Histograms keep their samples until drained: every 5 s, scraped or not.
+    let upkeep = handle.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            upkeep.run_upkeep();
+        }
+    });
+    let _ = LIBRARY.set(handle);
+    if exporter.is_some() {
+        otlp::register_failures();
+    }
+    exporter
+}
+
+/// Installs `recorder` as the process's.
+fn install<R: metrics::Recorder + Sync + 'static>(recorder: R) -> Result<(), String> {
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())
 }
 
 /// Which kind of route a request hit.
@@ -138,6 +176,78 @@ impl Metrics {
         bump(&self.store_errors);
     }
 
+    /// Has the running OTLP exporter, if any, observe these counters at each export, under
+    /// the names, descriptions and labels of [`Metrics::render`].
+    pub(crate) fn observe(self: &Arc<Self>) {
+        let Some(meter) = otlp::meter() else {
+            return;
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let m = Arc::clone(self);
+        meter
+            .u64_observable_counter("cloakroom_demo_requests_total")
+            .with_description("HTTP requests by route class.")
+            .with_callback(move |o| {
+                for class in RouteClass::ALL {
+                    let attributes = [KeyValue::new("class", class.label())];
+                    o.observe(get(&m.requests[class as usize]), &attributes);
+                }
+            })
+            .build();
+        let m = Arc::clone(self);
+        meter
+            .u64_observable_counter("cloakroom_demo_logins_total")
+            .with_description("Login attempts by result.")
+            .with_callback(move |o| {
+                o.observe(get(&m.logins_ok), &[KeyValue::new("result", "ok")]);
+                o.observe(get(&m.logins_failed), &[KeyValue::new("result", "failed")]);
+            })
+            .build();
+        for (name, help, pick) in Self::PLAIN {
+            let m = Arc::clone(self);
+            meter
+                .u64_observable_counter(name)
+                .with_description(help)
+                .with_callback(move |o| o.observe(get(pick(&m)), &[]))
+                .build();
+        }
+        meter
+            .u64_observable_counter(Self::HASH_QUEUE_FULL.0)
+            .with_description(Self::HASH_QUEUE_FULL.1)
+            .with_callback(|o| o.observe(crate::passwords::queue_full_total(), &[]))
+            .build();
+    }
+
+    /// The counters without labels: name, help, which field.
+    const PLAIN: [(&'static str, &'static str, fn(&Metrics) -> &AtomicU64); 4] = [
+        (
+            "cloakroom_demo_registrations_total",
+            "Accounts registered.",
+            |m| &m.registrations,
+        ),
+        (
+            "cloakroom_demo_sessions_created_total",
+            "Logged-in sessions started (registrations and logins).",
+            |m| &m.sessions_created,
+        ),
+        (
+            "cloakroom_demo_logins_throttled_total",
+            "Logins refused (429) for too many recent failures, before hashing.",
+            |m| &m.logins_throttled,
+        ),
+        (
+            "cloakroom_demo_store_errors_total",
+            "Requests failed by the session store.",
+            |m| &m.store_errors,
+        ),
+    ];
+
+    /// Process-wide, like the hashing threads (see `passwords`).
+    const HASH_QUEUE_FULL: (&'static str, &'static str) = (
+        "cloakroom_demo_hash_queue_full_total",
+        "Logins and registrations refused (503) because the password hashing queue was full.",
+    );
+
     /// The counters in the Prometheus text format, then the library's metrics (when
     /// `init_telemetry` installed the recorder).
     pub fn render(&self) -> String {
@@ -170,38 +280,12 @@ impl Metrics {
             get(&self.logins_ok),
             get(&self.logins_failed)
         );
-        for (name, help, counter) in [
-            (
-                "cloakroom_demo_registrations_total",
-                "Accounts registered.",
-                &self.registrations,
-            ),
-            (
-                "cloakroom_demo_sessions_created_total",
-                "Logged-in sessions started (registrations and logins).",
-                &self.sessions_created,
-            ),
-            (
-                "cloakroom_demo_logins_throttled_total",
-                "Logins refused (429) for too many recent failures, before hashing.",
-                &self.logins_throttled,
-            ),
-            (
-                "cloakroom_demo_store_errors_total",
-                "Requests failed by the session store.",
-                &self.store_errors,
-            ),
-        ] {
+        for (name, help, pick) in Self::PLAIN {
             header(&mut out, name, help);
-            let _ = writeln!(out, "{name} {}", get(counter));
+            let _ = writeln!(out, "{name} {}", get(pick(self)));
         }
-        // Process-wide, like the hashing threads (see `passwords`).
-        let name = "cloakroom_demo_hash_queue_full_total";
-        header(
-            &mut out,
-            name,
-            "Logins and registrations refused (503) because the password hashing queue was full.",
-        );
+        let (name, help) = Self::HASH_QUEUE_FULL;
+        header(&mut out, name, help);
         let _ = writeln!(out, "{name} {}", crate::passwords::queue_full_total());
         if let Some(library) = LIBRARY.get() {
             out.push_str(&library.render());

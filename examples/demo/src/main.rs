@@ -19,7 +19,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cloakroom_demo_app::init_telemetry();
+    let telemetry = cloakroom_demo_app::init_telemetry("cloakroom-demo", &args.flags);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +30,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args.flags)) {
+    let served = runtime.block_on(serve(args.flags));
+    // The last OTLP export, outside the runtime (it blocks).
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
