@@ -2,18 +2,18 @@
 //! seed nodes, or a Sentinel service), what redis-rs is given (credentials, database,
 //! protocol), TLS, and the store's own options. Every check happens here, before anything
 //! connects, so a bad URL or option is an error at start-up; the certificate files are read
-//! when a store opens ([`TlsOptions::prepare`]).
+//! when a store opens ([`RedisUrl::certificates`], in `url/tls.rs`).
 
 use std::fmt;
 use std::mem::take;
 use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
-use redis::{
-    ClientTlsConfig, ConnectionAddr, ProtocolVersion, RedisConnectionInfo, TlsCertificates,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use redis::{ConnectionAddr, ProtocolVersion, RedisConnectionInfo};
+
+mod tls;
+
+pub(crate) use tls::TlsOptions;
 
 /// Query parameters that go on to redis-rs (`db`, `user`, `pass`: Unix sockets only).
 const REDIS_RS_OPTIONS: [&str; 4] = ["protocol", "db", "user", "pass"];
@@ -385,108 +385,6 @@ fn host_port(h: &str, default_port: u16) -> Option<(String, u16)> {
     };
     let port = port.map_or(Some(default_port), |p| p.parse().ok())?;
     (!host.is_empty()).then(|| (host.to_owned(), port))
-}
-
-/// TLS settings from the URL's query (`ca`, `cert`, `key`, `insecure_skip_verify`): file
-/// paths, read when the store opens.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct TlsOptions {
-    /// PEM file of the CA certificate(s) to trust instead of the system roots.
-    pub(crate) ca: Option<String>,
-    /// PEM file of the client certificate chain (mutual TLS).
-    pub(crate) cert: Option<String>,
-    /// PEM file of the client certificate's private key.
-    pub(crate) key: Option<String>,
-    /// Skip all verification of the server's certificate (development only).
-    pub(crate) insecure_skip_verify: bool,
-}
-
-impl TlsOptions {
-    fn any(&self) -> bool {
-        self.ca.is_some() || self.cert.is_some() || self.key.is_some() || self.insecure_skip_verify
-    }
-
-    /// The certificates these options name, read and checked now (so a bad file is an error
-    /// at start-up, not at the first request); `None` when none is named.
-    fn certificates(&self) -> Result<Option<TlsCertificates>> {
-        let read = |what: &str, path: &str| {
-            std::fs::read(path)
-                .map_err(|e| config(format!("cannot read the TLS {what} file {path:?}: {e}")))
-        };
-        let certificates = |what: &str, path: &str| {
-            let pem = read(what, path)?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| config(format!("bad PEM in the TLS {what} file {path:?}: {e}")))?;
-            if certs.is_empty() {
-                return Err(config(format!(
-                    "no certificate in the TLS {what} file {path:?}"
-                )));
-            }
-            Ok(pem)
-        };
-        let root_cert = self
-            .ca
-            .as_deref()
-            .map(|p| certificates("CA", p))
-            .transpose()?;
-        let client_tls = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let client_cert = certificates("certificate", cert)?;
-                let client_key = read("key", key)?;
-                PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
-                    config(format!(
-                        "no usable private key in the TLS key file {key:?}: {e}"
-                    ))
-                })?;
-                Some(ClientTlsConfig {
-                    client_cert,
-                    client_key,
-                })
-            }
-            (None, None) => None,
-            _ => {
-                return Err(config(
-                    "mutual TLS needs both ?cert=PATH and ?key=PATH".to_owned(),
-                ));
-            }
-        };
-        Ok(
-            (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
-                client_tls,
-                root_cert,
-            }),
-        )
-    }
-}
-
-impl RedisUrl {
-    /// For a TLS URL: installs the crypto provider, warns about a disabled verification or
-    /// Sentinel without `ca=`, and reads the certificate files.
-    pub(crate) fn certificates(&self) -> Result<Option<TlsCertificates>> {
-        if !self.tls {
-            return Ok(None);
-        }
-        // rustls needs a process-wide crypto provider; ring unless the application chose one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let t = &self.tls_options;
-        if t.insecure_skip_verify {
-            tracing::warn!(
-                url = %self.shown,
-                "insecure_skip_verify=true: the Redis server's TLS certificate is NOT verified; \
-                 anyone on the network path can impersonate it. Development only."
-            );
-        } else if t.ca.is_none() && matches!(self.endpoint, Endpoint::Sentinel { .. }) {
-            // The master's password goes to whatever address a sentinel names; with the
-            // system roots, any publicly trusted certificate for that name passes.
-            tracing::warn!(
-                url = %self.shown,
-                "rediss+sentinel:// without ca=: the servers the sentinels name are checked \
-                 against the system roots only; give the CA of your Redis servers as ca=PATH"
-            );
-        }
-        t.certificates()
-    }
 }
 
 /// The options both Redis stores take, from their builder or from the URL's query.
