@@ -29,6 +29,7 @@ mod error;
 mod forward;
 mod handle;
 mod limits;
+mod recent;
 pub mod seal;
 mod settings;
 mod shared;
@@ -41,10 +42,12 @@ pub(crate) use config::SessionConfig;
 pub use engine::SessionEngine;
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Session;
+pub use recent::{AuthMethod, Authentication, UnknownAuthMethod};
 pub use settings::SessionSettings;
 pub use transport::{TICKET_RESPONSE_HEADER, Transport};
 
-/// Field names starting with this are the library's own (CSRF secret, flash messages).
+/// Field names starting with this are the library's own (CSRF secret, flash messages, the
+/// last authentication).
 pub(crate) const RESERVED_PREFIX: &str = "__cr.";
 
 /// The field holding the session's CSRF secret (see [`csrf`](crate::csrf)): a login drops
