@@ -79,6 +79,6 @@ pub async fn apps(config: DemoConfig) -> anyhow::Result<Apps> {
     };
     Ok(Apps {
         metrics: routes::metrics_router(demo.state.clone()),
-        main: routes::router(demo.state, layer, csrf, guard, recent_login),
+        main: routes::router(demo.state, layer, csrf, guard, &recent_login),
     })
 }

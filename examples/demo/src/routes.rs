@@ -32,7 +32,7 @@ pub(crate) fn router(
     sessions: SessionLayer,
     csrf: CsrfLayer,
     guard: Guard,
-    recent_login: RecentLoginLayer,
+    recent_login: &RecentLoginLayer,
 ) -> Router {
     // The sensitive routes: a login older than `--recent-login-window` is asked for the
     // password again (`/confirm`) first.
