@@ -246,6 +246,16 @@ async fn the_api_answers_401_with_a_reason_until_the_password_is_confirmed() {
         let json: serde_json::Value = res.json().await.unwrap();
         assert_eq!(json["error"], "reauthentication_required", "{demo:?}");
         assert_eq!(json["confirm_url"], "/confirm", "{demo:?}");
+        // Bad input: a clear 4xx, never a 500.
+        let res = (api.post(format!("{base}/api/confirm")))
+            .header(AUTHORIZATION, &auth)
+            .body("not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{demo:?}");
+        let res = form(&browser, &base, "/confirm", "/confirm", &[("next", "/")]).await;
+        assert!(res.status().is_client_error(), "{demo:?}: {}", res.status());
         let res = call(
             "/api/confirm",
             serde_json::json!({"password": "wrong-password"}),
