@@ -3,7 +3,8 @@
 //! The same engine, settings and commit rules as the tower layers (`cloakroom-tower`): a
 //! request handled here and one handled by axum get the same cookies and headers.
 //! [`SessionMiddleware`] and the [`Session`] extractor for sessions; [`CsrfMiddleware`] and
-//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]).
+//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]); [`RecentLoginMiddleware`]
+//! for routes that need a recent login (see [`recent_login`]).
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer, web};
@@ -40,6 +41,7 @@ mod convert;
 pub mod csrf;
 mod extract;
 mod middleware;
+pub mod recent_login;
 
 pub use cloakroom_core::ConfigError;
 pub use cloakroom_core::session::SessionSettings;
@@ -48,6 +50,7 @@ pub use csrf::{
 };
 pub use extract::{Error, MissingSessionMiddleware, Session};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
+pub use recent_login::{RecentLogin, RecentLoginMiddleware, RecentLoginMiddlewareService};
 
 pub use cloakroom_core::response::ErrorHandler;
 /// The default response for a failed commit: `503 Service Unavailable` with `Retry-After: 1`

@@ -21,6 +21,9 @@ const INTERNAL_PREFIX: &str = "__cr.";
 /// Fields whose values are secrets: never printed, in any format.
 const SECRET_FIELDS: [&str; 1] = ["__cr.csrf"];
 
+/// The field holding the last authentication (`{"at": ms, "method": NAME}`).
+const AUTH_FIELD: &str = "__cr.auth";
+
 /// What replaces a secret value.
 const REDACTED: &str = "REDACTED";
 
@@ -66,7 +69,12 @@ pub async fn list(
         sessions.truncate(limit);
     }
     if args.json {
-        let list: Vec<SessionJson<'_>> = sessions.iter().map(SessionJson::new).collect();
+        let mut list: Vec<SessionJson<'_>> = sessions.iter().map(SessionJson::new).collect();
+        // The last authentication is a data field: one load per session, for `--json` only.
+        for entry in &mut list {
+            let record = store.load(&entry.key).await.context("loading a session")?;
+            entry.last_authentication = record.as_ref().and_then(last_authentication);
+        }
         write_json(out, &list)?;
         return Ok(());
     }
@@ -156,8 +164,10 @@ pub async fn show(
                 .map(|f| (f.name.clone(), f.value.json()))
                 .collect()
         };
+        let mut session = SessionJson::new(&info);
+        session.last_authentication = last_authentication(&record);
         let shown = ShowJson {
-            session: SessionJson::new(&info),
+            session,
             data: map(false),
             internal: map(true),
             undecodable: fields
@@ -261,6 +271,8 @@ fn no_such_session(key: &SessionKey) -> anyhow::Error {
 /// epoch.
 #[derive(Debug, Serialize)]
 struct SessionJson<'a> {
+    #[serde(skip)]
+    key: SessionKey,
     handle: String,
     user: Option<&'a str>,
     created_at: String,
@@ -273,12 +285,16 @@ struct SessionJson<'a> {
     data_bytes: usize,
     user_agent: Option<&'a str>,
     remember: bool,
+    /// When and how the user last proved who they are (login or reauthentication):
+    /// `{"at", "at_ms", "method"}`, `"SEALED"` when sealed at rest, `null` without one.
+    last_authentication: Option<Value>,
 }
 
 impl<'a> SessionJson<'a> {
     fn new(info: &'a SessionInfo) -> Self {
         let meta = &info.meta;
         SessionJson {
+            key: info.key,
             handle: info.key.to_handle(),
             user: meta.user.as_deref(),
             created_at: meta.created_at.to_string(),
@@ -291,8 +307,22 @@ impl<'a> SessionJson<'a> {
             data_bytes: info.data_bytes,
             user_agent: shown_agent(meta.user_agent.as_deref()),
             remember: meta.remember,
+            last_authentication: None,
         }
     }
+}
+
+/// The library's record of the last authentication (`__cr.auth`) as shown: time and method,
+/// [`SEALED`], or `None` (no login, or a value that does not parse).
+fn last_authentication(record: &Record) -> Option<Value> {
+    let text = record.data.get(AUTH_FIELD)?;
+    if seal::is_sealed(text) {
+        return Some(Value::String(SEALED.to_owned()));
+    }
+    let stored: Value = serde_json::from_str(text).ok()?;
+    let at = Timestamp(stored["at"].as_i64()?);
+    let method = stored["method"].as_str()?;
+    Some(serde_json::json!({ "at": at.to_string(), "at_ms": at.as_millis(), "method": method }))
 }
 
 /// `sessions show --json`: the summary, then the decoded fields.
@@ -401,6 +431,23 @@ fn clean_lines(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_authentication_is_shown_sealed_or_not_at_all() {
+        let mut record = Record::new(Timestamp(0), Timestamp(1));
+        assert_eq!(last_authentication(&record), None);
+        let at = 1_764_320_000_000_i64;
+        let plain = format!(r#"{{"at":{at},"method":"passkey"}}"#);
+        record.data.insert(AUTH_FIELD.into(), plain);
+        assert_eq!(
+            last_authentication(&record).unwrap(),
+            serde_json::json!({"at": "2025-11-28T08:53:20Z", "at_ms": at, "method": "passkey"})
+        );
+        record.data.insert(AUTH_FIELD.into(), "~1AAAA".into());
+        assert_eq!(last_authentication(&record).unwrap(), SEALED);
+        record.data.insert(AUTH_FIELD.into(), "not json".into());
+        assert_eq!(last_authentication(&record), None);
+    }
 
     #[test]
     fn secrets_are_never_decoded_and_internal_fields_are_apart() {

@@ -46,6 +46,9 @@ pub enum ConfigErrorKind {
     Conflict,
     /// Sealed session data with a ticket format whose records another program reads.
     Sealing,
+    /// A URL that must be a same-origin path (`/confirm`) is not: it has a scheme or host,
+    /// does not start with one `/`, or holds a backslash or control characters.
+    LocalPath,
 }
 
 impl ConfigErrorKind {
@@ -75,6 +78,10 @@ impl ConfigErrorKind {
             }
             ConfigErrorKind::Sealing => {
                 "session data cannot be sealed in a format another program reads (pycket)"
+            }
+            ConfigErrorKind::LocalPath => {
+                "this URL must be a same-origin path: one '/' first, no backslash or control \
+                 characters"
             }
         }
     }

@@ -8,7 +8,8 @@
 //! - [`cookie`]: the ticket codec and cookie attributes;
 //! - [`csrf`]: cross-origin checks and masked tokens;
 //! - [`redact`]: store URLs with their passwords masked, for messages;
-//! - [`telemetry`]: metrics and traces (feature `metrics`).
+//! - [`telemetry`]: metrics and traces (feature `metrics`);
+//! - `recent_login` (feature `http`): the recent-login ("sudo mode") guard's answers.
 //! - `dbsc` (feature `dbsc`): Device Bound Session Credentials proofs and header values.
 //!
 //! Adapters (the tower layer) and stores (SQLite, Redis) build on this crate; it depends on
@@ -22,6 +23,8 @@ pub mod dbsc;
 pub mod flash;
 mod id;
 pub mod keys;
+#[cfg(feature = "http")]
+pub mod recent_login;
 pub mod redact;
 #[cfg(feature = "http")]
 pub mod response;

@@ -1,5 +1,6 @@
 //! Tower middleware for Cloakroom: [`SessionLayer`] puts a session in every request and
-//! commits it with the response; with the `axum` feature, the [`Session`] extractor.
+//! commits it with the response; with the `axum` feature, the [`Session`] extractor;
+//! [`RecentLoginLayer`] guards sensitive routes with a recent-login check.
 //!
 //! ```
 //! # #[cfg(feature = "axum")] {
@@ -21,6 +22,7 @@
 //! ```
 
 pub mod csrf;
+pub mod recent_login;
 pub mod session;
 
 #[cfg(feature = "axum")]
@@ -28,6 +30,7 @@ pub mod extract;
 
 pub use cloakroom_core::session::SessionSettings;
 pub use csrf::{CsrfLayer, CsrfMode, CsrfSettings, CsrfToken};
+pub use recent_login::{RecentLogin, RecentLoginLayer, RecentLoginService};
 pub use session::{ConfigError, SessionLayer, SessionService};
 
 #[cfg(feature = "axum")]

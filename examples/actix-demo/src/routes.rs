@@ -13,10 +13,12 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, guard};
-use cloakroom_actix::{CsrfMiddleware, CsrfSettings, CsrfToken, SessionMiddleware};
+use cloakroom_actix::{
+    CsrfMiddleware, CsrfSettings, CsrfToken, RecentLoginMiddleware, SessionMiddleware,
+};
 use cloakroom_core::session::Session;
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
-use cloakroom_demo_app::pages::{self, LoginHint};
+use cloakroom_demo_app::pages::{self, ConfirmQuery, LoginHint};
 use cloakroom_demo_app::{
     AppState, BadInput, Demo, Handled, Reply, RouteClass, StoreFailure, Visit, input,
 };
@@ -30,6 +32,8 @@ pub(crate) struct Wiring {
     csrf: CsrfSettings,
     hosts: Arc<AllowedHosts>,
     metrics_here: bool,
+    /// The recent-login guard of the sensitive routes.
+    recent_login: RecentLoginMiddleware,
 }
 
 impl Wiring {
@@ -46,6 +50,7 @@ impl Wiring {
             sessions,
             hosts: Arc::new(demo.hosts),
             metrics_here: demo.metrics_on_main,
+            recent_login: RecentLoginMiddleware::new(demo.recent_login),
         }
     }
 
@@ -69,6 +74,10 @@ impl Wiring {
         // handlers would read (413 beyond, as the axum demo's body limit answers).
         let csrf = CsrfMiddleware::new(self.csrf.with_body_limit(max_body));
         let metrics_here = self.metrics_here;
+        // The sensitive routes: a login older than `--recent-login-window` is asked for the
+        // password again (`/confirm`) first.
+        let recent = self.recent_login.clone();
+        let guarded = |path, allow| resource(path, allow).wrap(recent.clone());
         App::new()
             .app_data(self.state)
             .app_data(web::PayloadConfig::new(max_body))
@@ -89,7 +98,27 @@ impl Wiring {
             .service(resource("/sessions", "GET,HEAD").route(get().to(sessions_page)))
             .service(resource("/sessions/revoke", "POST").route(web::post().to(revoke)))
             .service(
-                resource("/sessions/revoke-others", "POST").route(web::post().to(revoke_others)),
+                guarded("/sessions/revoke-others", "POST").route(web::post().to(revoke_others)),
+            )
+            .service(
+                resource("/confirm", "GET,HEAD,POST")
+                    .route(get().to(confirm_form))
+                    .route(web::post().to(confirm)),
+            )
+            .service(
+                guarded("/account/password", "GET,HEAD,POST")
+                    .route(get().to(password_form))
+                    .route(web::post().to(change_password)),
+            )
+            .service(
+                guarded("/account/delete", "GET,HEAD,POST")
+                    .route(get().to(delete_form))
+                    .route(web::post().to(delete_account)),
+            )
+            .service(resource("/api/confirm", "POST").route(web::post().to(api_confirm)))
+            .service(
+                guarded("/api/sessions/revoke-others", "POST")
+                    .route(web::post().to(api_revoke_others)),
             )
             .service(resource("/sessions/live", "GET").route(get().to(live)))
             .service(
@@ -365,6 +394,60 @@ async fn live(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
         Ok(Err(reply)) => respond(reply),
         Err(e) => send(Err(e)),
     }
+}
+
+/// The client's address ([`AppState::client_address`]).
+fn client_of(app: &AppState, req: &HttpRequest) -> Option<IpAddr> {
+    let lines = |name| req.headers().get_all(name).map(HeaderValue::as_bytes);
+    app.client_address(
+        req.peer_addr().map(|addr| addr.ip()),
+        lines(proxies::FORWARDED),
+        lines(proxies::X_FORWARDED_FOR),
+    )
+}
+
+async fn confirm_form(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let visit = or_answer!(visit(&req));
+    let query = input::query::<ConfirmQuery>(req.query_string()).unwrap_or_default();
+    send(pages::confirm_form(&app, &visit, query).await)
+}
+
+async fn confirm(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let visit = or_answer!(visit(&req));
+    let client = client_of(&app, &req);
+    send(pages::confirm(&app, &visit, client, form(&req, &body)).await)
+}
+
+async fn password_form(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let visit = or_answer!(visit(&req));
+    send(pages::password_form(&app, &visit).await)
+}
+
+async fn change_password(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let visit = or_answer!(visit(&req));
+    send(pages::change_password(&app, &visit, form(&req, &body)).await)
+}
+
+async fn delete_form(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let visit = or_answer!(visit(&req));
+    send(pages::delete_form(&app, &visit).await)
+}
+
+async fn delete_account(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let session = or_answer!(session(&req));
+    send(pages::delete_account(&app, &session).await)
+}
+
+async fn api_confirm(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let session = or_answer!(session(&req));
+    let client = client_of(&app, &req);
+    let payload = input::json(content_type(&req), &body);
+    send(pages::api_confirm(&app, &session, client, payload).await)
+}
+
+async fn api_revoke_others(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let session = or_answer!(session(&req));
+    send(pages::api_revoke_others(&app, &session).await)
 }
 
 async fn api_login(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {

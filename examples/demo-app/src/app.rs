@@ -9,6 +9,7 @@ use cloakroom::csrf::{CsrfMode, CsrfSettings, SpaCookie, TokenSource};
 use cloakroom::session::{Session, Transport};
 use cloakroom::tornado::TornadoSecret;
 use cloakroom::{KeyRing, PycketTicket, SessionEngine, SessionSettings};
+use cloakroom_core::recent_login::RecentLogin;
 use http::StatusCode;
 use minijinja::{Environment, Value, context};
 
@@ -44,6 +45,10 @@ pub struct Demo {
     pub hosts: AllowedHosts,
     /// Whether the main listener serves `/metrics`.
     pub metrics_on_main: bool,
+    /// The recent-login guard's settings (`--recent-login-window`, the confirm page
+    /// `/confirm`, the login page `/login`), for the framework's guard on the sensitive
+    /// routes.
+    pub recent_login: RecentLogin,
 }
 
 impl Demo {
@@ -121,6 +126,8 @@ impl Demo {
             csrf: csrf_settings(https, pycket.is_some())?,
             hosts,
             metrics_on_main: config.metrics_on_main,
+            recent_login: RecentLogin::new(config.recent_login_window, "/confirm")?
+                .with_login_url("/login")?,
         })
     }
 }

@@ -41,7 +41,14 @@ pub struct DemoConfig {
     /// Session data sealed at rest ([`SessionSettings::with_sealed_data`](cloakroom::SessionSettings::with_sealed_data));
     /// see `--seal-session-data`.
     pub seal_session_data: bool,
+    /// How recent a login must be before "log out all other devices", changing the password
+    /// or deleting the account; older ones are asked for the password again. Default 5
+    /// minutes; see `--recent-login-window`.
+    pub recent_login_window: Duration,
 }
+
+/// The default of [`DemoConfig::recent_login_window`].
+pub const DEFAULT_RECENT_LOGIN_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 impl DemoConfig {
     /// A configuration with sessions in `store` and accounts in `users`, the origin
@@ -57,6 +64,7 @@ impl DemoConfig {
             metrics_on_main: true,
             trusted_proxies: Vec::new(),
             seal_session_data: false,
+            recent_login_window: DEFAULT_RECENT_LOGIN_WINDOW,
         }
     }
 }
@@ -76,6 +84,7 @@ impl fmt::Debug for DemoConfig {
             .field("metrics_on_main", &self.metrics_on_main)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("seal_session_data", &self.seal_session_data)
+            .field("recent_login_window", &self.recent_login_window)
             .finish()
     }
 }
@@ -229,6 +238,10 @@ pub struct Flags {
     /// How often the metrics are pushed to --otlp-endpoint (more than 0).
     #[arg(long, env = "CLOAKROOM_OTLP_INTERVAL", default_value = "10s", value_parser = otlp_interval)]
     pub otlp_interval: Duration,
+    /// How recent a login must be before "log out all other devices", changing the password
+    /// or deleting the account (older: the password is asked again), such as 5m or 30s.
+    #[arg(long, env = "CLOAKROOM_RECENT_LOGIN_WINDOW", default_value = "5m", value_parser = limits::parse_duration)]
+    pub recent_login_window: Duration,
 }
 
 /// An export interval: a duration above 0 (the SDK would take 0 for its own default).
@@ -339,6 +352,7 @@ impl Flags {
             metrics_on_main,
             trusted_proxies: self.trusted_proxies.clone(),
             seal_session_data: self.seal_session_data,
+            recent_login_window: self.recent_login_window,
         }
     }
 }

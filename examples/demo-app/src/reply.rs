@@ -53,6 +53,17 @@ pub fn redirect(location: &'static str) -> Reply {
     res
 }
 
+/// `303 See Other` to `location`, a local path built at run time (a `next` parameter
+/// checked with [`local_path`](cloakroom_core::recent_login::local_path)); `/` if it is not
+/// a valid header value.
+pub fn redirect_to(location: &str) -> Reply {
+    let mut res = redirect("/");
+    if let Ok(value) = HeaderValue::from_str(location) {
+        res.headers_mut().insert(header::LOCATION, value);
+    }
+    res
+}
+
 /// `Cache-Control: no-store`.
 fn private(mut res: Reply) -> Reply {
     res.headers_mut()

@@ -3,13 +3,16 @@
 
 use minijinja::Environment;
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 9] = [
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
     ("register.html", include_str!("../templates/register.html")),
     ("home.html", include_str!("../templates/home.html")),
     ("sessions.html", include_str!("../templates/sessions.html")),
     ("error.html", include_str!("../templates/error.html")),
+    ("confirm.html", include_str!("../templates/confirm.html")),
+    ("password.html", include_str!("../templates/password.html")),
+    ("delete.html", include_str!("../templates/delete.html")),
 ];
 
 /// The template environment, every template parsed (a syntax error fails at start-up).

@@ -162,6 +162,34 @@ impl Users {
         .await
     }
 
+    /// Replaces the password hash of the account `name` (exactly that name, as a login
+    /// returns it); `false` if there is no such account.
+    pub(crate) async fn set_password(
+        &self,
+        name: &str,
+        password_hash: String,
+    ) -> anyhow::Result<bool> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+                params![name, password_hash],
+            )
+            .map(|updated| updated == 1)
+        })
+        .await
+    }
+
+    /// Deletes the account `name` (exactly that name); `false` if there was none.
+    pub(crate) async fn delete(&self, name: &str) -> anyhow::Result<bool> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM users WHERE name = ?1", params![name])
+                .map(|deleted| deleted == 1)
+        })
+        .await
+    }
+
     /// The account `name` logs in to, and its password hash: the account of exactly that
     /// name, else the one with the same [`canonical`] form (`Ana` logs in to `ana`).
     pub(crate) async fn password_hash(

@@ -72,12 +72,13 @@ pub async fn apps(config: DemoConfig) -> anyhow::Result<Apps> {
         cloakroom::tower::session::default_error_response(error)
     });
     let csrf = cloakroom::tower::CsrfLayer::new(demo.csrf);
+    let recent_login = cloakroom::tower::RecentLoginLayer::new(demo.recent_login);
     let guard = routes::Guard {
         hosts: demo.hosts,
         metrics_here: demo.metrics_on_main,
     };
     Ok(Apps {
         metrics: routes::metrics_router(demo.state.clone()),
-        main: routes::router(demo.state, layer, csrf, guard),
+        main: routes::router(demo.state, layer, csrf, guard, &recent_login),
     })
 }

@@ -15,9 +15,12 @@ use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
 use cloakroom::SessionLayer;
 use cloakroom::session::Session;
-use cloakroom::tower::{CsrfLayer, CsrfToken};
+use cloakroom::tower::{CsrfLayer, CsrfToken, RecentLoginLayer};
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
-use cloakroom_demo_app::pages::{self, Credentials, DeleteNote, LoginHint, NewNote, RevokeForm};
+use cloakroom_demo_app::pages::{
+    self, ConfirmForm, ConfirmQuery, Credentials, DeleteNote, LoginHint, NewNote, NewPassword,
+    PasswordOnly, RevokeForm,
+};
 use cloakroom_demo_app::{AppState, BadInput, Handled, RouteClass, StoreFailure, Visit};
 use cloakroom_demo_app::{live, proxies};
 
@@ -29,7 +32,12 @@ pub(crate) fn router(
     sessions: SessionLayer,
     csrf: CsrfLayer,
     guard: Guard,
+    recent_login: &RecentLoginLayer,
 ) -> Router {
+    // The sensitive routes: a login older than `--recent-login-window` is asked for the
+    // password again (`/confirm`) first.
+    let recent =
+        |route: axum::routing::MethodRouter<Arc<AppState>>| route.layer(recent_login.clone());
     let mut router = Router::new()
         .route("/", get(home))
         .route("/login", get(login_form).post(login))
@@ -39,11 +47,25 @@ pub(crate) fn router(
         .route("/notes/clear", post(clear_notes_form))
         .route("/sessions", get(sessions_page))
         .route("/sessions/revoke", post(revoke))
-        .route("/sessions/revoke-others", post(revoke_others))
         .route("/sessions/live", get(live))
         .route(
             "/static/devices.js",
             get(|| async { send(Ok(live::devices_js())) }),
+        )
+        .route("/sessions/revoke-others", recent(post(revoke_others)))
+        .route("/confirm", get(confirm_form).post(confirm))
+        .route(
+            "/account/password",
+            recent(get(password_form).post(change_password)),
+        )
+        .route(
+            "/account/delete",
+            recent(get(delete_form).post(delete_account)),
+        )
+        .route("/api/confirm", post(api_confirm))
+        .route(
+            "/api/sessions/revoke-others",
+            recent(post(api_revoke_others)),
         )
         .route("/logout", post(logout))
         .route("/api/login", post(api_login))
@@ -254,6 +276,75 @@ async fn live(State(app): App, session: Session) -> Response {
         Ok(Err(reply)) => send(Ok(reply)),
         Err(e) => send(Err(e)),
     }
+}
+
+async fn confirm_form(
+    State(app): App,
+    Page(visit): Page,
+    query: Result<Query<ConfirmQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    send(pages::confirm_form(&app, &visit, query).await)
+}
+
+async fn confirm(
+    State(app): App,
+    peer: Peer,
+    headers: HeaderMap,
+    Page(visit): Page,
+    body: Result<Form<ConfirmForm>, FormRejection>,
+) -> Response {
+    let client = client_of(&app, peer, &headers);
+    send(pages::confirm(&app, &visit, client, form(body)).await)
+}
+
+async fn password_form(State(app): App, Page(visit): Page) -> Response {
+    send(pages::password_form(&app, &visit).await)
+}
+
+async fn change_password(
+    State(app): App,
+    Page(visit): Page,
+    body: Result<Form<NewPassword>, FormRejection>,
+) -> Response {
+    send(pages::change_password(&app, &visit, form(body)).await)
+}
+
+async fn delete_form(State(app): App, Page(visit): Page) -> Response {
+    send(pages::delete_form(&app, &visit).await)
+}
+
+async fn delete_account(State(app): App, session: Session) -> Response {
+    send(pages::delete_account(&app, &session).await)
+}
+
+async fn api_confirm(
+    State(app): App,
+    peer: Peer,
+    headers: HeaderMap,
+    session: Session,
+    payload: Result<Json<PasswordOnly>, JsonRejection>,
+) -> Response {
+    let client = client_of(&app, peer, &headers);
+    let payload = payload.map(|Json(p)| p).map_err(|rejection| BadInput {
+        status: rejection.status(),
+        message: rejection.body_text(),
+    });
+    send(pages::api_confirm(&app, &session, client, payload).await)
+}
+
+async fn api_revoke_others(State(app): App, session: Session) -> Response {
+    send(pages::api_revoke_others(&app, &session).await)
+}
+
+/// The client's address ([`AppState::client_address`]).
+fn client_of(app: &AppState, peer: Peer, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let lines = |name| headers.get_all(name).into_iter().map(HeaderValue::as_bytes);
+    app.client_address(
+        peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        lines(proxies::FORWARDED),
+        lines(proxies::X_FORWARDED_FOR),
+    )
 }
 
 async fn api_login(

@@ -106,6 +106,9 @@ pub(crate) fn record(
     data.insert("theme".into(), r#""dark""#.into());
     if let Some(user) = user {
         data.insert("name".into(), serde_json::to_string(user).unwrap());
+        // The login's record of the authentication, as `Session::login` writes it.
+        let auth = serde_json::json!({ "at": created.as_millis(), "method": "password" });
+        data.insert("__cr.auth".into(), auth.to_string());
     }
     record
 }
@@ -225,6 +228,15 @@ fn check_entry(entry: &Value, made: &Made) {
     assert_eq!(entry["remember"], meta.remember);
     assert_eq!(entry["fields"], made.record.data.len());
     assert_eq!(entry["data_bytes"], made.record.data_bytes());
+    // The last authentication (a login's) of a user's session; none for anonymous ones.
+    let auth = &entry["last_authentication"];
+    if made.user().is_some() {
+        assert_eq!(auth["method"], "password", "{entry}");
+        assert_eq!(auth["at_ms"], meta.created_at.as_millis(), "{entry}");
+        assert_eq!(auth["at"], meta.created_at.to_string(), "{entry}");
+    } else {
+        assert!(auth.is_null(), "{entry}");
+    }
     for (name, ts) in [
         ("created_at", meta.created_at),
         ("last_seen", meta.last_seen),

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     InvalidUser,
     /// The session needs a login for this operation.
     NotLoggedIn,
+    /// An [`AuthMethod::Other`](super::AuthMethod::Other) name that is empty, too long or
+    /// not printable ASCII.
+    InvalidAuthMethod,
     /// The request's cookie and ticket header name different sessions: refused (400), never
     /// merged, and neither is used.
     TicketConflict,

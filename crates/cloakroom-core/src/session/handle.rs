@@ -11,6 +11,7 @@ use super::error::committed_error;
 use super::forward::{forward_key, target};
 use super::lifecycle::{EndReason, Ended, Lifecycle};
 use super::limits::{deadline, timed};
+use super::recent::{self, AuthMethod};
 use super::seal;
 use super::shared::Shared;
 use super::state::{Live, Phase, State};
@@ -334,12 +335,27 @@ impl Session {
         Ok(self.state().await?.record().is_some())
     }
 
-    /// Logs the session in as `user`: a new id (so a ticket planted before login is
-    /// worthless), the user index updated, the CSRF secret rotated. Data is kept.
+    /// Logs the session in as `user` who proved it with a password: [`login_with`](Self::login_with)
+    /// and [`AuthMethod::Password`].
     ///
     /// # Errors
     /// Store failures, an empty user, or a committed response.
     pub async fn login(&self, user: &str) -> Result<()> {
+        self.login_with(user, AuthMethod::Password).await
+    }
+
+    /// Logs the session in as `user`, who proved it by `method`: a new id (so a ticket
+    /// planted before login is worthless), the user index updated, the CSRF secret rotated,
+    /// the time and method recorded ([`last_authentication`](Self::last_authentication)).
+    /// Data is kept. A login restored from a remember-me token records
+    /// [`AuthMethod::RememberMe`], which never passes
+    /// [`authenticated_within`](Self::authenticated_within).
+    ///
+    /// # Errors
+    /// Store failures, an empty user, a bad [`AuthMethod::Other`] name, or a committed
+    /// response.
+    pub async fn login_with(&self, user: &str, method: AuthMethod) -> Result<()> {
+        let auth = recent::record_now(&method)?;
         if user.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidUser,
@@ -350,9 +366,12 @@ impl Session {
         // The renewal writes the whole record anew: a pending change of the CSRF secret
         // must not survive it.
         st.changes.remove(CSRF_SECRET_FIELD);
+        st.changes.remove(recent::AUTH_FIELD);
         let live = st.live_or(|| self.fresh());
         live.record.meta.user = Some(user.to_owned());
         live.record.data.remove(CSRF_SECRET_FIELD);
+        // The renewal writes the whole record: the new authentication goes in with it.
+        live.record.data.insert(recent::AUTH_FIELD.to_owned(), auth);
         // A login binds to a device anew (DBSC): the commit offers registration again.
         #[cfg(feature = "dbsc")]
         live.record.data.remove(super::DEVICE_KEY_FIELD);

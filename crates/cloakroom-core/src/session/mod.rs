@@ -30,6 +30,7 @@ mod forward;
 mod handle;
 mod lifecycle;
 mod limits;
+mod recent;
 pub mod seal;
 mod settings;
 mod shared;
@@ -43,10 +44,12 @@ pub use engine::SessionEngine;
 pub use error::{Error, ErrorKind, Result};
 pub use handle::Session;
 pub use lifecycle::{EndReason, Ended, Event, EventKind, SessionListener};
+pub use recent::{AuthMethod, Authentication, UnknownAuthMethod};
 pub use settings::SessionSettings;
 pub use transport::{TICKET_RESPONSE_HEADER, Transport};
 
-/// Field names starting with this are the library's own (CSRF secret, flash messages).
+/// Field names starting with this are the library's own (CSRF secret, flash messages, the
+/// last authentication).
 pub(crate) const RESERVED_PREFIX: &str = "__cr.";
 
 /// The field holding the session's CSRF secret (see [`csrf`](crate::csrf)): a login drops

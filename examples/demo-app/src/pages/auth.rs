@@ -19,10 +19,10 @@ use crate::users::{canonical, refused_character};
 /// The login and registration forms.
 #[derive(Debug, Deserialize)]
 pub struct Credentials {
-    name: String,
-    password: String,
+    pub(super) name: String,
+    pub(super) password: String,
     /// A checkbox: present ("on") when ticked, absent otherwise.
-    remember: Option<String>,
+    pub(super) remember: Option<String>,
 }
 
 /// `/login?hint=notes`: where an anonymous visitor was sent from, to say why.
@@ -60,7 +60,7 @@ fn invalid_name(name: &str) -> Option<&'static str> {
     }
 }
 
-fn invalid_password(password: &str) -> Option<&'static str> {
+pub(super) fn invalid_password(password: &str) -> Option<&'static str> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         Some("Passwords need at least 8 characters.")
@@ -110,16 +110,16 @@ pub async fn register(
 
 /// Why a login was refused: the status, the message for the page or the JSON answer, and
 /// (throttled) the seconds before a retry.
-struct Refused {
-    status: StatusCode,
-    error: String,
-    retry_after: Option<u64>,
+pub(super) struct Refused {
+    pub(super) status: StatusCode,
+    pub(super) error: String,
+    pub(super) retry_after: Option<u64>,
 }
 
 /// Checks a login's name and password for the client at `client` (throttled per account and
 /// client): the account's own name (`Ana` logs in to `ana`), or why not. Both login routes,
-/// the form and the JSON API, go through it.
-async fn authenticate(
+/// the form and the JSON API, and the password confirmation go through it.
+pub(super) async fn authenticate(
     app: &AppState,
     client: IpAddr,
     form: &Credentials,

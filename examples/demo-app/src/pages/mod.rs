@@ -1,7 +1,7 @@
 //! The pages, framework-free: each takes what the framework extracted (the [`Visit`], a
 //! parsed body or why it could not be parsed, the client's address) and answers a
-//! [`Reply`](crate::reply::Reply). One file per area (`auth`, `notes`, `devices`, `api`,
-//! `ops`).
+//! [`Reply`](crate::reply::Reply). One file per area (`auth`, `account`, `notes`, `devices`,
+//! `api`, `ops`).
 //!
 //! A session store failure becomes a 503, anything unexpected a logged 500 ([`AppError`]).
 //! Bad input is answered here, with a 4xx page or JSON body, never a panic.
@@ -9,6 +9,7 @@
 //! [`AppError`]: crate::error::AppError
 //! [`Visit`]: crate::app::Visit
 
+mod account;
 mod api;
 mod auth;
 mod devices;
@@ -16,6 +17,10 @@ mod notes;
 mod ops;
 mod words;
 
+pub use account::{
+    ConfirmForm, ConfirmQuery, NewPassword, PasswordOnly, api_confirm, api_revoke_others,
+    change_password, confirm, confirm_form, delete_account, delete_form, password_form,
+};
 pub use api::{NewNote, api_add_note, api_csrf, api_me};
 pub use auth::{
     Credentials, LoginHint, api_login, api_logout, login, login_form, logout, register,
