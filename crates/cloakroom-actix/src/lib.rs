@@ -3,7 +3,9 @@
 //! The same engine, settings and commit rules as the tower layers (`cloakroom-tower`): a
 //! request handled here and one handled by axum get the same cookies and headers.
 //! [`SessionMiddleware`] and the [`Session`] extractor for sessions; [`CsrfMiddleware`] and
-//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]).
+//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]). With the `dbsc` feature,
+//! device-bound sessions: the session middleware answers the DBSC endpoints, and
+//! `DeviceBound` guards the routes that need a bound session.
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer, web};
@@ -38,6 +40,8 @@
 
 mod convert;
 pub mod csrf;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 mod extract;
 mod middleware;
 
@@ -46,6 +50,8 @@ pub use cloakroom_core::session::SessionSettings;
 pub use csrf::{
     CsrfMiddleware, CsrfMiddlewareService, CsrfSettings, CsrfToken, MissingCsrfMiddleware,
 };
+#[cfg(feature = "dbsc")]
+pub use dbsc::{DeviceBound, DeviceBoundService};
 pub use extract::{Error, MissingSessionMiddleware, Session};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 

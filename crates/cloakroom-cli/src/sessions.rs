@@ -86,6 +86,7 @@ pub async fn list(
         ("EXPIRES", Align::Left),
         ("FIELDS", Align::Right),
         ("BYTES", Align::Right),
+        ("BOUND", Align::Left),
         ("USER AGENT", Align::Left),
     ]);
     for info in &sessions {
@@ -102,6 +103,7 @@ pub async fn list(
             ),
             info.fields.to_string(),
             info.data_bytes.to_string(),
+            if info.device_bound { "device" } else { "-" }.to_owned(),
             shown_agent(meta.user_agent.as_deref())
                 .map_or_else(|| "-".to_owned(), |ua| truncate(ua, USER_AGENT_WIDTH)),
         ]);
@@ -273,6 +275,8 @@ struct SessionJson<'a> {
     data_bytes: usize,
     user_agent: Option<&'a str>,
     remember: bool,
+    /// Bound to a device key (DBSC registered).
+    device_bound: bool,
 }
 
 impl<'a> SessionJson<'a> {
@@ -291,6 +295,7 @@ impl<'a> SessionJson<'a> {
             data_bytes: info.data_bytes,
             user_agent: shown_agent(meta.user_agent.as_deref()),
             remember: meta.remember,
+            device_bound: info.device_bound,
         }
     }
 }
@@ -324,6 +329,10 @@ fn write_meta(info: &SessionInfo, now: Timestamp, out: &mut impl Write) -> anyho
         (
             "remember",
             if meta.remember { "yes" } else { "no" }.to_owned(),
+        ),
+        (
+            "device-bound",
+            if info.device_bound { "yes (DBSC)" } else { "no" }.to_owned(),
         ),
         (
             "user agent",

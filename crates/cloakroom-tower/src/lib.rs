@@ -1,5 +1,7 @@
 //! Tower middleware for Cloakroom: [`SessionLayer`] puts a session in every request and
-//! commits it with the response; with the `axum` feature, the [`Session`] extractor.
+//! commits it with the response; with the `axum` feature, the [`Session`] extractor; with
+//! the `dbsc` feature, device-bound sessions (the session layer answers the DBSC endpoints,
+//! `DeviceBoundLayer` guards the routes that need a bound session).
 //!
 //! ```
 //! # #[cfg(feature = "axum")] {
@@ -21,6 +23,8 @@
 //! ```
 
 pub mod csrf;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 pub mod session;
 
 #[cfg(feature = "axum")]
@@ -28,6 +32,8 @@ pub mod extract;
 
 pub use cloakroom_core::session::SessionSettings;
 pub use csrf::{CsrfLayer, CsrfMode, CsrfSettings, CsrfToken};
+#[cfg(feature = "dbsc")]
+pub use dbsc::{DeviceBound, DeviceBoundLayer};
 pub use session::{ConfigError, SessionLayer, SessionService};
 
 #[cfg(feature = "axum")]

@@ -56,6 +56,9 @@
 //! the adapters take what they build.
 
 pub use cloakroom_core::{cookie, csrf, flash, keys, session, telemetry};
+/// Device Bound Session Credentials (feature `dbsc`): settings, policy, the endpoints.
+#[cfg(feature = "dbsc")]
+pub use cloakroom_core::dbsc;
 
 pub mod store;
 

@@ -12,7 +12,8 @@ use cloakroom::{KeyRing, PycketTicket, SessionEngine, SessionSettings};
 use http::StatusCode;
 use minijinja::{Environment, Value, context};
 
-use crate::config::{DemoConfig, origin_is_https, pycket_secret};
+use crate::config::{DbscMode, DemoConfig, origin_is_https, pycket_secret};
+use cloakroom::dbsc::{DbscPolicy, DbscSettings};
 use crate::error::AppError;
 use crate::hosts::AllowedHosts;
 use crate::metrics::Metrics;
@@ -93,6 +94,9 @@ impl Demo {
             .with_sealed_data(config.seal_session_data)?
             // API clients (curl, apps) carry the ticket as `Authorization: Bearer <ticket>`.
             .with_transport(Transport::CookieAndHeader);
+        if let Some(dbsc) = dbsc_settings(&config)? {
+            sessions = sessions.with_dbsc(dbsc);
+        }
         if let Some(secret) = &pycket {
             // pycket's ticket: a Tornado v2 signed value of the session's uuid, read back for
             // 31 days as Tornado's `get_secure_cookie` does. Refused with sealed data.
@@ -121,6 +125,20 @@ impl Demo {
             metrics_on_main: config.metrics_on_main,
         })
     }
+}
+
+/// DBSC as `--dbsc` asks, scoped to the origin; `None` when off.
+fn dbsc_settings(config: &DemoConfig) -> anyhow::Result<Option<DbscSettings>> {
+    let policy = match config.dbsc {
+        DbscMode::Off => return Ok(None),
+        DbscMode::Optional => DbscPolicy::Optional,
+        DbscMode::Required => DbscPolicy::Required,
+    };
+    let origin = config.origin.strip_suffix('/').unwrap_or(&config.origin);
+    let settings = DbscSettings::new(origin)?
+        .with_policy(policy)
+        .with_bound_lifetime(config.dbsc_bound_lifetime)?;
+    Ok(Some(settings))
 }
 
 /// CSRF: tokens bound to the session (the `_xsrf` cookie before login), Fetch Metadata and

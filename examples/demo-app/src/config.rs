@@ -41,6 +41,24 @@ pub struct DemoConfig {
     /// Session data sealed at rest ([`SessionSettings::with_sealed_data`](cloakroom::SessionSettings::with_sealed_data));
     /// see `--seal-session-data`.
     pub seal_session_data: bool,
+    /// Device-bound sessions (DBSC); see `--dbsc`.
+    pub dbsc: DbscMode,
+    /// How long a DBSC bound cookie lives; see `--dbsc-bound-lifetime`.
+    pub dbsc_bound_lifetime: Duration,
+}
+
+/// `--dbsc`: whether logins offer device binding and what the bound routes need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbscMode {
+    /// No DBSC (the default).
+    #[default]
+    Off,
+    /// Logins offer registration; a session that registered needs its fresh bound cookie on
+    /// the bound routes, others pass.
+    Optional,
+    /// As `optional`, and a logged-in session that never registered is refused on the bound
+    /// routes once the 30-second grace after login is over.
+    Required,
 }
 
 impl DemoConfig {
@@ -57,6 +75,8 @@ impl DemoConfig {
             metrics_on_main: true,
             trusted_proxies: Vec::new(),
             seal_session_data: false,
+            dbsc: DbscMode::Off,
+            dbsc_bound_lifetime: Duration::from_secs(600),
         }
     }
 }
@@ -76,6 +96,8 @@ impl fmt::Debug for DemoConfig {
             .field("metrics_on_main", &self.metrics_on_main)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("seal_session_data", &self.seal_session_data)
+            .field("dbsc", &self.dbsc)
+            .field("dbsc_bound_lifetime", &self.dbsc_bound_lifetime)
             .finish()
     }
 }
@@ -221,6 +243,16 @@ pub struct Flags {
     /// reads those values).
     #[arg(long, env = "CLOAKROOM_SEAL_SESSION_DATA")]
     pub seal_session_data: bool,
+    /// Device Bound Session Credentials (a W3C draft; Chromium): off, optional (browsers
+    /// that can bind the session to a device key do, and then a copied session cookie alone
+    /// no longer opens the pages) or required (logged-in pages need a device-bound session).
+    /// Needs https:// or a localhost origin in the browser.
+    #[arg(long, env = "CLOAKROOM_DBSC", value_enum, default_value = "off")]
+    pub dbsc: DbscMode,
+    /// How long a DBSC bound cookie lives before the browser must sign a refresh (e.g. 10m,
+    /// 30s): how long a stolen bound cookie would work.
+    #[arg(long, env = "CLOAKROOM_DBSC_BOUND_LIFETIME", default_value = "10m", value_parser = limits::parse_duration)]
+    pub dbsc_bound_lifetime: Duration,
 }
 
 impl fmt::Debug for Flags {
@@ -300,6 +332,8 @@ impl Flags {
             metrics_on_main,
             trusted_proxies: self.trusted_proxies.clone(),
             seal_session_data: self.seal_session_data,
+            dbsc: self.dbsc,
+            dbsc_bound_lifetime: self.dbsc_bound_lifetime,
         }
     }
 }

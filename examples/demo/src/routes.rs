@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
 use cloakroom::SessionLayer;
 use cloakroom::session::Session;
-use cloakroom::tower::{CsrfLayer, CsrfToken};
+use cloakroom::tower::{CsrfLayer, CsrfToken, DeviceBoundLayer};
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{self, Credentials, DeleteNote, LoginHint, NewNote, RevokeForm};
 use cloakroom_demo_app::proxies;
@@ -30,21 +30,29 @@ pub(crate) fn router(
     csrf: CsrfLayer,
     guard: Guard,
 ) -> Router {
-    let mut router = Router::new()
+    // The logged-in pages and API need a device-bound session once it has registered (all
+    // of them under `--dbsc required`); a refused page goes to the login form.
+    let bound_pages = Router::new()
         .route("/", get(home))
-        .route("/login", get(login_form).post(login))
-        .route("/register", get(register_form).post(register))
         .route("/notes", post(add_note_form))
         .route("/notes/delete", post(delete_note_form))
         .route("/notes/clear", post(clear_notes_form))
         .route("/sessions", get(sessions_page))
         .route("/sessions/revoke", post(revoke))
         .route("/sessions/revoke-others", post(revoke_others))
+        .route_layer(DeviceBoundLayer::new().with_redirect("/login"));
+    let bound_api = Router::new()
+        .route("/api/me", get(api_me))
+        .route("/api/notes", post(api_add_note))
+        .route_layer(DeviceBoundLayer::new());
+    let mut router = Router::new()
+        .merge(bound_pages)
+        .merge(bound_api)
+        .route("/login", get(login_form).post(login))
+        .route("/register", get(register_form).post(register))
         .route("/logout", post(logout))
         .route("/api/login", post(api_login))
         .route("/api/logout", post(api_logout))
-        .route("/api/me", get(api_me))
-        .route("/api/notes", post(api_add_note))
         .route("/api/csrf", get(api_csrf))
         .route("/healthz", get(healthz))
         .route("/static/notes.js", get(|| async { pages::notes_js() }))

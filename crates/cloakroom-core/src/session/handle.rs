@@ -508,6 +508,37 @@ impl Session {
         Ok(Some(shared.format.store_key(id)))
     }
 
+    /// The engine this session belongs to.
+    #[cfg(feature = "dbsc")]
+    pub(crate) fn engine(&self) -> super::SessionEngine {
+        super::SessionEngine::of_shared(self.inner.shared.clone())
+    }
+
+    /// The store key the request's ticket names, without a load: the key of the first
+    /// verified ticket, or of the loaded record. For the DBSC bound cookie check.
+    #[cfg(feature = "dbsc")]
+    pub(crate) async fn ticket_key(&self) -> Option<SessionKey> {
+        let st = self.inner.state.lock().await;
+        match &st.phase {
+            Phase::Unloaded { first, .. } => Some(self.key_of(first)),
+            Phase::Live(live) => live.stored,
+            _ => None,
+        }
+    }
+
+    /// Whether the session is logged in, and whether it is bound to a device (DBSC
+    /// registered). Loads the session.
+    #[cfg(feature = "dbsc")]
+    pub(crate) async fn dbsc_state(&self) -> Result<(bool, bool)> {
+        let st = self.state().await?;
+        Ok(st.record().map_or((false, false), |r| {
+            (
+                r.meta.user.is_some(),
+                r.data.contains_key(super::DEVICE_KEY_FIELD),
+            )
+        }))
+    }
+
     /// The logged-in user and the key of the stored record (this session's until the
     /// commit, renewed or not), for [`SessionEngine::revoke_others`](super::SessionEngine::revoke_others).
     pub(super) async fn user_and_stored_key(&self) -> Result<(Option<String>, Option<SessionKey>)> {
