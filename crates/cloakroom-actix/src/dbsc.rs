@@ -125,7 +125,10 @@ where
                 return Ok(req.into_response(res).map_into_right_body());
             };
             let cookies = req.headers().get_all(header::COOKIE);
-            match session.dbsc_admits(cookies.map(HeaderValue::as_bytes)).await {
+            match session
+                .dbsc_admits(cookies.map(HeaderValue::as_bytes))
+                .await
+            {
                 Ok(true) => Ok(service.call(req).await?.map_into_left_body()),
                 Ok(false) => {
                     tracing::info!(path = req.path(), "device-bound session refused");

@@ -178,8 +178,7 @@ where
                 Ok(outcome) => {
                     add_outcome(res.headers_mut(), &outcome);
                     #[cfg(feature = "dbsc")]
-                    crate::dbsc::after_commit(&engine, &session, &outcome, res.headers_mut())
-                        .await;
+                    crate::dbsc::after_commit(&engine, &session, &outcome, res.headers_mut()).await;
                     Ok(res.map_into_left_body())
                 }
                 Err(error) => {

@@ -332,7 +332,12 @@ fn write_meta(info: &SessionInfo, now: Timestamp, out: &mut impl Write) -> anyho
         ),
         (
             "device-bound",
-            if info.device_bound { "yes (DBSC)" } else { "no" }.to_owned(),
+            if info.device_bound {
+                "yes (DBSC)"
+            } else {
+                "no"
+            }
+            .to_owned(),
         ),
         (
             "user agent",

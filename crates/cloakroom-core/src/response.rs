@@ -155,7 +155,9 @@ pub fn dbsc_refusal(method: &http::Method, redirect: Option<&str>) -> Response<S
     match redirect.filter(|_| page).map(HeaderValue::from_str) {
         Some(Ok(location)) => {
             *response.status_mut() = StatusCode::SEE_OTHER;
-            response.headers_mut().insert(http::header::LOCATION, location);
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, location);
         }
         _ => {
             *response.status_mut() = StatusCode::UNAUTHORIZED;

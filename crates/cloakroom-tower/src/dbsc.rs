@@ -127,7 +127,10 @@ where
                 return Ok(res);
             };
             let cookies = req.headers().get_all(COOKIE).iter();
-            match session.dbsc_admits(cookies.map(HeaderValue::as_bytes)).await {
+            match session
+                .dbsc_admits(cookies.map(HeaderValue::as_bytes))
+                .await
+            {
                 Ok(true) => inner.call(req).await,
                 Ok(false) => {
                     tracing::info!(path = req.uri().path(), "device-bound session refused");

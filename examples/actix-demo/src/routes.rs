@@ -72,7 +72,11 @@ impl Wiring {
         App::new()
             .app_data(self.state)
             .app_data(web::PayloadConfig::new(max_body))
-            .service(resource("/", "GET,HEAD").route(get().to(home)).wrap(bound_page()))
+            .service(
+                resource("/", "GET,HEAD")
+                    .route(get().to(home))
+                    .wrap(bound_page()),
+            )
             .service(
                 resource("/login", "GET,HEAD,POST")
                     .route(get().to(login_form))
@@ -83,11 +87,31 @@ impl Wiring {
                     .route(get().to(register_form))
                     .route(web::post().to(register)),
             )
-            .service(resource("/notes", "POST").route(web::post().to(add_note_form)).wrap(bound_page()))
-            .service(resource("/notes/delete", "POST").route(web::post().to(delete_note_form)).wrap(bound_page()))
-            .service(resource("/notes/clear", "POST").route(web::post().to(clear_notes_form)).wrap(bound_page()))
-            .service(resource("/sessions", "GET,HEAD").route(get().to(sessions_page)).wrap(bound_page()))
-            .service(resource("/sessions/revoke", "POST").route(web::post().to(revoke)).wrap(bound_page()))
+            .service(
+                resource("/notes", "POST")
+                    .route(web::post().to(add_note_form))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/notes/delete", "POST")
+                    .route(web::post().to(delete_note_form))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/notes/clear", "POST")
+                    .route(web::post().to(clear_notes_form))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/sessions", "GET,HEAD")
+                    .route(get().to(sessions_page))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/sessions/revoke", "POST")
+                    .route(web::post().to(revoke))
+                    .wrap(bound_page()),
+            )
             .service(
                 resource("/sessions/revoke-others", "POST")
                     .route(web::post().to(revoke_others))
@@ -96,8 +120,16 @@ impl Wiring {
             .service(resource("/logout", "POST").route(web::post().to(logout)))
             .service(resource("/api/login", "POST").route(web::post().to(api_login)))
             .service(resource("/api/logout", "POST").route(web::post().to(api_logout)))
-            .service(resource("/api/me", "GET,HEAD").route(get().to(api_me)).wrap(DeviceBound::new()))
-            .service(resource("/api/notes", "POST").route(web::post().to(api_add_note)).wrap(DeviceBound::new()))
+            .service(
+                resource("/api/me", "GET,HEAD")
+                    .route(get().to(api_me))
+                    .wrap(DeviceBound::new()),
+            )
+            .service(
+                resource("/api/notes", "POST")
+                    .route(web::post().to(api_add_note))
+                    .wrap(DeviceBound::new()),
+            )
             .service(resource("/api/csrf", "GET,HEAD").route(get().to(api_csrf)))
             .service(resource("/healthz", "GET,HEAD").route(get().to(healthz)))
             .service(

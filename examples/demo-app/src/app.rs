@@ -13,7 +13,6 @@ use http::StatusCode;
 use minijinja::{Environment, Value, context};
 
 use crate::config::{DbscMode, DemoConfig, origin_is_https, pycket_secret};
-use cloakroom::dbsc::{DbscPolicy, DbscSettings};
 use crate::error::AppError;
 use crate::hosts::AllowedHosts;
 use crate::metrics::Metrics;
@@ -23,6 +22,7 @@ use crate::reply::{Reply, html};
 use crate::throttle::Throttle;
 use crate::users::Users;
 use crate::{keyfile, templates};
+use cloakroom::dbsc::{DbscPolicy, DbscSettings};
 
 /// pycket's session cookie.
 pub const PYCKET_COOKIE: &str = "PYCKET_ID";

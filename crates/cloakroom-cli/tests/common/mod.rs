@@ -228,7 +228,10 @@ fn check_entry(entry: &Value, made: &Made) {
     assert_eq!(entry["user"].as_str(), made.user());
     assert_eq!(entry["user_agent"].as_str(), meta.user_agent.as_deref());
     assert_eq!(entry["remember"], meta.remember);
-    assert_eq!(entry["device_bound"], made.record.data.contains_key("__cr.dbsc"));
+    assert_eq!(
+        entry["device_bound"],
+        made.record.data.contains_key("__cr.dbsc")
+    );
     assert_eq!(entry["fields"], made.record.data.len());
     assert_eq!(entry["data_bytes"], made.record.data_bytes());
     for (name, ts) in [

@@ -245,7 +245,11 @@ impl Limits {
     }
 
     /// `Err(wait)` when one of the keys is over its budget.
-    fn check(&self, session: Option<&SessionKey>, client: Option<IpAddr>) -> std::result::Result<(), Duration> {
+    fn check(
+        &self,
+        session: Option<&SessionKey>,
+        client: Option<IpAddr>,
+    ) -> std::result::Result<(), Duration> {
         use governor::clock::Clock as _;
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sessions.retain_recent();
@@ -439,7 +443,9 @@ impl SessionEngine {
         if let Err(wait) = dbsc.limits.check(session.as_ref(), request.client) {
             let mut response = DbscResponse::refused(429, "too many DBSC requests");
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            response.headers.push(("Retry-After", seconds.max(1).to_string()));
+            response
+                .headers
+                .push(("Retry-After", seconds.max(1).to_string()));
             return response;
         }
         match endpoint {
