@@ -177,6 +177,71 @@ async fn start(
     demo.start(&args, dir).await
 }
 
+/// Hostile and broken registrations: refused with a 4xx, never a 500, and none of them
+/// uses up the challenge.
+async fn hostile_registrations(demo: Demo, tab: &mut Tab, device: &DeviceKey, challenge: &str) {
+    let claims = json!({"jti": challenge});
+    let header = json!({"alg": "ES256", "jwk": device.jwk(), "typ": "dbsc+jwt"});
+    let mut wrong_typ = header.clone();
+    wrong_typ["typ"] = json!("JWT");
+    let mut none = header.clone();
+    none["alg"] = json!("none");
+    let mut hs = header.clone();
+    hs["alg"] = json!("HS256");
+    let other = DeviceKey::generate();
+    let mut foreign_jwk = header.clone();
+    foreign_jwk["jwk"] = other.jwk();
+    let oversized = "A".repeat(10_000);
+    let cases = [
+        ("wrong typ", device.sign(&wrong_typ, &claims), 403),
+        ("alg none", unsigned(&none, &claims), 403),
+        (
+            "HS256 keyed with the public key",
+            hs256(&hs, &claims, &device.public_bytes()),
+            403,
+        ),
+        (
+            "signed by another key",
+            device.sign(&foreign_jwk, &claims),
+            403,
+        ),
+        (
+            "a challenge never issued",
+            device.registration("made-up"),
+            403,
+        ),
+        ("malformed", "not.a.jwt!".to_owned(), 400),
+        ("two parts", "abc.def".to_owned(), 400),
+        ("oversized", oversized, 400),
+    ];
+    for (what, proof, status) in cases {
+        let res = tab.register(&proof).await;
+        assert_eq!(res.status, status, "{demo:?} {what}: {res:?}");
+    }
+    let bare = tab.send("POST", "/dbsc/register", &[], None).await;
+    assert_eq!(bare.status, 400, "{demo:?}: no proof");
+    let get = tab.send("GET", "/dbsc/register", &[], None).await;
+    assert_eq!(get.status, 405, "{demo:?}");
+}
+
+/// Bad refresh requests: a clear 4xx each.
+async fn bad_refreshes(demo: Demo, tab: &mut Tab, id: &str) {
+    let malformed = tab.refresh("not a handle", None).await;
+    assert_eq!(malformed.status, 400, "{demo:?}");
+    let oversized = tab.refresh(id, Some(&"A".repeat(10_000))).await;
+    assert_eq!(oversized.status, 400, "{demo:?}");
+    let mut unknown = id.as_bytes().to_vec();
+    unknown[0] = if unknown[0] == b'A' { b'B' } else { b'A' };
+    let unknown = String::from_utf8(unknown).unwrap();
+    assert_eq!(tab.refresh(&unknown, None).await.status, 401, "{demo:?}");
+    let cross = [
+        ("Sec-Secure-Session-Id", id),
+        ("Origin", "https://evil.example"),
+    ];
+    let cross = tab.send("POST", "/dbsc/refresh", &cross, None).await;
+    assert_eq!(cross.status, 403, "{demo:?}: cross-origin");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bound_session_registers_refreshes_and_a_stolen_ticket_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,50 +255,7 @@ async fn a_bound_session_registers_refreshes_and_a_stolen_ticket_is_refused() {
         assert_eq!(tab.me().await, 200, "{demo:?}: the login's bound cookie");
         let device = DeviceKey::generate();
 
-        // Hostile and broken registrations: refused with a 4xx, never a 500, and none of
-        // them uses up the challenge.
-        let claims = json!({"jti": challenge});
-        let header = json!({"alg": "ES256", "jwk": device.jwk(), "typ": "dbsc+jwt"});
-        let mut wrong_typ = header.clone();
-        wrong_typ["typ"] = json!("JWT");
-        let mut none = header.clone();
-        none["alg"] = json!("none");
-        let mut hs = header.clone();
-        hs["alg"] = json!("HS256");
-        let other = DeviceKey::generate();
-        let mut foreign_jwk = header.clone();
-        foreign_jwk["jwk"] = other.jwk();
-        let oversized = "A".repeat(10_000);
-        let cases = [
-            ("wrong typ", device.sign(&wrong_typ, &claims), 403),
-            ("alg none", unsigned(&none, &claims), 403),
-            (
-                "HS256 keyed with the public key",
-                hs256(&hs, &claims, &device.public_bytes()),
-                403,
-            ),
-            (
-                "signed by another key",
-                device.sign(&foreign_jwk, &claims),
-                403,
-            ),
-            (
-                "a challenge never issued",
-                device.registration("made-up"),
-                403,
-            ),
-            ("malformed", "not.a.jwt!".to_owned(), 400),
-            ("two parts", "abc.def".to_owned(), 400),
-            ("oversized", oversized, 400),
-        ];
-        for (what, proof, status) in cases {
-            let res = tab.register(&proof).await;
-            assert_eq!(res.status, status, "{demo:?} {what}: {res:?}");
-        }
-        let bare = tab.send("POST", "/dbsc/register", &[], None).await;
-        assert_eq!(bare.status, 400, "{demo:?}: no proof");
-        let get = tab.send("GET", "/dbsc/register", &[], None).await;
-        assert_eq!(get.status, 405, "{demo:?}");
+        hostile_registrations(demo, &mut tab, &device, &challenge).await;
 
         // The real registration.
         let registered = tab.register(&device.registration(&challenge)).await;
@@ -298,21 +320,7 @@ async fn a_bound_session_registers_refreshes_and_a_stolen_ticket_is_refused() {
         let replayed = tab.refresh(&id, Some(&proof)).await;
         assert_eq!(replayed.status, 403, "{demo:?}: replayed refresh proof");
 
-        // Bad refresh requests: clear 4xx.
-        let malformed = tab.refresh("not a handle", None).await;
-        assert_eq!(malformed.status, 400, "{demo:?}");
-        let oversized = tab.refresh(&id, Some(&"A".repeat(10_000))).await;
-        assert_eq!(oversized.status, 400, "{demo:?}");
-        let mut unknown = id.clone().into_bytes();
-        unknown[0] = if unknown[0] == b'A' { b'B' } else { b'A' };
-        let unknown = String::from_utf8(unknown).unwrap();
-        assert_eq!(tab.refresh(&unknown, None).await.status, 401, "{demo:?}");
-        let cross = [
-            ("Sec-Secure-Session-Id", id.as_str()),
-            ("Origin", "https://evil.example"),
-        ];
-        let cross = tab.send("POST", "/dbsc/refresh", &cross, None).await;
-        assert_eq!(cross.status, 403, "{demo:?}: cross-origin");
+        bad_refreshes(demo, &mut tab, &id).await;
 
         // Logged out: the browser's refresh gets 401 and ends its DBSC session.
         assert_eq!(tab.post_form("/logout", &[]).await.status, 303);

@@ -204,12 +204,14 @@ enum LimitKey {
 impl LimitKey {
     fn client(ip: IpAddr) -> Self {
         match ip {
-            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                LimitKey::Client(IpAddr::V6(bits.into()))
-            }
-            IpAddr::V6(v6) => LimitKey::Client(IpAddr::V4(v6.to_ipv4_mapped().expect("mapped"))),
-            v4 => LimitKey::Client(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => LimitKey::Client(IpAddr::V4(v4)),
+                None => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    LimitKey::Client(IpAddr::V6(bits.into()))
+                }
+            },
+            IpAddr::V4(v4) => LimitKey::Client(IpAddr::V4(v4)),
         }
     }
 }
@@ -629,7 +631,8 @@ impl Session {
             return Ok(true);
         }
         let (logged_in, bound) = self.dbsc_state().await?;
-        Ok(!bound && !(logged_in && dbsc.policy == DbscPolicy::Required))
+        let required = dbsc.policy == DbscPolicy::Required;
+        Ok(!bound && (!logged_in || !required))
     }
 }
 
