@@ -1039,6 +1039,51 @@ mod tests {
         assert_eq!(refresh(&engine, &key, None).await.status, 403, "bound");
     }
 
+    #[tokio::test]
+    async fn a_cycled_id_drops_the_binding_and_offers_registration_again() {
+        let store = MemoryStore::new();
+        let engine = engine(&store);
+        let browser = Browser::new();
+        let session = engine.session(None);
+        session.login("ada").await.unwrap();
+        let first = engine.commit(&session, None).await.unwrap();
+        let cookie = first.set_cookie.clone().unwrap();
+        let challenge = quoted_after(
+            header(
+                &engine.dbsc_headers(&session, &first).await.unwrap(),
+                REGISTRATION_HEADER,
+            )
+            .unwrap(),
+            "challenge=\"",
+        )
+        .to_owned();
+        assert_eq!(
+            register(&engine, &browser.proof(&challenge, true))
+                .await
+                .status,
+            200
+        );
+        let bound = engine.handle_of(&session).await.unwrap().unwrap();
+        assert_eq!(refresh(&engine, &bound, None).await.status, 403, "bound");
+        let again = engine.session(Some(cookie.split(';').next().unwrap()));
+        again.cycle_id().await.unwrap();
+        let outcome = engine.commit(&again, None).await.unwrap();
+        let cycled = engine.handle_of(&again).await.unwrap().unwrap();
+        assert_ne!(cycled, bound);
+        assert_eq!(refresh(&engine, &cycled, None).await.status, 401, "unbound");
+        let offered = engine.dbsc_headers(&again, &outcome).await.unwrap();
+        assert!(header(&offered, REGISTRATION_HEADER).is_some());
+        assert!(
+            !store
+                .load(&cycled)
+                .await
+                .unwrap()
+                .unwrap()
+                .data
+                .contains_key(DEVICE_KEY_FIELD)
+        );
+    }
+
     #[test]
     fn bound_cookies_verify_only_for_their_session_key_and_until_expiry() {
         let ring = KeyRing::single(Key::from_bytes(&[3; 32]).unwrap());

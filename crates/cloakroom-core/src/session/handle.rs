@@ -401,7 +401,8 @@ impl Session {
     /// Gives the session a new id, keeping its data (a periodic rotation, a remember-me
     /// refresh); the old ticket stops working, after the rotation grace if one is configured
     /// ([`SessionSettings::with_rotation_grace`](super::SessionSettings::with_rotation_grace)),
-    /// unless this request also logs in (a login has no grace).
+    /// unless this request also logs in (a login has no grace). A device-bound session (DBSC)
+    /// loses its binding with its old id and is offered registration again.
     ///
     /// # Errors
     /// Store failures, or a committed response.
@@ -410,6 +411,9 @@ impl Session {
         if let Phase::Live(live) = &mut st.phase {
             // Already renewing for a login: that renewal keeps no grace.
             live.grace = !live.renew || live.grace;
+            // The DBSC session identifier is the handle, which changes: the device binds
+            // anew (the commit offers registration again, as after a login).
+            live.record.data.remove(super::DEVICE_KEY_FIELD);
             self.renew(live);
         }
         Ok(())
