@@ -15,7 +15,7 @@ use serde_json::json;
 
 /// The demos' bound cookie lifetime here (the login's grace is the same: it is shorter
 /// than the default 30 s).
-const BOUND: Duration = Duration::from_secs(2);
+const BOUND: Duration = Duration::from_secs(3);
 
 /// What came back.
 #[derive(Debug)]
