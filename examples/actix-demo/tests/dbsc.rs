@@ -358,6 +358,16 @@ async fn required_refuses_an_unregistered_session_after_the_grace_and_optional_d
         assert_eq!(tab.me().await, 200);
         tab.jar.remove("session_bound");
         assert_eq!(tab.me().await, 401, "{demo:?}: registered, no bound cookie");
+        // An API client's login (ticket in a header) is offered nothing: it keeps no cookies.
+        let api = reqwest::Client::new()
+            .post(format!("{}/api/login", optional.base()))
+            .json(&json!({"name": "cleo", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(api.status(), 200, "{demo:?}");
+        assert!(api.headers().get("secure-session-registration").is_none());
+        assert!(api.headers().get("set-cookie").is_none(), "{demo:?}");
 
         // Off: no offer, no endpoints (the app's CSRF check refuses the bare POST).
         let off = start(demo, "off", dir.path()).await;

@@ -360,7 +360,8 @@ impl SessionEngine {
     /// The headers a response adds after `outcome` (its commit): after a login (the renewal
     /// of a logged-in session) with DBSC on, a bound cookie for the session, which covers
     /// the requests racing the registration, and `Secure-Session-Registration` with a fresh
-    /// challenge bound to the session. Empty otherwise.
+    /// challenge bound to the session. Empty otherwise, and for a session whose ticket is
+    /// answered in a header (an API client: it keeps no cookies).
     ///
     /// # Errors
     /// Store failures.
@@ -372,7 +373,11 @@ impl SessionEngine {
         let Some(dbsc) = self.dbsc() else {
             return Ok(Vec::new());
         };
-        if outcome.action != CommitAction::Renewed || session.user().await?.is_none() {
+        // A ticket answered in a header (an API client) gets no cookie: nothing to bind.
+        if outcome.action != CommitAction::Renewed
+            || outcome.set_cookie.is_none()
+            || session.user().await?.is_none()
+        {
             return Ok(Vec::new());
         }
         let Some(key) = self.handle_of(session).await? else {
