@@ -5,6 +5,9 @@
 //! [`SessionMiddleware`] and the [`Session`] extractor for sessions; [`CsrfMiddleware`] and
 //! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]); [`RecentLoginMiddleware`]
 //! for routes that need a recent login (see [`recent_login`]).
+//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]). With the `dbsc` feature,
+//! device-bound sessions: the session middleware answers the DBSC endpoints, and
+//! `DeviceBound` guards the routes that need a bound session.
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer, web};
@@ -39,6 +42,8 @@
 
 mod convert;
 pub mod csrf;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 mod extract;
 mod middleware;
 pub mod recent_login;
@@ -48,6 +53,8 @@ pub use cloakroom_core::session::SessionSettings;
 pub use csrf::{
     CsrfMiddleware, CsrfMiddlewareService, CsrfSettings, CsrfToken, MissingCsrfMiddleware,
 };
+#[cfg(feature = "dbsc")]
+pub use dbsc::{DeviceBound, DeviceBoundService};
 pub use extract::{Error, MissingSessionMiddleware, Session};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
 pub use recent_login::{RecentLogin, RecentLoginMiddleware, RecentLoginMiddlewareService};

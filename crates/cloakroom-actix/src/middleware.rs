@@ -145,6 +145,15 @@ where
                     .map_into_right_body())));
             }
         };
+        // The DBSC endpoints are answered here, never by the application.
+        #[cfg(feature = "dbsc")]
+        if let Some(endpoint) = self.engine.dbsc_endpoint(req.path()) {
+            let engine = self.engine.clone();
+            return Box::pin(async move {
+                let res = crate::dbsc::answer(engine, endpoint, &req, session).await;
+                Ok(req.into_response(res).map_into_right_body())
+            });
+        }
         req.extensions_mut().insert(session.clone());
         let fut = self.service.call(req);
         let on_error = self.on_error.clone();
@@ -168,6 +177,8 @@ where
             match engine.commit(&session, user_agent).await {
                 Ok(outcome) => {
                     add_outcome(res.headers_mut(), &outcome);
+                    #[cfg(feature = "dbsc")]
+                    crate::dbsc::after_commit(&engine, &session, &outcome, res.headers_mut()).await;
                     Ok(res.map_into_left_body())
                 }
                 Err(error) => {

@@ -94,6 +94,7 @@ pub async fn list(
         ("EXPIRES", Align::Left),
         ("FIELDS", Align::Right),
         ("BYTES", Align::Right),
+        ("BOUND", Align::Left),
         ("USER AGENT", Align::Left),
     ]);
     for info in &sessions {
@@ -110,6 +111,7 @@ pub async fn list(
             ),
             info.fields.to_string(),
             info.data_bytes.to_string(),
+            if info.device_bound { "device" } else { "-" }.to_owned(),
             shown_agent(meta.user_agent.as_deref())
                 .map_or_else(|| "-".to_owned(), |ua| truncate(ua, USER_AGENT_WIDTH)),
         ]);
@@ -288,6 +290,8 @@ struct SessionJson<'a> {
     /// When and how the user last proved who they are (login or reauthentication):
     /// `{"at", "at_ms", "method"}`, `"SEALED"` when sealed at rest, `null` without one.
     last_authentication: Option<Value>,
+    /// Bound to a device key (DBSC registered).
+    device_bound: bool,
 }
 
 impl<'a> SessionJson<'a> {
@@ -308,6 +312,7 @@ impl<'a> SessionJson<'a> {
             user_agent: shown_agent(meta.user_agent.as_deref()),
             remember: meta.remember,
             last_authentication: None,
+            device_bound: info.device_bound,
         }
     }
 }
@@ -354,6 +359,15 @@ fn write_meta(info: &SessionInfo, now: Timestamp, out: &mut impl Write) -> anyho
         (
             "remember",
             if meta.remember { "yes" } else { "no" }.to_owned(),
+        ),
+        (
+            "device-bound",
+            if info.device_bound {
+                "yes (DBSC)"
+            } else {
+                "no"
+            }
+            .to_owned(),
         ),
         (
             "user agent",

@@ -144,6 +144,35 @@ pub fn dbsc_response(answer: crate::dbsc::DbscResponse) -> Response<String> {
     response
 }
 
+/// What a route that needs a device-bound session answers a request that
+/// [`Session::dbsc_admits`](crate::Session::dbsc_admits) refused: `303 See Other` to
+/// `redirect` (when given) for a `GET` or `HEAD` (a page: the user logs in again), otherwise
+/// `401 Unauthorized` with a plain-text reason (an API call).
+#[cfg(feature = "dbsc")]
+pub fn dbsc_refusal(method: &http::Method, redirect: Option<&str>) -> Response<String> {
+    let page = method == http::Method::GET || method == http::Method::HEAD;
+    let mut response = Response::new(String::new());
+    match redirect.filter(|_| page).map(HeaderValue::from_str) {
+        Some(Ok(location)) => {
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, location);
+        }
+        _ => {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            *response.body_mut() =
+                "this session is device-bound: a fresh bound cookie is needed\n".into();
+            (response.headers_mut()).insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+    }
+    (response.headers_mut()).insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The [`Session`] extractor found no session: the session middleware is missing from the
 /// route (a server misconfiguration: `500`).
 #[cfg(feature = "axum")]

@@ -90,6 +90,7 @@ impl Record {
             meta: self.meta.clone(),
             fields: self.data.len(),
             data_bytes: self.data_bytes(),
+            device_bound: self.data.contains_key(crate::session::DEVICE_KEY_FIELD),
         }
     }
 
@@ -259,6 +260,9 @@ pub struct SessionInfo {
     pub fields: usize,
     /// Bytes of field names and values.
     pub data_bytes: usize,
+    /// Whether the session is bound to a device key (DBSC registered: the record holds the
+    /// device's public key), for "your devices" pages and the CLI.
+    pub device_bound: bool,
 }
 
 /// Where a [`SessionStore::scan`] continues; opaque to callers.

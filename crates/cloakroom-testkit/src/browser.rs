@@ -64,6 +64,19 @@ impl Browser {
         );
         let chrome_bin = find_binary(&["chromium", "/usr/bin/chromium", "chromium-browser"])
             .expect("chromium not found: run scripts/test.sh or apt-get install -y chromium");
+        Browser::start_with(&chrome_bin, &driver_bin, &[]).await
+    }
+
+    /// Starts `driver` (a chromedriver matching `chrome`) and a headless session of `chrome`
+    /// with `extra_args` on top of the usual ones, in a fresh profile.
+    ///
+    /// # Panics
+    /// When either does not start within 30 seconds.
+    pub async fn start_with(
+        chrome_bin: &std::path::Path,
+        driver_bin: &std::path::Path,
+        extra_args: &[&str],
+    ) -> Browser {
         let port = free_port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
@@ -87,18 +100,28 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("cloakroom-chrome-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&profile).expect("profile dir");
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-extensions".to_owned(),
+            "--disable-default-apps".to_owned(),
+            "--no-default-browser-check".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
         let caps = json!({
             "capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
                 "goog:chromeOptions": {
                     "binary": chrome_bin.to_string_lossy(),
-                    "args": [
-                        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                        "--disable-quic", "--no-first-run", "--disable-background-networking",
-                        "--disable-component-update", "--disable-sync", "--disable-extensions",
-                        "--disable-default-apps", "--no-default-browser-check",
-                        format!("--user-data-dir={}", profile.display()),
-                    ]
+                    "args": args
                 }
             }}
         });
@@ -219,6 +242,25 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The value of the cookie `name` the browser would send to the current page (HttpOnly
+    /// ones included), if it holds one.
+    pub async fn cookie(&self, name: &str) -> Option<String> {
+        let path = format!("/session/{}/cookie", self.session);
+        let all = self.call("GET", &path, Value::Null).await;
+        all.as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["value"].as_str())
+            .map(str::to_owned)
+    }
+
+    /// Puts the cookie `name=value` for the current page's host into the browser (a copied
+    /// cookie, as an attacker would plant it).
+    pub async fn add_cookie(&self, name: &str, value: &str) {
+        let cookie = json!({"cookie": {"name": name, "value": value, "path": "/"}});
+        self.session_call("POST", "/cookie", cookie).await;
     }
 
     /// Ends the session and stops the browser.

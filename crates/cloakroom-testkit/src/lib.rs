@@ -33,6 +33,7 @@
 //! keys and user names, so several can share one backend (a Redis server) at once.
 
 pub mod conformance;
+pub mod dbsc;
 pub mod demo_client;
 
 use std::future::Future;

@@ -1,6 +1,9 @@
 //! Tower middleware for Cloakroom: [`SessionLayer`] puts a session in every request and
 //! commits it with the response; with the `axum` feature, the [`Session`] extractor;
 //! [`RecentLoginLayer`] guards sensitive routes with a recent-login check.
+//! commits it with the response; with the `axum` feature, the [`Session`] extractor; with
+//! the `dbsc` feature, device-bound sessions (the session layer answers the DBSC endpoints,
+//! `DeviceBoundLayer` guards the routes that need a bound session).
 //!
 //! ```
 //! # #[cfg(feature = "axum")] {
@@ -22,6 +25,8 @@
 //! ```
 
 pub mod csrf;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 pub mod recent_login;
 pub mod session;
 
@@ -30,6 +35,8 @@ pub mod extract;
 
 pub use cloakroom_core::session::SessionSettings;
 pub use csrf::{CsrfLayer, CsrfMode, CsrfSettings, CsrfToken};
+#[cfg(feature = "dbsc")]
+pub use dbsc::{DeviceBound, DeviceBoundLayer};
 pub use recent_login::{RecentLogin, RecentLoginLayer, RecentLoginService};
 pub use session::{ConfigError, SessionLayer, SessionService};
 

@@ -55,6 +55,9 @@
 //! timeout). [`SessionSettings`] and [`csrf::CsrfSettings`] are the one way to configure:
 //! the adapters take what they build.
 
+/// Device Bound Session Credentials (feature `dbsc`): settings, policy, the endpoints.
+#[cfg(feature = "dbsc")]
+pub use cloakroom_core::dbsc;
 pub use cloakroom_core::{cookie, csrf, flash, keys, session, telemetry};
 
 pub mod store;

@@ -14,7 +14,7 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, guard};
 use cloakroom_actix::{
-    CsrfMiddleware, CsrfSettings, CsrfToken, RecentLoginMiddleware, SessionMiddleware,
+    CsrfMiddleware, CsrfSettings, CsrfToken, DeviceBound, RecentLoginMiddleware, SessionMiddleware,
 };
 use cloakroom_core::session::Session;
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
@@ -81,7 +81,11 @@ impl Wiring {
         App::new()
             .app_data(self.state)
             .app_data(web::PayloadConfig::new(max_body))
-            .service(resource("/", "GET,HEAD").route(get().to(home)))
+            .service(
+                resource("/", "GET,HEAD")
+                    .route(get().to(home))
+                    .wrap(bound_page()),
+            )
             .service(
                 resource("/login", "GET,HEAD,POST")
                     .route(get().to(login_form))
@@ -92,13 +96,35 @@ impl Wiring {
                     .route(get().to(register_form))
                     .route(web::post().to(register)),
             )
-            .service(resource("/notes", "POST").route(web::post().to(add_note_form)))
-            .service(resource("/notes/delete", "POST").route(web::post().to(delete_note_form)))
-            .service(resource("/notes/clear", "POST").route(web::post().to(clear_notes_form)))
-            .service(resource("/sessions", "GET,HEAD").route(get().to(sessions_page)))
-            .service(resource("/sessions/revoke", "POST").route(web::post().to(revoke)))
             .service(
-                guarded("/sessions/revoke-others", "POST").route(web::post().to(revoke_others)),
+                resource("/notes", "POST")
+                    .route(web::post().to(add_note_form))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/notes/delete", "POST")
+                    .route(web::post().to(delete_note_form))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/notes/clear", "POST")
+                    .route(web::post().to(clear_notes_form))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/sessions", "GET,HEAD")
+                    .route(get().to(sessions_page))
+                    .wrap(bound_page()),
+            )
+            .service(
+                resource("/sessions/revoke", "POST")
+                    .route(web::post().to(revoke))
+                    .wrap(bound_page()),
+            )
+            .service(
+                guarded("/sessions/revoke-others", "POST")
+                    .route(web::post().to(revoke_others))
+                    .wrap(bound_page()),
             )
             .service(
                 resource("/confirm", "GET,HEAD,POST")
@@ -108,17 +134,20 @@ impl Wiring {
             .service(
                 guarded("/account/password", "GET,HEAD,POST")
                     .route(get().to(password_form))
-                    .route(web::post().to(change_password)),
+                    .route(web::post().to(change_password))
+                    .wrap(bound_page()),
             )
             .service(
                 guarded("/account/delete", "GET,HEAD,POST")
                     .route(get().to(delete_form))
-                    .route(web::post().to(delete_account)),
+                    .route(web::post().to(delete_account))
+                    .wrap(bound_page()),
             )
             .service(resource("/api/confirm", "POST").route(web::post().to(api_confirm)))
             .service(
                 guarded("/api/sessions/revoke-others", "POST")
-                    .route(web::post().to(api_revoke_others)),
+                    .route(web::post().to(api_revoke_others))
+                    .wrap(DeviceBound::new()),
             )
             .service(resource("/sessions/live", "GET").route(get().to(live)))
             .service(
@@ -128,8 +157,16 @@ impl Wiring {
             .service(resource("/logout", "POST").route(web::post().to(logout)))
             .service(resource("/api/login", "POST").route(web::post().to(api_login)))
             .service(resource("/api/logout", "POST").route(web::post().to(api_logout)))
-            .service(resource("/api/me", "GET,HEAD").route(get().to(api_me)))
-            .service(resource("/api/notes", "POST").route(web::post().to(api_add_note)))
+            .service(
+                resource("/api/me", "GET,HEAD")
+                    .route(get().to(api_me))
+                    .wrap(DeviceBound::new()),
+            )
+            .service(
+                resource("/api/notes", "POST")
+                    .route(web::post().to(api_add_note))
+                    .wrap(DeviceBound::new()),
+            )
             .service(resource("/api/csrf", "GET,HEAD").route(get().to(api_csrf)))
             .service(resource("/healthz", "GET,HEAD").route(get().to(healthz)))
             .service(
@@ -174,6 +211,12 @@ impl Wiring {
             .app_data(self.state)
             .service(resource("/metrics", "GET,HEAD").route(get().to(metrics)))
     }
+}
+
+/// The logged-in pages need a device-bound session once it has registered (all of them
+/// under `--dbsc required`); a refused page goes to the login form.
+fn bound_page() -> DeviceBound {
+    DeviceBound::new().with_redirect("/login")
 }
 
 /// `GET`, and `HEAD` with it (as axum's `get` routes answer both).

@@ -13,7 +13,7 @@ use cloakroom_core::recent_login::RecentLogin;
 use http::StatusCode;
 use minijinja::{Environment, Value, context};
 
-use crate::config::{DemoConfig, origin_is_https, pycket_secret};
+use crate::config::{DbscMode, DemoConfig, origin_is_https, pycket_secret};
 use crate::error::AppError;
 use crate::hosts::AllowedHosts;
 use crate::metrics::Metrics;
@@ -23,6 +23,7 @@ use crate::reply::{Reply, html};
 use crate::throttle::Throttle;
 use crate::users::Users;
 use crate::{keyfile, templates};
+use cloakroom::dbsc::{DbscPolicy, DbscSettings};
 
 /// pycket's session cookie.
 pub const PYCKET_COOKIE: &str = "PYCKET_ID";
@@ -98,6 +99,9 @@ impl Demo {
             .with_sealed_data(config.seal_session_data)?
             // API clients (curl, apps) carry the ticket as `Authorization: Bearer <ticket>`.
             .with_transport(Transport::CookieAndHeader);
+        if let Some(dbsc) = dbsc_settings(&config)? {
+            sessions = sessions.with_dbsc(dbsc);
+        }
         if let Some(secret) = &pycket {
             // pycket's ticket: a Tornado v2 signed value of the session's uuid, read back for
             // 31 days as Tornado's `get_secure_cookie` does. Refused with sealed data.
@@ -130,6 +134,20 @@ impl Demo {
                 .with_login_url("/login")?,
         })
     }
+}
+
+/// DBSC as `--dbsc` asks, scoped to the origin; `None` when off.
+fn dbsc_settings(config: &DemoConfig) -> anyhow::Result<Option<DbscSettings>> {
+    let policy = match config.dbsc {
+        DbscMode::Off => return Ok(None),
+        DbscMode::Optional => DbscPolicy::Optional,
+        DbscMode::Required => DbscPolicy::Required,
+    };
+    let origin = config.origin.strip_suffix('/').unwrap_or(&config.origin);
+    let settings = DbscSettings::new(origin)?
+        .with_policy(policy)
+        .with_bound_lifetime(config.dbsc_bound_lifetime)?;
+    Ok(Some(settings))
 }
 
 /// CSRF: tokens bound to the session (the `_xsrf` cookie before login), Fetch Metadata and

@@ -45,6 +45,24 @@ pub struct DemoConfig {
     /// or deleting the account; older ones are asked for the password again. Default 5
     /// minutes; see `--recent-login-window`.
     pub recent_login_window: Duration,
+    /// Device-bound sessions (DBSC); see `--dbsc`.
+    pub dbsc: DbscMode,
+    /// How long a DBSC bound cookie lives; see `--dbsc-bound-lifetime`.
+    pub dbsc_bound_lifetime: Duration,
+}
+
+/// `--dbsc`: whether logins offer device binding and what the bound routes need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbscMode {
+    /// No DBSC (the default).
+    #[default]
+    Off,
+    /// Logins offer registration; a session that registered needs its fresh bound cookie on
+    /// the bound routes, others pass.
+    Optional,
+    /// As `optional`, and a logged-in session that never registered is refused on the bound
+    /// routes once the 30-second grace after login is over.
+    Required,
 }
 
 /// The default of [`DemoConfig::recent_login_window`].
@@ -65,6 +83,8 @@ impl DemoConfig {
             trusted_proxies: Vec::new(),
             seal_session_data: false,
             recent_login_window: DEFAULT_RECENT_LOGIN_WINDOW,
+            dbsc: DbscMode::Off,
+            dbsc_bound_lifetime: Duration::from_secs(600),
         }
     }
 }
@@ -85,6 +105,8 @@ impl fmt::Debug for DemoConfig {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("seal_session_data", &self.seal_session_data)
             .field("recent_login_window", &self.recent_login_window)
+            .field("dbsc", &self.dbsc)
+            .field("dbsc_bound_lifetime", &self.dbsc_bound_lifetime)
             .finish()
     }
 }
@@ -242,6 +264,16 @@ pub struct Flags {
     /// or deleting the account (older: the password is asked again), such as 5m or 30s.
     #[arg(long, env = "CLOAKROOM_RECENT_LOGIN_WINDOW", default_value = "5m", value_parser = limits::parse_duration)]
     pub recent_login_window: Duration,
+    /// Device Bound Session Credentials (a W3C draft; Chromium): off, optional (browsers
+    /// that can bind the session to a device key do, and then a copied session cookie alone
+    /// no longer opens the pages) or required (logged-in pages need a device-bound session).
+    /// Needs https:// or a localhost origin in the browser.
+    #[arg(long, env = "CLOAKROOM_DBSC", value_enum, default_value = "off")]
+    pub dbsc: DbscMode,
+    /// How long a DBSC bound cookie lives before the browser must sign a refresh (e.g. 10m,
+    /// 30s): how long a stolen bound cookie would work.
+    #[arg(long, env = "CLOAKROOM_DBSC_BOUND_LIFETIME", default_value = "10m", value_parser = limits::parse_duration)]
+    pub dbsc_bound_lifetime: Duration,
 }
 
 /// An export interval: a duration above 0 (the SDK would take 0 for its own default).
@@ -353,6 +385,8 @@ impl Flags {
             trusted_proxies: self.trusted_proxies.clone(),
             seal_session_data: self.seal_session_data,
             recent_login_window: self.recent_login_window,
+            dbsc: self.dbsc,
+            dbsc_bound_lifetime: self.dbsc_bound_lifetime,
         }
     }
 }

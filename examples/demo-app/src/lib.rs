@@ -45,7 +45,7 @@ mod users;
 
 pub use app::{AppState, BadInput, Demo, Handled, PYCKET_COOKIE, Visit};
 pub use config::{
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_RECENT_LOGIN_WINDOW, DemoConfig, Flags,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_RECENT_LOGIN_WINDOW, DbscMode, DemoConfig, Flags,
     METRICS_MAX_CONNECTIONS,
 };
 pub use error::{AppError, StoreFailure};

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
 use cloakroom::SessionLayer;
 use cloakroom::session::Session;
-use cloakroom::tower::{CsrfLayer, CsrfToken, RecentLoginLayer};
+use cloakroom::tower::{CsrfLayer, CsrfToken, DeviceBoundLayer, RecentLoginLayer};
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{
     self, ConfirmForm, ConfirmQuery, Credentials, DeleteNote, LoginHint, NewNote, NewPassword,
@@ -38,22 +38,16 @@ pub(crate) fn router(
     // password again (`/confirm`) first.
     let recent =
         |route: axum::routing::MethodRouter<Arc<AppState>>| route.layer(recent_login.clone());
-    let mut router = Router::new()
+    // The logged-in pages and API need a device-bound session once it has registered (all
+    // of them under `--dbsc required`); a refused page goes to the login form.
+    let bound_pages = Router::new()
         .route("/", get(home))
-        .route("/login", get(login_form).post(login))
-        .route("/register", get(register_form).post(register))
         .route("/notes", post(add_note_form))
         .route("/notes/delete", post(delete_note_form))
         .route("/notes/clear", post(clear_notes_form))
         .route("/sessions", get(sessions_page))
         .route("/sessions/revoke", post(revoke))
-        .route("/sessions/live", get(live))
-        .route(
-            "/static/devices.js",
-            get(|| async { send(Ok(live::devices_js())) }),
-        )
         .route("/sessions/revoke-others", recent(post(revoke_others)))
-        .route("/confirm", get(confirm_form).post(confirm))
         .route(
             "/account/password",
             recent(get(password_form).post(change_password)),
@@ -62,16 +56,30 @@ pub(crate) fn router(
             "/account/delete",
             recent(get(delete_form).post(delete_account)),
         )
-        .route("/api/confirm", post(api_confirm))
+        .route_layer(DeviceBoundLayer::new().with_redirect("/login"));
+    let bound_api = Router::new()
+        .route("/api/me", get(api_me))
+        .route("/api/notes", post(api_add_note))
         .route(
             "/api/sessions/revoke-others",
             recent(post(api_revoke_others)),
         )
+        .route_layer(DeviceBoundLayer::new());
+    let mut router = Router::new()
+        .merge(bound_pages)
+        .merge(bound_api)
+        .route("/login", get(login_form).post(login))
+        .route("/register", get(register_form).post(register))
+        .route("/confirm", get(confirm_form).post(confirm))
+        .route("/api/confirm", post(api_confirm))
+        .route("/sessions/live", get(live))
+        .route(
+            "/static/devices.js",
+            get(|| async { send(Ok(live::devices_js())) }),
+        )
         .route("/logout", post(logout))
         .route("/api/login", post(api_login))
         .route("/api/logout", post(api_logout))
-        .route("/api/me", get(api_me))
-        .route("/api/notes", post(api_add_note))
         .route("/api/csrf", get(api_csrf))
         .route("/healthz", get(healthz))
         .route("/static/notes.js", get(|| async { pages::notes_js() }))

@@ -134,6 +134,11 @@ pub(crate) async fn fill(url: &str) -> Filled {
     for (user, agent, age, expires_in, remember) in specs.drain(..) {
         let mut record = record(user, agent, age, expires_in);
         record.meta.remember = remember;
+        // The remembered session is device-bound (DBSC registered: its device's key).
+        if remember {
+            let jwk = r#"{"kty":"EC","crv":"P-256","x":"x","y":"y"}"#;
+            record.data.insert("__cr.dbsc".into(), jwk.into());
+        }
         sessions.push(create(&*store, record).await);
     }
     Filled {
@@ -226,6 +231,10 @@ fn check_entry(entry: &Value, made: &Made) {
     assert_eq!(entry["user"].as_str(), made.user());
     assert_eq!(entry["user_agent"].as_str(), meta.user_agent.as_deref());
     assert_eq!(entry["remember"], meta.remember);
+    assert_eq!(
+        entry["device_bound"],
+        made.record.data.contains_key("__cr.dbsc")
+    );
     assert_eq!(entry["fields"], made.record.data.len());
     assert_eq!(entry["data_bytes"], made.record.data_bytes());
     // The last authentication (a login's) of a user's session; none for anonymous ones.
@@ -314,6 +323,7 @@ pub(crate) async fn list_prints_a_table(url: &str) {
         "EXPIRES",
         "FIELDS",
         "BYTES",
+        "BOUND",
         "USER AGENT",
     ] {
         assert!(lines[0].contains(column), "{column} in {}", lines[0]);

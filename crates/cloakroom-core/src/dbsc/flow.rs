@@ -2,6 +2,11 @@
 //! endpoints, and the bound cookie. Framework-neutral: adapters pass the two request headers
 //! in a [`DbscRequest`] and send the [`DbscResponse`] back.
 
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -29,11 +34,14 @@ pub enum DbscPolicy {
     /// No DBSC headers, no endpoints (the default).
     #[default]
     Off,
-    /// Logins offer registration; browsers without DBSC keep the plain ticket. A session that
-    /// registered needs a fresh bound cookie from then on.
+    /// Logins offer registration; browsers without DBSC keep the plain ticket. On a route
+    /// that needs a device-bound session, a session that registered needs a fresh bound
+    /// cookie from then on (never a downgrade to the ticket alone); a session that never
+    /// registered passes.
     Optional,
-    /// As `Optional`, and a session that never registered is refused too (after the grace
-    /// period that lets the registration race the first requests).
+    /// As `Optional`, and on a route that needs a device-bound session, a logged-in session
+    /// that never registered is refused too, once the grace after login (the login's own
+    /// short bound cookie) has passed.
     Required,
 }
 
@@ -47,14 +55,17 @@ pub struct DbscSettings {
     pub(crate) registration_path: String,
     pub(crate) refresh_path: String,
     pub(crate) bound_lifetime: Duration,
+    pub(crate) login_grace: Duration,
     pub(crate) challenge_ttl: Duration,
+    pub(crate) limits: Arc<Limits>,
 }
 
 impl DbscSettings {
     /// DBSC for the site at `origin` (`scheme://host[:port]`, the scope the browser binds),
     /// policy [`DbscPolicy::Optional`], endpoints `/dbsc/register` and `/dbsc/refresh`, bound
     /// cookies living 10 minutes (a stolen one is useful for at most that long), challenges
-    /// 5 minutes.
+    /// 5 minutes, 30 seconds of grace after login, and the endpoints' default rate limit
+    /// (see [`with_rate_limit`](Self::with_rate_limit)).
     ///
     /// # Errors
     /// An origin that is not exactly `scheme://host[:port]`.
@@ -68,7 +79,9 @@ impl DbscSettings {
             registration_path: "/dbsc/register".into(),
             refresh_path: "/dbsc/refresh".into(),
             bound_lifetime: Duration::from_secs(600),
+            login_grace: Duration::from_secs(30),
             challenge_ttl: Duration::from_secs(300),
+            limits: Arc::new(Limits::new(DEFAULT_BURST, DEFAULT_PERIOD)),
         })
     }
 
@@ -121,9 +134,140 @@ impl DbscSettings {
         Ok(self)
     }
 
+    /// How long the bound cookie of a login lives (default 30 seconds, at most the bound
+    /// lifetime): the grace in which requests racing the registration pass a route that needs
+    /// a device-bound session. Under [`DbscPolicy::Required`], a browser that does not
+    /// register is refused once it is over.
+    ///
+    /// # Errors
+    /// A zero duration.
+    pub fn with_login_grace(mut self, grace: Duration) -> std::result::Result<Self, ConfigError> {
+        if grace.is_zero() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::ZeroDuration,
+                "DBSC login grace",
+                "0ns",
+            ));
+        }
+        self.login_grace = grace;
+        Ok(self)
+    }
+
+    /// The rate limit of the registration and refresh endpoints (default: bursts of 30, then
+    /// one more every 2 seconds): a budget per session (the refresh's session id, the
+    /// registration's ticket) and one ten times larger per client address (when the adapter
+    /// knows it). Over budget: 429 with `Retry-After`. A real browser refreshes about once
+    /// per bound cookie lifetime (more often with very short lifetimes: Chromium refreshes
+    /// when less than two minutes are left).
+    ///
+    /// # Errors
+    /// A zero burst or period.
+    pub fn with_rate_limit(
+        mut self,
+        burst: u32,
+        period: Duration,
+    ) -> std::result::Result<Self, ConfigError> {
+        let Some(burst) = NonZeroU32::new(burst).filter(|_| !period.is_zero()) else {
+            return Err(ConfigError::new(
+                ConfigErrorKind::ZeroDuration,
+                "DBSC rate limit",
+                format!("{burst} per {period:?}"),
+            ));
+        };
+        self.limits = Arc::new(Limits::new(burst, period));
+        Ok(self)
+    }
+
     /// The policy.
     pub fn policy(&self) -> DbscPolicy {
         self.policy
+    }
+}
+
+/// Requests allowed at once per session by default (then one per [`DEFAULT_PERIOD`]).
+const DEFAULT_BURST: NonZeroU32 = NonZeroU32::new(30).expect("not zero");
+/// The default refill period of the endpoints' rate limit.
+const DEFAULT_PERIOD: Duration = Duration::from_secs(2);
+/// How much larger a client address's budget is than a session's.
+const CLIENT_FACTOR: u32 = 10;
+/// Every this many checks, keys whose budget is full again are forgotten.
+const SWEEP_EVERY: u64 = 1024;
+
+/// What the endpoints' rate limits count.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum LimitKey {
+    Session([u8; 32]),
+    /// An address; IPv6 by its /64 (one host usually holds a whole /64).
+    Client(IpAddr),
+}
+
+impl LimitKey {
+    fn client(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => LimitKey::Client(IpAddr::V4(v4)),
+                None => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    LimitKey::Client(IpAddr::V6(bits.into()))
+                }
+            },
+            IpAddr::V4(v4) => LimitKey::Client(IpAddr::V4(v4)),
+        }
+    }
+}
+
+/// The endpoints' rate limits: `governor`'s keyed GCRA limiters, one budget per session and
+/// one per client address, shared by every clone of the settings.
+pub(crate) struct Limits {
+    sessions: governor::DefaultKeyedRateLimiter<LimitKey>,
+    clients: governor::DefaultKeyedRateLimiter<LimitKey>,
+    checks: AtomicU64,
+}
+
+impl fmt::Debug for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limits").finish_non_exhaustive()
+    }
+}
+
+impl Limits {
+    fn new(burst: NonZeroU32, period: Duration) -> Self {
+        let quota = |burst: NonZeroU32, period: Duration| {
+            governor::Quota::with_period(period)
+                .expect("the period is not zero")
+                .allow_burst(burst)
+        };
+        let client_burst = burst.saturating_mul(NonZeroU32::new(CLIENT_FACTOR).expect("not zero"));
+        let client_period = (period / CLIENT_FACTOR).max(Duration::from_nanos(1));
+        Limits {
+            sessions: governor::RateLimiter::keyed(quota(burst, period)),
+            clients: governor::RateLimiter::keyed(quota(client_burst, client_period)),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// `Err(wait)` when one of the keys is over its budget.
+    fn check(
+        &self,
+        session: Option<&SessionKey>,
+        client: Option<IpAddr>,
+    ) -> std::result::Result<(), Duration> {
+        use governor::clock::Clock as _;
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sessions.retain_recent();
+            self.clients.retain_recent();
+        }
+        let clock = governor::clock::DefaultClock::default();
+        let checks = [
+            session.map(|k| (&self.sessions, LimitKey::Session(*k.as_bytes()))),
+            client.map(|ip| (&self.clients, LimitKey::client(ip))),
+        ];
+        for (limiter, key) in checks.into_iter().flatten() {
+            if let Err(not_until) = limiter.check_key(&key) {
+                return Err(not_until.wait_time_from(clock.now()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -136,13 +280,20 @@ pub enum DbscEndpoint {
     Refresh,
 }
 
-/// The two request headers the DBSC endpoints read, as the adapter found them.
+/// What the DBSC endpoints read of a request, as the adapter found it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DbscRequest<'a> {
     /// `Sec-Secure-Session-Id` (refresh).
     pub session_id: Option<&'a str>,
     /// `Secure-Session-Response`: the proof.
     pub proof: Option<&'a str>,
+    /// `Origin`, if the request sent one: another origin than the DBSC origin is refused
+    /// (403; Chromium sends none with its DBSC requests, a cross-site form always does).
+    pub origin: Option<&'a str>,
+    /// The client's address, when the adapter knows it: the per-client rate limit.
+    pub client: Option<IpAddr>,
+    /// The request's session (its ticket): the per-session rate limit of registrations.
+    pub session: Option<&'a Session>,
 }
 
 /// What a DBSC endpoint answers; the adapter sends it as is.
@@ -158,12 +309,27 @@ pub struct DbscResponse {
 }
 
 impl DbscResponse {
+    /// A bodiless answer that must not be cached or framed.
     fn empty(status: u16) -> Self {
         DbscResponse {
             status,
-            headers: vec![("Cache-Control", "no-store".into())],
+            headers: vec![
+                ("Cache-Control", "no-store".into()),
+                ("X-Frame-Options", "DENY".into()),
+                ("Content-Security-Policy", "frame-ancestors 'none'".into()),
+            ],
             body: String::new(),
         }
+    }
+
+    /// A refusal with a short plain-text reason.
+    fn refused(status: u16, reason: &str) -> Self {
+        let mut response = DbscResponse::empty(status);
+        response
+            .headers
+            .push(("Content-Type", "text/plain; charset=utf-8".into()));
+        response.body = format!("{reason}\n");
+        response
     }
 }
 
@@ -194,7 +360,8 @@ impl SessionEngine {
     /// The headers a response adds after `outcome` (its commit): after a login (the renewal
     /// of a logged-in session) with DBSC on, a bound cookie for the session, which covers
     /// the requests racing the registration, and `Secure-Session-Registration` with a fresh
-    /// challenge bound to the session. Empty otherwise.
+    /// challenge bound to the session. Empty otherwise, and for a session whose ticket is
+    /// answered in a header (an API client: it keeps no cookies).
     ///
     /// # Errors
     /// Store failures.
@@ -206,7 +373,11 @@ impl SessionEngine {
         let Some(dbsc) = self.dbsc() else {
             return Ok(Vec::new());
         };
-        if outcome.action != CommitAction::Renewed || session.user().await?.is_none() {
+        // A ticket answered in a header (an API client) gets no cookie: nothing to bind.
+        if outcome.action != CommitAction::Renewed
+            || outcome.set_cookie.is_none()
+            || session.user().await?.is_none()
+        {
             return Ok(Vec::new());
         }
         let Some(key) = self.handle_of(session).await? else {
@@ -215,8 +386,9 @@ impl SessionEngine {
         let challenge = self.put_challenge(dbsc, &key).await?;
         let registration = registration_header(&dbsc.registration_path, &challenge, None)
             .expect("the path is checked by the settings and the challenge is base64url");
+        let lifetime = dbsc.login_grace.min(dbsc.bound_lifetime);
         Ok(vec![
-            ("Set-Cookie", self.bound_set_cookie(dbsc, &key)),
+            ("Set-Cookie", self.bound_set_cookie(&key, lifetime)),
             (REGISTRATION_HEADER, registration),
         ])
     }
@@ -244,17 +416,43 @@ impl SessionEngine {
     }
 
     /// Answers a request to `endpoint`: 405 for a method other than `POST` (the endpoints
-    /// change state and take no form data), otherwise [`SessionEngine::dbsc_register`] or
-    /// [`SessionEngine::dbsc_refresh`].
+    /// change state and never read a body, so no form can drive them), 403 for a request
+    /// from another origin, 429 over the rate limit, otherwise
+    /// [`SessionEngine::dbsc_register`] or [`SessionEngine::dbsc_refresh`]. Every answer
+    /// refuses framing and carries no CORS header.
     pub async fn dbsc_answer(
         &self,
         endpoint: DbscEndpoint,
         method: &str,
         request: DbscRequest<'_>,
     ) -> DbscResponse {
+        let Some(dbsc) = self.dbsc() else {
+            return DbscResponse::empty(404);
+        };
         if method != "POST" {
-            let mut response = DbscResponse::empty(405);
+            let mut response = DbscResponse::refused(405, "DBSC endpoints take POST only");
             response.headers.push(("Allow", "POST".into()));
+            return response;
+        }
+        if request
+            .origin
+            .is_some_and(|o| !o.trim().eq_ignore_ascii_case(&dbsc.origin))
+        {
+            return DbscResponse::refused(403, "cross-origin DBSC request");
+        }
+        let session = match endpoint {
+            DbscEndpoint::Registration => match request.session {
+                Some(session) => session.ticket_key().await,
+                None => None,
+            },
+            DbscEndpoint::Refresh => refresh_key(request.session_id),
+        };
+        if let Err(wait) = dbsc.limits.check(session.as_ref(), request.client) {
+            let mut response = DbscResponse::refused(429, "too many DBSC requests");
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers
+                .push(("Retry-After", seconds.max(1).to_string()));
             return response;
         }
         match endpoint {
@@ -272,11 +470,11 @@ impl SessionEngine {
             return DbscResponse::empty(404);
         };
         let Some(proof) = request.proof else {
-            return DbscResponse::empty(400);
+            return DbscResponse::refused(400, "Secure-Session-Response missing");
         };
         let (proof, device_key) = match verify_registration(proof, None) {
             Ok(verified) => verified,
-            Err(e) => return DbscResponse::empty(proof_status(e.kind())),
+            Err(e) => return DbscResponse::refused(proof_status(e.kind()), &e.to_string()),
         };
         answer(async {
             let Some(key) = self.take_challenge(proof.challenge()).await? else {
@@ -306,9 +504,8 @@ impl SessionEngine {
         let Some(dbsc) = self.dbsc() else {
             return DbscResponse::empty(404);
         };
-        let id = request.session_id.map(|s| s.trim().trim_matches('"'));
-        let Some(key) = id.and_then(SessionKey::from_handle) else {
-            return DbscResponse::empty(400);
+        let Some(key) = refresh_key(request.session_id) else {
+            return DbscResponse::refused(400, "Sec-Secure-Session-Id missing or malformed");
         };
         answer(async {
             let record = self.load_record(&key).await?;
@@ -322,7 +519,7 @@ impl SessionEngine {
             let verified = match request.proof.map(|p| verify_refresh(p, &device_key)) {
                 Some(Ok(proof)) => proof,
                 Some(Err(e)) if proof_status(e.kind()) == 400 => {
-                    return Ok(DbscResponse::empty(400));
+                    return Ok(DbscResponse::refused(400, &e.to_string()));
                 }
                 _ => return self.challenge_response(dbsc, &key).await,
             };
@@ -338,7 +535,7 @@ impl SessionEngine {
     async fn refreshed(&self, dbsc: &DbscSettings, key: &SessionKey) -> Result<DbscResponse> {
         let handle = key.to_handle();
         let cookie = self.bound_cookie();
-        let set_cookie = self.bound_set_cookie(dbsc, key);
+        let set_cookie = self.bound_set_cookie(key, dbsc.bound_lifetime);
         let attributes = &set_cookie[set_cookie.find("; Path=").map_or(0, |i| i + 2)..];
         let body = Instructions {
             session_identifier: &handle,
@@ -401,12 +598,52 @@ impl SessionEngine {
         self.timed(self.store().take_challenge(challenge)).await
     }
 
-    fn bound_set_cookie(&self, dbsc: &DbscSettings, key: &SessionKey) -> String {
+    fn bound_set_cookie(&self, key: &SessionKey, lifetime: Duration) -> String {
         let cookie = self.bound_cookie();
-        let expires_at = Timestamp::now().plus(dbsc.bound_lifetime);
+        let expires_at = Timestamp::now().plus(lifetime);
         let value = bound_cookie_value(self.keys(), &cookie.name, key, expires_at);
-        cookie.set_cookie(&value, Some(dbsc.bound_lifetime))
+        cookie.set_cookie(&value, Some(lifetime))
     }
+}
+
+impl Session {
+    /// Whether this request may reach a route that needs a device-bound session (the
+    /// adapters' device-bound guards ask): always with DBSC off, without a ticket (no
+    /// session to protect: the route's own login check decides), or with a fresh bound
+    /// cookie for the ticket's session (a MAC check, no store command). Otherwise the
+    /// session is loaded: refused if it registered a device key (a copied ticket without
+    /// the bound cookie, which only the device can renew), and under
+    /// [`DbscPolicy::Required`] if it is logged in at all (the login's grace is over and
+    /// the browser never registered); admitted otherwise.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn dbsc_admits<'h>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'h [u8]>,
+    ) -> Result<bool> {
+        let engine = self.engine();
+        let Some(dbsc) = engine.dbsc() else {
+            return Ok(true);
+        };
+        let Some(key) = self.ticket_key().await else {
+            return Ok(true);
+        };
+        let name = engine.bound_cookie().name;
+        let fresh = crate::cookie::cookie_values(cookie_headers, &name)
+            .any(|v| bound_cookie_session(engine.keys(), &name, v.as_bytes()) == Some(key));
+        if fresh {
+            return Ok(true);
+        }
+        let (logged_in, bound) = self.dbsc_state().await?;
+        let required = dbsc.policy == DbscPolicy::Required;
+        Ok(!bound && (!logged_in || !required))
+    }
+}
+
+/// The session key a refresh names in `Sec-Secure-Session-Id` (bare or quoted).
+fn refresh_key(header: Option<&str>) -> Option<SessionKey> {
+    SessionKey::from_handle(header?.trim().trim_matches('"'))
 }
 
 /// 400 for a proof that is not one (too large, malformed), 403 for one that fails a check.
@@ -545,8 +782,8 @@ mod tests {
 
     async fn register(engine: &SessionEngine, proof: &str) -> DbscResponse {
         let request = DbscRequest {
-            session_id: None,
             proof: Some(proof),
+            ..DbscRequest::default()
         };
         let endpoint = engine.dbsc_endpoint("/dbsc/register").unwrap();
         engine.dbsc_answer(endpoint, "POST", request).await
@@ -562,6 +799,7 @@ mod tests {
             .dbsc_refresh(DbscRequest {
                 session_id: Some(&id),
                 proof,
+                ..DbscRequest::default()
             })
             .await
     }
@@ -713,7 +951,7 @@ mod tests {
         let bad_id = engine
             .dbsc_refresh(DbscRequest {
                 session_id: Some("x"),
-                proof: None,
+                ..DbscRequest::default()
             })
             .await;
         assert_eq!(bad_id.status, 400);
@@ -804,6 +1042,51 @@ mod tests {
             200
         );
         assert_eq!(refresh(&engine, &key, None).await.status, 403, "bound");
+    }
+
+    #[tokio::test]
+    async fn a_cycled_id_drops_the_binding_and_offers_registration_again() {
+        let store = MemoryStore::new();
+        let engine = engine(&store);
+        let browser = Browser::new();
+        let session = engine.session(None);
+        session.login("ada").await.unwrap();
+        let first = engine.commit(&session, None).await.unwrap();
+        let cookie = first.set_cookie.clone().unwrap();
+        let challenge = quoted_after(
+            header(
+                &engine.dbsc_headers(&session, &first).await.unwrap(),
+                REGISTRATION_HEADER,
+            )
+            .unwrap(),
+            "challenge=\"",
+        )
+        .to_owned();
+        assert_eq!(
+            register(&engine, &browser.proof(&challenge, true))
+                .await
+                .status,
+            200
+        );
+        let bound = engine.handle_of(&session).await.unwrap().unwrap();
+        assert_eq!(refresh(&engine, &bound, None).await.status, 403, "bound");
+        let again = engine.session(Some(cookie.split(';').next().unwrap()));
+        again.cycle_id().await.unwrap();
+        let outcome = engine.commit(&again, None).await.unwrap();
+        let cycled = engine.handle_of(&again).await.unwrap().unwrap();
+        assert_ne!(cycled, bound);
+        assert_eq!(refresh(&engine, &cycled, None).await.status, 401, "unbound");
+        let offered = engine.dbsc_headers(&again, &outcome).await.unwrap();
+        assert!(header(&offered, REGISTRATION_HEADER).is_some());
+        assert!(
+            !store
+                .load(&cycled)
+                .await
+                .unwrap()
+                .unwrap()
+                .data
+                .contains_key(DEVICE_KEY_FIELD)
+        );
     }
 
     #[test]

@@ -63,6 +63,12 @@ impl SessionEngine {
         }
     }
 
+    /// The engine a session of it shares its state with.
+    #[cfg(feature = "dbsc")]
+    pub(super) fn of_shared(shared: Arc<Shared>) -> Self {
+        SessionEngine { shared }
+    }
+
     /// An engine over `store` with `config` and the default ticket format, for the crate's
     /// tests (which set fields the settings check).
     #[cfg(test)]

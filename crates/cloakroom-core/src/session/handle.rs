@@ -471,7 +471,8 @@ impl Session {
     /// Gives the session a new id, keeping its data (a periodic rotation, a remember-me
     /// refresh); the old ticket stops working, after the rotation grace if one is configured
     /// ([`SessionSettings::with_rotation_grace`](super::SessionSettings::with_rotation_grace)),
-    /// unless this request also logs in (a login has no grace).
+    /// unless this request also logs in (a login has no grace). A device-bound session (DBSC)
+    /// loses its binding with its old id and is offered registration again.
     ///
     /// # Errors
     /// Store failures, or a committed response.
@@ -480,6 +481,9 @@ impl Session {
         if let Phase::Live(live) = &mut st.phase {
             // Already renewing for a login: that renewal keeps no grace.
             live.grace = !live.renew || live.grace;
+            // The DBSC session identifier is the handle, which changes: the device binds
+            // anew (the commit offers registration again, as after a login).
+            live.record.data.remove(super::DEVICE_KEY_FIELD);
             self.renew(live);
         }
         Ok(())
@@ -576,6 +580,37 @@ impl Session {
         let shared = &self.inner.shared;
         let id = live.id.get_or_insert_with(|| shared.format.generate());
         Ok(Some(shared.format.store_key(id)))
+    }
+
+    /// The engine this session belongs to.
+    #[cfg(feature = "dbsc")]
+    pub(crate) fn engine(&self) -> super::SessionEngine {
+        super::SessionEngine::of_shared(self.inner.shared.clone())
+    }
+
+    /// The store key the request's ticket names, without a load: the key of the first
+    /// verified ticket, or of the loaded record. For the DBSC bound cookie check.
+    #[cfg(feature = "dbsc")]
+    pub(crate) async fn ticket_key(&self) -> Option<SessionKey> {
+        let st = self.inner.state.lock().await;
+        match &st.phase {
+            Phase::Unloaded { first, .. } => Some(self.key_of(first)),
+            Phase::Live(live) => live.stored,
+            _ => None,
+        }
+    }
+
+    /// Whether the session is logged in, and whether it is bound to a device (DBSC
+    /// registered). Loads the session.
+    #[cfg(feature = "dbsc")]
+    pub(crate) async fn dbsc_state(&self) -> Result<(bool, bool)> {
+        let st = self.state().await?;
+        Ok(st.record().map_or((false, false), |r| {
+            (
+                r.meta.user.is_some(),
+                r.data.contains_key(super::DEVICE_KEY_FIELD),
+            )
+        }))
     }
 
     /// The logged-in user and the key of the stored record (this session's until the

@@ -19,6 +19,7 @@ use super::{
     SessionInfo, SessionStore,
 };
 use crate::id::{SessionKey, Timestamp};
+use crate::session::DEVICE_KEY_FIELD;
 
 const SHARDS: usize = 16;
 
@@ -202,6 +203,7 @@ impl Entry {
             meta: self.meta(),
             fields,
             data_bytes,
+            device_bound: unpacked(&self.fields).any(|(k, _)| k == DEVICE_KEY_FIELD),
         }
     }
 }

@@ -73,6 +73,12 @@ where
                 return Box::pin(std::future::ready(Ok(res)));
             }
         };
+        // The DBSC endpoints are answered here, never by the application.
+        #[cfg(feature = "dbsc")]
+        if let Some(endpoint) = self.engine.dbsc_endpoint(req.uri().path()) {
+            let parts = dbsc::Parts::of(&req);
+            return Box::pin(dbsc::answer(self.engine.clone(), endpoint, parts, session));
+        }
         req.extensions_mut().insert(session.clone());
         let inner = self.inner.call(req);
         let engine = self.engine.clone();
@@ -98,7 +104,107 @@ where
                 }
             };
             add_ticket(res.headers_mut(), &outcome);
+            #[cfg(feature = "dbsc")]
+            dbsc::after_commit(&engine, &session, &outcome, res.headers_mut()).await;
             Ok(res)
         })
+    }
+}
+
+/// The DBSC parts of the session service (feature `dbsc`).
+#[cfg(feature = "dbsc")]
+mod dbsc {
+    use cloakroom_core::Session;
+    use cloakroom_core::dbsc::{DbscEndpoint, DbscRequest, RESPONSE_HEADER, SESSION_ID_HEADER};
+    use cloakroom_core::response::dbsc_response;
+    use cloakroom_core::session::{CommitAction, CommitOutcome, SessionEngine};
+    use http::header::{HeaderName, HeaderValue, ORIGIN};
+    use http::{HeaderMap, Request, Response};
+
+    /// What a DBSC endpoint reads of a request, copied out of it (the request, whose body
+    /// need not be `Send`, is dropped unread).
+    pub(super) struct Parts {
+        method: http::Method,
+        session_id: Option<String>,
+        proof: Option<String>,
+        origin: Option<String>,
+        client: Option<std::net::IpAddr>,
+    }
+
+    impl Parts {
+        pub(super) fn of<B>(req: &Request<B>) -> Self {
+            let headers = req.headers();
+            let text = |name: &str| {
+                (headers.get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            Parts {
+                method: req.method().clone(),
+                session_id: text(SESSION_ID_HEADER),
+                proof: text(RESPONSE_HEADER),
+                origin: text(ORIGIN.as_str()),
+                client: client_of(req),
+            }
+        }
+    }
+
+    /// Answers a request to a DBSC endpoint.
+    pub(super) async fn answer<ResBody: From<String>, E>(
+        engine: SessionEngine,
+        endpoint: DbscEndpoint,
+        parts: Parts,
+        session: Session,
+    ) -> Result<Response<ResBody>, E> {
+        let request = DbscRequest {
+            session_id: parts.session_id.as_deref(),
+            proof: parts.proof.as_deref(),
+            origin: parts.origin.as_deref(),
+            client: parts.client,
+            session: Some(&session),
+        };
+        let answer = engine
+            .dbsc_answer(endpoint, parts.method.as_str(), request)
+            .await;
+        Ok(dbsc_response(answer).map(ResBody::from))
+    }
+
+    /// The client address axum's `ConnectInfo` recorded, if any.
+    fn client_of<B>(req: &Request<B>) -> Option<std::net::IpAddr> {
+        #[cfg(feature = "axum")]
+        {
+            (req.extensions())
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip())
+        }
+        #[cfg(not(feature = "axum"))]
+        {
+            let _ = req;
+            None
+        }
+    }
+
+    /// After a login's commit: the bound cookie and the registration offer. A store failure
+    /// here leaves the login as it is, without the offer (logged).
+    pub(super) async fn after_commit(
+        engine: &SessionEngine,
+        session: &Session,
+        outcome: &CommitOutcome,
+        headers: &mut HeaderMap,
+    ) {
+        if outcome.action != CommitAction::Renewed {
+            return;
+        }
+        match engine.dbsc_headers(session, outcome).await {
+            Ok(extra) => {
+                for (name, value) in extra {
+                    let name = HeaderName::from_bytes(name.as_bytes());
+                    if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
+                        headers.append(name, value);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "DBSC registration not offered"),
+        }
     }
 }

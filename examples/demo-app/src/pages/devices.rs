@@ -32,6 +32,7 @@ pub async fn sessions_page(app: &AppState, session: &Visit) -> Handled {
                 device => s.meta.user_agent.as_deref().map_or_else(|| "Unknown device".to_owned(), device_name),
                 user_agent => s.meta.user_agent.as_deref().unwrap_or("no User-Agent sent"),
                 remember => s.meta.remember,
+                device_bound => s.device_bound,
                 created_at => s.meta.created_at.to_string(),
                 created_ago => ago(s.meta.created_at, now),
                 last_seen => s.meta.last_seen.to_string(),
