@@ -77,7 +77,6 @@ impl Wiring {
         // The sensitive routes: a login older than `--recent-login-window` is asked for the
         // password again (`/confirm`) first.
         let recent = self.recent_login.clone();
-        let guarded = |path, allow| resource(path, allow).wrap(recent.clone());
         App::new()
             .app_data(self.state)
             .app_data(web::PayloadConfig::new(max_body))
@@ -121,34 +120,7 @@ impl Wiring {
                     .route(web::post().to(revoke))
                     .wrap(bound_page()),
             )
-            .service(
-                guarded("/sessions/revoke-others", "POST")
-                    .route(web::post().to(revoke_others))
-                    .wrap(bound_page()),
-            )
-            .service(
-                resource("/confirm", "GET,HEAD,POST")
-                    .route(get().to(confirm_form))
-                    .route(web::post().to(confirm)),
-            )
-            .service(
-                guarded("/account/password", "GET,HEAD,POST")
-                    .route(get().to(password_form))
-                    .route(web::post().to(change_password))
-                    .wrap(bound_page()),
-            )
-            .service(
-                guarded("/account/delete", "GET,HEAD,POST")
-                    .route(get().to(delete_form))
-                    .route(web::post().to(delete_account))
-                    .wrap(bound_page()),
-            )
-            .service(resource("/api/confirm", "POST").route(web::post().to(api_confirm)))
-            .service(
-                guarded("/api/sessions/revoke-others", "POST")
-                    .route(web::post().to(api_revoke_others))
-                    .wrap(DeviceBound::new()),
-            )
+            .configure(|cfg| sensitive_routes(cfg, &recent))
             .service(resource("/sessions/live", "GET").route(get().to(live)))
             .service(
                 resource("/static/devices.js", "GET,HEAD")
@@ -222,6 +194,41 @@ fn bound_page() -> DeviceBound {
 /// `GET`, and `HEAD` with it (as axum's `get` routes answer both).
 fn get() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// The sensitive routes: a login older than `--recent-login-window` is asked for the
+/// password again (`/confirm`) first; the pages and the API need a device-bound session
+/// once it has registered.
+fn sensitive_routes(cfg: &mut web::ServiceConfig, recent: &RecentLoginMiddleware) {
+    let guarded = |path, allow| resource(path, allow).wrap(recent.clone());
+    cfg.service(
+        guarded("/sessions/revoke-others", "POST")
+            .route(web::post().to(revoke_others))
+            .wrap(bound_page()),
+    )
+    .service(
+        resource("/confirm", "GET,HEAD,POST")
+            .route(get().to(confirm_form))
+            .route(web::post().to(confirm)),
+    )
+    .service(
+        guarded("/account/password", "GET,HEAD,POST")
+            .route(get().to(password_form))
+            .route(web::post().to(change_password))
+            .wrap(bound_page()),
+    )
+    .service(
+        guarded("/account/delete", "GET,HEAD,POST")
+            .route(get().to(delete_form))
+            .route(web::post().to(delete_account))
+            .wrap(bound_page()),
+    )
+    .service(resource("/api/confirm", "POST").route(web::post().to(api_confirm)))
+    .service(
+        guarded("/api/sessions/revoke-others", "POST")
+            .route(web::post().to(api_revoke_others))
+            .wrap(DeviceBound::new()),
+    );
 }
 
 /// A resource at `path` that answers the methods it has no route for with 405 and

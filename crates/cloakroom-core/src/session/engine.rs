@@ -306,8 +306,7 @@ impl SessionEngine {
             false => Vec::new(),
         };
         let deleted = (self.timed(self.shared.store.delete_user(user, except))).await?;
-        lifecycle.count_ended(EndReason::Revoked, deleted);
-        lifecycle.emit_user(user, except, &listed, EndReason::Revoked);
+        lifecycle.emit_user(user, except, (&listed, deleted), EndReason::Revoked);
         Ok(deleted)
     }
 

@@ -211,15 +211,17 @@ impl Lifecycle {
         });
     }
 
-    /// Tells watchers that every session of `user` but `except` ended, and the listener
-    /// each of `ended` (the sessions listed just before).
+    /// Counts the `deleted` sessions of a bulk end, tells watchers that every session of
+    /// `user` but `except` ended, and the listener each of `ended` (the sessions listed
+    /// just before).
     pub(crate) fn emit_user(
         &self,
         user: &str,
         except: Option<&SessionKey>,
-        ended: &[SessionKey],
+        (ended, deleted): (&[SessionKey], u64),
         reason: EndReason,
     ) {
+        count(&EventKind::Ended(reason), deleted);
         let _ = self.notices.send(Notice::User {
             user: user.to_owned(),
             except: except.copied(),
@@ -233,11 +235,6 @@ impl Lifecycle {
                 at: Timestamp::now(),
             });
         }
-    }
-
-    /// Counts `n` sessions of a bulk end (see [`emit_user`](Self::emit_user)).
-    pub(crate) fn count_ended(&self, reason: EndReason, n: u64) {
-        count(&EventKind::Ended(reason), n);
     }
 
     /// Whether anyone listens for per-session events (then a bulk revocation lists the
@@ -483,7 +480,7 @@ mod tests {
             handles.push(next(&rx).session);
         }
         assert_eq!(engine.revoke_all("ada", None).await.unwrap(), 2);
-        let mut revoked = vec![next(&rx), next(&rx)];
+        let mut revoked = [next(&rx), next(&rx)];
         revoked.sort_by_key(|e| e.session);
         handles.sort();
         for (event, handle) in revoked.iter().zip(&handles) {

@@ -1,5 +1,6 @@
 //! Device-bound sessions in a real browser: Chromium 150 (the last build found to run DBSC
-//! on Linux, with software keys; see `../shared/dbsc/README.md`) logs in to the demo under
+//! on Linux, with software keys; see `../shared/dbsc/README.md`) logs in to each demo (axum,
+//! then actix-web) under
 //! `--dbsc required`, registers, survives an expired bound cookie by refreshing, and the
 //! long-lived session cookie copied out of it is refused on its own, in a second browser
 //! profile and in a plain HTTP client.
@@ -8,11 +9,13 @@
 //! (`CLOAKROOM_CHROMIUM150` names another root). Without it the test says why and passes
 //! as skipped: the build will leave Debian's archive one day.
 
-use std::path::PathBuf;
+mod common;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloakroom_testkit::browser::Browser;
-use cloakroom_testkit::process::ServerProcess;
+use common::Demo;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The bound cookie's lifetime in this test: short, so it expires during the test.
@@ -75,25 +78,28 @@ async fn chromium_150_binds_the_session_and_a_copied_cookie_alone_is_refused() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let users = format!("sqlite://{}", dir.path().join("users.db").display());
+    for demo in Demo::BOTH {
+        binds_and_refuses_a_copied_cookie(demo, &chrome, &driver, dir.path()).await;
+    }
+}
+
+/// The scenario on one demo.
+async fn binds_and_refuses_a_copied_cookie(demo: Demo, chrome: &Path, driver: &Path, dir: &Path) {
+    let users = format!("sqlite://{}", dir.join(format!("{demo:?}.db")).display());
     let lifetime = format!("{BOUND_SECS}s");
-    let demo = ServerProcess::start(
-        env!("CARGO_BIN_EXE_cloakroom-demo"),
-        &[
-            "--store",
-            "memory://",
-            "--users",
-            &users,
-            "--dbsc",
-            "required",
-            "--dbsc-bound-lifetime",
-            &lifetime,
-        ],
-        dir.path(),
-    )
-    .await;
+    let args = [
+        "--store",
+        "memory://",
+        "--users",
+        &users,
+        "--dbsc",
+        "required",
+        "--dbsc-bound-lifetime",
+        &lifetime,
+    ];
+    let demo = demo.start(&args, dir).await;
     let base = demo.base();
-    let browser = Browser::start_with(&chrome, &driver, &DBSC_FLAGS).await;
+    let browser = Browser::start_with(chrome, driver, &DBSC_FLAGS).await;
 
     // Sign up (a login): the response offers registration, Chromium registers at once.
     browser.goto(&format!("{base}/register")).await;
@@ -139,7 +145,7 @@ async fn chromium_150_binds_the_session_and_a_copied_cookie_alone_is_refused() {
         .unwrap();
     assert_eq!(me.status(), 401);
     // ...and a second browser profile with the cookie planted: sent to the login form.
-    let thief = Browser::start_with(&chrome, &driver, &DBSC_FLAGS).await;
+    let thief = Browser::start_with(chrome, driver, &DBSC_FLAGS).await;
     thief.goto(&format!("{base}/login")).await;
     thief.add_cookie("session", &ticket).await;
     thief.goto(&format!("{base}/")).await;
