@@ -58,7 +58,6 @@ pub(crate) const CSRF_SECRET_FIELD: &str = "__cr.csrf";
 
 /// The field holding the public key a DBSC session is bound to (a JWK), written once by
 /// the registration endpoint; carried by every store as any other field.
-#[cfg(feature = "dbsc")]
 pub(crate) const DEVICE_KEY_FIELD: &str = "__cr.dbsc";
 
 /// Longest user agent kept with a session.
