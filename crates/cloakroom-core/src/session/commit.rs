@@ -6,13 +6,14 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::admission::{limit_for, refused};
 use super::forward::{forward_key, forward_record};
 use super::handle::Session;
 use super::limits::{deadline, timed, truncate};
 use super::seal::{seal_patch, sealed_record};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
-use crate::store::{self, Applied, Created, Patch, Record};
+use crate::store::{self, Admitted, Applied, Created, Limit, Patch, Record};
 use crate::telemetry::{self, SessionEvent};
 
 /// How many ids a create tries before it gives up (a collision of 256-bit random ids means
@@ -310,7 +311,9 @@ impl Session {
         if meta.user_agent.is_none() {
             meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
         }
-        let (id, key) = self.create(live.id.take(), &live.record).await?;
+        let replacing = live.stored.filter(|_| live.renew);
+        let limit = limit_for(self.config(), &live.record, replacing);
+        let (id, key) = self.create(live.id.take(), &live.record, limit).await?;
         // The new record is in: now the old ones go (a failure here leaves them to expire;
         // the response is still a 503, so the client keeps its old ticket).
         let replaced = if live.renew { live.stored.take() } else { None };
@@ -508,7 +511,7 @@ impl Session {
         if record.data.is_empty() {
             return Ok(self.answer(CommitAction::Vanished, Some(Issued::Removal)));
         }
-        let (id, key) = self.create(None, &record).await?;
+        let (id, key) = self.create(None, &record, None).await?;
         telemetry::sessions(SessionEvent::Created, 1);
         let issued = Issued::Ticket(&id, false, record.meta.expires_at);
         let outcome = self.answer(CommitAction::Created, Some(issued));
@@ -518,23 +521,42 @@ impl Session {
     }
 
     /// Creates `record` under `reserved` (or a fresh id), retrying with fresh ids on a
-    /// collision: the id and store key it went in under.
+    /// collision: the id and store key it went in under. Under a `limit` (a login with the
+    /// concurrent-session limit on), in one atomic store step that may end the user's least
+    /// recently seen sessions or refuse ([`ErrorKind::SessionLimit`](super::ErrorKind::SessionLimit)).
     async fn create(
         &self,
         reserved: Option<SessionId>,
         record: &Record,
+        limit: Option<Limit>,
     ) -> Result<(SessionId, SessionKey)> {
         let shared = &*self.inner.shared;
         let mut id = reserved.unwrap_or_else(|| shared.format.generate());
         for _ in 0..CREATE_ATTEMPTS {
             let key = shared.format.store_key(&id);
             let stored = sealed_record(self.config(), &id, &key, record);
-            match timed(
-                shared.config.store_timeout,
-                shared.store.create(&key, stored.as_ref().unwrap_or(record)),
-            )
-            .await?
-            {
+            let record = stored.as_ref().unwrap_or(record);
+            let timeout = shared.config.store_timeout;
+            let created = match &limit {
+                None => timed(timeout, shared.store.create(&key, record)).await?,
+                Some(limit) => {
+                    let admitted = shared.store.create_limited(&key, record, limit);
+                    match timed(timeout, admitted).await? {
+                        Admitted::Done { ended } => {
+                            if !ended.is_empty() {
+                                telemetry::sessions(
+                                    SessionEvent::Ended("limit"),
+                                    ended.len() as u64,
+                                );
+                            }
+                            Created::Done
+                        }
+                        Admitted::Collision => Created::Collision,
+                        Admitted::Refused => return Err(refused()),
+                    }
+                }
+            };
+            match created {
                 Created::Done => return Ok((id, key)),
                 Created::Collision => {
                     tracing::warn!("session id collision; retrying with a new id");
