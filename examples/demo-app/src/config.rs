@@ -41,6 +41,31 @@ pub struct DemoConfig {
     /// Session data sealed at rest ([`SessionSettings::with_sealed_data`](cloakroom::SessionSettings::with_sealed_data));
     /// see `--seal-session-data`.
     pub seal_session_data: bool,
+    /// Most sessions one account may hold at once; `None`: no limit. See
+    /// `--max-sessions-per-user`.
+    pub max_sessions_per_user: Option<usize>,
+    /// What a login past that limit does; see `--session-limit-policy`.
+    pub session_limit_policy: SessionLimitPolicy,
+}
+
+/// What a login past `--max-sessions-per-user` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SessionLimitPolicy {
+    /// End the account's least recently seen session; its browser is told why.
+    #[default]
+    EndOldest,
+    /// Refuse the new login with a message on the login page.
+    Refuse,
+}
+
+impl SessionLimitPolicy {
+    /// The library's policy.
+    pub fn policy(self) -> cloakroom::store::LimitPolicy {
+        match self {
+            SessionLimitPolicy::EndOldest => cloakroom::store::LimitPolicy::EndLeastRecentlySeen,
+            SessionLimitPolicy::Refuse => cloakroom::store::LimitPolicy::RefuseNew,
+        }
+    }
 }
 
 impl DemoConfig {
@@ -57,6 +82,8 @@ impl DemoConfig {
             metrics_on_main: true,
             trusted_proxies: Vec::new(),
             seal_session_data: false,
+            max_sessions_per_user: None,
+            session_limit_policy: SessionLimitPolicy::EndOldest,
         }
     }
 }
@@ -76,6 +103,8 @@ impl fmt::Debug for DemoConfig {
             .field("metrics_on_main", &self.metrics_on_main)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("seal_session_data", &self.seal_session_data)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
+            .field("session_limit_policy", &self.session_limit_policy)
             .finish()
     }
 }
@@ -221,6 +250,21 @@ pub struct Flags {
     /// reads those values).
     #[arg(long, env = "CLOAKROOM_SEAL_SESSION_DATA")]
     pub seal_session_data: bool,
+    /// Most sessions (devices) one account may be logged in on at once; at least 1. Default:
+    /// no limit. The store enforces it atomically, also against logins racing each other.
+    /// Not with a pycket+redis:// store.
+    #[arg(long, env = "CLOAKROOM_MAX_SESSIONS_PER_USER", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions_per_user: Option<u32>,
+    /// What a login past --max-sessions-per-user does: end-oldest ends the account's least
+    /// recently seen session (that browser is told why on its next page), refuse shows a
+    /// message on the login page instead.
+    #[arg(
+        long,
+        env = "CLOAKROOM_SESSION_LIMIT_POLICY",
+        value_enum,
+        default_value = "end-oldest"
+    )]
+    pub session_limit_policy: SessionLimitPolicy,
 }
 
 impl fmt::Debug for Flags {
@@ -300,6 +344,8 @@ impl Flags {
             metrics_on_main,
             trusted_proxies: self.trusted_proxies.clone(),
             seal_session_data: self.seal_session_data,
+            max_sessions_per_user: self.max_sessions_per_user.map(|n| n as usize),
+            session_limit_policy: self.session_limit_policy,
         }
     }
 }
