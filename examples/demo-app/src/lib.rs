@@ -42,7 +42,9 @@ mod throttle;
 mod users;
 
 pub use app::{AppState, BadInput, Demo, Handled, PYCKET_COOKIE, Visit};
-pub use config::{DEFAULT_MAX_CONNECTIONS, DemoConfig, Flags, METRICS_MAX_CONNECTIONS};
+pub use config::{
+    DEFAULT_MAX_CONNECTIONS, DemoConfig, Flags, METRICS_MAX_CONNECTIONS, SessionLimitPolicy,
+};
 pub use error::{AppError, StoreFailure};
 pub use metrics::{Metrics, RouteClass};
 pub use reply::Reply;
