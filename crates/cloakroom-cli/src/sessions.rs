@@ -62,11 +62,26 @@ pub async fn list(
     sessions.sort_by(|a, b| {
         (b.meta.last_seen, b.meta.created_at).cmp(&(a.meta.last_seen, a.meta.created_at))
     });
+    // Each user's live sessions among those listed (with --user: all of them), to compare
+    // with an app's `max_sessions_per_user`.
+    let mut per_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for s in &sessions {
+        if let Some(user) = &s.meta.user {
+            *per_user.entry(user.clone()).or_default() += 1;
+        }
+    }
     if let Some(limit) = limit {
         sessions.truncate(limit);
     }
     if args.json {
-        let list: Vec<SessionJson<'_>> = sessions.iter().map(SessionJson::new).collect();
+        let list: Vec<SessionJson<'_>> = sessions
+            .iter()
+            .map(|s| {
+                let mut json = SessionJson::new(s);
+                json.user_sessions = s.meta.user.as_ref().and_then(|u| per_user.get(u).copied());
+                json
+            })
+            .collect();
         write_json(out, &list)?;
         return Ok(());
     }
@@ -273,6 +288,10 @@ struct SessionJson<'a> {
     data_bytes: usize,
     user_agent: Option<&'a str>,
     remember: bool,
+    /// `sessions list`: the user's live sessions among those listed (all of them with
+    /// `--user`; before `--limit`), to compare with the app's limit on concurrent sessions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_sessions: Option<usize>,
 }
 
 impl<'a> SessionJson<'a> {
@@ -291,6 +310,7 @@ impl<'a> SessionJson<'a> {
             data_bytes: info.data_bytes,
             user_agent: shown_agent(meta.user_agent.as_deref()),
             remember: meta.remember,
+            user_sessions: None,
         }
     }
 }
