@@ -112,6 +112,16 @@ impl SessionStore for CountingStore {
         self.inner.create(key, record).await
     }
 
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &cr::Limit,
+    ) -> cr::Result<cr::Admitted> {
+        Counters::add(&self.counters.creates, 1);
+        self.inner.create_limited(key, record, limit).await
+    }
+
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> cr::Result<Applied> {
         Counters::add(&self.counters.writes, 1);
         if self.counters.detail() {

@@ -267,6 +267,15 @@ impl SessionStore for LazyRedis {
         self.get().await?.create(key, record).await
     }
 
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &cr::Limit,
+    ) -> cr::Result<cr::Admitted> {
+        self.get().await?.create_limited(key, record, limit).await
+    }
+
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> cr::Result<Applied> {
         self.get().await?.apply(key, patch).await
     }

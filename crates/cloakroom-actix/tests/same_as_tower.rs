@@ -37,6 +37,14 @@ impl SessionStore for Down {
     async fn create(&self, _: &SessionKey, _: &Record) -> store::Result<Created> {
         down()
     }
+    async fn create_limited(
+        &self,
+        _: &SessionKey,
+        _: &Record,
+        _: &store::Limit,
+    ) -> store::Result<store::Admitted> {
+        down()
+    }
     async fn apply(&self, _: &SessionKey, _: &Patch) -> store::Result<Applied> {
         down()
     }

@@ -65,11 +65,26 @@ pub async fn list(
     sessions.sort_by(|a, b| {
         (b.meta.last_seen, b.meta.created_at).cmp(&(a.meta.last_seen, a.meta.created_at))
     });
+    // Each user's live sessions among those listed (with --user: all of them), to compare
+    // with an app's `max_sessions_per_user`.
+    let mut per_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for s in &sessions {
+        if let Some(user) = &s.meta.user {
+            *per_user.entry(user.clone()).or_default() += 1;
+        }
+    }
     if let Some(limit) = limit {
         sessions.truncate(limit);
     }
     if args.json {
-        let mut list: Vec<SessionJson<'_>> = sessions.iter().map(SessionJson::new).collect();
+        let mut list: Vec<SessionJson<'_>> = sessions
+            .iter()
+            .map(|s| {
+                let mut json = SessionJson::new(s);
+                json.user_sessions = s.meta.user.as_ref().and_then(|u| per_user.get(u).copied());
+                json
+            })
+            .collect();
         // The last authentication is a data field: one load per session, for `--json` only.
         for entry in &mut list {
             let record = store.load(&entry.key).await.context("loading a session")?;
@@ -292,6 +307,10 @@ struct SessionJson<'a> {
     last_authentication: Option<Value>,
     /// Bound to a device key (DBSC registered).
     device_bound: bool,
+    /// `sessions list`: the user's live sessions among those listed (all of them with
+    /// `--user`; before `--limit`), to compare with the app's limit on concurrent sessions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_sessions: Option<usize>,
 }
 
 impl<'a> SessionJson<'a> {
@@ -313,6 +332,7 @@ impl<'a> SessionJson<'a> {
             remember: meta.remember,
             last_authentication: None,
             device_bound: info.device_bound,
+            user_sessions: None,
         }
     }
 }

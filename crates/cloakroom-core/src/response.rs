@@ -17,12 +17,14 @@ pub type ErrorHandler = std::sync::Arc<dyn Fn(&Error) -> Response<String> + Send
 
 /// The status of the response for a failed session operation: `503 Service Unavailable` for
 /// a store failure, `413` for data over the limit, `400` for a request whose cookie and
-/// ticket header name different sessions, `500` for anything else (a misuse of the API).
+/// ticket header name different sessions, `409` for a login refused by the
+/// concurrent-session limit, `500` for anything else (a misuse of the API).
 pub fn error_status(error: &Error) -> StatusCode {
     match error.kind() {
         ErrorKind::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::TicketConflict => StatusCode::BAD_REQUEST,
+        ErrorKind::SessionLimit => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -35,6 +37,9 @@ pub fn failure_response(error: &Error) -> Response<String> {
     let text = match status {
         StatusCode::SERVICE_UNAVAILABLE => "session store unavailable, try again shortly",
         StatusCode::PAYLOAD_TOO_LARGE => "session data too large",
+        StatusCode::CONFLICT => {
+            "this account is signed in on too many devices; sign out on one of them first"
+        }
         StatusCode::BAD_REQUEST => {
             "the session cookie and the ticket header name different sessions; send one"
         }
@@ -61,7 +66,9 @@ pub fn error_response(error: &Error) -> Response<String> {
     match error.kind() {
         ErrorKind::Store(_) => tracing::error!(%error, "session store failed"),
         ErrorKind::TooLarge => tracing::warn!(%error, "session data over the limit"),
-        ErrorKind::TicketConflict => tracing::info!(%error, "session request refused"),
+        ErrorKind::TicketConflict | ErrorKind::SessionLimit => {
+            tracing::info!(%error, "session request refused");
+        }
         _ => tracing::error!(%error, "session misuse"),
     }
     failure_response(error)

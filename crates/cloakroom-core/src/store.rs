@@ -45,6 +45,14 @@ pub type Fields = BTreeMap<String, String>;
 /// The one field of a rotation grace's forwarding record (see [`Record::is_forward`]).
 pub(crate) const FORWARD_FIELD: &str = "__cr.fwd";
 
+/// The one field of an ended session's tombstone (see [`Record::is_ended`]): why it ended, as
+/// JSON text (`"limit"`).
+pub const ENDED_FIELD: &str = "__cr.ended";
+
+/// The value of [`ENDED_FIELD`] in the tombstone of a session ended by the concurrent-session
+/// limit (JSON text).
+pub const ENDED_BY_LIMIT: &str = "\"limit\"";
+
 /// Everything a store keeps about one session.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Record {
@@ -81,6 +89,25 @@ impl Record {
     /// sessions, and a user index never holds them).
     pub fn is_forward(&self) -> bool {
         self.meta.user.is_none() && self.data.contains_key(FORWARD_FIELD)
+    }
+
+    /// Whether this is the tombstone of a session ended by the store (by the concurrent-session
+    /// limit, [`SessionStore::create_limited`]): no user, and the reserved `__cr.ended` field
+    /// saying why. It keeps the ended session's expiry, so the session's next request learns
+    /// why it ended; like a forward it is no session ([`SessionStore::scan`] skips it, no user
+    /// index holds it).
+    pub fn is_ended(&self) -> bool {
+        self.meta.user.is_none() && self.data.contains_key(ENDED_FIELD)
+    }
+
+    /// The tombstone a store leaves in place of a session the limit ended: created at `now`,
+    /// kept until `expires_at` (the ended session's own expiry), with only [`ENDED_FIELD`].
+    pub fn ended_by_limit(now: Timestamp, expires_at: Timestamp) -> Self {
+        let mut record = Record::new(now, expires_at);
+        record
+            .data
+            .insert(ENDED_FIELD.to_owned(), ENDED_BY_LIMIT.to_owned());
+        record
     }
 
     /// A summary for listings.
@@ -249,6 +276,66 @@ pub enum Applied {
     Missing,
 }
 
+/// What [`SessionStore::create_limited`] enforces: a user may hold at most `max` live
+/// sessions, the new one included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Most live sessions one user may hold (at least 1).
+    pub max: usize,
+    /// What to do when the new session would be one too many.
+    pub policy: LimitPolicy,
+    /// The session the new record replaces (a renewal of a session already logged in): not
+    /// counted and never ended, since the engine deletes it right after.
+    pub replacing: Option<SessionKey>,
+}
+
+/// What happens when a login would exceed [`Limit::max`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitPolicy {
+    /// End the user's least recently seen sessions (smallest `last_seen`, ties by
+    /// `created_at`) to make room; each is replaced by a tombstone ([`Record::is_ended`]).
+    #[default]
+    EndLeastRecentlySeen,
+    /// Refuse the new session ([`Admitted::Refused`]); the others stay.
+    RefuseNew,
+}
+
+/// Outcome of [`SessionStore::create_limited`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// The record was written; `ended` are the sessions ended to make room (now tombstones).
+    Done {
+        /// Keys of the sessions ended, least recently seen first.
+        ended: Vec<SessionKey>,
+    },
+    /// A live record already has this key; nothing was written or ended.
+    Collision,
+    /// The user is at the limit and the policy refuses; nothing was written or ended.
+    Refused,
+}
+
+/// Picks, from a user's live sessions as `(key, last_seen, created_at)`, those to end so that
+/// a new one fits under `limit` (least recently seen first), or `None` when the policy
+/// refuses. `limit.replacing` is neither counted nor picked. The one decision every store
+/// makes inside its atomic step.
+pub fn admission(
+    limit: &Limit,
+    mut live: Vec<(SessionKey, Timestamp, Timestamp)>,
+) -> Option<Vec<SessionKey>> {
+    live.retain(|(k, ..)| Some(*k) != limit.replacing);
+    let max = limit.max.max(1);
+    if live.len() < max {
+        return Some(Vec::new());
+    }
+    if limit.policy == LimitPolicy::RefuseNew {
+        return None;
+    }
+    live.sort_by_key(|(k, seen, created)| (*seen, *created, *k));
+    let over = live.len() + 1 - max;
+    Some(live.into_iter().take(over).map(|(k, ..)| k).collect())
+}
+
 /// A session as listed by [`SessionStore::sessions_of`] and [`SessionStore::scan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -387,6 +474,23 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Writes a new record; [`Created::Collision`] (and no write) if a live one exists.
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created>;
 
+    /// Writes a new record of a user (`record.meta.user` set) under `limit`, atomically: of
+    /// any number of concurrent calls for one user, no combination leaves that user with more
+    /// than `limit.max` live sessions. When the user is at the limit, either the least
+    /// recently seen sessions are ended (each record replaced, under its key, by the
+    /// tombstone [`Record::ended_by_limit`] keeping its expiry, and removed from the user
+    /// index) or nothing is written ([`Admitted::Refused`]), by `limit.policy`; a collision
+    /// ends nothing. Use [`admission`] for the decision. A failure must leave the user at
+    /// most at the limit (the engine answers it with a 503 and no login).
+    ///
+    /// There is no default: a default made of `sessions_of` and `create` could not be atomic.
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> Result<Admitted>;
+
     /// Applies a field-level patch to a live record; [`Applied::Missing`] (and no write) when
     /// there is none.
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied>;
@@ -409,7 +513,8 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64>;
 
     /// One page of at most `limit` live sessions, for admin listings; forwarding records
-    /// ([`Record::is_forward`]) are not sessions and are left out.
+    /// ([`Record::is_forward`]) and tombstones ([`Record::is_ended`]) are not sessions and
+    /// are left out.
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page>;
 
     /// Deletes expired records; returns how many. A no-op where the backend expires keys.

@@ -86,11 +86,12 @@ mod instrumented {
 
     use crate::id::{SessionKey, Timestamp};
     use crate::store::{
-        Applied, Created, Cursor, ErrorKind, Page, Patch, Record, Result, SessionInfo, SessionStore,
+        Admitted, Applied, Created, Cursor, ErrorKind, Limit, Page, Patch, Record, Result,
+        SessionInfo, SessionStore,
     };
 
     /// The store operations, as the `operation` label names them.
-    const OPERATIONS: [&str; 12] = [
+    const OPERATIONS: [&str; 13] = [
         "load",
         "create",
         "apply",
@@ -103,6 +104,7 @@ mod instrumented {
         "ping",
         "put_challenge",
         "take_challenge",
+        "create_limited",
     ];
 
     /// A store whose every operation is timed, counted when it fails and run in a span.
@@ -201,6 +203,16 @@ mod instrumented {
 
         async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
             self.run(1, self.inner.create(key, record)).await
+        }
+
+        async fn create_limited(
+            &self,
+            key: &SessionKey,
+            record: &Record,
+            limit: &Limit,
+        ) -> Result<Admitted> {
+            self.run(12, self.inner.create_limited(key, record, limit))
+                .await
         }
 
         async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {

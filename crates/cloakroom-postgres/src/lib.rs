@@ -60,8 +60,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
-    SessionStore,
+    Admitted, Applied, Created, Cursor, Error, ErrorKind, Limit, Page, Patch, Record, Result,
+    SessionInfo, SessionStore,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::time::Instant;
@@ -137,6 +137,9 @@ struct Sql {
     put_challenge: String,
     take_challenge: String,
     purge_challenges: String,
+    limit_lock: String,
+    limit_live: String,
+    limit_end: String,
 }
 
 impl Sql {
@@ -202,6 +205,20 @@ impl Sql {
                 "DELETE FROM {c} WHERE challenge = $1 RETURNING session, expires_at"
             ),
             purge_challenges: format!("DELETE FROM {c} WHERE expires_at <= $1"),
+            // The admission of one user's logins, one at a time (per table and user; a hash
+            // collision only makes two users wait for each other).
+            limit_lock: format!("SELECT pg_advisory_xact_lock(hashtextextended('{t}:' || $1, 0))"),
+            // The user's live sessions, and (`mine`) a live row under the new key.
+            limit_live: format!(
+                r#"SELECT key, last_seen, created_at, key = $3 AS mine FROM {t}
+                   WHERE ("user" = $1 OR key = $3) AND expires_at > $2"#
+            ),
+            // Ended sessions become tombstones that keep their expiry.
+            limit_end: format!(
+                r#"UPDATE {t} SET "user" = NULL, user_agent = NULL, remember = false,
+                       created_at = $2, last_seen = $2, data = $3
+                   WHERE key = ANY($1)"#
+            ),
         }
     }
 }
@@ -474,6 +491,97 @@ impl SessionStore for PostgresStore {
         })
     }
 
+    /// One transaction holding the user's advisory lock (`pg_advisory_xact_lock`), in two
+    /// pipelined round trips: `BEGIN`, the lock, the user's live sessions; then the
+    /// tombstones, the insert, `COMMIT`. Any failure rolls the whole of it back.
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> Result<Admitted> {
+        let Some(user) = record.meta.user.as_deref() else {
+            return Ok(match self.create(key, record).await? {
+                Created::Done => Admitted::Done { ended: Vec::new() },
+                Created::Collision => Admitted::Collision,
+            });
+        };
+        let data = encode_data(&record.data);
+        let m = &record.meta;
+        let now = Timestamp::now().as_millis();
+        let tombstone = encode_data(&Record::ended_by_limit(Timestamp(now), Timestamp(now)).data);
+        let sql = &self.inner.sql;
+        let k = key.as_bytes().as_slice();
+        statement!(self, "creating a session under the limit", |c| {
+            let lock = c.prepare_cached(&sql.limit_lock).await?;
+            let live = c.prepare_cached(&sql.limit_live).await?;
+            let end = c.prepare_cached(&sql.limit_end).await?;
+            let create = c.prepare_cached(&sql.create).await?;
+            let outcome = async {
+                let (lock_params, live_params) = ([&user as _], [&user as _, &now as _, &k as _]);
+                let (begin, locked, rows) = tokio::join!(
+                    c.batch_execute("BEGIN"),
+                    c.execute(&lock, &lock_params),
+                    c.query(&live, &live_params),
+                );
+                begin?;
+                locked?;
+                let rows = rows?;
+                if rows.iter().any(|r| r.get::<_, bool>(3)) {
+                    c.batch_execute("ROLLBACK").await?;
+                    return Ok(Admitted::Collision);
+                }
+                let sessions = rows
+                    .iter()
+                    .filter_map(|r| {
+                        let key: &[u8] = r.get(0);
+                        let key = SessionKey::from_bytes(key.try_into().ok()?);
+                        Some((key, Timestamp(r.get(1)), Timestamp(r.get(2))))
+                    })
+                    .collect();
+                let Some(ended) = cloakroom_core::store::admission(limit, sessions) else {
+                    c.batch_execute("ROLLBACK").await?;
+                    return Ok(Admitted::Refused);
+                };
+                let ended_keys: Vec<&[u8]> =
+                    ended.iter().map(|k| k.as_bytes().as_slice()).collect();
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                    &k,
+                    &m.user,
+                    &m.created_at.as_millis(),
+                    &m.last_seen.as_millis(),
+                    &m.expires_at.as_millis(),
+                    &m.user_agent,
+                    &m.remember,
+                    &data,
+                    &now,
+                ];
+                let end_params = [&ended_keys as _, &now as _, &tombstone as _];
+                let (tombs, inserted, commit) = tokio::join!(
+                    c.execute(&end, &end_params),
+                    c.execute(&create, &params),
+                    c.batch_execute("COMMIT"),
+                );
+                tombs?;
+                let inserted = inserted?;
+                commit?;
+                Ok(if inserted == 1 {
+                    Admitted::Done { ended }
+                } else {
+                    // A plain create raced for this very (random) key: vanishingly rare.
+                    Admitted::Collision
+                })
+            }
+            .await;
+            if outcome.is_err() {
+                // Leaves no transaction open on a pooled connection (a no-op warning if the
+                // COMMIT already ended it).
+                let _ = c.batch_execute("ROLLBACK").await;
+            }
+            outcome
+        })
+    }
+
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         let (set, removed) = encode_patch(patch);
         let (lifetime, idle) = (patch.max_lifetime.map(millis), patch.max_idle.map(millis));
@@ -578,7 +686,7 @@ impl SessionStore for PostgresStore {
             .flatten();
         // A rotation grace's forwarding record is no session.
         let sessions = (records.into_iter())
-            .filter(|(_, record)| !record.is_forward())
+            .filter(|(_, record)| !record.is_forward() && !record.is_ended())
             .map(|(key, record)| record.info(key))
             .collect();
         Ok(Page { sessions, next })

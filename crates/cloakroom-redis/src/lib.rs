@@ -166,6 +166,7 @@ mod codec;
 mod conn;
 pub mod connection;
 mod index;
+mod limit;
 mod near;
 mod reconnect;
 mod restore;

@@ -115,7 +115,7 @@ impl RedisStore {
                 let chunk = &batch[taken..taken + want];
                 for (key, record) in chunk.iter().zip(self.load_many("scan", chunk).await?) {
                     // A rotation grace's forwarding record is no session.
-                    if let Some(record) = record.filter(|r| !r.is_forward()) {
+                    if let Some(record) = record.filter(|r| !r.is_forward() && !r.is_ended()) {
                         sessions.push(record.info(*key));
                     }
                 }

@@ -17,7 +17,7 @@ use redis::Script;
 /// `batch(cmd, key, from, to)`: runs `cmd key ARGV[from..=to]` in chunks (Lua's `unpack` has a
 /// stack limit of a few thousand values). Chunks hold an even number of values so field/value
 /// pairs are never split.
-const BATCH: &str = r"
+pub(crate) const BATCH: &str = r"
 local function batch(cmd, key, from, to)
   local i = from
   while i <= to do

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
-    SessionStore,
+    Admitted, Applied, Created, Cursor, Error, ErrorKind, Limit, Page, Patch, Record, Result,
+    SessionInfo, SessionStore,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
@@ -83,6 +83,11 @@ impl RedisStore {
     /// in Redis).
     pub fn session_key(&self, key: &SessionKey) -> Vec<u8> {
         self.raw_key(key.as_bytes())
+    }
+
+    /// `<prefix>s:`, the start of every session's Redis key.
+    pub(crate) fn session_key_prefix(&self) -> Vec<u8> {
+        self.raw_key(b"")
     }
 
     /// `<prefix>s:` and `bytes`.
@@ -206,7 +211,11 @@ impl RedisStore {
     }
 
     /// The members of a user's index set.
-    async fn index_members(&self, what: &'static str, user: &str) -> Result<Vec<Vec<u8>>> {
+    pub(crate) async fn index_members(
+        &self,
+        what: &'static str,
+        user: &str,
+    ) -> Result<Vec<Vec<u8>>> {
         let ukey = self.user_key(user);
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(&ukey);
@@ -281,6 +290,21 @@ impl SessionStore for RedisStore {
                     .await;
                 Err(e)
             }
+        }
+    }
+
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> Result<Admitted> {
+        match &record.meta.user {
+            Some(user) => self.create_limited_for(user, key, record, limit).await,
+            None => Ok(match self.create(key, record).await? {
+                Created::Done => Admitted::Done { ended: Vec::new() },
+                Created::Collision => Admitted::Collision,
+            }),
         }
     }
 

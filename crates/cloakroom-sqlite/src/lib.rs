@@ -64,8 +64,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
-    SessionStore,
+    Admitted, Applied, Created, Cursor, Error, ErrorKind, Limit, Meta, Page, Patch, Record, Result,
+    SessionInfo, SessionStore, admission,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -369,6 +369,121 @@ async fn purge_periodically(store: Weak<Inner>, every: Duration) {
     }
 }
 
+/// Inserts a record, or replaces a row only if it has expired: one statement, so two creates
+/// of one key cannot both win.
+fn insert(conn: &Connection, key: &SessionKey, data: &str, meta: &Meta) -> Result<Created> {
+    let now = Timestamp::now();
+    let changed = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (key, user, created_at, last_seen, expires_at, user_agent, remember, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (key) DO UPDATE SET
+                         user = excluded.user, created_at = excluded.created_at,
+                         last_seen = excluded.last_seen, expires_at = excluded.expires_at,
+                         user_agent = excluded.user_agent, remember = excluded.remember,
+                         data = excluded.data
+                     WHERE sessions.expires_at <= ?9",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        key_param(key),
+                        meta.user,
+                        meta.created_at.as_millis(),
+                        meta.last_seen.as_millis(),
+                        meta.expires_at.as_millis(),
+                        meta.user_agent,
+                        meta.remember,
+                        data,
+                        now.as_millis(),
+                    ])
+                })
+                .ctx("creating a session")?;
+    Ok(if changed == 1 {
+        Created::Done
+    } else {
+        Created::Collision
+    })
+}
+
+/// `create_limited` inside the writer's transaction (every write of the file goes through
+/// it, and `BEGIN IMMEDIATE` holds the file's write lock, so no other write, of this process
+/// or another, comes between the count and the insert), under a savepoint so a failure
+/// leaves nothing half done.
+fn insert_limited(
+    conn: &Connection,
+    key: &SessionKey,
+    data: &str,
+    meta: &Meta,
+    limit: &Limit,
+) -> Result<Admitted> {
+    conn.execute_batch("SAVEPOINT limited")
+        .ctx("starting a limited create")?;
+    let result = admit(conn, key, data, meta, limit);
+    let end = match result {
+        Ok(_) => "RELEASE limited",
+        Err(_) => "ROLLBACK TO limited; RELEASE limited",
+    };
+    conn.execute_batch(end).ctx("ending a limited create")?;
+    result
+}
+
+fn admit(
+    conn: &Connection,
+    key: &SessionKey,
+    data: &str,
+    meta: &Meta,
+    limit: &Limit,
+) -> Result<Admitted> {
+    let now = Timestamp::now();
+    let live = conn
+        .prepare_cached("SELECT 1 FROM sessions WHERE key = ?1 AND expires_at > ?2")
+        .and_then(|mut stmt| stmt.exists(params![key_param(key), now.as_millis()]))
+        .ctx("checking a key")?;
+    if live {
+        return Ok(Admitted::Collision);
+    }
+    let rows = conn
+        .prepare_cached(
+            "SELECT key, last_seen, created_at FROM sessions WHERE user = ?1 AND expires_at > ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![meta.user, now.as_millis()], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .ctx("counting a user's sessions")?;
+    let sessions = rows
+        .into_iter()
+        .filter_map(|(k, seen, created)| {
+            let k = SessionKey::from_bytes(k.try_into().ok()?);
+            Some((k, Timestamp(seen), Timestamp(created)))
+        })
+        .collect();
+    let Some(ended) = admission(limit, sessions) else {
+        return Ok(Admitted::Refused);
+    };
+    let tombstone = encode_data(&Record::ended_by_limit(now, now).data);
+    for k in &ended {
+        // The tombstone keeps the ended session's expiry.
+        conn.prepare_cached(
+            "UPDATE sessions SET user = NULL, user_agent = NULL, remember = 0,
+                 created_at = ?2, last_seen = ?2, data = ?3
+             WHERE key = ?1",
+        )
+        .and_then(|mut stmt| stmt.execute(params![key_param(k), now.as_millis(), tombstone]))
+        .ctx("ending a session for the limit")?;
+    }
+    Ok(match insert(conn, key, data, meta)? {
+        Created::Done => Admitted::Done { ended },
+        Created::Collision => Admitted::Collision,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // The store
 
@@ -400,38 +515,21 @@ impl SessionStore for SqliteStore {
         let key = *key;
         let data = encode_data(&record.data);
         let meta = record.meta.clone();
-        self.write(move |conn| {
-            let now = Timestamp::now();
-            // Inserts, or replaces a row only if it has expired: one statement, so two
-            // creates of one key cannot both win.
-            let changed = conn
-                .prepare_cached(
-                    "INSERT INTO sessions (key, user, created_at, last_seen, expires_at, user_agent, remember, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (key) DO UPDATE SET
-                         user = excluded.user, created_at = excluded.created_at,
-                         last_seen = excluded.last_seen, expires_at = excluded.expires_at,
-                         user_agent = excluded.user_agent, remember = excluded.remember,
-                         data = excluded.data
-                     WHERE sessions.expires_at <= ?9",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        key_param(&key),
-                        meta.user,
-                        meta.created_at.as_millis(),
-                        meta.last_seen.as_millis(),
-                        meta.expires_at.as_millis(),
-                        meta.user_agent,
-                        meta.remember,
-                        data,
-                        now.as_millis(),
-                    ])
-                })
-                .ctx("creating a session")?;
-            Ok(if changed == 1 { Created::Done } else { Created::Collision })
-        })
-        .await
+        self.write(move |conn| insert(conn, &key, &data, &meta))
+            .await
+    }
+
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> Result<Admitted> {
+        let (key, limit) = (*key, *limit);
+        let data = encode_data(&record.data);
+        let meta = record.meta.clone();
+        self.write(move |conn| insert_limited(conn, &key, &data, &meta, &limit))
+            .await
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
@@ -593,7 +691,7 @@ impl SessionStore for SqliteStore {
                 let key = SessionKey::from_bytes(row.key);
                 let record = row.record()?;
                 // A rotation grace's forwarding record is no session.
-                if !record.is_forward() {
+                if !record.is_forward() && !record.is_ended() {
                     sessions.push(record.info(key));
                 }
             }

@@ -101,6 +101,18 @@ pub enum Challenges {
     Refused,
 }
 
+/// What the concurrent-session limit checks expect of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SessionLimit {
+    /// `create_limited` enforces the limit atomically (every store of this workspace but
+    /// pycket's).
+    #[default]
+    Enforced,
+    /// `create_limited` of a logged-in record fails with a config error and writes nothing
+    /// (a format with no admission state, pycket's): logins under a limit are refused.
+    Refused,
+}
+
 /// What [`check_purge_expired_with`] expects `purge_expired` to return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Purge {
@@ -165,6 +177,19 @@ macro_rules! conformance_tests {
         );
     };
     ($factory:expr, purge = $purge:expr, challenges = $challenges:expr $(,)?) => {
+        $crate::conformance_tests!(
+            $factory,
+            purge = $purge,
+            challenges = $challenges,
+            limit = $crate::SessionLimit::Enforced
+        );
+    };
+    (
+        $factory:expr,
+        purge = $purge:expr,
+        challenges = $challenges:expr,
+        limit = $limit:expr $(,)?
+    ) => {
         /// The store conformance suite (cloakroom-testkit).
         mod conformance {
             #[allow(unused_imports)]
@@ -197,6 +222,24 @@ macro_rules! conformance_tests {
                 check_ended_sees_other_processes_within_the_poll
             );
             $crate::__conformance_case!($factory, create_then_load, check_create_then_load);
+            $crate::__conformance_limit_case!(
+                $factory,
+                $limit,
+                limit_race_ends_the_least_recently_seen,
+                check_limit_race_ends_the_least_recently_seen
+            );
+            $crate::__conformance_limit_case!(
+                $factory,
+                $limit,
+                limit_race_refuses_past_the_limit,
+                check_limit_race_refuses_past_the_limit
+            );
+            $crate::__conformance_limit_case!(
+                $factory,
+                $limit,
+                limit_ends_in_last_seen_order,
+                check_limit_ends_in_last_seen_order
+            );
             $crate::__conformance_case!($factory, load_unknown_is_none, check_load_unknown_is_none);
             $crate::__conformance_case!(
                 $factory,
@@ -346,6 +389,29 @@ macro_rules! conformance_tests {
                     |store| $crate::check_purge_expired_with(store, $purge),
                 );
             }
+        }
+    };
+}
+
+/// One test of [`conformance_tests!`] on the concurrent-session limit: `$check` where the
+/// store enforces it, else the check that it refuses ([`SessionLimit`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_limit_case {
+    ($factory:expr, $limit:expr, $name:ident, $check:ident) => {
+        #[test]
+        fn $name() {
+            $crate::run(
+                || $factory,
+                |store| async move {
+                    match $limit {
+                        $crate::SessionLimit::Enforced => $crate::$check(store).await,
+                        $crate::SessionLimit::Refused => {
+                            $crate::check_limit_refused_as_config(store).await
+                        }
+                    }
+                },
+            );
         }
     };
 }

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    self, Applied, Created, Cursor, MemoryStore, Page, Patch, Record, SessionInfo, SessionStore,
+    self, Admitted, Applied, Created, Cursor, Limit, MemoryStore, Page, Patch, Record, SessionInfo,
+    SessionStore,
 };
 
 /// A [`MemoryStore`] that counts calls and can be told to fail (`Unavailable`) or hang.
@@ -51,6 +52,15 @@ impl SessionStore for Probe {
     async fn create(&self, key: &SessionKey, record: &Record) -> store::Result<Created> {
         self.gate().await?;
         self.inner.create(key, record).await
+    }
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> store::Result<Admitted> {
+        self.gate().await?;
+        self.inner.create_limited(key, record, limit).await
     }
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> store::Result<Applied> {
         self.gate().await?;

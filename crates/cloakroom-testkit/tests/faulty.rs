@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Applied, Created, Cursor, Error, ErrorKind, Page, Patch, Record, Result, SessionInfo,
-    SessionStore,
+    Admitted, Applied, Created, Cursor, Error, ErrorKind, Limit, Page, Patch, Record, Result,
+    SessionInfo, SessionStore,
 };
 use cloakroom_testkit::*;
 
@@ -37,6 +37,8 @@ struct Faults {
     drops_empty_names: bool,
     scan_lists_forwards: bool,
     racy_challenges: bool,
+    racy_limit: bool,
+    limit_ends_newest: bool,
 }
 
 /// A store as simple as possible: one map behind one mutex, the user index derived by
@@ -132,6 +134,56 @@ impl SessionStore for NaiveStore {
         }
         map.insert(*key, self.stored(record));
         Ok(Created::Done)
+    }
+
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> Result<Admitted> {
+        let now = Timestamp::now();
+        let user = record.meta.user.clone().unwrap_or_default();
+        let decide = |map: &HashMap<SessionKey, Record>| {
+            let live = map
+                .iter()
+                .filter(|(_, r)| self.live(r, now) && self.user_matches(r, &user))
+                .map(|(k, r)| (*k, r.meta.last_seen, r.meta.created_at))
+                .collect::<Vec<_>>();
+            let mut ended = cloakroom_core::store::admission(limit, live.clone());
+            if let (Some(e), true) = (&mut ended, self.faults.limit_ends_newest) {
+                let mut newest = live;
+                newest.sort_by_key(|(_, seen, _)| std::cmp::Reverse(*seen));
+                *e = newest.iter().take(e.len()).map(|(k, ..)| *k).collect();
+            }
+            ended
+        };
+        let ended = if self.faults.racy_limit {
+            // Count, then write: concurrent logins all see room.
+            let ended = decide(&self.map.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ended
+        } else {
+            None
+        };
+        let mut map = self.map.lock().unwrap();
+        let ended = match ended {
+            Some(e) => Some(e),
+            None => decide(&map),
+        };
+        if map.get(key).is_some_and(|r| r.meta.expires_at > now) {
+            return Ok(Admitted::Collision);
+        }
+        let Some(ended) = ended else {
+            return Ok(Admitted::Refused);
+        };
+        for k in &ended {
+            if let Some(r) = map.get_mut(k) {
+                *r = Record::ended_by_limit(now, r.meta.expires_at);
+            }
+        }
+        map.insert(*key, self.stored(record));
+        Ok(Admitted::Done { ended })
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
@@ -264,7 +316,9 @@ impl SessionStore for NaiveStore {
             .iter()
             .filter(|k| {
                 let r = &map[**k];
-                self.live(r, now) && (self.faults.scan_lists_forwards || !r.is_forward())
+                self.live(r, now)
+                    && (self.faults.scan_lists_forwards || !r.is_forward())
+                    && !r.is_ended()
             })
             .map(|k| map[*k].info(**k))
             .collect();
@@ -457,6 +511,17 @@ caught!(
     check_apply_updates_remember_only_when_given
 );
 caught!(mixing_up_times, mixes_up_times, check_create_then_load);
+caught!(
+    enforcing_the_session_limit_without_atomicity,
+    racy_limit,
+    check_limit_race_ends_the_least_recently_seen,
+    check_limit_race_refuses_past_the_limit
+);
+caught!(
+    ending_the_newest_sessions_at_the_limit,
+    limit_ends_newest,
+    check_limit_ends_in_last_seen_order
+);
 caught!(
     listing_grace_forwards_as_sessions,
     scan_lists_forwards,

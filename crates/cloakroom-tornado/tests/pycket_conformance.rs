@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cloakroom_core::store::SessionStore;
 use cloakroom_testkit::redis_server::RedisServer;
-use cloakroom_testkit::{Challenges, Purge};
+use cloakroom_testkit::{Challenges, Purge, SessionLimit};
 use cloakroom_tornado::PycketStore;
 
 async fn pycket_store() -> Arc<dyn SessionStore> {
@@ -22,9 +22,11 @@ async fn pycket_store() -> Arc<dyn SessionStore> {
     Arc::new(store)
 }
 
-// The pycket format cannot hold DBSC challenges: the store refuses them as a config error.
+// The pycket format cannot hold DBSC challenges, nor enforce the concurrent-session limit:
+// the store refuses both as config errors.
 cloakroom_testkit::conformance_tests!(
     pycket_store(),
     purge = Purge::EngineExpires,
-    challenges = Challenges::Refused
+    challenges = Challenges::Refused,
+    limit = SessionLimit::Refused
 );

@@ -1087,3 +1087,45 @@ async fn sealed_session_data_is_not_in_the_store_file() {
         }
     }
 }
+
+/// `--max-sessions-per-user 3`: a fourth login ends the least recently seen browser, whose
+/// next page says why (once); the real binaries of both demos, flags parsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_login_ends_the_oldest_browser_on_both_demos() {
+    let dir = tempfile::tempdir().unwrap();
+    for demo in Demo::BOTH {
+        let users = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{demo:?}.db")).display()
+        );
+        let args = [
+            "--store",
+            "memory://",
+            "--users",
+            &users,
+            "--max-sessions-per-user",
+            "3",
+        ];
+        let server = demo.start(&args, dir.path()).await;
+        let base = server.base();
+        let browsers: Vec<reqwest::Client> = (0..4).map(|_| client()).collect();
+        register(&browsers[0], &base, "ana").await;
+        for b in &browsers[1..] {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            login(b, &base, "ana").await;
+        }
+        let (status, _) = get(&browsers[0], &base, "/").await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "{demo:?}: the oldest was logged out"
+        );
+        let (_, page) = get(&browsers[0], &base, "/login").await;
+        assert!(page.contains("too many devices"), "{demo:?}: {page}");
+        let (_, page) = get(&browsers[0], &base, "/login").await;
+        assert!(!page.contains("too many devices"), "{demo:?}: shown once");
+        for b in &browsers[1..] {
+            assert_eq!(get(b, &base, "/").await.0, StatusCode::OK, "{demo:?}");
+        }
+    }
+}

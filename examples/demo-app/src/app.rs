@@ -102,6 +102,11 @@ impl Demo {
         if let Some(dbsc) = dbsc_settings(&config)? {
             sessions = sessions.with_dbsc(dbsc);
         }
+        if let Some(max) = config.max_sessions_per_user {
+            sessions = sessions
+                .with_max_sessions_per_user(max)?
+                .with_session_limit_policy(config.session_limit_policy.policy());
+        }
         if let Some(secret) = &pycket {
             // pycket's ticket: a Tornado v2 signed value of the session's uuid, read back for
             // 31 days as Tornado's `get_secure_cookie` does. Refused with sealed data.

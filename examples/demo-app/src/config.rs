@@ -49,6 +49,31 @@ pub struct DemoConfig {
     pub dbsc: DbscMode,
     /// How long a DBSC bound cookie lives; see `--dbsc-bound-lifetime`.
     pub dbsc_bound_lifetime: Duration,
+    /// Most sessions one account may hold at once; `None`: no limit. See
+    /// `--max-sessions-per-user`.
+    pub max_sessions_per_user: Option<usize>,
+    /// What a login past that limit does; see `--session-limit-policy`.
+    pub session_limit_policy: SessionLimitPolicy,
+}
+
+/// What a login past `--max-sessions-per-user` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SessionLimitPolicy {
+    /// End the account's least recently seen session; its browser is told why.
+    #[default]
+    EndOldest,
+    /// Refuse the new login with a message on the login page.
+    Refuse,
+}
+
+impl SessionLimitPolicy {
+    /// The library's policy.
+    pub fn policy(self) -> cloakroom::store::LimitPolicy {
+        match self {
+            SessionLimitPolicy::EndOldest => cloakroom::store::LimitPolicy::EndLeastRecentlySeen,
+            SessionLimitPolicy::Refuse => cloakroom::store::LimitPolicy::RefuseNew,
+        }
+    }
 }
 
 /// `--dbsc`: whether logins offer device binding and what the bound routes need.
@@ -85,6 +110,8 @@ impl DemoConfig {
             recent_login_window: DEFAULT_RECENT_LOGIN_WINDOW,
             dbsc: DbscMode::Off,
             dbsc_bound_lifetime: Duration::from_secs(600),
+            max_sessions_per_user: None,
+            session_limit_policy: SessionLimitPolicy::EndOldest,
         }
     }
 }
@@ -107,6 +134,8 @@ impl fmt::Debug for DemoConfig {
             .field("recent_login_window", &self.recent_login_window)
             .field("dbsc", &self.dbsc)
             .field("dbsc_bound_lifetime", &self.dbsc_bound_lifetime)
+            .field("max_sessions_per_user", &self.max_sessions_per_user)
+            .field("session_limit_policy", &self.session_limit_policy)
             .finish()
     }
 }
@@ -274,6 +303,21 @@ pub struct Flags {
     /// 30s): how long a stolen bound cookie would work.
     #[arg(long, env = "CLOAKROOM_DBSC_BOUND_LIFETIME", default_value = "10m", value_parser = limits::parse_duration)]
     pub dbsc_bound_lifetime: Duration,
+    /// Most sessions (devices) one account may be logged in on at once; at least 1. Default:
+    /// no limit. The store enforces it atomically, also against logins racing each other.
+    /// Not with a pycket+redis:// store.
+    #[arg(long, env = "CLOAKROOM_MAX_SESSIONS_PER_USER", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions_per_user: Option<u32>,
+    /// What a login past --max-sessions-per-user does: end-oldest ends the account's least
+    /// recently seen session (that browser is told why on its next page), refuse shows a
+    /// message on the login page instead.
+    #[arg(
+        long,
+        env = "CLOAKROOM_SESSION_LIMIT_POLICY",
+        value_enum,
+        default_value = "end-oldest"
+    )]
+    pub session_limit_policy: SessionLimitPolicy,
 }
 
 /// An export interval: a duration above 0 (the SDK would take 0 for its own default).
@@ -387,6 +431,8 @@ impl Flags {
             recent_login_window: self.recent_login_window,
             dbsc: self.dbsc,
             dbsc_bound_lifetime: self.dbsc_bound_lifetime,
+            max_sessions_per_user: self.max_sessions_per_user.map(|n| n as usize),
+            session_limit_policy: self.session_limit_policy,
         }
     }
 }

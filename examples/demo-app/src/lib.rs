@@ -46,7 +46,7 @@ mod users;
 pub use app::{AppState, BadInput, Demo, Handled, PYCKET_COOKIE, Visit};
 pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_RECENT_LOGIN_WINDOW, DbscMode, DemoConfig, Flags,
-    METRICS_MAX_CONNECTIONS,
+    METRICS_MAX_CONNECTIONS, SessionLimitPolicy,
 };
 pub use error::{AppError, StoreFailure};
 pub use metrics::{Metrics, RouteClass};

@@ -523,3 +523,73 @@ async fn guessing_over_http_is_throttled_and_logged_with_the_account() {
         assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
     }
 }
+
+/// The demo with `--max-sessions-per-user 3` and `policy`, sessions in memory.
+async fn limited(policy: cloakroom_demo_app::SessionLimitPolicy) -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let users = format!("sqlite://{}", dir.path().join("users.db").display());
+    let mut config = DemoConfig::new("memory://", users);
+    config.max_sessions_per_user = Some(3);
+    config.session_limit_policy = policy;
+    Demo {
+        app: app(config).await.unwrap(),
+        dir,
+    }
+}
+
+#[tokio::test]
+async fn a_fourth_login_ends_the_oldest_browser_which_is_told_why() {
+    let demo = limited(Default::default()).await;
+    let mut browsers: Vec<Browser> = (1..=4)
+        .map(|i| Browser::new(&demo, &format!("192.0.2.{i}:1000")))
+        .collect();
+    assert_eq!(
+        browsers[0].register("ana").await.status,
+        StatusCode::SEE_OTHER
+    );
+    for b in &mut browsers[1..] {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(b.login("ana", PASSWORD).await.status, StatusCode::SEE_OTHER);
+    }
+    // The first browser's session was ended: sent to the login page, which says why.
+    let home = browsers[0].get("/").await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    let page = browsers[0].get("/login").await;
+    assert!(
+        page.body.contains("signed in on too many devices"),
+        "{}",
+        page.body
+    );
+    // Once.
+    assert!(
+        !browsers[0]
+            .get("/login")
+            .await
+            .body
+            .contains("too many devices")
+    );
+    // The other three are still logged in.
+    for b in &mut browsers[1..] {
+        assert!(b.get("/").await.body.contains("ana"));
+    }
+}
+
+#[tokio::test]
+async fn a_refusing_limit_explains_itself_on_the_login_page() {
+    let demo = limited(cloakroom_demo_app::SessionLimitPolicy::Refuse).await;
+    let mut first = Browser::new(&demo, "192.0.2.1:1000");
+    assert_eq!(first.register("ana").await.status, StatusCode::SEE_OTHER);
+    for i in 2..=3 {
+        let mut b = Browser::new(&demo, &format!("192.0.2.{i}:1000"));
+        assert_eq!(b.login("ana", PASSWORD).await.status, StatusCode::SEE_OTHER);
+    }
+    let mut fourth = Browser::new(&demo, "192.0.2.4:1000");
+    let refused = fourth.login("ana", PASSWORD).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(
+        refused.body.contains("too many devices"),
+        "{}",
+        refused.body
+    );
+    assert!(first.get("/").await.body.contains("ana"), "the first stays");
+}

@@ -273,6 +273,13 @@ pub(crate) async fn list_json_matches_the_store(url: &str) {
             .find(|e| e["handle"] == made.handle())
             .expect("listed");
         check_entry(entry, made);
+        // The user's live sessions, to compare with an app's limit.
+        let of_user = filled
+            .sessions
+            .iter()
+            .filter(|m| m.user().is_some() && m.user() == made.user());
+        let expected = made.user().map(|_| of_user.count());
+        assert_eq!(entry["user_sessions"].as_u64(), expected.map(|n| n as u64));
     }
     let seen: Vec<i64> = entries
         .iter()

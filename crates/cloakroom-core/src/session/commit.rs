@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::admission::{limit_for, refused};
 use super::forward::{forward_key, forward_record};
 use super::handle::Session;
 use super::lifecycle::{EndReason, EventKind};
@@ -13,7 +14,7 @@ use super::limits::{deadline, timed, truncate};
 use super::seal::{seal_patch, sealed_record};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
-use crate::store::{self, Applied, Created, Patch, Record};
+use crate::store::{self, Admitted, Applied, Created, Limit, Patch, Record};
 use crate::telemetry::{self, SessionEvent};
 
 /// How many ids a create tries before it gives up (a collision of 256-bit random ids means
@@ -188,6 +189,35 @@ pub(super) fn plan(
     }
 }
 
+/// The records a request ended, taken from its state for the commit.
+struct Retired {
+    /// Sessions it ended (logout): each deleted, and told to the lifecycle.
+    keys: Vec<SessionKey>,
+    /// Their user, when known.
+    user: Option<String>,
+    /// Records deleted with them that are no sessions: the forward the session was reached
+    /// through, the tombstone of a session the limit ended (told when it ended).
+    silent: Vec<SessionKey>,
+}
+
+impl Retired {
+    fn take(
+        keys: &mut Vec<SessionKey>,
+        user: &mut Option<String>,
+        forward: &mut Option<SessionKey>,
+        tombstone: &mut Option<SessionKey>,
+    ) -> Self {
+        let mut keys = std::mem::take(keys);
+        let tombstone = tombstone.take();
+        keys.retain(|k| Some(*k) != tombstone);
+        Retired {
+            keys,
+            user: user.take(),
+            silent: forward.take().into_iter().chain(tombstone).collect(),
+        }
+    }
+}
+
 impl Session {
     /// Writes the session to the store: the commit state machine. Call once, when the
     /// response is ready; later changes fail with [`ErrorKind::Committed`](super::ErrorKind::Committed).
@@ -243,8 +273,12 @@ impl Session {
                 Ok(self.answer(CommitAction::None, clear_cookie.then_some(Issued::Removal)))
             }
             CommitPlan::Delete { clear_cookie } => {
-                let retired = std::mem::take(&mut st.retired);
-                let retired = (retired, st.retired_user.take(), st.retired_forward.take());
+                let retired = Retired::take(
+                    &mut st.retired,
+                    &mut st.retired_user,
+                    &mut st.retired_forward,
+                    &mut st.retired_tombstone,
+                );
                 self.end_retired(retired, now).await?;
                 let removal = clear_cookie.then_some(Issued::Removal);
                 Ok(self.answer(CommitAction::Destroyed, removal))
@@ -297,6 +331,7 @@ impl Session {
             retired,
             retired_user,
             retired_forward,
+            retired_tombstone,
             changes,
             ..
         } = st
@@ -310,7 +345,9 @@ impl Session {
         if meta.user_agent.is_none() {
             meta.user_agent = user_agent.map(|ua| truncate(ua, MAX_USER_AGENT).to_owned());
         }
-        let (id, key) = self.create(live.id.take(), &live.record).await?;
+        let replacing = live.stored.filter(|_| live.renew);
+        let limit = limit_for(self.config(), &live.record, replacing);
+        let (id, key) = self.create(live.id.take(), &live.record, limit).await?;
         // The new record is in: now the old ones go (a failure here leaves them to expire;
         // the response is still a 503, so the client keeps its old ticket).
         let replaced = if live.renew { live.stored.take() } else { None };
@@ -334,11 +371,7 @@ impl Session {
                 }
             }
         }
-        let retired = (
-            std::mem::take(retired),
-            retired_user.take(),
-            retired_forward.take(),
-        );
+        let retired = Retired::take(retired, retired_user, retired_forward, retired_tombstone);
         self.end_retired(retired, last_seen).await?;
         if let Some(via) = &live.forward {
             timed(limit, self.store().delete(via)).await?;
@@ -378,13 +411,10 @@ impl Session {
 
     /// Deletes the records this request ended (logout), with the forward it was reached
     /// through, and tells the lifecycle of each session that was still there.
-    async fn end_retired(
-        &self,
-        (retired, user, forward): (Vec<SessionKey>, Option<String>, Option<SessionKey>),
-        now: Timestamp,
-    ) -> Result<()> {
+    async fn end_retired(&self, retired: Retired, now: Timestamp) -> Result<()> {
+        let Retired { keys, user, silent } = retired;
         let limit = self.config().store_timeout;
-        for key in retired {
+        for key in keys {
             // A logout made without reading the session does not know its user: with a
             // listener, one load tells it (the event names the user).
             let user = match (&user, self.lifecycle().has_listener()) {
@@ -398,8 +428,8 @@ impl Session {
                 self.lifecycle().emit(kind, &ended, user.as_deref());
             }
         }
-        if let Some(via) = forward {
-            timed(limit, self.store().delete(&via)).await?;
+        for key in silent {
+            timed(limit, self.store().delete(&key)).await?;
         }
         Ok(())
     }
@@ -545,7 +575,7 @@ impl Session {
         if record.data.is_empty() {
             return Ok(self.answer(CommitAction::Vanished, Some(Issued::Removal)));
         }
-        let (id, key) = self.create(None, &record).await?;
+        let (id, key) = self.create(None, &record, None).await?;
         self.lifecycle().emit(EventKind::Created, &key, None);
         let issued = Issued::Ticket(&id, false, record.meta.expires_at);
         let outcome = self.answer(CommitAction::Created, Some(issued));
@@ -555,23 +585,41 @@ impl Session {
     }
 
     /// Creates `record` under `reserved` (or a fresh id), retrying with fresh ids on a
-    /// collision: the id and store key it went in under.
+    /// collision: the id and store key it went in under. Under a `limit` (a login with the
+    /// concurrent-session limit on), in one atomic store step that may end the user's least
+    /// recently seen sessions or refuse ([`ErrorKind::SessionLimit`](super::ErrorKind::SessionLimit)).
     async fn create(
         &self,
         reserved: Option<SessionId>,
         record: &Record,
+        limit: Option<Limit>,
     ) -> Result<(SessionId, SessionKey)> {
         let shared = &*self.inner.shared;
         let mut id = reserved.unwrap_or_else(|| shared.format.generate());
         for _ in 0..CREATE_ATTEMPTS {
             let key = shared.format.store_key(&id);
             let stored = sealed_record(self.config(), &id, &key, record);
-            match timed(
-                shared.config.store_timeout,
-                shared.store.create(&key, stored.as_ref().unwrap_or(record)),
-            )
-            .await?
-            {
+            let record = stored.as_ref().unwrap_or(record);
+            let timeout = shared.config.store_timeout;
+            let created = match &limit {
+                None => timed(timeout, shared.store.create(&key, record)).await?,
+                Some(limit) => {
+                    let admitted = shared.store.create_limited(&key, record, limit);
+                    match timed(timeout, admitted).await? {
+                        Admitted::Done { ended } => {
+                            let user = record.meta.user.as_deref();
+                            for gone in &ended {
+                                let kind = EventKind::Ended(EndReason::Limit);
+                                self.lifecycle().emit(kind, gone, user);
+                            }
+                            Created::Done
+                        }
+                        Admitted::Collision => Created::Collision,
+                        Admitted::Refused => return Err(refused()),
+                    }
+                }
+            };
+            match created {
                 Created::Done => return Ok((id, key)),
                 Created::Collision => {
                     tracing::warn!("session id collision; retrying with a new id");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::Transport;
 use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::CookieConfig;
+use crate::store::LimitPolicy;
 
 /// The longest rotation grace accepted ([`SessionSettings::with_rotation_grace`](super::SessionSettings::with_rotation_grace)).
 pub(crate) const MAX_ROTATION_GRACE: Duration = Duration::from_secs(60);
@@ -37,6 +38,10 @@ pub(crate) struct SessionConfig {
     pub(crate) seal_data: bool,
     /// The user agent sealed at rest too.
     pub(crate) seal_user_agent: bool,
+    /// Most live sessions per user; `None`: no limit.
+    pub(crate) max_sessions_per_user: Option<usize>,
+    /// What a login past that limit does.
+    pub(crate) session_limit_policy: LimitPolicy,
     /// Device-bound sessions, when set ([`SessionSettings::with_dbsc`](super::SessionSettings::with_dbsc)).
     #[cfg(feature = "dbsc")]
     pub(crate) dbsc: Option<crate::dbsc::DbscSettings>,
@@ -58,6 +63,8 @@ impl Default for SessionConfig {
             rotation_grace: Duration::ZERO,
             seal_data: false,
             seal_user_agent: false,
+            max_sessions_per_user: None,
+            session_limit_policy: LimitPolicy::EndLeastRecentlySeen,
             #[cfg(feature = "dbsc")]
             dbsc: None,
         }
@@ -131,6 +138,13 @@ impl SessionConfig {
                 ConfigErrorKind::Conflict,
                 "rotation grace with sealed data",
                 value,
+            ));
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::ZeroLimit,
+                "max sessions per user",
+                "0",
             ));
         }
         if self.max_data_bytes == 0 {

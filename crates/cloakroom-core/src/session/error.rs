@@ -30,6 +30,11 @@ pub enum ErrorKind {
     /// The request's cookie and ticket header name different sessions: refused (400), never
     /// merged, and neither is used.
     TicketConflict,
+    /// The user already holds the most sessions allowed
+    /// ([`SessionSettings::with_max_sessions_per_user`](super::SessionSettings::with_max_sessions_per_user))
+    /// and the policy refuses new ones: the login did not happen (answer 409 and ask the
+    /// user to log out elsewhere first).
+    SessionLimit,
 }
 
 /// A session operation failed.

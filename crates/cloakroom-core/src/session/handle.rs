@@ -115,10 +115,18 @@ impl Session {
             // `SessionEngine::session_from_headers`); usually there is just one. A store
             // failure leaves the state as it was, to retry.
             let mut found = None;
+            let mut ended = None;
             let now = Timestamp::now();
             for id in std::iter::once(first).chain(fallbacks) {
                 let key = self.key_of(id);
-                if let Some(mut record) = self.load_live(&key, now).await? {
+                let limit = self.config().store_timeout;
+                let record = timed(limit, self.store().load(&key)).await?;
+                if record.as_ref().is_some_and(Record::is_ended) {
+                    // Ended by the concurrent-session limit: no session, a flash saying why.
+                    ended.get_or_insert(key);
+                    continue;
+                }
+                if let Some(mut record) = self.live(record, now) {
                     // Opened at the boundary: the request sees plaintext (a value that does
                     // not open is a corrupt record: the load fails, nothing is returned).
                     seal::open_record(id, &key, &mut record)?;
@@ -132,10 +140,20 @@ impl Session {
                     break;
                 }
             }
-            if found.is_none() {
+            if found.is_none() && ended.is_none() {
                 telemetry::sessions(SessionEvent::Ended("expired"), 1);
             }
             st.loaded_at = Some(now);
+            if let (None, Some(tombstone)) = (&found, ended) {
+                // The tombstone goes with this request's commit (the flash shown, or moved
+                // into a new session): the message is shown once.
+                let mut live = self.fresh();
+                let (name, json) = super::admission::flash_ended(&mut live);
+                st.changes.insert(name, Some(json));
+                st.retired.push(tombstone);
+                st.retired_tombstone = Some(tombstone);
+                found = Some(live);
+            }
             st.settle(found, || self.fresh());
         }
         Ok(st)
@@ -145,7 +163,12 @@ impl Session {
     async fn load_live(&self, key: &SessionKey, now: Timestamp) -> Result<Option<Record>> {
         let limit = self.config().store_timeout;
         let record = timed(limit, self.store().load(key)).await?;
-        Ok(record.filter(|r| !r.is_forward() && self.is_live(r, now)))
+        Ok(self.live(record, now))
+    }
+
+    /// `record` if it is a live session (a forward or a tombstone is not one).
+    fn live(&self, record: Option<Record>, now: Timestamp) -> Option<Record> {
+        record.filter(|r| !r.is_forward() && !r.is_ended() && self.is_live(r, now))
     }
 
     /// With a rotation grace configured, the session an old ticket (whose record under `key`
@@ -362,6 +385,7 @@ impl Session {
                 "user id must not be empty",
             ));
         }
+        self.check_session_limit(user).await?;
         let mut st = self.state_mut().await?;
         // The renewal writes the whole record anew: a pending change of the CSRF secret
         // must not survive it.

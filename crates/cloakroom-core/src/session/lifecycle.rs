@@ -389,6 +389,7 @@ impl Watch {
     async fn check(&mut self) -> Option<EndReason> {
         let now = Timestamp::now();
         match timed(self.store_timeout, self.store.load(&self.key)).await {
+            Ok(Some(r)) if r.is_ended() => Some(EndReason::Limit),
             Ok(Some(r)) if r.meta.user == self.user && r.meta.expires_at > now => {
                 self.expires_at = r.meta.expires_at;
                 None
@@ -516,6 +517,48 @@ mod tests {
 
     fn next_kind(rx: &Receiver<EventKind>) -> EventKind {
         rx.recv_timeout(Duration::from_secs(5)).expect("an event")
+    }
+
+    #[tokio::test]
+    async fn a_session_the_limit_ends_fires_its_watcher_and_the_listener() {
+        let (tx, rx) = channel();
+        let tx = Mutex::new(tx);
+        let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+            .with_max_sessions_per_user(1)
+            .unwrap()
+            .with_listener(move |e: &Event| {
+                let _ = tx.lock().unwrap().send(e.clone());
+            })
+            .build();
+        let s = engine.session(None);
+        s.login("cy").await.unwrap();
+        let first = commit(&engine, &s).await.unwrap();
+        let watched = next(&rx).session;
+        let s = engine.session(Some(&first));
+        let ended = s.ended().await.unwrap();
+        commit(&engine, &s).await;
+
+        let s = engine.session(None);
+        s.login("cy").await.unwrap();
+        commit(&engine, &s).await;
+        let reason = tokio::time::timeout(Duration::from_millis(500), ended).await;
+        assert_eq!(reason.expect("fired at once"), EndReason::Limit);
+        let event = next(&rx);
+        assert_eq!(event.kind, EventKind::Ended(EndReason::Limit));
+        assert_eq!(
+            (event.session, event.user.as_deref()),
+            (watched, Some("cy"))
+        );
+        assert_eq!(next(&rx).kind, EventKind::Created);
+
+        // The ended browser's next request gets the flash (in a new, anonymous session) and
+        // deletes the tombstone: no second end (that one was told when it happened).
+        let s = engine.session(Some(&first));
+        assert_eq!(s.user().await.unwrap(), None);
+        commit(&engine, &s).await;
+        let flash = next(&rx);
+        assert_eq!((flash.kind, flash.user), (EventKind::Created, None));
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use super::{SessionConfig, SessionEngine, Transport};
 use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::cookie::{SameSite, SignedTicket, TicketFormat};
 use crate::keys::KeyRing;
-use crate::store::{IntoSessionStore, SessionStore};
+use crate::store::{IntoSessionStore, LimitPolicy, SessionStore};
 
 /// The settings of a session engine, each checked as it is set; [`build`](Self::build) makes
 /// the engine.
@@ -186,6 +186,31 @@ impl SessionSettings {
     pub fn with_sealed_user_agent(self, seal: bool) -> Result<Self, ConfigError> {
         self.check_sealable(seal)?;
         self.edit(|c| c.seal_user_agent = seal)
+    }
+
+    /// Most live sessions one user may hold at once. Default: no limit. A login past it ends
+    /// the user's least recently seen session, or is refused, by
+    /// [`with_session_limit_policy`](Self::with_session_limit_policy). Enforced atomically by
+    /// the store ([`SessionStore::create_limited`]): concurrent logins never leave more than
+    /// `max` sessions (OWASP session management: limit concurrent sessions where the
+    /// application's risk calls for it). An ended session's next request finds no session
+    /// and a flash message saying why; a store failure while enforcing it refuses the login
+    /// (503), never admits it over the limit.
+    ///
+    /// # Errors
+    /// Zero.
+    pub fn with_max_sessions_per_user(self, max: usize) -> Result<Self, ConfigError> {
+        self.edit(|c| c.max_sessions_per_user = Some(max))
+    }
+
+    /// What a login past [`with_max_sessions_per_user`](Self::with_max_sessions_per_user)
+    /// does. Default [`LimitPolicy::EndLeastRecentlySeen`] (the newest login wins, as a user
+    /// who lost a device expects); [`LimitPolicy::RefuseNew`] makes `Session::login` fail
+    /// with [`ErrorKind::SessionLimit`](super::ErrorKind::SessionLimit). No effect without
+    /// a limit.
+    pub fn with_session_limit_policy(mut self, policy: LimitPolicy) -> Self {
+        self.config.session_limit_policy = policy;
+        self
     }
 
     fn check_sealable(&self, seal: bool) -> Result<(), ConfigError> {

@@ -105,6 +105,9 @@ pub(super) struct State {
     pub(super) retired_user: Option<String>,
     /// The forwarding record the retired session was reached through: deleted with it.
     pub(super) retired_forward: Option<SessionKey>,
+    /// Among the retired, the tombstone of a session the limit ended (no lifecycle event:
+    /// that end was told when it happened).
+    pub(super) retired_tombstone: Option<SessionKey>,
     /// The response was committed: the state is frozen (reads still work).
     pub(super) committed: bool,
     /// When the record was loaded: the clock reading the liveness check used, reused by a
@@ -120,6 +123,7 @@ impl State {
             retired: Vec::new(),
             retired_user: None,
             retired_forward: None,
+            retired_tombstone: None,
             committed: false,
             loaded_at: None,
         }

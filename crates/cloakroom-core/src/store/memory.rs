@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Applied, Created, Cursor, Error, ErrorKind, Fields, Meta, Page, Patch, Record, Result,
-    SessionInfo, SessionStore,
+    Admitted, Applied, Created, Cursor, Error, ErrorKind, Fields, Limit, Meta, Page, Patch, Record,
+    Result, SessionInfo, SessionStore, admission,
 };
 use crate::id::{SessionKey, Timestamp};
 use crate::session::DEVICE_KEY_FIELD;
@@ -195,6 +195,11 @@ impl Entry {
         self.user.is_none() && unpacked(&self.fields).any(|(k, _)| k == super::FORWARD_FIELD)
     }
 
+    /// Whether this is an ended session's tombstone ([`Record::is_ended`]).
+    fn is_ended(&self) -> bool {
+        self.user.is_none() && unpacked(&self.fields).any(|(k, _)| k == super::ENDED_FIELD)
+    }
+
     fn info(&self, key: SessionKey) -> SessionInfo {
         let (fields, data_bytes) =
             unpacked(&self.fields).fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
@@ -219,6 +224,8 @@ struct Inner {
     /// Held by a create under a capacity bound from the count to the insert, so creates
     /// racing at the bound cannot all pass it.
     creating: Mutex<()>,
+    /// Held by a limited create from the count of the user's sessions to the insert.
+    admitting: Mutex<()>,
 }
 
 /// Sessions kept in process memory.
@@ -276,6 +283,7 @@ impl MemoryStore {
                 capacity,
                 challenges: Mutex::new(HashMap::new()),
                 creating: Mutex::new(()),
+                admitting: Mutex::new(()),
             }),
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -302,6 +310,50 @@ impl MemoryStore {
     /// Removes expired records now; returns how many.
     pub fn sweep(&self) -> u64 {
         sweep(&self.inner, Timestamp::now())
+    }
+
+    /// The live record under `key` at `now`.
+    fn load_now(&self, key: &SessionKey, now: Timestamp) -> Option<Record> {
+        let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|r| r.expires_at > now)
+            .map(Entry::record)
+    }
+
+    /// `create`, done at once (no await, so it can run under a lock).
+    fn create_now(&self, key: &SessionKey, record: &Record) -> Result<Created> {
+        let now = Timestamp::now();
+        // Under a bound, the count and the insert are one step (deletes and sweeps only make
+        // room meanwhile); without one, creates need no turn.
+        let turn = self.inner.capacity.map(|_| lock(&self.inner.creating));
+        if let Some(cap) = self.inner.capacity {
+            if self.len() >= cap && {
+                self.sweep();
+                self.len() >= cap
+            } {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("memory store is full ({cap} sessions)"),
+                ));
+            }
+        }
+        let old_user = {
+            let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
+            match map.get(key) {
+                Some(r) if r.expires_at > now => return Ok(Created::Collision),
+                _ => {}
+            }
+            map.insert(*key, Entry::new(record))
+                .and_then(|old| old.user)
+        };
+        drop(turn);
+        if let Some(old) = old_user {
+            self.unindex(&old, key);
+        }
+        if let Some(user) = &record.meta.user {
+            self.index(user, *key);
+        }
+        Ok(Created::Done)
     }
 
     fn shard(&self, key: &SessionKey) -> &Shard {
@@ -375,48 +427,66 @@ impl SessionStore for MemoryStore {
         "memory"
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let now = Timestamp::now();
-        let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        Ok(map
-            .get(key)
-            .filter(|r| r.expires_at > now)
-            .map(Entry::record))
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
+        self.create_now(key, record)
     }
 
-    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
-        let now = Timestamp::now();
-        // Under a bound, the count and the insert are one step (deletes and sweeps only make
-        // room meanwhile); without one, creates need no turn.
-        let turn = self.inner.capacity.map(|_| lock(&self.inner.creating));
-        if let Some(cap) = self.inner.capacity {
-            if self.len() >= cap && {
-                self.sweep();
-                self.len() >= cap
-            } {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!("memory store is full ({cap} sessions)"),
-                ));
-            }
-        }
-        let old_user = {
-            let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
-            match map.get(key) {
-                Some(r) if r.expires_at > now => return Ok(Created::Collision),
-                _ => {}
-            }
-            map.insert(*key, Entry::new(record))
-                .and_then(|old| old.user)
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> Result<Admitted> {
+        let Some(user) = record.meta.user.as_deref() else {
+            return Ok(match self.create_now(key, record)? {
+                Created::Done => Admitted::Done { ended: Vec::new() },
+                Created::Collision => Admitted::Collision,
+            });
         };
-        drop(turn);
-        if let Some(old) = old_user {
-            self.unindex(&old, key);
+        // One admission at a time: the count, the evictions and the insert are one step for
+        // every limited create (deletes and expiry only make room meanwhile).
+        let _turn = lock(&self.inner.admitting);
+        let now = Timestamp::now();
+        if self.load_now(key, now).is_some() {
+            return Ok(Admitted::Collision);
         }
-        if let Some(user) = &record.meta.user {
-            self.index(user, *key);
+        let keys: Vec<SessionKey> = lock(&self.inner.users)
+            .get(user)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        let live = keys
+            .into_iter()
+            .filter_map(|k| {
+                let map = self.shard(&k).read().unwrap_or_else(|e| e.into_inner());
+                let r = map.get(&k)?;
+                (r.expires_at > now && r.user.as_deref() == Some(user)).then_some((
+                    k,
+                    r.last_seen,
+                    r.created_at,
+                ))
+            })
+            .collect();
+        let Some(ended) = admission(limit, live) else {
+            return Ok(Admitted::Refused);
+        };
+        for k in &ended {
+            let mut map = self.shard(k).write().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = map.get_mut(k) {
+                *entry = Entry::new(&Record::ended_by_limit(now, entry.expires_at));
+            }
+            drop(map);
+            self.unindex(user, k);
         }
-        Ok(Created::Done)
+        Ok(match self.create_now(key, record)? {
+            Created::Done => Admitted::Done { ended },
+            // Checked above, under the turn: only a plain `create` racing for this very key
+            // (a 256-bit random one) gets here.
+            Created::Collision => Admitted::Collision,
+        })
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        Ok(self.load_now(key, Timestamp::now()))
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
@@ -528,7 +598,7 @@ impl SessionStore for MemoryStore {
                     });
                 }
                 let r = &map[key];
-                if r.expires_at > now && !r.is_forward() {
+                if r.expires_at > now && !r.is_forward() && !r.is_ended() {
                     sessions.push(r.info(*key));
                 }
                 after = Some(*key);

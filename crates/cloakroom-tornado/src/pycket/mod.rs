@@ -401,6 +401,28 @@ impl SessionStore for PycketStore {
         Ok(created)
     }
 
+    /// The pycket format keeps no admission state the limit could be enforced on
+    /// atomically: a logged-in create under a limit fails (`Config`), so a misconfigured app
+    /// refuses logins (503) rather than admit them over the limit.
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        _limit: &cloakroom_core::store::Limit,
+    ) -> Result<cloakroom_core::store::Admitted> {
+        use cloakroom_core::store::Admitted;
+        if record.meta.user.is_some() {
+            return Err(cloakroom_core::store::Error::new(
+                cloakroom_core::store::ErrorKind::Config,
+                "the pycket store does not support max_sessions_per_user",
+            ));
+        }
+        Ok(match self.create(key, record).await? {
+            Created::Done => Admitted::Done { ended: Vec::new() },
+            Created::Collision => Admitted::Collision,
+        })
+    }
+
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         match self
             .transact("apply", &redis_key(key), &Op::Apply(patch))

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use cloakroom::flash::Level;
-use cloakroom::session::Session;
+use cloakroom::session::{self, Session};
 use http::{HeaderValue, StatusCode, header};
 use minijinja::context;
 use serde::Deserialize;
@@ -24,6 +24,11 @@ pub struct Credentials {
     /// A checkbox: present ("on") when ticked, absent otherwise.
     pub(super) remember: Option<String>,
 }
+
+/// The answer to a login the concurrent-session limit refuses (`--session-limit-policy
+/// refuse`).
+const TOO_MANY_SESSIONS: &str =
+    "This account is logged in on too many devices. Log out on one of them, then try again.";
 
 /// `/login?hint=notes`: where an anonymous visitor was sent from, to say why.
 #[derive(Debug, Deserialize)]
@@ -208,14 +213,16 @@ pub async fn login(
             return Ok(res);
         }
     };
-    start_session(
-        app,
-        visit,
-        &account,
-        form.remember.is_some(),
-        format!("Welcome back, {account}"),
-    )
-    .await?;
+    let welcome = format!("Welcome back, {account}");
+    match start_session(app, visit, &account, form.remember.is_some(), welcome).await {
+        Err(AppError::Session(e)) if e.kind() == session::ErrorKind::SessionLimit => {
+            let ctx = context! { name => form.name.trim(), error => TOO_MANY_SESSIONS };
+            return app
+                .page(visit, StatusCode::CONFLICT, "login.html", ctx)
+                .await;
+        }
+        other => other?,
+    }
     app.metrics.login_ok();
     Ok(redirect("/"))
 }
@@ -253,7 +260,12 @@ pub async fn api_login(
     {
         session.clear().await?;
     }
-    session.login(&account).await?;
+    match session.login(&account).await {
+        Err(e) if e.kind() == session::ErrorKind::SessionLimit => {
+            return Ok(json_error(StatusCode::CONFLICT, TOO_MANY_SESSIONS));
+        }
+        other => other?,
+    }
     session.set("ID", &account).await?;
     let token = session.ticket().await?;
     app.metrics.login_ok();
