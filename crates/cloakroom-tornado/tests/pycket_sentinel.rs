@@ -46,11 +46,13 @@ async fn pycket_conformance_store() -> Arc<dyn SessionStore> {
 mod pycket_through_sentinel {
     use super::*;
 
-    // The pycket format cannot hold DBSC challenges: the store refuses them.
+    // The pycket format cannot hold DBSC challenges, nor enforce the concurrent-session
+    // limit: the store refuses both as config errors.
     cloakroom_testkit::conformance_tests!(
         pycket_conformance_store(),
         purge = Purge::EngineExpires,
-        challenges = cloakroom_testkit::Challenges::Refused
+        challenges = cloakroom_testkit::Challenges::Refused,
+        limit = cloakroom_testkit::SessionLimit::Refused
     );
 }
 
