@@ -161,6 +161,11 @@ pub struct RevokeArgs {
     /// With --user: all of the user's sessions (the default; accepted for clarity).
     #[arg(long, requires = "user")]
     pub all: bool,
+    /// Tell the user why: each revoked session leaves a short-lived marker, so its next
+    /// request shows "You were signed out here by an administrator." and this text (at most
+    /// 200 characters), and the app's open connections of it see it revoked.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 /// Options of `stats`.

@@ -227,6 +227,22 @@ pub async fn show(
     Ok(())
 }
 
+/// Writes, under the key of a session just revoked, the marker that tells its next request
+/// why (until the session would have expired).
+async fn leave_reason(
+    store: &dyn SessionStore,
+    key: &SessionKey,
+    expires_at: Timestamp,
+    reason: Option<&str>,
+) -> anyhow::Result<()> {
+    let marker = Record::ended_by_admin(Timestamp::now(), expires_at, reason);
+    store
+        .create(key, &marker)
+        .await
+        .context("leaving the reason for the user")?;
+    Ok(())
+}
+
 /// `sessions revoke HANDLE` (delete one session) or `sessions revoke --user U` (delete all
 /// of a user's sessions, printing how many).
 ///
@@ -237,19 +253,38 @@ pub async fn revoke(
     args: &RevokeArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    let reason = args.reason.as_deref();
     match (&args.handle, &args.user) {
         (Some(key), _) => {
+            let expires_at = match reason {
+                Some(_) => (store.load(key).await.context("loading the session")?)
+                    .filter(|r| !r.is_ended() && !r.is_forward())
+                    .map(|r| r.meta.expires_at),
+                None => None,
+            };
             let deleted = store.delete(key).await.context("revoking the session")?;
             if !deleted {
                 return Err(no_such_session(key));
             }
+            if let Some(expires_at) = expires_at {
+                leave_reason(store, key, expires_at, reason).await?;
+            }
             writeln!(out, "revoked session {}", key.to_handle())?;
         }
         (None, Some(user)) => {
+            // With a reason, the sessions listed first get their marker once all are deleted
+            // (one created between the listing and the deletion is ended without one).
+            let listed = match reason {
+                Some(_) => (store.sessions_of(user).await).context("listing the sessions")?,
+                None => Vec::new(),
+            };
             let n = store
                 .delete_user(user, None)
                 .await
                 .with_context(|| format!("revoking the sessions of user {:?}", clean(user)))?;
+            for s in &listed {
+                leave_reason(store, &s.key, s.meta.expires_at, reason).await?;
+            }
             writeln!(
                 out,
                 "revoked {} of user {}",

@@ -53,6 +53,25 @@ pub const ENDED_FIELD: &str = "__cr.ended";
 /// limit (JSON text).
 pub const ENDED_BY_LIMIT: &str = "\"limit\"";
 
+/// Longest admin message a tombstone keeps, in characters.
+const MAX_END_MESSAGE_CHARS: usize = 200;
+
+/// Why a tombstone's session ended ([`Record::ended_by`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    /// The concurrent-session limit ([`SessionStore::create_limited`]).
+    Limit,
+    /// An admin (the CLI), with the message the user is shown, if any.
+    Admin(Option<String>),
+}
+
+/// The tombstone value of an admin's end: `{"by":"admin","message":..}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "by", rename = "admin")]
+struct AdminEnd {
+    message: Option<String>,
+}
+
 /// Everything a store keeps about one session.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Record {
@@ -98,6 +117,37 @@ impl Record {
     /// index holds it).
     pub fn is_ended(&self) -> bool {
         self.meta.user.is_none() && self.data.contains_key(ENDED_FIELD)
+    }
+
+    /// Why the session this tombstone stands for ended; `None` for a record that is no
+    /// tombstone.
+    pub fn ended_by(&self) -> Option<EndedBy> {
+        if !self.is_ended() {
+            return None;
+        }
+        let value = &self.data[ENDED_FIELD];
+        if value == ENDED_BY_LIMIT {
+            return Some(EndedBy::Limit);
+        }
+        let admin: Option<AdminEnd> = serde_json::from_str(value).ok();
+        Some(EndedBy::Admin(admin.and_then(|a| a.message)))
+    }
+
+    /// The tombstone an admin leaves in place of a session they ended (the CLI's
+    /// `sessions revoke --reason`): created at `now`, kept until `expires_at` (the ended
+    /// session's expiry), its next request told `message` (cut to 200 characters, control
+    /// characters dropped).
+    pub fn ended_by_admin(now: Timestamp, expires_at: Timestamp, message: Option<&str>) -> Self {
+        let message = message.map(|m| {
+            m.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_END_MESSAGE_CHARS)
+                .collect::<String>()
+        });
+        let value = serde_json::to_string(&AdminEnd { message }).expect("serializes");
+        let mut record = Record::new(now, expires_at);
+        record.data.insert(ENDED_FIELD.to_owned(), value);
+        record
     }
 
     /// The tombstone a store leaves in place of a session the limit ended: created at `now`,

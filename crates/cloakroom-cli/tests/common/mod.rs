@@ -750,3 +750,60 @@ pub(crate) async fn sealed_data_opens_only_with_the_ticket(url: &str) {
         "{err}"
     );
 }
+
+/// `sessions revoke --user U --reason TEXT`: the user's sessions end, each browser's next
+/// request shows the admin's message once, and an open end watcher (another process's
+/// engine over the same store) sees the session revoked.
+pub(crate) async fn revoke_with_a_reason_tells_the_user(url: &str) {
+    use cloakroom::session::{ENDED_BY_ADMIN_MESSAGE, EndReason, SessionSettings};
+    use cloakroom::{Key, KeyRing};
+
+    let store = open(url).await;
+    let engine = SessionSettings::new(store.clone(), KeyRing::single(Key::generate()))
+        .with_end_poll(Duration::from_millis(100))
+        .unwrap()
+        .build();
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        let s = engine.session(None);
+        s.login("mallory").await.unwrap();
+        let cookie = engine.commit(&s, None).await.unwrap().set_cookie.unwrap();
+        tickets.push(cookie.split(';').next().unwrap().to_owned());
+    }
+    let watched = engine.session(Some(&tickets[0]));
+    let ended = watched.ended().await.unwrap();
+
+    let text = ok(&cloakroom(
+        Some(url),
+        &[
+            "sessions",
+            "revoke",
+            "--user",
+            "mallory",
+            "--reason",
+            "Your password was reset by support.\u{1b}[2J",
+        ],
+    ));
+    assert_eq!(text, "revoked 2 sessions of user mallory\n");
+    let reason = tokio::time::timeout(Duration::from_secs(5), ended).await;
+    assert_eq!(reason.expect("the watcher fired"), EndReason::Revoked);
+
+    for ticket in &tickets {
+        let next = engine.session(Some(ticket));
+        assert_eq!(next.user().await.unwrap(), None, "the session ended");
+        let shown = next.flash().take().await.unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(
+            shown[0].text,
+            format!("{ENDED_BY_ADMIN_MESSAGE} Your password was reset by support.[2J"),
+            "the message, control characters dropped"
+        );
+        engine.commit(&next, None).await.unwrap();
+        let again = engine.session(Some(ticket));
+        assert!(again.flash().take().await.unwrap().is_empty(), "shown once");
+    }
+    // No tombstone is listed as a session.
+    assert_eq!(store.sessions_of("mallory").await.unwrap(), Vec::new());
+    let listed = ok(&cloakroom(Some(url), &["sessions", "list", "--json"]));
+    assert!(!listed.contains("__cr.ended"), "{listed}");
+}

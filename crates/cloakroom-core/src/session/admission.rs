@@ -13,9 +13,12 @@ use super::limits::timed;
 use super::state::Live;
 use super::{Error, ErrorKind, Result, SessionConfig, SessionKey};
 use crate::flash::{Level, Message, SESSION_FIELD};
-use crate::store::{Limit, LimitPolicy, Record};
+use crate::store::{EndedBy, Limit, LimitPolicy, Record};
 
-/// The flash message an ended session's next request gets.
+/// The flash message of a session an admin ended (followed by their message, if any).
+pub const ENDED_BY_ADMIN_MESSAGE: &str = "You were signed out here by an administrator.";
+
+/// The flash message of a session ended by the concurrent-session limit.
 pub const ENDED_BY_LIMIT_MESSAGE: &str =
     "You were signed out here because your account signed in on too many devices.";
 
@@ -45,10 +48,15 @@ pub(super) fn refused() -> Error {
 
 /// Makes `live` (a session this request starts) carry the flash that says why its previous
 /// session ended.
-pub(super) fn flash_ended(live: &mut Live) -> (String, String) {
+pub(super) fn flash_ended(live: &mut Live, why: Option<EndedBy>) -> (String, String) {
+    let text = match why {
+        Some(EndedBy::Admin(Some(message))) => format!("{ENDED_BY_ADMIN_MESSAGE} {message}"),
+        Some(EndedBy::Admin(None)) => ENDED_BY_ADMIN_MESSAGE.to_owned(),
+        _ => ENDED_BY_LIMIT_MESSAGE.to_owned(),
+    };
     let message = Message {
         level: Level::Warning,
-        text: ENDED_BY_LIMIT_MESSAGE.to_owned(),
+        text,
     };
     let json = serde_json::to_string(&[message]).expect("messages serialize");
     live.record

@@ -121,9 +121,10 @@ impl Session {
                 let key = self.key_of(id);
                 let limit = self.config().store_timeout;
                 let record = timed(limit, self.store().load(&key)).await?;
-                if record.as_ref().is_some_and(Record::is_ended) {
-                    // Ended by the concurrent-session limit: no session, a flash saying why.
-                    ended.get_or_insert(key);
+                if let Some(why) = record.as_ref().and_then(Record::ended_by) {
+                    // Ended by the concurrent-session limit or an admin: no session, a flash
+                    // saying why.
+                    ended.get_or_insert((key, why));
                     continue;
                 }
                 if let Some(mut record) = self.live(record, now) {
@@ -144,11 +145,11 @@ impl Session {
                 telemetry::sessions(SessionEvent::Ended("expired"), 1);
             }
             st.loaded_at = Some(now);
-            if let (None, Some(tombstone)) = (&found, ended) {
+            if let (None, Some((tombstone, why))) = (&found, ended) {
                 // The tombstone goes with this request's commit (the flash shown, or moved
                 // into a new session): the message is shown once.
                 let mut live = self.fresh();
-                let (name, json) = super::admission::flash_ended(&mut live);
+                let (name, json) = super::admission::flash_ended(&mut live, Some(why));
                 st.changes.insert(name, Some(json));
                 st.retired.push(tombstone);
                 st.retired_tombstone = Some(tombstone);

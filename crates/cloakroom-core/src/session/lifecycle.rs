@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::limits::timed;
 use super::{SessionKey, Timestamp};
-use crate::store::SessionStore;
+use crate::store::{EndedBy, SessionStore};
 use crate::telemetry::{self, SessionEvent};
 
 /// How often an end watcher reads its record by default.
@@ -389,7 +389,10 @@ impl Watch {
     async fn check(&mut self) -> Option<EndReason> {
         let now = Timestamp::now();
         match timed(self.store_timeout, self.store.load(&self.key)).await {
-            Ok(Some(r)) if r.is_ended() => Some(EndReason::Limit),
+            Ok(Some(r)) if r.is_ended() => Some(match r.ended_by() {
+                Some(EndedBy::Admin(_)) => EndReason::Revoked,
+                _ => EndReason::Limit,
+            }),
             Ok(Some(r)) if r.meta.user == self.user && r.meta.expires_at > now => {
                 self.expires_at = r.meta.expires_at;
                 None

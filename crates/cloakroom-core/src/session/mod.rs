@@ -39,7 +39,7 @@ mod state;
 pub mod transport;
 
 pub use crate::id::{SessionId, SessionKey, Timestamp};
-pub use admission::ENDED_BY_LIMIT_MESSAGE;
+pub use admission::{ENDED_BY_ADMIN_MESSAGE, ENDED_BY_LIMIT_MESSAGE};
 pub use commit::{CommitAction, CommitOutcome};
 pub(crate) use config::SessionConfig;
 pub use engine::SessionEngine;
