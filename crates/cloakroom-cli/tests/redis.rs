@@ -36,6 +36,7 @@ redis_scenarios!(
     revoke_deletes_one_session,
     handles_starting_with_a_hyphen_work,
     revoke_of_a_user_deletes_all_theirs,
+    revoke_with_a_reason_tells_the_user,
     stats_match_the_store,
     gc_explains_engine_expiry,
 );
