@@ -193,12 +193,7 @@ impl Lifecycle {
             // notice went out earlier: `moved`.)
             let _ = self.notices.send(Notice::Session(*session, *reason));
         }
-        self.queue(Event {
-            kind,
-            session: *session,
-            user: user.map(str::to_owned),
-            at: Timestamp::now(),
-        });
+        self.queue(kind, session, user);
     }
 
     /// Tells this process's watchers that the session under `from` now lives under `to`:
@@ -228,12 +223,7 @@ impl Lifecycle {
             reason,
         });
         for key in ended.iter().filter(|k| Some(*k) != except) {
-            self.queue(Event {
-                kind: EventKind::Ended(reason),
-                session: *key,
-                user: Some(user.to_owned()),
-                at: Timestamp::now(),
-            });
+            self.queue(EventKind::Ended(reason), key, Some(user));
         }
     }
 
@@ -243,8 +233,16 @@ impl Lifecycle {
         self.listener.is_some()
     }
 
-    fn queue(&self, event: Event) {
+    /// Queues the event for the listener; without one, builds nothing (the commit of every
+    /// new session comes here).
+    fn queue(&self, kind: EventKind, session: &SessionKey, user: Option<&str>) {
         let Some(tx) = &self.listener else { return };
+        let event = Event {
+            kind,
+            session: *session,
+            user: user.map(str::to_owned),
+            at: Timestamp::now(),
+        };
         match tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(event)) => {
