@@ -35,8 +35,10 @@ use async_trait::async_trait;
 
 use crate::id::{SessionKey, Timestamp};
 
+mod events;
 mod memory;
 
+pub use events::{Batch, EventLog, LoggedEvent, Position, kind_label, parse_kind, previous_handle};
 pub use memory::MemoryStore;
 
 /// Session data: field name to the field's value as JSON text.
@@ -582,6 +584,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Removes `challenge` and returns the session it was kept for, if it was live. Atomic:
     /// of any number of concurrent takes of one challenge, at most one gets `Some`.
     async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>>;
+
+    /// The store's durable event log, when it was built with one: the engine then makes
+    /// every session creation, rotation and end through it. `None` by default.
+    fn event_log(&self) -> Option<&dyn EventLog> {
+        None
+    }
 
     /// Checks the backend is reachable (for health endpoints).
     async fn ping(&self) -> Result<()> {

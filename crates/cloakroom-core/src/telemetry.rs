@@ -85,13 +85,14 @@ mod instrumented {
     use tracing::Instrument as _;
 
     use crate::id::{SessionKey, Timestamp};
+    use crate::session::{EndReason, Event};
     use crate::store::{
-        Admitted, Applied, Created, Cursor, ErrorKind, Limit, Page, Patch, Record, Result,
-        SessionInfo, SessionStore,
+        Admitted, Applied, Batch, Created, Cursor, Error, ErrorKind, EventLog, Limit, Page, Patch,
+        Position, Record, Result, SessionInfo, SessionStore,
     };
 
     /// The store operations, as the `operation` label names them.
-    const OPERATIONS: [&str; 13] = [
+    const OPERATIONS: [&str; 14] = [
         "load",
         "create",
         "apply",
@@ -105,6 +106,7 @@ mod instrumented {
         "put_challenge",
         "take_challenge",
         "create_limited",
+        "read_events",
     ];
 
     /// A store whose every operation is timed, counted when it fails and run in a span.
@@ -269,6 +271,52 @@ mod instrumented {
 
         fn kind(&self) -> &'static str {
             self.store
+        }
+
+        fn event_log(&self) -> Option<&dyn EventLog> {
+            self.inner.event_log().map(|_| self as &dyn EventLog)
+        }
+    }
+
+    impl Instrumented {
+        fn log(&self) -> Result<&dyn EventLog> {
+            (self.inner.event_log())
+                .ok_or_else(|| Error::new(ErrorKind::Config, "the store keeps no event log"))
+        }
+    }
+
+    /// The logged operations, timed as the plain ones they extend.
+    #[async_trait]
+    impl EventLog for Instrumented {
+        async fn create_logged(
+            &self,
+            key: &SessionKey,
+            record: &Record,
+            limit: Option<&Limit>,
+            event: &Event,
+        ) -> Result<Admitted> {
+            let op = if limit.is_some() { 12 } else { 1 };
+            self.run(op, self.log()?.create_logged(key, record, limit, event))
+                .await
+        }
+
+        async fn delete_logged(&self, key: &SessionKey, event: &Event) -> Result<bool> {
+            self.run(4, self.log()?.delete_logged(key, event)).await
+        }
+
+        async fn delete_user_logged(
+            &self,
+            user: &str,
+            except: Option<&SessionKey>,
+            reason: EndReason,
+            at: Timestamp,
+        ) -> Result<u64> {
+            let delete = self.log()?.delete_user_logged(user, except, reason, at);
+            self.run(6, delete).await
+        }
+
+        async fn read(&self, after: &Position, max: usize) -> Result<Batch> {
+            self.run(13, self.log()?.read(after, max)).await
         }
     }
 }

@@ -393,6 +393,73 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Expands to `mod event_log { ... }` with one `#[test]` per event log check
+/// ([`check_event_log_records_each_change_once`] and the others), each on a fresh store
+/// with an event log.
+///
+/// `event_log_tests!(factory)` or `event_log_tests!(factory, expiry = ExpiryEvents::NotLogged)`:
+/// `factory` is a function (or closure) from the number of events the store should keep to
+/// the future of a [`Fixture`]. The gap check asks for a cap of 20 and writes 300 events,
+/// then purges; every other check asks for 100,000.
+#[macro_export]
+macro_rules! event_log_tests {
+    ($factory:expr $(,)?) => {
+        $crate::event_log_tests!($factory, expiry = $crate::ExpiryEvents::Purged);
+    };
+    ($factory:expr, expiry = $expiry:expr $(,)?) => {
+        /// The event log conformance checks (cloakroom-testkit).
+        mod event_log {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            fn records_each_change_once() {
+                $crate::run(
+                    || ($factory)(100_000),
+                    $crate::check_event_log_records_each_change_once,
+                );
+            }
+
+            #[test]
+            fn skips_changes_that_did_not_happen() {
+                $crate::run(
+                    || ($factory)(100_000),
+                    $crate::check_event_log_skips_changes_that_did_not_happen,
+                );
+            }
+
+            #[test]
+            fn concurrent_changes_each_once() {
+                $crate::run(
+                    || ($factory)(100_000),
+                    $crate::check_event_log_concurrent_changes_each_once,
+                );
+            }
+
+            #[test]
+            fn through_the_engine() {
+                $crate::run(
+                    || ($factory)(100_000),
+                    $crate::check_event_log_through_the_engine,
+                );
+            }
+
+            #[test]
+            fn reports_gaps() {
+                $crate::run(|| ($factory)(20), $crate::check_event_log_reports_gaps);
+            }
+
+            #[test]
+            fn purge_logs_expiry() {
+                $crate::run(
+                    || ($factory)(100_000),
+                    |store| $crate::check_event_log_purge_logs_expiry(store, $expiry),
+                );
+            }
+        }
+    };
+}
+
 /// One test of [`conformance_tests!`] on the concurrent-session limit: `$check` where the
 /// store enforces it, else the check that it refuses ([`SessionLimit`]).
 #[doc(hidden)]

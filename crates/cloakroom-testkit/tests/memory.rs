@@ -31,3 +31,7 @@ async fn a_store_failure_while_enforcing_the_limit_refuses_the_login() {
     probe.fail.store(false, Ordering::SeqCst);
     assert!(probe.inner.sessions_of("ada").await.unwrap().is_empty());
 }
+
+cloakroom_testkit::event_log_tests!(|cap| async move {
+    Arc::new(MemoryStore::new().with_event_log(cap)) as Arc<dyn cloakroom_core::store::SessionStore>
+});

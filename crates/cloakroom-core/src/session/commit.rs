@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::admission::{limit_for, refused};
 use super::forward::{forward_key, forward_record};
 use super::handle::Session;
-use super::lifecycle::{EndReason, EventKind};
+use super::lifecycle::{EndReason, EventKind, create_session, end_session};
 use super::limits::{deadline, timed, truncate};
 use super::seal::{seal_patch, sealed_record};
 use super::state::{Live, Phase, State};
@@ -347,7 +347,11 @@ impl Session {
         }
         let replacing = live.stored.filter(|_| live.renew);
         let limit = limit_for(self.config(), &live.record, replacing);
-        let (id, key) = self.create(live.id.take(), &live.record, limit).await?;
+        let kind = match replacing {
+            Some(previous) => EventKind::Rotated { previous },
+            None => EventKind::Created,
+        };
+        let (id, key) = (self.create(live.id.take(), &live.record, limit, kind)).await?;
         // The new record is in: now the old ones go (a failure here leaves them to expire;
         // the response is still a 503, so the client keeps its old ticket).
         let replaced = if live.renew { live.stored.take() } else { None };
@@ -423,7 +427,7 @@ impl Session {
                     .and_then(|r| r.meta.user),
                 _ => user.clone(),
             };
-            if let Some(ended) = self.end(&key, now).await? {
+            if let Some(ended) = self.end(&key, user.as_deref(), now).await? {
                 let kind = EventKind::Ended(EndReason::Logout);
                 self.lifecycle().emit(kind, &ended, user.as_deref());
             }
@@ -438,13 +442,20 @@ impl Session {
     /// session record it deleted, if any. When there is none and a rotation grace is
     /// configured, `key` may be an old ticket's: the record its forward names is deleted too,
     /// and the forward, so both tickets end at once.
-    async fn end(&self, key: &SessionKey, now: Timestamp) -> Result<Option<SessionKey>> {
+    async fn end(
+        &self,
+        key: &SessionKey,
+        user: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<SessionKey>> {
         let limit = self.config().store_timeout;
-        if timed(limit, self.store().delete(key)).await? {
+        let store = &**self.store();
+        let logout = EndReason::Logout;
+        if timed(limit, end_session(store, key, logout, user)).await? {
             return Ok(Some(*key));
         }
         if let Some((via, to)) = self.forward_of(key, now).await? {
-            let deleted = timed(limit, self.store().delete(&to)).await?;
+            let deleted = timed(limit, end_session(store, &to, logout, user)).await?;
             timed(limit, self.store().delete(&via)).await?;
             return Ok(deleted.then_some(to));
         }
@@ -575,7 +586,7 @@ impl Session {
         if record.data.is_empty() {
             return Ok(self.answer(CommitAction::Vanished, Some(Issued::Removal)));
         }
-        let (id, key) = self.create(None, &record, None).await?;
+        let (id, key) = self.create(None, &record, None, EventKind::Created).await?;
         self.lifecycle().emit(EventKind::Created, &key, None);
         let issued = Issued::Ticket(&id, false, record.meta.expires_at);
         let outcome = self.answer(CommitAction::Created, Some(issued));
@@ -593,6 +604,7 @@ impl Session {
         reserved: Option<SessionId>,
         record: &Record,
         limit: Option<Limit>,
+        kind: EventKind,
     ) -> Result<(SessionId, SessionKey)> {
         let shared = &*self.inner.shared;
         let mut id = reserved.unwrap_or_else(|| shared.format.generate());
@@ -601,23 +613,18 @@ impl Session {
             let stored = sealed_record(self.config(), &id, &key, record);
             let record = stored.as_ref().unwrap_or(record);
             let timeout = shared.config.store_timeout;
-            let created = match &limit {
-                None => timed(timeout, shared.store.create(&key, record)).await?,
-                Some(limit) => {
-                    let admitted = shared.store.create_limited(&key, record, limit);
-                    match timed(timeout, admitted).await? {
-                        Admitted::Done { ended } => {
-                            let user = record.meta.user.as_deref();
-                            for gone in &ended {
-                                let kind = EventKind::Ended(EndReason::Limit);
-                                self.lifecycle().emit(kind, gone, user);
-                            }
-                            Created::Done
-                        }
-                        Admitted::Collision => Created::Collision,
-                        Admitted::Refused => return Err(refused()),
+            let create = create_session(&*shared.store, &key, record, limit.as_ref(), kind.clone());
+            let created = match timed(timeout, create).await? {
+                Admitted::Done { ended } => {
+                    let user = record.meta.user.as_deref();
+                    for gone in &ended {
+                        let kind = EventKind::Ended(EndReason::Limit);
+                        self.lifecycle().emit(kind, gone, user);
                     }
+                    Created::Done
                 }
+                Admitted::Collision => Created::Collision,
+                Admitted::Refused => return Err(refused()),
             };
             match created {
                 Created::Done => return Ok((id, key)),

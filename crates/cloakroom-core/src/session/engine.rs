@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::handle::Session;
 #[cfg(test)]
 use super::lifecycle::DEFAULT_END_POLL;
-use super::lifecycle::{EndReason, EventKind, Lifecycle};
+use super::lifecycle::{EndReason, EventKind, Lifecycle, end_session, end_user};
 use super::limits::timed;
 use super::shared::Shared;
 use super::state::Phase;
@@ -274,7 +274,8 @@ impl SessionEngine {
         let store = &self.shared.store;
         match self.timed(store.load(handle)).await? {
             Some(r) if r.meta.user.as_deref() == Some(user) => {
-                let deleted = self.timed(store.delete(handle)).await?;
+                let revoked = end_session(&**store, handle, EndReason::Revoked, Some(user));
+                let deleted = self.timed(revoked).await?;
                 if deleted {
                     let ended = EventKind::Ended(EndReason::Revoked);
                     self.shared.lifecycle.emit(ended, handle, Some(user));
@@ -305,7 +306,9 @@ impl SessionEngine {
                 .collect(),
             false => Vec::new(),
         };
-        let deleted = (self.timed(self.shared.store.delete_user(user, except))).await?;
+        let store = &*self.shared.store;
+        let revoked = end_user(store, user, except, EndReason::Revoked);
+        let deleted = self.timed(revoked).await?;
         lifecycle.emit_user(user, except, (&listed, deleted), EndReason::Revoked);
         Ok(deleted)
     }

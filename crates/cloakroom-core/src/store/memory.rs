@@ -15,11 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Admitted, Applied, Created, Cursor, Error, ErrorKind, Fields, Limit, Meta, Page, Patch, Record,
-    Result, SessionInfo, SessionStore, admission,
+    Admitted, Applied, Batch, Created, Cursor, Error, ErrorKind, EventLog, Fields, Limit,
+    LoggedEvent, Meta, Page, Patch, Position, Record, Result, SessionInfo, SessionStore, admission,
 };
 use crate::id::{SessionKey, Timestamp};
 use crate::session::DEVICE_KEY_FIELD;
+use crate::session::{EndReason, Event, EventKind};
 
 const SHARDS: usize = 16;
 
@@ -226,6 +227,9 @@ struct Inner {
     creating: Mutex<()>,
     /// Held by a limited create from the count of the user's sessions to the insert.
     admitting: Mutex<()>,
+    /// The event log, when the store keeps one ([`MemoryStore::with_event_log`]): every
+    /// logged change is made and logged under its lock.
+    log: std::sync::OnceLock<Mutex<Ring>>,
 }
 
 /// Sessions kept in process memory.
@@ -284,6 +288,7 @@ impl MemoryStore {
                 challenges: Mutex::new(HashMap::new()),
                 creating: Mutex::new(()),
                 admitting: Mutex::new(()),
+                log: std::sync::OnceLock::new(),
             }),
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -356,82 +361,8 @@ impl MemoryStore {
         Ok(Created::Done)
     }
 
-    fn shard(&self, key: &SessionKey) -> &Shard {
-        &self.inner.shards[key.as_bytes()[31] as usize % SHARDS]
-    }
-
-    fn index(&self, user: &str, key: SessionKey) {
-        let mut users = lock(&self.inner.users);
-        users.entry(user.to_owned()).or_default().insert(key);
-    }
-
-    fn unindex(&self, user: &str, key: &SessionKey) {
-        unindex(&self.inner, user, key);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent maps (every critical section is a
-    // single map operation), so poisoning is safe to ignore.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unindex(inner: &Inner, user: &str, key: &SessionKey) {
-    let mut users = lock(&inner.users);
-    if let Some(set) = users.get_mut(user) {
-        set.remove(key);
-        if set.is_empty() {
-            users.remove(user);
-        }
-    }
-}
-
-fn sweep(inner: &Inner, now: Timestamp) -> u64 {
-    lock(&inner.challenges).retain(|_, (_, expires_at)| *expires_at > now);
-    let mut removed = 0;
-    for shard in inner.shards.iter() {
-        let mut dead = Vec::new();
-        {
-            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            map.retain(|key, rec| {
-                let live = rec.expires_at > now;
-                if !live {
-                    dead.push((*key, rec.user.take()));
-                }
-                live
-            });
-        }
-        removed += dead.len() as u64;
-        for (key, user) in dead {
-            if let Some(user) = user {
-                unindex(inner, &user, &key);
-            }
-        }
-    }
-    removed
-}
-
-async fn sweeper(weak: Weak<Inner>, every: Duration) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(inner) = weak.upgrade() else { return };
-        sweep(&inner, Timestamp::now());
-    }
-}
-
-#[async_trait]
-impl SessionStore for MemoryStore {
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
-
-    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
-        self.create_now(key, record)
-    }
-
-    async fn create_limited(
+    /// `create_limited`, done at once.
+    fn create_limited_now(
         &self,
         key: &SessionKey,
         record: &Record,
@@ -485,6 +416,138 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    /// `delete`, done at once: the record, when a live one was there.
+    fn delete_now(&self, key: &SessionKey) -> Option<Entry> {
+        let now = Timestamp::now();
+        let removed = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)?;
+        if let Some(user) = &removed.user {
+            self.unindex(user, key);
+        }
+        (removed.expires_at > now).then_some(removed)
+    }
+
+    /// The live sessions of `user` but `except`, deleted one by one: their keys.
+    fn delete_user_now(&self, user: &str, except: Option<&SessionKey>) -> Vec<SessionKey> {
+        let keys: Vec<SessionKey> = match lock(&self.inner.users).get(user) {
+            Some(set) => set.iter().copied().filter(|k| Some(k) != except).collect(),
+            None => return Vec::new(),
+        };
+        keys.into_iter()
+            .filter(|key| {
+                let owned = {
+                    let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+                    map.get(key)
+                        .is_some_and(|r| r.user.as_deref() == Some(user))
+                };
+                owned && self.delete_now(key).is_some()
+            })
+            .collect()
+    }
+
+    fn shard(&self, key: &SessionKey) -> &Shard {
+        &self.inner.shards[key.as_bytes()[31] as usize % SHARDS]
+    }
+
+    fn index(&self, user: &str, key: SessionKey) {
+        let mut users = lock(&self.inner.users);
+        users.entry(user.to_owned()).or_default().insert(key);
+    }
+
+    fn unindex(&self, user: &str, key: &SessionKey) {
+        unindex(&self.inner, user, key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent maps (every critical section is a
+    // single map operation), so poisoning is safe to ignore.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unindex(inner: &Inner, user: &str, key: &SessionKey) {
+    let mut users = lock(&inner.users);
+    if let Some(set) = users.get_mut(user) {
+        set.remove(key);
+        if set.is_empty() {
+            users.remove(user);
+        }
+    }
+}
+
+fn sweep(inner: &Inner, now: Timestamp) -> u64 {
+    lock(&inner.challenges).retain(|_, (_, expires_at)| *expires_at > now);
+    // With a log, the sweep is a logged change: each expired session gets its event.
+    let mut log = inner.log.get().map(lock);
+    let mut removed = 0;
+    for shard in inner.shards.iter() {
+        let mut dead = Vec::new();
+        {
+            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            map.retain(|key, rec| {
+                let live = rec.expires_at > now;
+                if !live {
+                    let session = !rec.is_forward() && !rec.is_ended();
+                    dead.push((*key, rec.user.take(), session));
+                }
+                live
+            });
+        }
+        removed += dead.len() as u64;
+        for (key, user, session) in dead {
+            if let (Some(log), true) = (&mut log, session) {
+                let user = user.as_deref().map(str::to_owned);
+                log.push(Event {
+                    kind: EventKind::Ended(EndReason::Expired),
+                    session: key,
+                    user,
+                    at: now,
+                });
+            }
+            if let Some(user) = user {
+                unindex(inner, &user, &key);
+            }
+        }
+    }
+    removed
+}
+
+async fn sweeper(weak: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        sweep(&inner, Timestamp::now());
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn event_log(&self) -> Option<&dyn EventLog> {
+        self.inner.log.get().map(|_| self as &dyn EventLog)
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
+        self.create_now(key, record)
+    }
+
+    async fn create_limited(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+    ) -> Result<Admitted> {
+        self.create_limited_now(key, record, limit)
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         Ok(self.load_now(key, Timestamp::now()))
     }
@@ -520,21 +583,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let now = Timestamp::now();
-        let removed = self
-            .shard(key)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-        Ok(match removed {
-            Some(r) => {
-                if let Some(user) = &r.user {
-                    self.unindex(user, key);
-                }
-                r.expires_at > now
-            }
-            None => false,
-        })
+        Ok(self.delete_now(key).is_some())
     }
 
     async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
@@ -557,22 +606,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
-        let keys: Vec<SessionKey> = match lock(&self.inner.users).get(user) {
-            Some(set) => set.iter().copied().filter(|k| Some(k) != except).collect(),
-            None => return Ok(0),
-        };
-        let mut n = 0;
-        for key in keys {
-            let owned = {
-                let map = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
-                map.get(&key)
-                    .is_some_and(|r| r.user.as_deref() == Some(user))
-            };
-            if owned && self.delete(&key).await? {
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(self.delete_user_now(user, except).len() as u64)
     }
 
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
@@ -657,6 +691,149 @@ fn parse_cursor(c: &Cursor) -> Result<(usize, Option<SessionKey>)> {
         Some(SessionKey::from_handle(key).ok_or_else(bad)?)
     };
     Ok((shard, key))
+}
+
+/// The memory store's event log: the newest `cap` events, numbered from 1.
+struct Ring {
+    events: std::collections::VecDeque<(u64, Event)>,
+    /// The number the next event gets.
+    next: u64,
+    cap: usize,
+}
+
+impl Ring {
+    fn push(&mut self, event: Event) {
+        if self.events.len() == self.cap {
+            self.events.pop_front();
+        }
+        self.events.push_back((self.next, event));
+        self.next += 1;
+    }
+
+    fn read(&self, after: &Position, max: usize) -> Result<Batch> {
+        let after: u64 = match after.is_start() {
+            true => 0,
+            false => (after.as_str().parse()).map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    "not a position of this memory store's log",
+                )
+            })?,
+        };
+        // Everything numbered up to here was dropped by the cap.
+        let dropped = self.events.front().map_or(self.next, |(n, _)| *n) - 1;
+        let events: Vec<LoggedEvent> = (self.events.iter())
+            .skip_while(|(n, _)| *n <= after)
+            .take(max)
+            .map(|(n, e)| LoggedEvent {
+                position: Position::new(n.to_string()),
+                event: e.clone(),
+            })
+            .collect();
+        let next = events
+            .last()
+            .map_or_else(|| Position::new(after.to_string()), |e| e.position.clone());
+        Ok(Batch {
+            events,
+            next,
+            gap: after < dropped,
+        })
+    }
+}
+
+impl MemoryStore {
+    /// This store with an event log keeping the newest `capacity` events (at least 1): every
+    /// session created, rotated or ended through the engine is logged under the same lock as
+    /// the change, and the sweep logs each session it finds expired
+    /// ([`EventLog`]). Like the sessions, the log lives in this process only.
+    #[must_use]
+    pub fn with_event_log(self, capacity: usize) -> Self {
+        let ring = Ring {
+            events: std::collections::VecDeque::new(),
+            next: 1,
+            cap: capacity.max(1),
+        };
+        let _ = self.inner.log.set(Mutex::new(ring));
+        self
+    }
+
+    fn log(&self) -> Result<std::sync::MutexGuard<'_, Ring>> {
+        (self.inner.log.get().map(lock))
+            .ok_or_else(|| Error::new(ErrorKind::Config, "this memory store keeps no event log"))
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn create_logged(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: Option<&Limit>,
+        event: &Event,
+    ) -> Result<Admitted> {
+        let mut log = self.log()?;
+        let admitted = match limit {
+            Some(limit) => self.create_limited_now(key, record, limit)?,
+            None => match self.create_now(key, record)? {
+                Created::Done => Admitted::Done { ended: Vec::new() },
+                Created::Collision => Admitted::Collision,
+            },
+        };
+        if let Admitted::Done { ended } = &admitted {
+            for gone in ended {
+                log.push(Event {
+                    kind: EventKind::Ended(EndReason::Limit),
+                    session: *gone,
+                    user: record.meta.user.clone(),
+                    at: event.at,
+                });
+            }
+            log.push(Event {
+                session: *key,
+                user: record.meta.user.clone(),
+                ..event.clone()
+            });
+        }
+        Ok(admitted)
+    }
+
+    async fn delete_logged(&self, key: &SessionKey, event: &Event) -> Result<bool> {
+        let mut log = self.log()?;
+        let Some(deleted) = self.delete_now(key) else {
+            return Ok(false);
+        };
+        log.push(Event {
+            session: *key,
+            user: deleted.user.map(String::from),
+            ..event.clone()
+        });
+        Ok(true)
+    }
+
+    async fn delete_user_logged(
+        &self,
+        user: &str,
+        except: Option<&SessionKey>,
+        reason: EndReason,
+        at: Timestamp,
+    ) -> Result<u64> {
+        let mut log = self.log()?;
+        let deleted = self.delete_user_now(user, except);
+        for key in &deleted {
+            log.push(Event {
+                kind: EventKind::Ended(reason),
+                session: *key,
+                user: Some(user.to_owned()),
+                at,
+            });
+        }
+        Ok(deleted.len() as u64)
+    }
+
+    async fn read(&self, after: &Position, max: usize) -> Result<Batch> {
+        self.log()?.read(after, max)
+    }
 }
 
 #[cfg(test)]
