@@ -38,7 +38,9 @@ use crate::id::{SessionKey, Timestamp};
 mod events;
 mod memory;
 
-pub use events::{Batch, EventLog, LoggedEvent, Position, kind_label, parse_kind, previous_handle};
+pub use events::{
+    Batch, EventLog, FOLLOW_POLL, LoggedEvent, Position, kind_label, parse_kind, previous_handle,
+};
 pub use memory::MemoryStore;
 
 /// Session data: field name to the field's value as JSON text.

@@ -318,5 +318,15 @@ mod instrumented {
         async fn read(&self, after: &Position, max: usize) -> Result<Batch> {
             self.run(13, self.log()?.read(after, max)).await
         }
+
+        /// Not timed: its time is mostly waiting.
+        async fn read_wait(
+            &self,
+            after: &Position,
+            max: usize,
+            wait: std::time::Duration,
+        ) -> Result<Batch> {
+            self.log()?.read_wait(after, max, wait).await
+        }
     }
 }

@@ -22,6 +22,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -133,7 +134,26 @@ pub trait EventLog: Send + Sync {
 
     /// At most `max` events after `after`, oldest first.
     async fn read(&self, after: &Position, max: usize) -> Result<Batch>;
+
+    /// [`read`](Self::read), but when there is no event after `after` yet, waits up to
+    /// `wait` for one (a follower's long poll: `cloakroom events --follow`, the engine's end
+    /// signal). By default it reads again every [`FOLLOW_POLL`] until then; a store that can
+    /// be told (Redis `XREAD BLOCK`) overrides it.
+    async fn read_wait(&self, after: &Position, max: usize, wait: Duration) -> Result<Batch> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let batch = self.read(after, max).await?;
+            let now = tokio::time::Instant::now();
+            if !batch.events.is_empty() || batch.gap || now >= deadline {
+                return Ok(batch);
+            }
+            tokio::time::sleep(FOLLOW_POLL.min(deadline - now)).await;
+        }
+    }
 }
+
+/// How often the default [`EventLog::read_wait`] reads again while it waits.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
 /// The fixed label of an event kind in a store's log: `created`, `rotated`, or the end
 /// reason (`logout`, `revoked`, `limit`, `expired`, `gone`).
