@@ -445,6 +445,14 @@ macro_rules! event_log_tests {
             }
 
             #[test]
+            fn wakes_watchers_of_other_engines() {
+                $crate::run(
+                    || ($factory)(100_000),
+                    $crate::check_ended_follows_the_event_log,
+                );
+            }
+
+            #[test]
             fn reports_gaps() {
                 $crate::run(|| ($factory)(20), $crate::check_event_log_reports_gaps);
             }

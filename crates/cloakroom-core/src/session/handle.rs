@@ -440,14 +440,15 @@ impl Session {
         let Some(key) = live.stored else {
             return Ok(Ended::now(EndReason::Gone));
         };
+        let (user, expires_at) = (live.record.meta.user.clone(), live.record.meta.expires_at);
+        drop(st);
         let shared = &self.inner.shared;
-        Ok(shared.lifecycle.watch(
-            shared.store.clone(),
-            shared.config.store_timeout,
-            key,
-            live.record.meta.user.clone(),
-            live.record.meta.expires_at,
-        ))
+        let store = shared.store.clone();
+        let timeout = shared.config.store_timeout;
+        Ok(shared
+            .lifecycle
+            .watch(store, timeout, key, user, expires_at)
+            .await)
     }
 
     /// The user the session is logged in as.

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::limits::timed;
 use super::{SessionKey, Timestamp};
-use crate::store::{self, Admitted, Created, EndedBy, Limit, Record, SessionStore};
+use crate::store::{self, Admitted, Created, EndedBy, Limit, Position, Record, SessionStore};
 use crate::telemetry::{self, SessionEvent};
 
 /// Writes `record` under `key` (under `limit`, if any), a change that is the event `kind`:
@@ -212,6 +212,8 @@ enum Notice {
 pub(crate) struct Lifecycle {
     listener: Option<SyncSender<Event>>,
     notices: broadcast::Sender<Notice>,
+    /// Whether a task follows the store's event log into `notices` (while watchers are open).
+    following: Arc<tokio::sync::Mutex<bool>>,
     /// How often a watcher re-reads its session from the store.
     poll: Duration,
 }
@@ -247,6 +249,7 @@ impl Lifecycle {
         Lifecycle {
             listener,
             notices: broadcast::channel(NOTICE_QUEUE).0,
+            following: Arc::new(tokio::sync::Mutex::new(false)),
             poll,
         }
     }
@@ -320,7 +323,8 @@ impl Lifecycle {
     }
 
     /// A watcher of the session under `key` (logged in as `user`, expiring at `expires_at`).
-    pub(crate) fn watch(
+    /// With an event log, makes sure a follower runs (from a position no later than now).
+    pub(crate) async fn watch(
         &self,
         store: Arc<dyn SessionStore>,
         store_timeout: Duration,
@@ -329,6 +333,23 @@ impl Lifecycle {
         expires_at: Timestamp,
     ) -> Ended {
         let notices = self.notices.subscribe();
+        if let Some(log) = store.event_log() {
+            // Held while the tail is read, so no watcher goes on before the follower has
+            // its start: every end after this call reaches the follower.
+            let mut following = self.following.lock().await;
+            if !*following {
+                match timed(store_timeout, log_tail(log)).await {
+                    Ok(at) => {
+                        *following = true;
+                        let (notices, flag) = (self.notices.clone(), self.following.clone());
+                        tokio::spawn(follow_log(store.clone(), notices, flag, at));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session end watcher: the event log did not answer; polling only");
+                    }
+                }
+            }
+        }
         let poll = self.poll;
         let watch = Watch {
             store,
@@ -344,11 +365,75 @@ impl Lifecycle {
     }
 }
 
+/// How long one read of the event log waits for news before the follower looks again
+/// whether any watcher is left.
+const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
+/// Follows the store's event log into this process's notices while any watcher is open, so
+/// an end made by another process reaches the watchers as soon as the log has it (Redis
+/// wakes the follower at once; the other stores' logs are read every
+/// [`FOLLOW_POLL`](crate::store::FOLLOW_POLL)). One task per engine, whatever the number
+/// of watchers; it starts at the log's tail and stops when the last watcher is gone.
+async fn follow_log(
+    store: Arc<dyn SessionStore>,
+    notices: broadcast::Sender<Notice>,
+    following: Arc<tokio::sync::Mutex<bool>>,
+    mut at: Position,
+) {
+    let Some(log) = store.event_log() else { return };
+    loop {
+        {
+            // A watcher subscribes before it takes this lock: none is left behind.
+            let mut running = following.lock().await;
+            if notices.receiver_count() == 0 {
+                *running = false;
+                return;
+            }
+        }
+        match log.read_wait(&at, 256, FOLLOW_WAIT).await {
+            Ok(batch) => {
+                for logged in &batch.events {
+                    let e = &logged.event;
+                    let notice = match &e.kind {
+                        EventKind::Ended(reason) => Notice::Session(e.session, *reason),
+                        EventKind::Rotated { previous } => Notice::Moved {
+                            from: *previous,
+                            to: e.session,
+                        },
+                        EventKind::Created => continue,
+                    };
+                    let _ = notices.send(notice);
+                }
+                at = batch.next;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session end follower: reading the event log failed");
+                tokio::time::sleep(FOLLOW_WAIT).await;
+            }
+        }
+    }
+}
+
+/// The position after the last event of `log`.
+async fn log_tail(log: &dyn crate::store::EventLog) -> store::Result<Position> {
+    let mut at = Position::start();
+    loop {
+        let batch = log.read(&at, 1000).await?;
+        if batch.events.is_empty() {
+            return Ok(batch.next);
+        }
+        at = batch.next;
+    }
+}
+
 /// Resolves when a session ends, anywhere, with why ([`Session::ended`](super::Session::ended)).
 ///
-/// Ends made by this process (a logout, a revocation, the session limit) arrive at once. Ends
-/// made elsewhere (another server, the admin CLI, the store's own expiry) are seen by reading
-/// the session's record every poll interval
+/// Ends made by this process (a logout, a revocation, the session limit) arrive at once. With
+/// a store that keeps an event log ([`EventLog`](crate::store::EventLog)), so do ends made by
+/// other processes that go through the log (another server's logout, revocation or limit,
+/// the admin CLI): one follower task per engine reads the log while watchers are open. Other
+/// ends (the store's own expiry, a store without a log) are seen by reading the session's
+/// record every poll interval
 /// ([`SessionSettings::with_end_poll`](super::SessionSettings::with_end_poll), default 1 s):
 /// one store load per open watcher per interval (a Redis near-cache answers it from memory
 /// until the record changes). A rotation of the session moves the watcher to the new id. A

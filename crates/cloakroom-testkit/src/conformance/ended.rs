@@ -159,3 +159,39 @@ pub async fn check_ended_sees_other_processes_within_the_poll(store: Arc<dyn Ses
     );
     assert!(took < Duration::from_secs(4), "took {took:?}");
 }
+
+/// With an event log, an end made by another engine (another process) reaches a watcher
+/// from the log, with its reason, long before the poll (set to a minute here) would: a
+/// logout, a rotation followed across engines, a revocation of all the user's sessions.
+pub async fn check_ended_follows_the_event_log(store: Arc<dyn SessionStore>) {
+    let keys = KeyRing::single(Key::generate());
+    let slow = |store: &Arc<dyn SessionStore>| {
+        SessionSettings::new(Arc::clone(store), keys.clone())
+            .with_end_poll(Duration::from_secs(60))
+            .expect("a valid poll interval")
+            .build()
+    };
+    let (here, there) = (slow(&store), slow(&store));
+    let user = unique_user("ended-log");
+    let within = Duration::from_millis(1_500);
+
+    let ticket = login(&here, &user).await;
+    let ended = watch(&here, &ticket).await;
+    let s = there.session(Some(&ticket));
+    s.logout().await.unwrap();
+    cookie(&there, &s).await;
+    let (reason, took) = fired(ended, within, "a logout by another engine").await;
+    assert_eq!(reason, EndReason::Logout, "the log says why");
+    assert!(took <= within, "took {took:?}");
+
+    // A rotation made elsewhere moves the watcher; the revocation then reaches it.
+    let ticket = login(&here, &user).await;
+    let ended = watch(&here, &ticket).await;
+    let s = there.session(Some(&ticket));
+    s.cycle_id().await.unwrap();
+    cookie(&there, &s).await;
+    let ended = quiet(ended, Duration::from_millis(600), "a rotation elsewhere").await;
+    there.revoke_all(&user, None).await.unwrap();
+    let (reason, _) = fired(ended, within, "revoke_all by another engine").await;
+    assert_eq!(reason, EndReason::Revoked);
+}
