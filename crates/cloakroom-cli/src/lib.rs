@@ -16,6 +16,7 @@
 //! Exit codes (see `main.rs`): 0 success, 1 failure (bad or unreachable store, no such
 //! session), 2 usage (clap's errors, and the [`clap::Error`]s [`run`] returns).
 
+mod events;
 mod gc;
 mod keygen;
 mod render;
@@ -36,6 +37,7 @@ use clap::{ArgGroup, Args, CommandFactory as _, FromArgMatches as _, Parser, Sub
 use cloakroom::store::SessionStore;
 use cloakroom::{SessionKey, Timestamp};
 
+pub use events::{EventsArgs, events};
 pub use gc::gc;
 pub use keygen::keygen;
 pub use scan::Progress;
@@ -72,6 +74,9 @@ pub enum Command {
     Gc,
     /// Count sessions: by user, anonymous, expiring within the hour, data size.
     Stats(StatsArgs),
+    /// Print the store's durable event log (sessions created, rotated, ended, with why), or
+    /// follow it. The store must be opened with its log (URL option events=N).
+    Events(EventsArgs),
     /// Print a fresh random 32-byte signing key as standard base64 (for CLOAKROOM_KEYS).
     /// Needs no store.
     Keygen,
@@ -287,6 +292,7 @@ async fn dispatch(cli: &Cli, out: &mut impl Write) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Events(args) => events(store, args, out).await,
         Command::Keygen => keygen(out),
     }
 }

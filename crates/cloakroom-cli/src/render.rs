@@ -4,7 +4,7 @@
 use std::io;
 
 use cloakroom::Timestamp;
-use serde_json::ser::{Formatter, PrettyFormatter};
+use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
 
 /// `2025-11-28 08:53:20`: RFC 3339 in UTC, with a space for readability.
 pub(crate) fn time(ts: Timestamp) -> String {
@@ -108,10 +108,23 @@ pub(crate) fn write_json(
     Ok(())
 }
 
-/// serde_json's pretty formatter, escaping [unsafe](is_unsafe) characters in strings.
-struct SafeJson<'a>(PrettyFormatter<'a>);
+/// [`write_json`] on one line (no indentation), for a stream of JSON lines.
+pub(crate) fn write_json_line(
+    out: &mut impl std::io::Write,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let mut serializer =
+        serde_json::Serializer::with_formatter(&mut *out, SafeJson(CompactFormatter));
+    value.serialize(&mut serializer)?;
+    writeln!(out)?;
+    Ok(())
+}
 
-impl Formatter for SafeJson<'_> {
+/// A serde_json formatter (pretty or compact), escaping [unsafe](is_unsafe) characters in
+/// strings.
+struct SafeJson<F>(F);
+
+impl<F: Formatter> Formatter for SafeJson<F> {
     fn write_string_fragment<W: ?Sized + io::Write>(
         &mut self,
         writer: &mut W,

@@ -3,10 +3,10 @@
 use std::io::Write;
 
 use anyhow::{Context as _, anyhow, bail};
-use cloakroom::store::{Record, SessionInfo, SessionStore};
+use cloakroom::store::{Record, SessionInfo, SessionStore, end_session, end_user};
 use cloakroom::{KeyRing, SessionKey, Timestamp};
 use cloakroom_core::cookie::decode_ticket;
-use cloakroom_core::session::{SessionId, seal};
+use cloakroom_core::session::{EndReason, SessionId, seal};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -262,7 +262,8 @@ pub async fn revoke(
                     .map(|r| r.meta.expires_at),
                 None => None,
             };
-            let deleted = store.delete(key).await.context("revoking the session")?;
+            let revoked = end_session(store, key, EndReason::Revoked, None);
+            let deleted = revoked.await.context("revoking the session")?;
             if !deleted {
                 return Err(no_such_session(key));
             }
@@ -278,8 +279,7 @@ pub async fn revoke(
                 Some(_) => (store.sessions_of(user).await).context("listing the sessions")?,
                 None => Vec::new(),
             };
-            let n = store
-                .delete_user(user, None)
+            let n = end_user(store, user, None, EndReason::Revoked)
                 .await
                 .with_context(|| format!("revoking the sessions of user {:?}", clean(user)))?;
             for s in &listed {

@@ -38,8 +38,10 @@ use crate::id::{SessionKey, Timestamp};
 mod events;
 mod memory;
 
+pub(crate) use events::create_session;
 pub use events::{
-    Batch, EventLog, FOLLOW_POLL, LoggedEvent, Position, kind_label, parse_kind, previous_handle,
+    Batch, EventLog, FOLLOW_POLL, LoggedEvent, Position, end_session, end_user, kind_label,
+    parse_kind, previous_handle,
 };
 pub use memory::MemoryStore;
 

@@ -9,12 +9,13 @@ use std::time::Duration;
 use super::admission::{limit_for, refused};
 use super::forward::{forward_key, forward_record};
 use super::handle::Session;
-use super::lifecycle::{EndReason, EventKind, create_session, end_session};
+use super::lifecycle::{EndReason, EventKind};
 use super::limits::{deadline, timed, truncate};
 use super::seal::{seal_patch, sealed_record};
 use super::state::{Live, Phase, State};
 use super::{MAX_USER_AGENT, Result, SessionConfig, SessionId, SessionKey, Timestamp};
 use crate::store::{self, Admitted, Applied, Created, Limit, Patch, Record};
+use crate::store::{create_session, end_session};
 use crate::telemetry::{self, SessionEvent};
 
 /// How many ids a create tries before it gives up (a collision of 256-bit random ids means

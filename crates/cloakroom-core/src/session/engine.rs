@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::handle::Session;
 #[cfg(test)]
 use super::lifecycle::DEFAULT_END_POLL;
-use super::lifecycle::{EndReason, EventKind, Lifecycle, end_session, end_user};
+use super::lifecycle::{EndReason, EventKind, Lifecycle};
 use super::limits::timed;
 use super::shared::Shared;
 use super::state::Phase;
@@ -21,6 +21,7 @@ use crate::keys::KeyRing;
 #[cfg(test)]
 use crate::store::IntoSessionStore;
 use crate::store::{self, SessionInfo, SessionStore};
+use crate::store::{end_session, end_user};
 
 /// One per application: the store, the keys and the configuration.
 ///

@@ -20,74 +20,8 @@ use tokio::sync::broadcast;
 
 use super::limits::timed;
 use super::{SessionKey, Timestamp};
-use crate::store::{self, Admitted, Created, EndedBy, Limit, Position, Record, SessionStore};
+use crate::store::{self, EndedBy, Position, SessionStore};
 use crate::telemetry::{self, SessionEvent};
-
-/// Writes `record` under `key` (under `limit`, if any), a change that is the event `kind`:
-/// through the store's event log when it keeps one, so the event is written with it.
-pub(crate) async fn create_session(
-    store: &dyn SessionStore,
-    key: &SessionKey,
-    record: &Record,
-    limit: Option<&Limit>,
-    kind: EventKind,
-) -> store::Result<Admitted> {
-    if let Some(log) = store.event_log() {
-        let event = Event {
-            kind,
-            session: *key,
-            user: record.meta.user.clone(),
-            at: record.meta.last_seen,
-        };
-        return log.create_logged(key, record, limit, &event).await;
-    }
-    match limit {
-        Some(limit) => store.create_limited(key, record, limit).await,
-        None => Ok(match store.create(key, record).await? {
-            Created::Done => Admitted::Done { ended: Vec::new() },
-            Created::Collision => Admitted::Collision,
-        }),
-    }
-}
-
-/// Deletes the session under `key`, which ended for `reason`: through the store's event log
-/// when it keeps one. `true` if a live record was there.
-pub(crate) async fn end_session(
-    store: &dyn SessionStore,
-    key: &SessionKey,
-    reason: EndReason,
-    user: Option<&str>,
-) -> store::Result<bool> {
-    match store.event_log() {
-        Some(log) => {
-            let event = Event {
-                kind: EventKind::Ended(reason),
-                session: *key,
-                user: user.map(str::to_owned),
-                at: Timestamp::now(),
-            };
-            log.delete_logged(key, &event).await
-        }
-        None => store.delete(key).await,
-    }
-}
-
-/// Deletes the sessions of `user` but `except`, which ended for `reason`: through the
-/// store's event log when it keeps one. How many were deleted.
-pub(crate) async fn end_user(
-    store: &dyn SessionStore,
-    user: &str,
-    except: Option<&SessionKey>,
-    reason: EndReason,
-) -> store::Result<u64> {
-    match store.event_log() {
-        Some(log) => {
-            let now = Timestamp::now();
-            log.delete_user_logged(user, except, reason, now).await
-        }
-        None => store.delete_user(user, except).await,
-    }
-}
 
 /// How often an end watcher reads its record by default.
 pub(crate) const DEFAULT_END_POLL: Duration = Duration::from_secs(1);

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Admitted, Limit, Record, Result};
+use super::{Admitted, Created, Limit, Record, Result, SessionStore};
 use crate::id::{SessionKey, Timestamp};
 use crate::session::{EndReason, Event, EventKind};
 
@@ -188,6 +188,81 @@ pub fn previous_handle(kind: &EventKind) -> Option<String> {
     match kind {
         EventKind::Rotated { previous } => Some(previous.to_handle()),
         _ => None,
+    }
+}
+
+/// Writes `record` under `key` (under `limit`, if any), a change that is the event `kind`:
+/// through the store's event log when it keeps one, so the event is written with it.
+pub(crate) async fn create_session(
+    store: &dyn SessionStore,
+    key: &SessionKey,
+    record: &Record,
+    limit: Option<&Limit>,
+    kind: EventKind,
+) -> Result<Admitted> {
+    if let Some(log) = store.event_log() {
+        let event = Event {
+            kind,
+            session: *key,
+            user: record.meta.user.clone(),
+            at: record.meta.last_seen,
+        };
+        return log.create_logged(key, record, limit, &event).await;
+    }
+    match limit {
+        Some(limit) => store.create_limited(key, record, limit).await,
+        None => Ok(match store.create(key, record).await? {
+            Created::Done => Admitted::Done { ended: Vec::new() },
+            Created::Collision => Admitted::Collision,
+        }),
+    }
+}
+
+/// Deletes the session under `key`, which ended for `reason`: through the store's event log
+/// when it keeps one (so the end is logged with it), else a plain
+/// [`delete`](super::SessionStore::delete). `true` if a live record was there. What the
+/// engine and the admin CLI end sessions with.
+///
+/// # Errors
+/// The store's.
+pub async fn end_session(
+    store: &dyn SessionStore,
+    key: &SessionKey,
+    reason: EndReason,
+    user: Option<&str>,
+) -> Result<bool> {
+    match store.event_log() {
+        Some(log) => {
+            let event = Event {
+                kind: EventKind::Ended(reason),
+                session: *key,
+                user: user.map(str::to_owned),
+                at: Timestamp::now(),
+            };
+            log.delete_logged(key, &event).await
+        }
+        None => store.delete(key).await,
+    }
+}
+
+/// Deletes the sessions of `user` but `except`, which ended for `reason`: through the
+/// store's event log when it keeps one, else a plain
+/// [`delete_user`](super::SessionStore::delete_user). How many were deleted.
+///
+/// # Errors
+/// The store's.
+pub async fn end_user(
+    store: &dyn SessionStore,
+    user: &str,
+    except: Option<&SessionKey>,
+    reason: EndReason,
+) -> Result<u64> {
+    match store.event_log() {
+        Some(log) => {
+            let now = Timestamp::now();
+            log.delete_user_logged(user, except, reason, now).await
+        }
+        None => store.delete_user(user, except).await,
     }
 }
 
