@@ -161,13 +161,26 @@ fn disabled(scheme: &str, feature: &str) -> Error {
 
 #[cfg(feature = "memory")]
 fn open_memory(rest: &str) -> Result<Arc<dyn SessionStore>> {
-    if rest != "//" && !rest.is_empty() {
-        return Err(Error::new(
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let bad = || {
+        Error::new(
             ErrorKind::Config,
-            "a memory store URL takes no host, path or options: use memory://",
-        ));
+            "a memory store URL takes no host or path, and only the option events=N: use \
+             memory:// or memory://?events=100000",
+        )
+    };
+    if base != "//" && !base.is_empty() {
+        return Err(bad());
     }
-    Ok(Arc::new(MemoryStore::new()))
+    let store = MemoryStore::new();
+    Ok(match query {
+        "" => Arc::new(store),
+        _ => {
+            let n = query.strip_prefix("events=").ok_or_else(bad)?;
+            let n: usize = n.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+            Arc::new(store.with_event_log(n))
+        }
+    })
 }
 
 #[cfg(not(feature = "memory"))]
@@ -433,6 +446,21 @@ mod tests {
     }
 
     #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn memory_url_takes_an_event_log() {
+        let store = open("memory://?events=10").await.unwrap();
+        assert!(store.event_log().is_some());
+        assert!(open("memory://").await.unwrap().event_log().is_none());
+        for bad in [
+            "memory://?events=0",
+            "memory://?events=x",
+            "memory://?other=1",
+        ] {
+            let err = open(bad).await.err().expect(bad);
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+        }
+    }
+
     #[tokio::test]
     async fn memory_url_opens_a_working_store() {
         use cloakroom_core::session::{SessionId, Timestamp};
