@@ -15,7 +15,9 @@
 //!   event shows every lower one. The counter is the last lock each logged statement takes
 //!   (its `WHERE EXISTS` needs the change's rows first), so it adds no deadlock; it
 //!   serializes logged changes for the time of their commit only, and a change that changes
-//!   nothing never takes it. Unlogged writes (data, touches) never touch it.
+//!   nothing never takes it. (A data-modifying CTE that nothing reads runs at the end of
+//!   the statement, after the others: every CTE that takes row locks is read in full
+//!   before the counter's `UPDATE`.) Unlogged writes (data, touches) never touch it.
 //! - **Bounded.** The purge keeps the newest `keep` events and raises `trimmed` to the
 //!   highest `seq` it deleted, in one statement; a read from below it reports a gap. A read
 //!   takes the events and the mark in one statement (one snapshot).
@@ -76,17 +78,26 @@ impl LogSql {
                  INSERT INTO {e} {columns}
                  SELECT seq.n, $10::bigint, $11::text, $1::bytea, $12::text, $2::text FROM seq"
             ),
+            // `counted` reads all of `ended`, so the tombstones are written (their row locks
+            // taken) before the counter's: the counter stays the last lock taken. A session
+            // the limit meant to end that a concurrent logout deleted first is not
+            // tombstoned, and not logged twice.
             create_limited: format!(
                 r#"WITH made AS ({insert}),
                       ended AS (UPDATE {t} SET "user" = NULL, user_agent = NULL, remember = false,
                                     created_at = $9, last_seen = $9, data = $13::jsonb
-                                WHERE key = ANY($14::bytea[]) AND EXISTS (SELECT 1 FROM made)),
-                      seq AS (UPDATE {st} SET n = n + 1 + cardinality($14::bytea[])
-                              WHERE id AND EXISTS (SELECT 1 FROM made) RETURNING n)
+                                WHERE key = ANY($14::bytea[]) AND EXISTS (SELECT 1 FROM made)
+                                RETURNING key),
+                      numbered AS (SELECT key, row_number() OVER
+                                       (ORDER BY array_position($14::bytea[], key)) AS i
+                                   FROM ended),
+                      counted AS (SELECT count(*) AS k FROM numbered),
+                      seq AS (UPDATE {st} SET n = n + 1 + counted.k FROM counted
+                              WHERE id AND EXISTS (SELECT 1 FROM made) RETURNING n, counted.k)
                  INSERT INTO {e} {columns}
-                 SELECT seq.n - cardinality($14::bytea[]) + g.i - 1, $10::bigint, 'limit'::text,
-                        g.k, NULL::text, $2::text
-                     FROM seq, unnest($14::bytea[]) WITH ORDINALITY AS g (k, i)
+                 SELECT seq.n - seq.k + numbered.i - 1, $10::bigint, 'limit'::text,
+                        numbered.key, NULL::text, $2::text
+                     FROM seq, numbered
                  UNION ALL
                  SELECT seq.n, $10::bigint, $11::text, $1::bytea, $12::text, $2::text FROM seq"#
             ),

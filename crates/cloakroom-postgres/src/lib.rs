@@ -41,6 +41,11 @@
 //! - TLS through rustls (`sslmode=disable|prefer|require|verify-ca|verify-full`,
 //!   `sslrootcert=PATH`, Mozilla roots otherwise); no OpenSSL.
 //! - Expired rows are invisible at once; a background task deletes them in batches.
+//! - Optionally a durable event log ([`PostgresStoreBuilder::event_log`], `?events=N`):
+//!   `<table>_events`, written in the same statement as each session creation, rotation and
+//!   end (data-modifying CTEs), numbered from a one-row counter so that positions follow
+//!   commit order; the purge logs expiry and trims it to the newest N
+//!   ([`EventLog`](cloakroom_core::store::EventLog)). Without it nothing of this runs.
 //!
 //! URL options (the rest is passed to tokio-postgres as libpq options): `schema`, `table`,
 //! `pool_size` (default 8), `statement_timeout_ms` (default: the timeout; `0` leaves the
@@ -518,15 +523,8 @@ impl PostgresStore {
                     c.batch_execute("ROLLBACK").await?;
                     return Ok(Admitted::Collision);
                 }
-                let sessions = rows
-                    .iter()
-                    .filter_map(|r| {
-                        let key: &[u8] = r.get(0);
-                        let key = SessionKey::from_bytes(key.try_into().ok()?);
-                        Some((key, Timestamp(r.get(1)), Timestamp(r.get(2))))
-                    })
-                    .collect();
-                let Some(ended) = cloakroom_core::store::admission(limit, sessions) else {
+                let Some(ended) = cloakroom_core::store::admission(limit, live_sessions(&rows))
+                else {
                     c.batch_execute("ROLLBACK").await?;
                     return Ok(Admitted::Refused);
                 };
@@ -591,6 +589,17 @@ impl PostgresStore {
 }
 
 mod events;
+
+/// The user's live sessions an admission counts: (key, last seen, created).
+fn live_sessions(rows: &[tokio_postgres::Row]) -> Vec<(SessionKey, Timestamp, Timestamp)> {
+    rows.iter()
+        .filter_map(|r| {
+            let key: &[u8] = r.get(0);
+            let key = SessionKey::from_bytes(key.try_into().ok()?);
+            Some((key, Timestamp(r.get(1)), Timestamp(r.get(2))))
+        })
+        .collect()
+}
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -175,6 +175,21 @@ pub(crate) async fn migrate(
         .map_err(|e| driver("recording the schema version", e))?;
         tracing::info!(table = %names.table, version = v, "applied session schema migration");
     }
+    let keep = migrate_log(&tx, names, events).await?;
+    tx.commit()
+        .await
+        .map_err(|e| driver("committing the schema migration", e))?;
+    Ok(keep.map(|k| k.max(1) as u64))
+}
+
+/// The event log's part of [`migrate`], in its transaction: with `events`, creates or
+/// updates the log and sets its retention; without, reads the retention of a log the table
+/// already has. How many events it keeps, `None` without a log.
+async fn migrate_log(
+    tx: &deadpool_postgres::Transaction<'_>,
+    names: &Names,
+    events: Option<u64>,
+) -> Result<Option<i64>> {
     let log_name = format!("{}_events", names.table_name);
     let log_version: i32 = tx
         .query_one(
@@ -197,7 +212,7 @@ pub(crate) async fn migrate(
             ),
         ));
     }
-    let keep = match events {
+    Ok(match events {
         Some(keep) => {
             let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
             for (i, sql) in EVENT_MIGRATIONS
@@ -240,9 +255,5 @@ pub(crate) async fn migrate(
             .and_then(|row| row.map(|r| r.try_get::<_, i64>(0)).transpose())
             .map_err(|e| driver("reading the event log's retention", e))?,
         None => None,
-    };
-    tx.commit()
-        .await
-        .map_err(|e| driver("committing the schema migration", e))?;
-    Ok(keep.map(|k| k.max(1) as u64))
+    })
 }

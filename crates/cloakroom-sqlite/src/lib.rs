@@ -47,6 +47,11 @@
 //!   database has one connection, the writer's, for both).
 //! - WAL journal, `synchronous = NORMAL` (the last commits may be lost on power loss, never
 //!   consistency), prepared statements cached per connection.
+//! - Optionally a durable event log ([`SqliteStoreBuilder::event_log`], `?events=N`): an
+//!   `events` table written in the same transaction as each session creation, rotation and
+//!   end (a logged write is one job of the writer: its statements and its event rows under a
+//!   savepoint), in commit order, the purge logging expiry and trimming it to the newest N
+//!   ([`EventLog`](cloakroom_core::store::EventLog)). Without it nothing of this runs.
 //!
 //! Several processes (the app and the `cloakroom` admin CLI) may use one file at once.
 

@@ -8,7 +8,9 @@
 //!
 //! - a job's own failure (a statement error) is that job's answer only: SQLite undoes the
 //!   failed statement and keeps the transaction, and every job is one statement, so there is
-//!   nothing of it to undo beyond that (no savepoint needed). If SQLite rolled the whole
+//!   nothing of it to undo beyond that (no savepoint needed; the jobs of several statements,
+//!   a limited create and the event log's writes, run under a savepoint of their own and
+//!   undo all of it). If SQLite rolled the whole
 //!   transaction back instead (it may on `SQLITE_FULL`, `IOERR`, `NOMEM`), the batch is lost;
 //! - a batch that cannot begin, is lost, or fails to commit answers every job of it with
 //!   that error: nothing is reported done that was not committed;

@@ -40,6 +40,7 @@ pub fn supported_urls() -> Vec<&'static str> {
         urls.extend([
             "sqlite://relative/path.db",
             "sqlite:///absolute/path.db",
+            "sqlite:///absolute/path.db?events=N",
             "sqlite::memory:",
         ]);
     }
@@ -64,7 +65,7 @@ pub fn supported_urls() -> Vec<&'static str> {
     }
     if cfg!(feature = "postgres") {
         urls.extend([
-            "postgres://user:password@host:port/db?schema=..&table=..",
+            "postgres://user:password@host:port/db?schema=..&table=..&events=N",
             "postgresql://...",
         ]);
     }
