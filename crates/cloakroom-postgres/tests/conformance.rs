@@ -262,8 +262,10 @@ async fn logged_write_cost() {
             }
         }
     }
-    for round in 0..2 {
-        for (name, store, log) in [("unlogged", &plain, false), ("logged", &logged, true)] {
+    let mut best = [[Duration::MAX; 2]; 2];
+    for round in 0..5 {
+        for (i, name, store, log) in [(0, "unlogged", &plain, false), (1, "logged", &logged, true)]
+        {
             let started = Instant::now();
             for _ in 0..N {
                 pair(store.clone(), log).await;
@@ -284,9 +286,14 @@ async fn logged_write_cost() {
                 t.await.unwrap();
             }
             let many = started.elapsed() / (2 * N) as u32;
+            best[i] = [best[i][0].min(one), best[i][1].min(many)];
             println!(
                 "postgres round {round} {name:>8}: one at a time {one:?}/write, {TASKS} at once {many:?}/write"
             );
         }
     }
+    println!(
+        "postgres best of 5: unlogged {:?} / {:?}, logged {:?} / {:?} (one at a time / {} at once)",
+        best[0][0], best[0][1], best[1][0], best[1][1], TASKS
+    );
 }
