@@ -359,3 +359,67 @@ async fn the_purge_logs_sessions_not_forwards_or_tombstones() {
         ]
     );
 }
+
+/// An admission under the limit racing a logout of the session it ends: neither fails (no
+/// deadlock between the tombstone's row lock and the log's counter), and the session's end
+/// is logged once under its user (by whichever committed first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_racing_a_logout_logs_one_end() {
+    use std::time::Duration;
+
+    use cloakroom_core::session::{EndReason, Event, EventKind, SessionId, Timestamp};
+    use cloakroom_core::store::{Limit, LimitPolicy, Position, Record, SessionStore};
+
+    let store = store_with(format!("table={}&events=100000", unique("race"))).await;
+    let event = |kind, session| Event {
+        kind,
+        session,
+        user: None,
+        at: Timestamp::now(),
+    };
+    let record = || {
+        let now = Timestamp::now();
+        let mut r = Record::new(now, now.plus(Duration::from_secs(600)));
+        r.meta.user = Some("cy".into());
+        r
+    };
+    let limit = Limit {
+        max: 1,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    let mut current = SessionId::generate().key();
+    let log = store.event_log().unwrap();
+    log.create_logged(
+        &current,
+        &record(),
+        None,
+        &event(EventKind::Created, current),
+    )
+    .await
+    .unwrap();
+    let mut ended = Vec::new();
+    for _ in 0..50 {
+        let next = SessionId::generate().key();
+        let logout = event(EventKind::Ended(EndReason::Logout), current);
+        let (fresh, created) = (record(), event(EventKind::Created, next));
+        let (admitted, deleted) = tokio::join!(
+            log.create_logged(&next, &fresh, Some(&limit), &created),
+            log.delete_logged(&current, &logout),
+        );
+        admitted.expect("the admission");
+        deleted.expect("the logout");
+        ended.push(current);
+        // The tombstone, if the admission won, is no session: out of the way.
+        store.delete(&current).await.unwrap();
+        current = next;
+    }
+    let batch = log.read(&Position::start(), 10_000).await.unwrap();
+    for key in ended {
+        let ends: Vec<_> = (batch.events.iter())
+            .filter(|e| e.event.session == key && e.event.user.as_deref() == Some("cy"))
+            .filter(|e| matches!(e.event.kind, EventKind::Ended(_)))
+            .collect();
+        assert_eq!(ends.len(), 1, "one end under the user: {ends:?}");
+    }
+}
