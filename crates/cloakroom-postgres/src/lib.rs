@@ -41,11 +41,17 @@
 //! - TLS through rustls (`sslmode=disable|prefer|require|verify-ca|verify-full`,
 //!   `sslrootcert=PATH`, Mozilla roots otherwise); no OpenSSL.
 //! - Expired rows are invisible at once; a background task deletes them in batches.
+//! - Optionally a durable event log ([`PostgresStoreBuilder::event_log`], `?events=N`):
+//!   `<table>_events`, written in the same statement as each session creation, rotation and
+//!   end (data-modifying CTEs), numbered from a one-row counter so that positions follow
+//!   commit order; the purge logs expiry and trims it to the newest N
+//!   ([`EventLog`](cloakroom_core::store::EventLog)). Without it nothing of this runs.
 //!
 //! URL options (the rest is passed to tokio-postgres as libpq options): `schema`, `table`,
 //! `pool_size` (default 8), `statement_timeout_ms` (default: the timeout; `0` leaves the
 //! server's setting, for poolers that refuse startup options), `timeout_ms`,
-//! `sslmode` (default `prefer`), `sslrootcert`.
+//! `sslmode` (default `prefer`), `sslrootcert`, `events` (keep a durable event log of the
+//! newest N events: [`PostgresStoreBuilder::event_log`]).
 
 mod error;
 mod options;
@@ -61,7 +67,7 @@ use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
     Admitted, Applied, Created, Cursor, Error, ErrorKind, Limit, Page, Patch, Record, Result,
-    SessionInfo, SessionStore,
+    SessionInfo, SessionStore, kind_label, previous_handle,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::time::Instant;
@@ -101,6 +107,9 @@ struct Inner {
     purge_interval: Option<Duration>,
     /// The background purge task, stopped when the store is dropped.
     purger: OnceLock<tokio::task::AbortHandle>,
+    /// How many events the table's event log keeps, set at start-up when it has one
+    /// ([`PostgresStoreBuilder::event_log`]); unset: no log, no statement about one.
+    events: OnceLock<u64>,
 }
 
 impl Drop for Inner {
@@ -119,6 +128,7 @@ impl fmt::Debug for PostgresStore {
             .field("pool_size", &self.inner.pool.status().max_size)
             .field("timeout", &self.inner.timeout)
             .field("purge_interval", &self.inner.purge_interval)
+            .field("event_log", &self.inner.events.get())
             .finish()
     }
 }
@@ -140,12 +150,16 @@ struct Sql {
     limit_lock: String,
     limit_live: String,
     limit_end: String,
+    /// The event log's statements ([`events`]).
+    log: events::LogSql,
 }
 
 impl Sql {
-    /// `t`: the sessions table; `c`: the challenges table.
-    fn new(t: &str, c: &str) -> Self {
+    /// `t`: the sessions table; `c`: the challenges table; `e`, `st`: the event log and its
+    /// state.
+    fn new(t: &str, c: &str, e: &str, st: &str) -> Self {
         Sql {
+            log: events::LogSql::new(t, e, st),
             load: format!("SELECT {COLUMNS} FROM {t} WHERE key = $1 AND expires_at > $2"),
             // Inserts, or replaces a row only if it has expired: one statement, so two
             // creates of one key cannot both win.
@@ -229,12 +243,14 @@ impl Sql {
 #[must_use]
 pub struct PostgresStoreBuilder {
     purge_interval: Option<Duration>,
+    events: Option<u64>,
 }
 
 impl Default for PostgresStoreBuilder {
     fn default() -> Self {
         PostgresStoreBuilder {
             purge_interval: Some(DEFAULT_PURGE_INTERVAL),
+            events: None,
         }
     }
 }
@@ -250,6 +266,19 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Keeps a durable event log of the newest `max_events` events (at least 1) in
+    /// `<table>_events`: every session created, rotated or ended through the engine is
+    /// logged in the same statement or transaction as the change, in commit order, and the
+    /// purge logs each session it deletes as expired
+    /// ([`EventLog`](cloakroom_core::store::EventLog)). Off by default; the URL option
+    /// `events=N` does the same (this setting wins). A table that has a log keeps it whoever
+    /// opens it (with the retention last set), so another process's writes (the admin CLI)
+    /// are logged too.
+    pub fn event_log(mut self, max_events: u64) -> Self {
+        self.events = Some(max_events.max(1));
+        self
+    }
+
     /// Connects to the database a `postgres://` or `postgresql://` URL names and brings the
     /// session table up to date (see the [crate docs](crate) for the options).
     ///
@@ -260,6 +289,7 @@ impl PostgresStoreBuilder {
     /// it refuses (authentication, permissions). Messages never quote the URL.
     pub async fn open(self, url: &str) -> Result<PostgresStore> {
         let mut options = options::parse(url)?;
+        let events = self.events.or(options.events);
         let timeout = options.timeout.unwrap_or(DEFAULT_TIMEOUT);
         let statement_timeout = options.statement_timeout.unwrap_or(timeout);
         // Applied by the server to every connection at start-up: no extra round trip.
@@ -309,14 +339,22 @@ impl PostgresStoreBuilder {
         );
         let inner = Arc::new(Inner {
             pool,
-            sql: Sql::new(&names.table, &names.challenges),
+            sql: Sql::new(
+                &names.table,
+                &names.challenges,
+                &names.events,
+                &names.events_state,
+            ),
             names,
             timeout,
             purge_interval: self.purge_interval,
             purger: OnceLock::new(),
+            events: OnceLock::new(),
         });
         let store = PostgresStore { inner };
-        store.migrate().await?;
+        if let Some(keep) = store.migrate(events).await? {
+            let _ = store.inner.events.set(keep);
+        }
         if let (Some(every), Ok(runtime)) =
             (self.purge_interval, tokio::runtime::Handle::try_current())
         {
@@ -346,13 +384,12 @@ impl PostgresStore {
         &self.inner.names.table
     }
 
-    async fn migrate(&self) -> Result<()> {
+    async fn migrate(&self, events: Option<u64>) -> Result<Option<u64>> {
         let deadline = Instant::now() + self.inner.timeout;
         let mut client = self.client("migrating the session table", deadline).await?;
-        match tokio::time::timeout_at(deadline, schema::migrate(&mut client, &self.inner.names))
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
+        let migration = schema::migrate(&mut client, &self.inner.names, events);
+        match tokio::time::timeout_at(deadline, migration).await {
+            Ok(Ok(keep)) => Ok(keep),
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 drop(Object::take(client));
@@ -433,6 +470,137 @@ async fn purge_periodically(store: Weak<Inner>, every: Duration) {
     }
 }
 
+impl PostgresStore {
+    /// `create_limited`, and with `event` its logged form ([`EventLog::create_logged`]): one
+    /// transaction holding the user's advisory lock (`pg_advisory_xact_lock`), in two
+    /// pipelined round trips: `BEGIN`, the lock, the user's live sessions; then the
+    /// tombstones, the insert (with a log: one statement that also logs), `COMMIT`. Any
+    /// failure rolls the whole of it back.
+    async fn admit(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: &Limit,
+        event: Option<&cloakroom_core::session::Event>,
+    ) -> Result<Admitted> {
+        let Some(user) = record.meta.user.as_deref() else {
+            return Ok(match self.create(key, record).await? {
+                Created::Done => Admitted::Done { ended: Vec::new() },
+                Created::Collision => Admitted::Collision,
+            });
+        };
+        let data = encode_data(&record.data);
+        let m = &record.meta;
+        let now = Timestamp::now().as_millis();
+        let tombstone = encode_data(&Record::ended_by_limit(Timestamp(now), Timestamp(now)).data);
+        let sql = &self.inner.sql;
+        let k = key.as_bytes().as_slice();
+        statement!(self, "creating a session under the limit", |c| {
+            let lock = c.prepare_cached(&sql.limit_lock).await?;
+            let live = c.prepare_cached(&sql.limit_live).await?;
+            let end = c.prepare_cached(&sql.limit_end).await?;
+            let create = c.prepare_cached(&sql.create).await?;
+            let logged = match event {
+                None => None,
+                Some(event) => Some((
+                    c.prepare_cached(&sql.log.create_limited).await?,
+                    event.at.as_millis(),
+                    kind_label(&event.kind),
+                    previous_handle(&event.kind),
+                )),
+            };
+            let outcome = async {
+                let (lock_params, live_params) = ([&user as _], [&user as _, &now as _, &k as _]);
+                let (begin, locked, rows) = tokio::join!(
+                    c.batch_execute("BEGIN"),
+                    c.execute(&lock, &lock_params),
+                    c.query(&live, &live_params),
+                );
+                begin?;
+                locked?;
+                let rows = rows?;
+                if rows.iter().any(|r| r.get::<_, bool>(3)) {
+                    c.batch_execute("ROLLBACK").await?;
+                    return Ok(Admitted::Collision);
+                }
+                let Some(ended) = cloakroom_core::store::admission(limit, live_sessions(&rows))
+                else {
+                    c.batch_execute("ROLLBACK").await?;
+                    return Ok(Admitted::Refused);
+                };
+                let ended_keys: Vec<&[u8]> =
+                    ended.iter().map(|k| k.as_bytes().as_slice()).collect();
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                    &k,
+                    &m.user,
+                    &m.created_at.as_millis(),
+                    &m.last_seen.as_millis(),
+                    &m.expires_at.as_millis(),
+                    &m.user_agent,
+                    &m.remember,
+                    &data,
+                    &now,
+                ];
+                let inserted = match &logged {
+                    None => {
+                        let end_params = [&ended_keys as _, &now as _, &tombstone as _];
+                        let (tombs, inserted, commit) = tokio::join!(
+                            c.execute(&end, &end_params),
+                            c.execute(&create, &params),
+                            c.batch_execute("COMMIT"),
+                        );
+                        tombs?;
+                        let inserted = inserted?;
+                        commit?;
+                        inserted
+                    }
+                    // The insert, the tombstones (only if it inserted) and every event: one
+                    // statement, so a collision leaves no unlogged end behind.
+                    Some((stmt, at, kind, previous)) => {
+                        let more: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                            [at, kind, previous, &tombstone, &ended_keys];
+                        let mut logged_params = params.to_vec();
+                        logged_params.extend(more);
+                        let (logged, commit) = tokio::join!(
+                            c.execute(stmt, &logged_params),
+                            c.batch_execute("COMMIT"),
+                        );
+                        let logged = logged?;
+                        commit?;
+                        u64::from(logged > 0)
+                    }
+                };
+                Ok(if inserted == 1 {
+                    Admitted::Done { ended }
+                } else {
+                    // A plain create raced for this very (random) key: vanishingly rare.
+                    Admitted::Collision
+                })
+            }
+            .await;
+            if outcome.is_err() {
+                // Leaves no transaction open on a pooled connection (a no-op warning if the
+                // COMMIT already ended it).
+                let _ = c.batch_execute("ROLLBACK").await;
+            }
+            outcome
+        })
+    }
+}
+
+mod events;
+
+/// The user's live sessions an admission counts: (key, last seen, created).
+fn live_sessions(rows: &[tokio_postgres::Row]) -> Vec<(SessionKey, Timestamp, Timestamp)> {
+    rows.iter()
+        .filter_map(|r| {
+            let key: &[u8] = r.get(0);
+            let key = SessionKey::from_bytes(key.try_into().ok()?);
+            Some((key, Timestamp(r.get(1)), Timestamp(r.get(2))))
+        })
+        .collect()
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -449,6 +617,10 @@ fn applied(rows: u64) -> Applied {
 impl SessionStore for PostgresStore {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn event_log(&self) -> Option<&dyn cloakroom_core::store::EventLog> {
+        (self.inner.events.get()).map(|_| self as &dyn cloakroom_core::store::EventLog)
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -500,86 +672,7 @@ impl SessionStore for PostgresStore {
         record: &Record,
         limit: &Limit,
     ) -> Result<Admitted> {
-        let Some(user) = record.meta.user.as_deref() else {
-            return Ok(match self.create(key, record).await? {
-                Created::Done => Admitted::Done { ended: Vec::new() },
-                Created::Collision => Admitted::Collision,
-            });
-        };
-        let data = encode_data(&record.data);
-        let m = &record.meta;
-        let now = Timestamp::now().as_millis();
-        let tombstone = encode_data(&Record::ended_by_limit(Timestamp(now), Timestamp(now)).data);
-        let sql = &self.inner.sql;
-        let k = key.as_bytes().as_slice();
-        statement!(self, "creating a session under the limit", |c| {
-            let lock = c.prepare_cached(&sql.limit_lock).await?;
-            let live = c.prepare_cached(&sql.limit_live).await?;
-            let end = c.prepare_cached(&sql.limit_end).await?;
-            let create = c.prepare_cached(&sql.create).await?;
-            let outcome = async {
-                let (lock_params, live_params) = ([&user as _], [&user as _, &now as _, &k as _]);
-                let (begin, locked, rows) = tokio::join!(
-                    c.batch_execute("BEGIN"),
-                    c.execute(&lock, &lock_params),
-                    c.query(&live, &live_params),
-                );
-                begin?;
-                locked?;
-                let rows = rows?;
-                if rows.iter().any(|r| r.get::<_, bool>(3)) {
-                    c.batch_execute("ROLLBACK").await?;
-                    return Ok(Admitted::Collision);
-                }
-                let sessions = rows
-                    .iter()
-                    .filter_map(|r| {
-                        let key: &[u8] = r.get(0);
-                        let key = SessionKey::from_bytes(key.try_into().ok()?);
-                        Some((key, Timestamp(r.get(1)), Timestamp(r.get(2))))
-                    })
-                    .collect();
-                let Some(ended) = cloakroom_core::store::admission(limit, sessions) else {
-                    c.batch_execute("ROLLBACK").await?;
-                    return Ok(Admitted::Refused);
-                };
-                let ended_keys: Vec<&[u8]> =
-                    ended.iter().map(|k| k.as_bytes().as_slice()).collect();
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-                    &k,
-                    &m.user,
-                    &m.created_at.as_millis(),
-                    &m.last_seen.as_millis(),
-                    &m.expires_at.as_millis(),
-                    &m.user_agent,
-                    &m.remember,
-                    &data,
-                    &now,
-                ];
-                let end_params = [&ended_keys as _, &now as _, &tombstone as _];
-                let (tombs, inserted, commit) = tokio::join!(
-                    c.execute(&end, &end_params),
-                    c.execute(&create, &params),
-                    c.batch_execute("COMMIT"),
-                );
-                tombs?;
-                let inserted = inserted?;
-                commit?;
-                Ok(if inserted == 1 {
-                    Admitted::Done { ended }
-                } else {
-                    // A plain create raced for this very (random) key: vanishingly rare.
-                    Admitted::Collision
-                })
-            }
-            .await;
-            if outcome.is_err() {
-                // Leaves no transaction open on a pooled connection (a no-op warning if the
-                // COMMIT already ended it).
-                let _ = c.batch_execute("ROLLBACK").await;
-            }
-            outcome
-        })
+        self.admit(key, record, limit, None).await
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
@@ -699,18 +792,27 @@ impl SessionStore for PostgresStore {
             c.execute(&stmt, &[&now]).await
         })?;
         let mut total = 0;
+        let logged = self.inner.events.get().is_some();
         loop {
             // One batch per statement, so no statement holds many row locks for long.
             let now = Timestamp::now().as_millis();
-            let n = statement!(self, "purging expired sessions", |c| {
-                let stmt = c.prepare_cached(&self.inner.sql.purge).await?;
-                c.execute(&stmt, &[&now, &PURGE_BATCH]).await
-            })?;
+            let n = match logged {
+                false => statement!(self, "purging expired sessions", |c| {
+                    let stmt = c.prepare_cached(&self.inner.sql.purge).await?;
+                    c.execute(&stmt, &[&now, &PURGE_BATCH]).await
+                })?,
+                // The same delete, its expiry events in the same statement.
+                true => self.purge_logged(now, PURGE_BATCH).await?,
+            };
             total += n;
             if n < PURGE_BATCH as u64 {
-                return Ok(total);
+                break;
             }
         }
+        if logged {
+            self.trim_log().await?;
+        }
+        Ok(total)
     }
 
     async fn put_challenge(

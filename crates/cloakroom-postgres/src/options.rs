@@ -54,6 +54,8 @@ pub(crate) struct Options {
     pub(crate) timeout: Option<Duration>,
     pub(crate) ssl_mode: SslMode,
     pub(crate) root_cert: Option<PathBuf>,
+    /// `events=N`: keep an event log of the newest N events.
+    pub(crate) events: Option<u64>,
 }
 
 fn config(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
@@ -90,6 +92,7 @@ pub(crate) fn parse(url: &str) -> Result<Options> {
         timeout: None,
         ssl_mode: SslMode::default(),
         root_cert: None,
+        events: None,
     };
     let mut passed = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -120,6 +123,13 @@ pub(crate) fn parse(url: &str) -> Result<Options> {
             }
             "sslmode" => options.ssl_mode = decoded.parse()?,
             "sslrootcert" => options.root_cert = Some(PathBuf::from(decoded)),
+            "events" => {
+                let n = number("events", &decoded)?;
+                if n == 0 {
+                    return Err(config("events must be positive (how many events to keep)"));
+                }
+                options.events = Some(n);
+            }
             _ => passed.push(pair),
         }
     }
@@ -199,9 +209,10 @@ mod tests {
         let o = parse(
             "postgres://u:secret@db.example:6543/app?schema=sess&table=web_sessions&pool_size=3\
              &statement_timeout_ms=2500&timeout_ms=700&sslmode=verify-full\
-             &sslrootcert=%2Fetc%2Fca.pem&application_name=shop",
+             &sslrootcert=%2Fetc%2Fca.pem&application_name=shop&events=100000",
         )
         .unwrap();
+        assert_eq!(o.events, Some(100_000));
         assert_eq!(o.schema.as_deref(), Some("sess"));
         assert_eq!(o.table.as_deref(), Some("web_sessions"));
         assert_eq!(o.pool_size, Some(3));
@@ -216,6 +227,7 @@ mod tests {
         let o = parse("POSTGRESQL://h/db").unwrap();
         assert_eq!(o.ssl_mode, SslMode::Prefer);
         assert_eq!(o.table, None);
+        assert_eq!(o.events, None);
     }
 
     #[test]
@@ -228,6 +240,8 @@ mod tests {
             "postgres://u:hunter2@h/db?table=Pg_sessions",
             "postgres://u:hunter2@h/db?table=",
             "postgres://u:hunter2@h/db?pool_size=0",
+            "postgres://u:hunter2@h/db?events=0",
+            "postgres://u:hunter2@h/db?events=many",
             "postgres://u:hunter2@h/db?timeout_ms=x",
             "postgres://u:hunter2@h/db?sslmode=sometimes",
             "postgres://u:hunter2@h/db?nonsense=1",

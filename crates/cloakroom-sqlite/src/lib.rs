@@ -47,10 +47,16 @@
 //!   database has one connection, the writer's, for both).
 //! - WAL journal, `synchronous = NORMAL` (the last commits may be lost on power loss, never
 //!   consistency), prepared statements cached per connection.
+//! - Optionally a durable event log ([`SqliteStoreBuilder::event_log`], `?events=N`): an
+//!   `events` table written in the same transaction as each session creation, rotation and
+//!   end (a logged write is one job of the writer: its statements and its event rows under a
+//!   savepoint), in commit order, the purge logging expiry and trimming it to the newest N
+//!   ([`EventLog`](cloakroom_core::store::EventLog)). Without it nothing of this runs.
 //!
 //! Several processes (the app and the `cloakroom` admin CLI) may use one file at once.
 
 mod error;
+mod events;
 mod pool;
 mod rows;
 mod schema;
@@ -107,6 +113,9 @@ struct Inner {
     purge_interval: Option<Duration>,
     /// The background purge task, stopped when the store is dropped.
     purger: OnceLock<tokio::task::AbortHandle>,
+    /// How many events the file's event log keeps, when it has one
+    /// ([`SqliteStoreBuilder::event_log`]); `None`: no log, no statement about one.
+    events: Option<u64>,
 }
 
 impl Drop for Inner {
@@ -127,6 +136,7 @@ impl fmt::Debug for SqliteStore {
         d.field("pool_size", &self.inner.pool_size)
             .field("busy_timeout", &self.inner.busy_timeout)
             .field("purge_interval", &self.inner.purge_interval)
+            .field("event_log", &self.inner.events)
             .finish()
     }
 }
@@ -138,6 +148,7 @@ pub struct SqliteStoreBuilder {
     pool_size: usize,
     busy_timeout: Duration,
     purge_interval: Option<Duration>,
+    events: Option<u64>,
 }
 
 impl Default for SqliteStoreBuilder {
@@ -146,6 +157,7 @@ impl Default for SqliteStoreBuilder {
             pool_size: DEFAULT_POOL_SIZE,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             purge_interval: Some(DEFAULT_PURGE_INTERVAL),
+            events: None,
         }
     }
 }
@@ -177,6 +189,18 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// Keeps a durable event log in the file, of the newest `max_events` events (at least 1):
+    /// every session created, rotated or ended through the engine is logged in the same
+    /// transaction as the change, and the purge logs each session it deletes as expired
+    /// ([`EventLog`](cloakroom_core::store::EventLog); see the [crate docs](crate)). Off by
+    /// default. Creates the `events` tables if the file has none; a file that has them keeps
+    /// its log whoever opens it (with the retention last set), so another process's writes
+    /// (the admin CLI) are logged too. The URL form: `sqlite:///path.db?events=N`.
+    pub fn event_log(mut self, max_events: u64) -> Self {
+        self.events = Some(max_events.max(1));
+        self
+    }
+
     /// Opens (creating if needed) the database file at `path` and brings its schema up to
     /// date. The path `:memory:` opens a private in-memory database, as
     /// [`open_in_memory`](Self::open_in_memory) does.
@@ -198,16 +222,16 @@ impl SqliteStoreBuilder {
             ));
         }
         let path = path.to_path_buf();
-        let busy = self.busy_timeout;
+        let (busy, events) = (self.busy_timeout, self.events);
         let target = Target::File(path.clone());
-        let conn = blocking(move || {
+        let (conn, events) = blocking(move || {
             let mut conn = pool::open_file(&path, busy).map_err(|e| at_path(e, &path))?;
             enable_wal(&conn).map_err(|e| at_path(e, &path))?;
-            schema::migrate(&mut conn).map_err(|e| at_path(e, &path))?;
-            Ok(conn)
+            let events = schema::migrate(&mut conn, events).map_err(|e| at_path(e, &path))?;
+            Ok((conn, events))
         })
         .await?;
-        self.finish(target, conn)
+        SqliteStoreBuilder { events, ..self }.finish(target, conn)
     }
 
     /// Opens a private in-memory database: for tests and demos, gone when the store is
@@ -216,14 +240,14 @@ impl SqliteStoreBuilder {
     /// # Errors
     /// Only if SQLite cannot allocate the database.
     pub async fn open_in_memory(self) -> Result<SqliteStore> {
-        let busy = self.busy_timeout;
-        let conn = blocking(move || {
+        let (busy, events) = (self.busy_timeout, self.events);
+        let (conn, events) = blocking(move || {
             let mut conn = pool::open_memory(busy)?;
-            schema::migrate(&mut conn)?;
-            Ok(conn)
+            let events = schema::migrate(&mut conn, events)?;
+            Ok((conn, events))
         })
         .await?;
-        self.finish(Target::Memory, conn)
+        SqliteStoreBuilder { events, ..self }.finish(Target::Memory, conn)
     }
 
     fn finish(self, target: Target, conn: Connection) -> Result<SqliteStore> {
@@ -243,6 +267,7 @@ impl SqliteStoreBuilder {
             writer,
             purge_interval: self.purge_interval,
             purger: OnceLock::new(),
+            events: self.events,
         });
         if let (Some(every), Ok(runtime)) =
             (self.purge_interval, tokio::runtime::Handle::try_current())
@@ -285,7 +310,8 @@ impl SqliteStore {
         }
     }
 
-    async fn read<T, F>(&self, work: F) -> Result<T>
+    /// Runs `work` on a reading connection.
+    async fn read_conn<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -293,6 +319,17 @@ impl SqliteStore {
         match &self.inner.reads {
             Some(pool) => pool.run(work).await,
             None => self.inner.writer.run(work).await,
+        }
+    }
+
+    /// Fails unless the store keeps an event log.
+    fn log_on(&self) -> Result<()> {
+        match self.inner.events {
+            Some(_) => Ok(()),
+            None => Err(Error::new(
+                ErrorKind::Config,
+                "this sqlite store keeps no event log (SqliteStoreBuilder::event_log, ?events=N)",
+            )),
         }
     }
 
@@ -493,9 +530,15 @@ impl SessionStore for SqliteStore {
         "sqlite"
     }
 
+    fn event_log(&self) -> Option<&dyn cloakroom_core::store::EventLog> {
+        self.inner
+            .events
+            .map(|_| self as &dyn cloakroom_core::store::EventLog)
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let key = *key;
-        self.read(move |conn| {
+        self.read_conn(move |conn| {
             let now = Timestamp::now();
             let row = conn
                 .prepare_cached(&format!(
@@ -627,7 +670,7 @@ impl SessionStore for SqliteStore {
 
     async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
         let user = user.to_owned();
-        self.read(move |conn| {
+        self.read_conn(move |conn| {
             let now = Timestamp::now();
             let rows = conn
                 .prepare_cached(&format!(
@@ -665,7 +708,7 @@ impl SessionStore for SqliteStore {
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
         let after = parse_cursor(&cursor)?;
         let limit = limit.clamp(1, 10_000);
-        self.read(move |conn| {
+        self.read_conn(move |conn| {
             let now = Timestamp::now();
             // Keyset pagination on the primary key: stable under concurrent writes, and
             // each page is one index range scan.
@@ -712,6 +755,7 @@ impl SessionStore for SqliteStore {
         .await?;
         let mut total = 0;
         let mut after = 0_i64;
+        let logged = self.inner.events.is_some();
         loop {
             let (n, next) = self
                 .write(move |conn| {
@@ -728,24 +772,41 @@ impl SessionStore for SqliteStore {
                                 .optional()
                         })
                         .ctx("purging expired sessions")?;
-                    let n = conn
-                        .prepare_cached(
+                    let delete = |conn: &Connection| {
+                        conn.prepare_cached(
                             "DELETE FROM sessions
                              WHERE rowid > ?1 AND rowid <= ?2 AND expires_at <= ?3",
                         )
                         .and_then(|mut stmt| {
                             stmt.execute(params![after, end.unwrap_or(i64::MAX), now.as_millis()])
                         })
-                        .ctx("purging expired sessions")?;
+                        .ctx("purging expired sessions")
+                    };
+                    let n = match logged {
+                        false => delete(conn)?,
+                        // The expiry events and the delete: one unit of this transaction.
+                        true => events::atomic(
+                            conn,
+                            |conn| {
+                                events::log_purged(conn, after, end.unwrap_or(i64::MAX), now)?;
+                                delete(conn)
+                            },
+                            |_| true,
+                        )?,
+                    };
                     Ok((n, end))
                 })
                 .await?;
             total += n as u64;
             match next {
                 Some(end) => after = end,
-                None => return Ok(total),
+                None => break,
             }
         }
+        if logged {
+            self.write(events::trim).await?;
+        }
+        Ok(total)
     }
 
     async fn put_challenge(
@@ -812,7 +873,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|conn| {
+        self.read_conn(|conn| {
             conn.prepare_cached("SELECT 1")
                 .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
                 .ctx("pinging the session database")?;

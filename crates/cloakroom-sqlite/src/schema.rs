@@ -1,7 +1,7 @@
 //! The schema, versioned with `PRAGMA user_version`.
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::SqlContext;
 
@@ -47,14 +47,40 @@ CREATE TABLE challenges (
 );
 ";
 
+/// The event log (`SqliteStoreBuilder::event_log`), created when a store is opened with it
+/// and not otherwise: a file without these tables keeps no log, and nothing about it
+/// changes. `events` is append-only (`seq` from `AUTOINCREMENT`, never reused, even after
+/// the newest rows are trimmed); `events_state` is one row: how many events to keep (the
+/// last opener's setting) and `trimmed`, the highest `seq` the purge deleted (a reader from
+/// before it was told of a gap). Outside `user_version`: the log is optional, and a file
+/// with one is still a version-3 file.
+const EVENTS: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    kind     TEXT    NOT NULL,
+    session  BLOB    NOT NULL,
+    previous TEXT,
+    user     TEXT
+);
+CREATE TABLE IF NOT EXISTS events_state (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    keep     INTEGER NOT NULL,
+    trimmed  INTEGER NOT NULL DEFAULT 0
+);
+";
+
 /// From version 1 to 2.
 const V1_TO_V2: &str = "DROP INDEX IF EXISTS sessions_by_expiry;";
 
-/// Brings the database to [`SCHEMA_VERSION`], or refuses it.
+/// Brings the database to [`SCHEMA_VERSION`], or refuses it; with `events` (how many to
+/// keep), also creates the event log's tables (or sets how many it keeps). Returns how many
+/// events the file's log keeps, `None` when it has none: a file that has a log keeps it
+/// whoever opens it, so that no write of any process goes unlogged.
 ///
 /// Runs in an IMMEDIATE transaction, so two processes opening a new file at once do not
 /// both create the schema.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+pub(crate) fn migrate(conn: &mut Connection, events: Option<u64>) -> Result<Option<u64>> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("starting the schema migration")?;
@@ -118,5 +144,38 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
             ));
         }
     }
-    tx.commit().ctx("committing the schema migration")
+    let keep = match events {
+        Some(keep) => {
+            let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+            tx.execute_batch(EVENTS).ctx("creating the event log")?;
+            tx.execute(
+                "INSERT INTO events_state (id, keep) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET keep = excluded.keep",
+                [keep],
+            )
+            .ctx("setting the event log's retention")?;
+            Some(keep)
+        }
+        None => {
+            let has_log: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_schema
+                                    WHERE type = 'table' AND name = 'events_state')",
+                    [],
+                    |row| row.get(0),
+                )
+                .ctx("reading the schema")?;
+            match has_log {
+                true => tx
+                    .query_row("SELECT keep FROM events_state WHERE id = 1", [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .optional()
+                    .ctx("reading the event log's retention")?,
+                false => None,
+            }
+        }
+    };
+    tx.commit().ctx("committing the schema migration")?;
+    Ok(keep.map(|k| k.max(1) as u64))
 }

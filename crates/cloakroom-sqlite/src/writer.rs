@@ -8,7 +8,9 @@
 //!
 //! - a job's own failure (a statement error) is that job's answer only: SQLite undoes the
 //!   failed statement and keeps the transaction, and every job is one statement, so there is
-//!   nothing of it to undo beyond that (no savepoint needed). If SQLite rolled the whole
+//!   nothing of it to undo beyond that (no savepoint needed; the jobs of several statements,
+//!   a limited create and the event log's writes, run under a savepoint of their own and
+//!   undo all of it). If SQLite rolled the whole
 //!   transaction back instead (it may on `SQLITE_FULL`, `IOERR`, `NOMEM`), the batch is lost;
 //! - a batch that cannot begin, is lost, or fails to commit answers every job of it with
 //!   that error: nothing is reported done that was not committed;
@@ -547,7 +549,7 @@ mod tests {
         // A real failing COMMIT: a deferred foreign key left broken in the transaction.
         let mut conn = crate::pool::open_file(&path, Duration::from_secs(5)).unwrap();
         crate::enable_wal(&conn).unwrap();
-        crate::schema::migrate(&mut conn).unwrap();
+        crate::schema::migrate(&mut conn, None).unwrap();
         conn.execute_batch(
             "PRAGMA foreign_keys = ON;
              CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);

@@ -40,6 +40,7 @@ pub fn supported_urls() -> Vec<&'static str> {
         urls.extend([
             "sqlite://relative/path.db",
             "sqlite:///absolute/path.db",
+            "sqlite:///absolute/path.db?events=N",
             "sqlite::memory:",
         ]);
     }
@@ -64,7 +65,7 @@ pub fn supported_urls() -> Vec<&'static str> {
     }
     if cfg!(feature = "postgres") {
         urls.extend([
-            "postgres://user:password@host:port/db?schema=..&table=..",
+            "postgres://user:password@host:port/db?schema=..&table=..&events=N",
             "postgresql://...",
         ]);
     }
@@ -76,6 +77,8 @@ pub fn supported_urls() -> Vec<&'static str> {
 /// - `memory://`: [`MemoryStore`], in process memory (feature `memory`);
 /// - `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`:
 ///   [`SqliteStore`] (feature `sqlite`). The path is taken literally (no percent-decoding).
+///   One option: `?events=N` keeps a durable event log of the newest N events
+///   ([`SqliteStoreBuilder::event_log`]).
 ///
 /// - `redis://[user:password@]host:port/db`, `redis+unix://`, `redis+cluster://h:p,h:p`,
 ///   and over TLS `rediss://...`, `rediss+cluster://h:p,h:p`: [`RedisStore`] (feature
@@ -94,7 +97,8 @@ pub fn supported_urls() -> Vec<&'static str> {
 ///   `pycket+rediss+sentinel://`).
 /// - `postgres://[user[:password]@]host[:port]/db` or `postgresql://...`: [`PostgresStore`]
 ///   (feature `postgres`); libpq options plus `?schema=..&table=..&pool_size=..
-///   &statement_timeout_ms=..&timeout_ms=..&sslmode=..&sslrootcert=..`.
+///   &statement_timeout_ms=..&timeout_ms=..&sslmode=..&sslrootcert=..&events=N` (`events`:
+///   a durable event log of the newest N events).
 ///
 /// Scheme names are case-insensitive.
 ///
@@ -195,6 +199,44 @@ enum SqliteTarget<'a> {
     File(&'a str),
 }
 
+/// A `sqlite:` URL's target and its one option, `?events=N` (keep an event log of N events).
+fn sqlite_url(rest: &str) -> Result<(SqliteTarget<'_>, Option<u64>)> {
+    if rest.contains('#') {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "sqlite store URLs take no #fragment",
+        ));
+    }
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (rest, ""),
+    };
+    let mut events = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("events", n)) => {
+                let n = n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Config,
+                        "the sqlite store URL option events takes a positive whole number",
+                    )
+                })?;
+                events = Some(n);
+            }
+            _ => {
+                let name = pair.split('=').next().unwrap_or(pair);
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "unknown sqlite store URL option {name:?} (the one option is events=N)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((sqlite_target(path)?, events))
+}
+
 fn sqlite_target(rest: &str) -> Result<SqliteTarget<'_>> {
     if rest == ":memory:" || rest == "//:memory:" {
         return Ok(SqliteTarget::InMemory);
@@ -218,16 +260,21 @@ fn sqlite_target(rest: &str) -> Result<SqliteTarget<'_>> {
 
 #[cfg(feature = "sqlite")]
 async fn open_sqlite(rest: &str) -> Result<Arc<dyn SessionStore>> {
-    let store = match sqlite_target(rest)? {
-        SqliteTarget::InMemory => SqliteStore::open_in_memory().await?,
-        SqliteTarget::File(path) => SqliteStore::open(path).await?,
+    let (target, events) = sqlite_url(rest)?;
+    let mut builder = SqliteStore::builder();
+    if let Some(n) = events {
+        builder = builder.event_log(n);
+    }
+    let store = match target {
+        SqliteTarget::InMemory => builder.open_in_memory().await?,
+        SqliteTarget::File(path) => builder.open(path).await?,
     };
     Ok(Arc::new(store))
 }
 
 #[cfg(not(feature = "sqlite"))]
 async fn open_sqlite(rest: &str) -> Result<Arc<dyn SessionStore>> {
-    sqlite_target(rest)?;
+    sqlite_url(rest)?;
     Err(disabled("sqlite", "sqlite"))
 }
 
@@ -288,6 +335,33 @@ mod tests {
         assert_eq!(target("sqlite://"), Err(ErrorKind::Config));
         assert_eq!(target("sqlite:///"), Err(ErrorKind::Config));
         assert_eq!(target("sqlite://s.db?mode=ro"), Err(ErrorKind::Config));
+    }
+
+    #[test]
+    fn sqlite_urls_take_the_event_log_option_only() {
+        fn url(url: &str) -> std::result::Result<(SqliteTarget<'_>, Option<u64>), ErrorKind> {
+            let (_, rest) = split_scheme(url).unwrap();
+            sqlite_url(rest).map_err(|e| e.kind())
+        }
+        assert_eq!(
+            url("sqlite:///var/s.db?events=100000"),
+            Ok((SqliteTarget::File("/var/s.db"), Some(100_000)))
+        );
+        assert_eq!(
+            url("sqlite::memory:?events=5"),
+            Ok((SqliteTarget::InMemory, Some(5)))
+        );
+        assert_eq!(url("sqlite://s.db"), Ok((SqliteTarget::File("s.db"), None)));
+        for bad in [
+            "sqlite://s.db?events=0",
+            "sqlite://s.db?events=x",
+            "sqlite://s.db?events",
+            "sqlite://s.db?mode=ro",
+            "sqlite://s.db?events=5#x",
+            "sqlite://?events=5",
+        ] {
+            assert_eq!(url(bad), Err(ErrorKind::Config), "{bad}");
+        }
     }
 
     #[test]
@@ -495,5 +569,8 @@ mod tests {
         let record = reopened.load(&key).await.unwrap().expect("persisted");
         assert_eq!(record.data.get("n").map(String::as_str), Some("1"));
         open("sqlite::memory:").await.unwrap().ping().await.unwrap();
+        assert!(reopened.event_log().is_none(), "no log unless asked for");
+        let logged = open(&format!("{url}?events=10")).await.unwrap();
+        assert!(logged.event_log().is_some(), "?events=N keeps a log");
     }
 }
