@@ -807,3 +807,78 @@ pub(crate) async fn revoke_with_a_reason_tells_the_user(url: &str) {
     let listed = ok(&cloakroom(Some(url), &["sessions", "list", "--json"]));
     assert!(!listed.contains("__cr.ended"), "{listed}");
 }
+
+/// `url` with the event log on (the `events=N` option).
+pub(crate) fn with_events(url: &str) -> String {
+    let join = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{join}events=1000")
+}
+
+/// Revocations made through the CLI are logged with the change, and `events` prints them:
+/// as JSON lines, from a position, and followed as they happen.
+pub(crate) async fn events_show_revocations_as_they_happen(url: &str) {
+    use cloakroom::session::{Event, EventKind};
+
+    let url = with_events(url);
+    let store = open(&url).await;
+    let log = store
+        .event_log()
+        .expect("a store opened with events=N keeps a log");
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let key = SessionId::generate().key();
+        let record = record(Some(ALICE), None, HOUR, HOUR);
+        let event = Event {
+            kind: EventKind::Created,
+            session: key,
+            user: Some(ALICE.into()),
+            at: Timestamp::now(),
+        };
+        log.create_logged(&key, &record, None, &event)
+            .await
+            .expect("create");
+        made.push(Made { key, record });
+    }
+    ok(&cloakroom(
+        Some(&url),
+        &["sessions", "revoke", &made[0].handle()],
+    ));
+    let lines: Vec<Value> = ok(&cloakroom(Some(&url), &["events", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let kinds: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["session"].as_str().unwrap()))
+        .collect();
+    let (a, b) = (made[0].handle(), made[1].handle());
+    assert_eq!(
+        kinds,
+        vec![("created", &*a), ("created", &*b), ("revoked", &*a)],
+        "{lines:?}"
+    );
+    assert_eq!(lines[2]["user"], ALICE, "the event names the record's user");
+
+    // Followed: a second revocation reaches a follower started before it.
+    let last = lines[2]["position"].as_str().unwrap().to_owned();
+    let follower = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .env_remove("CLOAKROOM_STORE")
+        .args([
+            "--store", &url, "events", "--follow", "--json", "--limit", "1",
+        ])
+        .args(["--from", &last])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the follower");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ok(&cloakroom(Some(&url), &["sessions", "revoke", &b]));
+    let output = tokio::task::spawn_blocking(move || follower.wait_with_output())
+        .await
+        .unwrap()
+        .expect("the follower ends after --limit 1");
+    let line: Value = serde_json::from_str(stdout(&output).trim()).expect("one event");
+    assert_eq!(
+        (line["kind"].as_str(), line["session"].as_str()),
+        (Some("revoked"), Some(&*b))
+    );
+}
