@@ -831,3 +831,299 @@ async fn max_connections_opens_that_many_connections() {
     let clients = String::from_utf8_lossy(&list).lines().count();
     assert_eq!(clients, 4, "{}", String::from_utf8_lossy(&list));
 }
+
+/// An event at now of `kind` for `key`.
+fn event(
+    kind: cloakroom_core::session::EventKind,
+    key: &SessionKey,
+) -> cloakroom_core::session::Event {
+    cloakroom_core::session::Event {
+        kind,
+        session: *key,
+        user: None,
+        at: Timestamp::now(),
+    }
+}
+
+/// With the event log on (`events=N`), each logged write is one script (the `XADD` inside
+/// it): a create, a login (record, index and event together), a login under the limit, a
+/// user's revocation; a logout keeps its `SREM`. With it off, nothing writes the stream.
+#[tokio::test]
+async fn logged_writes_are_one_script_each() {
+    use cloakroom_core::session::{EndReason, EventKind};
+    use cloakroom_core::store::{Admitted, Limit, LimitPolicy, Position};
+
+    let server = RedisServer::start();
+    let prefix = unique_prefix("logcount");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .event_log(1000)
+        .build()
+        .await
+        .expect("open");
+    let log = store.event_log().expect("a store with a log");
+    let limit = Limit {
+        max: 2,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    // Load the scripts first.
+    let warm = new_key();
+    let warm_record = record(Some("warm"), HOUR);
+    log.create_logged(&warm, &warm_record, None, &event(EventKind::Created, &warm))
+        .await
+        .unwrap();
+    let warm2 = new_key();
+    log.create_logged(
+        &warm2,
+        &warm_record,
+        Some(&limit),
+        &event(EventKind::Created, &warm2),
+    )
+    .await
+    .unwrap();
+    log.delete_logged(&warm, &event(EventKind::Ended(EndReason::Logout), &warm))
+        .await
+        .unwrap();
+    log.delete_user_logged("warm", None, EndReason::Revoked, Timestamp::now())
+        .await
+        .unwrap();
+
+    let (anon, login, limited) = (new_key(), new_key(), new_key());
+    let created = EventKind::Created;
+    let (done, anon_create) = count(
+        &server,
+        log.create_logged(
+            &anon,
+            &record(None, HOUR),
+            None,
+            &event(created.clone(), &anon),
+        ),
+    )
+    .await;
+    assert_eq!(done.unwrap(), Admitted::Done { ended: Vec::new() });
+    let ada = record(Some("ada"), HOUR);
+    let (_, login_create) = count(
+        &server,
+        log.create_logged(&login, &ada, None, &event(created.clone(), &login)),
+    )
+    .await;
+    let (_, limited_create) = count(
+        &server,
+        log.create_logged(
+            &limited,
+            &ada,
+            Some(&limit),
+            &event(created.clone(), &limited),
+        ),
+    )
+    .await;
+    let logout = EventKind::Ended(EndReason::Logout);
+    let (deleted, logout_delete) = count(
+        &server,
+        log.delete_logged(&login, &event(logout.clone(), &login)),
+    )
+    .await;
+    assert!(deleted.unwrap());
+    let (nothing, missing_delete) = count(
+        &server,
+        log.delete_logged(&new_key(), &event(logout, &anon)),
+    )
+    .await;
+    assert!(!nothing.unwrap());
+    let (revoked, revoke_all) = count(
+        &server,
+        log.delete_user_logged("ada", None, EndReason::Revoked, Timestamp::now()),
+    )
+    .await;
+    assert_eq!(revoked.unwrap(), 1);
+    let (batch, read) = count(&server, log.read(&Position::start(), 100)).await;
+    let batch = batch.unwrap();
+    println!(
+        "logged commands: create {anon_create:?}, login {login_create:?}, login under the \
+         limit {limited_create:?}, logout {logout_delete:?}, delete of nothing \
+         {missing_delete:?}, revoke all {revoke_all:?}, read {read:?}"
+    );
+    assert_eq!(anon_create, ["evalsha"], "create");
+    assert_eq!(
+        login_create,
+        ["evalsha"],
+        "login: record, index and event in one script"
+    );
+    assert_eq!(limited_create, ["evalsha"], "login under the limit");
+    assert_eq!(logout_delete, ["evalsha", "srem"], "logout (as unlogged)");
+    assert_eq!(missing_delete, ["evalsha"], "a delete of nothing");
+    assert_eq!(revoke_all, ["evalsha"], "a user's revocation, one script");
+    assert_eq!(read, ["xinfo", "xrange"], "a read, one pipeline");
+    // warm x4 (created, created, logout, revoked), then anon, login, limited, logout of
+    // login, revoked limited: the delete of nothing logged nothing.
+    assert_eq!(batch.events.len(), 9, "{:?}", batch.events);
+    assert!(!batch.gap);
+
+    // With the log off, nothing writes (or names) the stream.
+    let plain = RedisStore::builder(server.url())
+        .prefix(unique_prefix("nolog"))
+        .build()
+        .await
+        .expect("open");
+    assert!(plain.event_log().is_none());
+    server.reset_stats();
+    let key = new_key();
+    plain
+        .create(&key, &record(Some("bob"), HOUR))
+        .await
+        .unwrap();
+    plain.delete(&key).await.unwrap();
+    plain.delete_user("bob", None).await.unwrap();
+    let stats = server.commandstats();
+    assert!(!stats.contains_key("xadd"), "{stats:?}");
+}
+
+/// What a logged write costs Redis against an unlogged one: `INFO commandstats` microseconds
+/// of the commands the client sent, per write (not a timed test; run by hand with
+/// `--ignored --nocapture`, numbers in BENCHMARKS.md).
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn measure_the_event_log_cost() {
+    use cloakroom_core::session::{EndReason, EventKind};
+    use cloakroom_core::store::{Limit, LimitPolicy};
+
+    const N: usize = 5000;
+    let server = RedisServer::start();
+    let usec = |server: &RedisServer| -> (u64, u64) {
+        let Ok(Resp::Bulk(Some(text))) = server.command(&["INFO", "commandstats"]) else {
+            panic!("INFO");
+        };
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let (mut calls, mut usec) = (0, 0);
+        for line in text.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            // The commands a client sends (a script's own commands are counted inside EVALSHA).
+            if !["evalsha", "restore", "srem", "smembers"].contains(&name) {
+                continue;
+            }
+            let field = |f: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(f))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            calls += field("calls=") as u64;
+            usec += field("usec=") as u64;
+        }
+        (calls, usec)
+    };
+    let limit = Limit {
+        max: 3,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    for logged in [false, true] {
+        let mut builder = RedisStore::builder(server.url()).prefix(unique_prefix("measure"));
+        if logged {
+            builder = builder.event_log(100_000);
+        }
+        let store = builder.build().await.expect("open");
+        let users: Vec<String> = (0..N).map(|i| format!("user{i}")).collect();
+        let keys: Vec<SessionKey> = (0..N).map(|_| new_key()).collect();
+        let extra: Vec<SessionKey> = (0..N).map(|_| new_key()).collect();
+        let mut rows = Vec::new();
+        // Anonymous creates, logins, logins under the limit, logouts, revocations.
+        for op in [
+            "create",
+            "login",
+            "login (limit 3)",
+            "logout",
+            "revoke all (1 session)",
+        ] {
+            server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+            for i in 0..N {
+                let ev = |kind: EventKind, key: &SessionKey| event(kind, key);
+                match op {
+                    "create" => {
+                        let key = new_key();
+                        let r = record(None, HOUR);
+                        match store.event_log() {
+                            Some(log) => drop(
+                                log.create_logged(&key, &r, None, &ev(EventKind::Created, &key))
+                                    .await
+                                    .unwrap(),
+                            ),
+                            None => drop(store.create(&key, &r).await.unwrap()),
+                        }
+                    }
+                    "login" => {
+                        let r = record(Some(&users[i]), HOUR);
+                        match store.event_log() {
+                            Some(log) => drop(
+                                log.create_logged(
+                                    &keys[i],
+                                    &r,
+                                    None,
+                                    &ev(EventKind::Created, &keys[i]),
+                                )
+                                .await
+                                .unwrap(),
+                            ),
+                            None => drop(store.create(&keys[i], &r).await.unwrap()),
+                        }
+                    }
+                    "login (limit 3)" => {
+                        let r = record(Some(&users[i]), HOUR);
+                        match store.event_log() {
+                            Some(log) => drop(
+                                log.create_logged(
+                                    &extra[i],
+                                    &r,
+                                    Some(&limit),
+                                    &ev(EventKind::Created, &extra[i]),
+                                )
+                                .await
+                                .unwrap(),
+                            ),
+                            None => {
+                                drop(store.create_limited(&extra[i], &r, &limit).await.unwrap())
+                            }
+                        }
+                    }
+                    "logout" => match store.event_log() {
+                        Some(log) => drop(
+                            log.delete_logged(
+                                &keys[i],
+                                &ev(EventKind::Ended(EndReason::Logout), &keys[i]),
+                            )
+                            .await
+                            .unwrap(),
+                        ),
+                        None => drop(store.delete(&keys[i]).await.unwrap()),
+                    },
+                    _ => match store.event_log() {
+                        Some(log) => drop(
+                            log.delete_user_logged(
+                                &users[i],
+                                None,
+                                EndReason::Revoked,
+                                Timestamp::now(),
+                            )
+                            .await
+                            .unwrap(),
+                        ),
+                        None => drop(store.delete_user(&users[i], None).await.unwrap()),
+                    },
+                }
+            }
+            let (calls, us) = usec(&server);
+            rows.push(format!(
+                "{op}: {:.2} commands/write, {:.2} usec/write",
+                calls as f64 / N as f64,
+                us as f64 / N as f64
+            ));
+        }
+        println!("logged={logged}\n  {}", rows.join("\n  "));
+    }
+}

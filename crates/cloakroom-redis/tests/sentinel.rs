@@ -42,6 +42,26 @@ mod through_sentinel {
     cloakroom_testkit::conformance_tests!(conformance_store(), purge = Purge::EngineExpires);
 }
 
+/// The event log through the sentinels (the same scripts as on one server).
+mod through_sentinel_logged {
+    use super::*;
+
+    async fn logged_store(cap: usize) -> Arc<dyn SessionStore> {
+        let store = RedisStore::builder(shared().url(0))
+            .prefix(unique_prefix("log"))
+            .event_log(cap)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("opening the sentinel store: {e}"));
+        Arc::new(store)
+    }
+
+    cloakroom_testkit::event_log_tests!(
+        logged_store,
+        expiry = cloakroom_testkit::ExpiryEvents::NotLogged
+    );
+}
+
 /// A password that needs percent-encoding in a URL, and its encoding.
 const SENTINEL_PASSWORD: (&str, &str) = ("s3nt:p@ss/w", "s3nt%3Ap%40ss%2Fw");
 
