@@ -337,8 +337,8 @@ struct Dropped {
     /// Whether any entry was ever removed (`entries-added` > `length`): the cap's trims
     /// (and any `XDEL`), all older than the first entry kept.
     any: bool,
-    /// The first entry kept (`recorded-first-entry-id`), or, for an empty stream, just past
-    /// the last one ever added (`last-generated-id`).
+    /// The first entry kept (`recorded-first-entry-id`), or, for an empty stream, the last
+    /// one ever added (`last-generated-id`): a reader before it missed events.
     first: (u64, u64),
 }
 
@@ -383,8 +383,8 @@ fn dropped(info: &Value) -> Result<Dropped> {
     };
     let (length, added) = (int("length")?, int("entries-added")?);
     let first = if length == 0 {
-        let (ms, seq) = id("last-generated-id")?;
-        (ms, seq.saturating_add(1))
+        // All gone: a reader that had the last one missed nothing.
+        id("last-generated-id")?
     } else {
         id("recorded-first-entry-id")?
     };

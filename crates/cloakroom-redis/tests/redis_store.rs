@@ -845,9 +845,56 @@ fn event(
     }
 }
 
+/// Loads the logged scripts (a cold script costs EVALSHA + SCRIPT LOAD + EVALSHA once):
+/// four events.
+async fn warm_logged_scripts(
+    log: &dyn cloakroom_core::store::EventLog,
+    limit: &cloakroom_core::store::Limit,
+) {
+    use cloakroom_core::session::{EndReason, EventKind};
+    let warm = new_key();
+    let warm_record = record(Some("warm"), HOUR);
+    log.create_logged(&warm, &warm_record, None, &event(EventKind::Created, &warm))
+        .await
+        .unwrap();
+    let warm2 = new_key();
+    let created = event(EventKind::Created, &warm2);
+    log.create_logged(&warm2, &warm_record, Some(limit), &created)
+        .await
+        .unwrap();
+    log.delete_logged(&warm, &event(EventKind::Ended(EndReason::Logout), &warm))
+        .await
+        .unwrap();
+    log.delete_user_logged("warm", None, EndReason::Revoked, Timestamp::now())
+        .await
+        .unwrap();
+}
+
+/// With the event log off (the default), nothing writes the stream.
+#[tokio::test]
+async fn without_the_event_log_nothing_is_logged() {
+    let server = RedisServer::start();
+    let plain = RedisStore::builder(server.url())
+        .prefix(unique_prefix("nolog"))
+        .build()
+        .await
+        .expect("open");
+    assert!(plain.event_log().is_none());
+    server.reset_stats();
+    let key = new_key();
+    plain
+        .create(&key, &record(Some("bob"), HOUR))
+        .await
+        .unwrap();
+    plain.delete(&key).await.unwrap();
+    plain.delete_user("bob", None).await.unwrap();
+    let stats = server.commandstats();
+    assert!(!stats.contains_key("xadd"), "{stats:?}");
+}
+
 /// With the event log on (`events=N`), each logged write is one script (the `XADD` inside
 /// it): a create, a login (record, index and event together), a login under the limit, a
-/// user's revocation; a logout keeps its `SREM`. With it off, nothing writes the stream.
+/// user's revocation; a logout keeps its `SREM`.
 #[tokio::test]
 async fn logged_writes_are_one_script_each() {
     use cloakroom_core::session::{EndReason, EventKind};
@@ -867,27 +914,7 @@ async fn logged_writes_are_one_script_each() {
         policy: LimitPolicy::EndLeastRecentlySeen,
         replacing: None,
     };
-    // Load the scripts first.
-    let warm = new_key();
-    let warm_record = record(Some("warm"), HOUR);
-    log.create_logged(&warm, &warm_record, None, &event(EventKind::Created, &warm))
-        .await
-        .unwrap();
-    let warm2 = new_key();
-    log.create_logged(
-        &warm2,
-        &warm_record,
-        Some(&limit),
-        &event(EventKind::Created, &warm2),
-    )
-    .await
-    .unwrap();
-    log.delete_logged(&warm, &event(EventKind::Ended(EndReason::Logout), &warm))
-        .await
-        .unwrap();
-    log.delete_user_logged("warm", None, EndReason::Revoked, Timestamp::now())
-        .await
-        .unwrap();
+    warm_logged_scripts(log, &limit).await;
 
     let (anon, login, limited) = (new_key(), new_key(), new_key());
     let created = EventKind::Created;
@@ -959,171 +986,178 @@ async fn logged_writes_are_one_script_each() {
     // login, revoked limited: the delete of nothing logged nothing.
     assert_eq!(batch.events.len(), 9, "{:?}", batch.events);
     assert!(!batch.gap);
-
-    // With the log off, nothing writes (or names) the stream.
-    let plain = RedisStore::builder(server.url())
-        .prefix(unique_prefix("nolog"))
-        .build()
-        .await
-        .expect("open");
-    assert!(plain.event_log().is_none());
-    server.reset_stats();
-    let key = new_key();
-    plain
-        .create(&key, &record(Some("bob"), HOUR))
-        .await
-        .unwrap();
-    plain.delete(&key).await.unwrap();
-    plain.delete_user("bob", None).await.unwrap();
-    let stats = server.commandstats();
-    assert!(!stats.contains_key("xadd"), "{stats:?}");
 }
 
-/// What a logged write costs Redis against an unlogged one: `INFO commandstats` microseconds
-/// of the commands the client sent, per write (not a timed test; run by hand with
-/// `--ignored --nocapture`, numbers in BENCHMARKS.md).
+/// The commands clients sent since `reset_stats` (the slow log), by name.
+fn sent_commands(server: &RedisServer) -> Vec<String> {
+    let Ok(Resp::Array(Some(log))) = server.command(&["SLOWLOG", "GET", "1000000"]) else {
+        panic!("SLOWLOG GET");
+    };
+    let mut names = Vec::new();
+    for entry in &log {
+        let Resp::Array(Some(fields)) = entry else {
+            continue;
+        };
+        let name = match fields.get(3) {
+            Some(Resp::Array(Some(args))) => args
+                .first()
+                .and_then(Resp::as_str)
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            _ => continue,
+        };
+        let addr = fields.get(4).and_then(Resp::as_str).unwrap_or("");
+        // A script's own commands have no client address; the statistics are ours.
+        let own = ["info", "config", "slowlog"].contains(&name.as_str());
+        if !(addr.is_empty() || addr.starts_with('?') || own) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// `INFO commandstats` microseconds of the commands named `names`.
+fn commandstats_usec(server: &RedisServer, names: &[String]) -> f64 {
+    let Ok(Resp::Bulk(Some(text))) = server.command(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats");
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            names.iter().any(|n| n == name).then_some(())?;
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix("usec="))?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// One write of the measurement: `op` for `user` (whose login is `key`, whose second login
+/// under the limit is `extra`), logged when the store keeps a log.
+async fn measured_write(
+    store: &RedisStore,
+    op: &str,
+    user: &str,
+    (key, extra): (&SessionKey, &SessionKey),
+    limit: &cloakroom_core::store::Limit,
+) {
+    use cloakroom_core::session::{EndReason, EventKind};
+    let created = |key: &SessionKey| event(EventKind::Created, key);
+    let log = store.event_log();
+    match (op, log) {
+        ("create", Some(log)) => {
+            let key = new_key();
+            let r = record(None, HOUR);
+            log.create_logged(&key, &r, None, &created(&key))
+                .await
+                .map(drop)
+        }
+        ("create", None) => store
+            .create(&new_key(), &record(None, HOUR))
+            .await
+            .map(drop),
+        ("login", Some(log)) => {
+            let r = record(Some(user), HOUR);
+            log.create_logged(key, &r, None, &created(key))
+                .await
+                .map(drop)
+        }
+        ("login", None) => store.create(key, &record(Some(user), HOUR)).await.map(drop),
+        ("login (limit 3)", Some(log)) => {
+            let r = record(Some(user), HOUR);
+            log.create_logged(extra, &r, Some(limit), &created(extra))
+                .await
+                .map(drop)
+        }
+        ("login (limit 3)", None) => {
+            let r = record(Some(user), HOUR);
+            store.create_limited(extra, &r, limit).await.map(drop)
+        }
+        ("logout", Some(log)) => {
+            let logout = event(EventKind::Ended(EndReason::Logout), key);
+            log.delete_logged(key, &logout).await.map(drop)
+        }
+        ("logout", None) => store.delete(key).await.map(drop),
+        (_, Some(log)) => {
+            let now = Timestamp::now();
+            log.delete_user_logged(user, None, EndReason::Revoked, now)
+                .await
+                .map(drop)
+        }
+        (_, None) => store.delete_user(user, None).await.map(drop),
+    }
+    .unwrap();
+}
+
+/// What a logged write costs Redis against an unlogged one: the commands the client sent
+/// per write (a first round, counted from the slow log), then in a second round with the
+/// slow log off, the microseconds Redis spent on those commands (`INFO commandstats`
+/// `usec` of the commands the client sends: a script's covers the commands it runs) and
+/// the client's wall-clock time, per write. Not a timed test; run by hand with `--ignored
+/// --nocapture`, numbers in BENCHMARKS.md.
 #[tokio::test]
 #[ignore = "a measurement, run by hand"]
 async fn measure_the_event_log_cost() {
-    use cloakroom_core::session::{EndReason, EventKind};
     use cloakroom_core::store::{Limit, LimitPolicy};
 
-    const N: usize = 5000;
+    const N: usize = 2000;
+    const OPS: [&str; 5] = [
+        "create",
+        "login",
+        "login (limit 3)",
+        "logout",
+        "revoke all (1 session)",
+    ];
     let server = RedisServer::start();
-    let usec = |server: &RedisServer| -> (u64, u64) {
-        let Ok(Resp::Bulk(Some(text))) = server.command(&["INFO", "commandstats"]) else {
-            panic!("INFO");
-        };
-        let text = String::from_utf8_lossy(&text).into_owned();
-        let (mut calls, mut usec) = (0, 0);
-        for line in text.lines() {
-            let Some((name, rest)) = line
-                .strip_prefix("cmdstat_")
-                .and_then(|l| l.split_once(':'))
-            else {
-                continue;
-            };
-            // The commands a client sends (a script's own commands are counted inside EVALSHA).
-            if !["evalsha", "restore", "srem", "smembers"].contains(&name) {
-                continue;
-            }
-            let field = |f: &str| {
-                rest.split(',')
-                    .find_map(|kv| kv.strip_prefix(f))
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            calls += field("calls=") as u64;
-            usec += field("usec=") as u64;
-        }
-        (calls, usec)
-    };
     let limit = Limit {
         max: 3,
         policy: LimitPolicy::EndLeastRecentlySeen,
         replacing: None,
     };
-    for logged in [false, true] {
+    let mut counted = std::collections::HashMap::new();
+    for (timed, logged) in [(false, false), (false, true), (true, false), (true, true)] {
         let mut builder = RedisStore::builder(server.url()).prefix(unique_prefix("measure"));
         if logged {
             builder = builder.event_log(100_000);
         }
         let store = builder.build().await.expect("open");
         let users: Vec<String> = (0..N).map(|i| format!("user{i}")).collect();
-        let keys: Vec<SessionKey> = (0..N).map(|_| new_key()).collect();
-        let extra: Vec<SessionKey> = (0..N).map(|_| new_key()).collect();
+        let keys: Vec<(SessionKey, SessionKey)> = (0..N).map(|_| (new_key(), new_key())).collect();
         let mut rows = Vec::new();
-        // Anonymous creates, logins, logins under the limit, logouts, revocations.
-        for op in [
-            "create",
-            "login",
-            "login (limit 3)",
-            "logout",
-            "revoke all (1 session)",
-        ] {
-            server.command(&["CONFIG", "RESETSTAT"]).unwrap();
-            for i in 0..N {
-                let ev = |kind: EventKind, key: &SessionKey| event(kind, key);
-                match op {
-                    "create" => {
-                        let key = new_key();
-                        let r = record(None, HOUR);
-                        match store.event_log() {
-                            Some(log) => drop(
-                                log.create_logged(&key, &r, None, &ev(EventKind::Created, &key))
-                                    .await
-                                    .unwrap(),
-                            ),
-                            None => drop(store.create(&key, &r).await.unwrap()),
-                        }
-                    }
-                    "login" => {
-                        let r = record(Some(&users[i]), HOUR);
-                        match store.event_log() {
-                            Some(log) => drop(
-                                log.create_logged(
-                                    &keys[i],
-                                    &r,
-                                    None,
-                                    &ev(EventKind::Created, &keys[i]),
-                                )
-                                .await
-                                .unwrap(),
-                            ),
-                            None => drop(store.create(&keys[i], &r).await.unwrap()),
-                        }
-                    }
-                    "login (limit 3)" => {
-                        let r = record(Some(&users[i]), HOUR);
-                        match store.event_log() {
-                            Some(log) => drop(
-                                log.create_logged(
-                                    &extra[i],
-                                    &r,
-                                    Some(&limit),
-                                    &ev(EventKind::Created, &extra[i]),
-                                )
-                                .await
-                                .unwrap(),
-                            ),
-                            None => {
-                                drop(store.create_limited(&extra[i], &r, &limit).await.unwrap())
-                            }
-                        }
-                    }
-                    "logout" => match store.event_log() {
-                        Some(log) => drop(
-                            log.delete_logged(
-                                &keys[i],
-                                &ev(EventKind::Ended(EndReason::Logout), &keys[i]),
-                            )
-                            .await
-                            .unwrap(),
-                        ),
-                        None => drop(store.delete(&keys[i]).await.unwrap()),
-                    },
-                    _ => match store.event_log() {
-                        Some(log) => drop(
-                            log.delete_user_logged(
-                                &users[i],
-                                None,
-                                EndReason::Revoked,
-                                Timestamp::now(),
-                            )
-                            .await
-                            .unwrap(),
-                        ),
-                        None => drop(store.delete_user(&users[i], None).await.unwrap()),
-                    },
-                }
+        for op in OPS {
+            server.reset_stats();
+            if timed {
+                let off = ["CONFIG", "SET", "slowlog-log-slower-than", "-1"];
+                server.command(&off).unwrap();
             }
-            let (calls, us) = usec(&server);
+            let started = Instant::now();
+            for (user, (key, extra)) in users.iter().zip(&keys) {
+                measured_write(&store, op, user, (key, extra), &limit).await;
+            }
+            let wall = started.elapsed();
+            if !timed {
+                counted.insert((logged, op), sent_commands(&server));
+                continue;
+            }
+            let names = &counted[&(logged, op)];
+            let mut distinct = names.clone();
+            distinct.sort();
+            distinct.dedup();
+            let xadds = server.commandstats().get("xadd").copied().unwrap_or(0);
+            let xadd = commandstats_usec(&server, &["xadd".to_owned()]) / (xadds.max(1) as f64);
             rows.push(format!(
-                "{op}: {:.2} commands/write, {:.2} usec/write",
-                calls as f64 / N as f64,
-                us as f64 / N as f64
+                "{op}: {:.2} commands/write ({}), Redis {:.1} usec/write, client {:.1} \
+                 usec/write; {xadds} XADD at {xadd:.1} usec each",
+                names.len() as f64 / N as f64,
+                distinct.join(" "),
+                commandstats_usec(&server, &distinct) / N as f64,
+                wall.as_secs_f64() * 1e6 / N as f64,
             ));
         }
-        println!("logged={logged}\n  {}", rows.join("\n  "));
+        if timed {
+            println!("logged={logged}\n  {}", rows.join("\n  "));
+        }
     }
 }
