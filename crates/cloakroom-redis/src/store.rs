@@ -256,8 +256,8 @@ impl SessionStore for RedisStore {
     }
 
     /// The event log when the store keeps one (`?events=N`,
-    /// [`RedisStoreBuilder::event_log`](crate::RedisStoreBuilder::event_log)); see
-    /// [`crate::events`].
+    /// [`RedisStoreBuilder::event_log`](crate::RedisStoreBuilder::event_log)); see the
+    /// [crate docs](crate#event-log).
     fn event_log(&self) -> Option<&dyn EventLog> {
         self.inner.log.as_ref().map(|_| self as &dyn EventLog)
     }
