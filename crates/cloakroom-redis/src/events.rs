@@ -16,6 +16,11 @@
 //! | revoke a user's sessions | `SMEMBERS`, one script per session, `SREM` | [`DELETE_USER_LOGGED`]: all in one script, one `XADD` per live session deleted |
 //!
 //! A change that does not happen (a collision, a refusal, nothing to delete) appends nothing.
+//! Redis does not roll a script back when a command in it fails, so each `XADD` runs right
+//! before the write it describes, after every read that decides it (and could fail on a key
+//! of the wrong type): an `XADD` that fails (a stream key holding something else, a revoked
+//! permission, out of memory: the first write of a script is refused then) leaves its change
+//! undone, and the writes after it cannot fail that way.
 //! The positions are the stream's entry ids (`1700000000000-0`), in commit order.
 //!
 //! **Reading** ([`EventLog::read`]): one pipeline of `XINFO STREAM` and `XRANGE <stream>
@@ -183,7 +188,8 @@ end
 /// set; `ARGV` = the cap, the event's time, kind, the new handle, the previous handle (or
 /// `''`), the user (or `''`), then the create script's arguments (now, expires at, the
 /// field/value pairs). Returns `{0, 0}` when a live record holds the key (nothing written
-/// or logged), else `{1, size of the index}` (0 without one).
+/// or logged), else `{1, size of the index}` (0 without one). The index is read (`SCARD`)
+/// before the `XADD`, so a key of the wrong type fails before anything is written.
 pub(crate) static CREATE_LOGGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{BATCH}{LOG}
@@ -193,18 +199,17 @@ if redis.call('EXISTS', k) == 1 then
   if not e or tonumber(e) > tonumber(ARGV[7]) then return {{0, 0}} end
   redis.call('DEL', k)
 end
+local size = 0
+if KEYS[3] then size = redis.call('SCARD', KEYS[3]) end
+log(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 if #ARGV < 1000 then
   redis.call('HSET', k, unpack(ARGV, 9))
 else
   batch('HSET', k, 9, #ARGV)
 end
 redis.call('PEXPIREAT', k, ARGV[8])
-log(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
-if KEYS[3] then
-  redis.call('SADD', KEYS[3], ARGV[4])
-  return {{1, redis.call('SCARD', KEYS[3])}}
-end
-return {{1, 0}}
+if KEYS[3] then size = size + redis.call('SADD', KEYS[3], ARGV[4]) end
+return {{1, size}}
 ",
         BATCH = scripts::BATCH,
     ))
@@ -217,13 +222,13 @@ pub(crate) static DELETE_LOGGED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LOG}
 local m = redis.call('HMGET', KEYS[1], 'e', 'u')
-if redis.call('UNLINK', KEYS[1]) == 0 then return {{0, 0, ''}} end
 local e, u = m[1], m[2]
 local live = 0
 if e and tonumber(e) > tonumber(ARGV[1]) then
   live = 1
   log(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '', u)
 end
+if redis.call('UNLINK', KEYS[1]) == 0 then return {{0, 0, ''}} end
 if u then return {{live, 1, u}} end
 return {{live, 0, ''}}
 "
@@ -248,11 +253,11 @@ for _, m in ipairs(redis.call('SMEMBERS', idx)) do
       local sk = sp .. raw
       local f = redis.call('HMGET', sk, 'e', 'u')
       if f[2] == user then
-        redis.call('UNLINK', sk)
         if f[1] and tonumber(f[1]) > now then
           log(KEYS[2], ARGV[5], ARGV[6], ARGV[7], m, '', user)
           deleted[#deleted + 1] = m
         end
+        redis.call('UNLINK', sk)
       end
     end
     redis.call('SREM', idx, m)
@@ -288,9 +293,9 @@ fn limited_logged_source() -> String {
     let text = once(&text, crate::limit::DECODE, DECODE_FAST);
     let text = once(
         &text,
-        "    ended[#ended + 1] = s[1]\n",
+        "    local s = live[i]\n",
         &format!(
-            "    ended[#ended + 1] = s[1]\n    log(KEYS[3], ARGV[9], ARGV[10], '{limit}', s[1], '', user)\n"
+            "    local s = live[i]\n    log(KEYS[3], ARGV[9], ARGV[10], '{limit}', s[1], '', user)\n"
         ),
     );
     let text = once(&text, "unpack(ARGV, 9)", "unpack(ARGV, 13)");
@@ -301,8 +306,8 @@ fn limited_logged_source() -> String {
     );
     let text = once(
         &text,
-        "redis.call('SADD', idx, handle)\nreturn ended\n",
-        "redis.call('SADD', idx, handle)\nlog(KEYS[3], ARGV[9], ARGV[10], ARGV[11], handle, ARGV[12], user)\nreturn ended\n",
+        "end\nif #ARGV < 1000 then\n",
+        "end\nlog(KEYS[3], ARGV[9], ARGV[10], ARGV[11], handle, ARGV[12], user)\nif #ARGV < 1000 then\n",
     );
     format!("{LOG}{text}")
 }

@@ -1161,3 +1161,137 @@ async fn measure_the_event_log_cost() {
         }
     }
 }
+
+/// Redis does not roll a script back when a command in it fails: each `XADD` runs before the
+/// write it describes, so a log that cannot be written (here its key holds a string) leaves
+/// the change undone: no session without its event.
+#[tokio::test]
+async fn a_failed_xadd_leaves_the_change_undone() {
+    use cloakroom_core::session::{EndReason, EventKind};
+    use cloakroom_core::store::{Limit, LimitPolicy};
+
+    let server = RedisServer::start();
+    let prefix = unique_prefix("clobbered");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .event_log(1000)
+        .build()
+        .await
+        .expect("open");
+    let log = store.event_log().expect("a log");
+    let (live, anon, login, limited) = (new_key(), new_key(), new_key(), new_key());
+    let ada = record(Some("ada"), HOUR);
+    let created = |key: &SessionKey| event(EventKind::Created, key);
+    log.create_logged(&live, &ada, None, &created(&live))
+        .await
+        .unwrap();
+    let stream = format!("{prefix}events");
+    server.command(&["DEL", &stream]).unwrap();
+    server.command(&["SET", &stream, "not a stream"]).unwrap();
+
+    let anon_record = record(None, HOUR);
+    let made = created(&anon);
+    let err = log.create_logged(&anon, &anon_record, None, &made);
+    assert!(err.await.is_err(), "an anonymous create");
+    assert!(
+        log.create_logged(&login, &ada, None, &created(&login))
+            .await
+            .is_err()
+    );
+    let limit = Limit {
+        max: 1,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    let made = created(&limited);
+    let err = log.create_logged(&limited, &ada, Some(&limit), &made);
+    assert!(err.await.is_err(), "a login under the limit");
+    let logout = event(EventKind::Ended(EndReason::Logout), &live);
+    assert!(log.delete_logged(&live, &logout).await.is_err());
+    let revoke = log.delete_user_logged("ada", None, EndReason::Revoked, Timestamp::now());
+    assert!(revoke.await.is_err());
+
+    for key in [&anon, &login, &limited] {
+        assert!(store.load(key).await.unwrap().is_none(), "not created");
+    }
+    let kept = store.load(&live).await.unwrap();
+    assert!(
+        kept.is_some_and(|r| r.data.get("name").is_some()),
+        "not ended"
+    );
+    let infos = store.sessions_of("ada").await.unwrap();
+    assert_eq!(infos.len(), 1, "only the first login is a session of ada");
+}
+
+/// A follower's `read_wait` blocks in `XREAD BLOCK` on a connection of its own: it wakes as
+/// soon as an event is appended (not at the end of its wait), the store's other commands are
+/// not held up meanwhile, and with nothing appended it returns empty after its wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_wakes_when_an_event_is_appended() {
+    use cloakroom_core::session::EventKind;
+    use cloakroom_core::store::Position;
+
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix("follow"))
+        .event_log(1000)
+        .build()
+        .await
+        .expect("open");
+    let log = store.event_log().expect("a log");
+
+    // Nothing logged: an empty batch after the wait, at the same position.
+    let started = Instant::now();
+    let batch = log
+        .read_wait(&Position::start(), 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(batch.events.is_empty() && !batch.gap);
+    assert_eq!(batch.next, Position::start());
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
+
+    let follower = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let log = store.event_log().expect("a log");
+            let batch = log
+                .read_wait(&Position::start(), 10, Duration::from_secs(20))
+                .await
+                .unwrap();
+            (batch, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The shared connection is not stalled by the block.
+    let key = new_key();
+    let during = Instant::now();
+    store.load(&key).await.unwrap();
+    assert!(
+        during.elapsed() < Duration::from_secs(1),
+        "a load during a block"
+    );
+    let created = event(EventKind::Created, &key);
+    log.create_logged(&key, &record(Some("ada"), HOUR), None, &created)
+        .await
+        .unwrap();
+    let (batch, waited) = follower.await.unwrap();
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].event.session, key);
+    assert!(
+        waited < Duration::from_secs(5),
+        "woke when the event came, not after the wait: {waited:?}"
+    );
+    // From that position: nothing more.
+    let after = log
+        .read_wait(&batch.next, 10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(after.events.is_empty() && !after.gap);
+    // A position that is no stream id is a configuration error.
+    let err = log
+        .read(&Position::new("yesterday"), 10)
+        .await
+        .expect_err("not a stream id");
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
