@@ -94,9 +94,14 @@ mod standalone_logged {
     );
 }
 
-/// The event log with the near-cache on.
+/// The event log with the near-cache on: the whole suite and the event log's checks.
 mod standalone_logged_cached {
     use super::*;
+
+    cloakroom_testkit::conformance_tests!(
+        logged_store(100_000, true),
+        purge = Purge::EngineExpires
+    );
 
     cloakroom_testkit::event_log_tests!(
         |cap| logged_store(cap, true),
