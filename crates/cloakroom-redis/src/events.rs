@@ -20,8 +20,8 @@
 //! before the write it describes, after every read that decides it (and could fail on a key
 //! of the wrong type): an `XADD` that fails (a stream key holding something else, a revoked
 //! permission, out of memory: the first write of a script is refused then) leaves its change
-//! undone, and the writes after it cannot fail that way.
-//! The positions are the stream's entry ids (`1700000000000-0`), in commit order.
+//! undone, and the writes after it cannot fail that way. The positions are the stream's
+//! entry ids (`1700000000000-0`), in commit order.
 //!
 //! **Reading** ([`EventLog::read`]): one pipeline of `XINFO STREAM` and `XRANGE <stream>
 //! (<after> + COUNT <max>`. The gap comes from `XINFO STREAM` (Redis 7.0 or later): when
@@ -30,9 +30,12 @@
 //! `max-deleted-entry-id` (an operator's `XDEL`). Redis 7.0 does not record which ids the
 //! cap trimmed (`max-deleted-entry-id` counts `XDEL` only), so a reader whose last event
 //! was itself the newest one trimmed is told of a gap it did not suffer: a gap is never
-//! missed, and rarely reported needlessly. **Following** ([`EventLog::read_wait`]): `XREAD BLOCK` on a connection of its
-//! own (a block would stall the shared multiplexed one), so a follower wakes as soon as an
-//! event is appended.
+//! missed, and rarely reported needlessly.
+//!
+//! **Following** ([`EventLog::read_wait`]): `XREAD BLOCK` on a connection of its own (a
+//! block would stall the shared multiplexed one), so a follower wakes as soon as an event
+//! is appended; idle ones are kept for the next wait, and dropped when one slept through
+//! events (as on a server that is no longer the master after a failover).
 //!
 //! **Expiry is not logged**: Redis expires session keys by itself (`PEXPIREAT`) and tells
 //! nothing reliable when it does (keyspace notifications are lossy), so the log has no
