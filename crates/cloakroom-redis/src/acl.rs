@@ -41,12 +41,14 @@ return redis.REDIS_VERSION_NUM
 });
 
 /// What the store runs besides `EVALSHA`, on keys under `prefix`: its own commands and
-/// those of its scripts (see [`crate::scripts`]); `WAIT` with `?wait=N`. `RESTORE`, `MULTI`
+/// those of its scripts (see [`crate::scripts`]); `WAIT` with `?wait=N`; the stream
+/// commands with an event log (`?events=N`, [`crate::events`]). `RESTORE`, `MULTI`
 /// and `EXEC` are left out (refused, the scripts do their work), as are `SCAN` and
 /// `CLUSTER` (admin listings only).
-fn needs(prefix: &str, wait: bool) -> Vec<Vec<String>> {
+fn needs(prefix: &str, wait: bool, log: bool) -> Vec<Vec<String>> {
     let s = format!("{prefix}s:acl-check");
     let u = format!("{prefix}u:acl-check");
+    let events = format!("{prefix}events");
     let mut needs: Vec<Vec<&str>> = vec![
         vec!["SCRIPT", "LOAD", "return 1"],
         vec!["HGETALL", &s],
@@ -66,6 +68,14 @@ fn needs(prefix: &str, wait: bool) -> Vec<Vec<String>> {
     if wait {
         needs.push(vec!["WAIT", "1", "0"]);
     }
+    if log {
+        needs.extend([
+            vec!["XADD", &events, "MAXLEN", "~", "1", "*", "f", "v"],
+            vec!["XRANGE", &events, "-", "+"],
+            vec!["XINFO", "STREAM", &events],
+            vec!["XREAD", "STREAMS", &events, "0-0"],
+        ]);
+    }
     needs
         .into_iter()
         .map(|c| c.into_iter().map(str::to_owned).collect())
@@ -79,7 +89,7 @@ impl RedisStore {
     pub(crate) async fn check_permissions(&self) -> Result<bool> {
         let inner = &self.inner;
         let key = format!("{}s:acl-check", inner.prefix);
-        let needs = needs(&inner.prefix, inner.wait > 0);
+        let needs = needs(&inner.prefix, inner.wait > 0, inner.log.is_some());
         let conn = self.conn();
         let reply = bounded(inner.timeout, "permission check", || {
             let mut conn = conn.clone();

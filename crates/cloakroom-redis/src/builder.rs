@@ -8,6 +8,7 @@ use std::time::Duration;
 use cloakroom_core::store::{Error, ErrorKind, Result};
 
 use crate::conn::{Conn, bounded};
+use crate::connection::Master;
 use crate::near::NearCache;
 use crate::scan::glob_escape;
 use crate::store::{Inner, RedisStore};
@@ -74,11 +75,26 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Keeps a durable event log of about the newest `max_events` lifecycle events (default:
+    /// none; URL option `events=N`): a Redis Stream at `<prefix>events`, appended to by
+    /// `XADD .. MAXLEN ~ max_events` in the same script as each session created, rotated or
+    /// ended through the engine, and read through
+    /// [`SessionStore::event_log`](cloakroom_core::store::SessionStore::event_log).
+    /// `MAXLEN ~` trims in whole stream nodes, so the stream may hold somewhat more than
+    /// `max_events`; a reader behind what was trimmed is told so (a gap). Expiry is not
+    /// logged (Redis expires keys by itself). Needs Redis 7.0 or later and one master (one
+    /// server or Sentinel): a Cluster is refused at open. `0` turns it off.
+    pub fn event_log(mut self, max_events: usize) -> Self {
+        self.options.events = Some(max_events);
+        self
+    }
+
     /// Connects and returns the store.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] for a bad URL or option, or a Redis user whose ACL does not
-    /// allow the store's commands on keys under its prefix; [`ErrorKind::Unavailable`] when
+    /// [`ErrorKind::Config`] for a bad URL or option, a Redis user whose ACL does not
+    /// allow the store's commands on keys under its prefix, or an event log on a Cluster or
+    /// on a server before Redis 7; [`ErrorKind::Unavailable`] when
     /// Redis cannot be reached within the command timeout.
     pub async fn build(self) -> Result<RedisStore> {
         let mut url = RedisUrl::parse(&self.url)?;
@@ -89,6 +105,7 @@ impl RedisStoreBuilder {
             wait,
             cache,
             cache_max_stale,
+            events,
         } = self.options.resolve(&url.options, 1)?;
         let cluster = matches!(url.endpoint, Endpoint::Cluster(_));
         if cache > 0 {
@@ -103,6 +120,17 @@ impl RedisStoreBuilder {
             let message = "wait=N needs one master (redis://, redis+sentinel://), not a Cluster";
             return Err(Error::new(ErrorKind::Config, message));
         }
+        if cluster && events > 0 {
+            return Err(crate::events::no_cluster());
+        }
+        let log = match events {
+            0 => None,
+            cap => Some(crate::events::Log::new(
+                &prefix,
+                cap,
+                Master::build(&url, timeout, &url.shown)?,
+            )),
+        };
         let near = (cache > 0)
             .then(|| Arc::new(NearCache::new(cache, connections, &prefix, cache_max_stale)));
         let conns = Conn::open_all(&url, timeout, connections, near.as_ref()).await?;
@@ -120,9 +148,13 @@ impl RedisStoreBuilder {
                 near,
                 restore_refused: AtomicBool::new(false),
                 transactions: AtomicBool::new(false),
+                log,
             }),
         };
         let redis7 = store.check_permissions().await?;
+        if store.inner.log.is_some() && !redis7 {
+            return Err(crate::events::needs_redis7(&store.inner.shown_url));
+        }
         store.inner.transactions.store(redis7, Ordering::Relaxed);
         if let Some(near) = &store.inner.near {
             // The dataset marker's first check, before anything is cached (a user not

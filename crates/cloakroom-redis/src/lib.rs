@@ -86,6 +86,7 @@
 //! | `protocol=resp3` | speak RESP3 (default RESP2); `db`, `user`, `pass` for Unix sockets |
 //! | `cache=N` | keep up to N records in process memory ([near-cache](#near-cache)), default 0 |
 //! | `cache_max_stale_ms=1000` | the near-cache's staleness bound W |
+//! | `events=N` | keep a durable [event log](#event-log) of about the newest N events, default off |
 //! | `sentinel_password=P` | Sentinel URLs only: the sentinels' own password (`requirepass`) |
 //! | `sentinel_username=U` | Sentinel URLs only: the sentinels' ACL user (with `sentinel_password`) |
 //!
@@ -158,6 +159,35 @@
 //! error at open); providers that disable `CLIENT TRACKING` are refused at open with a
 //! message saying so. Counters: [`RedisStore::near_cache_stats`].
 //!
+//! # Event log
+//!
+//! `events=N` (or [`RedisStoreBuilder::event_log`]) keeps the durable lifecycle log of
+//! [`EventLog`](cloakroom_core::store::EventLog): a Redis Stream at `<prefix>events`. Every
+//! session the engine creates, rotates or ends (logout, revocation, the limit) is appended
+//! by `XADD <prefix>events MAXLEN ~ N * at .. kind .. session .. [previous ..] [user ..]`
+//! **inside the same Lua script as the change**, so Redis runs both or neither: no
+//! committed change lacks its event, no event exists for a change that did not happen
+//! (a collision, a refusal, nothing to delete). A login then costs one script (the record,
+//! the user index and the event) instead of `RESTORE` and the index script; a logout or a
+//! revocation of one session, one script as before, with one `XADD` inside; revoking all of
+//! a user's sessions, one script in all (one `XADD` per session ended). Positions are stream
+//! ids (`1700000000000-0`); a read is one pipeline (`XINFO STREAM`, `XRANGE`), and a
+//! follower blocks in `XREAD BLOCK` on a connection of its own. `MAXLEN ~` trims whole
+//! stream nodes, so the stream may keep somewhat more than N; a reader behind what was
+//! trimmed is told so (a gap, from `XINFO STREAM`: `entries-added` against `length`, and
+//! the first entry kept; a reader whose last event was itself the newest one trimmed may be
+//! told of a gap it did not suffer, never the other way round).
+//!
+//! What it does **not** record: **expiry**. Redis expires session keys by itself and says
+//! nothing reliable when it does, so a session that ends by expiry has its `created` or
+//! `rotated` event and no end event. Also unlogged, as on every store: data writes and
+//! touches, and the deletion of a rotated-away record (its successor's `rotated` event
+//! names it). The log is as durable as the rest of the data (Redis persistence and
+//! replication; `?wait=N` covers the scripts that write it). Needs Redis 7.0 or later and
+//! one master (one server, or Sentinel): a Cluster store with a log is refused at open
+//! (the session, its user's index and the stream are in different slots, so no script can
+//! write them together, and an `XADD` on the side would break the guarantee).
+//!
 
 mod acl;
 mod builder;
@@ -165,6 +195,7 @@ mod cached;
 mod codec;
 mod conn;
 pub mod connection;
+mod events;
 mod index;
 mod limit;
 mod near;

@@ -37,7 +37,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use cloakroom_core::session::{SessionKey, Timestamp};
+use cloakroom_core::session::{Event, SessionKey, Timestamp};
 use cloakroom_core::store::{
     Admitted, ENDED_BY_LIMIT, ENDED_FIELD, Error, ErrorKind, Limit, LimitPolicy, Record, Result,
     admission,
@@ -46,6 +46,7 @@ use redis::{Script, Value};
 
 use crate::codec::{self, reply};
 use crate::conn::bounded;
+use crate::events::Log;
 use crate::scripts;
 use crate::store::RedisStore;
 
@@ -55,7 +56,7 @@ const ATTEMPTS: usize = 64;
 
 /// Base64url decoding in Lua (a member of an index set is a session handle; the session's
 /// Redis key holds the 32 raw bytes).
-const DECODE: &str = r"
+pub(crate) const DECODE: &str = r"
 local B64 = {}
 local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 for i = 1, 64 do B64[alphabet:byte(i)] = i - 1 end
@@ -83,8 +84,12 @@ end
 /// new handle, the prefix of session keys (`<prefix>s:`), the user, then the create
 /// script's arguments (now, expires at, the field/value pairs). Returns `{0}` for a
 /// collision, `{2}` when refused, `{1, ended handles...}` when written.
-pub(crate) static LIMITED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+pub(crate) static LIMITED: LazyLock<Script> = LazyLock::new(|| Script::new(&limited_source()));
+
+/// The text of [`LIMITED`] (also the base of the event log's variant,
+/// [`crate::events::LIMITED_LOGGED`]).
+pub(crate) fn limited_source() -> String {
+    format!(
         "{BATCH}{DECODE}
 local idx, k = KEYS[1], KEYS[2]
 local max, refuse, repl, handle, sp, user = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -134,8 +139,8 @@ redis.call('SADD', idx, handle)
 return ended
 ",
         BATCH = scripts::BATCH,
-    ))
-});
+    )
+}
 
 /// Cluster, step 4: `KEYS[1]` = the user's index set; `ARGV` = the new handle, the number
 /// of members observed (`n`), those members, then the members to remove. Returns 1 (and
@@ -176,18 +181,20 @@ return 1
 
 impl RedisStore {
     /// [`SessionStore::create_limited`](cloakroom_core::store::SessionStore::create_limited)
-    /// for a record of `user`.
+    /// for a record of `user`; with `logged` (the store's event log and the new session's
+    /// event), the events are written by the same script ([`crate::events`]).
     pub(crate) async fn create_limited_for(
         &self,
         user: &str,
         key: &SessionKey,
         record: &Record,
         limit: &Limit,
+        logged: Option<(&Log, &Event)>,
     ) -> Result<Admitted> {
-        let outcome = if self.inner.cluster {
-            self.admit_on_cluster(user, key, record, limit).await
-        } else {
-            self.admit_by_script(user, key, record, limit).await
+        let outcome = match (self.inner.cluster, logged) {
+            (true, None) => self.admit_on_cluster(user, key, record, limit).await,
+            (true, Some(_)) => Err(crate::events::no_cluster()),
+            (false, logged) => self.admit_by_script(user, key, record, limit, logged).await,
         };
         if let (Ok(Admitted::Done { ended }), Some(near)) = (&outcome, &self.inner.near) {
             for k in ended {
@@ -197,13 +204,15 @@ impl RedisStore {
         outcome
     }
 
-    /// Standalone (and Sentinel): the one script [`LIMITED`].
+    /// Standalone (and Sentinel): the one script [`LIMITED`] (or, with `logged`,
+    /// [`LIMITED_LOGGED`](crate::events::LIMITED_LOGGED)).
     async fn admit_by_script(
         &self,
         user: &str,
         key: &SessionKey,
         record: &Record,
         limit: &Limit,
+        logged: Option<(&Log, &Event)>,
     ) -> Result<Admitted> {
         let (ukey, skey) = (self.user_key(user), self.session_key(key));
         let mut args = vec![
@@ -222,12 +231,24 @@ impl RedisStore {
             user.as_bytes().to_vec(),
         ];
         args.extend(codec::create_args(record, Timestamp::now()));
+        let (script, stream) = match logged {
+            // The log's arguments go after the create's times (ARGV[9..=12]).
+            Some((log, event)) => {
+                let at = args.len().min(8);
+                args.splice(at..at, log.limited_args(event));
+                (&*crate::events::LIMITED_LOGGED, Some(log.key()))
+            }
+            None => (&*LIMITED, None),
+        };
         let conn = self.conn_for(&skey);
         let (wait, timeout) = (self.inner.wait, self.inner.timeout);
         let replied = bounded(timeout, "create (limited)", || {
             let mut conn = conn.clone();
-            let mut invocation = LIMITED.prepare_invoke();
+            let mut invocation = script.prepare_invoke();
             invocation.key(ukey.as_bytes()).key(&skey);
+            if let Some(stream) = stream {
+                invocation.key(stream);
+            }
             for arg in &args {
                 invocation.arg(arg.as_slice());
             }

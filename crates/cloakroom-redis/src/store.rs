@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Admitted, Applied, Created, Cursor, Error, ErrorKind, Limit, Page, Patch, Record, Result,
-    SessionInfo, SessionStore,
+    Admitted, Applied, Created, Cursor, Error, ErrorKind, EventLog, Limit, Page, Patch, Record,
+    Result, SessionInfo, SessionStore,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use redis::{Cmd, RedisError, Script, Value};
@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     /// Whether patches and touches go as native transactions: Redis 7 or later, until the
     /// server refuses one (see [`crate::transaction`]).
     pub(crate) transactions: AtomicBool,
+    /// The event log (`?events=N`), if any; see [`crate::events`].
+    pub(crate) log: Option<crate::events::Log>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -58,6 +60,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.inner.prefix)
             .field("command_timeout", &self.inner.timeout)
             .field("connections", &self.inner.conns.len())
+            .field("event_log", &self.inner.log.is_some())
             .finish()
     }
 }
@@ -138,19 +141,33 @@ impl RedisStore {
         key: &[u8],
         args: &[Vec<u8>],
     ) -> Result<Value> {
-        let conn = self.conn_for(key);
+        self.script_on(what, script, &[key], args).await
+    }
+
+    /// One script call on `keys` (more than one: standalone and Sentinel only), on the
+    /// connection of the first.
+    pub(crate) async fn script_on(
+        &self,
+        what: &'static str,
+        script: &'static Script,
+        keys: &[&[u8]],
+        args: &[Vec<u8>],
+    ) -> Result<Value> {
+        let conn = self.conn_for(keys.first().copied().unwrap_or_default());
         if self.inner.wait > 0 {
             // `?wait=N`: the write and `WAIT N` in one pipeline on one connection.
             let (wait, timeout) = (self.inner.wait, self.inner.timeout);
             return bounded(timeout, what, || {
-                crate::wait::script_then_wait(conn.clone(), script, key, args, wait, timeout)
+                crate::wait::script_then_wait(conn.clone(), script, keys, args, wait, timeout)
             })
             .await;
         }
         bounded(self.inner.timeout, what, || {
             let mut conn = conn.clone();
             let mut invocation = script.prepare_invoke();
-            invocation.key(key);
+            for key in keys {
+                invocation.key(*key);
+            }
             for arg in args {
                 invocation.arg(arg.as_slice());
             }
@@ -198,7 +215,7 @@ impl RedisStore {
 
     /// Removes `members` from the user's index set (errors are logged: a stale entry is
     /// harmless and pruned later).
-    async fn unindex(&self, user: &str, members: &[Vec<u8>]) {
+    pub(crate) async fn unindex(&self, user: &str, members: &[Vec<u8>]) {
         if members.is_empty() {
             return;
         }
@@ -236,6 +253,13 @@ pub(crate) fn applied(written: Value) -> Result<Applied> {
 impl SessionStore for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    /// The event log when the store keeps one (`?events=N`,
+    /// [`RedisStoreBuilder::event_log`](crate::RedisStoreBuilder::event_log)); see the
+    /// [crate docs](crate#event-log).
+    fn event_log(&self) -> Option<&dyn EventLog> {
+        self.inner.log.as_ref().map(|_| self as &dyn EventLog)
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
@@ -300,7 +324,10 @@ impl SessionStore for RedisStore {
         limit: &Limit,
     ) -> Result<Admitted> {
         match &record.meta.user {
-            Some(user) => self.create_limited_for(user, key, record, limit).await,
+            Some(user) => {
+                self.create_limited_for(user, key, record, limit, None)
+                    .await
+            }
             None => Ok(match self.create(key, record).await? {
                 Created::Done => Admitted::Done { ended: Vec::new() },
                 Created::Collision => Admitted::Collision,

@@ -22,7 +22,7 @@ const REDIS_RS_OPTIONS: [&str; 4] = ["protocol", "db", "user", "pass"];
 const SENTINEL_OPTIONS: [&str; 2] = ["sentinel_username", "sentinel_password"];
 
 /// The store's own query parameters.
-const STORE_OPTIONS: [&str; 11] = [
+const STORE_OPTIONS: [&str; 12] = [
     "prefix",
     "timeout_ms",
     "connections",
@@ -34,6 +34,7 @@ const STORE_OPTIONS: [&str; 11] = [
     "wait",
     "cache",
     "cache_max_stale_ms",
+    "events",
 ];
 
 /// The port of a server named without one.
@@ -164,6 +165,7 @@ impl RedisUrl {
                 }
                 "cache" => o.cache = Some(v.parse().map_err(|_| bad("cache (records)"))?),
                 "wait" => o.wait = Some(v.parse().map_err(|_| bad("wait (replicas)"))?),
+                "events" => o.events = Some(v.parse().map_err(|_| bad("events (how many)"))?),
                 "ca" => t.ca = Some(text()?),
                 "cert" => t.cert = Some(text()?),
                 "key" => t.key = Some(text()?),
@@ -402,6 +404,8 @@ pub(crate) struct StoreOptions {
     pub(crate) cache: Option<usize>,
     /// The near-cache's staleness bound (`cache_max_stale_ms`).
     pub(crate) cache_max_stale: Option<Duration>,
+    /// Events the event log keeps (`events=N`; 0: no log).
+    pub(crate) events: Option<usize>,
 }
 
 /// The options in force.
@@ -416,15 +420,18 @@ pub struct Settings {
     pub(crate) wait: u32,
     pub(crate) cache: usize,
     pub(crate) cache_max_stale: Duration,
+    pub(crate) events: usize,
 }
 
 impl Settings {
     /// The first option given that only [`RedisStore`](crate::RedisStore) implements
-    /// (`wait`, `cache`: the near-cache), by name; a store that does not must refuse it.
+    /// (`wait`, `cache`: the near-cache, `events`: the event log), by name; a store that
+    /// does not must refuse it.
     pub fn native_only(&self) -> Option<&'static str> {
-        match (self.wait, self.cache) {
-            (1.., _) => Some("wait"),
-            (_, 1..) => Some("cache"),
+        match (self.wait, self.cache, self.events) {
+            (1.., _, _) => Some("wait"),
+            (_, 1.., _) => Some("cache"),
+            (_, _, 1..) => Some("events"),
             _ => None,
         }
     }
@@ -455,6 +462,7 @@ impl StoreOptions {
                 .cache_max_stale
                 .or(fallback.cache_max_stale)
                 .unwrap_or(crate::DEFAULT_CACHE_MAX_STALE),
+            events: self.events.or(fallback.events).unwrap_or(0),
         };
         let refused = if settings.command_timeout.is_zero() {
             "the command timeout must not be zero"
@@ -584,8 +592,14 @@ mod tests {
         assert_eq!((s.wait, s.cache), (1, 10));
         assert_eq!(s.native_only(), Some("wait"));
         let s = StoreOptions::default()
+            .resolve(&parse("redis://h/0?events=100000").options, 1)
+            .unwrap();
+        assert_eq!((s.events, s.native_only()), (100_000, Some("events")));
+        assert!(RedisUrl::parse("redis://h/0?events=many").is_err());
+        let s = StoreOptions::default()
             .resolve(&parse("redis://h").options, 7)
             .unwrap();
+        assert_eq!(s.events, 0);
         assert_eq!(
             (s.prefix.as_str(), s.connections),
             (crate::DEFAULT_PREFIX, 7)

@@ -44,18 +44,21 @@ pub(crate) fn check(acked: i64, replicas: u32, timeout: Duration) -> RedisResult
     )))
 }
 
-/// Runs `script` on `key` with `args` followed by `WAIT replicas ms`, in one pipeline on
+/// Runs `script` on `keys` with `args` followed by `WAIT replicas ms`, in one pipeline on
 /// `conn`; loads the script first if the server does not have it (`NOSCRIPT`).
 pub(crate) async fn script_then_wait(
     mut conn: Conn,
     script: &Script,
-    key: &[u8],
+    keys: &[&[u8]],
     args: &[Vec<u8>],
     replicas: u32,
     timeout: Duration,
 ) -> RedisResult<Value> {
     let mut evalsha = redis::cmd("EVALSHA");
-    evalsha.arg(script.get_hash()).arg(1).arg(key);
+    evalsha.arg(script.get_hash()).arg(keys.len());
+    for key in keys {
+        evalsha.arg(*key);
+    }
     for arg in args {
         evalsha.arg(arg.as_slice());
     }

@@ -44,6 +44,14 @@ async fn scripted_store() -> Arc<dyn SessionStore> {
     open(url, "scripted").await
 }
 
+/// With an event log keeping about `cap` events (`events=N`), and the near-cache too when
+/// `cache`.
+async fn logged_store(cap: usize, cache: bool) -> Arc<dyn SessionStore> {
+    let cache = if cache { "&cache=64" } else { "" };
+    let url = format!("{}?events={cap}{cache}", RedisServer::shared().url());
+    open(url, "logged").await
+}
+
 async fn cluster_store() -> Arc<dyn SessionStore> {
     open(RedisCluster::shared().url(), "cluster").await
 }
@@ -69,6 +77,55 @@ mod standalone_cached_three_connections {
     use super::*;
 
     cloakroom_testkit::conformance_tests!(cached_store(3), purge = Purge::EngineExpires);
+}
+
+/// Against one Redis server, with the event log on: the whole suite (the engine's changes go
+/// through the logged scripts) and the event log's checks.
+mod standalone_logged {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(
+        logged_store(100_000, false),
+        purge = Purge::EngineExpires
+    );
+    cloakroom_testkit::event_log_tests!(
+        |cap| logged_store(cap, false),
+        expiry = cloakroom_testkit::ExpiryEvents::NotLogged
+    );
+}
+
+/// The event log with the near-cache on: the whole suite and the event log's checks.
+mod standalone_logged_cached {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(
+        logged_store(100_000, true),
+        purge = Purge::EngineExpires
+    );
+
+    cloakroom_testkit::event_log_tests!(
+        |cap| logged_store(cap, true),
+        expiry = cloakroom_testkit::ExpiryEvents::NotLogged
+    );
+}
+
+/// A Cluster store refuses an event log at open (the log is written in the same script as
+/// each change, and a Cluster cannot run one script over a session, its user's index and
+/// the stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_store_refuses_the_event_log() {
+    let url = format!("{}?events=1000", RedisCluster::shared().url());
+    let err = RedisStore::open(&url)
+        .await
+        .expect_err("no log on a Cluster");
+    assert_eq!(err.kind(), cloakroom_core::store::ErrorKind::Config);
+    assert!(err.to_string().contains("Cluster"), "{err}");
+    let err = RedisStore::builder(RedisCluster::shared().url())
+        .event_log(1000)
+        .build()
+        .await
+        .expect_err("no log on a Cluster");
+    assert_eq!(err.kind(), cloakroom_core::store::ErrorKind::Config);
 }
 
 /// Against one Redis server that refuses transactions.

@@ -831,3 +831,467 @@ async fn max_connections_opens_that_many_connections() {
     let clients = String::from_utf8_lossy(&list).lines().count();
     assert_eq!(clients, 4, "{}", String::from_utf8_lossy(&list));
 }
+
+/// An event at now of `kind` for `key`.
+fn event(
+    kind: cloakroom_core::session::EventKind,
+    key: &SessionKey,
+) -> cloakroom_core::session::Event {
+    cloakroom_core::session::Event {
+        kind,
+        session: *key,
+        user: None,
+        at: Timestamp::now(),
+    }
+}
+
+/// Loads the logged scripts (a cold script costs EVALSHA + SCRIPT LOAD + EVALSHA once):
+/// four events.
+async fn warm_logged_scripts(
+    log: &dyn cloakroom_core::store::EventLog,
+    limit: &cloakroom_core::store::Limit,
+) {
+    use cloakroom_core::session::{EndReason, EventKind};
+    let warm = new_key();
+    let warm_record = record(Some("warm"), HOUR);
+    log.create_logged(&warm, &warm_record, None, &event(EventKind::Created, &warm))
+        .await
+        .unwrap();
+    let warm2 = new_key();
+    let created = event(EventKind::Created, &warm2);
+    log.create_logged(&warm2, &warm_record, Some(limit), &created)
+        .await
+        .unwrap();
+    log.delete_logged(&warm, &event(EventKind::Ended(EndReason::Logout), &warm))
+        .await
+        .unwrap();
+    log.delete_user_logged("warm", None, EndReason::Revoked, Timestamp::now())
+        .await
+        .unwrap();
+}
+
+/// With the event log off (the default), nothing writes the stream.
+#[tokio::test]
+async fn without_the_event_log_nothing_is_logged() {
+    let server = RedisServer::start();
+    let plain = RedisStore::builder(server.url())
+        .prefix(unique_prefix("nolog"))
+        .build()
+        .await
+        .expect("open");
+    assert!(plain.event_log().is_none());
+    server.reset_stats();
+    let key = new_key();
+    plain
+        .create(&key, &record(Some("bob"), HOUR))
+        .await
+        .unwrap();
+    plain.delete(&key).await.unwrap();
+    plain.delete_user("bob", None).await.unwrap();
+    let stats = server.commandstats();
+    assert!(!stats.contains_key("xadd"), "{stats:?}");
+}
+
+/// With the event log on (`events=N`), each logged write is one script (the `XADD` inside
+/// it): a create, a login (record, index and event together), a login under the limit, a
+/// user's revocation; a logout keeps its `SREM`.
+#[tokio::test]
+async fn logged_writes_are_one_script_each() {
+    use cloakroom_core::session::{EndReason, EventKind};
+    use cloakroom_core::store::{Admitted, Limit, LimitPolicy, Position};
+
+    let server = RedisServer::start();
+    let prefix = unique_prefix("logcount");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .event_log(1000)
+        .build()
+        .await
+        .expect("open");
+    let log = store.event_log().expect("a store with a log");
+    let limit = Limit {
+        max: 2,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    warm_logged_scripts(log, &limit).await;
+
+    let (anon, login, limited) = (new_key(), new_key(), new_key());
+    let created = EventKind::Created;
+    let (done, anon_create) = count(
+        &server,
+        log.create_logged(
+            &anon,
+            &record(None, HOUR),
+            None,
+            &event(created.clone(), &anon),
+        ),
+    )
+    .await;
+    assert_eq!(done.unwrap(), Admitted::Done { ended: Vec::new() });
+    let ada = record(Some("ada"), HOUR);
+    let (_, login_create) = count(
+        &server,
+        log.create_logged(&login, &ada, None, &event(created.clone(), &login)),
+    )
+    .await;
+    let (_, limited_create) = count(
+        &server,
+        log.create_logged(
+            &limited,
+            &ada,
+            Some(&limit),
+            &event(created.clone(), &limited),
+        ),
+    )
+    .await;
+    let logout = EventKind::Ended(EndReason::Logout);
+    let (deleted, logout_delete) = count(
+        &server,
+        log.delete_logged(&login, &event(logout.clone(), &login)),
+    )
+    .await;
+    assert!(deleted.unwrap());
+    let (nothing, missing_delete) = count(
+        &server,
+        log.delete_logged(&new_key(), &event(logout, &anon)),
+    )
+    .await;
+    assert!(!nothing.unwrap());
+    let (revoked, revoke_all) = count(
+        &server,
+        log.delete_user_logged("ada", None, EndReason::Revoked, Timestamp::now()),
+    )
+    .await;
+    assert_eq!(revoked.unwrap(), 1);
+    let (batch, read) = count(&server, log.read(&Position::start(), 100)).await;
+    let batch = batch.unwrap();
+    println!(
+        "logged commands: create {anon_create:?}, login {login_create:?}, login under the \
+         limit {limited_create:?}, logout {logout_delete:?}, delete of nothing \
+         {missing_delete:?}, revoke all {revoke_all:?}, read {read:?}"
+    );
+    assert_eq!(anon_create, ["evalsha"], "create");
+    assert_eq!(
+        login_create,
+        ["evalsha"],
+        "login: record, index and event in one script"
+    );
+    assert_eq!(limited_create, ["evalsha"], "login under the limit");
+    assert_eq!(logout_delete, ["evalsha", "srem"], "logout (as unlogged)");
+    assert_eq!(missing_delete, ["evalsha"], "a delete of nothing");
+    assert_eq!(revoke_all, ["evalsha"], "a user's revocation, one script");
+    assert_eq!(read, ["xinfo", "xrange"], "a read, one pipeline");
+    // warm x4 (created, created, logout, revoked), then anon, login, limited, logout of
+    // login, revoked limited: the delete of nothing logged nothing.
+    assert_eq!(batch.events.len(), 9, "{:?}", batch.events);
+    assert!(!batch.gap);
+}
+
+/// The commands clients sent since `reset_stats` (the slow log), by name.
+fn sent_commands(server: &RedisServer) -> Vec<String> {
+    let Ok(Resp::Array(Some(log))) = server.command(&["SLOWLOG", "GET", "1000000"]) else {
+        panic!("SLOWLOG GET");
+    };
+    let mut names = Vec::new();
+    for entry in &log {
+        let Resp::Array(Some(fields)) = entry else {
+            continue;
+        };
+        let name = match fields.get(3) {
+            Some(Resp::Array(Some(args))) => args
+                .first()
+                .and_then(Resp::as_str)
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            _ => continue,
+        };
+        let addr = fields.get(4).and_then(Resp::as_str).unwrap_or("");
+        // A script's own commands have no client address; the statistics are ours.
+        let own = ["info", "config", "slowlog"].contains(&name.as_str());
+        if !(addr.is_empty() || addr.starts_with('?') || own) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// `INFO commandstats` microseconds of the commands named `names`.
+fn commandstats_usec(server: &RedisServer, names: &[String]) -> f64 {
+    let Ok(Resp::Bulk(Some(text))) = server.command(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats");
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            names.iter().any(|n| n == name).then_some(())?;
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix("usec="))?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// One write of the measurement: `op` for `user` (whose login is `key`, whose second login
+/// under the limit is `extra`), logged when the store keeps a log.
+async fn measured_write(
+    store: &RedisStore,
+    op: &str,
+    user: &str,
+    (key, extra): (&SessionKey, &SessionKey),
+    limit: &cloakroom_core::store::Limit,
+) {
+    use cloakroom_core::session::{EndReason, EventKind};
+    let created = |key: &SessionKey| event(EventKind::Created, key);
+    let log = store.event_log();
+    match (op, log) {
+        ("create", Some(log)) => {
+            let key = new_key();
+            let r = record(None, HOUR);
+            log.create_logged(&key, &r, None, &created(&key))
+                .await
+                .map(drop)
+        }
+        ("create", None) => store
+            .create(&new_key(), &record(None, HOUR))
+            .await
+            .map(drop),
+        ("login", Some(log)) => {
+            let r = record(Some(user), HOUR);
+            log.create_logged(key, &r, None, &created(key))
+                .await
+                .map(drop)
+        }
+        ("login", None) => store.create(key, &record(Some(user), HOUR)).await.map(drop),
+        ("login (limit 3)", Some(log)) => {
+            let r = record(Some(user), HOUR);
+            log.create_logged(extra, &r, Some(limit), &created(extra))
+                .await
+                .map(drop)
+        }
+        ("login (limit 3)", None) => {
+            let r = record(Some(user), HOUR);
+            store.create_limited(extra, &r, limit).await.map(drop)
+        }
+        ("logout", Some(log)) => {
+            let logout = event(EventKind::Ended(EndReason::Logout), key);
+            log.delete_logged(key, &logout).await.map(drop)
+        }
+        ("logout", None) => store.delete(key).await.map(drop),
+        (_, Some(log)) => {
+            let now = Timestamp::now();
+            log.delete_user_logged(user, None, EndReason::Revoked, now)
+                .await
+                .map(drop)
+        }
+        (_, None) => store.delete_user(user, None).await.map(drop),
+    }
+    .unwrap();
+}
+
+/// What a logged write costs Redis against an unlogged one: the commands the client sent
+/// per write (a first round, counted from the slow log), then in a second round with the
+/// slow log off, the microseconds Redis spent on those commands (`INFO commandstats`
+/// `usec` of the commands the client sends: a script's covers the commands it runs) and
+/// the client's wall-clock time, per write. Not a timed test; run by hand with `--ignored
+/// --nocapture`, numbers in BENCHMARKS.md.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn measure_the_event_log_cost() {
+    use cloakroom_core::store::{Limit, LimitPolicy};
+
+    const N: usize = 2000;
+    const OPS: [&str; 5] = [
+        "create",
+        "login",
+        "login (limit 3)",
+        "logout",
+        "revoke all (1 session)",
+    ];
+    let server = RedisServer::start();
+    let limit = Limit {
+        max: 3,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    let mut counted = std::collections::HashMap::new();
+    for (timed, logged) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mut builder = RedisStore::builder(server.url()).prefix(unique_prefix("measure"));
+        if logged {
+            builder = builder.event_log(100_000);
+        }
+        let store = builder.build().await.expect("open");
+        let users: Vec<String> = (0..N).map(|i| format!("user{i}")).collect();
+        let keys: Vec<(SessionKey, SessionKey)> = (0..N).map(|_| (new_key(), new_key())).collect();
+        let mut rows = Vec::new();
+        for op in OPS {
+            server.reset_stats();
+            if timed {
+                let off = ["CONFIG", "SET", "slowlog-log-slower-than", "-1"];
+                server.command(&off).unwrap();
+            }
+            let started = Instant::now();
+            for (user, (key, extra)) in users.iter().zip(&keys) {
+                measured_write(&store, op, user, (key, extra), &limit).await;
+            }
+            let wall = started.elapsed();
+            if !timed {
+                counted.insert((logged, op), sent_commands(&server));
+                continue;
+            }
+            let names = &counted[&(logged, op)];
+            let mut distinct = names.clone();
+            distinct.sort();
+            distinct.dedup();
+            let xadds = server.commandstats().get("xadd").copied().unwrap_or(0);
+            let xadd = commandstats_usec(&server, &["xadd".to_owned()]) / (xadds.max(1) as f64);
+            rows.push(format!(
+                "{op}: {:.2} commands/write ({}), Redis {:.1} usec/write, client {:.1} \
+                 usec/write; {xadds} XADD at {xadd:.1} usec each",
+                names.len() as f64 / N as f64,
+                distinct.join(" "),
+                commandstats_usec(&server, &distinct) / N as f64,
+                wall.as_secs_f64() * 1e6 / N as f64,
+            ));
+        }
+        if timed {
+            println!("logged={logged}\n  {}", rows.join("\n  "));
+        }
+    }
+}
+
+/// Redis does not roll a script back when a command in it fails: each `XADD` runs before the
+/// write it describes, so a log that cannot be written (here its key holds a string) leaves
+/// the change undone: no session without its event.
+#[tokio::test]
+async fn a_failed_xadd_leaves_the_change_undone() {
+    use cloakroom_core::session::{EndReason, EventKind};
+    use cloakroom_core::store::{Limit, LimitPolicy};
+
+    let server = RedisServer::start();
+    let prefix = unique_prefix("clobbered");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .event_log(1000)
+        .build()
+        .await
+        .expect("open");
+    let log = store.event_log().expect("a log");
+    let (live, anon, login, limited) = (new_key(), new_key(), new_key(), new_key());
+    let ada = record(Some("ada"), HOUR);
+    let created = |key: &SessionKey| event(EventKind::Created, key);
+    log.create_logged(&live, &ada, None, &created(&live))
+        .await
+        .unwrap();
+    let stream = format!("{prefix}events");
+    server.command(&["DEL", &stream]).unwrap();
+    server.command(&["SET", &stream, "not a stream"]).unwrap();
+
+    let anon_record = record(None, HOUR);
+    let made = created(&anon);
+    let err = log.create_logged(&anon, &anon_record, None, &made);
+    assert!(err.await.is_err(), "an anonymous create");
+    assert!(
+        log.create_logged(&login, &ada, None, &created(&login))
+            .await
+            .is_err()
+    );
+    let limit = Limit {
+        max: 1,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    let made = created(&limited);
+    let err = log.create_logged(&limited, &ada, Some(&limit), &made);
+    assert!(err.await.is_err(), "a login under the limit");
+    let logout = event(EventKind::Ended(EndReason::Logout), &live);
+    assert!(log.delete_logged(&live, &logout).await.is_err());
+    let revoke = log.delete_user_logged("ada", None, EndReason::Revoked, Timestamp::now());
+    assert!(revoke.await.is_err());
+
+    for key in [&anon, &login, &limited] {
+        assert!(store.load(key).await.unwrap().is_none(), "not created");
+    }
+    let kept = store.load(&live).await.unwrap();
+    assert!(
+        kept.is_some_and(|r| r.data.contains_key("name")),
+        "not ended"
+    );
+    let infos = store.sessions_of("ada").await.unwrap();
+    assert_eq!(infos.len(), 1, "only the first login is a session of ada");
+}
+
+/// A follower's `read_wait` blocks in `XREAD BLOCK` on a connection of its own: it wakes as
+/// soon as an event is appended (not at the end of its wait), the store's other commands are
+/// not held up meanwhile, and with nothing appended it returns empty after its wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_wakes_when_an_event_is_appended() {
+    use cloakroom_core::session::EventKind;
+    use cloakroom_core::store::Position;
+
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .prefix(unique_prefix("follow"))
+        .event_log(1000)
+        .build()
+        .await
+        .expect("open");
+    let log = store.event_log().expect("a log");
+
+    // Nothing logged: an empty batch after the wait, at the same position.
+    let started = Instant::now();
+    let batch = log
+        .read_wait(&Position::start(), 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(batch.events.is_empty() && !batch.gap);
+    assert_eq!(batch.next, Position::start());
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
+
+    let follower = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let log = store.event_log().expect("a log");
+            let batch = log
+                .read_wait(&Position::start(), 10, Duration::from_secs(20))
+                .await
+                .unwrap();
+            (batch, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The shared connection is not stalled by the block.
+    let key = new_key();
+    let during = Instant::now();
+    store.load(&key).await.unwrap();
+    assert!(
+        during.elapsed() < Duration::from_secs(1),
+        "a load during a block"
+    );
+    let created = event(EventKind::Created, &key);
+    log.create_logged(&key, &record(Some("ada"), HOUR), None, &created)
+        .await
+        .unwrap();
+    let (batch, waited) = follower.await.unwrap();
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].event.session, key);
+    assert!(
+        waited < Duration::from_secs(5),
+        "woke when the event came, not after the wait: {waited:?}"
+    );
+    // From that position: nothing more.
+    let after = log
+        .read_wait(&batch.next, 10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(after.events.is_empty() && !after.gap);
+    // A position that is no stream id is a configuration error.
+    let err = log
+        .read(&Position::new("yesterday"), 10)
+        .await
+        .expect_err("not a stream id");
+    assert_eq!(err.kind(), ErrorKind::Config);
+}

@@ -42,6 +42,97 @@ mod through_sentinel {
     cloakroom_testkit::conformance_tests!(conformance_store(), purge = Purge::EngineExpires);
 }
 
+/// The event log through the sentinels (the same scripts as on one server).
+mod through_sentinel_logged {
+    use super::*;
+
+    async fn logged_store(cap: usize) -> Arc<dyn SessionStore> {
+        let store = RedisStore::builder(shared().url(0))
+            .prefix(unique_prefix("log"))
+            .event_log(cap)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("opening the sentinel store: {e}"));
+        Arc::new(store)
+    }
+
+    cloakroom_testkit::event_log_tests!(
+        logged_store,
+        expiry = cloakroom_testkit::ExpiryEvents::NotLogged
+    );
+}
+
+/// With `?wait=N` and the event log, every logged write waits for the replica too, and the
+/// events are on the replica with the changes (they are written by the same script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_writes_wait_for_replicas() {
+    use cloakroom_core::session::{EndReason, Event, EventKind};
+    use cloakroom_core::store::{Limit, LimitPolicy, Position};
+
+    let topology = shared();
+    let master = topology.master_port();
+    let prefix = unique_prefix("logwait");
+    let store = RedisStore::open(&format!(
+        "{}?wait=1&events=1000&prefix={prefix}",
+        topology.url(0)
+    ))
+    .await
+    .unwrap();
+    let log = store.event_log().expect("a log");
+    let waits = || {
+        let stats = topology.server(master).commandstats();
+        stats.get("wait").copied().unwrap_or(0)
+    };
+    let event = |kind, key: &SessionKey| Event {
+        kind,
+        session: *key,
+        user: None,
+        at: Timestamp::now(),
+    };
+    let before = waits();
+    let (a, b) = (new_key(), new_key());
+    let limit = Limit {
+        max: 1,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    log.create_logged(
+        &a,
+        &record(Some("lw")),
+        None,
+        &event(EventKind::Created, &a),
+    )
+    .await
+    .unwrap();
+    let created = event(EventKind::Created, &b);
+    log.create_logged(&b, &record(Some("lw")), Some(&limit), &created)
+        .await
+        .unwrap();
+    let logout = event(EventKind::Ended(EndReason::Logout), &b);
+    assert!(log.delete_logged(&b, &logout).await.unwrap());
+    let revoked = log
+        .delete_user_logged("lw", None, EndReason::Revoked, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(revoked, 0, "the limit ended the first session already");
+    let sent = waits() - before;
+    assert!(sent >= 4, "{sent} WAIT commands for 4 logged writes");
+    let replica = topology
+        .servers()
+        .iter()
+        .map(|s| s.port())
+        .find(|p| *p != master)
+        .unwrap();
+    assert!(exists(
+        topology,
+        replica,
+        format!("{prefix}events").as_bytes()
+    ));
+    // created a, limit a, created b, logout b.
+    let batch = log.read(&Position::start(), 100).await.unwrap();
+    assert_eq!(batch.events.len(), 4, "{:?}", batch.events);
+}
+
 /// A password that needs percent-encoding in a URL, and its encoding.
 const SENTINEL_PASSWORD: (&str, &str) = ("s3nt:p@ss/w", "s3nt%3Ap%40ss%2Fw");
 

@@ -146,6 +146,7 @@ impl PycketStoreBuilder {
         if let Some(option) = settings.native_only() {
             let message = match option {
                 "cache" => "cache=N (the near-cache) is not supported by the pycket store",
+                "events" => "events=N (the event log) is not supported by the pycket store",
                 _ => "wait=N is not supported by the pycket store",
             };
             return Err(Error::new(ErrorKind::Config, message));

@@ -1,0 +1,818 @@
+//! The durable event log ([`EventLog`]) on Redis: a stream at `<prefix>events`, appended to
+//! by `XADD <stream> MAXLEN ~ N * at <ms> kind <label> session <handle> [previous <handle>]
+//! [user <user>]` **inside the same Lua script as the change** it describes, so Redis runs
+//! both or neither (a script is atomic, and is replicated and persisted as one unit).
+//!
+//! Off by default ([`RedisStoreBuilder::event_log`](crate::RedisStoreBuilder::event_log), URL
+//! option `events=N`); with it off, no operation changes. With it on, the engine makes its
+//! lifecycle changes through these scripts instead of the plain ones:
+//!
+//! | change | plain | logged |
+//! |---|---|---|
+//! | create (anonymous) | `RESTORE` | [`CREATE_LOGGED`]: the record and one `XADD` |
+//! | create (login) | `RESTORE`, then the index script | [`CREATE_LOGGED`]: the record, the index and one `XADD` |
+//! | create under the limit | [`LIMITED`](crate::limit::LIMITED) | [`LIMITED_LOGGED`]: the same, one `XADD` per session it ends and one for the new one |
+//! | delete | the delete script, then `SREM` | [`DELETE_LOGGED`]: the same script, one `XADD` when a live record was deleted, then `SREM` |
+//! | revoke a user's sessions | `SMEMBERS`, one script per session, `SREM` | [`DELETE_USER_LOGGED`]: all in one script, one `XADD` per live session deleted |
+//!
+//! A change that does not happen (a collision, a refusal, nothing to delete) appends nothing.
+//! Redis does not roll a script back when a command in it fails, so each `XADD` runs right
+//! before the write it describes, after every read that decides it (and could fail on a key
+//! of the wrong type): an `XADD` that fails (a stream key holding something else, a revoked
+//! permission, out of memory: the first write of a script is refused then) leaves its change
+//! undone, and the writes after it cannot fail that way. The positions are the stream's
+//! entry ids (`1700000000000-0`), in commit order.
+//!
+//! **Reading** ([`EventLog::read`]): one pipeline of `XINFO STREAM` and `XRANGE <stream>
+//! (<after> + COUNT <max>`. The gap comes from `XINFO STREAM` (Redis 7.0 or later): when
+//! entries were ever removed (`entries-added` > `length`), a reader before the first entry
+//! kept (`recorded-first-entry-id`) is told it lost events; so is one before
+//! `max-deleted-entry-id` (an operator's `XDEL`). Redis 7.0 does not record which ids the
+//! cap trimmed (`max-deleted-entry-id` counts `XDEL` only), so a reader whose last event
+//! was itself the newest one trimmed is told of a gap it did not suffer: a gap is never
+//! missed, and rarely reported needlessly.
+//!
+//! **Following** ([`EventLog::read_wait`]): `XREAD BLOCK` on a connection of its own (a
+//! block would stall the shared multiplexed one), so a follower wakes as soon as an event
+//! is appended; idle ones are kept for the next wait, and dropped when one slept through
+//! events (as on a server that is no longer the master after a failover).
+//!
+//! **Expiry is not logged**: Redis expires session keys by itself (`PEXPIREAT`) and tells
+//! nothing reliable when it does (keyspace notifications are lossy), so the log has no
+//! `expired` events; a session that ends by expiry has its `created`/`rotated` event and no
+//! end. An end the engine notices later (a load past the expiry) writes nothing either.
+//!
+//! **Cluster**: not supported. A script must name keys of one slot, and a session, its
+//! user's index and a single stream are in different slots; logging on the side (a
+//! separate `XADD`) would break the contract, so a Cluster store with a log is refused at
+//! open ([`no_cluster`]).
+
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom_core::session::{EndReason, Event, EventKind, SessionKey, Timestamp};
+use cloakroom_core::store::{
+    Admitted, Batch, Error, ErrorKind, EventLog, Limit, LoggedEvent, Position, Record, Result,
+    kind_label, parse_kind, previous_handle,
+};
+use redis::aio::MultiplexedConnection;
+use redis::{Script, Value};
+
+use crate::codec::{self, reply};
+use crate::conn::{bounded, map_error};
+use crate::connection::Master;
+use crate::store::RedisStore;
+use crate::{PRUNE_EVERY, PRUNE_FROM, scripts};
+
+/// Idle `XREAD BLOCK` connections kept for the next follower (more are opened when more
+/// followers wait at once, and closed after).
+const IDLE_FOLLOWERS: usize = 4;
+
+/// The store's event log: its stream, its cap, and where followers connect.
+pub(crate) struct Log {
+    /// `<prefix>events`.
+    key: String,
+    /// The cap, as text (`MAXLEN ~ <cap>`).
+    cap: Vec<u8>,
+    /// The master (one server or a Sentinel service's) the followers' connections go to.
+    master: Master,
+    /// Connections a follower left, for the next one.
+    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+impl Log {
+    /// The log of a store with key prefix `prefix`, keeping about `cap` events.
+    pub(crate) fn new(prefix: &str, cap: usize, master: Master) -> Log {
+        Log {
+            key: format!("{prefix}events"),
+            cap: cap.max(1).to_string().into_bytes(),
+            master,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The stream's Redis key.
+    pub(crate) fn key(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+
+    /// [`LIMITED_LOGGED`]'s `ARGV[9..=12]`: the cap, the event's time, kind and previous
+    /// handle.
+    pub(crate) fn limited_args(&self, event: &Event) -> [Vec<u8>; 4] {
+        [
+            self.cap.clone(),
+            millis(event.at),
+            kind_label(&event.kind).as_bytes().to_vec(),
+            previous_handle(&event.kind)
+                .unwrap_or_default()
+                .into_bytes(),
+        ]
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<MultiplexedConnection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn millis(t: Timestamp) -> Vec<u8> {
+    t.as_millis().to_string().into_bytes()
+}
+
+/// The error of a Cluster store asked for a log.
+pub(crate) fn no_cluster() -> Error {
+    Error::new(
+        ErrorKind::Config,
+        "events=N (the event log) needs one master (redis://, rediss://, redis+sentinel://), \
+         not a Cluster: the log is written in the same script as each change, and on a \
+         Cluster a session, its user's index and the log's stream are in different slots",
+    )
+}
+
+/// The error of a server before Redis 7 asked for a log.
+pub(crate) fn needs_redis7(shown: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "Redis at {shown}: events=N (the event log) needs Redis 7.0 or later \
+             (XINFO STREAM's entries-added and recorded-first-entry-id tell readers what \
+             the cap dropped)"
+        ),
+    )
+}
+
+/// `log(stream, cap, at, kind, handle, previous, user)`: one `XADD` with a cap; `previous`
+/// `''` for none, `user` `''`, nil or false for none.
+const LOG: &str = "
+local function log(stream, cap, at, kind, handle, previous, user)
+  local a = {stream, 'MAXLEN', '~', cap, '*', 'at', at, 'kind', kind, 'session', handle}
+  if previous ~= '' then
+    a[#a + 1] = 'previous'
+    a[#a + 1] = previous
+  end
+  if user and user ~= '' then
+    a[#a + 1] = 'user'
+    a[#a + 1] = user
+  end
+  redis.call('XADD', unpack(a))
+end
+";
+
+/// Base64url decoding of a 43-character session handle into the 32 raw bytes of its key,
+/// or nil: [`crate::limit::DECODE`]'s result, four characters at a time (about a third of
+/// its time in Redis: 7 against 19 microseconds a handle).
+const DECODE_FAST: &str = "
+local B64 = {}
+local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+for i = 1, 64 do B64[alphabet:byte(i)] = i - 1 end
+local function decode(s)
+  if #s ~= 43 then return nil end
+  local out = {}
+  for i = 1, 37, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    a, b, c, d = B64[a], B64[b], B64[c], B64[d]
+    if not (a and b and c and d) then return nil end
+    local n = ((a * 64 + b) * 64 + c) * 64 + d
+    local lo = n % 256
+    n = (n - lo) / 256
+    out[#out + 1] = string.char((n - n % 256) / 256, n % 256, lo)
+  end
+  local a, b, c = s:byte(41, 43)
+  a, b, c = B64[a], B64[b], B64[c]
+  if not (a and b and c) then return nil end
+  local n = (a * 64 + b) * 64 + c
+  n = (n - n % 4) / 4
+  out[#out + 1] = string.char((n - n % 256) / 256, n % 256)
+  return table.concat(out)
+end
+";
+
+/// Create and log: `KEYS` = the session's key, the stream, and for a login the user's index
+/// set; `ARGV` = the cap, the event's time, kind, the new handle, the previous handle (or
+/// `''`), the user (or `''`), then the create script's arguments (now, expires at, the
+/// field/value pairs). Returns `{0, 0}` when a live record holds the key (nothing written
+/// or logged), else `{1, size of the index}` (0 without one). The index is read (`SCARD`)
+/// before the `XADD`, so a key of the wrong type fails before anything is written.
+pub(crate) static CREATE_LOGGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{BATCH}{LOG}
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 1 then
+  local e = redis.call('HGET', k, 'e')
+  if not e or tonumber(e) > tonumber(ARGV[7]) then return {{0, 0}} end
+  redis.call('DEL', k)
+end
+local size = 0
+if KEYS[3] then size = redis.call('SCARD', KEYS[3]) end
+log(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if #ARGV < 1000 then
+  redis.call('HSET', k, unpack(ARGV, 9))
+else
+  batch('HSET', k, 9, #ARGV)
+end
+redis.call('PEXPIREAT', k, ARGV[8])
+if KEYS[3] then size = size + redis.call('SADD', KEYS[3], ARGV[4]) end
+return {{1, size}}
+",
+        BATCH = scripts::BATCH,
+    ))
+});
+
+/// Delete and log: `KEYS` = the session's key, the stream; `ARGV` = now, the cap, the
+/// event's time, kind, the handle. The delete script's reply (`{live, has_user, user}`);
+/// the event (naming the record's user) is appended only when a live record was deleted.
+pub(crate) static DELETE_LOGGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LOG}
+local m = redis.call('HMGET', KEYS[1], 'e', 'u')
+local e, u = m[1], m[2]
+local live = 0
+if e and tonumber(e) > tonumber(ARGV[1]) then
+  live = 1
+  log(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '', u)
+end
+if redis.call('UNLINK', KEYS[1]) == 0 then return {{0, 0, ''}} end
+if u then return {{live, 1, u}} end
+return {{live, 0, ''}}
+"
+    ))
+});
+
+/// Revoke a user's sessions and log each: `KEYS` = the user's index set, the stream; `ARGV`
+/// = the handle to keep (or `''`), the prefix of session keys (`<prefix>s:`), the user,
+/// now, the cap, the event's time, kind. Deletes every session of the user the index names
+/// (but the one kept), drops the members it handled from the index, and appends one event
+/// per live session deleted. Returns the handles of those.
+pub(crate) static DELETE_USER_LOGGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{DECODE_FAST}{LOG}
+local idx = KEYS[1]
+local except, sp, user, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local deleted = {{}}
+for _, m in ipairs(redis.call('SMEMBERS', idx)) do
+  if m ~= except then
+    local raw = decode(m)
+    if raw then
+      local sk = sp .. raw
+      local f = redis.call('HMGET', sk, 'e', 'u')
+      if f[2] == user then
+        if f[1] and tonumber(f[1]) > now then
+          log(KEYS[2], ARGV[5], ARGV[6], ARGV[7], m, '', user)
+          deleted[#deleted + 1] = m
+        end
+        redis.call('UNLINK', sk)
+      end
+    end
+    redis.call('SREM', idx, m)
+  end
+end
+return deleted
+"
+    ))
+});
+
+/// [`LIMITED`](crate::limit::LIMITED) (with [`DECODE_FAST`]) and the log: `KEYS[3]` = the
+/// stream, `ARGV[9..=12]`
+/// = the cap, the event's time, kind, previous handle ([`Log::limited_args`]), the create's
+/// field/value pairs from `ARGV[13]`. Each session the limit ends is logged as `limit` of
+/// the user, then the new session.
+pub(crate) static LIMITED_LOGGED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&limited_logged_source()));
+
+/// `text` with `from` (which must be there exactly once) replaced by `to`.
+fn once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "{from:?} in the limit script"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// The text of [`LIMITED_LOGGED`]: the limit script's, with the `XADD`s put in.
+fn limited_logged_source() -> String {
+    let limit = kind_label(&EventKind::Ended(EndReason::Limit));
+    let text = crate::limit::limited_source();
+    let text = once(&text, crate::limit::DECODE, DECODE_FAST);
+    let text = once(
+        &text,
+        "    local s = live[i]\n",
+        &format!(
+            "    local s = live[i]\n    log(KEYS[3], ARGV[9], ARGV[10], '{limit}', s[1], '', user)\n"
+        ),
+    );
+    let text = once(&text, "unpack(ARGV, 9)", "unpack(ARGV, 13)");
+    let text = once(
+        &text,
+        "batch('HSET', k, 9, #ARGV)",
+        "batch('HSET', k, 13, #ARGV)",
+    );
+    let text = once(
+        &text,
+        "end\nif #ARGV < 1000 then\n",
+        "end\nlog(KEYS[3], ARGV[9], ARGV[10], ARGV[11], handle, ARGV[12], user)\nif #ARGV < 1000 then\n",
+    );
+    format!("{LOG}{text}")
+}
+
+/// A position as a stream id (`None` for [`Position::start`]); a malformed one is a
+/// configuration error (not a position this store wrote).
+fn stream_id(position: &Position) -> Result<Option<(u64, u64)>> {
+    if position.is_start() {
+        return Ok(None);
+    }
+    parse_id(position.as_str()).map(Some).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{:?} is not a position of a Redis event log (a stream id such as \
+                 1700000000000-0)",
+                position.as_str()
+            ),
+        )
+    })
+}
+
+/// `ms-seq` as numbers.
+fn parse_id(text: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = text.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn corrupt(what: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Corrupt, what.into())
+}
+
+/// The text of a string reply.
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// The field/value pairs of a reply that is a map (RESP3) or a flat array of pairs (RESP2).
+fn pairs(value: &Value) -> Vec<(&Value, &Value)> {
+    match value {
+        Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
+        Value::Array(flat) => flat.chunks_exact(2).map(|c| (&c[0], &c[1])).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What `XINFO STREAM` says about the entries the stream no longer has.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Dropped {
+    /// `max-deleted-entry-id`: the highest id removed by `XDEL` (Redis does not count the
+    /// cap's trims here).
+    max_deleted: (u64, u64),
+    /// Whether any entry was ever removed (`entries-added` > `length`): the cap's trims
+    /// (and any `XDEL`), all older than the first entry kept.
+    any: bool,
+    /// The first entry kept (`recorded-first-entry-id`), or, for an empty stream, the last
+    /// one ever added (`last-generated-id`): a reader before it missed events.
+    first: (u64, u64),
+}
+
+impl Dropped {
+    /// Whether a reader after `after` missed events. Trims remove the oldest entries, so a
+    /// reader at or past the first entry kept missed none; one before it did, unless its
+    /// last event was itself the newest one trimmed (Redis 7.0 records no trimmed ids, so
+    /// that reader is told of a gap too: never a missed gap, rarely a needless one).
+    fn gap(&self, after: (u64, u64)) -> bool {
+        after < self.max_deleted || (self.any && after < self.first)
+    }
+}
+
+/// [`Dropped`] from `XINFO STREAM`'s reply (no stream: nothing dropped).
+fn dropped(info: &Value) -> Result<Dropped> {
+    if let Value::ServerError(e) = info {
+        // `ERR no such key`: nothing was ever logged (or the stream was deleted).
+        return match e.details() {
+            Some(d) if d.contains("no such key") => Ok(Dropped::default()),
+            _ => Err(map_error(e.clone().into(), "event log (XINFO STREAM)")),
+        };
+    }
+    let fields = pairs(info);
+    let field = |name: &str| {
+        (fields.iter())
+            .find(|(k, _)| text(k).as_deref() == Some(name))
+            .map(|(_, v)| *v)
+            .ok_or_else(|| corrupt(format!("XINFO STREAM has no {name} (Redis 7?)")))
+    };
+    let id = |name: &str| {
+        field(name).and_then(|v| {
+            text(v)
+                .and_then(|t| parse_id(&t))
+                .ok_or_else(|| corrupt(format!("a malformed {name} in XINFO STREAM")))
+        })
+    };
+    let int = |name: &str| match field(name)? {
+        Value::Int(n) => Ok(*n),
+        other => text(other)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| corrupt(format!("a malformed {name} in XINFO STREAM"))),
+    };
+    let (length, added) = (int("length")?, int("entries-added")?);
+    let first = if length == 0 {
+        // All gone: a reader that had the last one missed nothing.
+        id("last-generated-id")?
+    } else {
+        id("recorded-first-entry-id")?
+    };
+    Ok(Dropped {
+        max_deleted: id("max-deleted-entry-id")?,
+        any: added > length,
+        first,
+    })
+}
+
+/// One `XRANGE` entry as a logged event.
+fn entry(value: Value) -> Result<LoggedEvent> {
+    let bad = || corrupt("a malformed entry in the Redis event log");
+    let Value::Array(parts) = value else {
+        return Err(bad());
+    };
+    let [id, fields] = <[Value; 2]>::try_from(parts).map_err(|_| bad())?;
+    let id = text(&id).ok_or_else(bad)?;
+    let (mut at, mut kind, mut session, mut previous, mut user) = (None, None, None, None, None);
+    for (k, v) in pairs(&fields) {
+        let v = text(v).ok_or_else(bad)?;
+        match text(k).as_deref() {
+            Some("at") => at = v.parse::<i64>().ok(),
+            Some("kind") => kind = Some(v),
+            Some("session") => session = SessionKey::from_handle(&v),
+            Some("previous") => previous = Some(v),
+            Some("user") => user = Some(v),
+            _ => {}
+        }
+    }
+    let kind = parse_kind(&kind.ok_or_else(bad)?, previous.as_deref()).ok_or_else(bad)?;
+    Ok(LoggedEvent {
+        position: Position::new(id),
+        event: Event {
+            kind,
+            session: session.ok_or_else(bad)?,
+            user,
+            at: Timestamp(at.ok_or_else(bad)?),
+        },
+    })
+}
+
+impl RedisStore {
+    /// The event log, or the error of a store without one.
+    fn log(&self) -> Result<&Log> {
+        self.inner.log.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "this Redis store keeps no event log (events=N)",
+            )
+        })
+    }
+
+    /// The create of [`EventLog::create_logged`] without a limit (or for an anonymous
+    /// record): [`CREATE_LOGGED`].
+    async fn create_logged_plain(
+        &self,
+        log: &Log,
+        key: &SessionKey,
+        record: &Record,
+        event: &Event,
+    ) -> Result<Admitted> {
+        let skey = self.session_key(key);
+        let handle = key.to_handle().into_bytes();
+        let user = record.meta.user.as_deref();
+        let mut args = vec![
+            log.cap.clone(),
+            millis(event.at),
+            kind_label(&event.kind).as_bytes().to_vec(),
+            handle,
+            previous_handle(&event.kind)
+                .unwrap_or_default()
+                .into_bytes(),
+            user.unwrap_or_default().as_bytes().to_vec(),
+        ];
+        args.extend(codec::create_args(record, Timestamp::now()));
+        let ukey = user.map(|u| self.user_key(u));
+        let mut keys: Vec<&[u8]> = vec![&skey, log.key()];
+        keys.extend(ukey.as_ref().map(String::as_bytes));
+        let created = self
+            .script_on("create (logged)", &CREATE_LOGGED, &keys, &args)
+            .await?;
+        let (done, size): (i64, i64) = reply(created)?;
+        if done != 1 {
+            return Ok(Admitted::Collision);
+        }
+        if let Some(user) = user {
+            if size >= PRUNE_FROM && size % PRUNE_EVERY == 0 {
+                use cloakroom_core::store::SessionStore;
+                if let Err(e) = self.sessions_of(user).await {
+                    tracing::debug!(error = %e, "could not prune a user index");
+                }
+            }
+        }
+        Ok(Admitted::Done { ended: Vec::new() })
+    }
+
+    /// Waits up to `wait` for an entry after `id` (`XREAD BLOCK` on a follower's
+    /// connection). `Ok(true)` when one came, `Ok(false)` when the wait ran out.
+    async fn block(&self, log: &Log, id: &str, wait: Duration) -> Result<bool> {
+        let timeout = self.inner.timeout;
+        let taken = log.lock_idle().pop();
+        let mut conn = match taken {
+            Some(conn) => conn,
+            None => {
+                let connect = log.master.dedicated(timeout);
+                match tokio::time::timeout(timeout, connect).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return Err(map_error(e, "event log (follower connection)")),
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("redis event log: no connection within {timeout:?}"),
+                        ));
+                    }
+                }
+            }
+        };
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(ms)
+            .arg("STREAMS")
+            .arg(log.key())
+            .arg(id);
+        let read = cmd.query_async::<Value>(&mut conn);
+        match tokio::time::timeout(wait + timeout, read).await {
+            Ok(Ok(value)) => {
+                let mut idle = log.lock_idle();
+                if idle.len() < IDLE_FOLLOWERS {
+                    idle.push(conn);
+                }
+                Ok(!matches!(value, Value::Nil))
+            }
+            // The connection is dropped: its state is unknown.
+            Ok(Err(e)) => Err(map_error(e, "event log (XREAD BLOCK)")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "redis event log: XREAD BLOCK gave no reply within {wait:?} and {timeout:?}"
+                ),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisStore {
+    async fn create_logged(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        limit: Option<&Limit>,
+        event: &Event,
+    ) -> Result<Admitted> {
+        let log = self.log()?;
+        if self.inner.cluster {
+            return Err(no_cluster());
+        }
+        match (limit, &record.meta.user) {
+            (Some(limit), Some(user)) => {
+                self.create_limited_for(user, key, record, limit, Some((log, event)))
+                    .await
+            }
+            _ => self.create_logged_plain(log, key, record, event).await,
+        }
+    }
+
+    async fn delete_logged(&self, key: &SessionKey, event: &Event) -> Result<bool> {
+        let log = self.log()?;
+        let rkey = self.session_key(key);
+        let handle = key.to_handle().into_bytes();
+        let args = [
+            millis(Timestamp::now()),
+            log.cap.clone(),
+            millis(event.at),
+            kind_label(&event.kind).as_bytes().to_vec(),
+            handle.clone(),
+        ];
+        let keys: [&[u8]; 2] = [&rkey, log.key()];
+        let write = self.script_on("delete (logged)", &DELETE_LOGGED, &keys, &args);
+        let deleted = self
+            .invalidating(std::slice::from_ref(&rkey), write)
+            .await?;
+        let (live, has_user, user): (i64, i64, String) = reply(deleted)?;
+        if has_user == 1 {
+            self.unindex(&user, &[handle]).await;
+        }
+        Ok(live == 1)
+    }
+
+    async fn delete_user_logged(
+        &self,
+        user: &str,
+        except: Option<&SessionKey>,
+        reason: EndReason,
+        at: Timestamp,
+    ) -> Result<u64> {
+        let log = self.log()?;
+        let ukey = self.user_key(user);
+        let args = [
+            except
+                .map(|k| k.to_handle().into_bytes())
+                .unwrap_or_default(),
+            self.session_key_prefix(),
+            user.as_bytes().to_vec(),
+            millis(Timestamp::now()),
+            log.cap.clone(),
+            millis(at),
+            reason.as_str().as_bytes().to_vec(),
+        ];
+        let keys: [&[u8]; 2] = [ukey.as_bytes(), log.key()];
+        let deleted = self
+            .script_on("delete_user (logged)", &DELETE_USER_LOGGED, &keys, &args)
+            .await?;
+        let deleted: Vec<String> = reply(deleted)?;
+        if let Some(near) = &self.inner.near {
+            // Redis does not tell the connection that deleted them (`NOLOOP`).
+            for key in deleted.iter().filter_map(|h| SessionKey::from_handle(h)) {
+                near.invalidate(&self.session_key(&key));
+            }
+        }
+        Ok(deleted.len() as u64)
+    }
+
+    async fn read(&self, after: &Position, max: usize) -> Result<Batch> {
+        let log = self.log()?;
+        let from = stream_id(after)?;
+        let start = match from {
+            Some((ms, seq)) => format!("({ms}-{seq}"),
+            None => "-".to_owned(),
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .cmd("XINFO")
+            .arg("STREAM")
+            .arg(log.key())
+            .cmd("XRANGE")
+            .arg(log.key())
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(max.max(1));
+        let conn = self.conn_for(log.key());
+        let replies = bounded(self.inner.timeout, "event log (read)", || {
+            let mut conn = conn.clone();
+            let pipe = &pipe;
+            async move { pipe.query_async::<Vec<Value>>(&mut conn).await }
+        })
+        .await?;
+        let mut replies = replies.into_iter();
+        let (info, range) = (replies.next(), replies.next());
+        let dropped = dropped(&info.unwrap_or(Value::Nil))?;
+        let entries = match range {
+            Some(Value::Array(entries)) => entries,
+            Some(Value::ServerError(e)) => {
+                return Err(map_error(e.into(), "event log (XRANGE)"));
+            }
+            Some(Value::Nil) | None => Vec::new(),
+            Some(other) => return Err(corrupt(format!("unexpected XRANGE reply: {other:?}"))),
+        };
+        let events = (entries.into_iter().take(max))
+            .map(entry)
+            .collect::<Result<Vec<_>>>()?;
+        let next = events
+            .last()
+            .map_or_else(|| after.clone(), |e| e.position.clone());
+        Ok(Batch {
+            events,
+            next,
+            gap: dropped.gap(from.unwrap_or((0, 0))),
+        })
+    }
+
+    async fn read_wait(&self, after: &Position, max: usize, wait: Duration) -> Result<Batch> {
+        let batch = self.read(after, max).await?;
+        if !batch.events.is_empty() || batch.gap || wait.is_zero() {
+            return Ok(batch);
+        }
+        let log = self.log()?;
+        let id = match stream_id(after)? {
+            Some((ms, seq)) => format!("{ms}-{seq}"),
+            None => "0-0".to_owned(),
+        };
+        let woke = self.block(log, &id, wait).await?;
+        let batch = self.read(after, max).await?;
+        if !woke && !batch.events.is_empty() {
+            // The follower's connection saw nothing where there was something: it may be on
+            // a server that is no longer the master (a failover); the next wait connects anew.
+            log.lock_idle().clear();
+        }
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_limit_script_is_the_limit_script_with_xadds() {
+        let text = limited_logged_source();
+        assert_eq!(text.matches("log(KEYS[3]").count(), 2);
+        assert!(text.contains("'limit', s[1]"));
+        assert!(text.contains("unpack(ARGV, 13)") && !text.contains("unpack(ARGV, 9)"));
+        assert!(text.starts_with(LOG) && text.contains(DECODE_FAST));
+        // The plain script is untouched.
+        assert!(!crate::limit::limited_source().contains("XADD"));
+    }
+
+    #[test]
+    fn positions_are_stream_ids() {
+        assert_eq!(stream_id(&Position::start()).unwrap(), None);
+        assert_eq!(
+            stream_id(&Position::new("1700000000000-3")).unwrap(),
+            Some((1_700_000_000_000, 3))
+        );
+        for bad in ["17", "a-1", "1-", "-1", "1-2-3", "1 -2", "+"] {
+            let err = stream_id(&Position::new(bad)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+        }
+    }
+
+    #[test]
+    fn entries_are_read() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let key = cloakroom_core::session::SessionId::generate().key();
+        let previous = cloakroom_core::session::SessionId::generate().key();
+        let fields = vec![
+            bulk("at"),
+            bulk("17"),
+            bulk("kind"),
+            bulk("rotated"),
+            bulk("session"),
+            bulk(&key.to_handle()),
+            bulk("previous"),
+            bulk(&previous.to_handle()),
+            bulk("user"),
+            bulk("ada"),
+        ];
+        let got = entry(Value::Array(vec![bulk("5-1"), Value::Array(fields)])).unwrap();
+        assert_eq!(got.position, Position::new("5-1"));
+        assert_eq!(
+            got.event,
+            Event {
+                kind: EventKind::Rotated { previous },
+                session: key,
+                user: Some("ada".into()),
+                at: Timestamp(17),
+            }
+        );
+        let short = vec![bulk("kind"), bulk("created")];
+        let err = entry(Value::Array(vec![bulk("5-2"), Value::Array(short)])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn gaps_are_read_from_xinfo() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let info = |length: i64, added: i64, first: &str, max_deleted: &str| {
+            Value::Array(vec![
+                bulk("length"),
+                Value::Int(length),
+                bulk("last-generated-id"),
+                bulk("90-0"),
+                bulk("max-deleted-entry-id"),
+                bulk(max_deleted),
+                bulk("entries-added"),
+                Value::Int(added),
+                bulk("recorded-first-entry-id"),
+                bulk(first),
+            ])
+        };
+        // Nothing dropped: no gap anywhere.
+        let kept = dropped(&info(3, 3, "10-0", "0-0")).unwrap();
+        assert!(!kept.gap((0, 0)) && !kept.gap((10, 0)));
+        // Trimmed: a reader before the first entry kept lost events.
+        let trimmed = dropped(&info(100, 300, "50-0", "0-0")).unwrap();
+        assert!(trimmed.gap((0, 0)) && trimmed.gap((49, 7)));
+        assert!(!trimmed.gap((50, 0)) && !trimmed.gap((90, 0)));
+        // An XDEL past the reader.
+        let deleted = dropped(&info(99, 100, "10-0", "60-0")).unwrap();
+        assert!(deleted.gap((59, 0)) && !deleted.gap((60, 0)));
+        // Emptied: everything up to the last id is gone.
+        let empty = dropped(&info(0, 5, "0-0", "0-0")).unwrap();
+        assert!(empty.gap((89, 0)) && !empty.gap((90, 0)));
+        // No stream at all.
+        let none = redis::parse_redis_value(b"-ERR no such key\r\n").unwrap();
+        assert_eq!(dropped(&none).unwrap(), Dropped::default());
+    }
+}
