@@ -37,6 +37,7 @@ redis_scenarios!(
     handles_starting_with_a_hyphen_work,
     revoke_of_a_user_deletes_all_theirs,
     revoke_with_a_reason_tells_the_user,
+    events_show_revocations_as_they_happen,
     stats_match_the_store,
     gc_explains_engine_expiry,
 );
