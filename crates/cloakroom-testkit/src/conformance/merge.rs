@@ -87,6 +87,10 @@ pub async fn check_no_resurrection_under_concurrency(store: Arc<dyn SessionStore
         }));
     }
     join_all(handles).await;
+    // And surely after the delete (the scheduler may have run it last above).
+    let now = Timestamp::now();
+    touch(&store, &key, now, now.plus(LONG_TTL)).await;
+    apply(&store, &key, &patch(LONG_TTL).set("late", "1")).await;
     assert!(
         load(&store, &key).await.is_none(),
         "a patch or touch resurrected a deleted session"
