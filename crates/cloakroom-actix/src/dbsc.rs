@@ -40,7 +40,9 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use cloakroom_core::Session;
-use cloakroom_core::dbsc::{DbscEndpoint, DbscRequest, RESPONSE_HEADER, SESSION_ID_HEADER};
+use cloakroom_core::dbsc::{
+    DbscEndpoint, DbscRequest, NearExpiry, RESPONSE_HEADER, SESSION_ID_HEADER,
+};
 use cloakroom_core::response::{dbsc_refusal, dbsc_response};
 use cloakroom_core::session::{CommitAction, CommitOutcome, SessionEngine};
 
@@ -169,18 +171,24 @@ pub(crate) async fn answer(
     to_actix(dbsc_response(answer))
 }
 
-/// After a login's commit: the bound cookie and the registration offer. A store failure
-/// here leaves the login as it is, without the offer (logged).
+/// After the commit: a login's bound cookie and registration offer, or the early challenge
+/// of a request whose bound cookie is near its expiry. A store failure here leaves the
+/// response as it is, without them (logged).
 pub(crate) async fn after_commit(
     engine: &SessionEngine,
     session: &Session,
     outcome: &CommitOutcome,
+    near: Option<NearExpiry>,
     headers: &mut header::HeaderMap,
 ) {
-    if outcome.action != CommitAction::Renewed {
+    let extra = if outcome.action == CommitAction::Renewed {
+        engine.dbsc_headers(session, outcome).await
+    } else if let Some(near) = near {
+        (engine.dbsc_early_challenge(session, outcome, near).await).map(Vec::from_iter)
+    } else {
         return;
-    }
-    match engine.dbsc_headers(session, outcome).await {
+    };
+    match extra {
         Ok(extra) => {
             for (name, value) in extra {
                 let name = HeaderName::from_bytes(name.as_bytes());
@@ -189,6 +197,6 @@ pub(crate) async fn after_commit(
                 }
             }
         }
-        Err(error) => tracing::warn!(%error, "DBSC registration not offered"),
+        Err(error) => tracing::warn!(%error, "DBSC headers not added"),
     }
 }
