@@ -38,7 +38,7 @@ use std::sync::Arc;
 use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::header::{self, CACHE_CONTROL, HeaderName, HeaderValue};
 use cloakroom_core::Session;
 use cloakroom_core::dbsc::{
     DbscEndpoint, DbscRequest, NearExpiry, RESPONSE_HEADER, SESSION_ID_HEADER,
@@ -181,15 +181,21 @@ pub(crate) async fn after_commit(
     near: Option<NearExpiry>,
     headers: &mut header::HeaderMap,
 ) {
-    let extra = if outcome.action == CommitAction::Renewed {
-        engine.dbsc_headers(session, outcome).await
+    let (extra, early) = if outcome.action == CommitAction::Renewed {
+        (engine.dbsc_headers(session, outcome).await, false)
     } else if let Some(near) = near {
-        (engine.dbsc_early_challenge(session, outcome, near).await).map(Vec::from_iter)
+        let early = engine.dbsc_early_challenge(session, outcome, near).await;
+        (early.map(Vec::from_iter), true)
     } else {
         return;
     };
     match extra {
         Ok(extra) => {
+            // A challenge names the session: like a ticket, not for a shared cache (unless
+            // the handler chose a caching policy).
+            if early && !extra.is_empty() && !headers.contains_key(CACHE_CONTROL) {
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
             for (name, value) in extra {
                 let name = HeaderName::from_bytes(name.as_bytes());
                 if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {

@@ -232,6 +232,8 @@ async fn a_bound_cookie_near_expiry_gets_one_early_challenge_that_refreshes_with
     assert_eq!(early_id, id);
     assert_eq!(challenge.len(), 43, "256 random bits, base64url");
     assert_eq!(early, &format!("\"{challenge}\";id=\"{id}\""));
+    let cache = near.get("cache-control").map(|v| v.to_str().unwrap());
+    assert_eq!(cache, Some("no-store"), "a challenge names the session");
     let before = probe.calls();
     let (_, again) = jar.send(&app, "GET", "/account", &[]).await;
     assert!(challenges(&again).is_empty(), "rate-bounded: {again:?}");

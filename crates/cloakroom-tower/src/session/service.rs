@@ -128,7 +128,7 @@ mod dbsc {
     };
     use cloakroom_core::response::dbsc_response;
     use cloakroom_core::session::{CommitAction, CommitOutcome, SessionEngine};
-    use http::header::{HeaderName, HeaderValue, ORIGIN};
+    use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, ORIGIN};
     use http::{HeaderMap, Request, Response};
 
     /// What a DBSC endpoint reads of a request, copied out of it (the request, whose body
@@ -204,15 +204,21 @@ mod dbsc {
         near: Option<NearExpiry>,
         headers: &mut HeaderMap,
     ) {
-        let extra = if outcome.action == CommitAction::Renewed {
-            engine.dbsc_headers(session, outcome).await
+        let (extra, early) = if outcome.action == CommitAction::Renewed {
+            (engine.dbsc_headers(session, outcome).await, false)
         } else if let Some(near) = near {
-            (engine.dbsc_early_challenge(session, outcome, near).await).map(Vec::from_iter)
+            let early = engine.dbsc_early_challenge(session, outcome, near).await;
+            (early.map(Vec::from_iter), true)
         } else {
             return;
         };
         match extra {
             Ok(extra) => {
+                // A challenge names the session: like a ticket, not for a shared cache (unless
+                // the handler chose a caching policy).
+                if early && !extra.is_empty() && !headers.contains_key(CACHE_CONTROL) {
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                }
                 for (name, value) in extra {
                     let name = HeaderName::from_bytes(name.as_bytes());
                     if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
