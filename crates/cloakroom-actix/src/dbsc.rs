@@ -38,9 +38,11 @@ use std::sync::Arc;
 use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::header::{self, CACHE_CONTROL, HeaderName, HeaderValue};
 use cloakroom_core::Session;
-use cloakroom_core::dbsc::{DbscEndpoint, DbscRequest, RESPONSE_HEADER, SESSION_ID_HEADER};
+use cloakroom_core::dbsc::{
+    DbscEndpoint, DbscRequest, NearExpiry, RESPONSE_HEADER, SESSION_ID_HEADER,
+};
 use cloakroom_core::response::{dbsc_refusal, dbsc_response};
 use cloakroom_core::session::{CommitAction, CommitOutcome, SessionEngine};
 
@@ -169,19 +171,31 @@ pub(crate) async fn answer(
     to_actix(dbsc_response(answer))
 }
 
-/// After a login's commit: the bound cookie and the registration offer. A store failure
-/// here leaves the login as it is, without the offer (logged).
+/// After the commit: a login's bound cookie and registration offer, or the early challenge
+/// of a request whose bound cookie is near its expiry. A store failure here leaves the
+/// response as it is, without them (logged).
 pub(crate) async fn after_commit(
     engine: &SessionEngine,
     session: &Session,
     outcome: &CommitOutcome,
+    near: Option<NearExpiry>,
     headers: &mut header::HeaderMap,
 ) {
-    if outcome.action != CommitAction::Renewed {
+    let (extra, early) = if outcome.action == CommitAction::Renewed {
+        (engine.dbsc_headers(session, outcome).await, false)
+    } else if let Some(near) = near {
+        let early = engine.dbsc_early_challenge(session, outcome, near).await;
+        (early.map(Vec::from_iter), true)
+    } else {
         return;
-    }
-    match engine.dbsc_headers(session, outcome).await {
+    };
+    match extra {
         Ok(extra) => {
+            // A challenge names the session: like a ticket, not for a shared cache (unless
+            // the handler chose a caching policy).
+            if early && !extra.is_empty() && !headers.contains_key(CACHE_CONTROL) {
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
             for (name, value) in extra {
                 let name = HeaderName::from_bytes(name.as_bytes());
                 if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
@@ -189,6 +203,6 @@ pub(crate) async fn after_commit(
                 }
             }
         }
-        Err(error) => tracing::warn!(%error, "DBSC registration not offered"),
+        Err(error) => tracing::warn!(%error, "DBSC headers not added"),
     }
 }

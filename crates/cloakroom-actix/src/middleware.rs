@@ -154,6 +154,10 @@ where
                 Ok(req.into_response(res).map_into_right_body())
             });
         }
+        // A bound cookie near its expiry: the response offers an early challenge.
+        #[cfg(feature = "dbsc")]
+        let near = (self.engine)
+            .dbsc_near_expiry(req.headers().get_all(COOKIE).map(HeaderValue::as_bytes));
         req.extensions_mut().insert(session.clone());
         let fut = self.service.call(req);
         let on_error = self.on_error.clone();
@@ -171,6 +175,11 @@ where
             // session, or had none) is done here, without the commit's async lock.
             if let Some(outcome) = engine.commit_now(&session) {
                 add_outcome(res.headers_mut(), &outcome);
+                #[cfg(feature = "dbsc")]
+                if near.is_some() {
+                    crate::dbsc::after_commit(&engine, &session, &outcome, near, res.headers_mut())
+                        .await;
+                }
                 return Ok(res.map_into_left_body());
             }
             let user_agent = user_agent.as_ref().and_then(|v| v.to_str().ok());
@@ -178,7 +187,8 @@ where
                 Ok(outcome) => {
                     add_outcome(res.headers_mut(), &outcome);
                     #[cfg(feature = "dbsc")]
-                    crate::dbsc::after_commit(&engine, &session, &outcome, res.headers_mut()).await;
+                    crate::dbsc::after_commit(&engine, &session, &outcome, near, res.headers_mut())
+                        .await;
                     Ok(res.map_into_left_body())
                 }
                 Err(error) => {

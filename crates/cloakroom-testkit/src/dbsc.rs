@@ -115,3 +115,19 @@ pub fn quoted_after<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
     let rest = &value[value.find(prefix)? + prefix.len()..];
     Some(&rest[..rest.find('"')?])
 }
+
+/// The challenge and session identifier of a `Secure-Session-Challenge` value, read as
+/// strictly as the form Chromium 150 parsed in the captures (`../shared/dbsc/`): one
+/// structured-field item, a string, with one parameter `id`, a string, no whitespace, no
+/// escapes, both base64url (what the server sends). `None` for anything else.
+pub fn challenge_item(value: &str) -> Option<(&str, &str)> {
+    let rest = value.strip_prefix('"')?;
+    let (challenge, rest) = rest.split_once('"')?;
+    let id = rest.strip_prefix(";id=\"")?.strip_suffix('"')?;
+    let base64url = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (base64url(challenge) && base64url(id)).then_some((challenge, id))
+}

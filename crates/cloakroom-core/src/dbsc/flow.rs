@@ -58,6 +58,7 @@ pub struct DbscSettings {
     pub(crate) login_grace: Duration,
     pub(crate) challenge_ttl: Duration,
     pub(crate) limits: Arc<Limits>,
+    pub(crate) early: Arc<EarlyChallenges>,
 }
 
 impl DbscSettings {
@@ -82,6 +83,7 @@ impl DbscSettings {
             login_grace: Duration::from_secs(30),
             challenge_ttl: Duration::from_secs(300),
             limits: Arc::new(Limits::new(DEFAULT_BURST, DEFAULT_PERIOD)),
+            early: Arc::new(EarlyChallenges::new(Duration::from_secs(600))),
         })
     }
 
@@ -115,7 +117,9 @@ impl DbscSettings {
     }
 
     /// How long a bound cookie lives (default 10 minutes): how long a stolen one works, and
-    /// how often the browser signs a refresh.
+    /// how often the browser signs a refresh. It also sets the early-challenge window (see
+    /// [`SessionEngine::dbsc_early_challenge`]): the last 3 minutes of a bound cookie's life,
+    /// or the last half of it when it lives less than 6 minutes.
     ///
     /// # Errors
     /// A zero duration.
@@ -131,6 +135,7 @@ impl DbscSettings {
             ));
         }
         self.bound_lifetime = lifetime;
+        self.early = Arc::new(EarlyChallenges::new(lifetime));
         Ok(self)
     }
 
@@ -271,6 +276,77 @@ impl Limits {
     }
 }
 
+/// The early-challenge window's longest span: Chromium refreshes in advance once a bound
+/// cookie has less than 120 s left; a challenge offered a minute before that is already in
+/// the browser's hands when it does (and, living [`DbscSettings`]' 5 minutes, still live
+/// when a browser that does not refresh in advance refreshes at expiry).
+const EARLY_WINDOW: Duration = Duration::from_secs(180);
+
+/// Early challenges: when a bound cookie is in its window, and at most one per session
+/// every half window in this process (a GCRA limiter of burst 1 keyed by session, so a
+/// busy page in the window costs one store command per half window, not one per
+/// request). Kept in memory only: no store command decides it; several processes behind
+/// a balancer each offer their own.
+pub(crate) struct EarlyChallenges {
+    /// A bound cookie with less than this left gets an early challenge.
+    window: Duration,
+    spacing: governor::DefaultKeyedRateLimiter<[u8; 32]>,
+    checks: AtomicU64,
+}
+
+impl fmt::Debug for EarlyChallenges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EarlyChallenges")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EarlyChallenges {
+    /// The window for bound cookies living `lifetime`: the last [`EARLY_WINDOW`], or the
+    /// last half of shorter lifetimes (so a fresh cookie is never in it).
+    fn new(lifetime: Duration) -> Self {
+        let window = EARLY_WINDOW.min(lifetime / 2);
+        let spacing = (window / 2).max(Duration::from_millis(1));
+        let quota = governor::Quota::with_period(spacing)
+            .expect("the spacing is not zero")
+            .allow_burst(NonZeroU32::MIN);
+        EarlyChallenges {
+            window,
+            spacing: governor::RateLimiter::keyed(quota),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether `expires_at` is in the window (`now` before it).
+    fn due(&self, expires_at: Timestamp, now: Timestamp) -> bool {
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        now < expires_at && expires_at.0 - now.0 <= window
+    }
+
+    /// Whether `key` may have an early challenge now (at most one per half window).
+    fn admit(&self, key: &SessionKey) -> bool {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.spacing.retain_recent();
+        }
+        self.spacing.check_key(key.as_bytes()).is_ok()
+    }
+}
+
+/// A request whose bound cookie, registered and for session `key`, is in its early-challenge
+/// window: what [`SessionEngine::dbsc_near_expiry`] found, for
+/// [`SessionEngine::dbsc_early_challenge`] at response time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NearExpiry {
+    key: SessionKey,
+}
+
+impl fmt::Debug for NearExpiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NearExpiry(REDACTED)")
+    }
+}
+
 /// The DBSC endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbscEndpoint {
@@ -388,7 +464,7 @@ impl SessionEngine {
             .expect("the path is checked by the settings and the challenge is base64url");
         let lifetime = dbsc.login_grace.min(dbsc.bound_lifetime);
         Ok(vec![
-            ("Set-Cookie", self.bound_set_cookie(&key, lifetime)),
+            ("Set-Cookie", self.bound_set_cookie(&key, lifetime, false)),
             (REGISTRATION_HEADER, registration),
         ])
     }
@@ -400,6 +476,61 @@ impl SessionEngine {
         crate::cookie::cookie_values(cookie_header.map(str::as_bytes), &cookie.name).any(|value| {
             bound_cookie_session(self.keys(), &cookie.name, value.as_bytes()) == Some(*key)
         })
+    }
+
+    /// Whether the response to this request should offer an early challenge: DBSC is on and
+    /// `cookie_headers` carry a bound cookie of a registered session that is in its last
+    /// stretch (the last 3 minutes, or the last half of a shorter bound lifetime; see
+    /// [`DbscSettings::with_bound_lifetime`]). Adapters call it before the application runs
+    /// and hand the answer to [`SessionEngine::dbsc_early_challenge`]. No store command: the
+    /// expiry is read first and the MAC is checked only for a cookie in the window, so a
+    /// request with a fresh bound cookie costs a base64 decode.
+    pub fn dbsc_near_expiry<'h>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'h [u8]>,
+    ) -> Option<NearExpiry> {
+        let dbsc = self.dbsc()?;
+        let name = format!("{}_bound", self.config().cookie.name);
+        let now = Timestamp::now();
+        crate::cookie::cookie_values(cookie_headers, &name)
+            .filter_map(|value| BoundRaw::decode(value.as_bytes()))
+            .filter(|raw| raw.registered() && dbsc.early.due(raw.expires_at(), now))
+            .find_map(|raw| raw.verify(self.keys(), &name))
+            .map(|key| NearExpiry { key })
+    }
+
+    /// The early challenge for a response (Chromium keeps it and signs it at its next
+    /// refresh, which then needs no 403 round trip): `Secure-Session-Challenge:
+    /// "<challenge>";id="<session identifier>"` with a fresh single-use challenge kept by the
+    /// store's `put_challenge` (one store command), when [`SessionEngine::dbsc_near_expiry`]
+    /// found the request's bound cookie near its expiry, the response keeps that session
+    /// (not a login, `cycle_id` or logout), and this process offered that session none in
+    /// the last half window. `None` otherwise, without a store command. The registration and
+    /// refresh answers always carry the next challenge.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn dbsc_early_challenge(
+        &self,
+        session: &Session,
+        outcome: &CommitOutcome,
+        near: NearExpiry,
+    ) -> Result<Option<(&'static str, String)>> {
+        let Some(dbsc) = self.dbsc() else {
+            return Ok(None);
+        };
+        if matches!(
+            outcome.action,
+            CommitAction::Renewed | CommitAction::Destroyed | CommitAction::Vanished
+        ) || session.ticket_key().await != Some(near.key)
+            || !dbsc.early.admit(&near.key)
+        {
+            return Ok(None);
+        }
+        let challenge = self.put_challenge(dbsc, &near.key).await?;
+        let value = challenge_header(&challenge, &near.key.to_handle())
+            .expect("a challenge and a handle are base64url");
+        Ok(Some((CHALLENGE_HEADER, value)))
     }
 
     /// The DBSC endpoint at `path`, when DBSC is on: adapters answer such a request with
@@ -535,7 +666,7 @@ impl SessionEngine {
     async fn refreshed(&self, dbsc: &DbscSettings, key: &SessionKey) -> Result<DbscResponse> {
         let handle = key.to_handle();
         let cookie = self.bound_cookie();
-        let set_cookie = self.bound_set_cookie(key, dbsc.bound_lifetime);
+        let set_cookie = self.bound_set_cookie(key, dbsc.bound_lifetime, true);
         let attributes = &set_cookie[set_cookie.find("; Path=").map_or(0, |i| i + 2)..];
         let body = Instructions {
             session_identifier: &handle,
@@ -598,10 +729,10 @@ impl SessionEngine {
         self.timed(self.store().take_challenge(challenge)).await
     }
 
-    fn bound_set_cookie(&self, key: &SessionKey, lifetime: Duration) -> String {
+    fn bound_set_cookie(&self, key: &SessionKey, lifetime: Duration, registered: bool) -> String {
         let cookie = self.bound_cookie();
         let expires_at = Timestamp::now().plus(lifetime);
-        let value = bound_cookie_value(self.keys(), &cookie.name, key, expires_at);
+        let value = bound_cookie_value(self.keys(), &cookie.name, key, expires_at, registered);
         cookie.set_cookie(&value, Some(lifetime))
     }
 }
@@ -659,41 +790,67 @@ fn bound_context(cookie_name: &str) -> [&[u8]; 2] {
     [b"cloakroom dbsc bound\0", cookie_name.as_bytes()]
 }
 
-/// Bytes signed in a bound cookie: key id, session key, expiry (ms, big-endian).
-const BOUND_SIGNED: usize = KEY_ID_LEN + 32 + 8;
+/// Bytes signed in a bound cookie: key id, session key, expiry (ms, big-endian), and 1 when
+/// the session had registered a device key (0 for the login's grace cookie).
+const BOUND_SIGNED: usize = KEY_ID_LEN + 32 + 8 + 1;
 
-/// A bound cookie's value: the session key and the expiry, MAC'd by the ring's first key
-/// (like the ticket, so it is checked without the store), base64url.
+/// A bound cookie's value: the session key, the expiry and whether the session registered,
+/// MAC'd by the ring's first key (like the ticket, so it is checked without the store),
+/// base64url.
 fn bound_cookie_value(
     ring: &KeyRing,
     cookie_name: &str,
     key: &SessionKey,
     expires_at: Timestamp,
+    registered: bool,
 ) -> String {
     let mut raw = Vec::with_capacity(BOUND_SIGNED + MAC_LEN);
     raw.extend_from_slice(&ring.signing_key().id());
     raw.extend_from_slice(key.as_bytes());
     raw.extend_from_slice(&expires_at.as_millis().to_be_bytes());
+    raw.push(u8::from(registered));
     let mac = ring.sign_parts(&bound_context(cookie_name), &raw);
     raw.extend_from_slice(&mac);
     URL_SAFE_NO_PAD.encode(raw)
 }
 
+/// A bound cookie's raw bytes, decoded but not yet verified.
+struct BoundRaw([u8; BOUND_SIGNED + MAC_LEN]);
+
+impl BoundRaw {
+    fn decode(value: &[u8]) -> Option<Self> {
+        let mut raw = [0u8; BOUND_SIGNED + MAC_LEN];
+        (URL_SAFE_NO_PAD.decode_slice(value, &mut raw).ok()? == raw.len()).then_some(BoundRaw(raw))
+    }
+
+    /// The claimed expiry (unverified).
+    fn expires_at(&self) -> Timestamp {
+        let at = KEY_ID_LEN + 32;
+        let bytes: [u8; 8] = self.0[at..at + 8].try_into().expect("8 bytes");
+        Timestamp(i64::from_be_bytes(bytes))
+    }
+
+    /// The claimed registration flag (unverified).
+    fn registered(&self) -> bool {
+        self.0[BOUND_SIGNED - 1] == 1
+    }
+
+    /// The session, if the MAC verifies and the cookie has not expired.
+    fn verify(&self, ring: &KeyRing, cookie_name: &str) -> Option<SessionKey> {
+        let (signed, mac) = self.0.split_at(BOUND_SIGNED);
+        let kid: [u8; KEY_ID_LEN] = signed[..KEY_ID_LEN].try_into().ok()?;
+        let expected = ring.sign_with_parts(kid, &bound_context(cookie_name), signed)?;
+        if !bool::from(expected[..].ct_eq(mac)) {
+            return None;
+        }
+        let key: [u8; 32] = signed[KEY_ID_LEN..KEY_ID_LEN + 32].try_into().ok()?;
+        (self.expires_at() > Timestamp::now()).then(|| SessionKey::from_bytes(key))
+    }
+}
+
 /// The session a bound cookie value is for, if it verifies and has not expired.
 fn bound_cookie_session(ring: &KeyRing, cookie_name: &str, value: &[u8]) -> Option<SessionKey> {
-    let mut raw = [0u8; BOUND_SIGNED + MAC_LEN];
-    if URL_SAFE_NO_PAD.decode_slice(value, &mut raw).ok()? != raw.len() {
-        return None;
-    }
-    let (signed, mac) = raw.split_at(BOUND_SIGNED);
-    let kid: [u8; KEY_ID_LEN] = signed[..KEY_ID_LEN].try_into().ok()?;
-    let expected = ring.sign_with_parts(kid, &bound_context(cookie_name), signed)?;
-    if !bool::from(expected[..].ct_eq(mac)) {
-        return None;
-    }
-    let key: [u8; 32] = signed[KEY_ID_LEN..KEY_ID_LEN + 32].try_into().ok()?;
-    let expires_at = i64::from_be_bytes(signed[KEY_ID_LEN + 32..].try_into().ok()?);
-    (Timestamp(expires_at) > Timestamp::now()).then(|| SessionKey::from_bytes(key))
+    BoundRaw::decode(value)?.verify(ring, cookie_name)
 }
 
 #[cfg(test)]
@@ -1098,6 +1255,7 @@ mod tests {
             "b",
             &key,
             Timestamp::now().plus(Duration::from_secs(60)),
+            true,
         );
         assert_eq!(bound_cookie_session(&ring, "b", live.as_bytes()), Some(key));
         assert_eq!(bound_cookie_session(&ring, "other", live.as_bytes()), None);
@@ -1106,11 +1264,85 @@ mod tests {
             bound_cookie_session(&other_ring, "b", live.as_bytes()),
             None
         );
-        let expired = bound_cookie_value(&ring, "b", &key, Timestamp(Timestamp::now().0 - 1));
+        let expired = bound_cookie_value(&ring, "b", &key, Timestamp(Timestamp::now().0 - 1), true);
         assert_eq!(bound_cookie_session(&ring, "b", expired.as_bytes()), None);
         let mut tampered = live.into_bytes();
         tampered[10] ^= 1;
         assert_eq!(bound_cookie_session(&ring, "b", &tampered), None);
         assert_eq!(bound_cookie_session(&ring, "b", b"short"), None);
+    }
+
+    #[tokio::test]
+    async fn early_challenges_only_near_a_registered_cookies_expiry_and_once_per_half_window() {
+        let store = MemoryStore::new();
+        let engine = engine(&store);
+        let session = engine.session(None);
+        session.login("ada").await.unwrap();
+        let ticket = engine
+            .commit(&session, None)
+            .await
+            .unwrap()
+            .set_cookie
+            .unwrap();
+        let ticket = ticket.split(';').next().unwrap().to_owned();
+        let key = engine.handle_of(&session).await.unwrap().unwrap();
+        let name = engine.bound_cookie().name;
+        let cookie = |left: u64, registered: bool| {
+            let at = Timestamp::now().plus(Duration::from_secs(left));
+            let value = bound_cookie_value(engine.keys(), &name, &key, at, registered);
+            format!("{ticket}; {name}={value}")
+        };
+        let near = |header: &str| engine.dbsc_near_expiry([header.as_bytes()]);
+        // The window of a 10-minute cookie is its last 3 minutes.
+        assert_eq!(near(&cookie(181, true)), None, "fresh");
+        assert_eq!(near(&cookie(179, true)), Some(NearExpiry { key }));
+        assert_eq!(near(&cookie(10, false)), None, "the login's grace cookie");
+        let other = crate::SessionId::generate().key();
+        let at = Timestamp::now().plus(Duration::from_secs(10));
+        let forged = bound_cookie_value(engine.keys(), "x", &other, at, true);
+        assert_eq!(
+            near(&format!("{name}={forged}")),
+            None,
+            "a MAC that does not verify"
+        );
+        // Shorter lifetimes: the last half.
+        let short = EarlyChallenges::new(Duration::from_secs(4));
+        assert_eq!(short.window, Duration::from_secs(2));
+
+        // The response of a read-only request gets one, once per half window.
+        let header = cookie(60, true);
+        let request = engine.session(Some(&ticket));
+        let outcome = request.commit_now().unwrap();
+        let found = near(&header).unwrap();
+        let early = engine
+            .dbsc_early_challenge(&request, &outcome, found)
+            .await
+            .unwrap();
+        let (name, value) = early.unwrap();
+        assert_eq!(name, CHALLENGE_HEADER);
+        let challenge = quoted_after(&value, "\"");
+        assert_eq!(value, format!("\"{challenge}\";id=\"{}\"", key.to_handle()));
+        assert_eq!(store.take_challenge(challenge).await.unwrap(), Some(key));
+        let again = engine.session(Some(&ticket));
+        let outcome = again.commit_now().unwrap();
+        assert_eq!(
+            engine
+                .dbsc_early_challenge(&again, &outcome, found)
+                .await
+                .unwrap(),
+            None,
+            "one per half window"
+        );
+        // Another session's cookie beside this ticket: none.
+        let stranger = engine.session(None);
+        let outcome = stranger.commit_now().unwrap();
+        let foreign = NearExpiry { key: other };
+        assert_eq!(
+            engine
+                .dbsc_early_challenge(&stranger, &outcome, foreign)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

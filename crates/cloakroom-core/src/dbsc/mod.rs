@@ -13,6 +13,9 @@
 //! [`challenge_header`], the browser signs the challenge, and [`verify_refresh`] checks the
 //! proof against the stored key. Challenges are single-use: the caller consumes the proof's
 //! `jti` in the store (`SessionStore::take_challenge`), which says whether it was issued.
+//! A challenge given in advance spares the browser the 403 round trip: the registration and
+//! refresh answers carry the next one, and so does an ordinary response whose bound cookie
+//! is near its expiry ([`SessionEngine::dbsc_early_challenge`](crate::SessionEngine::dbsc_early_challenge)).
 //!
 //! ```
 //! use cloakroom_core::dbsc::{self, ErrorKind};
@@ -29,7 +32,7 @@ use std::fmt;
 mod flow;
 mod proof;
 
-pub use flow::{DbscEndpoint, DbscPolicy, DbscRequest, DbscResponse, DbscSettings};
+pub use flow::{DbscEndpoint, DbscPolicy, DbscRequest, DbscResponse, DbscSettings, NearExpiry};
 pub use proof::{DeviceKey, Proof, verify_refresh, verify_registration};
 
 /// The response header that asks the browser to register a session.

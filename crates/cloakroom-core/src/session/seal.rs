@@ -6,19 +6,32 @@
 //! handlers and the request's [`Session`](super::Session) see plaintext, and the store (which
 //! keys records by a hash of the id and never sees the id) sees only sealed values.
 //!
-//! - Cipher: AES-256-GCM-SIV with a random 96-bit nonce per value (nonce-misuse resistant:
-//!   a repeated nonce would reveal only that two values are equal).
-//! - Key: HKDF-SHA256 (expand, with a fixed label as info) from the raw 256-bit session id,
-//!   which is already a uniformly random key, so the extract step is skipped (RFC 5869
-//!   section 3.3): no key held by the servers opens a value, only the ticket of its own
-//!   session does.
+//! - Key: one SHA-256 over `00 00 00 01 | id | "cloakroom seal v2"`, the one-step key
+//!   derivation of NIST SP 800-56C (rev. 2, section 4.1, option 1: H(counter | Z |
+//!   FixedInfo)) with one 32-byte output block. Its input is the raw 256-bit session id, a
+//!   uniformly random secret that only the ticket carries (the store holds a different hash
+//!   of it), so no key held by the servers opens a value, only the ticket of its own session
+//!   does. No extract step is needed (the id already is a uniform key, as HKDF's RFC 5869
+//!   section 3.3 says), and an HMAC adds nothing over a hash here: HMAC guards against
+//!   length extension when the key precedes attacker-chosen data, and the only variable
+//!   input is the secret itself; the fixed label separates this use of the id from its other
+//!   hashes (the store key, the ticket MAC). The 53 bytes fit one SHA-256 block: one
+//!   compression per request that opens or seals, where HKDF-Expand cost four.
+//! - Cipher: AES-256-GCM with a random 96-bit nonce per value. Every session has its own key
+//!   and seals few values (one per write of a field), so the random-nonce bound (NIST SP
+//!   800-38D section 8.3: at most 2^32 messages per key; a nonce collision among q values has
+//!   a chance below q^2 / 2^97) is never approached. Nonces are OS randomness drawn 504
+//!   bytes at a time per thread, each byte used once, since one system call per value cost
+//!   more than the cipher; a process must not fork after it has sealed (a child would reuse
+//!   its parent's pool; async servers do not fork).
 //! - Associated data: the record's store key and the field name, so a value copied into
 //!   another session or another field does not open: the load fails as corrupt
 //!   ([`store::ErrorKind::Corrupt`], a 503) and the moved value is never returned.
-//! - Encoding: `~1` then unpadded base64url of `nonce | ciphertext | tag`. JSON text never
+//! - Encoding: `~2` then unpadded base64url of `nonce | ciphertext | tag`. JSON text never
 //!   starts with `~`, so plaintext and sealed values can share a store: turning sealing on
 //!   reads the plaintext ones (sealed at their next write), turning it off still opens the
-//!   sealed ones (they stay sealed until written again).
+//!   sealed ones (they stay sealed until written again). `~2` is the only version that
+//!   opens (the format changed before any release; any other is corrupt).
 //!
 //! ```
 //! use cloakroom_core::session::{SessionId, seal};
@@ -33,20 +46,27 @@
 //! assert!(!seal::is_sealed(&record.data["cart"]));
 //! ```
 
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use std::cell::RefCell;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::{SessionConfig, SessionId, SessionKey};
 use crate::store::{self, Fields, Patch, Record};
 
 /// What a sealed value starts with: a marker JSON text cannot start with, then the version.
-const PREFIX: &str = "~1";
+const PREFIX: &str = "~2";
+/// The key derivation's FixedInfo (17 bytes: with the counter and the id, one SHA-256 block).
+const LABEL: &[u8] = b"cloakroom seal v2";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
+/// Nonce bytes drawn from the OS at once, per thread (42 nonces).
+const POOL_LEN: usize = 42 * NONCE_LEN;
+/// Field names up to this long build their associated data on the stack.
+const SHORT_NAME: usize = 64;
 /// The pseudo field name the user agent is sealed under (reserved: no data field has it).
 pub(crate) const USER_AGENT_FIELD: &str = "__cr.user_agent";
 
@@ -87,30 +107,36 @@ pub fn open_record(id: &SessionId, key: &SessionKey, record: &mut Record) -> sto
 
 /// The cipher of one session, bound to its store key.
 pub(crate) struct Seal {
-    cipher: Aes256GcmSiv,
+    cipher: Aes256Gcm,
     key: SessionKey,
 }
 
 impl Seal {
     /// The seal of the session `id`, whose record is stored under `key`.
     pub(crate) fn new(id: &SessionId, key: SessionKey) -> Self {
-        let hkdf = Hkdf::<Sha256>::from_prk(id.as_bytes())
-            .expect("a 32-byte id is a valid HKDF-SHA256 pseudo-random key");
-        let mut okm = [0u8; 32];
-        hkdf.expand(b"cloakroom session data v1", &mut okm)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let derived = Sha256::new()
+            .chain_update(1u32.to_be_bytes())
+            .chain_update(id.as_bytes())
+            .chain_update(LABEL)
+            .finalize();
         Seal {
-            cipher: Aes256GcmSiv::new(&okm.into()),
+            cipher: Aes256Gcm::new(&derived),
             key,
         }
     }
 
-    /// The associated data of the field `name`: the store key (fixed length), then the name.
-    fn aad(&self, name: &str) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(32 + name.len());
-        aad.extend_from_slice(self.key.as_bytes());
-        aad.extend_from_slice(name.as_bytes());
-        aad
+    /// Runs `f` on the associated data of the field `name`: the store key (fixed length),
+    /// then the name.
+    fn with_aad<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+        let name = name.as_bytes();
+        if name.len() <= SHORT_NAME {
+            let mut aad = [0u8; 32 + SHORT_NAME];
+            aad[..32].copy_from_slice(self.key.as_bytes());
+            aad[32..32 + name.len()].copy_from_slice(name);
+            f(&aad[..32 + name.len()])
+        } else {
+            f(&[self.key.as_bytes(), name].concat())
+        }
     }
 
     /// `json`, the value of the field `name`, sealed.
@@ -123,21 +149,17 @@ impl Seal {
         if name == super::DEVICE_KEY_FIELD {
             return json.to_owned();
         }
-        let mut nonce = Nonce::default();
-        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-        let aad = self.aad(name);
-        let payload = Payload {
-            msg: json.as_bytes(),
-            aad: &aad,
-        };
-        let sealed = (self.cipher.encrypt(&nonce, payload))
-            .expect("AES-256-GCM-SIV seals any value a session can hold");
-        let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&sealed);
+        let mut raw = Vec::with_capacity(NONCE_LEN + json.len() + TAG_LEN);
+        raw.extend_from_slice(&nonce());
+        raw.extend_from_slice(json.as_bytes());
+        let (nonce, msg) = raw.split_at_mut(NONCE_LEN);
+        let tag = self.with_aad(name, |aad| {
+            (self.cipher).encrypt_in_place_detached(Nonce::from_slice(nonce), aad, msg)
+        });
+        raw.extend_from_slice(&tag.expect("AES-256-GCM seals any value a session can hold"));
         let mut out = String::with_capacity(PREFIX.len() + (raw.len() * 4).div_ceil(3));
         out.push_str(PREFIX);
-        URL_SAFE_NO_PAD.encode_string(raw, &mut out);
+        URL_SAFE_NO_PAD.encode_string(&raw, &mut out);
         out
     }
 
@@ -158,19 +180,25 @@ impl Seal {
                 ),
             )
         };
-        let raw = (value.strip_prefix(PREFIX))
-            .and_then(|b64| URL_SAFE_NO_PAD.decode(b64).ok())
-            .filter(|raw| raw.len() >= NONCE_LEN + TAG_LEN)
-            .ok_or_else(corrupt)?;
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let aad = self.aad(name);
-        let payload = Payload {
-            msg: sealed,
-            aad: &aad,
+        let b64 = value.strip_prefix(PREFIX).ok_or_else(corrupt)?;
+        // One allocation: decoded, opened in place, and handed out as the plaintext.
+        let mut raw = Vec::with_capacity(b64.len() / 4 * 3 + 3);
+        URL_SAFE_NO_PAD
+            .decode_vec(b64, &mut raw)
+            .map_err(|_| corrupt())?;
+        let Some(text_len) = raw.len().checked_sub(NONCE_LEN + TAG_LEN) else {
+            return Err(corrupt());
         };
-        let plain =
-            (self.cipher.decrypt(Nonce::from_slice(nonce), payload)).map_err(|_| corrupt())?;
-        String::from_utf8(plain).map_err(|_| corrupt())
+        let (nonce, rest) = raw.split_at_mut(NONCE_LEN);
+        let (msg, tag) = rest.split_at_mut(text_len);
+        self.with_aad(name, |aad| {
+            let (nonce, tag) = (Nonce::from_slice(nonce), Tag::from_slice(tag));
+            (self.cipher).decrypt_in_place_detached(nonce, aad, msg, tag)
+        })
+        .map_err(|_| corrupt())?;
+        raw.truncate(NONCE_LEN + text_len);
+        raw.drain(..NONCE_LEN);
+        String::from_utf8(raw).map_err(|_| corrupt())
     }
 
     /// Every value of `data` sealed.
@@ -179,6 +207,26 @@ impl Seal {
             .map(|(name, json)| (name.clone(), self.seal(name, json)))
             .collect()
     }
+}
+
+/// A fresh random nonce: the next unused bytes of this thread's pool of OS randomness.
+///
+/// # Panics
+/// When the OS random source fails.
+fn nonce() -> [u8; NONCE_LEN] {
+    thread_local! {
+        static POOL: RefCell<([u8; POOL_LEN], usize)> = const { RefCell::new(([0; POOL_LEN], POOL_LEN)) };
+    }
+    POOL.with_borrow_mut(|(bytes, used)| {
+        if *used + NONCE_LEN > POOL_LEN {
+            getrandom::fill(bytes).expect("the OS random number generator failed");
+            *used = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[*used..*used + NONCE_LEN]);
+        *used += NONCE_LEN;
+        nonce
+    })
 }
 
 /// `record` as it goes into the store under `key` for `id`, when sealing (as `config` sets
@@ -225,18 +273,24 @@ mod tests {
     use super::*;
 
     /// Locks the format: a fixed id, key and value open (values already in stores must keep
-    /// opening after any change to this module).
+    /// opening after any change to this module; a change of format bumps the version).
     #[test]
     fn a_value_sealed_with_a_fixed_id_opens() {
         let id = SessionId::from_bytes([7; 32]);
         let sealed = Seal::new(&id, id.key()).seal("cart", "[1,2]");
-        assert!(sealed.starts_with("~1") && !sealed.contains("[1,2]"));
+        assert!(sealed.starts_with("~2") && !sealed.contains("[1,2]"));
         assert_eq!(sealed.len(), 2 + ((12 + 5 + 16) * 4_usize).div_ceil(3));
-        let fixed = "~1idNWoS-Q1GQlTn0g3KOVfkXXfEhDUTBZzI7ISggcQH8V";
+        let fixed = "~2Y9T2mL1CjownscE2K8NhFdDIAlgBeWJ34Bw9f-2NJg3l";
         let mut record = Record::default();
         record.data.insert("cart".to_owned(), fixed.to_owned());
         open_record(&id, &id.key(), &mut record).unwrap();
         assert_eq!(record.data["cart"], "[1,2]");
+        // The first format (`~1`, AES-256-GCM-SIV under an HKDF key) was never released and
+        // does not open: one version.
+        let first = "~1idNWoS-Q1GQlTn0g3KOVfkXXfEhDUTBZzI7ISggcQH8V";
+        record.data.insert("cart".to_owned(), first.to_owned());
+        let refused = open_record(&id, &id.key(), &mut record).unwrap_err();
+        assert_eq!(refused.kind(), store::ErrorKind::Corrupt);
     }
 
     #[test]
@@ -259,7 +313,7 @@ mod tests {
             kind(rekeyed.open("role", &sealed)),
             store::ErrorKind::Corrupt
         );
-        for bad in ["~", "~1", "~1!!", "~2AAAA", &sealed[..sealed.len() - 1]] {
+        for bad in ["~", "~2", "~2!!", "~3AAAA", &sealed[..sealed.len() - 1]] {
             assert_eq!(
                 kind(seal.open("role", bad)),
                 store::ErrorKind::Corrupt,
@@ -282,5 +336,12 @@ mod tests {
         let (a, b) = (seal.seal_fields(&data), seal.seal_fields(&data));
         assert_ne!(a["n"], b["n"], "random nonces");
         assert!(is_sealed(&a["n"]));
+    }
+
+    #[test]
+    fn nonces_are_never_reused_across_pool_refills() {
+        let nonces: std::collections::HashSet<[u8; NONCE_LEN]> =
+            (0..3 * POOL_LEN / NONCE_LEN).map(|_| nonce()).collect();
+        assert_eq!(nonces.len(), 3 * POOL_LEN / NONCE_LEN);
     }
 }

@@ -79,6 +79,14 @@ where
             let parts = dbsc::Parts::of(&req);
             return Box::pin(dbsc::answer(self.engine.clone(), endpoint, parts, session));
         }
+        // A bound cookie near its expiry: the response offers an early challenge.
+        #[cfg(feature = "dbsc")]
+        let near = (self.engine).dbsc_near_expiry(
+            req.headers()
+                .get_all(COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        );
         req.extensions_mut().insert(session.clone());
         let inner = self.inner.call(req);
         let engine = self.engine.clone();
@@ -105,7 +113,7 @@ where
             };
             add_ticket(res.headers_mut(), &outcome);
             #[cfg(feature = "dbsc")]
-            dbsc::after_commit(&engine, &session, &outcome, res.headers_mut()).await;
+            dbsc::after_commit(&engine, &session, &outcome, near, res.headers_mut()).await;
             Ok(res)
         })
     }
@@ -115,10 +123,12 @@ where
 #[cfg(feature = "dbsc")]
 mod dbsc {
     use cloakroom_core::Session;
-    use cloakroom_core::dbsc::{DbscEndpoint, DbscRequest, RESPONSE_HEADER, SESSION_ID_HEADER};
+    use cloakroom_core::dbsc::{
+        DbscEndpoint, DbscRequest, NearExpiry, RESPONSE_HEADER, SESSION_ID_HEADER,
+    };
     use cloakroom_core::response::dbsc_response;
     use cloakroom_core::session::{CommitAction, CommitOutcome, SessionEngine};
-    use http::header::{HeaderName, HeaderValue, ORIGIN};
+    use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, ORIGIN};
     use http::{HeaderMap, Request, Response};
 
     /// What a DBSC endpoint reads of a request, copied out of it (the request, whose body
@@ -184,19 +194,31 @@ mod dbsc {
         }
     }
 
-    /// After a login's commit: the bound cookie and the registration offer. A store failure
-    /// here leaves the login as it is, without the offer (logged).
+    /// After the commit: a login's bound cookie and registration offer, or the early
+    /// challenge of a request whose bound cookie is near its expiry. A store failure here
+    /// leaves the response as it is, without them (logged).
     pub(super) async fn after_commit(
         engine: &SessionEngine,
         session: &Session,
         outcome: &CommitOutcome,
+        near: Option<NearExpiry>,
         headers: &mut HeaderMap,
     ) {
-        if outcome.action != CommitAction::Renewed {
+        let (extra, early) = if outcome.action == CommitAction::Renewed {
+            (engine.dbsc_headers(session, outcome).await, false)
+        } else if let Some(near) = near {
+            let early = engine.dbsc_early_challenge(session, outcome, near).await;
+            (early.map(Vec::from_iter), true)
+        } else {
             return;
-        }
-        match engine.dbsc_headers(session, outcome).await {
+        };
+        match extra {
             Ok(extra) => {
+                // A challenge names the session: like a ticket, not for a shared cache (unless
+                // the handler chose a caching policy).
+                if early && !extra.is_empty() && !headers.contains_key(CACHE_CONTROL) {
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                }
                 for (name, value) in extra {
                     let name = HeaderName::from_bytes(name.as_bytes());
                     if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
@@ -204,7 +226,7 @@ mod dbsc {
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "DBSC registration not offered"),
+            Err(error) => tracing::warn!(%error, "DBSC headers not added"),
         }
     }
 }
