@@ -83,7 +83,10 @@ impl RedisStoreBuilder {
     /// `MAXLEN ~` trims in whole stream nodes, so the stream may hold somewhat more than
     /// `max_events`; a reader behind what was trimmed is told so (a gap). Expiry is not
     /// logged (Redis expires keys by itself). Needs Redis 7.0 or later and one master (one
-    /// server or Sentinel): a Cluster is refused at open. `0` turns it off.
+    /// server or Sentinel): a Cluster is refused at open. The cap is recorded under
+    /// `<prefix>events:cap`, and a store later opened on that prefix without this option
+    /// keeps the log with that cap, so every process's changes are logged. `0` (the
+    /// default) asks for none.
     pub fn event_log(mut self, max_events: usize) -> Self {
         self.options.events = Some(max_events);
         self
@@ -135,7 +138,8 @@ impl RedisStoreBuilder {
             .then(|| Arc::new(NearCache::new(cache, connections, &prefix, cache_max_stale)));
         let conns = Conn::open_all(&url, timeout, connections, near.as_ref()).await?;
         let scan_pattern = format!("{}s:*", glob_escape(&prefix));
-        let store = RedisStore {
+        let master_url = (!cluster).then(|| url.clone());
+        let mut store = RedisStore {
             inner: Arc::new(Inner {
                 conns: conns.into_boxed_slice(),
                 next: AtomicUsize::new(0),
@@ -151,9 +155,15 @@ impl RedisStoreBuilder {
                 log,
             }),
         };
+        if let (Some(url), 0) = (&master_url, events) {
+            store.adopt_event_log(url).await?;
+        }
         let redis7 = store.check_permissions().await?;
         if store.inner.log.is_some() && !redis7 {
             return Err(crate::events::needs_redis7(&store.inner.shown_url));
+        }
+        if events > 0 {
+            store.record_event_log_cap(events).await?;
         }
         store.inner.transactions.store(redis7, Ordering::Relaxed);
         if let Some(near) = &store.inner.near {

@@ -47,7 +47,7 @@
 //! separate `XADD`) would break the contract, so a Cluster store with a log is refused at
 //! open ([`no_cluster`]).
 
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -63,6 +63,7 @@ use crate::codec::{self, reply};
 use crate::conn::{bounded, map_error};
 use crate::connection::Master;
 use crate::store::RedisStore;
+use crate::url::RedisUrl;
 use crate::{PRUNE_EVERY, PRUNE_FROM, scripts};
 
 /// Idle `XREAD BLOCK` connections kept for the next follower (more are opened when more
@@ -79,6 +80,50 @@ pub(crate) struct Log {
     master: Master,
     /// Connections a follower left, for the next one.
     idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+impl RedisStore {
+    /// Makes the log a property of the data, as it is on SQLite and PostgreSQL: a store
+    /// opened with `events=N` records `N` under `<prefix>events:cap`
+    /// ([`record_event_log_cap`](Self::record_event_log_cap), the last opener's wins); one
+    /// opened without it, by any process (an app server, the admin CLI), reads that key here
+    /// and keeps the log with that cap, so its changes are logged too. One command at open,
+    /// none per request. Called before anything else shares the store.
+    pub(crate) async fn adopt_event_log(&mut self, url: &RedisUrl) -> Result<()> {
+        let key = format!("{}events:cap", self.inner.prefix);
+        let get = redis::cmd("GET").arg(&key).to_owned();
+        let cap = match self
+            .query("GET of the event log's cap", key.as_bytes(), get)
+            .await
+        {
+            Ok(Value::BulkString(text)) => {
+                std::str::from_utf8(&text).ok().and_then(|t| t.parse().ok())
+            }
+            Ok(_) => None,
+            // Refused by the ACL: the permission check that follows names what is missing.
+            Err(e) if e.kind() == ErrorKind::Config => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(cap) = cap.filter(|c: &usize| *c > 0) {
+            let inner = &mut self.inner;
+            let master = Master::build(url, inner.timeout, &inner.shown_url)?;
+            let log = Log::new(&inner.prefix, cap, master);
+            Arc::get_mut(inner)
+                .expect("the store is not shared before it is built")
+                .log = Some(log);
+        }
+        Ok(())
+    }
+
+    /// Records the cap of this store's log for the stores opened without `events=N`
+    /// ([`adopt_event_log`](Self::adopt_event_log)).
+    pub(crate) async fn record_event_log_cap(&self, events: usize) -> Result<()> {
+        let key = format!("{}events:cap", self.inner.prefix);
+        let set = redis::cmd("SET").arg(&key).arg(events).to_owned();
+        self.query("SET of the event log's cap", key.as_bytes(), set)
+            .await?;
+        Ok(())
+    }
 }
 
 impl Log {

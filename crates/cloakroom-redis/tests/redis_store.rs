@@ -892,6 +892,60 @@ async fn without_the_event_log_nothing_is_logged() {
     assert!(!stats.contains_key("xadd"), "{stats:?}");
 }
 
+/// A store opened without `events=N` on a prefix whose log another opener turned on keeps
+/// the log too (with that opener's cap), so an admin tool or a second server opened with a
+/// plain URL cannot end sessions unlogged; a prefix without a log stays without one.
+#[tokio::test]
+async fn the_log_is_kept_by_every_opener_of_its_prefix() {
+    use cloakroom_core::session::{EndReason, Event, EventKind, Timestamp};
+    use cloakroom_core::store::{Position, end_session};
+
+    let server = RedisServer::start();
+    let prefix = unique_prefix("sticky");
+    let open = |events: Option<usize>| {
+        let builder = RedisStore::builder(server.url()).prefix(prefix.clone());
+        let builder = match events {
+            Some(n) => builder.event_log(n),
+            None => builder,
+        };
+        async move { builder.build().await.expect("open") }
+    };
+    assert!(
+        open(None).await.event_log().is_none(),
+        "no log before one is asked for"
+    );
+    let logged = open(Some(1000)).await;
+    let plain = open(None).await;
+    assert!(
+        plain.event_log().is_some(),
+        "the prefix has a log: a plain opener keeps it"
+    );
+
+    let key = new_key();
+    let event = Event {
+        kind: EventKind::Created,
+        session: key,
+        user: Some("bob".into()),
+        at: Timestamp::now(),
+    };
+    let log = logged.event_log().unwrap();
+    log.create_logged(&key, &record(Some("bob"), HOUR), None, &event)
+        .await
+        .unwrap();
+    assert!(
+        end_session(&plain, &key, EndReason::Revoked, None)
+            .await
+            .unwrap()
+    );
+    let batch = log.read(&Position::start(), 10).await.unwrap();
+    let kinds: Vec<_> = batch.events.iter().map(|e| e.event.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![EventKind::Created, EventKind::Ended(EndReason::Revoked)],
+        "the plain opener's revocation is logged"
+    );
+}
+
 /// With the event log on (`events=N`), each logged write is one script (the `XADD` inside
 /// it): a create, a login (record, index and event together), a login under the limit, a
 /// user's revocation; a logout keeps its `SREM`.
