@@ -16,6 +16,8 @@ pub(crate) enum Server {
     CloakroomRedis,
     /// Cloakroom on `RedisStore` with the near-cache on (`?cache=100000`).
     CloakroomRedisCache,
+    /// Cloakroom on Redis with the durable event log on (`events=100000`).
+    CloakroomRedisLog,
     /// Cloakroom on `PostgresStore` (opened by `store::open` from a `postgres://` URL, its
     /// defaults: a pool of 8 connections), on a PostgreSQL the harness starts.
     CloakroomPostgres,
@@ -45,12 +47,13 @@ pub(crate) enum Server {
 
 impl Server {
     /// Every server, in report order.
-    pub(crate) const ALL: [Server; 16] = [
+    pub(crate) const ALL: [Server; 17] = [
         Server::Plain,
         Server::CloakroomMemory,
         Server::CloakroomSqlite,
         Server::CloakroomRedis,
         Server::CloakroomRedisCache,
+        Server::CloakroomRedisLog,
         Server::CloakroomPostgres,
         Server::TowerSessionsMemory,
         Server::TowerSessionsRedis,
@@ -72,6 +75,7 @@ impl Server {
             Server::CloakroomSqlite => "cloakroom-sqlite",
             Server::CloakroomRedis => "cloakroom-redis",
             Server::CloakroomRedisCache => "cloakroom-redis-cache",
+            Server::CloakroomRedisLog => "cloakroom-redis-log",
             Server::CloakroomPostgres => "cloakroom-postgres",
             Server::TowerSessionsMemory => "tower-sessions-memory",
             Server::TowerSessionsRedis => "tower-sessions-redis",
@@ -92,6 +96,7 @@ impl Server {
             self,
             Server::CloakroomRedis
                 | Server::CloakroomRedisCache
+                | Server::CloakroomRedisLog
                 | Server::TowerSessionsRedis
                 | Server::TornadoPycket
                 | Server::CloakroomActixRedis
@@ -155,7 +160,7 @@ impl Server {
         match self {
             Server::CloakroomMemory => Some(Server::TowerSessionsMemory),
             Server::CloakroomSqlite => Some(Server::TowerSessionsSqlite),
-            Server::CloakroomRedis | Server::CloakroomRedisCache => {
+            Server::CloakroomRedis | Server::CloakroomRedisCache | Server::CloakroomRedisLog => {
                 Some(Server::TowerSessionsRedis)
             }
             Server::CloakroomActixRedis | Server::CloakroomActixRedisCache => {

@@ -136,6 +136,12 @@ async fn app(
             let store = RedisStore::open(&with_near_cache(&redis_url()?)).await?;
             cloakroom::app(Arc::new(store), counters)
         }
+        Server::CloakroomRedisLog => {
+            let url = redis_url()?;
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let store = RedisStore::open(&format!("{url}{separator}events=100000")).await?;
+            cloakroom::app(Arc::new(store), counters)
+        }
         Server::CloakroomPostgres => {
             let url = options
                 .postgres

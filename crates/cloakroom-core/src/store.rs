@@ -590,7 +590,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>>;
 
     /// The store's durable event log, when it was built with one: the engine then makes
-    /// every session creation, rotation and end through it. `None` by default.
+    /// every session creation, rotation and end through it. `None` by default. **A store
+    /// that wraps another (metrics, tracing) must forward it**, or the engine writes
+    /// through the wrapper's plain operations and the log misses those changes.
     fn event_log(&self) -> Option<&dyn EventLog> {
         None
     }
