@@ -233,6 +233,59 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Inserts `record` under `key` unless a live one is there (`false` then), and with
+    /// `event`, its event in the same statement (the log's form of the insert).
+    pub(crate) async fn insert(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        event: Option<&Event>,
+    ) -> Result<bool> {
+        use tokio_postgres::types::ToSql;
+
+        let data = encode_data(&record.data);
+        let m = &record.meta;
+        let now = Timestamp::now().as_millis();
+        let (created, seen, expires) = (
+            m.created_at.as_millis(),
+            m.last_seen.as_millis(),
+            m.expires_at.as_millis(),
+        );
+        let key = key.as_bytes().as_slice();
+        let logged = event.map(|e| {
+            (
+                e.at.as_millis(),
+                kind_label(&e.kind),
+                previous_handle(&e.kind),
+            )
+        });
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &key,
+            &m.user,
+            &created,
+            &seen,
+            &expires,
+            &m.user_agent,
+            &m.remember,
+            &data,
+            &now,
+        ];
+        if let Some((at, kind, previous)) = &logged {
+            params.extend([at as &(dyn ToSql + Sync), kind, previous]);
+        }
+        let sql = match event {
+            Some(_) => &self.inner.sql.log.create,
+            None => &self.inner.sql.create,
+        };
+        let n = statement!(self, "creating a session", |c| {
+            let stmt = c.prepare_cached(sql).await?;
+            c.execute(&stmt, &params).await
+        })?;
+        Ok(n == 1)
+    }
+}
+
 #[async_trait]
 impl EventLog for PostgresStore {
     async fn create_logged(
@@ -246,39 +299,9 @@ impl EventLog for PostgresStore {
         if let (Some(limit), Some(_)) = (limit, &record.meta.user) {
             return self.admit(key, record, limit, Some(event)).await;
         }
-        let data = encode_data(&record.data);
-        let m = &record.meta;
-        let now = Timestamp::now().as_millis();
-        let (at, kind, previous) = (
-            event.at.as_millis(),
-            kind_label(&event.kind),
-            previous_handle(&event.kind),
-        );
-        let n = statement!(self, "creating a session", |c| {
-            let stmt = c.prepare_cached(&self.inner.sql.log.create).await?;
-            c.execute(
-                &stmt,
-                &[
-                    &key.as_bytes().as_slice(),
-                    &m.user,
-                    &m.created_at.as_millis(),
-                    &m.last_seen.as_millis(),
-                    &m.expires_at.as_millis(),
-                    &m.user_agent,
-                    &m.remember,
-                    &data,
-                    &now,
-                    &at,
-                    &kind,
-                    &previous,
-                ],
-            )
-            .await
-        })?;
-        Ok(if n == 1 {
-            Admitted::Done { ended: Vec::new() }
-        } else {
-            Admitted::Collision
+        Ok(match self.insert(key, record, Some(event)).await? {
+            true => Admitted::Done { ended: Vec::new() },
+            false => Admitted::Collision,
         })
     }
 

@@ -635,31 +635,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
-        let data = encode_data(&record.data);
-        let m = &record.meta;
-        let now = Timestamp::now().as_millis();
-        let n = statement!(self, "creating a session", |c| {
-            let stmt = c.prepare_cached(&self.inner.sql.create).await?;
-            c.execute(
-                &stmt,
-                &[
-                    &key.as_bytes().as_slice(),
-                    &m.user,
-                    &m.created_at.as_millis(),
-                    &m.last_seen.as_millis(),
-                    &m.expires_at.as_millis(),
-                    &m.user_agent,
-                    &m.remember,
-                    &data,
-                    &now,
-                ],
-            )
-            .await
-        })?;
-        Ok(if n == 1 {
-            Created::Done
-        } else {
-            Created::Collision
+        Ok(match self.insert(key, record, None).await? {
+            true => Created::Done,
+            false => Created::Collision,
         })
     }
 
