@@ -228,68 +228,6 @@ async fn logged_write_cost() {
     cloakroom_testkit::measure_event_log_cost("postgres", plain, logged).await;
 }
 
-/// The purge logs sessions only: an anonymous session is logged as expired, a rotation
-/// forward and a limit tombstone (no sessions, whatever their expiry) are not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_purge_logs_sessions_not_forwards_or_tombstones() {
-    use std::time::Duration;
-
-    use cloakroom_core::session::{EndReason, Event, EventKind, SessionId, Timestamp};
-    use cloakroom_core::store::{Limit, LimitPolicy, Position, Record, SessionStore};
-
-    let store = store_with(format!("table={}&events=1000", unique("purge"))).await;
-    let log = store.event_log().expect("a log");
-    let short = |user: Option<&str>| {
-        let now = Timestamp::now();
-        let mut r = Record::new(now, now.plus(Duration::from_millis(300)));
-        r.meta.user = user.map(str::to_owned);
-        r
-    };
-    let created = |key| Event {
-        kind: EventKind::Created,
-        session: key,
-        user: None,
-        at: Timestamp::now(),
-    };
-    let [anon, fwd, old, new] = [(); 4].map(|()| SessionId::generate().key());
-    log.create_logged(&anon, &short(None), None, &created(anon))
-        .await
-        .unwrap();
-    let mut forward = short(None);
-    forward.data.insert("__cr.fwd".into(), "\"x\"".into());
-    store.create(&fwd, &forward).await.unwrap();
-    log.create_logged(&old, &short(Some("ann")), None, &created(old))
-        .await
-        .unwrap();
-    let limit = Limit {
-        max: 1,
-        policy: LimitPolicy::EndLeastRecentlySeen,
-        replacing: None,
-    };
-    let mut long = short(Some("ann"));
-    long.meta.expires_at = Timestamp::now().plus(Duration::from_secs(600));
-    log.create_logged(&new, &long, Some(&limit), &created(new))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    store.purge_expired().await.unwrap();
-    let batch = log.read(&Position::start(), 100).await.unwrap();
-    let got: Vec<_> = (batch.events.iter())
-        .map(|e| (e.event.kind.clone(), e.event.session, e.event.user.clone()))
-        .collect();
-    let ann = Some("ann".to_owned());
-    assert_eq!(
-        got,
-        vec![
-            (EventKind::Created, anon, None),
-            (EventKind::Created, old, ann.clone()),
-            (EventKind::Ended(EndReason::Limit), old, ann.clone()),
-            (EventKind::Created, new, ann),
-            (EventKind::Ended(EndReason::Expired), anon, None),
-        ]
-    );
-}
-
 /// An admission under the limit racing a logout of the session it ends: neither fails (no
 /// deadlock between the tombstone's row lock and the log's counter), and the session's end
 /// is logged once under its user (by whichever committed first).

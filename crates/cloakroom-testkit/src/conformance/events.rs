@@ -299,14 +299,39 @@ pub async fn check_event_log_reports_gaps(store: Arc<dyn SessionStore>) {
     );
 }
 
-/// The purge logs each session it removes as expired, once; a forward or a tombstone is no
-/// session and logs nothing.
+/// The purge logs each session it removes as expired, once, a logged-in one under its user
+/// and an anonymous one without; a rotation forward and a limit tombstone are no sessions
+/// and log nothing when they expire (the tombstone's session was logged as ended by the
+/// limit already).
 pub async fn check_event_log_purge_logs_expiry(store: Arc<dyn SessionStore>, expiry: ExpiryEvents) {
+    use cloakroom_core::store::{Limit, LimitPolicy};
+
     let from = tail(&store).await;
-    let user = unique_user("expire");
-    let key = new_key();
-    let record = sample(Some(&user), SHORT_TTL);
-    create_logged(&store, &key, &record, None, EventKind::Created).await;
+    let (user, other) = (unique_user("expire"), unique_user("expire-limit"));
+    let [key, anon, fwd, old, new] = [(); 5].map(|()| new_key());
+    let short = |user: Option<&str>| {
+        let now = Timestamp::now();
+        let mut r = Record::new(now, now.plus(SHORT_TTL));
+        r.meta.user = user.map(str::to_owned);
+        r
+    };
+    create_logged(&store, &key, &short(Some(&user)), None, EventKind::Created).await;
+    create_logged(&store, &anon, &short(None), None, EventKind::Created).await;
+    let mut forward = short(None);
+    forward.data.insert("__cr.fwd".into(), "\"x\"".into());
+    create(&store, &fwd, &forward).await;
+    create_logged(&store, &old, &short(Some(&other)), None, EventKind::Created).await;
+    // `old` is ended by the limit: a tombstone with its short expiry stays under its key.
+    let limit = Limit {
+        max: 1,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    let mut long = short(Some(&other));
+    long.meta.last_seen = Timestamp(long.meta.last_seen.0 + 1);
+    long.meta.expires_at = Timestamp::now().plus(LONG_TTL);
+    let admitted = create_logged(&store, &new, &long, Some(&limit), EventKind::Created).await;
+    assert_eq!(admitted, Admitted::Done { ended: vec![old] });
     tokio::time::sleep(SHORT_TTL + GRACE).await;
     for _ in 0..2 {
         store
@@ -315,15 +340,35 @@ pub async fn check_event_log_purge_logs_expiry(store: Arc<dyn SessionStore>, exp
             .unwrap_or_else(|e| panic!("purge_expired failed: {e}"));
     }
     let (events, _) = events_after(&store, &from).await;
-    let got: Vec<EventKind> = about(&events, &[key])
-        .into_iter()
-        .map(|(k, ..)| k)
-        .collect();
-    let mut want = vec![EventKind::Created];
-    if expiry == ExpiryEvents::Purged {
-        want.push(EventKind::Ended(EndReason::Expired));
-    }
-    assert_eq!(got, want, "the purge's expiry events ({expiry:?})");
+    let got = about(&events, &[key, anon, fwd, old, new]);
+    let expired = EventKind::Ended(EndReason::Expired);
+    let (u, o) = (Some(user.clone()), Some(other.clone()));
+    let first_expired = got.iter().position(|(k, ..)| *k == expired);
+    assert!(
+        first_expired.is_none_or(|i| got[i..].iter().all(|(k, ..)| *k == expired)),
+        "expiry is logged by the purge, after every change before it: {got:?}"
+    );
+    let (got_expired, got_rest): (Vec<_>, Vec<_>) =
+        got.into_iter().partition(|(k, ..)| *k == expired);
+    let want_rest = vec![
+        (EventKind::Created, key, u.clone()),
+        (EventKind::Created, anon, None),
+        (EventKind::Created, old, o.clone()),
+        (EventKind::Ended(EndReason::Limit), old, o.clone()),
+        (EventKind::Created, new, o),
+    ];
+    assert_eq!(got_rest, want_rest, "the changes, in order");
+    // One purge's expiry events come in its own order.
+    let mut got_expired = got_expired;
+    got_expired.sort_by_key(|(_, k, _)| *k != key);
+    let want_expired = match expiry {
+        ExpiryEvents::Purged => vec![(expired.clone(), key, u), (expired, anon, None)],
+        ExpiryEvents::NotLogged => Vec::new(),
+    };
+    assert_eq!(
+        got_expired, want_expired,
+        "the purge's expiry events ({expiry:?})"
+    );
 }
 
 /// The engine makes every lifecycle change through the log: a new anonymous session, its
