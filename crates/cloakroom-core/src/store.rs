@@ -371,6 +371,16 @@ pub enum Admitted {
     Refused,
 }
 
+/// A plain create's outcome as an admission that ended nothing.
+impl From<Created> for Admitted {
+    fn from(created: Created) -> Self {
+        match created {
+            Created::Done => Admitted::Done { ended: Vec::new() },
+            Created::Collision => Admitted::Collision,
+        }
+    }
+}
+
 /// Picks, from a user's live sessions as `(key, last_seen, created_at)`, those to end so that
 /// a new one fits under `limit` (least recently seen first), or `None` when the policy
 /// refuses. `limit.replacing` is neither counted nor picked. The one decision every store

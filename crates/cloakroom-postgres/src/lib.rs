@@ -484,10 +484,7 @@ impl PostgresStore {
         event: Option<&cloakroom_core::session::Event>,
     ) -> Result<Admitted> {
         let Some(user) = record.meta.user.as_deref() else {
-            return Ok(match self.create(key, record).await? {
-                Created::Done => Admitted::Done { ended: Vec::new() },
-                Created::Collision => Admitted::Collision,
-            });
+            return Ok(Admitted::from(self.create(key, record).await?));
         };
         let data = encode_data(&record.data);
         let m = &record.meta;

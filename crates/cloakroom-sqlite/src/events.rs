@@ -18,8 +18,8 @@
 use async_trait::async_trait;
 use cloakroom_core::session::{EndReason, Event, EventKind, SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Admitted, Batch, Created, Error, ErrorKind, EventLog, Limit, LoggedEvent, Position, Record,
-    Result, kind_label, parse_kind, previous_handle,
+    Admitted, Batch, Error, ErrorKind, EventLog, Limit, LoggedEvent, Position, Record, Result,
+    kind_label, parse_kind, previous_handle,
 };
 use rusqlite::{Connection, params};
 
@@ -200,10 +200,7 @@ impl EventLog for SqliteStore {
                 |conn| {
                     let admitted = match &limit {
                         Some(limit) => insert_limited(conn, &key, &data, &meta, limit)?,
-                        None => match insert(conn, &key, &data, &meta)? {
-                            Created::Done => Admitted::Done { ended: Vec::new() },
-                            Created::Collision => Admitted::Collision,
-                        },
+                        None => Admitted::from(insert(conn, &key, &data, &meta)?),
                     };
                     if let Admitted::Done { ended } = &admitted {
                         let user = meta.user.as_deref();

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Admitted, Created, Limit, Record, Result, SessionStore};
+use super::{Admitted, Limit, Record, Result, SessionStore};
 use crate::id::{SessionKey, Timestamp};
 use crate::session::{EndReason, Event, EventKind};
 
@@ -211,10 +211,7 @@ pub(crate) async fn create_session(
     }
     match limit {
         Some(limit) => store.create_limited(key, record, limit).await,
-        None => Ok(match store.create(key, record).await? {
-            Created::Done => Admitted::Done { ended: Vec::new() },
-            Created::Collision => Admitted::Collision,
-        }),
+        None => Ok(Admitted::from(store.create(key, record).await?)),
     }
 }
 

@@ -369,10 +369,7 @@ impl MemoryStore {
         limit: &Limit,
     ) -> Result<Admitted> {
         let Some(user) = record.meta.user.as_deref() else {
-            return Ok(match self.create_now(key, record)? {
-                Created::Done => Admitted::Done { ended: Vec::new() },
-                Created::Collision => Admitted::Collision,
-            });
+            return Ok(Admitted::from(self.create_now(key, record)?));
         };
         // One admission at a time: the count, the evictions and the insert are one step for
         // every limited create (deletes and expiry only make room meanwhile).
@@ -775,10 +772,7 @@ impl EventLog for MemoryStore {
         let mut log = self.log()?;
         let admitted = match limit {
             Some(limit) => self.create_limited_now(key, record, limit)?,
-            None => match self.create_now(key, record)? {
-                Created::Done => Admitted::Done { ended: Vec::new() },
-                Created::Collision => Admitted::Collision,
-            },
+            None => Admitted::from(self.create_now(key, record)?),
         };
         if let Admitted::Done { ended } = &admitted {
             for gone in ended {

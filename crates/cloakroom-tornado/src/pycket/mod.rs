@@ -417,10 +417,7 @@ impl SessionStore for PycketStore {
                 "the pycket store does not support max_sessions_per_user",
             ));
         }
-        Ok(match self.create(key, record).await? {
-            Created::Done => Admitted::Done { ended: Vec::new() },
-            Created::Collision => Admitted::Collision,
-        })
+        Ok(Admitted::from(self.create(key, record).await?))
     }
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
