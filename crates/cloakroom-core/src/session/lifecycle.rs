@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::limits::timed;
 use super::{SessionKey, Timestamp};
-use crate::store::{self, EndedBy, Position, SessionStore};
+use crate::store::{EndedBy, Position, SessionStore};
 use crate::telemetry::{self, SessionEvent};
 
 /// How often an end watcher reads its record by default.
@@ -272,7 +272,7 @@ impl Lifecycle {
             // its start: every end after this call reaches the follower.
             let mut following = self.following.lock().await;
             if !*following {
-                match timed(store_timeout, log_tail(log)).await {
+                match timed(store_timeout, log.tail()).await {
                     Ok(at) => {
                         *following = true;
                         let (notices, flag) = (self.notices.clone(), self.following.clone());
@@ -345,18 +345,6 @@ async fn follow_log(
                 tokio::time::sleep(FOLLOW_WAIT).await;
             }
         }
-    }
-}
-
-/// The position after the last event of `log`.
-async fn log_tail(log: &dyn crate::store::EventLog) -> store::Result<Position> {
-    let mut at = Position::start();
-    loop {
-        let batch = log.read(&at, 1000).await?;
-        if batch.events.is_empty() {
-            return Ok(batch.next);
-        }
-        at = batch.next;
     }
 }
 

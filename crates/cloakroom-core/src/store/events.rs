@@ -135,6 +135,19 @@ pub trait EventLog: Send + Sync {
     /// At most `max` events after `after`, oldest first.
     async fn read(&self, after: &Position, max: usize) -> Result<Batch>;
 
+    /// The position after the last event logged so far: where a reader that wants only
+    /// what happens from now on starts. Reads to the end by default.
+    async fn tail(&self) -> Result<Position> {
+        let mut at = Position::start();
+        loop {
+            let batch = self.read(&at, 1000).await?;
+            if batch.events.is_empty() {
+                return Ok(batch.next);
+            }
+            at = batch.next;
+        }
+    }
+
     /// [`read`](Self::read), but when there is no event after `after` yet, waits up to
     /// `wait` for one (a follower's long poll: `cloakroom events --follow`, the engine's end
     /// signal). By default it reads again every [`FOLLOW_POLL`] until then; a store that can

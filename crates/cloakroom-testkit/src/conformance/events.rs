@@ -48,14 +48,10 @@ async fn read(store: &Arc<dyn SessionStore>, after: &Position, max: usize) -> Ba
 
 /// The position after the last event logged so far.
 async fn tail(store: &Arc<dyn SessionStore>) -> Position {
-    let mut at = Position::start();
-    loop {
-        let batch = read(store, &at, 1000).await;
-        if batch.events.is_empty() {
-            return batch.next;
-        }
-        at = batch.next;
-    }
+    log(store)
+        .tail()
+        .await
+        .unwrap_or_else(|e| panic!("reading the event log failed: {e}"))
 }
 
 /// Every event after `from`, in small pages (so paging is exercised), with whether any read
