@@ -187,6 +187,16 @@ impl FromStr for Server {
     }
 }
 
+impl FromStr for Workload {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown workload {s:?}"))
+    }
+}
+
 /// What each request does with its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Workload {

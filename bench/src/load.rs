@@ -404,9 +404,18 @@ impl Clients {
 
 /// A one-off `GET` with `Connection: close` (for `/__bench/stats`), blocking.
 pub(crate) fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    get_text_within(addr, path, Duration::from_secs(10))
+}
+
+/// [`get_text`], waiting at most `timeout` for the answer.
+pub(crate) fn get_text_within(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(timeout))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"

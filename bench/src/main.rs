@@ -33,6 +33,7 @@ mod redis_mem;
 mod redis_stats;
 mod report;
 mod run;
+mod scale;
 mod serve;
 mod serve_actix;
 mod targets;
@@ -51,6 +52,7 @@ const USAGE: &str =
        cloakroom-bench serve CASE [--redis URL] [--sqlite PATH] [--postgres URL] [--ts-pool N]
        cloakroom-bench mem STORE SESSIONS
        cloakroom-bench redis-mem [SESSIONS [ROUNDS]]
+       cloakroom-bench scale [--sizes N,M] [--purge N] [--rounds N] [--window-ms MS] [--servers a,b] [--workloads a,b]
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
        cloakroom-bench chart REPORT.txt OUT.svg
 servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-redis-cache \
@@ -96,6 +98,7 @@ fn dispatch(args: &[String]) -> anyhow::Result<()> {
         Some("serve") => serve_command(&args[1..]),
         Some("mem") => mem_command(&args[1..]),
         Some("redis-mem") => redis_mem_command(&args[1..]),
+        Some("scale") => scale_command(&args[1..]),
         Some("load") => load_command(&args[1..]),
         Some("chart") => chart_command(&args[1..]),
         Some("-h" | "--help") => {
@@ -143,10 +146,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<run::Plan> {
             }
             "--out" => plan.out = Some(PathBuf::from(value(&mut it, flag)?)),
             "--servers" => {
-                plan.servers = value(&mut it, flag)?
-                    .split(',')
-                    .map(|s| s.parse::<Server>().map_err(|e| usage(e.to_string())))
-                    .collect::<anyhow::Result<_>>()?;
+                plan.servers = list(value(&mut it, flag)?, flag)?;
                 // Ratios need their baselines (`plain`, `actix-plain`) in the same round.
                 let baselines: Vec<Server> =
                     plan.servers.iter().filter_map(|s| s.baseline()).collect();
@@ -156,17 +156,7 @@ fn parse_plan(args: &[String]) -> anyhow::Result<run::Plan> {
                     }
                 }
             }
-            "--workloads" => {
-                plan.workloads = value(&mut it, flag)?
-                    .split(',')
-                    .map(|w| {
-                        Workload::ALL
-                            .into_iter()
-                            .find(|x| x.name() == w)
-                            .ok_or_else(|| usage(format!("unknown workload {w:?}")))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-            }
+            "--workloads" => plan.workloads = list(value(&mut it, flag)?, flag)?,
             other => return Err(usage(format!("unknown option {other:?}"))),
         }
     }
@@ -193,6 +183,8 @@ fn serve_command(args: &[String]) -> anyhow::Result<()> {
             "--sqlite" => options.sqlite = Some(PathBuf::from(value(&mut it, flag)?)),
             "--postgres" => options.postgres = Some(value(&mut it, flag)?.to_owned()),
             "--ts-pool" => options.ts_pool = number(value(&mut it, flag)?, flag)?,
+            "--prefill" => options.prefill = number(value(&mut it, flag)?, flag)?,
+            "--prefill-expired" => options.prefill_expired = number(value(&mut it, flag)?, flag)?,
             other => return Err(usage(format!("unknown serve option {other:?}"))),
         }
     }
@@ -201,6 +193,46 @@ fn serve_command(args: &[String]) -> anyhow::Result<()> {
     } else {
         serve::serve(case, options)
     }
+}
+
+fn scale_command(args: &[String]) -> anyhow::Result<()> {
+    let mut plan = scale::ScalePlan::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--sizes" => plan.sizes = list(value(&mut it, flag)?, flag)?,
+            "--purge" => plan.purge = number(value(&mut it, flag)?, flag)?,
+            "--rounds" => plan.rounds = number(value(&mut it, flag)?, flag)?,
+            "--window-ms" => {
+                plan.window = Duration::from_millis(number(value(&mut it, flag)?, flag)?);
+            }
+            "--servers" => plan.servers = list(value(&mut it, flag)?, flag)?,
+            "--workloads" => plan.workloads = list(value(&mut it, flag)?, flag)?,
+            "--out" => plan.out = Some(PathBuf::from(value(&mut it, flag)?)),
+            other => return Err(usage(format!("unknown scale option {other:?}"))),
+        }
+    }
+    if plan.sizes.len() < 2 || plan.rounds == 0 {
+        return Err(usage("scale needs at least two --sizes and one round"));
+    }
+    if let Some(s) = plan.servers.iter().find(|s| !scale::SERVERS.contains(s)) {
+        return Err(usage(format!(
+            "scale runs only {:?}, not {s}",
+            scale::SERVERS
+        )));
+    }
+    scale::run(&plan).map(drop)
+}
+
+/// A comma-separated list of values.
+fn list<T: std::str::FromStr>(text: &str, flag: &str) -> anyhow::Result<Vec<T>> {
+    text.split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| usage(format!("{flag}: {v:?} is not one of those listed")))
+        })
+        .collect()
 }
 
 fn mem_command(args: &[String]) -> anyhow::Result<()> {

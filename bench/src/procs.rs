@@ -43,6 +43,8 @@ pub(crate) struct ServerEnv {
     pub(crate) ts_pool: usize,
     /// The `tower-sessions-sqlite` server's binary (`bench/peer-sqlx`), if built.
     pub(crate) ts_sqlite: Option<PathBuf>,
+    /// Idle and expired sessions a Cloakroom server creates before it listens (`scale`).
+    pub(crate) prefill: (u64, u64),
 }
 
 impl ServerProcess {
@@ -65,6 +67,9 @@ impl ServerProcess {
                     .arg(format!("{}?table=sessions_{round}", env.postgres_url));
             }
             cmd.arg("--ts-pool").arg(env.ts_pool.to_string());
+            let (idle, expired) = env.prefill;
+            cmd.arg("--prefill").arg(idle.to_string());
+            cmd.arg("--prefill-expired").arg(expired.to_string());
             cmd
         } else if case == Server::TowerSessionsSqlite {
             let exe = env
@@ -108,8 +113,10 @@ impl ServerProcess {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             name: case.name().to_owned(),
         };
+        // A prefill of a million sessions takes minutes on a slow store.
+        let prefill = env.prefill.0 + env.prefill.1;
         let line = rx
-            .recv_timeout(START_TIMEOUT)
+            .recv_timeout(START_TIMEOUT + Duration::from_millis(prefill / 2))
             .with_context(|| format!("the {case} server did not print its port"))?;
         let port: u16 = line
             .strip_prefix("port=")

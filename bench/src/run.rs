@@ -112,15 +112,15 @@ impl Plan {
 
 /// The PostgreSQL the `cloakroom-postgres` case keeps its sessions in.
 #[derive(Debug)]
-struct Postgres {
-    server: PostgresServer,
+pub(crate) struct Postgres {
+    pub(crate) server: PostgresServer,
     /// The postmaster's pid; its children are the backends and background workers.
     postmaster: u32,
 }
 
 impl Postgres {
     /// Starts one, or says why not (PostgreSQL missing) and returns `None`.
-    fn start() -> anyhow::Result<Option<Postgres>> {
+    pub(crate) fn start() -> anyhow::Result<Option<Postgres>> {
         let Ok(server) = std::panic::catch_unwind(PostgresServer::start) else {
             eprintln!("warning: PostgreSQL did not start (see above); skipping cloakroom-postgres");
             return Ok(None);
@@ -137,9 +137,9 @@ impl Postgres {
 
 /// The databases the harness runs for the servers, when some case needs them.
 #[derive(Clone, Copy, Debug)]
-struct Backends<'a> {
-    redis: Option<&'a RedisServer>,
-    postgres: Option<&'a Postgres>,
+pub(crate) struct Backends<'a> {
+    pub(crate) redis: Option<&'a RedisServer>,
+    pub(crate) postgres: Option<&'a Postgres>,
 }
 
 /// Runs the plan; returns the report text (also printed as it is made).
@@ -198,6 +198,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
         python,
         ts_pool: plan.ts_pool,
         ts_sqlite,
+        prefill: (0, 0),
     };
     let servers: Vec<Server> = plan
         .servers
@@ -307,20 +308,8 @@ fn measure_rounds(
         for w in &plan.workloads {
             for s in order.iter().filter(|s| s.supports(*w)) {
                 let proc = procs.get_mut(s).expect("started above");
-                let mut retries = 0;
-                let sample = loop {
-                    let sample = measure(rt, plan, proc, *s, *w, backends)
-                        .with_context(|| format!("measuring {s} {w} (round {})", round + 1))?;
-                    if sample.other_load <= plan.max_other_load || retries == plan.retries {
-                        break sample;
-                    }
-                    retries += 1;
-                    eprintln!(
-                        "   ({w} {s}: other work kept {:.2} cores busy; measuring again in 5 s)",
-                        sample.other_load
-                    );
-                    std::thread::sleep(Duration::from_secs(5));
-                };
+                let sample = measure_retrying(rt, plan, proc, *s, *w, backends)
+                    .with_context(|| format!("measuring {s} {w} (round {})", round + 1))?;
                 eprintln!(
                     "   {:<12} {:<22} {:>8.0} req/s  p50 {:>7.2} ms  cpu {:>6.1} us/req  other {:.2}{}{}",
                     w.name(),
@@ -385,8 +374,33 @@ fn report_text(
     text
 }
 
+/// [`measure`], again (after 5 s, at most `plan.retries` times) while other work kept more
+/// than `plan.max_other_load` cores busy; the last attempt is kept.
+pub(crate) fn measure_retrying(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    proc: &mut ServerProcess,
+    server: Server,
+    workload: Workload,
+    backends: Backends<'_>,
+) -> anyhow::Result<Sample> {
+    let mut retries = 0;
+    loop {
+        let sample = measure(rt, plan, proc, server, workload, backends)?;
+        if sample.other_load <= plan.max_other_load || retries == plan.retries {
+            return Ok(sample);
+        }
+        retries += 1;
+        eprintln!(
+            "   ({workload} {server}: other work kept {:.2} cores busy; measuring again in 5 s)",
+            sample.other_load
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
 /// One case, one round.
-fn measure(
+pub(crate) fn measure(
     rt: &tokio::runtime::Runtime,
     plan: &Plan,
     proc: &mut ServerProcess,

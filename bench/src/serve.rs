@@ -41,6 +41,10 @@ pub(crate) struct ServeOptions {
     /// Connections in tower-sessions' fred pool (default 1, like Cloakroom's one multiplexed
     /// connection).
     pub(crate) ts_pool: usize,
+    /// Idle sessions a Cloakroom server puts in its store before it listens (`scale`).
+    pub(crate) prefill: u64,
+    /// Sessions already expired that it puts there too (the purge's work in `scale`).
+    pub(crate) prefill_expired: u64,
 }
 
 /// Runs an axum server until the parent process exits (the actix ones are
@@ -122,25 +126,27 @@ async fn app(
     let redis_url = || options.redis.clone().context("--redis URL is needed");
     Ok(match case {
         Server::Plain => plain::app(),
-        Server::CloakroomMemory => cloakroom::app(Arc::new(MemoryStore::new()), counters),
+        Server::CloakroomMemory => {
+            cloakroom_app(Arc::new(MemoryStore::new()), options, counters).await?
+        }
         Server::CloakroomSqlite => {
             let path = options.sqlite.clone().context("--sqlite PATH is needed")?;
             let store = SqliteStore::open(&path).await?;
-            cloakroom::app(Arc::new(store), counters)
+            cloakroom_app(Arc::new(store), options, counters).await?
         }
         Server::CloakroomRedis => {
             let store = RedisStore::open(&redis_url()?).await?;
-            cloakroom::app(Arc::new(store), counters)
+            cloakroom_app(Arc::new(store), options, counters).await?
         }
         Server::CloakroomRedisCache => {
             let store = RedisStore::open(&with_near_cache(&redis_url()?)).await?;
-            cloakroom::app(Arc::new(store), counters)
+            cloakroom_app(Arc::new(store), options, counters).await?
         }
         Server::CloakroomRedisLog => {
             let url = redis_url()?;
             let separator = if url.contains('?') { '&' } else { '?' };
             let store = RedisStore::open(&format!("{url}{separator}events=100000")).await?;
-            cloakroom::app(Arc::new(store), counters)
+            cloakroom_app(Arc::new(store), options, counters).await?
         }
         Server::CloakroomPostgres => {
             let url = options
@@ -148,7 +154,7 @@ async fn app(
                 .as_deref()
                 .context("--postgres URL is needed")?;
             // The facade's `store::open`, as an application would open it from a URL.
-            cloakroom::app(::cloakroom::store::open(url).await?, counters)
+            cloakroom_app(::cloakroom::store::open(url).await?, options, counters).await?
         }
         Server::TowerSessionsMemory => {
             tower_sessions_app::app(tower_sessions::MemoryStore::default(), counters)
@@ -171,6 +177,72 @@ async fn app(
         | Server::ActixSessionRedis
         | Server::ActixSessionCookie => unreachable!("checked above"),
     })
+}
+
+/// A Cloakroom server on `store`, after the prefill `options` ask for, with
+/// `/__bench/purge` (outside the session layer: runs the store's purge now and answers
+/// `purged=N ms=T`).
+async fn cloakroom_app(
+    store: Arc<dyn SessionStore>,
+    options: &ServeOptions,
+    counters: Arc<Counters>,
+) -> anyhow::Result<Router> {
+    prefill(&store, options.prefill, false).await?;
+    prefill(&store, options.prefill_expired, true).await?;
+    let purge = get(|State(store): State<Arc<dyn SessionStore>>| async move {
+        let started = std::time::Instant::now();
+        match store.purge_expired().await {
+            Ok(n) => Ok(format!("purged={n} ms={}", started.elapsed().as_millis())),
+            Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        }
+    });
+    let purge = Router::new()
+        .route("/__bench/purge", purge)
+        .with_state(store.clone());
+    Ok(cloakroom::app(store, counters).merge(purge))
+}
+
+/// Creates `n` sessions of one field (`counter`), 64 at a time, directly in the store:
+/// idle ones (a day to live) or, with `expired`, ones that expired a second ago.
+async fn prefill(store: &Arc<dyn SessionStore>, n: u64, expired: bool) -> anyhow::Result<()> {
+    use cloakroom_core::session::{SessionId, Timestamp};
+    use cloakroom_core::store::Record;
+    if n == 0 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let now = Timestamp::now();
+    let mut record = if expired {
+        let ago = |ms: i64| Timestamp(now.as_millis() - ms);
+        Record::new(ago(60_000), ago(1_000))
+    } else {
+        Record::new(now, now.plus(Duration::from_secs(86_400)))
+    };
+    record.data.insert("counter".into(), "1".into());
+    let record = Arc::new(record);
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if i >= 64 {
+            let _created = creates.join_next().await.expect("64 running")??;
+        }
+        let (store, record) = (store.clone(), record.clone());
+        creates.spawn(async move {
+            let key = SessionId::generate().key();
+            store
+                .create(&key, &record)
+                .await
+                .context("prefilling the store")
+        });
+    }
+    while let Some(created) = creates.join_next().await {
+        let _created = created??;
+    }
+    eprintln!(
+        "prefilled {n} {} sessions in {:.1} s",
+        if expired { "expired" } else { "idle" },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The routes every server answers (see [`Workload`](crate::cases::Workload)), given its

@@ -131,7 +131,22 @@ impl PostgresServer {
     /// # Errors
     /// When `pg_dump` cannot run or fails (its standard error in the message).
     pub fn pg_dump(&self, args: &[&str]) -> Result<Vec<u8>, String> {
-        let out = Command::new(self.bin.join("pg_dump"))
+        self.client_tool("pg_dump", args)
+    }
+
+    /// Runs `sql` with the server's own `psql` on the `postgres` database and returns what it
+    /// printed, unaligned and without headers (`-XAtc`).
+    ///
+    /// # Errors
+    /// When `psql` cannot run or the statement fails (its standard error in the message).
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let out = self.client_tool("psql", &["-XAtc", sql])?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// Runs one of the server's client programs against its `postgres` database.
+    fn client_tool(&self, tool: &str, args: &[&str]) -> Result<Vec<u8>, String> {
+        let out = Command::new(self.bin.join(tool))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -144,7 +159,7 @@ impl PostgresServer {
             .arg("postgres")
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("pg_dump: {e}"))?;
+            .map_err(|e| format!("{tool}: {e}"))?;
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
