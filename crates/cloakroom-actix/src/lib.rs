@@ -3,11 +3,10 @@
 //! The same engine, settings and commit rules as the tower layers (`cloakroom-tower`): a
 //! request handled here and one handled by axum get the same cookies and headers.
 //! [`SessionMiddleware`] and the [`Session`] extractor for sessions; [`CsrfMiddleware`] and
-//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]); [`RecentLoginMiddleware`]
-//! for routes that need a recent login (see [`recent_login`]).
-//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]). With the `dbsc` feature,
-//! device-bound sessions: the session middleware answers the DBSC endpoints, and
-//! `DeviceBound` guards the routes that need a bound session.
+//! the [`CsrfToken`] extractor for CSRF protection (see [`csrf`]); route guards (see
+//! [`guard`]): [`RecentLoginMiddleware`] for routes that need a recent login and, with the
+//! `dbsc` feature, `DeviceBound` for routes that need a device-bound session (the session
+//! middleware answers the DBSC endpoints).
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer, web};
@@ -43,21 +42,23 @@
 mod convert;
 pub mod csrf;
 #[cfg(feature = "dbsc")]
-pub mod dbsc;
+mod dbsc;
 mod extract;
+pub mod guard;
 mod middleware;
-pub mod recent_login;
 
 pub use cloakroom_core::ConfigError;
 pub use cloakroom_core::session::SessionSettings;
 pub use csrf::{
     CsrfMiddleware, CsrfMiddlewareService, CsrfSettings, CsrfToken, MissingCsrfMiddleware,
 };
-#[cfg(feature = "dbsc")]
-pub use dbsc::{DeviceBound, DeviceBoundService};
 pub use extract::{Error, MissingSessionMiddleware, Session};
+#[cfg(feature = "dbsc")]
+pub use guard::DeviceBound;
+pub use guard::{
+    Guard, GuardMiddleware, GuardRequest, GuardService, RecentLogin, RecentLoginMiddleware,
+};
 pub use middleware::{SessionMiddleware, SessionMiddlewareService};
-pub use recent_login::{RecentLogin, RecentLoginMiddleware, RecentLoginMiddlewareService};
 
 pub use cloakroom_core::response::ErrorHandler;
 /// The default response for a failed commit: `503 Service Unavailable` with `Retry-After: 1`

@@ -21,6 +21,8 @@ pub mod csrf;
 #[cfg(feature = "dbsc")]
 pub mod dbsc;
 pub mod flash;
+#[cfg(feature = "http")]
+pub mod guard;
 mod id;
 pub mod keys;
 #[cfg(feature = "http")]

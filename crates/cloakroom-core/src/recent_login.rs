@@ -1,7 +1,7 @@
-//! The recent-login ("sudo mode") guard (feature `http`): what a request to a sensitive
-//! route gets when the user's last proof of identity is too old. The adapters' guards
-//! (`cloakroom-tower`'s `RecentLoginLayer`, `cloakroom-actix`'s `RecentLoginMiddleware`) are
-//! this check wired into a framework.
+//! The recent-login ("sudo mode") [`Guard`] (feature `http`): what a request to a sensitive
+//! route gets when the user's last proof of identity is too old. The adapters' guard layers
+//! (`cloakroom-tower`'s `RecentLoginLayer`, `cloakroom-actix`'s `RecentLoginMiddleware`) run
+//! it.
 //!
 //! - Recent enough ([`Session::authenticated_within`]): the request goes on.
 //! - A page (a request whose `Accept` names `text/html`): `303 See Other` to the confirm page
@@ -13,11 +13,13 @@
 //!   `{"error":"reauthentication_required","max_age":300,"confirm_url":"/confirm"}` and
 //!   `WWW-Authenticate: Session error="reauthentication_required", max_age=300`.
 //! - Not logged in: the same with the login URL and `login_required`.
-//! - The store fails: `503` with `Retry-After` (never a 500, never a pass).
+//! - The store fails: an error, which the adapters answer with the session layer's error
+//!   handler (by default `503` with `Retry-After`; never a 500, never a pass).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::time::Duration;
+//! use cloakroom_core::guard::{Guard, GuardRequest};
 //! use cloakroom_core::recent_login::RecentLogin;
 //! use cloakroom_core::{Key, KeyRing, MemoryStore, SessionSettings};
 //!
@@ -26,11 +28,12 @@
 //! let engine = SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate())).build();
 //! let session = engine.session(None);
 //! let page = [("accept", "text/html")];
-//! let refused = guard.check(&session, "GET", "/account/delete", &page[..]).await.unwrap();
+//! let request = GuardRequest { method: "GET", target: "/account/delete", headers: &page[..] };
+//! let refused = guard.check(&session, request).await.unwrap().unwrap();
 //! assert_eq!(refused.status(), 303);
 //! assert_eq!(refused.headers()["location"], "/login?next=%2Faccount%2Fdelete");
 //! session.login("ana").await.unwrap();
-//! assert!(guard.check(&session, "GET", "/account/delete", &page[..]).await.is_none());
+//! assert!(guard.check(&session, request).await.unwrap().is_none());
 //! # });
 //! ```
 
@@ -41,8 +44,8 @@ use http::{Response, StatusCode};
 
 use crate::config_error::{ConfigError, ConfigErrorKind};
 use crate::csrf::RequestHeaders;
-use crate::response::error_response;
-use crate::session::Session;
+use crate::guard::{Guard, GuardRequest};
+use crate::session::{Result, Session};
 
 /// Longest `next` path kept (a longer one is dropped: the confirm page then goes home).
 const MAX_NEXT: usize = 2048;
@@ -97,37 +100,6 @@ impl RecentLogin {
         self.max_age
     }
 
-    /// The answer for a request (`method`, `target`: its path and query, `headers`) whose
-    /// session is `session`: `None` when it may go on, else the response to send instead
-    /// (see the [module](self)).
-    pub async fn check(
-        &self,
-        session: &Session,
-        method: &str,
-        target: &str,
-        headers: &(impl RequestHeaders + ?Sized),
-    ) -> Option<Response<String>> {
-        let logged_in = match session.user().await {
-            Ok(user) => user.is_some(),
-            Err(error) => return Some(error_response(&error)),
-        };
-        let (url, reason) = if logged_in {
-            match session.authenticated_within(self.max_age).await {
-                Ok(true) => return None,
-                Ok(false) => (&self.confirm_url, "reauthentication_required"),
-                Err(error) => return Some(error_response(&error)),
-            }
-        } else {
-            (&self.login_url, "login_required")
-        };
-        tracing::debug!(reason, "recent-login guard refused the request");
-        let accept = headers.header("accept").unwrap_or_default();
-        if accept.to_ascii_lowercase().contains("text/html") {
-            return Some(redirect(url, next_of(method, target, headers).as_deref()));
-        }
-        Some(self.unauthorized(url, reason, logged_in))
-    }
-
     /// The API answer: 401, JSON and `WWW-Authenticate`.
     fn unauthorized(&self, url: &str, reason: &str, logged_in: bool) -> Response<String> {
         // Whole seconds, rounded up (a window under a second is not "0").
@@ -148,6 +120,36 @@ impl RecentLogin {
             headers.insert(WWW_AUTHENTICATE, value);
         }
         res
+    }
+}
+
+impl Guard for RecentLogin {
+    /// Lets the request go on when the user proved who they are recently enough; answers
+    /// it otherwise (see the [module](self)).
+    async fn check<H: RequestHeaders + Sync + ?Sized>(
+        &self,
+        session: &Session,
+        request: GuardRequest<'_, H>,
+    ) -> Result<Option<Response<String>>> {
+        let logged_in = session.user().await?.is_some();
+        let (url, reason) = if logged_in {
+            if session.authenticated_within(self.max_age).await? {
+                return Ok(None);
+            }
+            (&self.confirm_url, "reauthentication_required")
+        } else {
+            (&self.login_url, "login_required")
+        };
+        tracing::debug!(reason, "recent-login guard refused the request");
+        let (method, target, headers) = (request.method, request.target, request.headers);
+        let accept = headers.header("accept").unwrap_or_default();
+        if accept.to_ascii_lowercase().contains("text/html") {
+            return Ok(Some(redirect(
+                url,
+                next_of(method, target, headers).as_deref(),
+            )));
+        }
+        Ok(Some(self.unauthorized(url, reason, logged_in)))
     }
 }
 
@@ -230,6 +232,21 @@ mod tests {
             .unwrap()
     }
 
+    /// The guard's answer, the store not failing.
+    async fn check(
+        s: &Session,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Response<String>> {
+        let request = GuardRequest {
+            method,
+            target,
+            headers,
+        };
+        guard().check(s, request).await.unwrap()
+    }
+
     #[test]
     fn settings_refuse_other_origins_and_a_zero_age() {
         let kind = |r: Result<RecentLogin, ConfigError>| r.unwrap_err().kind();
@@ -254,10 +271,7 @@ mod tests {
             .await
             .unwrap();
         let page = [("accept", "text/html,*/*"), ("host", "example.com")];
-        let res = guard()
-            .check(&s, "GET", "/x?a=1&b", &page[..])
-            .await
-            .unwrap();
+        let res = check(&s, "GET", "/x?a=1&b", &page[..]).await.unwrap();
         assert_eq!(res.status(), 303);
         assert_eq!(res.headers()[LOCATION], "/confirm?next=%2Fx%3Fa%3D1%26b");
         // A form post: back to the page it came from, if that is on this site.
@@ -266,20 +280,17 @@ mod tests {
             ("host", "example.com"),
             ("referer", "https://example.com/sessions?x#top"),
         ];
-        let res = guard().check(&s, "POST", "/do", &post[..]).await.unwrap();
+        let res = check(&s, "POST", "/do", &post[..]).await.unwrap();
         assert_eq!(res.headers()[LOCATION], "/confirm?next=%2Fsessions%3Fx");
         let elsewhere = [
             ("accept", "text/html"),
             ("host", "example.com"),
             ("referer", "https://evil.example/sessions"),
         ];
-        let res = guard()
-            .check(&s, "POST", "/do", &elsewhere[..])
-            .await
-            .unwrap();
+        let res = check(&s, "POST", "/do", &elsewhere[..]).await.unwrap();
         assert_eq!(res.headers()[LOCATION], "/confirm");
         let api = [("accept", "application/json")];
-        let res = guard().check(&s, "POST", "/api/x", &api[..]).await.unwrap();
+        let res = check(&s, "POST", "/api/x", &api[..]).await.unwrap();
         assert_eq!(res.status(), 401);
         let body: serde_json::Value = serde_json::from_str(res.body()).unwrap();
         assert_eq!(
@@ -293,18 +304,10 @@ mod tests {
         s.reauthenticate(crate::session::AuthMethod::Password)
             .await
             .unwrap();
-        assert!(
-            guard()
-                .check(&s, "POST", "/api/x", &api[..])
-                .await
-                .is_none()
-        );
+        assert!(check(&s, "POST", "/api/x", &api[..]).await.is_none());
         // Without a login: the login URL.
         let anon = engine.session(None);
-        let res = guard()
-            .check(&anon, "POST", "/api/x", &api[..])
-            .await
-            .unwrap();
+        let res = check(&anon, "POST", "/api/x", &api[..]).await.unwrap();
         assert_eq!(res.status(), 401);
         assert!(res.body().contains("login_required"));
     }

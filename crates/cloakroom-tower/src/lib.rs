@@ -25,9 +25,7 @@
 //! ```
 
 pub mod csrf;
-#[cfg(feature = "dbsc")]
-pub mod dbsc;
-pub mod recent_login;
+pub mod guard;
 pub mod session;
 
 #[cfg(feature = "axum")]
@@ -36,8 +34,8 @@ pub mod extract;
 pub use cloakroom_core::session::SessionSettings;
 pub use csrf::{CsrfLayer, CsrfMode, CsrfSettings, CsrfToken};
 #[cfg(feature = "dbsc")]
-pub use dbsc::{DeviceBound, DeviceBoundLayer};
-pub use recent_login::{RecentLogin, RecentLoginLayer, RecentLoginService};
+pub use guard::DeviceBoundLayer;
+pub use guard::{Guard, GuardLayer, GuardRequest, Guarded, RecentLogin, RecentLoginLayer};
 pub use session::{ConfigError, SessionLayer, SessionService};
 
 #[cfg(feature = "axum")]
