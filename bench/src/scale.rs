@@ -153,35 +153,7 @@ pub(crate) fn run(plan: &ScalePlan) -> anyhow::Result<String> {
         bytes.insert((*s, *i), b);
     }
 
-    let mut samples = Samples::new();
-    for round in 0..plan.rounds {
-        eprintln!("== round {}/{}", round + 1, plan.rounds);
-        let mut order = servers.clone();
-        let shift = round % order.len().max(1);
-        order.rotate_left(shift);
-        let mut sizes: Vec<usize> = (0..plan.sizes.len()).collect();
-        if round % 2 == 1 {
-            sizes.reverse();
-        }
-        for s in &order {
-            for i in &sizes {
-                for w in &plan.workloads {
-                    let proc = procs.get_mut(&(*s, *i)).expect("started above");
-                    let sample = measure_retrying(&rt, &load, proc, *s, *w, backends(*i))
-                        .with_context(|| format!("measuring {s} {w} at {}", plan.sizes[*i]))?;
-                    eprintln!(
-                        "   {:<22} {:>9} {:<6} {:>8.0} req/s  p99 {:>6.2} ms",
-                        s.name(),
-                        plan.sizes[*i],
-                        w.name(),
-                        sample.rps,
-                        sample.p99_us / 1000.0
-                    );
-                    samples.entry((*s, *i, *w)).or_default().push(sample);
-                }
-            }
-        }
-    }
+    let samples = measure_sizes(&rt, &plan, &load, &mut procs, &backends)?;
     drop(procs);
 
     let mut purges = BTreeMap::new();
@@ -209,6 +181,48 @@ pub(crate) fn run(plan: &ScalePlan) -> anyhow::Result<String> {
         std::fs::write(dir.join("scale.txt"), &text)?;
     }
     Ok(text)
+}
+
+/// The rounds of part 1: every workload on every (store, size) server, sizes alternating.
+fn measure_sizes<'b>(
+    rt: &tokio::runtime::Runtime,
+    plan: &ScalePlan,
+    load: &Plan,
+    procs: &mut BTreeMap<(Server, usize), ServerProcess>,
+    backends: &dyn Fn(usize) -> Backends<'b>,
+) -> anyhow::Result<Samples> {
+    let mut servers: Vec<Server> = procs.keys().map(|(s, _)| *s).collect();
+    servers.dedup();
+    let mut samples = Samples::new();
+    for round in 0..plan.rounds {
+        eprintln!("== round {}/{}", round + 1, plan.rounds);
+        let mut order: Vec<Server> = servers.clone();
+        let shift = round % order.len().max(1);
+        order.rotate_left(shift);
+        let mut sizes: Vec<usize> = (0..plan.sizes.len()).collect();
+        if round % 2 == 1 {
+            sizes.reverse();
+        }
+        for s in &order {
+            for i in &sizes {
+                for w in &plan.workloads {
+                    let proc = procs.get_mut(&(*s, *i)).expect("started above");
+                    let sample = measure_retrying(rt, load, proc, *s, *w, backends(*i))
+                        .with_context(|| format!("measuring {s} {w} at {}", plan.sizes[*i]))?;
+                    eprintln!(
+                        "   {:<22} {:>9} {:<6} {:>8.0} req/s  p99 {:>6.2} ms",
+                        s.name(),
+                        plan.sizes[*i],
+                        w.name(),
+                        sample.rps,
+                        sample.p99_us / 1000.0
+                    );
+                    samples.entry((*s, *i, *w)).or_default().push(sample);
+                }
+            }
+        }
+    }
+    Ok(samples)
 }
 
 /// The name tag of a size's database file or table (`sessions-TAG.db`, `sessions_TAG`).
