@@ -42,9 +42,9 @@ return redis.REDIS_VERSION_NUM
 
 /// What the store runs besides `EVALSHA`, on keys under `prefix`: its own commands and
 /// those of its scripts (see [`crate::scripts`]); `WAIT` with `?wait=N`; the stream
-/// commands with an event log (`?events=N`, [`crate::events`]). `RESTORE`, `MULTI`
-/// and `EXEC` are left out (refused, the scripts do their work), as are `SCAN` and
-/// `CLUSTER` (admin listings only).
+/// commands, `SISMEMBER` and `SCAN` (the expiry sweep) with an event log (`?events=N`,
+/// [`crate::events`]). `RESTORE`, `MULTI` and `EXEC` are left out (refused, the scripts do
+/// their work), as are `CLUSTER` and, without a log, `SCAN` (admin listings only).
 fn needs(prefix: &str, wait: bool, log: bool) -> Vec<Vec<String>> {
     let s = format!("{prefix}s:acl-check");
     let u = format!("{prefix}u:acl-check");
@@ -74,6 +74,8 @@ fn needs(prefix: &str, wait: bool, log: bool) -> Vec<Vec<String>> {
             vec!["XRANGE", &events, "-", "+"],
             vec!["XINFO", "STREAM", &events],
             vec!["XREAD", "STREAMS", &events, "0-0"],
+            vec!["SISMEMBER", &u, "h"],
+            vec!["SCAN", "0"],
         ]);
     }
     needs

@@ -20,8 +20,10 @@ pub enum ExpiryEvents {
     /// PostgreSQL).
     #[default]
     Purged,
-    /// The backend expires records by itself and logs no expiry (Redis).
-    NotLogged,
+    /// The backend expires records by itself (Redis): the store logs the expiry of a
+    /// logged-in session when it notices it (listing or revoking the user's sessions, the
+    /// limit, the purge's sweep of the user indexes), and never an anonymous session's.
+    Noticed,
 }
 
 fn log(store: &Arc<dyn SessionStore>) -> &dyn EventLog {
@@ -359,11 +361,85 @@ pub async fn check_event_log_purge_logs_expiry(store: Arc<dyn SessionStore>, exp
     got_expired.sort_by_key(|(_, k, _)| *k != key);
     let want_expired = match expiry {
         ExpiryEvents::Purged => vec![(expired.clone(), key, u), (expired, anon, None)],
-        ExpiryEvents::NotLogged => Vec::new(),
+        ExpiryEvents::Noticed => vec![(expired, key, u)],
     };
     assert_eq!(
         got_expired, want_expired,
         "the purge's expiry events ({expiry:?})"
+    );
+}
+
+/// A logged-in session that expires is logged as expired once, with its user, when the store
+/// notices (the purge, or listing the user's sessions), however many notice it at once: two
+/// listings and two purges run together, then a listing and a purge again. The user's live
+/// session is left alone; an anonymous session's expiry is logged where the store says so
+/// ([`ExpiryEvents`]).
+pub async fn check_event_log_expiry_logged_once(
+    store: Arc<dyn SessionStore>,
+    expiry: ExpiryEvents,
+) {
+    let from = tail(&store).await;
+    let user = unique_user("noticed");
+    let [gone, kept, anon] = [(); 3].map(|()| new_key());
+    let short = |user: Option<&str>| {
+        let now = Timestamp::now();
+        let mut r = Record::new(now, now.plus(SHORT_TTL));
+        r.meta.user = user.map(str::to_owned);
+        r
+    };
+    create_logged(&store, &gone, &short(Some(&user)), None, EventKind::Created).await;
+    let long = sample(Some(&user), LONG_TTL);
+    create_logged(&store, &kept, &long, None, EventKind::Created).await;
+    create_logged(&store, &anon, &short(None), None, EventKind::Created).await;
+    tokio::time::sleep(SHORT_TTL + GRACE).await;
+
+    let list = |store: Arc<dyn SessionStore>, user: String| async move {
+        let infos = store
+            .sessions_of(&user)
+            .await
+            .unwrap_or_else(|e| panic!("sessions_of failed: {e}"));
+        let keys: Vec<SessionKey> = infos.iter().map(|i| i.key).collect();
+        assert!(!keys.contains(&gone), "an expired session is not listed");
+        assert!(keys.contains(&kept), "the live session is listed");
+    };
+    let purge = |store: Arc<dyn SessionStore>| async move {
+        store
+            .purge_expired()
+            .await
+            .unwrap_or_else(|e| panic!("purge_expired failed: {e}"));
+    };
+    let noticers = vec![
+        tokio::spawn(list(store.clone(), user.clone())),
+        tokio::spawn(list(store.clone(), user.clone())),
+        tokio::spawn(purge(store.clone())),
+        tokio::spawn(purge(store.clone())),
+    ];
+    join_all(noticers).await;
+    list(store.clone(), user.clone()).await;
+    purge(store.clone()).await;
+
+    let (events, _) = events_after(&store, &from).await;
+    let got = about(&events, &[gone, kept, anon]);
+    let (u, expired) = (Some(user.clone()), EventKind::Ended(EndReason::Expired));
+    let mut want = vec![
+        (EventKind::Created, gone, u.clone()),
+        (EventKind::Created, kept, u.clone()),
+        (EventKind::Created, anon, None),
+    ];
+    let (mut got_expired, got_rest): (Vec<_>, Vec<_>) =
+        got.into_iter().partition(|(k, ..)| *k == expired);
+    assert_eq!(
+        got_rest, want,
+        "the creations, in order, and no end of the live one"
+    );
+    got_expired.sort_by_key(|(_, k, _)| *k != gone);
+    want = match expiry {
+        ExpiryEvents::Purged => vec![(expired.clone(), gone, u), (expired, anon, None)],
+        ExpiryEvents::Noticed => vec![(expired, gone, u)],
+    };
+    assert_eq!(
+        got_expired, want,
+        "each expiry logged exactly once, with the user ({expiry:?})"
     );
 }
 
