@@ -695,6 +695,42 @@ impl RedisStore {
         Ok(u64::try_from(reply::<i64>(logged)?).unwrap_or(0))
     }
 
+    /// [`NOTICE`] on every member of each of `users`' indexes, in flight together (up to
+    /// [`FAN_OUT`](crate::FAN_OUT) at once). How many expiries it logged.
+    async fn notice_all(&self, log: &Log, users: &[String]) -> Result<u64> {
+        let (ukeys, now) = (
+            users.iter().map(|u| self.user_key(u)).collect::<Vec<_>>(),
+            millis(Timestamp::now()),
+        );
+        let sp = self.session_key_prefix();
+        let replies = self
+            .many("expiry sweep", users.len(), |i, mut conn| {
+                let mut invocation = NOTICE.prepare_invoke();
+                invocation
+                    .key(ukeys[i].as_bytes())
+                    .key(log.key())
+                    .arg(sp.as_slice())
+                    .arg(users[i].as_bytes())
+                    .arg(now.as_slice())
+                    .arg(log.cap.as_slice());
+                async move { invocation.invoke_async::<Value>(&mut conn).await }
+            })
+            .await?;
+        if self.inner.wait > 0 && !replies.is_empty() {
+            // `?wait=N`: the scripts went out on any of the connections.
+            let (wait, timeout) = (self.inner.wait, self.inner.timeout);
+            bounded(timeout, "expiry sweep (wait)", || {
+                crate::wait::wait_on_all(&self.inner.conns, wait, timeout)
+            })
+            .await?;
+        }
+        let mut logged = 0;
+        for one in replies {
+            logged += u64::try_from(reply::<i64>(one)?).unwrap_or(0);
+        }
+        Ok(logged)
+    }
+
     /// The expiry sweep: every user index under the prefix (one `SCAN` pass, `MATCH
     /// <prefix>u:* TYPE set`), each looked at by [`NOTICE`]. How many expiries it logged.
     pub(crate) async fn sweep_expired(&self, log: &Log) -> Result<u64> {
@@ -717,9 +753,7 @@ impl RedisStore {
                 .filter_map(|k| k.strip_prefix(index_prefix.as_bytes()))
                 .filter_map(|u| String::from_utf8(u.to_vec()).ok())
                 .collect();
-            for user in &users {
-                logged += self.notice(log, user, &[]).await?;
-            }
+            logged += self.notice_all(log, &users).await?;
             if next == 0 {
                 return Ok(logged);
             }

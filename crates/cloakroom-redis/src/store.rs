@@ -178,7 +178,12 @@ impl RedisStore {
 
     /// `n` requests made by `make(i, connection)`, in flight together (pipelined on the
     /// multiplexed connection, spread over the nodes of a Cluster); replies in order.
-    async fn many<F, Fut>(&self, what: &'static str, n: usize, make: F) -> Result<Vec<Value>>
+    pub(crate) async fn many<F, Fut>(
+        &self,
+        what: &'static str,
+        n: usize,
+        make: F,
+    ) -> Result<Vec<Value>>
     where
         F: Fn(usize, Conn) -> Fut,
         Fut: Future<Output = std::result::Result<Value, RedisError>>,

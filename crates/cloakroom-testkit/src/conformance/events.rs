@@ -118,7 +118,8 @@ fn done() -> Admitted {
 
 /// A session's life through the log: created, rotated (the old record deleted unlogged, as
 /// the engine does), logged out; a user's sessions revoked at once; the limit ending one.
-/// Each appears once, in order, naming the user from the record.
+/// Each appears once, in order, naming the user from the record, and a listing and a purge
+/// afterwards log no expiry for any of them.
 pub async fn check_event_log_records_each_change_once(store: Arc<dyn SessionStore>) {
     let from = tail(&store).await;
     let user = unique_user("log");
@@ -159,6 +160,15 @@ pub async fn check_event_log_records_each_change_once(store: Arc<dyn SessionStor
     };
     let admitted = create_logged(&store, &f, &record, Some(&limit), EventKind::Created).await;
     assert_eq!(admitted, Admitted::Done { ended: vec![e] });
+    // What notices expiries (a listing, the purge) takes none of these ends for one.
+    store
+        .sessions_of(&user)
+        .await
+        .unwrap_or_else(|e| panic!("sessions_of failed: {e}"));
+    store
+        .purge_expired()
+        .await
+        .unwrap_or_else(|e| panic!("purge_expired failed: {e}"));
 
     let (events, gap) = events_after(&store, &from).await;
     assert!(!gap, "nothing was dropped: no gap");
@@ -223,8 +233,9 @@ pub async fn check_event_log_skips_changes_that_did_not_happen(store: Arc<dyn Se
     assert!(events.iter().all(|e| e.user.as_deref() != Some(&nobody)));
 }
 
-/// Many sessions created, rotated and ended at once: each change is logged exactly once,
-/// and each session's events are in the order its changes committed.
+/// Many sessions created, rotated and ended at once, while the user's sessions are listed:
+/// each change is logged exactly once (no deletion taken for an expiry), and each session's
+/// events are in the order its changes committed.
 pub async fn check_event_log_concurrent_changes_each_once(store: Arc<dyn SessionStore>) {
     let from = tail(&store).await;
     let user = unique_user("busy");
@@ -243,7 +254,23 @@ pub async fn check_event_log_concurrent_changes_each_once(store: Arc<dyn Session
             })
         })
         .collect();
+    // Listings of the user run meanwhile: what notices expiries must not take a rotation's
+    // or a logout's deletion for one.
+    let listings = (0..SESSIONS)
+        .map(|_| {
+            let (store, user) = (store.clone(), user.clone());
+            tokio::spawn(async move {
+                for _ in 0..4 {
+                    store
+                        .sessions_of(&user)
+                        .await
+                        .unwrap_or_else(|e| panic!("sessions_of failed: {e}"));
+                }
+            })
+        })
+        .collect();
     let pairs = join_all(handles).await;
+    join_all(listings).await;
     let (events, gap) = events_after(&store, &from).await;
     assert!(!gap);
     for (first, second) in pairs {
