@@ -189,9 +189,10 @@
 //! session we ended leaves the index in the script that logged its end, so it is never
 //! also logged as expired), at the first of: a listing of the user's sessions, a
 //! revocation of them, a login of the user under the limit, a delete that finds the record
-//! past its expiry, and the **expiry sweep**, which every process whose store has the log
-//! runs every 5 minutes (one `SCAN` pass over the user index sets, one script per set;
-//! also [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired),
+//! past its expiry, and the **expiry sweep**, which one of the processes whose store has
+//! the log runs every 5 minutes (one `SCAN` pass over the user index sets, `SMEMBERS` and
+//! `EXISTS` of what they name, a script only for a set with an expired member; also
+//! [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired),
 //! `cloakroom gc`). **Anonymous sessions** have no index: their expiry is never logged on
 //! Redis. Not logged either, as on every store: data writes and touches, and the deletion
 //! of a rotated-away record (its successor's `rotated` event

@@ -397,8 +397,10 @@ pub async fn check_event_log_purge_logs_expiry(store: Arc<dyn SessionStore>, exp
 }
 
 /// A logged-in session that expires is logged as expired once, with its user, when the store
-/// notices (the purge, or listing the user's sessions), however many notice it at once: two
-/// listings and two purges run together, then a listing and a purge again. The user's live
+/// notices (the purge, or listing the user's sessions; on a store that notices expiries in
+/// the user index, also a login under the limit and a revocation of the user's other
+/// sessions), however many notice it at once: these run together, then a listing and a
+/// purge again. The user's live
 /// session is left alone; an anonymous session's expiry is logged where the store says so
 /// ([`ExpiryEvents`]).
 pub async fn check_event_log_expiry_logged_once(
@@ -435,12 +437,30 @@ pub async fn check_event_log_expiry_logged_once(
             .await
             .unwrap_or_else(|e| panic!("purge_expired failed: {e}"));
     };
-    let noticers = vec![
+    let mut noticers = vec![
         tokio::spawn(list(store.clone(), user.clone())),
         tokio::spawn(list(store.clone(), user.clone())),
         tokio::spawn(purge(store.clone())),
         tokio::spawn(purge(store.clone())),
     ];
+    if expiry == ExpiryEvents::Noticed {
+        // A store that notices expiries in the user index also does so when a login under
+        // the limit prunes it and when the user's other sessions are revoked.
+        let (store, user) = (store.clone(), user.clone());
+        noticers.push(tokio::spawn(async move {
+            let limit = Limit {
+                max: 10,
+                policy: LimitPolicy::EndLeastRecentlySeen,
+                replacing: None,
+            };
+            let (other, record) = (new_key(), sample(Some(&user), LONG_TTL));
+            create_logged(&store, &other, &record, Some(&limit), EventKind::Created).await;
+            log(&store)
+                .delete_user_logged(&user, Some(&kept), EndReason::Revoked, Timestamp::now())
+                .await
+                .unwrap_or_else(|e| panic!("delete_user_logged failed: {e}"));
+        }));
+    }
     join_all(noticers).await;
     list(store.clone(), user.clone()).await;
     purge(store.clone()).await;
