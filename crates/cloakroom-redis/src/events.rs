@@ -12,8 +12,9 @@
 //! | create (anonymous) | `RESTORE` | [`CREATE_LOGGED`]: the record and one `XADD` |
 //! | create (login) | `RESTORE`, then the index script | [`CREATE_LOGGED`]: the record, the index and one `XADD` |
 //! | create under the limit | [`LIMITED`](crate::limit::LIMITED) | [`LIMITED_LOGGED`]: the same, one `XADD` per session it ends and one for the new one |
-//! | delete | the delete script, then `SREM` | [`DELETE_LOGGED`]: the same script, one `XADD` when a live record was deleted, then `SREM` |
+//! | delete | the delete script, then `SREM` | [`DELETE_LOGGED`]: the delete and the `SREM` in one script, one `XADD` when a live record was deleted (a plain delete on a store with a log runs it too, without that `XADD`) |
 //! | revoke a user's sessions | `SMEMBERS`, one script per session, `SREM` | [`DELETE_USER_LOGGED`]: all in one script, one `XADD` per live session deleted |
+//! | list a user's sessions, finding expired members | `SREM` of those | [`NOTICE`]: `XADD` (expired) and `SREM` of each still indexed |
 //!
 //! A change that does not happen (a collision, a refusal, nothing to delete) appends nothing.
 //! Redis does not roll a script back when a command in it fails, so each `XADD` runs right
