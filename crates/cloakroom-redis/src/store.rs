@@ -450,7 +450,10 @@ impl SessionStore for RedisStore {
         match &self.inner.log {
             Some(log) => {
                 // The sessions deleted leave the index first, so the noticing that follows
-                // cannot take them for expired.
+                // cannot take them for expired. (This plain form logs no end; a noticer
+                // running between a deletion above and this `SREM` logs that session as
+                // expired. The engine ends a user's sessions with `delete_user_logged`,
+                // one script, which has no such window.)
                 if !ended.is_empty() {
                     let ukey = self.user_key(user);
                     let mut cmd = redis::cmd("SREM");
