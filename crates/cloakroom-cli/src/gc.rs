@@ -9,7 +9,8 @@ use crate::render;
 
 /// `gc`: runs [`SessionStore::purge_expired`] and prints how many sessions it removed.
 /// `expires_by_itself` says the store's engine deletes expired records on its own (Redis),
-/// which the message then explains instead of a bare 0.
+/// which the message then explains instead of a bare 0; with an event log there, the count
+/// is of the expiries the sweep noticed and logged.
 ///
 /// # Errors
 /// Store failures and output errors.
@@ -22,7 +23,15 @@ pub async fn gc(
         .purge_expired()
         .await
         .context("purging expired sessions")?;
-    if removed == 0 && expires_by_itself {
+    if expires_by_itself && store.event_log().is_some() {
+        writeln!(
+            out,
+            "logged {}: this store expires sessions by itself; its event log records the \
+             expiry of a logged-in session when it is noticed (this sweep of the user indexes \
+             noticed these)",
+            render::count(removed, "expired session")
+        )?;
+    } else if removed == 0 && expires_by_itself {
         writeln!(
             out,
             "removed 0 expired sessions: this store expires sessions by itself, so there is \

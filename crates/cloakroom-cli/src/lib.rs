@@ -70,7 +70,8 @@ pub enum Command {
     #[command(subcommand)]
     Sessions(SessionsCommand),
     /// Delete expired sessions and print how many went (stores whose engine expires keys by
-    /// itself, such as Redis, have nothing to delete).
+    /// itself, such as Redis, have nothing to delete; Redis with an event log logs the
+    /// expiries of logged-in sessions it finds and prints how many).
     Gc,
     /// Count sessions: by user, anonymous, expiring within the hour, data size.
     Stats(StatsArgs),

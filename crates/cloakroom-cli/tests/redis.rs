@@ -40,4 +40,5 @@ redis_scenarios!(
     events_show_revocations_as_they_happen,
     stats_match_the_store,
     gc_explains_engine_expiry,
+    gc_logs_noticed_expiry,
 );

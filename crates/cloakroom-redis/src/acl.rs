@@ -42,13 +42,15 @@ return redis.REDIS_VERSION_NUM
 
 /// What the store runs besides `EVALSHA`, on keys under `prefix`: its own commands and
 /// those of its scripts (see [`crate::scripts`]); `WAIT` with `?wait=N`; the stream
-/// commands with an event log (`?events=N`, [`crate::events`]). `RESTORE`, `MULTI`
-/// and `EXEC` are left out (refused, the scripts do their work), as are `SCAN` and
-/// `CLUSTER` (admin listings only).
+/// commands, `SISMEMBER`, `SCAN` and the `SET` of the sweep's turn (the expiry sweep) with
+/// an event log (`?events=N`, [`crate::events`]). `RESTORE`, `MULTI` and `EXEC` are left
+/// out (refused, the scripts do their work), as are `CLUSTER` and, without a log, `SCAN`
+/// (admin listings only).
 fn needs(prefix: &str, wait: bool, log: bool) -> Vec<Vec<String>> {
     let s = format!("{prefix}s:acl-check");
     let u = format!("{prefix}u:acl-check");
     let events = format!("{prefix}events");
+    let sweep = format!("{prefix}events:sweep");
     let mut needs: Vec<Vec<&str>> = vec![
         vec!["SCRIPT", "LOAD", "return 1"],
         vec!["HGETALL", &s],
@@ -74,6 +76,9 @@ fn needs(prefix: &str, wait: bool, log: bool) -> Vec<Vec<String>> {
             vec!["XRANGE", &events, "-", "+"],
             vec!["XINFO", "STREAM", &events],
             vec!["XREAD", "STREAMS", &events, "0-0"],
+            vec!["SISMEMBER", &u, "h"],
+            vec!["SCAN", "0"],
+            vec!["SET", &sweep, "1", "NX", "PX", "1"],
         ]);
     }
     needs

@@ -81,8 +81,11 @@ impl RedisStoreBuilder {
     /// ended through the engine, and read through
     /// [`SessionStore::event_log`](cloakroom_core::store::SessionStore::event_log).
     /// `MAXLEN ~` trims in whole stream nodes, so the stream may hold somewhat more than
-    /// `max_events`; a reader behind what was trimmed is told so (a gap). Expiry is not
-    /// logged (Redis expires keys by itself). Needs Redis 7.0 or later and one master (one
+    /// `max_events`; a reader behind what was trimmed is told so (a gap). The expiry of a
+    /// logged-in session is logged once when it is noticed (a listing or revocation of the
+    /// user's sessions, a login under the limit, or the expiry sweep this store then runs
+    /// every 5 minutes), never an anonymous session's; see the
+    /// [crate docs](crate#event-log). Needs Redis 7.0 or later and one master (one
     /// server or Sentinel): a Cluster is refused at open. The cap is recorded under
     /// `<prefix>events:cap`, and a store later opened on that prefix without this option
     /// keeps the log with that cap, so every process's changes are logged. `0` (the
@@ -166,6 +169,11 @@ impl RedisStoreBuilder {
             store.record_event_log_cap(events).await?;
         }
         store.inner.transactions.store(redis7, Ordering::Relaxed);
+        if store.inner.log.is_some() {
+            tokio::spawn(crate::events::sweep_periodically(Arc::downgrade(
+                &store.inner,
+            )));
+        }
         if let Some(near) = &store.inner.near {
             // The dataset marker's first check, before anything is cached (a user not
             // allowed to write it is a configuration error).

@@ -28,13 +28,15 @@
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:
 //! remember me), `u` (user) and `a` (user agent). A one-field anonymous session is 3
 //! fields, a 46-byte listpack. The key expires by `PEXPIREAT` at the record's expiry, so
-//! Redis drops dead sessions by itself and [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired) is a no-op.
+//! Redis drops dead sessions by itself and [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired) removes nothing
+//! (with an [event log](#event-log), it logs the expiries it notices).
 //!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` of handles (the session keys
 //! in base64url, [`SessionKey::to_handle`](cloakroom_core::SessionKey::to_handle)). Entries of sessions
 //! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`](cloakroom_core::SessionStore::sessions_of),
 //! [`SessionStore::delete_user`](cloakroom_core::SessionStore::delete_user)), and every 16th login once a set holds 32 entries or more,
-//! so the set cannot grow without bound. [`SessionStore::delete`](cloakroom_core::SessionStore::delete) removes the entry at once.
+//! so the set cannot grow without bound; with an [event log](#event-log), also by the expiry
+//! sweep, and each expired session's entry is logged as it goes. [`SessionStore::delete`](cloakroom_core::SessionStore::delete) removes the entry at once.
 //!
 //! A single-use challenge (DBSC) is a string `<prefix>c:<challenge>` holding the session's
 //! handle, written by `SET NX PXAT` and taken by `GETDEL` (Redis 6.2+; one key per command,
@@ -178,10 +180,22 @@
 //! the first entry kept; a reader whose last event was itself the newest one trimmed may be
 //! told of a gap it did not suffer, never the other way round).
 //!
-//! What it does **not** record: **expiry**. Redis expires session keys by itself and says
-//! nothing reliable when it does, so a session that ends by expiry has its `created` or
-//! `rotated` event and no end event. Also unlogged, as on every store: data writes and
-//! touches, and the deletion of a rotated-away record (its successor's `rotated` event
+//! **Expiry** is logged when it is noticed, not when it happens: Redis expires session keys
+//! by itself and says nothing reliable when it does, but a logged-in session stays in its
+//! user's index set after Redis dropped it, and every script that takes such a member out
+//! of the index appends one `expired` event of the user (`at` = when it was noticed) in
+//! the same script, only if the member was still there. So each expiry of a logged-in
+//! session is logged **exactly once** (two processes noticing it at once log it once; a
+//! session we ended leaves the index in the script that logged its end, so it is never
+//! also logged as expired), at the first of: a listing of the user's sessions, a
+//! revocation of them, a login of the user under the limit, a delete that finds the record
+//! past its expiry, and the **expiry sweep**, which one of the processes whose store has
+//! the log runs every 5 minutes (one `SCAN` pass over the user index sets, `SMEMBERS` and
+//! `EXISTS` of what they name, a script only for a set with an expired member; also
+//! [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired),
+//! `cloakroom gc`). **Anonymous sessions** have no index: their expiry is never logged on
+//! Redis. Not logged either, as on every store: data writes and touches, and the deletion
+//! of a rotated-away record (its successor's `rotated` event
 //! names it). The log is as durable as the rest of the data (Redis persistence and
 //! replication; `?wait=N` covers the scripts that write it). Needs Redis 7.0 or later and
 //! one master (one server, or Sentinel): a Cluster store with a log is refused at open

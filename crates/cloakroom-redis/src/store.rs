@@ -178,7 +178,12 @@ impl RedisStore {
 
     /// `n` requests made by `make(i, connection)`, in flight together (pipelined on the
     /// multiplexed connection, spread over the nodes of a Cluster); replies in order.
-    async fn many<F, Fut>(&self, what: &'static str, n: usize, make: F) -> Result<Vec<Value>>
+    pub(crate) async fn many<F, Fut>(
+        &self,
+        what: &'static str,
+        n: usize,
+        make: F,
+    ) -> Result<Vec<Value>>
     where
         F: Fn(usize, Conn) -> Fut,
         Fut: Future<Output = std::result::Result<Value, RedisError>>,
@@ -357,6 +362,10 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        if let Some(log) = &self.inner.log {
+            // The member leaves the index in the same script (see `crate::events`).
+            return self.delete_on_log(log, key, None).await;
+        }
         let now = Timestamp::now().as_millis().to_string().into_bytes();
         let rkey = self.session_key(key);
         let args = [now];
@@ -380,7 +389,15 @@ impl SessionStore for RedisStore {
         });
         let records = self.load_many("sessions_of", &members.keys).await?;
         let (infos, dead) = members.resolve(user, records);
-        self.unindex(user, &dead).await;
+        match &self.inner.log {
+            // Expired members are logged as they leave the index.
+            Some(log) if !dead.is_empty() => {
+                if let Err(e) = self.notice(log, user, &dead).await {
+                    tracing::debug!(error = %e, "could not prune a user index; will retry later");
+                }
+            }
+            _ => self.unindex(user, &dead).await,
+        }
         Ok(infos)
     }
 
@@ -413,10 +430,11 @@ impl SessionStore for RedisStore {
         });
         // The near-cache forgets them before and after, as for one `delete`.
         let replies = self.invalidating(&rkeys, deletions).await?;
-        let mut deleted = 0;
-        for one in replies {
+        let (mut deleted, mut ended) = (0, Vec::new());
+        for (one, member) in replies.into_iter().zip(&members) {
             if reply::<i64>(one)? == 1 {
                 deleted += 1;
+                ended.push(member.clone());
             }
         }
         if self.inner.wait > 0 {
@@ -427,17 +445,46 @@ impl SessionStore for RedisStore {
             })
             .await?;
         }
-        // Every member handled is gone now (deleted, expired or someone else's).
-        self.unindex(user, &members).await;
+        // Every member handled is gone now (deleted, expired or someone else's); with a log,
+        // the expired ones are logged as they leave the index.
+        match &self.inner.log {
+            Some(log) => {
+                // The sessions deleted leave the index first, so the noticing that follows
+                // cannot take them for expired. (This plain form logs no end; a noticer
+                // running between a deletion above and this `SREM` logs that session as
+                // expired. The engine ends a user's sessions with `delete_user_logged`,
+                // one script, which has no such window.)
+                if !ended.is_empty() {
+                    let ukey = self.user_key(user);
+                    let mut cmd = redis::cmd("SREM");
+                    cmd.arg(&ukey).arg(&ended);
+                    self.query("delete_user (unindex)", ukey.as_bytes(), cmd)
+                        .await?;
+                }
+                let rest: Vec<Vec<u8>> = (members.into_iter())
+                    .filter(|m| !ended.contains(m))
+                    .collect();
+                if !rest.is_empty() {
+                    self.notice(log, user, &rest).await?;
+                }
+            }
+            None => self.unindex(user, &members).await,
+        }
         Ok(deleted)
     }
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
         self.scan_page(cursor, limit).await
     }
 
+    /// Redis expires the keys by itself (`PEXPIREAT`), so this removes nothing; with an
+    /// event log, it is the expiry sweep (every user index looked at, each expired session
+    /// still indexed logged once; see the [crate docs](crate#event-log)) and returns how
+    /// many expiries it logged.
     async fn purge_expired(&self) -> Result<u64> {
-        // Redis expires the keys by itself (PEXPIREAT).
-        Ok(0)
+        match &self.inner.log {
+            Some(log) => self.sweep_expired(log).await,
+            None => Ok(0),
+        }
     }
 
     async fn put_challenge(

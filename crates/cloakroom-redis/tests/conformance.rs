@@ -90,7 +90,7 @@ mod standalone_logged {
     );
     cloakroom_testkit::event_log_tests!(
         |cap| logged_store(cap, false),
-        expiry = cloakroom_testkit::ExpiryEvents::NotLogged
+        expiry = cloakroom_testkit::ExpiryEvents::Noticed
     );
 }
 
@@ -105,7 +105,7 @@ mod standalone_logged_cached {
 
     cloakroom_testkit::event_log_tests!(
         |cap| logged_store(cap, true),
-        expiry = cloakroom_testkit::ExpiryEvents::NotLogged
+        expiry = cloakroom_testkit::ExpiryEvents::Noticed
     );
 }
 

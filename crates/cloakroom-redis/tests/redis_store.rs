@@ -948,7 +948,7 @@ async fn the_log_is_kept_by_every_opener_of_its_prefix() {
 
 /// With the event log on (`events=N`), each logged write is one script (the `XADD` inside
 /// it): a create, a login (record, index and event together), a login under the limit, a
-/// user's revocation; a logout keeps its `SREM`.
+/// user's revocation, a logout (its index entry leaves in the same script).
 #[tokio::test]
 async fn logged_writes_are_one_script_each() {
     use cloakroom_core::session::{EndReason, EventKind};
@@ -1032,7 +1032,11 @@ async fn logged_writes_are_one_script_each() {
         "login: record, index and event in one script"
     );
     assert_eq!(limited_create, ["evalsha"], "login under the limit");
-    assert_eq!(logout_delete, ["evalsha", "srem"], "logout (as unlogged)");
+    assert_eq!(
+        logout_delete,
+        ["evalsha"],
+        "logout: the delete, its index entry and the event in one script"
+    );
     assert_eq!(missing_delete, ["evalsha"], "a delete of nothing");
     assert_eq!(revoke_all, ["evalsha"], "a user's revocation, one script");
     assert_eq!(read, ["xinfo", "xrange"], "a read, one pipeline");

@@ -58,7 +58,7 @@ mod through_sentinel_logged {
 
     cloakroom_testkit::event_log_tests!(
         logged_store,
-        expiry = cloakroom_testkit::ExpiryEvents::NotLogged
+        expiry = cloakroom_testkit::ExpiryEvents::Noticed
     );
 }
 

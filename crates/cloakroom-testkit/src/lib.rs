@@ -397,7 +397,7 @@ macro_rules! conformance_tests {
 /// ([`check_event_log_records_each_change_once`] and the others), each on a fresh store
 /// with an event log.
 ///
-/// `event_log_tests!(factory)` or `event_log_tests!(factory, expiry = ExpiryEvents::NotLogged)`:
+/// `event_log_tests!(factory)` or `event_log_tests!(factory, expiry = ExpiryEvents::Noticed)`:
 /// `factory` is a function (or closure) from the number of events the store should keep to
 /// the future of a [`Fixture`]. The gap check asks for a cap of 20 and writes 300 events,
 /// then purges; every other check asks for 100,000.
@@ -455,6 +455,14 @@ macro_rules! event_log_tests {
             #[test]
             fn reports_gaps() {
                 $crate::run(|| ($factory)(20), $crate::check_event_log_reports_gaps);
+            }
+
+            #[test]
+            fn expiry_logged_once() {
+                $crate::run(
+                    || ($factory)(100_000),
+                    |store| $crate::check_event_log_expiry_logged_once(store, $expiry),
+                );
             }
 
             #[test]

@@ -676,6 +676,31 @@ pub(crate) async fn gc_explains_engine_expiry(url: &str) {
     assert_eq!(stats["count"], filled.sessions.len());
 }
 
+/// `gc` on Redis with an event log: the expired logged-in session is logged as expired,
+/// once, and `gc` says so; a second `gc` finds nothing more.
+pub(crate) async fn gc_logs_noticed_expiry(url: &str) {
+    let url = with_events(url);
+    let store = open(&url).await;
+    let short = create(
+        &*store,
+        record(Some(BOB), None, Duration::ZERO, Duration::from_millis(300)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = ok(&cloakroom(Some(&url), &["gc"]));
+    assert!(text.starts_with("logged 1 expired session: "), "{text}");
+    let text = ok(&cloakroom(Some(&url), &["gc"]));
+    assert!(text.starts_with("logged 0 expired sessions: "), "{text}");
+    let lines: Vec<Value> = ok(&cloakroom(Some(&url), &["events", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let expired: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "expired").collect();
+    assert_eq!(expired.len(), 1, "{lines:?}");
+    assert_eq!(expired[0]["session"], short.handle().as_str());
+    assert_eq!(expired[0]["user"], BOB);
+}
+
 /// `CLOAKROOM_STORE` stands in for `--store`.
 pub(crate) async fn the_store_can_come_from_the_environment(url: &str) {
     let filled = fill(url).await;

@@ -17,8 +17,9 @@
 //!   reads after it; after a crash it reads some events again, never fewer.
 //!
 //! Expiry is logged where the store sees it: by the purge (memory, SQLite, PostgreSQL).
-//! Redis expires keys by itself and says nothing reliable when it does, so its log has no
-//! expiry events (see each store's docs).
+//! Redis expires keys by itself and says nothing reliable when it does, so its log records
+//! the expiry of a logged-in session once, when the store notices it (its user's index
+//! still names it), and never an anonymous session's (see each store's docs).
 
 use std::fmt;
 use std::str::FromStr;

@@ -20,8 +20,10 @@ pub enum ExpiryEvents {
     /// PostgreSQL).
     #[default]
     Purged,
-    /// The backend expires records by itself and logs no expiry (Redis).
-    NotLogged,
+    /// The backend expires records by itself (Redis): the store logs the expiry of a
+    /// logged-in session when it notices it (listing or revoking the user's sessions, the
+    /// limit, the purge's sweep of the user indexes), and never an anonymous session's.
+    Noticed,
 }
 
 fn log(store: &Arc<dyn SessionStore>) -> &dyn EventLog {
@@ -116,7 +118,8 @@ fn done() -> Admitted {
 
 /// A session's life through the log: created, rotated (the old record deleted unlogged, as
 /// the engine does), logged out; a user's sessions revoked at once; the limit ending one.
-/// Each appears once, in order, naming the user from the record.
+/// Each appears once, in order, naming the user from the record, and a listing and a purge
+/// afterwards log no expiry for any of them.
 pub async fn check_event_log_records_each_change_once(store: Arc<dyn SessionStore>) {
     let from = tail(&store).await;
     let user = unique_user("log");
@@ -157,6 +160,15 @@ pub async fn check_event_log_records_each_change_once(store: Arc<dyn SessionStor
     };
     let admitted = create_logged(&store, &f, &record, Some(&limit), EventKind::Created).await;
     assert_eq!(admitted, Admitted::Done { ended: vec![e] });
+    // What notices expiries (a listing, the purge) takes none of these ends for one.
+    store
+        .sessions_of(&user)
+        .await
+        .unwrap_or_else(|e| panic!("sessions_of failed: {e}"));
+    store
+        .purge_expired()
+        .await
+        .unwrap_or_else(|e| panic!("purge_expired failed: {e}"));
 
     let (events, gap) = events_after(&store, &from).await;
     assert!(!gap, "nothing was dropped: no gap");
@@ -221,8 +233,9 @@ pub async fn check_event_log_skips_changes_that_did_not_happen(store: Arc<dyn Se
     assert!(events.iter().all(|e| e.user.as_deref() != Some(&nobody)));
 }
 
-/// Many sessions created, rotated and ended at once: each change is logged exactly once,
-/// and each session's events are in the order its changes committed.
+/// Many sessions created, rotated and ended at once, while the user's sessions are listed:
+/// each change is logged exactly once (no deletion taken for an expiry), and each session's
+/// events are in the order its changes committed.
 pub async fn check_event_log_concurrent_changes_each_once(store: Arc<dyn SessionStore>) {
     let from = tail(&store).await;
     let user = unique_user("busy");
@@ -241,7 +254,23 @@ pub async fn check_event_log_concurrent_changes_each_once(store: Arc<dyn Session
             })
         })
         .collect();
+    // Listings of the user run meanwhile: what notices expiries must not take a rotation's
+    // or a logout's deletion for one.
+    let listings = (0..SESSIONS)
+        .map(|_| {
+            let (store, user) = (store.clone(), user.clone());
+            tokio::spawn(async move {
+                for _ in 0..4 {
+                    store
+                        .sessions_of(&user)
+                        .await
+                        .unwrap_or_else(|e| panic!("sessions_of failed: {e}"));
+                }
+            })
+        })
+        .collect();
     let pairs = join_all(handles).await;
+    join_all(listings).await;
     let (events, gap) = events_after(&store, &from).await;
     assert!(!gap);
     for (first, second) in pairs {
@@ -359,11 +388,105 @@ pub async fn check_event_log_purge_logs_expiry(store: Arc<dyn SessionStore>, exp
     got_expired.sort_by_key(|(_, k, _)| *k != key);
     let want_expired = match expiry {
         ExpiryEvents::Purged => vec![(expired.clone(), key, u), (expired, anon, None)],
-        ExpiryEvents::NotLogged => Vec::new(),
+        ExpiryEvents::Noticed => vec![(expired, key, u)],
     };
     assert_eq!(
         got_expired, want_expired,
         "the purge's expiry events ({expiry:?})"
+    );
+}
+
+/// A logged-in session that expires is logged as expired once, with its user, when the store
+/// notices (the purge, or listing the user's sessions; on a store that notices expiries in
+/// the user index, also a login under the limit and a revocation of the user's other
+/// sessions), however many notice it at once: these run together, then a listing and a
+/// purge again. The user's live
+/// session is left alone; an anonymous session's expiry is logged where the store says so
+/// ([`ExpiryEvents`]).
+pub async fn check_event_log_expiry_logged_once(
+    store: Arc<dyn SessionStore>,
+    expiry: ExpiryEvents,
+) {
+    let from = tail(&store).await;
+    let user = unique_user("noticed");
+    let [gone, kept, anon] = [(); 3].map(|()| new_key());
+    let short = |user: Option<&str>| {
+        let now = Timestamp::now();
+        let mut r = Record::new(now, now.plus(SHORT_TTL));
+        r.meta.user = user.map(str::to_owned);
+        r
+    };
+    create_logged(&store, &gone, &short(Some(&user)), None, EventKind::Created).await;
+    let long = sample(Some(&user), LONG_TTL);
+    create_logged(&store, &kept, &long, None, EventKind::Created).await;
+    create_logged(&store, &anon, &short(None), None, EventKind::Created).await;
+    tokio::time::sleep(SHORT_TTL + GRACE).await;
+
+    let list = |store: Arc<dyn SessionStore>, user: String| async move {
+        let infos = store
+            .sessions_of(&user)
+            .await
+            .unwrap_or_else(|e| panic!("sessions_of failed: {e}"));
+        let keys: Vec<SessionKey> = infos.iter().map(|i| i.key).collect();
+        assert!(!keys.contains(&gone), "an expired session is not listed");
+        assert!(keys.contains(&kept), "the live session is listed");
+    };
+    let purge = |store: Arc<dyn SessionStore>| async move {
+        store
+            .purge_expired()
+            .await
+            .unwrap_or_else(|e| panic!("purge_expired failed: {e}"));
+    };
+    let mut noticers = vec![
+        tokio::spawn(list(store.clone(), user.clone())),
+        tokio::spawn(list(store.clone(), user.clone())),
+        tokio::spawn(purge(store.clone())),
+        tokio::spawn(purge(store.clone())),
+    ];
+    if expiry == ExpiryEvents::Noticed {
+        // A store that notices expiries in the user index also does so when a login under
+        // the limit prunes it and when the user's other sessions are revoked.
+        let (store, user) = (store.clone(), user.clone());
+        noticers.push(tokio::spawn(async move {
+            let limit = Limit {
+                max: 10,
+                policy: LimitPolicy::EndLeastRecentlySeen,
+                replacing: None,
+            };
+            let (other, record) = (new_key(), sample(Some(&user), LONG_TTL));
+            create_logged(&store, &other, &record, Some(&limit), EventKind::Created).await;
+            log(&store)
+                .delete_user_logged(&user, Some(&kept), EndReason::Revoked, Timestamp::now())
+                .await
+                .unwrap_or_else(|e| panic!("delete_user_logged failed: {e}"));
+        }));
+    }
+    join_all(noticers).await;
+    list(store.clone(), user.clone()).await;
+    purge(store.clone()).await;
+
+    let (events, _) = events_after(&store, &from).await;
+    let got = about(&events, &[gone, kept, anon]);
+    let (u, expired) = (Some(user.clone()), EventKind::Ended(EndReason::Expired));
+    let mut want = vec![
+        (EventKind::Created, gone, u.clone()),
+        (EventKind::Created, kept, u.clone()),
+        (EventKind::Created, anon, None),
+    ];
+    let (mut got_expired, got_rest): (Vec<_>, Vec<_>) =
+        got.into_iter().partition(|(k, ..)| *k == expired);
+    assert_eq!(
+        got_rest, want,
+        "the creations, in order, and no end of the live one"
+    );
+    got_expired.sort_by_key(|(_, k, _)| *k != gone);
+    want = match expiry {
+        ExpiryEvents::Purged => vec![(expired.clone(), gone, u), (expired, anon, None)],
+        ExpiryEvents::Noticed => vec![(expired, gone, u)],
+    };
+    assert_eq!(
+        got_expired, want,
+        "each expiry logged exactly once, with the user ({expiry:?})"
     );
 }
 
