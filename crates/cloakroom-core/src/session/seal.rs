@@ -130,10 +130,11 @@ impl Seal {
     fn with_aad<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
         let name = name.as_bytes();
         if name.len() <= SHORT_NAME {
-            let mut aad = [0u8; 32 + SHORT_NAME];
-            aad[..32].copy_from_slice(self.key.as_bytes());
-            aad[32..32 + name.len()].copy_from_slice(name);
-            f(&aad[..32 + name.len()])
+            const K: usize = SessionKey::LEN;
+            let mut aad = [0u8; K + SHORT_NAME];
+            aad[..K].copy_from_slice(self.key.as_bytes());
+            aad[K..K + name.len()].copy_from_slice(name);
+            f(&aad[..K + name.len()])
         } else {
             f(&[self.key.as_bytes(), name].concat())
         }
