@@ -287,11 +287,12 @@ impl Creator {
                     .plus(Duration::from_secs(86_400))
                     .as_millis()
                     .to_string();
-                let key = format!(
-                    "{}s:{}",
-                    cloakroom_redis::DEFAULT_PREFIX,
-                    SessionId::generate().key().to_handle()
-                );
+                // The first layout's key: the prefix, `s:` and 43 characters of base64url
+                // (a 256-bit key's handle): two 22-character handles, cut to 43.
+                let handle = [SessionId::generate(), SessionId::generate()]
+                    .map(|id| id.key().to_handle())
+                    .concat();
+                let key = format!("{}s:{}", cloakroom_redis::DEFAULT_PREFIX, &handle[..43]);
                 let args: Vec<String> = [
                     sha.as_str(),
                     "1",

@@ -281,7 +281,7 @@ mod tests {
         let sealed = Seal::new(&id, id.key()).seal("cart", "[1,2]");
         assert!(sealed.starts_with("~2") && !sealed.contains("[1,2]"));
         assert_eq!(sealed.len(), 2 + ((12 + 5 + 16) * 4_usize).div_ceil(3));
-        let fixed = "~2Y9T2mL1CjownscE2K8NhFdDIAlgBeWJ34Bw9f-2NJg3l";
+        let fixed = "~2Y9T2mL1CjownscE2K8NhFdCCql8S1lWU1rlML7IrJTCj";
         let mut record = Record::default();
         record.data.insert("cart".to_owned(), fixed.to_owned());
         open_record(&id, &id.key(), &mut record).unwrap();
