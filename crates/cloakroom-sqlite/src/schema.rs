@@ -15,7 +15,8 @@ use crate::error::SqlContext;
 ///   refuses a version-2 file.
 /// - 3: adds the `challenges` table (single-use DBSC challenges).
 /// - 4: session keys are 16 bytes ([`SessionKey::LEN`](cloakroom_core::SessionKey::LEN)).
-///   Opening an older file converts its keys ([`KEYS_TO_V4`]).
+///   Opening an older file converts its keys to their first 16 bytes, so its sessions stay
+///   valid (a session holding sealed values ends instead).
 pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 4, for a new file: version 2 and [`CHALLENGES`] (version 4 changed the keys'
