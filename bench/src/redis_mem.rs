@@ -6,8 +6,9 @@
 //! idleness; tower-sessions: two weeks), written through each library's store the way its
 //! session layer writes a new session (Cloakroom: `RESTORE key t payload ABSTTL`;
 //! tower-sessions: `SET key value EXAT t NX`), with 32 creates in flight on one connection
-//! like the benchmark's 32 clients. Stores take turns, round after round (median reported),
-//! so a busy spell of the shared machine does not land on one only. Reported per session:
+//! like the benchmark's 32 clients. Stores take turns, round after round (the median
+//! reported, each round's figure beside it), so a busy spell of the shared machine does not
+//! land on one only. Reported per session:
 //!
 //! - `bytes`: growth of `INFO memory` `used_memory` (keys, values, expiry entries, the
 //!   dictionaries' buckets) divided by the number of sessions;
@@ -95,6 +96,7 @@ pub(crate) fn run(n: u64, rounds: usize) -> anyhow::Result<String> {
     for mut runs in all {
         runs.sort_by(|a, b| a.bytes.total_cmp(&b.bytes));
         let bytes = runs[runs.len() / 2].bytes;
+        let byte_rounds: Vec<String> = runs.iter().map(|m| format!("{:.1}", m.bytes)).collect();
         runs.sort_by(|a, b| a.redis_cpu_us.total_cmp(&b.redis_cpu_us));
         let cpu: Vec<String> = runs
             .iter()
@@ -104,11 +106,12 @@ pub(crate) fn run(n: u64, rounds: usize) -> anyhow::Result<String> {
         median.bytes = bytes;
         writeln!(
             out,
-            "store={} sessions={} bytes_per_session={:.1} redis_cpu_us_per_create={:.2} \
-             (rounds: {}) commands_per_create: {}\n  one session: {}",
+            "store={} sessions={} bytes_per_session={:.1} (rounds: {}) \
+             redis_cpu_us_per_create={:.2} (rounds: {}) commands_per_create: {}\n  one session: {}",
             median.store,
             median.sessions,
             median.bytes,
+            byte_rounds.join(" "),
             median.redis_cpu_us,
             cpu.join(" "),
             median.commands,
@@ -287,11 +290,12 @@ impl Creator {
                     .plus(Duration::from_secs(86_400))
                     .as_millis()
                     .to_string();
-                let key = format!(
-                    "{}s:{}",
-                    cloakroom_redis::DEFAULT_PREFIX,
-                    SessionId::generate().key().to_handle()
-                );
+                // The first layout's key: the prefix, `s:` and 43 characters of base64url
+                // (a 256-bit key's handle): two 22-character handles, cut to 43.
+                let handle = [SessionId::generate(), SessionId::generate()]
+                    .map(|id| id.key().to_handle())
+                    .concat();
+                let key = format!("{}s:{}", cloakroom_redis::DEFAULT_PREFIX, &handle[..43]);
                 let args: Vec<String> = [
                     sha.as_str(),
                     "1",

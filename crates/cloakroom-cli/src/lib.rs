@@ -114,7 +114,7 @@ pub struct ListArgs {
 #[derive(Clone, Args)]
 #[command(group(ArgGroup::new("session").required(true).args(["handle", "ticket"])))]
 pub struct ShowArgs {
-    /// The session's handle, as `sessions list` prints it (43 characters of base64url).
+    /// The session's handle, as `sessions list` prints it (22 characters of base64url).
     /// Sealed values are shown as sealed.
     #[arg(value_parser = HandleParser, allow_hyphen_values = true)]
     pub handle: Option<SessionKey>,
@@ -201,7 +201,7 @@ impl TypedValueParser for HandleParser {
             .ok_or_else(|| {
                 clap::Error::raw(
                     clap::error::ErrorKind::ValueValidation,
-                    "HANDLE is not a session handle: expected the 43 characters of base64url \
+                    "HANDLE is not a session handle: expected the 22 characters of base64url \
                      that `cloakroom sessions list` prints\n",
                 )
                 .with_cmd(cmd)
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn revoke_takes_a_handle_or_a_user_but_not_both() {
-        let handle = SessionKey::from_bytes([7; 32]).to_handle();
+        let handle = SessionKey::from_bytes([7; 16]).to_handle();
         assert!(parse_args(["cloakroom", "sessions", "revoke", &handle]).is_ok());
         assert!(parse_args(["cloakroom", "sessions", "revoke", "--user", "u", "--all"]).is_ok());
         for bad in [

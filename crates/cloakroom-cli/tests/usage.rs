@@ -118,7 +118,7 @@ fn help_hides_the_store_url_of_the_environment() {
 
 #[test]
 fn usage_errors_exit_with_2() {
-    let handle = cloakroom::SessionKey::from_bytes([1; 32]).to_handle();
+    let handle = cloakroom::SessionKey::from_bytes([1; 16]).to_handle();
     for args in [
         &[][..],
         &["sessions"][..],

@@ -44,14 +44,14 @@ impl SessionId {
         &self.0
     }
 
-    /// The key under which the store keeps this session: SHA-256 of the id, so a dump of the
-    /// store cannot be turned back into tickets.
+    /// The key under which the store keeps this session: the first 128 bits of the SHA-256 of
+    /// the id, so a dump of the store cannot be turned back into tickets.
     pub fn key(&self) -> SessionKey {
         let digest = Sha256::new()
             .chain_update(b"cloakroom session key\0")
             .chain_update(self.0)
             .finalize();
-        SessionKey(digest.into())
+        SessionKey::from_digest(&digest.into())
     }
 }
 
@@ -69,28 +69,42 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// The store's name for a session: a hash of its [`SessionId`] ([`SessionId::key`]), unless
-/// an interop ticket format names its sessions otherwise
+/// The store's name for a session: 128 bits of a hash of its [`SessionId`]
+/// ([`SessionId::key`]), unless an interop ticket format names its sessions otherwise
 /// ([`TicketFormat::store_key`](crate::cookie::TicketFormat::store_key)).
 ///
 /// It is also the session's public *handle* (shown on "your devices" pages and by the admin
 /// CLI): knowing it lets an admin revoke the session but never use it, since a ticket needs
-/// the id, which the hash does not reveal.
+/// the id, which the hash does not reveal. 128 bits are enough for a lookup key of
+/// server-generated ids; SECURITY.md says why.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionKey([u8; 32]);
+pub struct SessionKey([u8; SessionKey::LEN]);
 
 impl SessionKey {
-    /// A key from its 32 raw bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+    /// The length of a key, in bytes (128 bits).
+    pub const LEN: usize = 16;
+
+    /// The length of a handle ([`SessionKey::to_handle`]), in characters.
+    pub const HANDLE_LEN: usize = 22;
+
+    /// A key from its 16 raw bytes.
+    pub fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
         SessionKey(bytes)
     }
 
+    /// A key from the first 16 bytes of a SHA-256 digest (the way every derived key is made).
+    pub(crate) fn from_digest(digest: &[u8; 32]) -> Self {
+        let mut out = [0u8; Self::LEN];
+        out.copy_from_slice(&digest[..Self::LEN]);
+        SessionKey(out)
+    }
+
     /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
         &self.0
     }
 
-    /// The key as 43 characters of unpadded base64url: the public handle and the text form
+    /// The key as 22 characters of unpadded base64url: the public handle and the text form
     /// stores use in their key names.
     pub fn to_handle(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
@@ -98,12 +112,14 @@ impl SessionKey {
 
     /// Parses a handle made by [`SessionKey::to_handle`].
     pub fn from_handle(handle: &str) -> Option<Self> {
-        if handle.len() != 43 {
+        if handle.len() != Self::HANDLE_LEN {
             return None;
         }
-        let mut out = [0u8; 32];
+        // 22 characters carry 132 bits; the decoder refuses a last character whose 4 spare
+        // bits are not zero, so each key has exactly one handle.
+        let mut out = [0u8; Self::LEN];
         match URL_SAFE_NO_PAD.decode_slice(handle.as_bytes(), &mut out) {
-            Ok(32) => Some(SessionKey(out)),
+            Ok(Self::LEN) => Some(SessionKey(out)),
             _ => None,
         }
     }
@@ -215,11 +231,25 @@ mod tests {
     fn handle_round_trips_and_rejects_junk() {
         let key = SessionId::generate().key();
         let h = key.to_handle();
-        assert_eq!(h.len(), 43);
+        assert_eq!(h.len(), SessionKey::HANDLE_LEN);
         assert_eq!(SessionKey::from_handle(&h), Some(key));
         assert_eq!(SessionKey::from_handle("../../etc/passwd"), None);
-        assert_eq!(SessionKey::from_handle(&"A".repeat(44)), None);
-        assert_eq!(SessionKey::from_handle(&"!".repeat(43)), None);
+        assert_eq!(SessionKey::from_handle(&"A".repeat(23)), None);
+        assert_eq!(SessionKey::from_handle(&"A".repeat(43)), None);
+        assert_eq!(SessionKey::from_handle(&"!".repeat(22)), None);
+        // Nonzero spare bits in the last character: not the handle of any key.
+        assert_eq!(SessionKey::from_handle(&format!("{}B", &h[..21])), None);
+    }
+
+    #[test]
+    fn key_is_the_first_half_of_the_hash() {
+        // Locks the derivation: SHA-256("cloakroom session key\0" || id), first 16 bytes.
+        let id = SessionId::from_bytes([0x41; 32]);
+        let digest = Sha256::new()
+            .chain_update(b"cloakroom session key\0")
+            .chain_update([0x41; 32])
+            .finalize();
+        assert_eq!(&id.key().as_bytes()[..], &digest[..16]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 -- Version 1: the sessions table.
 -- {table} is the quoted, schema-qualified table name; {by_user} and {by_expiry} the quoted
--- index names. `key` is the 32-byte session key (a hash of the session id, never the id).
+-- index names. `key` is the session key (a hash of the session id, never the id; 16 bytes
+-- since version 3).
 -- `data` is a JSON object of field name -> the field's JSON text *as a JSON string*, so a
 -- patch is `(data - removed) || set` on whole fields. Times are milliseconds since the Unix
 -- epoch, as cloakroom's Timestamp.

@@ -189,7 +189,7 @@ fn decode(row: &tokio_postgres::Row) -> Result<LoggedEvent> {
             format!("event {seq} of the postgres event log could not be decoded"),
         )
     };
-    let session = <[u8; 32]>::try_from(session).map_err(|_| bad())?;
+    let session = <[u8; SessionKey::LEN]>::try_from(session).map_err(|_| bad())?;
     Ok(LoggedEvent {
         position: Position::new(seq.to_string()),
         event: Event {

@@ -23,7 +23,7 @@
 //!
 //! How it works:
 //! - One table (default `cloakroom_sessions`, `?table=`, in `?schema=` or the search path)
-//!   keyed by the 32-byte session key (`bytea`), with indexes on the user (for "your devices"
+//!   keyed by the 16-byte session key (`bytea`), with indexes on the user (for "your devices"
 //!   and revoke-all) and on the expiry (for purging). Times are `bigint` milliseconds since
 //!   the Unix epoch. `data` is `jsonb`: field name -> the field's JSON text as a JSON string,
 //!   kept byte for byte. Single-use challenges (DBSC) live in `<table>_dbsc`, taken with one
@@ -820,7 +820,7 @@ impl SessionStore for PostgresStore {
         let corrupt = || Error::new(ErrorKind::Corrupt, "a challenge row could not be decoded");
         let session: Vec<u8> = row.try_get(0).map_err(|e| corrupt().with_source(e))?;
         let expires_at: i64 = row.try_get(1).map_err(|e| corrupt().with_source(e))?;
-        let session = <[u8; 32]>::try_from(session).map_err(|_| corrupt())?;
+        let session = <[u8; SessionKey::LEN]>::try_from(session).map_err(|_| corrupt())?;
         Ok((expires_at > now).then(|| SessionKey::from_bytes(session)))
     }
 

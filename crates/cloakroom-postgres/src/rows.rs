@@ -101,9 +101,9 @@ pub(crate) fn record(row: &Row) -> Result<(SessionKey, Record)> {
         Error::new(ErrorKind::Corrupt, "a session row could not be decoded").with_source(e)
     };
     let key: &[u8] = row.try_get(0).map_err(bad)?;
-    let key: [u8; 32] = key
+    let key: [u8; SessionKey::LEN] = key
         .try_into()
-        .map_err(|_| corrupt("a session key is not 32 bytes"))?;
+        .map_err(|_| corrupt("a session key is not 16 bytes"))?;
     let meta = Meta {
         user: row.try_get(1).map_err(bad)?,
         created_at: Timestamp(row.try_get(2).map_err(bad)?),

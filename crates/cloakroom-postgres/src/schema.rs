@@ -8,11 +8,15 @@ use crate::error::driver;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_challenges.sql"),
+    include_str!("../migrations/0003_key128.sql"),
 ];
 
 /// The event log's migrations (a store opened with `events=N`), versioned apart from the
 /// session table's under the name `<table>_events`: a table without a log never gets them.
-const EVENT_MIGRATIONS: &[&str] = &[include_str!("../migrations/events_0001.sql")];
+const EVENT_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/events_0001.sql"),
+    include_str!("../migrations/events_0002.sql"),
+];
 
 /// The schema version this crate writes and reads.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -212,28 +216,32 @@ async fn migrate_log(
             ),
         ));
     }
+    // A log that exists gets its pending migrations whoever opens the table; one that does
+    // not is created only by a store opened with it.
+    if events.is_some() || log_version > 0 {
+        for (i, sql) in EVENT_MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(log_version as usize)
+        {
+            let v = i as i32 + 1;
+            tx.batch_execute(&names.expand(sql))
+                .await
+                .map_err(|e| driver(&format!("applying event log migration {v}"), e))?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (table_name, version) VALUES ($1, $2)",
+                    names.versions
+                ),
+                &[&log_name, &v],
+            )
+            .await
+            .map_err(|e| driver("recording the event log's schema version", e))?;
+        }
+    }
     Ok(match events {
         Some(keep) => {
             let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
-            for (i, sql) in EVENT_MIGRATIONS
-                .iter()
-                .enumerate()
-                .skip(log_version as usize)
-            {
-                let v = i as i32 + 1;
-                tx.batch_execute(&names.expand(sql))
-                    .await
-                    .map_err(|e| driver(&format!("applying event log migration {v}"), e))?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (table_name, version) VALUES ($1, $2)",
-                        names.versions
-                    ),
-                    &[&log_name, &v],
-                )
-                .await
-                .map_err(|e| driver("recording the event log's schema version", e))?;
-            }
             tx.execute(
                 &format!(
                     "INSERT INTO {} (keep) VALUES ($1)

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::{SessionId, Timestamp};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use cloakroom_core::store::{Created, ErrorKind, Record, SessionStore};
 use cloakroom_postgres::{PostgresStore, SCHEMA_VERSION, VERSION_TABLE};
 use cloakroom_testkit::postgres_server::PostgresServer;
@@ -110,6 +112,110 @@ async fn a_newer_schema_is_refused_with_a_clear_error() {
     PostgresStore::open(&format!("{url}?table=other"))
         .await
         .unwrap();
+}
+
+/// Version 3 made session keys 16 bytes: opening a version-2 table converts the keys of its
+/// sessions, challenges and event log (whoever opens it), so plaintext sessions stay valid;
+/// a session with sealed values (whose associated data was the old key) is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_table_gets_16_byte_keys_and_keeps_its_sessions() {
+    let url = empty_database().await;
+    drop(
+        PostgresStore::open(&format!("{url}?events=100"))
+            .await
+            .unwrap(),
+    );
+    // The 32-byte key of versions 1 and 2 (the whole SHA-256 of the id) began with the
+    // 16-byte key.
+    let old = |k: &SessionKey| [&k.as_bytes()[..], &[0xa5; 16]].concat();
+    let (plain, sealed, agent) = (
+        SessionId::generate().key(),
+        SessionId::generate().key(),
+        SessionId::generate().key(),
+    );
+    let r = record();
+    let (created, expires) = (r.meta.created_at.as_millis(), r.meta.expires_at.as_millis());
+    let old_handle = URL_SAFE_NO_PAD.encode(old(&plain));
+    let client = raw(&url).await;
+    client
+        .batch_execute(&format!(
+            "DELETE FROM {VERSION_TABLE} WHERE (table_name, version) IN
+                 (('cloakroom_sessions', 3), ('cloakroom_sessions_events', 2))"
+        ))
+        .await
+        .unwrap();
+    for (k, agent, data) in [
+        (&plain, "test agent", r#"{"n": "1"}"#),
+        (&sealed, "test agent", r#"{"n": "~2AAAA"}"#),
+        (&agent, "~2AAAA", r#"{"n": "1"}"#),
+    ] {
+        client
+            .execute(
+                "INSERT INTO cloakroom_sessions (key, created_at, last_seen, expires_at, user_agent, data)
+                 VALUES ($1, $2, $2, $3, $4, $5::text::jsonb)",
+                &[&old(k), &created, &expires, &agent, &data],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "INSERT INTO cloakroom_sessions_dbsc (challenge, session, expires_at) VALUES ('c', $1, $2)",
+            &[&old(&plain), &expires],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO cloakroom_sessions_events (seq, at, kind, session, previous)
+             VALUES (1, $1, 'rotated', $2, $3)",
+            &[&created, &old(&plain), &old_handle],
+        )
+        .await
+        .unwrap();
+    // Opened without the log: a log the table has is converted all the same.
+    let store = PostgresStore::open(&url).await.unwrap();
+    let loaded = store
+        .load(&plain)
+        .await
+        .unwrap()
+        .expect("the session is kept");
+    assert_eq!(loaded.data["n"], "1");
+    assert_eq!(store.load(&sealed).await.unwrap(), None);
+    assert_eq!(store.load(&agent).await.unwrap(), None);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM cloakroom_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+    let challenge: Vec<u8> = client
+        .query_one("SELECT session FROM cloakroom_sessions_dbsc", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(challenge, plain.as_bytes());
+    let row = client
+        .query_one(
+            "SELECT session, previous FROM cloakroom_sessions_events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<u8>>(0), plain.as_bytes());
+    assert_eq!(SessionKey::from_handle(row.get(1)), Some(plain));
+    let versions: Vec<(String, i32)> = client
+        .query(
+            &format!("SELECT table_name, version FROM {VERSION_TABLE}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(versions.contains(&("cloakroom_sessions".into(), SCHEMA_VERSION)));
+    assert!(versions.contains(&("cloakroom_sessions_events".into(), 2)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

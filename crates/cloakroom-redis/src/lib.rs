@@ -19,10 +19,14 @@
 //!
 //! # Layout
 //!
-//! Each session is a hash at `<prefix>s:` followed by the 32 bytes of its
-//! [`SessionKey`](cloakroom_core::SessionKey), raw (a hash of the session id: the store never
-//! sees ids; raw bytes keep the key at 44 bytes with the default prefix, 16 bytes of Redis
-//! memory per session less than text; `redis-cli` shows them escaped). Data
+//! Each session is a hash at `<prefix>s:` followed by the 16 bytes of its
+//! [`SessionKey`](cloakroom_core::SessionKey), raw (128 bits of a hash of the session id:
+//! the store never sees ids; raw bytes keep the key at 28 bytes with the default prefix,
+//! within Redis's 32-byte allocation class, where the 22-character text form would take
+//! 48; `redis-cli` shows them escaped). A key under `<prefix>s:` whose tail is not 16
+//! bytes (a 32-byte one, say) names no session: no operation finds it,
+//! [`SessionStore::scan`](cloakroom_core::SessionStore::scan) skips it, and Redis drops it
+//! at its own expiry. Data
 //! field `name` is the hash field `d:name` holding the JSON text verbatim; metadata lives in
 //! one-letter fields, kept only when they say something: `e` (expires at) and `c` (created
 //! at), milliseconds since the epoch; `s` (last seen, once it differs from `c`), `r` (`1`:

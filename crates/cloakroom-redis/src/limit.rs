@@ -54,16 +54,16 @@ use crate::store::RedisStore;
 /// failure means another login of the same user was admitted meanwhile.
 const ATTEMPTS: usize = 64;
 
-/// Base64url decoding in Lua (a member of an index set is a session handle; the session's
-/// Redis key holds the 32 raw bytes).
+/// Base64url decoding in Lua (a member of an index set is a session's 22-character handle;
+/// the session's Redis key holds its 16 raw bytes).
 pub(crate) const DECODE: &str = r"
 local B64 = {}
 local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 for i = 1, 64 do B64[alphabet:byte(i)] = i - 1 end
 local function decode(s)
-  if #s ~= 43 then return nil end
+  if #s ~= 22 then return nil end
   local out, bits, n = {}, 0, 0
-  for i = 1, 43 do
+  for i = 1, 22 do
     local v = B64[s:byte(i)]
     if not v then return nil end
     bits = bits * 64 + v

@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn scan_cursor_round_trip() {
-        let key = SessionKey::from_bytes([7; 32]);
+        let key = SessionKey::from_bytes([7; 16]);
         let pos = ScanPos {
             node: 5461,
             cursor: 42,

@@ -81,7 +81,7 @@ impl RedisStore {
         self.inner.cluster
     }
 
-    /// The Redis key of a session's hash: `<prefix>s:` and the 32 bytes of the
+    /// The Redis key of a session's hash: `<prefix>s:` and the 16 bytes of the
     /// [`SessionKey`], raw (shorter than text: the key is most of an idle session's memory
     /// in Redis).
     pub fn session_key(&self, key: &SessionKey) -> Vec<u8> {

@@ -164,7 +164,7 @@ async fn a_sealed_marker_is_not_in_dump_or_the_rdb_file() {
     cloakroom_testkit::sealed::check_sealed_marker_not_in_dump(Arc::new(store), |keys| {
         let mut bytes = Vec::new();
         for key in keys {
-            // Session keys are the prefix, `s:` and the key's 32 raw bytes.
+            // Session keys are the prefix, `s:` and the key's 16 raw bytes.
             let name = [format!("{prefix}s:").as_bytes(), key.as_bytes()].concat();
             match server
                 .command_bytes(&[b"DUMP", &name])

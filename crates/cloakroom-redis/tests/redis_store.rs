@@ -156,9 +156,10 @@ async fn key_layout_and_expiry() {
     r.meta.remember = true;
     store.create(&key, &r).await.unwrap();
 
-    // The prefix, `s:`, and the session key's 32 bytes, raw.
+    // The prefix, `s:`, and the session key's 16 bytes, raw.
     let hash_key = [format!("{prefix}s:").as_bytes(), key.as_bytes()].concat();
     assert_eq!(store.session_key(&key), hash_key);
+    assert_eq!(hash_key.len(), prefix.len() + 2 + 16);
     let Ok(Resp::Array(Some(flat))) = server.command_bytes(&[b"HGETALL", &hash_key]) else {
         panic!("no hash at {hash_key:?}");
     };
@@ -196,6 +197,60 @@ async fn key_layout_and_expiry() {
         Resp::Int(later.as_millis())
     );
     assert_eq!(store.purge_expired().await.unwrap(), 0);
+}
+
+/// A hash under `<prefix>s:` whose tail is not a 16-byte key (here a 32-byte one) names no
+/// session: neither a load of the key it starts with nor a scan finds it, and a create of
+/// that key does not collide with it.
+#[tokio::test]
+async fn a_hash_under_a_32_byte_key_is_no_session() {
+    let server = RedisServer::shared();
+    let prefix = unique_prefix("long");
+    let store = RedisStore::builder(server.url())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .expect("open");
+    let key = new_key();
+    let long = [
+        format!("{prefix}s:").as_bytes(),
+        key.as_bytes(),
+        &[0xa5; 16],
+    ]
+    .concat();
+    let at = Timestamp::now().plus(HOUR).as_millis().to_string();
+    let now = Timestamp::now().as_millis().to_string();
+    for cmd in [
+        vec![
+            b"HSET".as_slice(),
+            &long,
+            b"c",
+            now.as_bytes(),
+            b"e",
+            at.as_bytes(),
+            b"d:n",
+            b"1",
+        ],
+        vec![b"PEXPIREAT".as_slice(), &long, at.as_bytes()],
+    ] {
+        server.command_bytes(&cmd).expect("redis command");
+    }
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    assert!(
+        store
+            .scan(Cursor::start(), 100)
+            .await
+            .unwrap()
+            .sessions
+            .is_empty()
+    );
+    assert_eq!(
+        store.create(&key, &record(None, HOUR)).await.unwrap(),
+        Created::Done
+    );
+    let page = store.scan(Cursor::start(), 100).await.unwrap();
+    let found: Vec<SessionKey> = page.sessions.iter().map(|s| s.key).collect();
+    assert_eq!(found, [key]);
 }
 
 /// The hash at `key`, field by field.

@@ -168,7 +168,7 @@ fn decode(
             format!("event {seq} of the sqlite event log could not be decoded"),
         )
     };
-    let session = <[u8; 32]>::try_from(session).map_err(|_| corrupt())?;
+    let session = <[u8; SessionKey::LEN]>::try_from(session).map_err(|_| corrupt())?;
     let kind = parse_kind(kind, previous).ok_or_else(corrupt)?;
     Ok(LoggedEvent {
         position: Position::new(seq.to_string()),
@@ -286,9 +286,10 @@ impl EventLog for SqliteStore {
                         .ctx("deleting a user's sessions")?;
                     let kind = EventKind::Ended(reason);
                     for key in &keys {
-                        let key = <[u8; 32]>::try_from(key.as_slice()).map_err(|_| {
-                            Error::new(ErrorKind::Corrupt, "a session row has a malformed key")
-                        })?;
+                        let key =
+                            <[u8; SessionKey::LEN]>::try_from(key.as_slice()).map_err(|_| {
+                                Error::new(ErrorKind::Corrupt, "a session row has a malformed key")
+                            })?;
                         log(conn, at, &kind, &SessionKey::from_bytes(key), Some(&user))?;
                     }
                     Ok(keys.len() as u64)

@@ -27,7 +27,7 @@
 //! ```
 //!
 //! How it works:
-//! - One table, `sessions`, keyed by the 32-byte session key, with an index on the user (for
+//! - One table, `sessions`, keyed by the 16-byte session key, with an index on the user (for
 //!   "your devices" and revoke-all); none on the expiry, which every write moves (see
 //!   [`SCHEMA_VERSION`]). Times are milliseconds since the Unix epoch. The schema is
 //!   versioned with `PRAGMA user_version`; an older file is migrated, a newer one refused.
@@ -861,7 +861,7 @@ impl SessionStore for SqliteStore {
             let Some((session, expires_at)) = row else {
                 return Ok(None);
             };
-            let session = <[u8; 32]>::try_from(session).map_err(|_| {
+            let session = <[u8; SessionKey::LEN]>::try_from(session).map_err(|_| {
                 Error::new(
                     ErrorKind::Corrupt,
                     "a challenge row holds a malformed session key",

@@ -12,7 +12,7 @@ pub(crate) const COLUMNS: &str =
 
 /// A row as read: the data column still JSON.
 pub(crate) struct RawRow {
-    pub(crate) key: [u8; 32],
+    pub(crate) key: [u8; SessionKey::LEN],
     meta: Meta,
     data: String,
 }
@@ -110,8 +110,8 @@ mod tests {
     #[test]
     fn cursors_are_handles() {
         assert_eq!(parse_cursor(&Cursor::start()).unwrap(), Vec::<u8>::new());
-        let key = SessionKey::from_bytes([7; 32]);
-        assert_eq!(parse_cursor(&Cursor(key.to_handle())).unwrap(), vec![7; 32]);
+        let key = SessionKey::from_bytes([7; 16]);
+        assert_eq!(parse_cursor(&Cursor(key.to_handle())).unwrap(), vec![7; 16]);
         let err = parse_cursor(&Cursor("0:abc".into())).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
     }

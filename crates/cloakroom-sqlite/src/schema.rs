@@ -14,9 +14,13 @@ use crate::error::SqlContext;
 ///   instead. Opening a version-1 file migrates it (drops the index); a version-1 binary
 ///   refuses a version-2 file.
 /// - 3: adds the `challenges` table (single-use DBSC challenges).
-pub const SCHEMA_VERSION: i64 = 3;
+/// - 4: session keys are 16 bytes ([`SessionKey::LEN`](cloakroom_core::SessionKey::LEN)).
+///   Opening an older file converts its keys to their first 16 bytes, so its sessions stay
+///   valid (a session holding sealed values ends instead).
+pub const SCHEMA_VERSION: i64 = 4;
 
-/// Version 3, for a new file: version 2 and [`CHALLENGES`].
+/// Version 4, for a new file: version 2 and [`CHALLENGES`] (version 4 changed the keys'
+/// length, not the tables).
 ///
 /// Version 2: A rowid table with the key as a unique index rather than `WITHOUT ROWID`:
 /// session rows often hold kilobytes of data, and SQLite advises `WITHOUT ROWID` only for
@@ -73,6 +77,33 @@ CREATE TABLE IF NOT EXISTS events_state (
 /// From version 1 to 2.
 const V1_TO_V2: &str = "DROP INDEX IF EXISTS sessions_by_expiry;";
 
+/// From 32-byte session keys (SHA-256 of the id) to 16-byte ones (its first 16 bytes), so
+/// the sessions stay valid: the new key of a ticket is a prefix of its old one. A record
+/// holding a sealed value (`~` starts it, and never a JSON text) is deleted instead: its
+/// values were sealed with the old key as associated data and would not open under the new
+/// one (that session ends; its user signs in again). A rotation's forward converts but is
+/// no longer found (its key is derived from the key it forwards); it expires with its grace.
+const KEYS_TO_V4: &str = "
+DELETE FROM sessions WHERE length(key) = 32 AND (
+    user_agent LIKE '~%'
+    OR EXISTS (SELECT 1 FROM json_each(sessions.data) AS f
+               WHERE f.type = 'text' AND f.value LIKE '~%'));
+UPDATE sessions SET key = substr(key, 1, 16) WHERE length(key) = 32;
+UPDATE challenges SET session = substr(session, 1, 16) WHERE length(session) = 32;
+";
+
+/// [`KEYS_TO_V4`] for the event log: its session keys, and its previous handles (43
+/// characters of base64url to 22: the first 21 characters, then the 22nd with its last 4
+/// bits, which came from the 17th byte, cleared).
+const EVENT_KEYS_TO_V4: &str = "
+UPDATE events SET session = substr(session, 1, 16) WHERE length(session) = 32;
+UPDATE events SET previous = substr(previous, 1, 21) || substr(
+    'AAAAAAAAAAAAAAAAQQQQQQQQQQQQQQQQggggggggggggggggwwwwwwwwwwwwwwww',
+    instr('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_',
+          substr(previous, 22, 1)), 1)
+WHERE length(previous) = 43;
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], or refuses it; with `events` (how many to
 /// keep), also creates the event log's tables (or sets how many it keeps). Returns how many
 /// events the file's log keeps, `None` when it has none: a file that has a log keeps it
@@ -117,13 +148,21 @@ pub(crate) fn migrate(conn: &mut Connection, events: Option<u64>) -> Result<Opti
                 ),
             ));
         }
-        1 | 2 => {
+        1..=3 => {
             if version == 1 {
                 tx.execute_batch(V1_TO_V2)
                     .ctx("migrating the schema from version 1 to 2")?;
             }
-            tx.execute_batch(CHALLENGES)
-                .ctx("migrating the schema from version 2 to 3")?;
+            if version <= 2 {
+                tx.execute_batch(CHALLENGES)
+                    .ctx("migrating the schema from version 2 to 3")?;
+            }
+            tx.execute_batch(KEYS_TO_V4)
+                .ctx("migrating the schema from version 3 to 4")?;
+            if has_events(&tx)? {
+                tx.execute_batch(EVENT_KEYS_TO_V4)
+                    .ctx("migrating the event log to version 4")?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .ctx("setting the schema version")?;
         }
@@ -156,26 +195,26 @@ pub(crate) fn migrate(conn: &mut Connection, events: Option<u64>) -> Result<Opti
             .ctx("setting the event log's retention")?;
             Some(keep)
         }
-        None => {
-            let has_log: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM sqlite_schema
-                                    WHERE type = 'table' AND name = 'events_state')",
-                    [],
-                    |row| row.get(0),
-                )
-                .ctx("reading the schema")?;
-            match has_log {
-                true => tx
-                    .query_row("SELECT keep FROM events_state WHERE id = 1", [], |row| {
-                        row.get::<_, i64>(0)
-                    })
-                    .optional()
-                    .ctx("reading the event log's retention")?,
-                false => None,
-            }
-        }
+        None => match has_events(&tx)? {
+            true => tx
+                .query_row("SELECT keep FROM events_state WHERE id = 1", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .optional()
+                .ctx("reading the event log's retention")?,
+            false => None,
+        },
     };
     tx.commit().ctx("committing the schema migration")?;
     Ok(keep.map(|k| k.max(1) as u64))
+}
+
+/// Whether the file has an event log.
+fn has_events(conn: &Connection) -> Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events_state')",
+        [],
+        |row| row.get(0),
+    )
+    .ctx("reading the schema")
 }

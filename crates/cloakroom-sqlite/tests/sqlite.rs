@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
 use cloakroom_sqlite::{SCHEMA_VERSION, SqliteStore};
@@ -21,6 +23,12 @@ fn record(ttl: Duration) -> Record {
 
 fn key() -> SessionKey {
     SessionId::generate().key()
+}
+
+/// A 32-byte session key as schema versions 1 to 3 stored it (the whole SHA-256 of the id),
+/// for the new `key`: the new key is its first 16 bytes.
+fn old_key(key: &SessionKey) -> Vec<u8> {
+    [&key.as_bytes()[..], &[0xa5; 16]].concat()
 }
 
 fn raw(path: &Path) -> Connection {
@@ -500,7 +508,7 @@ async fn a_version_1_database_is_migrated_and_keeps_its_sessions() {
             "INSERT INTO sessions (key, user, created_at, last_seen, expires_at, data)
              VALUES (?1, 'ada', ?2, ?2, ?3, '{\"name\":\"\\\"Ada\\\"\"}')",
             rusqlite::params![
-                k.as_bytes().to_vec(),
+                old_key(&k),
                 r.meta.created_at.as_millis(),
                 r.meta.expires_at.as_millis()
             ],
@@ -534,6 +542,84 @@ async fn a_version_1_database_is_migrated_and_keeps_its_sessions() {
     drop(store);
     let again = SqliteStore::open(&path).await.unwrap();
     assert_eq!(again.load(&k).await.unwrap().unwrap().data.len(), 2);
+}
+
+/// Version 4 made session keys 16 bytes: opening a version-3 file converts the keys of its
+/// sessions, challenges and event log, so plaintext sessions stay valid; a session with
+/// sealed values (whose associated data was the old key) is deleted.
+#[tokio::test]
+async fn a_version_3_database_gets_16_byte_keys_and_keeps_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    drop(
+        SqliteStore::builder()
+            .event_log(100)
+            .open(&path)
+            .await
+            .unwrap(),
+    );
+    let (plain, sealed, agent) = (key(), key(), key());
+    let r = record(Duration::from_secs(600));
+    let (created, expires) = (r.meta.created_at.as_millis(), r.meta.expires_at.as_millis());
+    let old_handle = URL_SAFE_NO_PAD.encode(old_key(&plain));
+    assert_eq!(old_handle.len(), 43);
+    {
+        let conn = raw(&path);
+        let insert = |k: &SessionKey, agent: &str, data: &str| {
+            conn.execute(
+                "INSERT INTO sessions (key, user, created_at, last_seen, expires_at, user_agent, data)
+                 VALUES (?1, 'ada', ?2, ?2, ?3, ?4, ?5)",
+                rusqlite::params![old_key(k), created, expires, agent, data],
+            )
+            .unwrap();
+        };
+        insert(&plain, "test agent", r#"{"name":"\"Ada\""}"#);
+        insert(&sealed, "test agent", r#"{"name":"~2AAAA"}"#);
+        insert(&agent, "~2AAAA", r#"{"name":"\"Ada\""}"#);
+        conn.execute(
+            "INSERT INTO challenges (challenge, session, expires_at) VALUES ('c', ?1, ?2)",
+            rusqlite::params![old_key(&plain), expires],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO events (at, kind, session, previous, user) VALUES (?1, 'rotated', ?2, ?3, 'ada')",
+            rusqlite::params![created, old_key(&plain), old_handle],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let loaded = store
+        .load(&plain)
+        .await
+        .unwrap()
+        .expect("the session is kept");
+    assert_eq!(loaded.data["name"], "\"Ada\"");
+    assert_eq!(store.load(&sealed).await.unwrap(), None);
+    assert_eq!(store.load(&agent).await.unwrap(), None);
+    assert_eq!(count_rows(&path), 1);
+    let conn = raw(&path);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let challenge: Vec<u8> = conn
+        .query_row("SELECT session FROM challenges", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(challenge, plain.as_bytes());
+    let (session, previous): (Vec<u8>, String) = conn
+        .query_row("SELECT session, previous FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(session, plain.as_bytes());
+    assert_eq!(SessionKey::from_handle(&previous), Some(plain));
+    // Writes work on the converted file; reopening is a no-op.
+    let p = Patch::new(Timestamp::now(), r.meta.expires_at).set("n", "1");
+    assert_eq!(store.apply(&plain, &p).await.unwrap(), Applied::Done);
+    drop(store);
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(again.load(&plain).await.unwrap().unwrap().data.len(), 2);
 }
 
 /// Many writers on one store at once, every kind of write: none is lost, none lands twice.

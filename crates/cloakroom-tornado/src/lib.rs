@@ -34,8 +34,8 @@
 //! session by a SHA-256 of its id, so a dump of the store cannot be turned back into
 //! tickets. pycket cannot work that way: Tornado looks a session up by the very uuid its
 //! cookie carries. So [`PycketTicket`] overrides `store_key` (the one hook the core gives a
-//! ticket format for this), and its key is the uuid itself: its 16 bytes followed by 16
-//! zero bytes ([`pycket_key`](pycket::pycket_key), [`pycket_uuid`](pycket::pycket_uuid)),
+//! ticket format for this), and its key is the uuid itself: a store key is 16 bytes, a
+//! uuid's size ([`pycket_key`](pycket::pycket_key), [`pycket_uuid`](pycket::pycket_uuid)),
 //! which [`PycketStore`] writes as the bare uuid text. The price is pycket's: anyone who can
 //! read this Redis database can use the sessions in it. Nothing of this reaches the core's
 //! default path ([`SignedTicket`](cloakroom_core::cookie::SignedTicket) keeps the hash), and

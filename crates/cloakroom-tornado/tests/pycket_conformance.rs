@@ -1,8 +1,8 @@
 //! The store conformance suite (cloakroom-testkit) against [`PycketStore`], on a standalone
 //! Redis server shared by this test binary (sessions in database 3, notifications in 4).
 //!
-//! The suite uses random 32-byte keys, which are not uuids: the store keeps those under
-//! their handles (see `cloakroom_tornado::pycket`), so the suite runs unchanged.
+//! The suite uses random 16-byte keys, which the store keeps under their uuid texts like
+//! any other key (see `cloakroom_tornado::pycket`), so the suite runs unchanged.
 
 use std::sync::Arc;
 

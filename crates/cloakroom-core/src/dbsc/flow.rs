@@ -201,7 +201,7 @@ const SWEEP_EVERY: u64 = 1024;
 /// What the endpoints' rate limits count.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum LimitKey {
-    Session([u8; 32]),
+    Session([u8; SessionKey::LEN]),
     /// An address; IPv6 by its /64 (one host usually holds a whole /64).
     Client(IpAddr),
 }
@@ -290,7 +290,7 @@ const EARLY_WINDOW: Duration = Duration::from_secs(180);
 pub(crate) struct EarlyChallenges {
     /// A bound cookie with less than this left gets an early challenge.
     window: Duration,
-    spacing: governor::DefaultKeyedRateLimiter<[u8; 32]>,
+    spacing: governor::DefaultKeyedRateLimiter<[u8; SessionKey::LEN]>,
     checks: AtomicU64,
 }
 
@@ -792,7 +792,7 @@ fn bound_context(cookie_name: &str) -> [&[u8]; 2] {
 
 /// Bytes signed in a bound cookie: key id, session key, expiry (ms, big-endian), and 1 when
 /// the session had registered a device key (0 for the login's grace cookie).
-const BOUND_SIGNED: usize = KEY_ID_LEN + 32 + 8 + 1;
+const BOUND_SIGNED: usize = KEY_ID_LEN + SessionKey::LEN + 8 + 1;
 
 /// A bound cookie's value: the session key, the expiry and whether the session registered,
 /// MAC'd by the ring's first key (like the ticket, so it is checked without the store),
@@ -825,7 +825,7 @@ impl BoundRaw {
 
     /// The claimed expiry (unverified).
     fn expires_at(&self) -> Timestamp {
-        let at = KEY_ID_LEN + 32;
+        let at = KEY_ID_LEN + SessionKey::LEN;
         let bytes: [u8; 8] = self.0[at..at + 8].try_into().expect("8 bytes");
         Timestamp(i64::from_be_bytes(bytes))
     }
@@ -843,7 +843,9 @@ impl BoundRaw {
         if !bool::from(expected[..].ct_eq(mac)) {
             return None;
         }
-        let key: [u8; 32] = signed[KEY_ID_LEN..KEY_ID_LEN + 32].try_into().ok()?;
+        let key = signed[KEY_ID_LEN..KEY_ID_LEN + SessionKey::LEN]
+            .try_into()
+            .ok()?;
         (self.expires_at() > Timestamp::now()).then(|| SessionKey::from_bytes(key))
     }
 }

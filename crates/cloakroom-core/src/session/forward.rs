@@ -24,7 +24,7 @@ pub(super) fn forward_key(old: &SessionKey) -> SessionKey {
         .chain_update(b"cloakroom forward\0")
         .chain_update(old.as_bytes())
         .finalize();
-    SessionKey::from_bytes(digest.into())
+    SessionKey::from_digest(&digest.into())
 }
 
 /// A forward to the record under `to`, live from `now` until `until`.

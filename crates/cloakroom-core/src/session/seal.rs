@@ -130,10 +130,11 @@ impl Seal {
     fn with_aad<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
         let name = name.as_bytes();
         if name.len() <= SHORT_NAME {
-            let mut aad = [0u8; 32 + SHORT_NAME];
-            aad[..32].copy_from_slice(self.key.as_bytes());
-            aad[32..32 + name.len()].copy_from_slice(name);
-            f(&aad[..32 + name.len()])
+            const K: usize = SessionKey::LEN;
+            let mut aad = [0u8; K + SHORT_NAME];
+            aad[..K].copy_from_slice(self.key.as_bytes());
+            aad[K..K + name.len()].copy_from_slice(name);
+            f(&aad[..K + name.len()])
         } else {
             f(&[self.key.as_bytes(), name].concat())
         }
@@ -280,7 +281,7 @@ mod tests {
         let sealed = Seal::new(&id, id.key()).seal("cart", "[1,2]");
         assert!(sealed.starts_with("~2") && !sealed.contains("[1,2]"));
         assert_eq!(sealed.len(), 2 + ((12 + 5 + 16) * 4_usize).div_ceil(3));
-        let fixed = "~2Y9T2mL1CjownscE2K8NhFdDIAlgBeWJ34Bw9f-2NJg3l";
+        let fixed = "~2Y9T2mL1CjownscE2K8NhFdCCql8S1lWU1rlML7IrJTCj";
         let mut record = Record::default();
         record.data.insert("cart".to_owned(), fixed.to_owned());
         open_record(&id, &id.key(), &mut record).unwrap();

@@ -446,7 +446,7 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &SessionKey) -> &Shard {
-        &self.inner.shards[key.as_bytes()[31] as usize % SHARDS]
+        &self.inner.shards[key.as_bytes()[SessionKey::LEN - 1] as usize % SHARDS]
     }
 
     fn index(&self, user: &str, key: SessionKey) {

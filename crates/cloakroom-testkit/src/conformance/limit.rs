@@ -153,7 +153,14 @@ pub async fn check_limit_race_refuses_past_the_limit(store: Arc<dyn SessionStore
 pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
     let user = unique_user("limit-order");
     let end = limit(LimitPolicy::EndLeastRecentlySeen);
-    // Seen at 30, 10, 20 (ms after a common start): the one seen at 10 goes first.
+    // Seen at 30, 10, 20 (ms after a common start, fixed here: a slow create must not
+    // reorder them): the one seen at 10 goes first.
+    let start = login_record(&user, 0).meta.last_seen;
+    let login_record = |user: &str, seen: i64| {
+        let mut record = login_record(user, 0);
+        record.meta.last_seen = Timestamp(start.0 + seen);
+        record
+    };
     let keys: Vec<SessionKey> = (0..MAX).map(|_| new_key()).collect();
     let mut records = Vec::new();
     for (key, seen) in keys.iter().zip([30, 10, 20]) {

@@ -38,10 +38,10 @@
 //! # Layout (pycket's)
 //!
 //! - **Key**: the session's bare uuid text (`0ca7a58c-ee4e-4a07-b606-20dbd97281e7`), a
-//!   `STRING`. The [`SessionKey`] of a pycket session is the uuid's 16 bytes and 16 zero
-//!   bytes ([`pycket_uuid`]). Any other key (Cloakroom's own random keys, as the
-//!   conformance suite uses) is stored under its 43-character handle
-//!   ([`SessionKey::to_handle`]): such sessions work here, but Tornado never finds them.
+//!   `STRING`. The [`SessionKey`] of a pycket session is the uuid's 16 bytes
+//!   ([`pycket_uuid`], [`pycket_key`]). Every key has that form, including keys that are not
+//!   version-4 uuids (a rotation's forward, random keys as the conformance suite uses): such
+//!   sessions work here, and Tornado never finds them, since no cookie names them.
 //! - **Value**: `pickle.dumps(dict)`. Pickles of protocols 0 to 5 are read; writes use
 //!   protocol 3 (`serde-pickle`), which every Python 3 reads.
 //! - **Expiry**: `SET key value PXAT <expires_at>`, the record's own expiry (pycket uses
@@ -119,7 +119,7 @@
 //! A user's sessions are indexed in a set `<prefix>u:<user>` (default prefix `cloakroom:`)
 //! in the sessions database, its members the sessions' Redis keys, pruned lazily like the
 //! [`RedisStore`](cloakroom_redis::RedisStore)'s. [`SessionStore::scan`] walks the database with
-//! `SCAN ... TYPE string` and skips keys that are not session keys (uuids or handles).
+//! `SCAN ... TYPE string` and skips keys that are not session keys (uuid texts).
 //! [`SessionStore::purge_expired`] is a no-op: Redis expires the keys.
 
 mod guard;
@@ -158,7 +158,7 @@ use notifications::*;
 use record::*;
 use transaction::*;
 
-pub use record::{fields_from_pickle, pickle_from_fields, redis_key, session_key_of};
+pub use record::{fields_from_pickle, pickle_from_fields};
 pub use ticket::{PycketTicket, pycket_key, pycket_uuid};
 pub use url::PycketStoreBuilder;
 
@@ -378,11 +378,11 @@ impl SessionStore for PycketStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        self.load_key(&redis_key(key)).await
+        self.load_key(&pycket_uuid(key)).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
-        let rkey = redis_key(key);
+        let rkey = pycket_uuid(key);
         let Outcome::Created(created) = self.transact("create", &rkey, &Op::Create(record)).await?
         else {
             unreachable!("create reports Created")
@@ -422,7 +422,7 @@ impl SessionStore for PycketStore {
 
     async fn apply(&self, key: &SessionKey, patch: &Patch) -> Result<Applied> {
         match self
-            .transact("apply", &redis_key(key), &Op::Apply(patch))
+            .transact("apply", &pycket_uuid(key), &Op::Apply(patch))
             .await?
         {
             Outcome::Applied(a) => Ok(a),
@@ -437,14 +437,14 @@ impl SessionStore for PycketStore {
         expires_at: Timestamp,
     ) -> Result<Applied> {
         let op = Op::Touch(last_seen, expires_at);
-        match self.transact("touch", &redis_key(key), &op).await? {
+        match self.transact("touch", &pycket_uuid(key), &op).await? {
             Outcome::Applied(a) => Ok(a),
             _ => unreachable!("touch reports Applied"),
         }
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let rkey = redis_key(key);
+        let rkey = pycket_uuid(key);
         let Outcome::Deleted(live, user) = self.transact("delete", &rkey, &Op::Delete).await?
         else {
             unreachable!("delete reports Deleted")
@@ -459,10 +459,9 @@ impl SessionStore for PycketStore {
         let members = self.index_members("sessions_of", user).await?;
         // Members naming no session, and those whose session is gone, expired or someone
         // else's, are pruned.
-        let (named, mut dead): (Vec<String>, Vec<String>) = members
-            .into_iter()
-            .partition(|m| session_key_of(m).is_some());
-        let keys: Vec<SessionKey> = named.iter().filter_map(|m| session_key_of(m)).collect();
+        let (named, mut dead): (Vec<String>, Vec<String>) =
+            members.into_iter().partition(|m| pycket_key(m).is_some());
+        let keys: Vec<SessionKey> = named.iter().filter_map(|m| pycket_key(m)).collect();
         let records = self.load_many(&keys).await?;
         let mut infos = Vec::with_capacity(keys.len());
         for ((key, member), record) in keys.into_iter().zip(named).zip(records) {
@@ -477,7 +476,7 @@ impl SessionStore for PycketStore {
     }
 
     async fn delete_user(&self, user: &str, except: Option<&SessionKey>) -> Result<u64> {
-        let except = except.map(redis_key);
+        let except = except.map(pycket_uuid);
         let members: Vec<String> = self
             .index_members("delete_user", user)
             .await?
@@ -486,7 +485,7 @@ impl SessionStore for PycketStore {
             .collect();
         let mut deleted = 0;
         for member in &members {
-            if session_key_of(member).is_none() {
+            if pycket_key(member).is_none() {
                 continue;
             }
             let op = Op::DeleteOwned(user);
@@ -509,7 +508,7 @@ impl SessionStore for PycketStore {
             let c: u64 = c.parse().map_err(|_| bad())?;
             let a = match a {
                 "" => None,
-                a => Some(session_key_of(a).map(|k| redis_key(&k)).ok_or_else(bad)?),
+                a => Some(pycket_key(a).map(|k| pycket_uuid(&k)).ok_or_else(bad)?),
             };
             (c, a)
         };
@@ -530,7 +529,7 @@ impl SessionStore for PycketStore {
             let mut batch: Vec<(String, SessionKey)> = found
                 .into_iter()
                 .filter_map(|k| String::from_utf8(k).ok())
-                .filter_map(|k| session_key_of(&k).map(|key| (k, key)))
+                .filter_map(|k| pycket_key(&k).map(|key| (k, key)))
                 .collect();
             batch.sort();
             batch.dedup();
@@ -616,18 +615,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redis_keys_are_uuids_or_handles() {
+    fn redis_keys_are_uuid_texts() {
         let uuid = "0ca7a58c-ee4e-4a07-b606-20dbd97281e7";
         let key = pycket_key(uuid).unwrap();
-        assert_eq!(redis_key(&key), uuid);
-        assert_eq!(session_key_of(uuid), Some(key));
-        let random = SessionKey::from_bytes([7; 32]);
-        assert_eq!(redis_key(&random), random.to_handle());
-        assert_eq!(session_key_of(&random.to_handle()), Some(random));
-        // The handle of a zero-tail key is not a session key: that key lives under its uuid.
-        assert_eq!(session_key_of(&key.to_handle()), None);
-        for junk in ["cloakroom:u:ada", "", "x", &uuid.to_uppercase()] {
-            assert_eq!(session_key_of(junk), None, "{junk}");
+        assert_eq!(pycket_uuid(&key), uuid);
+        let random = SessionKey::from_bytes([7; 16]);
+        assert_eq!(pycket_uuid(&random), "07070707-0707-0707-0707-070707070707");
+        assert_eq!(pycket_key(&pycket_uuid(&random)), Some(random));
+        for junk in [
+            "cloakroom:u:ada",
+            "",
+            "x",
+            &uuid.to_uppercase(),
+            &key.to_handle(),
+        ] {
+            assert_eq!(pycket_key(junk), None, "{junk}");
         }
     }
 

@@ -3,21 +3,6 @@
 
 use super::*;
 
-/// The Redis key of a session: its uuid text for a pycket key, else its handle.
-pub fn redis_key(key: &SessionKey) -> String {
-    pycket_uuid(key).unwrap_or_else(|| key.to_handle())
-}
-
-/// The session key of a Redis key made by [`redis_key`]; `None` for other keys.
-pub fn session_key_of(redis_key: &str) -> Option<SessionKey> {
-    if let Some(key) = pycket_key(redis_key) {
-        return Some(key);
-    }
-    let key = SessionKey::from_handle(redis_key)?;
-    // A handle of a key with a zero tail would be stored under its uuid instead.
-    pycket_uuid(&key).is_none().then_some(key)
-}
-
 /// The fields of a pickled pycket session dict, as [`PycketStore`] reads them: JSON text per
 /// `str` key, without `__cr.meta`.
 ///

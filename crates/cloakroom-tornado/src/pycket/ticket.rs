@@ -14,8 +14,8 @@ use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 /// pycket's ticket: the cookie (`PYCKET_ID`) holds a Tornado v2 signed value of a uuid4
 /// text, and the store key is that uuid itself (Tornado reads the record by it).
 ///
-/// Its [`store_key`](TicketFormat::store_key) is the uuid itself: the uuid's 16 bytes
-/// followed by 16 zero bytes, which [`pycket_uuid`] turns back into the key text. Unlike
+/// Its [`store_key`](TicketFormat::store_key) is the uuid itself: the uuid's 16 bytes,
+/// which [`pycket_uuid`] turns back into the key text. Unlike
 /// Cloakroom's own tickets, the store sees the raw id here: pycket's format demands it. The
 /// key ring the core passes to `encode` and `decode` is not used: Tornado's `cookie_secret`
 /// signs the cookie.
@@ -41,24 +41,22 @@ impl PycketTicket {
     }
 }
 
-/// The uuid text of a pycket session key; `None` for a key that is not one.
-pub fn pycket_uuid(key: &SessionKey) -> Option<String> {
-    let b = key.as_bytes();
-    if b[16..].iter().any(|&x| x != 0) {
-        return None;
-    }
-    let h: String = b[..16].iter().map(|x| format!("{x:02x}")).collect();
-    Some(format!(
+/// The uuid text (lower-case, hyphenated) of a session key's 16 bytes: the Redis key of its
+/// session.
+pub fn pycket_uuid(key: &SessionKey) -> String {
+    let h: String = key.as_bytes().iter().map(|x| format!("{x:02x}")).collect();
+    format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
         &h[8..12],
         &h[12..16],
         &h[16..20],
         &h[20..]
-    ))
+    )
 }
 
-/// The session key of a pycket uuid text (lower-case, hyphenated); `None` otherwise.
+/// The session key of a uuid text (lower-case, hyphenated), as [`pycket_uuid`] makes it;
+/// `None` for any other text.
 pub fn pycket_key(uuid: &str) -> Option<SessionKey> {
     let b = uuid.as_bytes();
     if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
@@ -72,7 +70,7 @@ pub fn pycket_key(uuid: &str) -> Option<SessionKey> {
     {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; SessionKey::LEN];
     for (i, pair) in digits.as_bytes().chunks(2).enumerate() {
         let s = std::str::from_utf8(pair).ok()?;
         out[i] = u8::from_str_radix(s, 16).ok()?;
@@ -89,8 +87,11 @@ impl TicketFormat for PycketTicket {
         SessionId::from_bytes(b)
     }
 
+    /// The uuid: the id's first 16 bytes (the rest of a pycket id is zero).
     fn store_key(&self, id: &SessionId) -> SessionKey {
-        SessionKey::from_bytes(*id.as_bytes())
+        let mut key = [0u8; SessionKey::LEN];
+        key.copy_from_slice(&id.as_bytes()[..SessionKey::LEN]);
+        SessionKey::from_bytes(key)
     }
 
     /// Tornado reads pycket's records: their values stay plaintext.
@@ -99,7 +100,7 @@ impl TicketFormat for PycketTicket {
     }
 
     fn encode(&self, _keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
-        let uuid = pycket_uuid(&self.store_key(id)).expect("pycket ids are uuids");
+        let uuid = pycket_uuid(&self.store_key(id));
         let now = Timestamp::now().as_secs();
         create_signed_value(&self.secret, cookie_name, uuid.as_bytes(), Version::V2, now)
             .expect("checked by PycketTicket::new: the secret signs v2 values")
@@ -120,7 +121,9 @@ impl TicketFormat for PycketTicket {
             })?;
         let text = std::str::from_utf8(&raw).map_err(|_| TicketError::Malformed)?;
         let key = pycket_key(text).ok_or(TicketError::Malformed)?;
-        Ok(SessionId::from_bytes(*key.as_bytes()))
+        let mut id = [0u8; 32];
+        id[..SessionKey::LEN].copy_from_slice(key.as_bytes());
+        Ok(SessionId::from_bytes(id))
     }
 }
 
@@ -151,7 +154,7 @@ mod tests {
         let f = PycketTicket::new(TornadoSecret::single("s"), 31.0).unwrap();
         let ring = KeyRing::single(Key::generate());
         let id = f.generate();
-        let uuid = pycket_uuid(&f.store_key(&id)).unwrap();
+        let uuid = pycket_uuid(&f.store_key(&id));
         assert_eq!(uuid.len(), 36);
         assert_eq!(&uuid[14..15], "4");
         assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"));
