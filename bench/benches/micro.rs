@@ -14,9 +14,10 @@
 //!   crate's feature `metrics`, `read_recorded` is `read` on an engine built with the
 //!   Prometheus exporter's recorder (compare with `read` built without the feature);
 //! - `sealing`: the same requests on `MemoryStore` with and without sealed data
-//!   (`SessionSettings::with_sealed_data`), side by side: a read of one small field (the key
-//!   derivation and one open), a blind write of a 1 KB value (derivation and one seal), and
-//!   `seal::open_record` of one small sealed field alone;
+//!   (`SessionSettings::with_sealed_data`), each case plain then sealed, side by side: a read
+//!   of one small field (the key derivation and one open), a blind write of a small value and
+//!   one of a 1 KB value (derivation and one seal), and `seal::open_record` of one small
+//!   sealed field alone;
 //! - `rng`: 32 bytes from the OS (`getrandom`, one system call), what every new session id
 //!   and every CSRF mask costs;
 //! - `sqlite`: `SqliteStore::load`/`apply` (each runs on tokio's blocking pool) next to the
@@ -220,22 +221,39 @@ fn sealing(c: &mut Criterion) {
     let rt = runtime();
     let kb = "x".repeat(1022); // 1024 bytes of JSON text with its quotes
     let mut g = c.benchmark_group("sealing");
-    for (name, sealed) in [("plain", false), ("sealed", true)] {
-        let (engine, pair) = engine_with_session(&rt, Arc::new(MemoryStore::new()), sealed);
+    let engines = [("plain", false), ("sealed", true)].map(|(name, sealed)| {
+        let store = Arc::new(MemoryStore::new());
+        (name, engine_with_session(&rt, store, sealed))
+    });
+    // Each case runs plain then sealed, back to back, so each pair sees the same load.
+    for (name, (engine, pair)) in &engines {
         g.bench_function(format!("read_{name}"), |b| {
             b.iter(|| {
                 rt.block_on(async {
-                    let s = engine.session(Some(black_box(&pair)));
+                    let s = engine.session(Some(black_box(pair)));
                     let n: Option<u64> = s.get("counter").await.expect("get");
                     engine.commit(&s, None).await.expect("commit");
                     n
                 })
             })
         });
+    }
+    for (name, (engine, pair)) in &engines {
+        g.bench_function(format!("write_small_{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let s = engine.session(Some(black_box(pair)));
+                    s.set("counter", black_box(&42u64)).await.expect("set");
+                    engine.commit(&s, None).await.expect("commit")
+                })
+            })
+        });
+    }
+    for (name, (engine, pair)) in &engines {
         g.bench_function(format!("blind_write_1k_{name}"), |b| {
             b.iter(|| {
                 rt.block_on(async {
-                    let s = engine.session(Some(black_box(&pair)));
+                    let s = engine.session(Some(black_box(pair)));
                     s.set("blob", black_box(&kb)).await.expect("set");
                     engine.commit(&s, None).await.expect("commit")
                 })

@@ -48,10 +48,9 @@
 
 use std::cell::RefCell;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64_simd::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use super::{SessionConfig, SessionId, SessionKey};
@@ -99,7 +98,7 @@ pub fn open_record(id: &SessionId, key: &SessionKey, record: &mut Record) -> sto
     {
         if is_sealed(value) {
             let seal = seal.get_or_insert_with(|| Seal::new(id, *key));
-            *value = seal.open(name, value)?;
+            seal.open_in_place(name, value)?;
         }
     }
     Ok(())
@@ -114,13 +113,14 @@ pub(crate) struct Seal {
 impl Seal {
     /// The seal of the session `id`, whose record is stored under `key`.
     pub(crate) fn new(id: &SessionId, key: SessionKey) -> Self {
-        let derived = Sha256::new()
+        let derived: [u8; 32] = Sha256::new()
             .chain_update(1u32.to_be_bytes())
             .chain_update(id.as_bytes())
             .chain_update(LABEL)
-            .finalize();
+            .finalize()
+            .into();
         Seal {
-            cipher: Aes256Gcm::new(&derived),
+            cipher: Aes256Gcm::new(&derived.into()),
             key,
         }
     }
@@ -150,27 +150,31 @@ impl Seal {
         if name == super::DEVICE_KEY_FIELD {
             return json.to_owned();
         }
+        let nonce = nonce();
         let mut raw = Vec::with_capacity(NONCE_LEN + json.len() + TAG_LEN);
-        raw.extend_from_slice(&nonce());
+        raw.extend_from_slice(&nonce);
         raw.extend_from_slice(json.as_bytes());
-        let (nonce, msg) = raw.split_at_mut(NONCE_LEN);
         let tag = self.with_aad(name, |aad| {
-            (self.cipher).encrypt_in_place_detached(Nonce::from_slice(nonce), aad, msg)
+            let msg = &mut raw[NONCE_LEN..];
+            (self.cipher).encrypt_inout_detached(&Nonce::from(nonce), aad, msg.into())
         });
         raw.extend_from_slice(&tag.expect("AES-256-GCM seals any value a session can hold"));
-        let mut out = String::with_capacity(PREFIX.len() + (raw.len() * 4).div_ceil(3));
+        let mut out =
+            String::with_capacity(PREFIX.len() + URL_SAFE_NO_PAD.encoded_length(raw.len()));
         out.push_str(PREFIX);
-        URL_SAFE_NO_PAD.encode_string(&raw, &mut out);
+        URL_SAFE_NO_PAD.encode_append(&raw, &mut out);
         out
     }
 
-    /// The plaintext of `value`, the field `name`; plaintext values are returned as they are.
+    /// Opens `value`, the field `name`, where it lies: decoded, opened and handed back in
+    /// its own buffer, no allocation. Plaintext values are left as they are.
     ///
     /// # Errors
-    /// [`store::ErrorKind::Corrupt`] for a sealed value that does not open here.
-    pub(crate) fn open(&self, name: &str, value: &str) -> store::Result<String> {
+    /// [`store::ErrorKind::Corrupt`] for a sealed value that does not open here (`value` is
+    /// then emptied).
+    pub(crate) fn open_in_place(&self, name: &str, value: &mut String) -> store::Result<()> {
         if !is_sealed(value) {
-            return Ok(value.to_owned());
+            return Ok(());
         }
         let corrupt = || {
             store::Error::new(
@@ -181,25 +185,28 @@ impl Seal {
                 ),
             )
         };
-        let b64 = value.strip_prefix(PREFIX).ok_or_else(corrupt)?;
-        // One allocation: decoded, opened in place, and handed out as the plaintext.
-        let mut raw = Vec::with_capacity(b64.len() / 4 * 3 + 3);
-        URL_SAFE_NO_PAD
-            .decode_vec(b64, &mut raw)
-            .map_err(|_| corrupt())?;
+        if !value.starts_with(PREFIX) {
+            return Err(corrupt());
+        }
+        let mut bytes = std::mem::take(value).into_bytes();
+        let raw =
+            (URL_SAFE_NO_PAD.decode_inplace(&mut bytes[PREFIX.len()..])).map_err(|_| corrupt())?;
         let Some(text_len) = raw.len().checked_sub(NONCE_LEN + TAG_LEN) else {
             return Err(corrupt());
         };
         let (nonce, rest) = raw.split_at_mut(NONCE_LEN);
         let (msg, tag) = rest.split_at_mut(text_len);
+        let nonce = Nonce::try_from(&*nonce).map_err(|_| corrupt())?;
+        let tag = Tag::try_from(&*tag).map_err(|_| corrupt())?;
         self.with_aad(name, |aad| {
-            let (nonce, tag) = (Nonce::from_slice(nonce), Tag::from_slice(tag));
-            (self.cipher).decrypt_in_place_detached(nonce, aad, msg, tag)
+            (self.cipher).decrypt_inout_detached(&nonce, aad, msg.into(), &tag)
         })
         .map_err(|_| corrupt())?;
-        raw.truncate(NONCE_LEN + text_len);
-        raw.drain(..NONCE_LEN);
-        String::from_utf8(raw).map_err(|_| corrupt())
+        let start = PREFIX.len() + NONCE_LEN;
+        bytes.copy_within(start..start + text_len, 0);
+        bytes.truncate(text_len);
+        *value = String::from_utf8(bytes).map_err(|_| corrupt())?;
+        Ok(())
     }
 
     /// Every value of `data` sealed.
@@ -243,10 +250,15 @@ pub(super) fn sealed_record(
         return None;
     }
     let seal = Seal::new(id, *key);
-    let mut sealed = record.clone();
-    if config.seal_data {
-        sealed.data = seal.seal_fields(&record.data);
-    }
+    let data = if config.seal_data {
+        seal.seal_fields(&record.data)
+    } else {
+        record.data.clone()
+    };
+    let mut sealed = Record {
+        data,
+        meta: record.meta.clone(),
+    };
     if let Some(agent) = agent {
         sealed.meta.user_agent = Some(seal.seal(USER_AGENT_FIELD, agent));
     }
@@ -272,6 +284,15 @@ pub(super) fn seal_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Seal {
+        /// The plaintext of `value`, the field `name`, opened in a copy.
+        fn open(&self, name: &str, value: &str) -> store::Result<String> {
+            let mut value = value.to_owned();
+            self.open_in_place(name, &mut value)?;
+            Ok(value)
+        }
+    }
 
     /// Locks the format: a fixed id, key and value open (values already in stores must keep
     /// opening after any change to this module; a change of format bumps the version).
