@@ -19,7 +19,7 @@ use crate::csrf::RequestHeaders;
 use crate::session::Result;
 
 /// What a guard sees of a request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct GuardRequest<'a, H: ?Sized> {
     /// The method, e.g. `GET`.
     pub method: &'a str,
@@ -28,6 +28,15 @@ pub struct GuardRequest<'a, H: ?Sized> {
     /// The headers.
     pub headers: &'a H,
 }
+
+// By hand: derived, they would ask `H: Copy`, which a header slice is not.
+impl<H: ?Sized> Clone for GuardRequest<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H: ?Sized> Copy for GuardRequest<'_, H> {}
 
 /// A check on a request's session (see the [module](self)).
 pub trait Guard: Send + Sync + 'static {
