@@ -132,10 +132,15 @@ pub async fn check_ended_sees_other_processes_within_the_poll(store: Arc<dyn Ses
     s.logout().await.unwrap();
     cookie(&there, &s).await;
     let (reason, took) = fired(ended, POLLED, "a logout by another engine").await;
-    // An end seen by the poll is Gone; with an event log the follower knows why.
+    // An end seen by the poll is Gone. With an event log the follower knows why, but here
+    // it races the poll, which may find the record gone first: either answer is right, and
+    // `check_ended_follows_the_event_log` (the poll set to a minute) checks the reason.
     let logged = store.event_log().is_some();
-    let want = |why| if logged { why } else { EndReason::Gone };
-    assert_eq!(reason, want(EndReason::Logout), "a logout elsewhere");
+    let want = |why: EndReason, got: &EndReason| *got == EndReason::Gone || (logged && *got == why);
+    assert!(
+        want(EndReason::Logout, &reason),
+        "a logout elsewhere: {reason:?}"
+    );
     assert!(took <= POLLED, "took {took:?}");
 
     let ticket = login(&here, &user).await;
@@ -143,7 +148,10 @@ pub async fn check_ended_sees_other_processes_within_the_poll(store: Arc<dyn Ses
     let n = there.revoke_all(&user, None).await.unwrap();
     assert!(n >= 1, "revoke_all by another engine ends the session");
     let (reason, _) = fired(ended, POLLED, "revoke_all by another engine").await;
-    assert_eq!(reason, want(EndReason::Revoked));
+    assert!(
+        want(EndReason::Revoked, &reason),
+        "revoke_all elsewhere: {reason:?}"
+    );
 
     // Expiry: a session with a one-second idle timeout, left alone.
     let short = SessionSettings::new(Arc::clone(&store), keys.clone())
