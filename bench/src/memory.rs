@@ -65,12 +65,13 @@ impl MemResult {
     }
 }
 
-fn rss_bytes() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+/// The resident set of process `pid` (`self` for this one), from `/proc/PID/status`.
+pub(crate) fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS in /proc/self/status")?
+        .context("no VmRSS in /proc/PID/status")?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -82,7 +83,7 @@ fn rss_bytes() -> anyhow::Result<u64> {
 pub(crate) const STORES: [&str; 2] = ["cloakroom-memory", "tower-sessions-memory"];
 
 /// The record `mem` puts in every store: `counter` = `1`.
-fn idle_record() -> cloakroom_core::store::Record {
+pub(crate) fn idle_record() -> cloakroom_core::store::Record {
     use cloakroom_core::session::Timestamp;
     let now = Timestamp::now();
     let mut record =
@@ -105,11 +106,11 @@ pub(crate) fn measure(store: &str, n: u64) -> anyhow::Result<MemResult> {
             "cloakroom-memory" => {
                 use cloakroom_core::store::{MemoryStore, SessionStore};
                 let s = MemoryStore::new();
-                let before = rss_bytes()?;
+                let before = rss_bytes("self")?;
                 for key in &keys {
                     s.create(key, &idle_record()).await?;
                 }
-                let after = rss_bytes()?;
+                let after = rss_bytes("self")?;
                 anyhow::ensure!(s.len() as u64 == n, "the store lost sessions");
                 let start = Instant::now();
                 for key in &keys {
@@ -121,7 +122,7 @@ pub(crate) fn measure(store: &str, n: u64) -> anyhow::Result<MemResult> {
                 use tower_sessions::SessionStore as _;
                 use tower_sessions::session::{Id, Record};
                 let s = tower_sessions::MemoryStore::default();
-                let before = rss_bytes()?;
+                let before = rss_bytes("self")?;
                 let mut ids = Vec::with_capacity(keys.len());
                 for _ in &keys {
                     let mut record = Record {
@@ -137,7 +138,7 @@ pub(crate) fn measure(store: &str, n: u64) -> anyhow::Result<MemResult> {
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     ids.push(record.id);
                 }
-                let after = rss_bytes()?;
+                let after = rss_bytes("self")?;
                 let start = Instant::now();
                 for id in &ids {
                     std::hint::black_box(s.load(id).await.map_err(|e| anyhow::anyhow!("{e}"))?);

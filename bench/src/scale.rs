@@ -240,18 +240,7 @@ fn stored_bytes(
     postgres: Option<&Postgres>,
 ) -> anyhow::Result<u64> {
     Ok(match server {
-        Server::CloakroomMemory => {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", proc.pid()))?;
-            let kb: u64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .context("no VmRSS")?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()?;
-            kb * 1024
-        }
+        Server::CloakroomMemory => crate::memory::rss_bytes(&proc.pid().to_string())?,
         Server::CloakroomSqlite => {
             let db = dir.join(format!("sessions-{tag}.db"));
             let wal = dir.join(format!("sessions-{tag}.db-wal"));

@@ -206,19 +206,17 @@ async fn cloakroom_app(
 /// idle ones (a day to live) or, with `expired`, ones that expired a second ago.
 async fn prefill(store: &Arc<dyn SessionStore>, n: u64, expired: bool) -> anyhow::Result<()> {
     use cloakroom_core::session::{SessionId, Timestamp};
-    use cloakroom_core::store::Record;
     if n == 0 {
         return Ok(());
     }
     let started = std::time::Instant::now();
     let now = Timestamp::now();
-    let mut record = if expired {
+    let mut record = crate::memory::idle_record();
+    if expired {
         let ago = |ms: i64| Timestamp(now.as_millis() - ms);
-        Record::new(ago(60_000), ago(1_000))
-    } else {
-        Record::new(now, now.plus(Duration::from_secs(86_400)))
-    };
-    record.data.insert("counter".into(), "1".into());
+        (record.meta.created_at, record.meta.last_seen) = (ago(60_000), ago(60_000));
+        record.meta.expires_at = ago(1_000);
+    }
     let record = Arc::new(record);
     let mut creates = tokio::task::JoinSet::new();
     for i in 0..n {

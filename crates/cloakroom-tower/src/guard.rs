@@ -41,8 +41,6 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -55,7 +53,7 @@ use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::session::StoreFailure;
+use crate::session::{ResponseFuture, StoreFailure};
 
 /// A layer that runs the guard `G` (see the [module](self)). Cheap to clone.
 #[must_use]
@@ -156,9 +154,6 @@ impl<S, G: fmt::Debug> fmt::Debug for Guarded<S, G> {
             .finish_non_exhaustive()
     }
 }
-
-/// The future of [`Guarded`].
-pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
 
 impl<S, G, ReqBody, ResBody> Service<Request<ReqBody>> for Guarded<S, G>
 where
