@@ -28,6 +28,9 @@ pub(crate) enum Server {
     /// tower-sessions 0.14 on tower-sessions-sqlx-store 0.15's `SqliteStore` (sqlx 0.8), a
     /// file on disk like `cloakroom-sqlite`'s: a binary of its own (`bench/peer-sqlx`).
     TowerSessionsSqlite,
+    /// tower-sessions 0.14 on tower-sessions-sqlx-store 0.15's `PostgresStore` (a pool of 8,
+    /// as `cloakroom-postgres`), on the same PostgreSQL: the same binary as the SQLite peer.
+    TowerSessionsPostgres,
     /// The original system: Tornado 6.6 + pycket 0.3 on the same Redis (Python).
     TornadoPycket,
     /// actix-web with no session middleware: the ceiling of the actix servers.
@@ -47,7 +50,7 @@ pub(crate) enum Server {
 
 impl Server {
     /// Every server, in report order.
-    pub(crate) const ALL: [Server; 17] = [
+    pub(crate) const ALL: [Server; 18] = [
         Server::Plain,
         Server::CloakroomMemory,
         Server::CloakroomSqlite,
@@ -58,6 +61,7 @@ impl Server {
         Server::TowerSessionsMemory,
         Server::TowerSessionsRedis,
         Server::TowerSessionsSqlite,
+        Server::TowerSessionsPostgres,
         Server::TornadoPycket,
         Server::ActixPlain,
         Server::CloakroomActixMemory,
@@ -80,6 +84,7 @@ impl Server {
             Server::TowerSessionsMemory => "tower-sessions-memory",
             Server::TowerSessionsRedis => "tower-sessions-redis",
             Server::TowerSessionsSqlite => "tower-sessions-sqlite",
+            Server::TowerSessionsPostgres => "tower-sessions-postgres",
             Server::TornadoPycket => "tornado-pycket",
             Server::ActixPlain => "actix-plain",
             Server::CloakroomActixMemory => "cloakroom-actix-memory",
@@ -107,7 +112,18 @@ impl Server {
 
     /// Whether the server keeps its sessions in the PostgreSQL the harness starts.
     pub(crate) fn uses_postgres(self) -> bool {
-        self == Server::CloakroomPostgres
+        matches!(
+            self,
+            Server::CloakroomPostgres | Server::TowerSessionsPostgres
+        )
+    }
+
+    /// Whether the server is the sqlx peers' binary (`bench/peer-sqlx`).
+    pub(crate) fn is_sqlx_peer(self) -> bool {
+        matches!(
+            self,
+            Server::TowerSessionsSqlite | Server::TowerSessionsPostgres
+        )
     }
 
     /// Whether the server runs on actix-web (`HttpServer`, one worker) rather than axum.
@@ -146,20 +162,20 @@ impl Server {
     }
 
     /// Whether the server is this crate's binary (`serve CASE`), as opposed to Python or the
-    /// sqlx peer's own binary.
+    /// sqlx peers' own binary.
     pub(crate) fn is_rust(self) -> bool {
-        !matches!(self, Server::TornadoPycket | Server::TowerSessionsSqlite)
+        self != Server::TornadoPycket && !self.is_sqlx_peer()
     }
 
     /// The peer a Cloakroom server is compared with (`ratio_peer`): tower-sessions on the same
     /// kind of store for axum, actix-session on Redis for actix. None for the peers
-    /// themselves, the baselines, PostgreSQL (tower-sessions has no PostgreSQL store outside
-    /// sqlx; its SQLite one is measured) and cloakroom-actix on memory (actix-session has no
+    /// themselves, the baselines and cloakroom-actix on memory (actix-session has no
     /// in-memory store).
     pub(crate) fn peer(self) -> Option<Server> {
         match self {
             Server::CloakroomMemory => Some(Server::TowerSessionsMemory),
             Server::CloakroomSqlite => Some(Server::TowerSessionsSqlite),
+            Server::CloakroomPostgres => Some(Server::TowerSessionsPostgres),
             Server::CloakroomRedis | Server::CloakroomRedisCache | Server::CloakroomRedisLog => {
                 Some(Server::TowerSessionsRedis)
             }

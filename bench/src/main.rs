@@ -56,7 +56,7 @@ const USAGE: &str =
        cloakroom-bench load ADDR WORKLOAD SECONDS [CONNECTIONS]
        cloakroom-bench chart REPORT.txt OUT.svg
 servers: plain cloakroom-memory cloakroom-sqlite cloakroom-redis cloakroom-redis-cache \
-cloakroom-postgres tower-sessions-memory tower-sessions-redis tower-sessions-sqlite tornado-pycket \
+cloakroom-postgres tower-sessions-memory tower-sessions-redis tower-sessions-sqlite tower-sessions-postgres tornado-pycket \
 actix-plain \
 cloakroom-actix-memory cloakroom-actix-redis cloakroom-actix-redis-cache actix-session-redis \
 actix-session-cookie

@@ -41,7 +41,7 @@ pub(crate) struct ServerEnv {
     pub(crate) python: Option<PathBuf>,
     /// Connections in tower-sessions' fred pool.
     pub(crate) ts_pool: usize,
-    /// The `tower-sessions-sqlite` server's binary (`bench/peer-sqlx`), if built.
+    /// The sqlx peers' binary (`bench/peer-sqlx`), if built.
     pub(crate) ts_sqlite: Option<PathBuf>,
     /// Idle and expired sessions a Cloakroom server creates before it listens (`scale`).
     pub(crate) prefill: (u64, u64),
@@ -71,14 +71,21 @@ impl ServerProcess {
             cmd.arg("--prefill").arg(idle.to_string());
             cmd.arg("--prefill-expired").arg(expired.to_string());
             cmd
-        } else if case == Server::TowerSessionsSqlite {
+        } else if case.is_sqlx_peer() {
             let exe = env
                 .ts_sqlite
                 .as_ref()
-                .context("no tower-sessions-sqlite binary (see bench/peer-sqlx/Cargo.toml)")?;
+                .context("no sqlx peer binary (see bench/peer-sqlx/Cargo.toml)")?;
             let mut cmd = Command::new(exe);
-            cmd.arg("--sqlite")
-                .arg(env.dir.join(format!("ts-sessions-{round}.db")));
+            if case == Server::TowerSessionsSqlite {
+                cmd.arg("--sqlite")
+                    .arg(env.dir.join(format!("ts-sessions-{round}.db")));
+            } else {
+                // A new table each round, as for cloakroom-postgres.
+                cmd.arg("--postgres")
+                    .arg(&env.postgres_url)
+                    .arg(format!("session_{round}"));
+            }
             cmd
         } else {
             let python = env

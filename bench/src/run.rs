@@ -176,11 +176,11 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
     } else {
         None
     };
-    let ts_sqlite = if plan.servers.contains(&Server::TowerSessionsSqlite) {
+    let ts_sqlite = if plan.servers.iter().any(|s| s.is_sqlx_peer()) {
         let p = crate::procs::find_ts_sqlite();
         if p.is_none() {
             eprintln!(
-                "warning: bench/peer-sqlx is not built (see its Cargo.toml); skipping tower-sessions-sqlite"
+                "warning: bench/peer-sqlx is not built (see its Cargo.toml); skipping the sqlx peers"
             );
         }
         p
@@ -205,7 +205,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<String> {
         .iter()
         .copied()
         .filter(|s| *s != Server::TornadoPycket || env.python.is_some())
-        .filter(|s| *s != Server::TowerSessionsSqlite || env.ts_sqlite.is_some())
+        .filter(|s| !s.is_sqlx_peer() || env.ts_sqlite.is_some())
         .filter(|s| !s.uses_postgres() || postgres.is_some())
         .collect();
     let backends = Backends {

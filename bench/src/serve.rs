@@ -170,6 +170,7 @@ async fn app(
         }
         Server::TornadoPycket
         | Server::TowerSessionsSqlite
+        | Server::TowerSessionsPostgres
         | Server::ActixPlain
         | Server::CloakroomActixMemory
         | Server::CloakroomActixRedis

@@ -1,7 +1,8 @@
-//! `cloakroom-bench-peer-sqlx --sqlite PATH`: the bench routes (`/init`, `/init-large`,
-//! `/read`, `/write`, `/blind-write`, `/new`, `/large`; see `bench/src/serve.rs`) on
-//! tower-sessions 0.14 and tower-sessions-sqlx-store 0.15's `SqliteStore`, on one tokio
-//! thread like every server of the harness. Prints `port=N`, exits when its parent does.
+//! `cloakroom-bench-peer-sqlx --sqlite PATH` or `--postgres URL TABLE`: the bench routes
+//! (`/init`, `/init-large`, `/read`, `/write`, `/blind-write`, `/new`, `/large`; see
+//! `bench/src/serve.rs`) on tower-sessions 0.14 and tower-sessions-sqlx-store 0.15's
+//! `SqliteStore` or `PostgresStore`, on one tokio thread like every server of the harness.
+//! Prints `port=N`, exits when its parent does.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use tower_sessions::{Session, SessionManagerLayer};
-use tower_sessions_sqlx_store::SqliteStore;
+use tower_sessions::{Session, SessionManagerLayer, SessionStore};
+use tower_sessions_sqlx_store::sqlx::postgres::PgPoolOptions;
+use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 use tower_sessions_sqlx_store::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -77,44 +79,62 @@ fn watch_parent() {
     });
 }
 
+/// The routes on `store`, served on a free loopback port.
+async fn serve<S: SessionStore + Clone>(store: S) -> Result<(), Box<dyn std::error::Error>> {
+    let app = Router::new()
+        .route("/init", get(init))
+        .route("/init-large", get(init_large))
+        .route("/read", get(read))
+        .route("/write", get(write))
+        .route("/blind-write", get(blind_write))
+        .route("/new", get(new))
+        .route("/large", get(write))
+        .layer(SessionManagerLayer::new(store));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "port={port}")?;
+    out.flush()?;
+    drop(out);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn sqlite(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    // The same file settings as cloakroom-sqlite: WAL, synchronous = NORMAL; sqlx's
+    // default pool size.
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new().connect_with(options).await?;
+    let store = SqliteStore::new(pool);
+    store.migrate().await?;
+    serve(store).await
+}
+
+async fn postgres(url: &str, table: &str) -> Result<(), Box<dyn std::error::Error>> {
+    // A pool of 8 connections, as cloakroom-postgres opens by default.
+    let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+    let store = PostgresStore::new(pool).with_table_name(table)?;
+    store.migrate().await?;
+    serve(store).await
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let path = match (args.next().as_deref(), args.next()) {
-        (Some("--sqlite"), Some(path)) => path,
-        _ => return Err("usage: cloakroom-bench-peer-sqlx --sqlite PATH".into()),
-    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     watch_parent();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        // The same file settings as cloakroom-sqlite: WAL, synchronous = NORMAL; sqlx's
-        // default pool size.
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().connect_with(options).await?;
-        let store = SqliteStore::new(pool);
-        store.migrate().await?;
-        let app = Router::new()
-            .route("/init", get(init))
-            .route("/init-large", get(init_large))
-            .route("/read", get(read))
-            .route("/write", get(write))
-            .route("/blind-write", get(blind_write))
-            .route("/new", get(new))
-            .route("/large", get(write))
-            .layer(SessionManagerLayer::new(store));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "port={port}")?;
-        out.flush()?;
-        drop(out);
-        axum::serve(listener, app).await?;
-        Ok(())
-    })
+    match args[..] {
+        ["--sqlite", path] => rt.block_on(sqlite(path)),
+        ["--postgres", url, table] => rt.block_on(postgres(url, table)),
+        _ => Err(
+            "usage: cloakroom-bench-peer-sqlx --sqlite PATH | --postgres URL TABLE".into(),
+        ),
+    }
 }
