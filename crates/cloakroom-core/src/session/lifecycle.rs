@@ -299,6 +299,10 @@ impl Lifecycle {
     }
 }
 
+/// How long a watcher whose record the poll found gone waits for the log follower to say
+/// why (a few of the follower's reads) before it answers [`EndReason::Gone`].
+const LOGGED_GRACE: Duration = Duration::from_millis(500);
+
 /// How long one read of the event log waits for news before the follower looks again
 /// whether any watcher is left.
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
@@ -431,10 +435,38 @@ impl Watch {
                     return reason;
                 }
             }
-            if self.key == key {
-                return reason;
+            if self.key != key {
+                continue;
+            }
+            if reason == EndReason::Gone && self.store.event_log().is_some() {
+                // A logged end is in the log before its record is gone (one transaction or
+                // script): give the follower the time of a read or two to say why.
+                match self.logged_reason(&mut notices).await {
+                    Some(reason) => return reason,
+                    None if self.key != key => continue,
+                    None => {}
+                }
+            }
+            return reason;
+        }
+    }
+
+    /// Notices for up to [`LOGGED_GRACE`]: the reason of this session's end, if one says it.
+    async fn logged_reason(
+        &mut self,
+        notices: &mut broadcast::Receiver<Notice>,
+    ) -> Option<EndReason> {
+        let key = self.key;
+        let deadline = tokio::time::Instant::now() + LOGGED_GRACE;
+        while let Ok(Ok(notice)) = tokio::time::timeout_at(deadline, notices.recv()).await {
+            if let Some(reason) = self.apply(notice) {
+                return Some(reason);
+            }
+            if self.key != key {
+                return None;
             }
         }
+        None
     }
 
     /// What a notice means for this watcher: `Some` when its session ended.
