@@ -92,9 +92,14 @@ pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(300);
 /// Rows looked at per step while purging. Each step is one job of the writer thread, and the
 /// requests' writes batched with it wait for its commit: 1,000 rows a step (about 60 ms of
 /// deletes on a loaded 2-core machine) raised a concurrent write's p99 ninefold during the
-/// purge of a million expired sessions (`cloakroom-bench scale`); at 128 rows it was 3.8x
-/// (7 ms to 26 ms, idle machine), still above the 2x aimed for.
+/// purge of a million expired sessions (`cloakroom-bench scale`); at 128 rows, back to back,
+/// 3.8x.
 const PURGE_BATCH: usize = 128;
+
+/// The longest pause between two purge steps. After each step the purge waits as long as
+/// the step took (queueing behind requests' writes included, at most this), so it holds the
+/// writer at most about half the time, and less when requests keep the writer busy.
+const PURGE_PAUSE_MAX: Duration = Duration::from_millis(100);
 
 /// Sessions in a SQLite database file.
 ///
@@ -748,8 +753,8 @@ impl SessionStore for SqliteStore {
 
     async fn purge_expired(&self) -> Result<u64> {
         // No index on the expiry (schema v2): the table is walked in rowid order, PURGE_BATCH
-        // rows per step, each step one job of the writer, so requests' writes go in between
-        // and no step holds the write lock for long.
+        // rows per step, each step one job of the writer followed by a pause as long as the
+        // step, so requests' writes go in between and no step holds the write lock for long.
         self.write(|conn| {
             conn.prepare_cached("DELETE FROM challenges WHERE expires_at <= ?1")
                 .and_then(|mut stmt| stmt.execute(params![Timestamp::now().as_millis()]))
@@ -760,6 +765,7 @@ impl SessionStore for SqliteStore {
         let mut after = 0_i64;
         let logged = self.inner.events.is_some();
         loop {
+            let started = std::time::Instant::now();
             let (n, next) = self
                 .write(move |conn| {
                     let now = Timestamp::now();
@@ -805,6 +811,7 @@ impl SessionStore for SqliteStore {
                 Some(end) => after = end,
                 None => break,
             }
+            tokio::time::sleep(started.elapsed().min(PURGE_PAUSE_MAX)).await;
         }
         if logged {
             self.write(events::trim).await?;
