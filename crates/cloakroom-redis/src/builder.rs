@@ -126,22 +126,22 @@ impl RedisStoreBuilder {
             let message = "wait=N needs one master (redis://, redis+sentinel://), not a Cluster";
             return Err(Error::new(ErrorKind::Config, message));
         }
-        if cluster && events > 0 {
-            return Err(crate::events::no_cluster());
-        }
         let log = match events {
             0 => None,
-            cap => Some(crate::events::Log::new(
-                &prefix,
-                cap,
-                Master::build(&url, timeout, &url.shown)?,
-            )),
+            cap => {
+                // A Cluster's followers poll: no master to block on.
+                let master = match cluster {
+                    false => Some(Master::build(&url, timeout, &url.shown)?),
+                    true => None,
+                };
+                Some(crate::events::Log::new(&prefix, cap, master))
+            }
         };
         let near = (cache > 0)
             .then(|| Arc::new(NearCache::new(cache, connections, &prefix, cache_max_stale)));
         let conns = Conn::open_all(&url, timeout, connections, near.as_ref()).await?;
         let scan_pattern = format!("{}s:*", glob_escape(&prefix));
-        let master_url = (!cluster).then(|| url.clone());
+        let opened_url = url.clone();
         let mut store = RedisStore {
             inner: Arc::new(Inner {
                 conns: conns.into_boxed_slice(),
@@ -158,8 +158,8 @@ impl RedisStoreBuilder {
                 log,
             }),
         };
-        if let (Some(url), 0) = (&master_url, events) {
-            store.adopt_event_log(url).await?;
+        if events == 0 {
+            store.adopt_event_log(&opened_url).await?;
         }
         let redis7 = store.check_permissions().await?;
         if store.inner.log.is_some() && !redis7 {

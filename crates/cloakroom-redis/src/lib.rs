@@ -222,6 +222,7 @@ mod restore;
 mod scan;
 mod scripts;
 mod sentinel;
+mod shard;
 mod store;
 mod transaction;
 mod url;
