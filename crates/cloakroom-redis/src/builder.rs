@@ -85,8 +85,8 @@ impl RedisStoreBuilder {
     /// logged-in session is logged once when it is noticed (a listing or revocation of the
     /// user's sessions, a login under the limit, or the expiry sweep this store then runs
     /// every 5 minutes), never an anonymous session's; see the
-    /// [crate docs](crate#event-log). Needs Redis 7.0 or later and one master (one
-    /// server or Sentinel): a Cluster is refused at open. The cap is recorded under
+    /// [crate docs](crate#event-log). Needs Redis 7.0 or later; on a Cluster, one stream per
+    /// shard, each capped at `max_events`. The cap is recorded under
     /// `<prefix>events:cap`, and a store later opened on that prefix without this option
     /// keeps the log with that cap, so every process's changes are logged. `0` (the
     /// default) asks for none.
@@ -99,8 +99,8 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     /// [`ErrorKind::Config`] for a bad URL or option, a Redis user whose ACL does not
-    /// allow the store's commands on keys under its prefix, or an event log on a Cluster or
-    /// on a server before Redis 7; [`ErrorKind::Unavailable`] when
+    /// allow the store's commands on keys under its prefix, or an event log on a server before
+    /// Redis 7; [`ErrorKind::Unavailable`] when
     /// Redis cannot be reached within the command timeout.
     pub async fn build(self) -> Result<RedisStore> {
         let mut url = RedisUrl::parse(&self.url)?;
