@@ -84,7 +84,7 @@ impl RedisStore {
     /// The Redis key of a session's hash: `<prefix>s:` and the 16 bytes of the
     /// [`SessionKey`], raw (shorter than text: the key is most of an idle session's memory
     /// in Redis). On a Cluster, the key's shard's tag goes between them
-    /// (`<prefix>s:{t}<raw>`; see [`crate::shard`]).
+    /// (`<prefix>s:{t}<raw>`; see the [crate docs](crate#layout)).
     pub fn session_key(&self, key: &SessionKey) -> Vec<u8> {
         let mut rkey = self.session_key_prefix(self.shard_of_key(key));
         rkey.extend_from_slice(key.as_bytes());
@@ -322,7 +322,7 @@ impl SessionStore for RedisStore {
         self.inner.log.as_ref().map(|_| self as &dyn EventLog)
     }
 
-    /// On a Cluster, the shards of [`crate::shard`]: a user's sessions are created under
+    /// On a Cluster, 16 shards ([crate docs](crate#layout)): a user's sessions are created under
     /// keys in the user's shard (a user's record under another key is refused). `None` on
     /// one server.
     fn placement(&self) -> Option<cloakroom_core::store::Placement> {
