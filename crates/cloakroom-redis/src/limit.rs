@@ -49,7 +49,8 @@ end
 
 /// `KEYS` = the user's index set, the new session's key; `ARGV` = max, `1` to
 /// refuse (else end the least recently seen), the handle a renewal replaces (or `''`), the
-/// new handle, the prefix of session keys (`<prefix>s:`), the user, then the create
+/// new handle, the prefix of session keys (`<prefix>s:`; on a Cluster with the user's
+/// shard's tag, which all the user's sessions have), the user, then the create
 /// script's arguments (now, expires at, the field/value pairs). Returns `{0}` for a
 /// collision, `{2}` when refused, `{1, ended handles...}` when written.
 pub(crate) static LIMITED: LazyLock<Script> = LazyLock::new(|| Script::new(&limited_source()));
