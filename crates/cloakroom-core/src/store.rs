@@ -37,6 +37,7 @@ use crate::id::{SessionKey, Timestamp};
 
 mod events;
 mod memory;
+mod placement;
 
 pub(crate) use events::create_session;
 pub use events::{
@@ -44,6 +45,7 @@ pub use events::{
     parse_kind, previous_handle,
 };
 pub use memory::MemoryStore;
+pub use placement::{MAX_DRAWS, Placement, placed};
 
 /// Session data: field name to the field's value as JSON text.
 pub type Fields = BTreeMap<String, String>;
@@ -604,6 +606,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// that wraps another (metrics, tracing) must forward it**, or the engine writes
     /// through the wrapper's plain operations and the log misses those changes.
     fn event_log(&self) -> Option<&dyn EventLog> {
+        None
+    }
+
+    /// How the store places keys, when a user's sessions must share a shard with the user's
+    /// index for the store's atomic operations (Redis Cluster): the engine then creates a
+    /// user's sessions under keys in the user's shard ([`Placement::fits`]), and the store
+    /// refuses a user's record under a key that does not fit. `None` by default (any key
+    /// fits). **A store that wraps another must forward it.**
+    fn placement(&self) -> Option<Placement> {
         None
     }
 

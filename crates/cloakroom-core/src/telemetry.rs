@@ -276,6 +276,10 @@ mod instrumented {
         fn event_log(&self) -> Option<&dyn EventLog> {
             self.inner.event_log().map(|_| self as &dyn EventLog)
         }
+
+        fn placement(&self) -> Option<crate::store::Placement> {
+            self.inner.placement()
+        }
     }
 
     impl Instrumented {

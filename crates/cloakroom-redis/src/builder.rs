@@ -85,8 +85,8 @@ impl RedisStoreBuilder {
     /// logged-in session is logged once when it is noticed (a listing or revocation of the
     /// user's sessions, a login under the limit, or the expiry sweep this store then runs
     /// every 5 minutes), never an anonymous session's; see the
-    /// [crate docs](crate#event-log). Needs Redis 7.0 or later and one master (one
-    /// server or Sentinel): a Cluster is refused at open. The cap is recorded under
+    /// [crate docs](crate#event-log). Needs Redis 7.0 or later; on a Cluster, one stream per
+    /// shard, each capped at `max_events`. The cap is recorded under
     /// `<prefix>events:cap`, and a store later opened on that prefix without this option
     /// keeps the log with that cap, so every process's changes are logged. `0` (the
     /// default) asks for none.
@@ -99,8 +99,8 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     /// [`ErrorKind::Config`] for a bad URL or option, a Redis user whose ACL does not
-    /// allow the store's commands on keys under its prefix, or an event log on a Cluster or
-    /// on a server before Redis 7; [`ErrorKind::Unavailable`] when
+    /// allow the store's commands on keys under its prefix, or an event log on a server before
+    /// Redis 7; [`ErrorKind::Unavailable`] when
     /// Redis cannot be reached within the command timeout.
     pub async fn build(self) -> Result<RedisStore> {
         let mut url = RedisUrl::parse(&self.url)?;
@@ -126,22 +126,22 @@ impl RedisStoreBuilder {
             let message = "wait=N needs one master (redis://, redis+sentinel://), not a Cluster";
             return Err(Error::new(ErrorKind::Config, message));
         }
-        if cluster && events > 0 {
-            return Err(crate::events::no_cluster());
-        }
         let log = match events {
             0 => None,
-            cap => Some(crate::events::Log::new(
-                &prefix,
-                cap,
-                Master::build(&url, timeout, &url.shown)?,
-            )),
+            cap => {
+                // A Cluster's followers poll: no master to block on.
+                let master = match cluster {
+                    false => Some(Master::build(&url, timeout, &url.shown)?),
+                    true => None,
+                };
+                Some(crate::events::Log::new(&prefix, cap, master))
+            }
         };
         let near = (cache > 0)
             .then(|| Arc::new(NearCache::new(cache, connections, &prefix, cache_max_stale)));
         let conns = Conn::open_all(&url, timeout, connections, near.as_ref()).await?;
         let scan_pattern = format!("{}s:*", glob_escape(&prefix));
-        let master_url = (!cluster).then(|| url.clone());
+        let opened_url = url.clone();
         let mut store = RedisStore {
             inner: Arc::new(Inner {
                 conns: conns.into_boxed_slice(),
@@ -158,8 +158,8 @@ impl RedisStoreBuilder {
                 log,
             }),
         };
-        if let (Some(url), 0) = (&master_url, events) {
-            store.adopt_event_log(url).await?;
+        if events == 0 {
+            store.adopt_event_log(&opened_url).await?;
         }
         let redis7 = store.check_permissions().await?;
         if store.inner.log.is_some() && !redis7 {

@@ -80,10 +80,15 @@
 //! `SCAN`, `SMEMBERS` and `EXISTS`; with one expired member each, 7.7 s, of which 5.9 s in
 //! the 100,000 scripts; see `REPORT-BENCH.md`).
 //!
-//! **Cluster**: not supported. A script must name keys of one slot, and a session, its
-//! user's index and a single stream are in different slots; logging on the side (a
-//! separate `XADD`) would break the contract, so a Cluster store with a log is refused at
-//! open ([`no_cluster`]).
+//! **Cluster**: one stream per shard of [`crate::shard`], `<prefix>events:{t}`, each capped
+//! at `N`. A logged-in session, its user's index and its shard's stream share a slot, so
+//! every script above runs unchanged with the shard's keys; an anonymous session logs to
+//! its key's shard. Each stream is in commit order; a user's events all go to the user's
+//! shard, so they are in order too, but across shards there is no order (stream ids are
+//! each master's clock). A position names one id per shard (`id,id,...`); a read asks
+//! every shard (in flight together), merges by id, and reports a gap when any shard has
+//! one. Following polls every [`FOLLOW_POLL`] (`XREAD BLOCK` over streams in different
+//! slots is refused by a Cluster). The sweep scans every master.
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -91,8 +96,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::session::{EndReason, Event, EventKind, SessionKey, Timestamp};
 use cloakroom_core::store::{
-    Admitted, Batch, Error, ErrorKind, EventLog, Limit, LoggedEvent, Position, Record, Result,
-    kind_label, parse_kind, previous_handle,
+    Admitted, Batch, Error, ErrorKind, EventLog, FOLLOW_POLL, Limit, LoggedEvent, Position, Record,
+    Result, kind_label, parse_kind, previous_handle,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
@@ -108,14 +113,15 @@ use crate::{PRUNE_EVERY, PRUNE_FROM, scripts};
 /// followers wait at once, and closed after).
 const IDLE_FOLLOWERS: usize = 4;
 
-/// The store's event log: its stream, its cap, and where followers connect.
+/// The store's event log: its streams, its cap, and where followers connect.
 pub(crate) struct Log {
-    /// `<prefix>events`.
-    key: String,
-    /// The cap, as text (`MAXLEN ~ <cap>`).
+    /// `<prefix>events`; on a Cluster, `<prefix>events:{t}` for each shard.
+    keys: Vec<String>,
+    /// The cap, as text (`MAXLEN ~ <cap>`; each stream's on a Cluster).
     cap: Vec<u8>,
-    /// The master (one server or a Sentinel service's) the followers' connections go to.
-    master: Master,
+    /// The master (one server or a Sentinel service's) the followers' connections go to;
+    /// none on a Cluster (followers poll).
+    master: Option<Master>,
     /// Connections a follower left, for the next one.
     idle: Mutex<Vec<MultiplexedConnection>>,
 }
@@ -144,7 +150,10 @@ impl RedisStore {
         };
         if let Some(cap) = cap.filter(|c: &usize| *c > 0) {
             let inner = &mut self.inner;
-            let master = Master::build(url, inner.timeout, &inner.shown_url)?;
+            let master = match inner.cluster {
+                false => Some(Master::build(url, inner.timeout, &inner.shown_url)?),
+                true => None,
+            };
             let log = Log::new(&inner.prefix, cap, master);
             Arc::get_mut(inner)
                 .expect("the store is not shared before it is built")
@@ -165,19 +174,26 @@ impl RedisStore {
 }
 
 impl Log {
-    /// The log of a store with key prefix `prefix`, keeping about `cap` events.
-    pub(crate) fn new(prefix: &str, cap: usize, master: Master) -> Log {
+    /// The log of a store with key prefix `prefix`, keeping about `cap` events: one stream
+    /// with a `master` (one server, Sentinel), one per shard without (a Cluster).
+    pub(crate) fn new(prefix: &str, cap: usize, master: Option<Master>) -> Log {
+        let keys = match master {
+            Some(_) => vec![format!("{prefix}events")],
+            None => (0..crate::shard::SHARDS)
+                .map(|i| format!("{prefix}events:{}", crate::shard::tag(i)))
+                .collect(),
+        };
         Log {
-            key: format!("{prefix}events"),
+            keys,
             cap: cap.max(1).to_string().into_bytes(),
             master,
             idle: Mutex::new(Vec::new()),
         }
     }
 
-    /// The stream's Redis key.
-    pub(crate) fn key(&self) -> &[u8] {
-        self.key.as_bytes()
+    /// The Redis key of the stream of `shard` (the one stream on one server).
+    pub(crate) fn key(&self, shard: u16) -> &[u8] {
+        self.keys[usize::from(shard) % self.keys.len()].as_bytes()
     }
 
     /// [`LIMITED_LOGGED`]'s `ARGV[9..=12]`: the cap, the event's time, kind and previous
@@ -231,16 +247,6 @@ pub(crate) async fn sweep_periodically(store: std::sync::Weak<crate::store::Inne
             Err(e) => tracing::warn!(error = %e, "the expiry sweep failed"),
         }
     }
-}
-
-/// The error of a Cluster store asked for a log.
-pub(crate) fn no_cluster() -> Error {
-    Error::new(
-        ErrorKind::Config,
-        "events=N (the event log) needs one master (redis://, rediss://, redis+sentinel://), \
-         not a Cluster: the log is written in the same script as each change, and on a \
-         Cluster a session, its user's index and the log's stream are in different slots",
-    )
 }
 
 /// The error of a server before Redis 7 asked for a log.
@@ -680,9 +686,9 @@ impl RedisStore {
             at,
             kind,
             key.to_handle().into_bytes(),
-            self.user_key("").into_bytes(),
+            self.user_key_prefix(self.shard_of_key(key)).into_bytes(),
         ];
-        let keys: [&[u8]; 2] = [&rkey, log.key()];
+        let keys: [&[u8]; 2] = [&rkey, log.key(self.shard_of_key(key))];
         let write = self.script_on("delete (logged)", &DELETE_LOGGED, &keys, &args);
         let deleted = self
             .invalidating(std::slice::from_ref(&rkey), write)
@@ -695,15 +701,15 @@ impl RedisStore {
     /// the user, logging each one whose record expired ([`NOTICE`]). How many expiries it
     /// logged.
     pub(crate) async fn notice(&self, log: &Log, user: &str, members: &[Vec<u8>]) -> Result<u64> {
-        let ukey = self.user_key(user);
+        let (ukey, shard) = (self.user_key(user), self.shard_of_user(user));
         let mut args = vec![
-            self.session_key_prefix(),
+            self.session_key_prefix(shard),
             user.as_bytes().to_vec(),
             millis(Timestamp::now()),
             log.cap.clone(),
         ];
         args.extend(members.iter().cloned());
-        let keys: [&[u8]; 2] = [ukey.as_bytes(), log.key()];
+        let keys: [&[u8]; 2] = [ukey.as_bytes(), log.key(shard)];
         let logged = self
             .script_on("noticing expiries", &NOTICE, &keys, &args)
             .await?;
@@ -714,15 +720,15 @@ impl RedisStore {
     /// [`FAN_OUT`](crate::FAN_OUT) at once). How many expiries it logged.
     async fn notice_many(&self, log: &Log, suspects: &[(String, Vec<Vec<u8>>)]) -> Result<u64> {
         let now = millis(Timestamp::now());
-        let sp = self.session_key_prefix();
         let replies = self
             .many("expiry sweep", suspects.len(), |i, mut conn| {
                 let (user, members) = &suspects[i];
+                let shard = self.shard_of_user(user);
                 let mut invocation = NOTICE.prepare_invoke();
                 invocation
                     .key(self.user_key(user).as_bytes())
-                    .key(log.key())
-                    .arg(sp.as_slice())
+                    .key(log.key(shard))
+                    .arg(self.session_key_prefix(shard))
                     .arg(user.as_bytes())
                     .arg(now.as_slice())
                     .arg(log.cap.as_slice());
@@ -774,32 +780,34 @@ impl RedisStore {
     /// (about a tenth of the script's time in Redis). A record past its expiry that Redis
     /// has not dropped yet is left for the next sweep. How many expiries it logged.
     pub(crate) async fn sweep_expired(&self, log: &Log) -> Result<u64> {
-        let index_prefix = self.user_key("");
-        let pattern = format!("{}*", crate::scan::glob_escape(&index_prefix));
-        let (mut cursor, mut logged) = (0_u64, 0);
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(crate::SCAN_COUNT)
-                .arg("TYPE")
-                .arg("set");
-            let scanned = self.query("expiry sweep (SCAN)", b"", cmd).await?;
-            let (next, found): (u64, Vec<Vec<u8>>) = reply(scanned)?;
-            let users: Vec<String> = found
-                .iter()
-                .filter_map(|k| k.strip_prefix(index_prefix.as_bytes()))
-                .filter_map(|u| String::from_utf8(u.to_vec()).ok())
-                .collect();
-            let suspects = self.suspects(&users).await?;
-            logged += self.notice_many(log, &suspects).await?;
-            if next == 0 {
-                return Ok(logged);
+        let pattern = format!("{}u:*", crate::scan::glob_escape(&self.inner.prefix));
+        let mut logged = 0;
+        // Every master of a Cluster (one server: itself).
+        for (_, addr) in self.scan_nodes().await? {
+            let addr = addr.unwrap_or_default();
+            let mut cursor = 0_u64;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(crate::SCAN_COUNT)
+                    .arg("TYPE")
+                    .arg("set");
+                let scanned = self.query_node("expiry sweep (SCAN)", &addr, cmd).await?;
+                let (next, found): (u64, Vec<Vec<u8>>) = reply(scanned)?;
+                let users: Vec<String> =
+                    found.iter().filter_map(|k| self.user_of_index(k)).collect();
+                let suspects = self.suspects(&users).await?;
+                logged += self.notice_many(log, &suspects).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(logged)
     }
 
     /// For the sweep: the members of each of `users`' indexes whose record is gone or that
@@ -872,7 +880,7 @@ impl RedisStore {
         ];
         args.extend(codec::create_args(record, Timestamp::now()));
         let ukey = user.map(|u| self.user_key(u));
-        let mut keys: Vec<&[u8]> = vec![&skey, log.key()];
+        let mut keys: Vec<&[u8]> = vec![&skey, log.key(self.shard_of_key(key))];
         keys.extend(ukey.as_ref().map(String::as_bytes));
         let created = self
             .script_on("create (logged)", &CREATE_LOGGED, &keys, &args)
@@ -894,13 +902,13 @@ impl RedisStore {
 
     /// Waits up to `wait` for an entry after `id` (`XREAD BLOCK` on a follower's
     /// connection). `Ok(true)` when one came, `Ok(false)` when the wait ran out.
-    async fn block(&self, log: &Log, id: &str, wait: Duration) -> Result<bool> {
+    async fn block(&self, log: &Log, master: &Master, id: &str, wait: Duration) -> Result<bool> {
         let timeout = self.inner.timeout;
         let taken = log.lock_idle().pop();
         let mut conn = match taken {
             Some(conn) => conn,
             None => {
-                let connect = log.master.dedicated(timeout);
+                let connect = master.dedicated(timeout);
                 match tokio::time::timeout(timeout, connect).await {
                     Ok(Ok(conn)) => conn,
                     Ok(Err(e)) => return Err(map_error(e, "event log (follower connection)")),
@@ -920,7 +928,7 @@ impl RedisStore {
             .arg("BLOCK")
             .arg(ms)
             .arg("STREAMS")
-            .arg(log.key())
+            .arg(log.key(0))
             .arg(id);
         let read = cmd.query_async::<Value>(&mut conn);
         match tokio::time::timeout(wait + timeout, read).await {
@@ -953,9 +961,7 @@ impl EventLog for RedisStore {
         event: &Event,
     ) -> Result<Admitted> {
         let log = self.log()?;
-        if self.inner.cluster {
-            return Err(no_cluster());
-        }
+        self.check_placed(key, record.meta.user.as_deref())?;
         match (limit, &record.meta.user) {
             (Some(limit), Some(user)) => {
                 self.create_limited_for(user, key, record, limit, Some((log, event)))
@@ -978,19 +984,19 @@ impl EventLog for RedisStore {
         at: Timestamp,
     ) -> Result<u64> {
         let log = self.log()?;
-        let ukey = self.user_key(user);
+        let (ukey, shard) = (self.user_key(user), self.shard_of_user(user));
         let args = [
             except
                 .map(|k| k.to_handle().into_bytes())
                 .unwrap_or_default(),
-            self.session_key_prefix(),
+            self.session_key_prefix(shard),
             user.as_bytes().to_vec(),
             millis(Timestamp::now()),
             log.cap.clone(),
             millis(at),
             reason.as_str().as_bytes().to_vec(),
         ];
-        let keys: [&[u8]; 2] = [ukey.as_bytes(), log.key()];
+        let keys: [&[u8]; 2] = [ukey.as_bytes(), log.key(shard)];
         let deleted = self
             .script_on("delete_user (logged)", &DELETE_USER_LOGGED, &keys, &args)
             .await?;
@@ -1006,7 +1012,63 @@ impl EventLog for RedisStore {
 
     async fn read(&self, after: &Position, max: usize) -> Result<Batch> {
         let log = self.log()?;
+        if log.keys.len() > 1 {
+            return self.read_shards(log, after, max).await;
+        }
         let from = stream_id(after)?;
+        let (events, gap) = self.read_stream(log.key(0), from, max).await?;
+        let next = events
+            .last()
+            .map_or_else(|| after.clone(), |e| e.position.clone());
+        Ok(Batch { events, next, gap })
+    }
+
+    async fn read_wait(&self, after: &Position, max: usize, wait: Duration) -> Result<Batch> {
+        let batch = self.read(after, max).await?;
+        if !batch.events.is_empty() || batch.gap || wait.is_zero() {
+            return Ok(batch);
+        }
+        let log = self.log()?;
+        let Some(master) = &log.master else {
+            // A Cluster: `XREAD BLOCK` cannot wait on streams of several slots; poll.
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Ok(batch);
+                }
+                tokio::time::sleep(FOLLOW_POLL.min(deadline - now)).await;
+                let batch = self.read(after, max).await?;
+                if !batch.events.is_empty() || batch.gap {
+                    return Ok(batch);
+                }
+            }
+        };
+        let id = match stream_id(after)? {
+            Some((ms, seq)) => format!("{ms}-{seq}"),
+            None => "0-0".to_owned(),
+        };
+        let woke = self.block(log, master, &id, wait).await?;
+        let batch = self.read(after, max).await?;
+        if !woke && !batch.events.is_empty() {
+            // The follower's connection saw nothing where there was something: it may be on
+            // a server that is no longer the master (a failover); the next wait connects anew.
+            log.lock_idle().clear();
+        }
+        Ok(batch)
+    }
+}
+
+impl RedisStore {
+    /// At most `max` entries of the stream `key` after `from` (`None`: from its start),
+    /// positioned by their ids, and whether the reader missed some. One pipeline: `XINFO
+    /// STREAM` and `XRANGE (<from> + COUNT <max>`.
+    async fn read_stream(
+        &self,
+        key: &[u8],
+        from: Option<(u64, u64)>,
+        max: usize,
+    ) -> Result<(Vec<LoggedEvent>, bool)> {
         let start = match from {
             Some((ms, seq)) => format!("({ms}-{seq}"),
             None => "-".to_owned(),
@@ -1015,14 +1077,14 @@ impl EventLog for RedisStore {
         pipe.ignore_errors()
             .cmd("XINFO")
             .arg("STREAM")
-            .arg(log.key())
+            .arg(key)
             .cmd("XRANGE")
-            .arg(log.key())
+            .arg(key)
             .arg(&start)
             .arg("+")
             .arg("COUNT")
             .arg(max.max(1));
-        let conn = self.conn_for(log.key());
+        let conn = self.conn_for(key);
         let replies = bounded(self.inner.timeout, "event log (read)", || {
             let mut conn = conn.clone();
             let pipe = &pipe;
@@ -1043,35 +1105,65 @@ impl EventLog for RedisStore {
         let events = (entries.into_iter().take(max))
             .map(entry)
             .collect::<Result<Vec<_>>>()?;
+        Ok((events, dropped.gap(from.unwrap_or((0, 0)))))
+    }
+
+    /// [`EventLog::read`] on a Cluster: every shard's stream read after its id in `after`
+    /// (in flight together), the entries merged by id (then shard), at most `max`; each
+    /// event's position moves only its own shard's id. A gap when any shard has one.
+    async fn read_shards(&self, log: &Log, after: &Position, max: usize) -> Result<Batch> {
+        let mut at = shard_ids(after, log.keys.len())?;
+        let reads = (0..log.keys.len()).map(|i| {
+            let from = Some(at[i]).filter(|id| *id != (0, 0));
+            let key = log.keys[i].as_bytes();
+            async move { self.read_stream(key, from, max).await }
+        });
+        let read = futures_util::future::try_join_all(reads).await?;
+        let mut gap = false;
+        let mut merged = Vec::new();
+        for (shard, (events, shard_gap)) in read.into_iter().enumerate() {
+            gap |= shard_gap;
+            for event in events {
+                let id = parse_id(event.position.as_str())
+                    .ok_or_else(|| corrupt("a malformed stream id"))?;
+                merged.push((id, shard, event));
+            }
+        }
+        merged.sort_by_key(|(id, shard, _)| (*id, *shard));
+        let mut events = Vec::with_capacity(merged.len().min(max));
+        for (id, shard, mut event) in merged.into_iter().take(max.max(1)) {
+            at[shard] = id;
+            event.position = Position::new(join_ids(&at));
+            events.push(event);
+        }
         let next = events
             .last()
             .map_or_else(|| after.clone(), |e| e.position.clone());
-        Ok(Batch {
-            events,
-            next,
-            gap: dropped.gap(from.unwrap_or((0, 0))),
-        })
+        Ok(Batch { events, next, gap })
     }
+}
 
-    async fn read_wait(&self, after: &Position, max: usize, wait: Duration) -> Result<Batch> {
-        let batch = self.read(after, max).await?;
-        if !batch.events.is_empty() || batch.gap || wait.is_zero() {
-            return Ok(batch);
-        }
-        let log = self.log()?;
-        let id = match stream_id(after)? {
-            Some((ms, seq)) => format!("{ms}-{seq}"),
-            None => "0-0".to_owned(),
-        };
-        let woke = self.block(log, &id, wait).await?;
-        let batch = self.read(after, max).await?;
-        if !woke && !batch.events.is_empty() {
-            // The follower's connection saw nothing where there was something: it may be on
-            // a server that is no longer the master (a failover); the next wait connects anew.
-            log.lock_idle().clear();
-        }
-        Ok(batch)
+/// A Cluster log's position: one stream id per shard, joined by `,` (`start`: all `0-0`).
+fn shard_ids(position: &Position, shards: usize) -> Result<Vec<(u64, u64)>> {
+    if position.is_start() {
+        return Ok(vec![(0, 0); shards]);
     }
+    let ids: Option<Vec<(u64, u64)>> = position.as_str().split(',').map(parse_id).collect();
+    ids.filter(|ids| ids.len() == shards).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{:?} is not a position of a Redis Cluster event log ({shards} stream ids \
+                 joined by commas)",
+                position.as_str()
+            ),
+        )
+    })
+}
+
+fn join_ids(ids: &[(u64, u64)]) -> String {
+    let ids: Vec<String> = ids.iter().map(|(ms, seq)| format!("{ms}-{seq}")).collect();
+    ids.join(",")
 }
 
 #[cfg(test)]

@@ -35,6 +35,12 @@
 //! Redis drops dead sessions by itself and [`SessionStore::purge_expired`](cloakroom_core::SessionStore::purge_expired) removes nothing
 //! (with an [event log](#event-log), it logs the expiries it notices).
 //!
+//! On a Redis Cluster, session keys, user indexes and event streams carry a hash tag naming
+//! one of 16 shards (`<prefix>s:{t}<raw>`, `<prefix>u:{t}<user>`), and a user's sessions
+//! are created in the user's shard (the engine chooses their ids so;
+//! [`SessionStore::placement`](cloakroom_core::SessionStore::placement)), so the scripts
+//! that reach a user's index and sessions together run on a Cluster as on one server.
+//!
 //! A user's sessions are indexed in a set `<prefix>u:<user>` of handles (the session keys
 //! in base64url, [`SessionKey::to_handle`](cloakroom_core::SessionKey::to_handle)). Entries of sessions
 //! that expired are removed lazily: when the set is read ([`SessionStore::sessions_of`](cloakroom_core::SessionStore::sessions_of),
@@ -59,10 +65,10 @@
 //! the apply script for blind writes, on Redis before 7 and where transactions are refused.
 //! `delete` is one Lua script call (`EVALSHA`; redis-rs loads a script on `NOSCRIPT`, e.g.
 //! after a Redis restart). A login (`create` with a user) adds one `SADD` (as a script that
-//! also reports the set's size); deleting a logged-in session adds one `SREM`. Every
-//! command, script and transaction touches exactly one key, so all of it works on Redis
-//! Cluster (a session and its user's index are in different slots and never touched
-//! together).
+//! also reports the set's size); deleting a logged-in session adds one `SREM`. A login
+//! under the concurrent-session limit is one script in place of both. Every command,
+//! script and transaction touches keys of one slot, so all of it works on Redis Cluster
+//! (see the layout above).
 //!
 //! # URLs
 //!
@@ -201,10 +207,10 @@
 //! Redis. Not logged either, as on every store: data writes and touches, and the deletion
 //! of a rotated-away record (its successor's `rotated` event
 //! names it). The log is as durable as the rest of the data (Redis persistence and
-//! replication; `?wait=N` covers the scripts that write it). Needs Redis 7.0 or later and
-//! one master (one server, or Sentinel): a Cluster store with a log is refused at open
-//! (the session, its user's index and the stream are in different slots, so no script can
-//! write them together, and an `XADD` on the side would break the guarantee).
+//! replication; `?wait=N` covers the scripts that write it). Needs Redis 7.0 or later. On a
+//! Cluster, one stream per shard (`<prefix>events:{t}`, each capped at `N`), in commit
+//! order per shard (a user's events share the user's shard) and merged by id when read;
+//! a position names one id per shard, and followers poll every 100 ms.
 //!
 
 mod acl;
@@ -222,6 +228,7 @@ mod restore;
 mod scan;
 mod scripts;
 mod sentinel;
+mod shard;
 mod store;
 mod transaction;
 mod url;

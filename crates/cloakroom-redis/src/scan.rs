@@ -13,7 +13,7 @@ use crate::{RedisStore, SCAN_CALLS, SCAN_COUNT};
 impl RedisStore {
     /// The scan topology: `(node id, address)` sorted by id. A standalone server is node 0;
     /// a Cluster master is identified by the lowest slot it serves.
-    async fn scan_nodes(&self) -> Result<Vec<(u16, Option<(String, u16)>)>> {
+    pub(crate) async fn scan_nodes(&self) -> Result<Vec<(u16, Option<(String, u16)>)>> {
         if !self.inner.cluster {
             return Ok(vec![(0, None)]);
         }
@@ -47,6 +47,22 @@ impl RedisStore {
         Ok(masters)
     }
 
+    /// `cmd` on the node at `addr` (a Cluster master of [`Self::scan_nodes`]; one server
+    /// ignores it).
+    pub(crate) async fn query_node(
+        &self,
+        what: &'static str,
+        addr: &(String, u16),
+        cmd: redis::Cmd,
+    ) -> Result<Value> {
+        let conn = self.conn();
+        bounded(self.inner.timeout, what, || {
+            let (mut conn, cmd) = (conn.clone(), cmd.clone());
+            async move { conn.send_to_node(cmd, addr).await }
+        })
+        .await
+    }
+
     /// One `SCAN` call on the node at `addr` (a default one: the standalone server) from `cursor`:
     /// the next cursor and the session keys found, sorted, without duplicates.
     async fn scan_batch(
@@ -54,25 +70,25 @@ impl RedisStore {
         addr: &(String, u16),
         cursor: u64,
     ) -> Result<(u64, Vec<SessionKey>)> {
-        let conn = self.conn();
-        let scanned = bounded(self.inner.timeout, "scan", || {
-            let mut conn = conn.clone();
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(&self.inner.scan_pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            async move { conn.send_to_node(cmd, addr).await }
-        })
-        .await?;
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(&self.inner.scan_pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let scanned = self.query_node("scan", addr, cmd).await?;
         let (next_cursor, found): (u64, Vec<Vec<u8>>) = reply(scanned)?;
         let session_prefix = format!("{}s:", self.inner.prefix);
         let mut batch: Vec<SessionKey> = found
             .into_iter()
             .filter_map(|k| {
-                let bytes = k.strip_prefix(session_prefix.as_bytes())?;
-                Some(SessionKey::from_bytes(bytes.try_into().ok()?))
+                // On a Cluster, the shard's tag comes first (see `crate::shard`).
+                let bytes = match self.inner.cluster {
+                    true => crate::shard::untagged(&k, session_prefix.as_bytes())?,
+                    false => k.strip_prefix(session_prefix.as_bytes())?,
+                };
+                let key = SessionKey::from_bytes(bytes.try_into().ok()?);
+                (self.session_key(&key) == k).then_some(key)
             })
             .collect();
         batch.sort_unstable_by_key(SessionKey::to_handle);

@@ -1,6 +1,6 @@
-//! The Lua scripts. Each touches exactly one key (`KEYS[1]`), so every one runs on Redis
-//! Cluster; a session hash and a user index set live in different slots and are never
-//! touched by the same script.
+//! The Lua scripts. Each touches exactly one key (`KEYS[1]`); the limit's and the event
+//! log's reach a user's index and its sessions, which share a slot on a Cluster
+//! ([`crate::shard`]).
 //!
 //! Times are milliseconds since the epoch, passed by the client (`ARGV[1]` = the client's
 //! "now"): a record whose expiry has passed by the application's clock counts as gone, even

@@ -56,6 +56,12 @@ async fn cluster_store() -> Arc<dyn SessionStore> {
     open(RedisCluster::shared().url(), "cluster").await
 }
 
+/// A Cluster store with an event log keeping about `cap` events per shard.
+async fn cluster_logged_store(cap: usize) -> Arc<dyn SessionStore> {
+    let url = format!("{}?events={cap}", RedisCluster::shared().url());
+    open(url, "cluster-logged").await
+}
+
 /// Against one Redis server.
 mod standalone {
     use super::*;
@@ -109,25 +115,6 @@ mod standalone_logged_cached {
     );
 }
 
-/// A Cluster store refuses an event log at open (the log is written in the same script as
-/// each change, and a Cluster cannot run one script over a session, its user's index and
-/// the stream).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_store_refuses_the_event_log() {
-    let url = format!("{}?events=1000", RedisCluster::shared().url());
-    let err = RedisStore::open(&url)
-        .await
-        .expect_err("no log on a Cluster");
-    assert_eq!(err.kind(), cloakroom_core::store::ErrorKind::Config);
-    assert!(err.to_string().contains("Cluster"), "{err}");
-    let err = RedisStore::builder(RedisCluster::shared().url())
-        .event_log(1000)
-        .build()
-        .await
-        .expect_err("no log on a Cluster");
-    assert_eq!(err.kind(), cloakroom_core::store::ErrorKind::Config);
-}
-
 /// Against one Redis server that refuses transactions.
 mod standalone_scripted {
     use super::*;
@@ -141,6 +128,21 @@ mod cluster {
 
     cloakroom_testkit::conformance_tests!(cluster_store(), purge = Purge::EngineExpires);
     cloakroom_testkit::sealed_engine_tests!(cluster_store());
+}
+
+/// Against a Redis Cluster of three masters, with the event log on (one stream per shard):
+/// the whole suite and the event log's checks.
+mod cluster_logged {
+    use super::*;
+
+    cloakroom_testkit::conformance_tests!(
+        cluster_logged_store(100_000),
+        purge = Purge::EngineExpires
+    );
+    cloakroom_testkit::event_log_tests!(
+        cluster_logged_store,
+        expiry = cloakroom_testkit::ExpiryEvents::Noticed
+    );
 }
 
 /// What a thief of the Redis server gets: `DUMP` of each session's key, and the RDB file after

@@ -722,8 +722,15 @@ async fn cluster_spreads_sessions_and_lists_them_all() {
     assert!(store.is_cluster());
     let mut mine = HashSet::new();
     for i in 0..60 {
-        let key = new_key();
         let user = (i % 2 == 0).then_some("spread-user");
+        // A user's sessions in the user's shard, as the engine makes them.
+        let placed = cloakroom_core::store::placed(
+            store.placement(),
+            user,
+            cloakroom_core::session::SessionId::generate,
+            cloakroom_core::session::SessionId::key,
+        );
+        let key = placed.key();
         store.create(&key, &record(user, HOUR)).await.unwrap();
         mine.insert(key);
     }
@@ -758,6 +765,17 @@ async fn cluster_spreads_sessions_and_lists_them_all() {
         }
     }
     assert_eq!(seen, mine, "scan lists exactly this store's sessions");
+
+    // A user's record under a key outside the user's shard is refused (the engine never
+    // makes one).
+    let misplaced = std::iter::repeat_with(new_key)
+        .find(|k| !store.placement().unwrap().fits(k, Some("spread-user")))
+        .unwrap();
+    let err = (store
+        .create(&misplaced, &record(Some("spread-user"), HOUR))
+        .await)
+        .expect_err("a misplaced key");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(pages >= 9, "{pages} pages of at most 7 for 60 sessions");
 
     let keep = *mine.iter().next().unwrap();
@@ -1407,4 +1425,108 @@ async fn a_follower_wakes_when_an_event_is_appended() {
         .await
         .expect_err("not a stream id");
     assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+/// A login under the concurrent-session limit on a Cluster is one script on one node (the
+/// user's index, the sessions it names and the new one share a slot), with the event log
+/// off and on; so is the logged revocation of a user's sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_login_under_the_limit_is_one_script() {
+    use cloakroom_core::session::{EndReason, Event, EventKind, SessionId};
+    use cloakroom_core::store::{Admitted, Limit, LimitPolicy};
+
+    let cluster = RedisCluster::start();
+    // The commands clients sent, over every node (the slow log, as `count` reads it).
+    let stats = || {
+        let mut sent: Vec<String> = cluster
+            .nodes()
+            .iter()
+            .flat_map(RedisServer::commands_sent)
+            .collect();
+        sent.sort();
+        sent
+    };
+    let reset = || cluster.nodes().iter().for_each(RedisServer::reset_stats);
+    let limit = Limit {
+        max: 2,
+        policy: LimitPolicy::EndLeastRecentlySeen,
+        replacing: None,
+    };
+    for events in [None, Some(1000)] {
+        let builder = RedisStore::builder(cluster.url()).prefix(unique_prefix("rt"));
+        let store = match events {
+            Some(n) => builder.event_log(n),
+            None => builder,
+        };
+        let store = store.build().await.expect("open cluster");
+        let key_of = |user: &str| {
+            let placement = store.placement();
+            cloakroom_core::store::placed(
+                placement,
+                Some(user),
+                SessionId::generate,
+                SessionId::key,
+            )
+            .key()
+        };
+        let login = |user: &'static str| {
+            let (store, key) = (store.clone(), key_of(user));
+            async move {
+                let record = record(Some(user), HOUR);
+                match store.event_log() {
+                    Some(log) => {
+                        let event = Event {
+                            kind: EventKind::Created,
+                            session: key,
+                            user: Some(user.into()),
+                            at: Timestamp::now(),
+                        };
+                        log.create_logged(&key, &record, Some(&limit), &event).await
+                    }
+                    None => store.create_limited(&key, &record, &limit).await,
+                }
+            }
+        };
+        // The scripts loaded on every node first.
+        for _ in 0..8 {
+            login("warm").await.unwrap();
+        }
+        for n in 0..3 {
+            reset();
+            let admitted = login("ada").await.unwrap();
+            let ended = usize::from(n == 2);
+            assert!(
+                matches!(&admitted, Admitted::Done { ended: e } if e.len() == ended),
+                "{admitted:?}"
+            );
+            let sent = stats();
+            println!("cluster login {n} (log {events:?}): {sent:?}");
+            assert_eq!(
+                sent,
+                ["evalsha"],
+                "one script per login under the limit (log {events:?})"
+            );
+        }
+        assert_eq!(store.sessions_of("ada").await.unwrap().len(), 2);
+        if let Some(log) = store.event_log() {
+            // The script loaded on the user's node first (a user in ada's shard).
+            let warm = (0..)
+                .map(|i| format!("warm-{i}"))
+                .find(|u| {
+                    let p = store.placement().unwrap();
+                    p.shard_of_user(u) == p.shard_of_user("ada")
+                })
+                .unwrap();
+            (log.delete_user_logged(&warm, None, EndReason::Revoked, Timestamp::now())
+                .await)
+                .unwrap();
+            reset();
+            let revoked = log
+                .delete_user_logged("ada", None, EndReason::Revoked, Timestamp::now())
+                .await
+                .unwrap();
+            assert_eq!(revoked, 2);
+            assert_eq!(stats(), ["evalsha"], "one revocation script");
+        }
+    }
 }

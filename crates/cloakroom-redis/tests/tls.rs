@@ -240,20 +240,27 @@ async fn cluster_over_tls() {
     for _ in 0..3 {
         login_round_trip(&store).await;
     }
-    let mut keys = Vec::new();
-    for _ in 0..30 {
-        let key = new_key();
-        store.create(&key, &record(Some("carol"))).await.unwrap();
-        keys.push(key);
+    // Users' sessions, each in its user's shard (as the engine places them).
+    for i in 0..30 {
+        let user = format!("carol-{i}");
+        let id = cloakroom_core::store::placed(
+            store.placement(),
+            Some(&user),
+            cloakroom_core::session::SessionId::generate,
+            cloakroom_core::session::SessionId::key,
+        );
+        store.create(&id.key(), &record(Some(&user))).await.unwrap();
     }
-    assert_eq!(store.sessions_of("carol").await.unwrap().len(), 30);
+    let key = new_key();
+    store.create(&key, &record(None)).await.unwrap();
+    assert_eq!(store.sessions_of("carol-7").await.unwrap().len(), 1);
     for node in cluster.nodes() {
         let Ok(Resp::Int(n)) = node.command(&["DBSIZE"]) else {
             panic!("DBSIZE");
         };
         assert!(n > 0, "node {} holds no session", node.port());
     }
-    assert_eq!(store.delete_user("carol", None).await.unwrap(), 30);
+    assert_eq!(store.delete_user("carol-7", None).await.unwrap(), 1);
     // The wrong CA is refused at open, as for one server.
     let wrong = format!("{}?ca={}", cluster.tls_url(), pki.path("other-ca.pem"));
     let err = RedisStore::builder(wrong)

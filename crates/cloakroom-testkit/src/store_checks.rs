@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use cloakroom_core::session::Timestamp;
+use cloakroom_core::session::{SessionId, Timestamp};
 use cloakroom_core::store::{Applied, Created, Error, Patch, Record, SessionStore};
 
-use crate::{new_key, unique_prefix};
+use crate::unique_prefix;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -25,8 +25,12 @@ pub fn record(user: Option<&str>) -> Record {
 /// # Panics
 /// When an operation fails or answers otherwise.
 pub async fn login_round_trip(store: &dyn SessionStore) {
-    let key = new_key();
     let user = unique_prefix("user");
+    // In the user's shard when the store places keys (Redis Cluster), as the engine does.
+    let placement = store.placement();
+    let id =
+        cloakroom_core::store::placed(placement, Some(&user), SessionId::generate, |id| id.key());
+    let key = id.key();
     assert_eq!(
         store.create(&key, &record(Some(&user))).await.unwrap(),
         Created::Done

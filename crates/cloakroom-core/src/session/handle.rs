@@ -518,7 +518,8 @@ impl Session {
     /// Marks `live` for a new id at commit.
     fn renew(&self, live: &mut Live) {
         live.renew = true;
-        live.id = Some(self.inner.shared.format.generate());
+        let user = live.record.meta.user.as_deref();
+        live.id = Some(self.inner.shared.new_id(user));
     }
 
     /// Makes the cookie persistent (`true`, "remember me") or a browser-session cookie.
@@ -582,7 +583,8 @@ impl Session {
         };
         let shared = &self.inner.shared;
         if live.stored.is_none() {
-            live.id.get_or_insert_with(|| shared.format.generate());
+            let user = live.record.meta.user.as_deref();
+            live.id.get_or_insert_with(|| shared.new_id(user));
         }
         let Some(id) = &live.id else {
             return Ok(None);
@@ -604,7 +606,8 @@ impl Session {
             return Ok(Some(*key));
         }
         let shared = &self.inner.shared;
-        let id = live.id.get_or_insert_with(|| shared.format.generate());
+        let user = live.record.meta.user.as_deref();
+        let id = live.id.get_or_insert_with(|| shared.new_id(user));
         Ok(Some(shared.format.store_key(id)))
     }
 

@@ -17,3 +17,19 @@ pub(super) struct Shared {
     pub(super) format: Arc<dyn TicketFormat>,
     pub(super) lifecycle: Lifecycle,
 }
+
+impl Shared {
+    /// A new session id for a record of `user` (`None`: anonymous). When the store places a
+    /// user's sessions in the user's shard ([`SessionStore::placement`], Redis Cluster), ids
+    /// are drawn until the store key fits (about one draw per shard); otherwise the first.
+    /// Every id the engine makes for a new or renewed record comes from here.
+    pub(super) fn new_id(&self, user: Option<&str>) -> super::SessionId {
+        let placement = self.store.placement();
+        crate::store::placed(
+            placement,
+            user,
+            || self.format.generate(),
+            |id| self.format.store_key(id),
+        )
+    }
+}

@@ -6,7 +6,7 @@ use super::*;
 /// `created_at`, `user` and `user_agent` stay.
 pub async fn check_apply_sets_and_removes_fields(store: Arc<dyn SessionStore>) {
     let user = unique_user("apply");
-    let key = new_key();
+    let key = key_for(&store, &user);
     let mut expected = sample(Some(&user), LONG_TTL);
     expected.data.insert("gone".into(), "[1,2]".into());
     expected.meta.remember = false;
@@ -197,7 +197,7 @@ pub async fn check_apply_on_unknown_key_is_missing(store: Arc<dyn SessionStore>)
 /// `apply` on a deleted key is `Missing` and does not bring the record back.
 pub async fn check_apply_on_deleted_key_is_missing(store: Arc<dyn SessionStore>) {
     let user = unique_user("deleted");
-    let key = new_key();
+    let key = key_for(&store, &user);
     create(&store, &key, &sample(Some(&user), LONG_TTL)).await;
     assert!(delete(&store, &key).await);
     let p = patch(LONG_TTL).set("name", "\"Mallory\"");
@@ -220,7 +220,7 @@ pub async fn check_apply_on_deleted_key_is_missing(store: Arc<dyn SessionStore>)
 /// not revive it.
 pub async fn check_apply_on_expired_key_is_missing(store: Arc<dyn SessionStore>) {
     let user = unique_user("expired");
-    let key = new_key();
+    let key = key_for(&store, &user);
     let record = sample(Some(&user), SHORT_TTL);
     create(&store, &key, &record).await;
     wait_past(record.meta.expires_at).await;

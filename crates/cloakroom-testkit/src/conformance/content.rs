@@ -69,7 +69,7 @@ pub const ODD_VALUES: &[&str] = &[
 /// columns: stored, patched and removed exactly.
 pub async fn check_odd_field_names_survive(store: Arc<dyn SessionStore>) {
     let user = unique_user("names");
-    let key = new_key();
+    let key = key_for(&store, &user);
     let mut expected = sample(Some(&user), LONG_TTL);
     for (i, name) in ODD_FIELD_NAMES.iter().enumerate() {
         expected.data.insert((*name).to_owned(), i.to_string());
@@ -157,7 +157,7 @@ pub async fn check_odd_values_survive_verbatim(store: Arc<dyn SessionStore>) {
 /// Values of about 32 KiB (and a long field name) survive create, apply and listings.
 pub async fn check_large_values_survive(store: Arc<dyn SessionStore>) {
     let user = unique_user("large");
-    let key = new_key();
+    let key = key_for(&store, &user);
     let big_string = format!("\"{}\"", "x".repeat(32 * 1024));
     let big_array = format!(
         "[{}]",
@@ -235,7 +235,7 @@ pub async fn check_odd_user_ids_are_matched_exactly(store: Arc<dyn SessionStore>
         .collect();
     let mut owned = Vec::new();
     for user in &users {
-        let key = new_key();
+        let key = key_for(&store, user);
         let mut record = sample(Some(user), LONG_TTL);
         record.meta.user_agent = Some(format!("agent of {user} 'with' \"quotes\" ✓"));
         create(&store, &key, &record).await;

@@ -6,7 +6,7 @@ use super::*;
 /// and without a user and user agent.
 pub async fn check_create_then_load(store: Arc<dyn SessionStore>) {
     let user = unique_user("load");
-    let key = new_key();
+    let key = key_for(&store, &user);
     let record = sample(Some(&user), LONG_TTL);
     create(&store, &key, &record).await;
     assert_record(load(&store, &key).await, &record, "load after create");
@@ -44,8 +44,8 @@ pub async fn check_load_unknown_is_none(store: Arc<dyn SessionStore>) {
 /// the user index entry of the rejected record.
 pub async fn check_create_collision_keeps_the_live_record(store: Arc<dyn SessionStore>) {
     let first_user = unique_user("first");
-    let second_user = unique_user("second");
-    let key = new_key();
+    let key = key_for(&store, &first_user);
+    let second_user = unique_user_for(&store, "second", &key);
     let first = sample(Some(&first_user), LONG_TTL);
     create(&store, &key, &first).await;
 
@@ -112,8 +112,8 @@ pub async fn check_concurrent_creates_have_one_winner(store: Arc<dyn SessionStor
 /// field, no old user index entry survives).
 pub async fn check_create_over_an_expired_record(store: Arc<dyn SessionStore>) {
     let old_user = unique_user("old");
-    let new_user = unique_user("new");
-    let key = new_key();
+    let key = key_for(&store, &old_user);
+    let new_user = unique_user_for(&store, "new", &key);
     let mut old = sample(Some(&old_user), SHORT_TTL);
     old.data.insert("stale".into(), "\"old\"".into());
     create(&store, &key, &old).await;

@@ -34,9 +34,9 @@ pub async fn check_delete_reports_a_live_record_once(store: Arc<dyn SessionStore
 /// `scan`, `delete_user`'s count and `delete`'s answer.
 pub async fn check_expiry_is_honoured_everywhere(store: Arc<dyn SessionStore>) {
     let user = unique_user("expiry");
-    let short_key = new_key();
+    let short_key = key_for(&store, &user);
     let short = sample(Some(&user), SHORT_TTL);
-    let long_key = new_key();
+    let long_key = key_for(&store, &user);
     let long = sample(Some(&user), LONG_TTL);
     create(&store, &short_key, &short).await;
     create(&store, &long_key, &long).await;

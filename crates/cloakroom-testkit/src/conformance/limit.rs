@@ -45,8 +45,8 @@ async fn race(
         .map(|i| {
             let store = store.clone();
             let record = login_record(user, i as i64);
+            let key = key_for(&store, user);
             tokio::spawn(async move {
-                let key = new_key();
                 let outcome = create_limited(&store, &key, &record, &limit(policy)).await;
                 (key, outcome)
             })
@@ -161,7 +161,7 @@ pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
         record.meta.last_seen = Timestamp(start.0 + seen);
         record
     };
-    let keys: Vec<SessionKey> = (0..MAX).map(|_| new_key()).collect();
+    let keys: Vec<SessionKey> = (0..MAX).map(|_| key_for(&store, &user)).collect();
     let mut records = Vec::new();
     for (key, seen) in keys.iter().zip([30, 10, 20]) {
         let record = login_record(&user, seen);
@@ -174,10 +174,11 @@ pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
         records.push(record);
     }
     // Someone else's session and an anonymous one do not count.
+    let other = unique_user("other");
     create(
         &store,
-        &new_key(),
-        &sample(Some(&unique_user("other")), LONG_TTL),
+        &key_for(&store, &other),
+        &sample(Some(&other), LONG_TTL),
     )
     .await;
     create(&store, &new_key(), &sample(None, LONG_TTL)).await;
@@ -198,7 +199,7 @@ pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
         replacing: Some(keys[2]),
         ..end
     };
-    let renewed = new_key();
+    let renewed = key_for(&store, &user);
     let outcome = create_limited(&store, &renewed, &login_record(&user, 40), &renewal).await;
     assert_eq!(
         outcome,
@@ -208,7 +209,7 @@ pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
     assert!(delete(&store, &keys[2]).await);
 
     // Now seen at 30, 10, 40: a new login ends the one seen at 10.
-    let fourth = new_key();
+    let fourth = key_for(&store, &user);
     let outcome = create_limited(&store, &fourth, &login_record(&user, 50), &end).await;
     assert_eq!(
         outcome,
@@ -240,12 +241,18 @@ pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
     // Ties of last seen go by creation: the earlier-created one ends.
     let tied = unique_user("limit-tie");
     let one = Limit { max: 2, ..end };
-    let (a, b) = (new_key(), new_key());
+    let (a, b) = (key_for(&store, &tied), key_for(&store, &tied));
     let mut older = login_record(&tied, 0);
     older.meta.created_at = Timestamp(older.meta.created_at.0 - 10);
     create_limited(&store, &b, &login_record(&tied, 0), &one).await;
     create_limited(&store, &a, &older, &one).await;
-    let outcome = create_limited(&store, &new_key(), &login_record(&tied, 5), &one).await;
+    let outcome = create_limited(
+        &store,
+        &key_for(&store, &tied),
+        &login_record(&tied, 5),
+        &one,
+    )
+    .await;
     assert_eq!(
         outcome,
         Admitted::Done { ended: vec![a] },

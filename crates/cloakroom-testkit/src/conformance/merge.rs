@@ -66,7 +66,7 @@ pub async fn check_concurrent_patches_all_survive(store: Arc<dyn SessionStore>) 
 /// Patches racing a delete never bring the session back.
 pub async fn check_no_resurrection_under_concurrency(store: Arc<dyn SessionStore>) {
     let user = unique_user("race");
-    let key = new_key();
+    let key = key_for(&store, &user);
     create(&store, &key, &sample(Some(&user), LONG_TTL)).await;
     let mut handles = Vec::new();
     for i in 0..24 {

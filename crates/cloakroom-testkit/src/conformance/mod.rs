@@ -67,6 +67,27 @@ fn new_key() -> SessionKey {
     SessionId::generate().key()
 }
 
+/// A fresh key for a record of `user`: in the user's shard when the store places keys
+/// ([`SessionStore::placement`]: Redis Cluster), as the engine makes them.
+fn key_for(store: &Arc<dyn SessionStore>, user: &str) -> SessionKey {
+    let id =
+        cloakroom_core::store::placed(store.placement(), Some(user), SessionId::generate, |id| {
+            id.key()
+        });
+    id.key()
+}
+
+/// [`unique_user`], one whose sessions may be under `key` (the key is in the user's shard
+/// when the store places keys).
+fn unique_user_for(store: &Arc<dyn SessionStore>, prefix: &str, key: &SessionKey) -> String {
+    loop {
+        let user = unique_user(prefix);
+        if store.placement().is_none_or(|p| p.fits(key, Some(&user))) {
+            return user;
+        }
+    }
+}
+
 /// A user name no other check (or run) uses: `prefix` plus random characters.
 fn unique_user(prefix: &str) -> String {
     format!("{prefix}-{}", &new_key().to_handle()[..16])

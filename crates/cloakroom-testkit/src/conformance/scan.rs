@@ -8,7 +8,7 @@ pub async fn check_scan_pages_through_every_live_session_once(store: Arc<dyn Ses
     let user = unique_user("scan");
     let mut live = HashMap::new();
     for i in 0..25 {
-        let key = new_key();
+        let key = key_for(&store, &user);
         let mut record = sample((i % 3 == 0).then_some(user.as_str()), LONG_TTL);
         record.data.insert(format!("i{i}"), i.to_string());
         create(&store, &key, &record).await;
@@ -17,7 +17,7 @@ pub async fn check_scan_pages_through_every_live_session_once(store: Arc<dyn Ses
     let mut expired = HashSet::new();
     let mut latest = Timestamp(0);
     for _ in 0..5 {
-        let key = new_key();
+        let key = key_for(&store, &user);
         let record = sample(Some(&user), SHORT_TTL);
         latest = latest.max(record.meta.expires_at);
         create(&store, &key, &record).await;
@@ -52,7 +52,7 @@ pub async fn check_purge_expired_with(store: Arc<dyn SessionStore>, purge: Purge
     let mut expired = Vec::new();
     let mut latest = Timestamp(0);
     for _ in 0..3 {
-        let key = new_key();
+        let key = key_for(&store, &user);
         let record = sample(Some(&user), SHORT_TTL);
         latest = latest.max(record.meta.expires_at);
         create(&store, &key, &record).await;
@@ -60,7 +60,7 @@ pub async fn check_purge_expired_with(store: Arc<dyn SessionStore>, purge: Purge
     }
     let mut live = Vec::new();
     for _ in 0..2 {
-        let key = new_key();
+        let key = key_for(&store, &user);
         let record = sample(Some(&user), LONG_TTL);
         create(&store, &key, &record).await;
         live.push((key, record));

@@ -6,7 +6,7 @@ use super::*;
 /// `user_agent` and `remember` stay.
 pub async fn check_touch_moves_only_the_times(store: Arc<dyn SessionStore>) {
     let user = unique_user("touch");
-    let key = new_key();
+    let key = key_for(&store, &user);
     let mut expected = sample(Some(&user), LONG_TTL);
     // `false`, so a touch that sets the flag shows; the data is checked untouched below.
     expected.meta.remember = false;
@@ -50,7 +50,7 @@ pub async fn check_touch_on_unknown_or_deleted_key_is_missing(store: Arc<dyn Ses
     );
 
     let user = unique_user("touch-deleted");
-    let key = new_key();
+    let key = key_for(&store, &user);
     create(&store, &key, &sample(Some(&user), LONG_TTL)).await;
     assert!(delete(&store, &key).await);
     assert_eq!(
@@ -70,7 +70,7 @@ pub async fn check_touch_on_unknown_or_deleted_key_is_missing(store: Arc<dyn Ses
 /// `touch` on an expired key is `Missing` and does not revive it.
 pub async fn check_touch_on_expired_key_is_missing(store: Arc<dyn SessionStore>) {
     let user = unique_user("touch-expired");
-    let key = new_key();
+    let key = key_for(&store, &user);
     let record = sample(Some(&user), SHORT_TTL);
     create(&store, &key, &record).await;
     wait_past(record.meta.expires_at).await;

@@ -9,7 +9,7 @@ pub async fn check_sessions_of_lists_exactly_the_users_sessions(store: Arc<dyn S
     let longer = format!("{user}x");
     let mut mine = Vec::new();
     for i in 0..3 {
-        let key = new_key();
+        let key = key_for(&store, &user);
         let mut record = sample(Some(&user), LONG_TTL);
         for j in 0..i {
             record
@@ -22,7 +22,7 @@ pub async fn check_sessions_of_lists_exactly_the_users_sessions(store: Arc<dyn S
         create(&store, &key, &record).await;
         mine.push((key, record));
     }
-    let their_key = new_key();
+    let their_key = key_for(&store, &longer);
     let theirs = sample(Some(&longer), LONG_TTL);
     create(&store, &their_key, &theirs).await;
     create(&store, &new_key(), &sample(None, LONG_TTL)).await;
@@ -61,8 +61,8 @@ pub async fn check_sessions_of_lists_exactly_the_users_sessions(store: Arc<dyn S
 /// Sessions removed with `delete` disappear from `sessions_of`.
 pub async fn check_deleted_sessions_leave_the_user_index(store: Arc<dyn SessionStore>) {
     let user = unique_user("leaving");
-    let a = new_key();
-    let b = new_key();
+    let a = key_for(&store, &user);
+    let b = key_for(&store, &user);
     let ra = sample(Some(&user), LONG_TTL);
     let rb = sample(Some(&user), LONG_TTL);
     create(&store, &a, &ra).await;
@@ -87,12 +87,12 @@ pub async fn check_deleted_sessions_leave_the_user_index(store: Arc<dyn SessionS
 pub async fn check_delete_user_with_and_without_except(store: Arc<dyn SessionStore>) {
     let user = unique_user("revoke");
     let other = unique_user("bystander");
-    let keys: Vec<SessionKey> = (0..4).map(|_| new_key()).collect();
+    let keys: Vec<SessionKey> = (0..4).map(|_| key_for(&store, &user)).collect();
     let records: Vec<Record> = keys.iter().map(|_| sample(Some(&user), LONG_TTL)).collect();
     for (k, r) in keys.iter().zip(&records) {
         create(&store, k, r).await;
     }
-    let other_key = new_key();
+    let other_key = key_for(&store, &other);
     let other_record = sample(Some(&other), LONG_TTL);
     create(&store, &other_key, &other_record).await;
     let anonymous = new_key();
