@@ -106,6 +106,12 @@ impl SessionStore for CountingStore {
         self.inner.event_log()
     }
 
+    /// The inner store's key placement, forwarded (Redis Cluster refuses a user's record
+    /// under a key outside the user's shard).
+    fn placement(&self) -> Option<cloakroom::store::Placement> {
+        self.inner.placement()
+    }
+
     async fn load(&self, key: &SessionKey) -> cr::Result<Option<Record>> {
         Counters::add(&self.counters.loads, 1);
         self.inner.load(key).await
