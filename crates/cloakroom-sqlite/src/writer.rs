@@ -19,10 +19,13 @@
 //!   so their callers get an error rather than wait; the next write starts a new thread.
 //!
 //! The write-ahead log is checkpointed off the commit path: SQLite's automatic checkpoint
-//! runs inside the `COMMIT` that crosses its threshold, so every request of that batch
-//! would wait for a few megabytes to be copied and synced. The writer's connection has it
-//! off, and a checkpointer thread with a connection of its own runs a `PASSIVE` checkpoint
-//! (which neither waits for nor blocks the writer or the readers) shortly after commits.
+//! runs inside the `COMMIT` that crosses its threshold (1,000 pages), so every request of
+//! that batch would wait for a few megabytes to be copied and synced. A checkpointer thread
+//! with a connection of its own runs a `PASSIVE` checkpoint (which neither waits for nor
+//! blocks the writer or the readers) shortly after commits. The log only starts over from
+//! its beginning when a write finds it wholly copied, which a checkpoint running beside a
+//! steady stream of writes may never leave it; so the writer keeps its automatic checkpoint
+//! at [`WAL_BOUND_PAGES`], where it finds little left to copy, and the log stays bounded.
 
 use std::fmt;
 use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
@@ -40,6 +43,9 @@ pub(crate) const MAX_BATCH: usize = 64;
 /// Jobs that may wait in the queue; past it callers wait for room (the store timeout
 /// bounds that wait as any other).
 const QUEUE: usize = 1024;
+/// The log's length (pages) at which the writer checkpoints it itself: with the
+/// checkpointer, only when writes never pause long enough for the log to start over.
+pub(crate) const WAL_BOUND_PAGES: i64 = 4_000;
 /// How long the checkpointer lets commits gather before it checkpoints them.
 const CHECKPOINT_DELAY: Duration = Duration::from_millis(100);
 
@@ -149,8 +155,8 @@ fn spawn(
     Ok(queue)
 }
 
-/// Starts the checkpointer of the database at `path` and turns the automatic checkpoint of
-/// `writer` off; the checkpointer stops when the returned sender is dropped (its writer
+/// Starts the checkpointer of the database at `path` and moves the automatic checkpoint of
+/// `writer` to [`WAL_BOUND_PAGES`]; the checkpointer stops when the returned sender is dropped (its writer
 /// thread ended). `None`, the automatic checkpoint left on, if it cannot start.
 fn checkpointer(
     path: &std::path::Path,
@@ -178,8 +184,8 @@ fn checkpointer(
                     .with_source(e)
             })?;
         writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(|e| crate::error::sql_error(e, "turning the automatic checkpoint off"))?;
+            .pragma_update(None, "wal_autocheckpoint", WAL_BOUND_PAGES)
+            .map_err(|e| crate::error::sql_error(e, "setting the automatic checkpoint"))?;
         Ok(wake)
     });
     match started {
@@ -475,10 +481,13 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(auto, 0, "no checkpoint inside a commit of the writer");
+        assert_eq!(
+            auto, WAL_BOUND_PAGES,
+            "the writer checkpoints only a long log"
+        );
 
-        // About 2 MB into the log, far past SQLite's automatic threshold (1,000 pages): the
-        // database file grows only if the checkpointer copies the pages over.
+        // About 2 MB into the log: past SQLite's default threshold (1,000 pages), short of the
+        // writer's, so the database file grows only if the checkpointer copies the pages over.
         let before = std::fs::metadata(&path).unwrap().len();
         let mut big = record(Duration::from_secs(600));
         big.data
