@@ -17,20 +17,9 @@
 //! - a job whose caller stopped waiting (the store timeout) is skipped, not run;
 //! - if the thread dies (a panic), the oneshots of its queued and running jobs are dropped,
 //!   so their callers get an error rather than wait; the next write starts a new thread.
-//!
-//! The write-ahead log is checkpointed off the commit path: SQLite's automatic checkpoint
-//! runs inside the `COMMIT` that crosses its threshold (1,000 pages), so every request of
-//! that batch would wait for a few megabytes to be copied and synced. A checkpointer thread
-//! with a connection of its own runs a `PASSIVE` checkpoint (which neither waits for nor
-//! blocks the writer or the readers) shortly after commits. The log only starts over from
-//! its beginning when a write finds it wholly copied, which a checkpoint running beside a
-//! steady stream of writes may never leave it; so the writer keeps its automatic checkpoint
-//! at [`WAL_BOUND_PAGES`], where it finds little left to copy, and the log stays bounded.
 
 use std::fmt;
-use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cloakroom_core::store::{Error, ErrorKind, Result};
 use rusqlite::Connection;
@@ -43,11 +32,6 @@ pub(crate) const MAX_BATCH: usize = 64;
 /// Jobs that may wait in the queue; past it callers wait for room (the store timeout
 /// bounds that wait as any other).
 const QUEUE: usize = 1024;
-/// The log's length (pages) at which the writer checkpoints it itself: with the
-/// checkpointer, only when writes never pause long enough for the log to start over.
-pub(crate) const WAL_BOUND_PAGES: i64 = 4_000;
-/// How long the checkpointer lets commits gather before it checkpoints them.
-const CHECKPOINT_DELAY: Duration = Duration::from_millis(100);
 
 /// The writer thread's handle: queues jobs, restarts the thread if it died.
 pub(crate) struct Writer {
@@ -71,7 +55,7 @@ impl Writer {
         busy_timeout: std::time::Duration,
         conn: Connection,
     ) -> Result<Self> {
-        let queue = spawn(conn, &target, busy_timeout)?;
+        let queue = spawn(conn)?;
         Ok(Writer {
             target,
             busy_timeout,
@@ -126,25 +110,17 @@ impl Writer {
                     ));
                 }
             };
-            *queue = spawn(conn, &self.target, self.busy_timeout)?;
+            *queue = spawn(conn)?;
         }
         Ok(queue.clone())
     }
 }
 
-fn spawn(
-    conn: Connection,
-    target: &Target,
-    busy_timeout: Duration,
-) -> Result<mpsc::Sender<Box<dyn Job>>> {
-    let checkpoints = match target {
-        Target::File(path) => checkpointer(path, busy_timeout, &conn),
-        Target::Memory => None,
-    };
+fn spawn(conn: Connection) -> Result<mpsc::Sender<Box<dyn Job>>> {
     let (queue, jobs) = mpsc::channel(QUEUE);
     std::thread::Builder::new()
         .name("cloakroom-sqlite-writer".into())
-        .spawn(move || write_batches(&conn, jobs, checkpoints.as_ref()))
+        .spawn(move || write_batches(&conn, jobs))
         .map_err(|e| {
             Error::new(
                 ErrorKind::Backend,
@@ -153,48 +129,6 @@ fn spawn(
             .with_source(e)
         })?;
     Ok(queue)
-}
-
-/// Starts the checkpointer of the database at `path` and moves the automatic checkpoint of
-/// `writer` to [`WAL_BOUND_PAGES`]; the checkpointer stops when the returned sender is dropped (its writer
-/// thread ended). `None`, the automatic checkpoint left on, if it cannot start.
-fn checkpointer(
-    path: &std::path::Path,
-    busy_timeout: Duration,
-    writer: &Connection,
-) -> Option<SyncSender<()>> {
-    let started = open_file(path, busy_timeout).and_then(|conn| {
-        let (wake, commits) = sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("cloakroom-sqlite-checkpoint".into())
-            .spawn(move || {
-                while commits.recv().is_ok() {
-                    std::thread::sleep(CHECKPOINT_DELAY);
-                    if commits.try_recv() == Err(TryRecvError::Disconnected) {
-                        return;
-                    }
-                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "sqlite checkpoint failed; the next commit retries");
-                    }
-                }
-            })
-            .map_err(|e| {
-                Error::new(ErrorKind::Backend, "starting the sqlite checkpoint thread failed")
-                    .with_source(e)
-            })?;
-        writer
-            .pragma_update(None, "wal_autocheckpoint", WAL_BOUND_PAGES)
-            .map_err(|e| crate::error::sql_error(e, "setting the automatic checkpoint"))?;
-        Ok(wake)
-    });
-    match started {
-        Ok(wake) => Some(wake),
-        Err(e) => {
-            tracing::warn!(error = %e, "sqlite checkpoints stay on the commit path");
-            None
-        }
-    }
 }
 
 /// The error of a caller whose job was dropped unanswered (the thread died).
@@ -206,11 +140,7 @@ fn gone() -> Error {
 }
 
 /// The thread: batches until every sender is gone (the store dropped).
-fn write_batches(
-    conn: &Connection,
-    mut jobs: mpsc::Receiver<Box<dyn Job>>,
-    checkpoints: Option<&SyncSender<()>>,
-) {
+fn write_batches(conn: &Connection, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
         batch.push(first);
@@ -223,10 +153,6 @@ fn write_batches(
         batch.retain(|job| !job.abandoned());
         if !batch.is_empty() {
             commit_batch(conn, &mut batch);
-            if let Some(wake) = checkpoints {
-                // Full: a wake-up is pending already, which covers this commit too.
-                let _ = wake.try_send(());
-            }
         }
         batch.clear();
     }
@@ -467,42 +393,6 @@ mod tests {
             .await
             .expect("answered, not hung")
             .unwrap()
-    }
-
-    #[tokio::test]
-    async fn the_log_is_checkpointed_off_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = file_store(&path).await;
-        let auto: i64 = (store.inner.writer)
-            .run(|conn| {
-                conn.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
-                    .ctx("reading wal_autocheckpoint")
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            auto, WAL_BOUND_PAGES,
-            "the writer checkpoints only a long log"
-        );
-
-        // About 2 MB into the log: past SQLite's default threshold (1,000 pages), short of the
-        // writer's, so the database file grows only if the checkpointer copies the pages over.
-        let before = std::fs::metadata(&path).unwrap().len();
-        let mut big = record(Duration::from_secs(600));
-        big.data
-            .insert("blob".into(), format!("\"{}\"", "x".repeat(1_000)));
-        for _ in 0..2_000 {
-            assert_eq!(store.create(&key(), &big).await.unwrap(), Created::Done);
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(&path).unwrap().len() < before + 1_000_000 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the checkpointer did not copy the log into the database file"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
