@@ -473,7 +473,7 @@ impl Session {
         let State {
             phase: Phase::Live(live),
             changes,
-            seal,
+            seal_key,
             ..
         } = st
         else {
@@ -489,7 +489,7 @@ impl Session {
             }
         }
         match &live.id {
-            Some(id) => seal_patch(self.config(), seal, (id, key), &mut patch),
+            Some(id) => seal_patch(self.config(), seal_key, (id, key), &mut patch),
             // Reached through a grace forward: never with sealing (the settings refuse both).
             None => debug_assert!(!self.config().seal_data),
         }

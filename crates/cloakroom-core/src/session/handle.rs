@@ -131,7 +131,7 @@ impl Session {
                 if let Some(mut record) = self.live(record, now) {
                     // Opened at the boundary: the request sees plaintext (a value that does
                     // not open is a corrupt record: the load fails, nothing is returned).
-                    seal::open_record_with(&mut st.seal, id, &key, &mut record)?;
+                    seal::open_record_with(&mut st.seal_key, id, &key, &mut record)?;
                     found = Some(Live::loaded(Some(id.clone()), key, record, None));
                     break;
                 }

@@ -25,8 +25,8 @@
 //!   OS's own generator cost about 5 ns a byte, 60 ns a nonce, more than sealing a small
 //!   value's cipher text; a process must not fork after it has sealed (a child would repeat
 //!   its parent's stream until the next reseed; async servers do not fork).
-//! - One request derives its key once: the [`Seal`] built to open the loaded record seals
-//!   the request's writes too.
+//! - One request derives its key once: the key derived to open the loaded record seals the
+//!   request's writes too.
 //! - Associated data: the record's store key and the field name, so a value copied into
 //!   another session or another field does not open: the load fails as corrupt
 //!   ([`store::ErrorKind::Corrupt`], a 503) and the moved value is never returned.
@@ -91,15 +91,16 @@ pub fn open_record(id: &SessionId, key: &SessionKey, record: &mut Record) -> sto
     open_record_with(&mut None, id, key, record)
 }
 
-/// [`open_record`] with the request's seal in `seal`: built there at the first sealed value
-/// (and kept for the request's writes), or taken from there when it is already built for
-/// `key`.
+/// [`open_record`] with the request's derived key in `derived`: derived there at the first
+/// sealed value (and kept for the request's writes), or taken from there when it is the one
+/// of `key`.
 pub(super) fn open_record_with(
-    seal: &mut Option<Seal>,
+    derived: &mut Option<SealKey>,
     id: &SessionId,
     key: &SessionKey,
     record: &mut Record,
 ) -> store::Result<()> {
+    let mut seal = None;
     let agent = record
         .meta
         .user_agent
@@ -112,7 +113,8 @@ pub(super) fn open_record_with(
         .chain(agent)
     {
         if is_sealed(value) {
-            Seal::cached(seal, id, key).open_in_place(name, value)?;
+            let seal = seal.get_or_insert_with(|| Seal::from(SealKey::cached(derived, id, key)));
+            seal.open_in_place(name, value)?;
         }
     }
     Ok(())
@@ -122,42 +124,59 @@ pub(super) fn open_record_with(
 /// backwards), and a 96-bit nonce.
 type Cipher = AesGcm<Aes256Enc, U12>;
 
+/// The key one session's values are sealed under (derived from its id), and the store key
+/// of its record.
+#[derive(Clone, Copy)]
+pub(crate) struct SealKey {
+    derived: [u8; 32],
+    key: SessionKey,
+}
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(REDACTED)")
+    }
+}
+
+impl SealKey {
+    /// The key of the session `id`, whose record is stored under `key`.
+    fn new(id: &SessionId, key: SessionKey) -> Self {
+        let derived = Sha256::new()
+            .chain_update(1u32.to_be_bytes())
+            .chain_update(id.as_bytes())
+            .chain_update(LABEL)
+            .finalize()
+            .into();
+        SealKey { derived, key }
+    }
+
+    /// The key in `slot` if it is the one of the record under `key` (a store key is a hash
+    /// of its id), else the key of `id` and `key`, left in `slot`.
+    pub(super) fn cached(slot: &mut Option<SealKey>, id: &SessionId, key: &SessionKey) -> Self {
+        slot.take_if(|k| k.key != *key);
+        *slot.get_or_insert_with(|| SealKey::new(id, *key))
+    }
+}
+
+impl From<SealKey> for Seal {
+    fn from(k: SealKey) -> Self {
+        Seal {
+            cipher: Cipher::new(&k.derived.into()),
+            key: k.key,
+        }
+    }
+}
+
 /// The cipher of one session, bound to its store key.
 pub(crate) struct Seal {
     cipher: Cipher,
     key: SessionKey,
 }
 
-impl fmt::Debug for Seal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Seal(REDACTED)")
-    }
-}
-
 impl Seal {
-    /// The seal in `slot` if it is the one of the record under `key` (a store key is a hash
-    /// of its id), else a new one for `id` and `key`, left in `slot`.
-    pub(super) fn cached<'a>(
-        slot: &'a mut Option<Seal>,
-        id: &SessionId,
-        key: &SessionKey,
-    ) -> &'a Seal {
-        slot.take_if(|seal| seal.key != *key);
-        slot.get_or_insert_with(|| Seal::new(id, *key))
-    }
-
     /// The seal of the session `id`, whose record is stored under `key`.
     pub(crate) fn new(id: &SessionId, key: SessionKey) -> Self {
-        let derived: [u8; 32] = Sha256::new()
-            .chain_update(1u32.to_be_bytes())
-            .chain_update(id.as_bytes())
-            .chain_update(LABEL)
-            .finalize()
-            .into();
-        Seal {
-            cipher: Cipher::new(&derived.into()),
-            key,
-        }
+        Seal::from(SealKey::new(id, key))
     }
 
     /// Runs `f` on the associated data of the field `name`: the store key (fixed length),
@@ -283,15 +302,15 @@ pub(super) fn sealed_record(
 }
 
 /// Seals the values `patch` sets, when `config` seals data, for the record of `id` under
-/// `key`, with the request's seal in `seal` (built there if it is not yet).
+/// `key`, with the request's derived key in `derived` (derived there if it is not yet).
 pub(super) fn seal_patch(
     config: &SessionConfig,
-    seal: &mut Option<Seal>,
+    derived: &mut Option<SealKey>,
     (id, key): (&SessionId, &SessionKey),
     patch: &mut Patch,
 ) {
     if config.seal_data && !patch.set.is_empty() {
-        let seal = Seal::cached(seal, id, key);
+        let seal = Seal::from(SealKey::cached(derived, id, key));
         for (name, value) in &mut patch.set {
             *value = seal.seal(name, value);
         }
@@ -377,21 +396,18 @@ mod tests {
         assert!(is_sealed(&a["n"]));
     }
 
-    /// The request's seal is reused only for the record it was built for.
+    /// The request's derived key is reused only for the record it was derived for.
     #[test]
-    fn a_cached_seal_serves_only_its_own_record() {
+    fn a_cached_key_serves_only_its_own_record() {
         let (id, other) = (SessionId::generate(), SessionId::generate());
         let mut slot = None;
-        let sealed = Seal::cached(&mut slot, &id, &id.key()).seal("n", "1");
-        assert!(slot.as_ref().is_some_and(|s| s.key == id.key()));
-        assert_eq!(
-            Seal::cached(&mut slot, &id, &id.key())
-                .open("n", &sealed)
-                .unwrap(),
-            "1"
-        );
-        let moved = Seal::cached(&mut slot, &other, &other.key()).open("n", &sealed);
+        let sealed = Seal::from(SealKey::cached(&mut slot, &id, &id.key())).seal("n", "1");
+        assert!(slot.is_some_and(|k| k.key == id.key()));
+        let again = Seal::from(SealKey::cached(&mut slot, &id, &id.key()));
+        assert_eq!(again.open("n", &sealed).unwrap(), "1");
+        let elsewhere = Seal::from(SealKey::cached(&mut slot, &other, &other.key()));
+        let moved = elsewhere.open("n", &sealed);
         assert_eq!(moved.unwrap_err().kind(), store::ErrorKind::Corrupt);
-        assert!(slot.is_some_and(|s| s.key == other.key()));
+        assert!(slot.is_some_and(|k| k.key == other.key()));
     }
 }
