@@ -22,9 +22,9 @@
 //!   800-38D section 8.3: at most 2^32 messages per key; a nonce collision among q values has
 //!   a chance below q^2 / 2^97) is never approached. Nonces come from `rand`'s thread-local
 //!   CSPRNG (ChaCha12 seeded from the OS and reseeded every 64 KiB of output), since the
-//!   OS's own generator cost about 5 ns a byte, 60 ns a nonce, more than sealing a small
-//!   value's cipher text; a process must not fork after it has sealed (a child would repeat
-//!   its parent's stream until the next reseed; async servers do not fork).
+//!   OS's own generator costs about 5 ns a byte (60 ns a nonce, where `rand` takes 20); a
+//!   process must not fork after it has sealed (a child would repeat its parent's stream
+//!   until the next reseed; async servers do not fork).
 //! - One request derives its key once: the key derived to open the loaded record seals the
 //!   request's writes too.
 //! - Associated data: the record's store key and the field name, so a value copied into
