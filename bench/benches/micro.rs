@@ -15,9 +15,10 @@
 //!   Prometheus exporter's recorder (compare with `read` built without the feature);
 //! - `sealing`: the same requests on `MemoryStore` with and without sealed data
 //!   (`SessionSettings::with_sealed_data`), each case plain then sealed, side by side: a read
-//!   of one small field (the key derivation and one open), a blind write of a small value and
-//!   one of a 1 KB value (derivation and one seal), and `seal::open_record` of one small
-//!   sealed field alone;
+//!   of one small field (the key derivation and one open), a read then write of it (one
+//!   derivation, an open and a seal), a blind write of a small value and one of a 1 KB value
+//!   (derivation and one seal), and `seal::open_record` of one small sealed field alone
+//!   (`seal_pairs` measures the same requests in alternating batches, for a loaded machine);
 //! - `rng`: 32 bytes from the OS (`getrandom`, one system call), what every new session id
 //!   and every CSRF mask costs;
 //! - `sqlite`: `SqliteStore::load`/`apply` (each runs on tokio's blocking pool) next to the
@@ -234,6 +235,18 @@ fn sealing(c: &mut Criterion) {
                     let n: Option<u64> = s.get("counter").await.expect("get");
                     engine.commit(&s, None).await.expect("commit");
                     n
+                })
+            })
+        });
+    }
+    for (name, (engine, pair)) in &engines {
+        g.bench_function(format!("write_{name}"), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let s = engine.session(Some(black_box(pair)));
+                    let n: u64 = s.get("counter").await.expect("get").unwrap_or(0);
+                    s.set("counter", &(n % 1000 + 1)).await.expect("set");
+                    engine.commit(&s, None).await.expect("commit")
                 })
             })
         });

@@ -473,6 +473,7 @@ impl Session {
         let State {
             phase: Phase::Live(live),
             changes,
+            seal_key,
             ..
         } = st
         else {
@@ -488,7 +489,7 @@ impl Session {
             }
         }
         match &live.id {
-            Some(id) => seal_patch(self.config(), id, key, &mut patch),
+            Some(id) => seal_patch(self.config(), seal_key, (id, key), &mut patch),
             // Reached through a grace forward: never with sealing (the settings refuse both).
             None => debug_assert!(!self.config().seal_data),
         }
@@ -560,7 +561,7 @@ impl Session {
                 None => patch.remove.push(name.clone()),
             }
         }
-        seal_patch(self.config(), first, &key, &mut patch);
+        seal_patch(self.config(), &mut None, (first, &key), &mut patch);
         let limit = shared.config.store_timeout;
         let mut applied = timed(limit, shared.store.apply(&key, &patch)).await?;
         if applied == Applied::Missing {

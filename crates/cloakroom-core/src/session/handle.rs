@@ -109,7 +109,8 @@ impl Session {
 
     /// Loads the record if not done yet; returns the locked state.
     async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
-        let mut st = self.inner.state.lock().await;
+        let mut guard = self.inner.state.lock().await;
+        let st: &mut State = &mut guard;
         if let Phase::Unloaded { first, fallbacks } = &st.phase {
             // The first verified ticket whose record is live wins (see
             // `SessionEngine::session_from_headers`); usually there is just one. A store
@@ -130,7 +131,7 @@ impl Session {
                 if let Some(mut record) = self.live(record, now) {
                     // Opened at the boundary: the request sees plaintext (a value that does
                     // not open is a corrupt record: the load fails, nothing is returned).
-                    seal::open_record(id, &key, &mut record)?;
+                    seal::open_record_with(&mut st.seal_key, id, &key, &mut record)?;
                     found = Some(Live::loaded(Some(id.clone()), key, record, None));
                     break;
                 }
@@ -157,7 +158,7 @@ impl Session {
             }
             st.settle(found, || self.fresh());
         }
-        Ok(st)
+        Ok(guard)
     }
 
     /// The session record under `key` if it is live (a forwarding record is not a session).

@@ -20,10 +20,13 @@
 //! - Cipher: AES-256-GCM with a random 96-bit nonce per value. Every session has its own key
 //!   and seals few values (one per write of a field), so the random-nonce bound (NIST SP
 //!   800-38D section 8.3: at most 2^32 messages per key; a nonce collision among q values has
-//!   a chance below q^2 / 2^97) is never approached. Nonces are OS randomness drawn 504
-//!   bytes at a time per thread, each byte used once, since one system call per value cost
-//!   more than the cipher; a process must not fork after it has sealed (a child would reuse
-//!   its parent's pool; async servers do not fork).
+//!   a chance below q^2 / 2^97) is never approached. Nonces come from `rand`'s thread-local
+//!   CSPRNG (ChaCha12 seeded from the OS and reseeded every 64 KiB of output), since the
+//!   OS's own generator costs about 5 ns a byte (60 ns a nonce, where `rand` takes 20); a
+//!   process must not fork after it has sealed (a child would repeat its parent's stream
+//!   until the next reseed; async servers do not fork).
+//! - One request derives its key once: the key derived to open the loaded record seals the
+//!   request's writes too.
 //! - Associated data: the record's store key and the field name, so a value copied into
 //!   another session or another field does not open: the load fails as corrupt
 //!   ([`store::ErrorKind::Corrupt`], a 503) and the moved value is never returned.
@@ -46,11 +49,14 @@
 //! assert!(!seal::is_sealed(&record.data["cart"]));
 //! ```
 
-use std::cell::RefCell;
+use std::fmt;
 
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::aes::Aes256Enc;
+use aes_gcm::{AesGcm, Nonce, Tag};
 use base64_simd::URL_SAFE_NO_PAD;
+use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::{SessionConfig, SessionId, SessionKey};
@@ -62,8 +68,6 @@ const PREFIX: &str = "~2";
 const LABEL: &[u8] = b"cloakroom seal v2";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-/// Nonce bytes drawn from the OS at once, per thread (42 nonces).
-const POOL_LEN: usize = 42 * NONCE_LEN;
 /// Field names up to this long build their associated data on the stack.
 const SHORT_NAME: usize = 64;
 /// The pseudo field name the user agent is sealed under (reserved: no data field has it).
@@ -84,6 +88,18 @@ pub fn is_sealed(value: &str) -> bool {
 /// another field or session, or of an unknown version. `record` is then partly opened; drop
 /// it.
 pub fn open_record(id: &SessionId, key: &SessionKey, record: &mut Record) -> store::Result<()> {
+    open_record_with(&mut None, id, key, record)
+}
+
+/// [`open_record`] with the request's derived key in `derived`: derived there at the first
+/// sealed value (and kept for the request's writes), or taken from there when it is the one
+/// of `key`.
+pub(super) fn open_record_with(
+    derived: &mut Option<SealKey>,
+    id: &SessionId,
+    key: &SessionKey,
+    record: &mut Record,
+) -> store::Result<()> {
     let mut seal = None;
     let agent = record
         .meta
@@ -97,32 +113,70 @@ pub fn open_record(id: &SessionId, key: &SessionKey, record: &mut Record) -> sto
         .chain(agent)
     {
         if is_sealed(value) {
-            let seal = seal.get_or_insert_with(|| Seal::new(id, *key));
+            let seal = seal.get_or_insert_with(|| Seal::from(SealKey::cached(derived, id, key)));
             seal.open_in_place(name, value)?;
         }
     }
     Ok(())
 }
 
+/// AES-256-GCM with the encryption key schedule only (GCM never runs the block cipher
+/// backwards), and a 96-bit nonce.
+type Cipher = AesGcm<Aes256Enc, U12>;
+
+/// The key one session's values are sealed under (derived from its id), and the store key
+/// of its record.
+#[derive(Clone, Copy)]
+pub(crate) struct SealKey {
+    derived: [u8; 32],
+    key: SessionKey,
+}
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(REDACTED)")
+    }
+}
+
+impl SealKey {
+    /// The key of the session `id`, whose record is stored under `key`.
+    fn new(id: &SessionId, key: SessionKey) -> Self {
+        let derived = Sha256::new()
+            .chain_update(1u32.to_be_bytes())
+            .chain_update(id.as_bytes())
+            .chain_update(LABEL)
+            .finalize()
+            .into();
+        SealKey { derived, key }
+    }
+
+    /// The key in `slot` if it is the one of the record under `key` (a store key is a hash
+    /// of its id), else the key of `id` and `key`, left in `slot`.
+    pub(super) fn cached(slot: &mut Option<SealKey>, id: &SessionId, key: &SessionKey) -> Self {
+        slot.take_if(|k| k.key != *key);
+        *slot.get_or_insert_with(|| SealKey::new(id, *key))
+    }
+}
+
+impl From<SealKey> for Seal {
+    fn from(k: SealKey) -> Self {
+        Seal {
+            cipher: Cipher::new(&k.derived.into()),
+            key: k.key,
+        }
+    }
+}
+
 /// The cipher of one session, bound to its store key.
 pub(crate) struct Seal {
-    cipher: Aes256Gcm,
+    cipher: Cipher,
     key: SessionKey,
 }
 
 impl Seal {
     /// The seal of the session `id`, whose record is stored under `key`.
     pub(crate) fn new(id: &SessionId, key: SessionKey) -> Self {
-        let derived: [u8; 32] = Sha256::new()
-            .chain_update(1u32.to_be_bytes())
-            .chain_update(id.as_bytes())
-            .chain_update(LABEL)
-            .finalize()
-            .into();
-        Seal {
-            cipher: Aes256Gcm::new(&derived.into()),
-            key,
-        }
+        Seal::from(SealKey::new(id, key))
     }
 
     /// Runs `f` on the associated data of the field `name`: the store key (fixed length),
@@ -143,14 +197,16 @@ impl Seal {
     /// `json`, the value of the field `name`, sealed.
     ///
     /// # Panics
-    /// When the OS random source fails (as [`SessionId::generate`] does).
+    /// When the OS random source fails to seed the nonce generator (as
+    /// [`SessionId::generate`] does).
     pub(crate) fn seal(&self, name: &str, json: &str) -> String {
         // The device's public key stays readable: the DBSC refresh endpoint reads it without
         // the session id (the browser sends only the handle), and it is no secret.
         if name == super::DEVICE_KEY_FIELD {
             return json.to_owned();
         }
-        let nonce = nonce();
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
         let mut raw = Vec::with_capacity(NONCE_LEN + json.len() + TAG_LEN);
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(json.as_bytes());
@@ -217,26 +273,6 @@ impl Seal {
     }
 }
 
-/// A fresh random nonce: the next unused bytes of this thread's pool of OS randomness.
-///
-/// # Panics
-/// When the OS random source fails.
-fn nonce() -> [u8; NONCE_LEN] {
-    thread_local! {
-        static POOL: RefCell<([u8; POOL_LEN], usize)> = const { RefCell::new(([0; POOL_LEN], POOL_LEN)) };
-    }
-    POOL.with_borrow_mut(|(bytes, used)| {
-        if *used + NONCE_LEN > POOL_LEN {
-            getrandom::fill(bytes).expect("the OS random number generator failed");
-            *used = 0;
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&bytes[*used..*used + NONCE_LEN]);
-        *used += NONCE_LEN;
-        nonce
-    })
-}
-
 /// `record` as it goes into the store under `key` for `id`, when sealing (as `config` sets
 /// it) changes it: its values (and user agent) sealed. `None`: stored as it is.
 pub(super) fn sealed_record(
@@ -266,15 +302,15 @@ pub(super) fn sealed_record(
 }
 
 /// Seals the values `patch` sets, when `config` seals data, for the record of `id` under
-/// `key`.
+/// `key`, with the request's derived key in `derived` (derived there if it is not yet).
 pub(super) fn seal_patch(
     config: &SessionConfig,
-    id: &SessionId,
-    key: &SessionKey,
+    derived: &mut Option<SealKey>,
+    (id, key): (&SessionId, &SessionKey),
     patch: &mut Patch,
 ) {
     if config.seal_data && !patch.set.is_empty() {
-        let seal = Seal::new(id, *key);
+        let seal = Seal::from(SealKey::cached(derived, id, key));
         for (name, value) in &mut patch.set {
             *value = seal.seal(name, value);
         }
@@ -360,10 +396,18 @@ mod tests {
         assert!(is_sealed(&a["n"]));
     }
 
+    /// The request's derived key is reused only for the record it was derived for.
     #[test]
-    fn nonces_are_never_reused_across_pool_refills() {
-        let nonces: std::collections::HashSet<[u8; NONCE_LEN]> =
-            (0..3 * POOL_LEN / NONCE_LEN).map(|_| nonce()).collect();
-        assert_eq!(nonces.len(), 3 * POOL_LEN / NONCE_LEN);
+    fn a_cached_key_serves_only_its_own_record() {
+        let (id, other) = (SessionId::generate(), SessionId::generate());
+        let mut slot = None;
+        let sealed = Seal::from(SealKey::cached(&mut slot, &id, &id.key())).seal("n", "1");
+        assert!(slot.is_some_and(|k| k.key == id.key()));
+        let again = Seal::from(SealKey::cached(&mut slot, &id, &id.key()));
+        assert_eq!(again.open("n", &sealed).unwrap(), "1");
+        let elsewhere = Seal::from(SealKey::cached(&mut slot, &other, &other.key()));
+        let moved = elsewhere.open("n", &sealed);
+        assert_eq!(moved.unwrap_err().kind(), store::ErrorKind::Corrupt);
+        assert!(slot.is_some_and(|k| k.key == other.key()));
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use super::seal::SealKey;
 use super::{SessionId, SessionKey, Timestamp};
 use crate::store::Record;
 
@@ -113,6 +114,9 @@ pub(super) struct State {
     /// When the record was loaded: the clock reading the liveness check used, reused by a
     /// commit that needs no store work (one clock read per read-only request, not two).
     pub(super) loaded_at: Option<Timestamp>,
+    /// With sealed data, the key of the loaded record: derived at the load's first sealed
+    /// value or the commit's first value to seal, and used by both.
+    pub(super) seal_key: Option<SealKey>,
 }
 
 impl State {
@@ -126,6 +130,7 @@ impl State {
             retired_tombstone: None,
             committed: false,
             loaded_at: None,
+            seal_key: None,
         }
     }
 
