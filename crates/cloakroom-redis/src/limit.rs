@@ -156,7 +156,8 @@ impl RedisStore {
                 .map(|k| k.to_handle().into_bytes())
                 .unwrap_or_default(),
             key.to_handle().into_bytes(),
-            self.session_key_prefix(self.shard_of_user(user)),
+            // The user's shard: `create_limited` checked the key is placed there.
+            self.session_key_prefix(self.shard_of_key(key)),
             user.as_bytes().to_vec(),
         ];
         args.extend(codec::create_args(record, Timestamp::now()));

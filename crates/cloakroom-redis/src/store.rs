@@ -86,15 +86,25 @@ impl RedisStore {
     /// in Redis). On a Cluster, the key's shard's tag goes between them
     /// (`<prefix>s:{t}<raw>`; see the [crate docs](crate#layout)).
     pub fn session_key(&self, key: &SessionKey) -> Vec<u8> {
-        let mut rkey = self.session_key_prefix(self.shard_of_key(key));
-        rkey.extend_from_slice(key.as_bytes());
-        rkey
+        self.raw_key(self.shard_of_key(key), key.as_bytes())
     }
 
     /// `<prefix>s:` (on a Cluster `<prefix>s:{t}`, `t` the tag of `shard`), the start of
     /// the Redis key of every session in the shard.
     pub(crate) fn session_key_prefix(&self, shard: u16) -> Vec<u8> {
-        format!("{}s:{}", self.inner.prefix, self.tag(shard)).into_bytes()
+        self.raw_key(shard, b"")
+    }
+
+    /// `<prefix>s:`, the shard's tag and `tail`, in one allocation (every request builds a
+    /// session key).
+    fn raw_key(&self, shard: u16, tail: &[u8]) -> Vec<u8> {
+        let (prefix, tag) = (self.inner.prefix.as_bytes(), self.tag(shard).as_bytes());
+        let mut rkey = Vec::with_capacity(prefix.len() + 2 + tag.len() + tail.len());
+        rkey.extend_from_slice(prefix);
+        rkey.extend_from_slice(b"s:");
+        rkey.extend_from_slice(tag);
+        rkey.extend_from_slice(tail);
+        rkey
     }
 
     /// The shard's hash tag on a Cluster (`{t}`); nothing on one server.
@@ -481,7 +491,7 @@ impl SessionStore for RedisStore {
                 {
                     Some(key) => self.session_key(&key),
                     // Junk in the index: run on a key that cannot exist (it is then pruned).
-                    None => [self.session_key_prefix(0), b"-".to_vec()].concat(),
+                    None => self.raw_key(0, b"-"),
                 }
             })
             .collect();
