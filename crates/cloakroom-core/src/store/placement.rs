@@ -59,11 +59,13 @@ pub fn placed<I>(
     key_of: impl Fn(&I) -> SessionKey,
 ) -> I {
     let mut id = draw();
-    let Some(placement) = placement else {
+    let (Some(placement), Some(user)) = (placement, user) else {
         return id;
     };
+    // The user's shard once (a SHA-256), not at every draw.
+    let want = placement.shard_of_user(user);
     for _ in 0..MAX_DRAWS {
-        if placement.fits(&key_of(&id), user) {
+        if placement.shard_of_key(&key_of(&id)) == want {
             break;
         }
         id = draw();
