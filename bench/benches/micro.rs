@@ -36,12 +36,10 @@ use cloakroom_core::cookie::{decode_ticket, encode_ticket};
 use cloakroom_core::csrf::Secret;
 use cloakroom_core::session::{SessionEngine, SessionId, SessionSettings, Timestamp, seal};
 use cloakroom_core::store::{Fields, MemoryStore, Patch, Record, SessionStore};
-use cloakroom_core::{Key, KeyRing};
 use criterion::Criterion;
 
-fn ring() -> KeyRing {
-    KeyRing::single(Key::from_bytes(&[7; 32]).expect("32-byte key"))
-}
+mod common;
+use common::{engine_with_session, ring};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -195,27 +193,6 @@ fn engine(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// An engine on `store`, sealing or not, and the `name=ticket` pair of a stored session
-/// holding one small field.
-fn engine_with_session(
-    rt: &tokio::runtime::Runtime,
-    store: Arc<MemoryStore>,
-    sealed: bool,
-) -> (SessionEngine, String) {
-    rt.block_on(async {
-        let engine = SessionSettings::new(store, ring())
-            .with_sealed_data(sealed)
-            .expect("sealing allowed")
-            .build();
-        let s = engine.session(None);
-        s.set("counter", &41u64).await.expect("set");
-        let outcome = engine.commit(&s, None).await.expect("commit");
-        let cookie = outcome.set_cookie.expect("cookie");
-        let pair = cookie.split(';').next().expect("name=value").to_owned();
-        (engine, pair)
-    })
 }
 
 fn sealing(c: &mut Criterion) {

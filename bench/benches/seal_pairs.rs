@@ -14,30 +14,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloakroom_core::session::{SessionEngine, SessionSettings};
+use cloakroom_core::session::SessionEngine;
 use cloakroom_core::store::MemoryStore;
-use cloakroom_core::{Key, KeyRing};
+
+mod common;
+use common::engine_with_session;
 
 /// Requests in one timed batch.
 const BATCH: u32 = 2_000;
-
-/// An engine on a new `MemoryStore`, sealing or not, and the `name=ticket` pair of a stored
-/// session holding one small field.
-fn engine_with_session(rt: &tokio::runtime::Runtime, sealed: bool) -> (SessionEngine, String) {
-    let ring = KeyRing::single(Key::from_bytes(&[7; 32]).expect("32-byte key"));
-    rt.block_on(async {
-        let engine = SessionSettings::new(Arc::new(MemoryStore::new()), ring)
-            .with_sealed_data(sealed)
-            .expect("sealing allowed")
-            .build();
-        let s = engine.session(None);
-        s.set("counter", &41u64).await.expect("set");
-        let outcome = engine.commit(&s, None).await.expect("commit");
-        let cookie = outcome.set_cookie.expect("cookie");
-        let pair = cookie.split(';').next().expect("name=value").to_owned();
-        (engine, pair)
-    })
-}
 
 /// The requests measured.
 #[derive(Clone, Copy)]
@@ -117,8 +101,8 @@ fn main() {
         .build()
         .expect("a runtime");
     let kb = "x".repeat(1022); // 1024 bytes of JSON text with its quotes
-    let plain = engine_with_session(&rt, false);
-    let sealed = engine_with_session(&rt, true);
+    let plain = engine_with_session(&rt, Arc::new(MemoryStore::new()), false);
+    let sealed = engine_with_session(&rt, Arc::new(MemoryStore::new()), true);
     println!("{BATCH} requests a batch, {pairs} pairs a run; us per request, fastest batch");
     for case in Case::ALL {
         for engine in [&plain, &sealed] {
