@@ -609,8 +609,7 @@ impl Session {
         kind: EventKind,
     ) -> Result<(SessionId, SessionKey)> {
         let shared = &*self.inner.shared;
-        let user = record.meta.user.as_deref();
-        let mut id = reserved.unwrap_or_else(|| shared.new_id(user));
+        let mut id = reserved.unwrap_or_else(|| shared.new_id(record));
         for _ in 0..CREATE_ATTEMPTS {
             let key = shared.format.store_key(&id);
             let stored = sealed_record(self.config(), &id, &key, record);
@@ -633,7 +632,7 @@ impl Session {
                 Created::Done => return Ok((id, key)),
                 Created::Collision => {
                     tracing::warn!("session id collision; retrying with a new id");
-                    id = shared.new_id(user);
+                    id = shared.new_id(record);
                 }
             }
         }

@@ -519,8 +519,7 @@ impl Session {
     /// Marks `live` for a new id at commit.
     fn renew(&self, live: &mut Live) {
         live.renew = true;
-        let user = live.record.meta.user.as_deref();
-        live.id = Some(self.inner.shared.new_id(user));
+        live.id = Some(self.inner.shared.new_id(&live.record));
     }
 
     /// Makes the cookie persistent (`true`, "remember me") or a browser-session cookie.
@@ -584,8 +583,7 @@ impl Session {
         };
         let shared = &self.inner.shared;
         if live.stored.is_none() {
-            let user = live.record.meta.user.as_deref();
-            live.id.get_or_insert_with(|| shared.new_id(user));
+            live.id.get_or_insert_with(|| shared.new_id(&live.record));
         }
         let Some(id) = &live.id else {
             return Ok(None);
@@ -607,8 +605,7 @@ impl Session {
             return Ok(Some(*key));
         }
         let shared = &self.inner.shared;
-        let user = live.record.meta.user.as_deref();
-        let id = live.id.get_or_insert_with(|| shared.new_id(user));
+        let id = live.id.get_or_insert_with(|| shared.new_id(&live.record));
         Ok(Some(shared.format.store_key(id)))
     }
 
