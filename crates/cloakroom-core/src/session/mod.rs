@@ -31,6 +31,7 @@ mod forward;
 mod handle;
 mod lifecycle;
 mod limits;
+mod plan;
 mod recent;
 pub mod seal;
 mod settings;
