@@ -31,6 +31,8 @@ mod forward;
 mod handle;
 mod lifecycle;
 mod limits;
+mod load;
+mod login;
 mod plan;
 mod recent;
 pub mod seal;
