@@ -35,9 +35,9 @@ impl Default for PostgresStoreBuilder {
 impl PostgresStoreBuilder {
     /// How often a background task deletes expired rows (default every
     /// [`DEFAULT_PURGE_INTERVAL`], 5 min); `None` turns it off (run
-    /// [`SessionStore::purge_expired`] yourself, or `cloakroom gc`). Expired rows are
-    /// invisible at once either way. The task runs on the tokio runtime that opened the store
-    /// and stops when the store is dropped.
+    /// [`SessionStore::purge_expired`](cloakroom_core::store::SessionStore::purge_expired)
+    /// yourself, or `cloakroom gc`). Expired rows are invisible at once either way. The task
+    /// runs on the tokio runtime that opened the store and stops when the store is dropped.
     pub fn purge_interval(mut self, every: Option<Duration>) -> Self {
         self.purge_interval = every;
         self

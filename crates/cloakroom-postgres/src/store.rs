@@ -15,7 +15,8 @@ use crate::rows::{self, encode_data, encode_patch};
 use crate::{PURGE_BATCH, PostgresStore};
 
 impl PostgresStore {
-    /// `create_limited`, and with `event` its logged form ([`EventLog::create_logged`]): one
+    /// `create_limited`, and with `event` its logged form
+    /// ([`EventLog::create_logged`](cloakroom_core::store::EventLog::create_logged)): one
     /// transaction holding the user's advisory lock (`pg_advisory_xact_lock`), in two
     /// pipelined round trips: `BEGIN`, the lock, the user's live sessions; then the
     /// tombstones, the insert (with a log: one statement that also logs), `COMMIT`. Any

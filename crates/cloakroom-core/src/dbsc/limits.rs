@@ -94,8 +94,8 @@ impl Limits {
 
 /// The early-challenge window's longest span: Chromium refreshes in advance once a bound
 /// cookie has less than 120 s left; a challenge offered a minute before that is already in
-/// the browser's hands when it does (and, living [`DbscSettings`]' 5 minutes, still live
-/// when a browser that does not refresh in advance refreshes at expiry).
+/// the browser's hands when it does (and, living [`DbscSettings`](super::DbscSettings)' 5
+/// minutes, still live when a browser that does not refresh in advance refreshes at expiry).
 const EARLY_WINDOW: Duration = Duration::from_secs(180);
 
 /// Early challenges: when a bound cookie is in its window, and at most one per session
