@@ -2,21 +2,16 @@
 //! three-master Redis Cluster. Each check gets its own key prefix on a server shared by the
 //! whole test binary.
 
+mod common;
+
 use std::sync::Arc;
 
 use cloakroom_core::store::SessionStore;
-use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
-use cloakroom_testkit::unique_prefix;
 
 async fn open(url: String, kind: &str) -> Arc<dyn SessionStore> {
-    let store = RedisStore::builder(url)
-        .prefix(unique_prefix(kind))
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("opening the {kind} store: {e}"));
-    Arc::new(store)
+    Arc::new(common::open_fresh(url, kind).await)
 }
 
 async fn standalone_store() -> Arc<dyn SessionStore> {
@@ -157,12 +152,8 @@ async fn a_sealed_marker_is_not_in_dump_or_the_rdb_file() {
         panic!("CONFIG GET dir");
     };
     let rdb = std::path::Path::new(dir[1].as_str().expect("a directory")).join("dump.rdb");
-    let prefix = unique_prefix("dump");
-    let store = RedisStore::builder(server.url())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let store = common::open_fresh(server.url(), "dump").await;
+    let prefix = store.prefix().to_owned();
     cloakroom_testkit::sealed::check_sealed_marker_not_in_dump(Arc::new(store), |keys| {
         let mut bytes = Vec::new();
         for key in keys {

@@ -4,6 +4,8 @@
 //! Redis drops it, a silent connection stops it from serving, bad options fail at open.
 //! (The conformance suite runs with the cache on in tests/conformance.rs.)
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,22 +13,13 @@ use std::time::{Duration, Instant};
 use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Applied, Created, ErrorKind, Patch, Record, SessionStore};
 use cloakroom_redis::RedisStore;
-use cloakroom_testkit::new_key;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, Resp};
+use cloakroom_testkit::{new_key, unique_prefix};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// What the near-cache's heartbeat sends: the dataset marker's `SET … GET`, and `PING`s.
 const HEARTBEAT: &[&str] = &["set", "ping"];
-
-fn unique_prefix() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "near-{}-{}:",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn record(value: &str) -> Record {
     let now = Timestamp::now();
@@ -47,7 +40,7 @@ fn set(v: &str) -> Patch {
 /// Two stores on one server and prefix: A with the near-cache (`options` added to the URL),
 /// B without.
 async fn pair(server: &RedisServer, options: &str) -> (RedisStore, RedisStore) {
-    let prefix = unique_prefix();
+    let prefix = unique_prefix("near");
     let a = RedisStore::builder(format!("{}?cache=1000{options}", server.url()))
         .prefix(&prefix)
         .build()
@@ -523,11 +516,7 @@ async fn a_demoted_sentinel_master_is_dropped_by_the_heartbeat() {
         "{}?cache=100&cache_max_stale_ms=200&timeout_ms=500",
         topology.url(0)
     );
-    let a = RedisStore::builder(url)
-        .prefix(unique_prefix())
-        .build()
-        .await
-        .expect("open through the sentinels");
+    let a = common::open_fresh(url, "near").await;
     let key = new_key();
     a.create(&key, &record("1")).await.unwrap();
     assert!(a.load(&key).await.unwrap().is_some());

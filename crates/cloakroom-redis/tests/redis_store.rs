@@ -1,6 +1,8 @@
 //! RedisStore beyond the conformance suite: round trips per operation, the key layout,
 //! outages and recovery, Cluster distribution, configuration errors.
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -141,12 +143,8 @@ async fn one_round_trip_per_operation() {
 #[tokio::test]
 async fn key_layout_and_expiry() {
     let server = RedisServer::shared();
-    let prefix = unique_prefix("layout");
-    let store = RedisStore::builder(server.url())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh(server.url(), "layout").await;
+    let prefix = store.prefix().to_owned();
     let key = new_key();
     let mut r = record(Some("grace"), HOUR);
     r.data.insert(
@@ -205,12 +203,8 @@ async fn key_layout_and_expiry() {
 #[tokio::test]
 async fn a_hash_under_a_32_byte_key_is_no_session() {
     let server = RedisServer::shared();
-    let prefix = unique_prefix("long");
-    let store = RedisStore::builder(server.url())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh(server.url(), "long").await;
+    let prefix = store.prefix().to_owned();
     let key = new_key();
     let long = [
         format!("{prefix}s:").as_bytes(),
@@ -283,11 +277,7 @@ fn pexpiretime(server: &RedisServer, key: &[u8]) -> i64 {
 #[tokio::test]
 async fn new_records_are_compact() {
     let server = RedisServer::shared();
-    let store = RedisStore::builder(server.url())
-        .prefix(unique_prefix("compact"))
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh(server.url(), "compact").await;
     let key = new_key();
     let rkey = store.session_key(&key);
     let now = Timestamp::now();
@@ -340,11 +330,7 @@ async fn new_records_are_compact() {
 #[tokio::test]
 async fn a_record_expired_by_the_apps_clock_only() {
     let server = RedisServer::shared();
-    let store = RedisStore::builder(server.url())
-        .prefix(unique_prefix("clock"))
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh(server.url(), "clock").await;
     let key = new_key();
     let rkey = store.session_key(&key);
     let now = Timestamp::now();
@@ -389,11 +375,7 @@ async fn a_record_expired_by_the_apps_clock_only() {
 #[tokio::test]
 async fn big_creates_and_patches() {
     let server = RedisServer::shared();
-    let store = RedisStore::builder(server.url())
-        .prefix(unique_prefix("big"))
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh(server.url(), "big").await;
     let now = Timestamp::now();
     let mut patch = Patch::new(now, now.plus(HOUR));
     for i in 0..1_500 {
@@ -416,12 +398,8 @@ async fn big_creates_and_patches() {
 #[tokio::test]
 async fn user_index_is_pruned_on_login() {
     let server = RedisServer::shared();
-    let prefix = unique_prefix("prune");
-    let store = RedisStore::builder(server.url())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh(server.url(), "prune").await;
+    let prefix = store.prefix().to_owned();
     let user_set = format!("{prefix}u:busy");
     for _ in 0..40 {
         let r = record(Some("busy"), Duration::from_millis(200));
@@ -668,12 +646,7 @@ async fn debug_output_hides_secrets() {
     // The test server has no password: AUTH with one fails, so look at the builder.
     let builder = RedisStore::builder(url).prefix("p:");
     assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
-    let store = RedisStore::builder(server.url())
-        .prefix(unique_prefix("debug"))
-        .connections(2)
-        .build()
-        .await
-        .unwrap();
+    let store = common::open_fresh_with(server.url(), "debug", |b| b.connections(2)).await;
     let key = new_key();
     let mut r = record(Some("someone"), HOUR);
     r.data.insert("secret".into(), "\"s3cr3t-value\"".into());
@@ -686,12 +659,7 @@ async fn debug_output_hides_secrets() {
 #[tokio::test]
 async fn several_connections_share_the_work() {
     let server = RedisServer::shared();
-    let store = RedisStore::builder(server.url())
-        .prefix(unique_prefix("pool"))
-        .connections(3)
-        .build()
-        .await
-        .unwrap();
+    let store = common::open_fresh_with(server.url(), "pool", |b| b.connections(3)).await;
     let keys: Vec<SessionKey> = (0..30).map(|_| new_key()).collect();
     let tasks: Vec<_> = keys
         .iter()
@@ -713,12 +681,8 @@ async fn several_connections_share_the_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_spreads_sessions_and_lists_them_all() {
     let cluster = RedisCluster::shared();
-    let prefix = unique_prefix("spread");
-    let store = RedisStore::builder(cluster.url())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .expect("open cluster");
+    let store = common::open_fresh(cluster.url(), "spread").await;
+    let prefix = store.prefix().to_owned();
     assert!(store.is_cluster());
     let mut mine = HashSet::new();
     for i in 0..60 {
@@ -947,11 +911,7 @@ async fn warm_logged_scripts(
 #[tokio::test]
 async fn without_the_event_log_nothing_is_logged() {
     let server = RedisServer::start();
-    let plain = RedisStore::builder(server.url())
-        .prefix(unique_prefix("nolog"))
-        .build()
-        .await
-        .expect("open");
+    let plain = common::open_fresh(server.url(), "nolog").await;
     assert!(plain.event_log().is_none());
     server.reset_stats();
     let key = new_key();
@@ -1028,13 +988,7 @@ async fn logged_writes_are_one_script_each() {
     use cloakroom_core::store::{Admitted, Limit, LimitPolicy, Position};
 
     let server = RedisServer::start();
-    let prefix = unique_prefix("logcount");
-    let store = RedisStore::builder(server.url())
-        .prefix(prefix.clone())
-        .event_log(1000)
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh_with(server.url(), "logcount", |b| b.event_log(1000)).await;
     let log = store.event_log().expect("a store with a log");
     let limit = Limit {
         max: 2,
@@ -1249,11 +1203,11 @@ async fn measure_the_event_log_cost() {
     };
     let mut counted = std::collections::HashMap::new();
     for (timed, logged) in [(false, false), (false, true), (true, false), (true, true)] {
-        let mut builder = RedisStore::builder(server.url()).prefix(unique_prefix("measure"));
-        if logged {
-            builder = builder.event_log(100_000);
-        }
-        let store = builder.build().await.expect("open");
+        let store = common::open_fresh_with(server.url(), "measure", |b| match logged {
+            true => b.event_log(100_000),
+            false => b,
+        })
+        .await;
         let users: Vec<String> = (0..N).map(|i| format!("user{i}")).collect();
         let keys: Vec<(SessionKey, SessionKey)> = (0..N).map(|_| (new_key(), new_key())).collect();
         let mut rows = Vec::new();
@@ -1302,13 +1256,8 @@ async fn a_failed_xadd_leaves_the_change_undone() {
     use cloakroom_core::store::{Limit, LimitPolicy};
 
     let server = RedisServer::start();
-    let prefix = unique_prefix("clobbered");
-    let store = RedisStore::builder(server.url())
-        .prefix(prefix.clone())
-        .event_log(1000)
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh_with(server.url(), "clobbered", |b| b.event_log(1000)).await;
+    let prefix = store.prefix().to_owned();
     let log = store.event_log().expect("a log");
     let (live, anon, login, limited) = (new_key(), new_key(), new_key(), new_key());
     let ada = record(Some("ada"), HOUR);
@@ -1363,12 +1312,7 @@ async fn a_follower_wakes_when_an_event_is_appended() {
     use cloakroom_core::store::Position;
 
     let server = RedisServer::start();
-    let store = RedisStore::builder(server.url())
-        .prefix(unique_prefix("follow"))
-        .event_log(1000)
-        .build()
-        .await
-        .expect("open");
+    let store = common::open_fresh_with(server.url(), "follow", |b| b.event_log(1000)).await;
     let log = store.event_log().expect("a log");
 
     // Nothing logged: an empty batch after the wait, at the same position.
@@ -1453,12 +1397,11 @@ async fn a_cluster_login_under_the_limit_is_one_script() {
         replacing: None,
     };
     for events in [None, Some(1000)] {
-        let builder = RedisStore::builder(cluster.url()).prefix(unique_prefix("rt"));
-        let store = match events {
-            Some(n) => builder.event_log(n),
-            None => builder,
-        };
-        let store = store.build().await.expect("open cluster");
+        let store = common::open_fresh_with(cluster.url(), "rt", |b| match events {
+            Some(n) => b.event_log(n),
+            None => b,
+        })
+        .await;
         let key_of = |user: &str| {
             let placement = store.placement();
             cloakroom_core::store::placed(

@@ -7,6 +7,8 @@
 //! Each test that kills a master starts its own topology (a master, a replica, three
 //! sentinels); the others share one.
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,11 +29,7 @@ fn shared() -> &'static SentinelTopology {
 }
 
 async fn conformance_store() -> Arc<dyn SessionStore> {
-    let store = RedisStore::builder(shared().url(0))
-        .prefix(unique_prefix("conf"))
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("opening the sentinel store: {e}"));
+    let store = common::open_fresh(shared().url(0), "conf").await;
     Arc::new(store)
 }
 
@@ -47,12 +45,7 @@ mod through_sentinel_logged {
     use super::*;
 
     async fn logged_store(cap: usize) -> Arc<dyn SessionStore> {
-        let store = RedisStore::builder(shared().url(0))
-            .prefix(unique_prefix("log"))
-            .event_log(cap)
-            .build()
-            .await
-            .unwrap_or_else(|e| panic!("opening the sentinel store: {e}"));
+        let store = common::open_fresh_with(shared().url(0), "log", |b| b.event_log(cap)).await;
         Arc::new(store)
     }
 
@@ -243,11 +236,7 @@ async fn sentinels_with_an_acl_user_over_tls() {
     let ca_file = ca_file.display();
     let redis_url = |query: &str| format!("{}?ca={ca_file}&{query}", topology.tls_url(0));
     let good = "sentinel_username=watcher&sentinel_password=acl-pw";
-    let store = RedisStore::builder(redis_url(good))
-        .prefix(unique_prefix("acl"))
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("through TLS sentinels with an ACL user: {e}"));
+    let store = common::open_fresh(redis_url(good), "acl").await;
     login_round_trip(&store).await;
 
     let timeout = Duration::from_millis(1000);
@@ -469,12 +458,10 @@ async fn wait_for_replicas_after_writes() {
     // Only one replica: wait=2 cannot be met. WAIT gets three quarters of the timeout: a
     // loaded machine may run out of the rest first, which is a Timeout (also a 503).
     let timeout = Duration::from_millis(1000);
-    let strict = RedisStore::builder(format!("{}?wait=2", topology.url(0)))
-        .prefix(unique_prefix("wait2"))
-        .command_timeout(timeout)
-        .build()
-        .await
-        .unwrap();
+    let strict = common::open_fresh_with(format!("{}?wait=2", topology.url(0)), "wait2", |b| {
+        b.command_timeout(timeout)
+    })
+    .await;
     let key = new_key();
     let started = Instant::now();
     let err = strict
@@ -526,11 +513,7 @@ async fn over_tls() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca).unwrap();
     let url = format!("{}?ca={}", topology.tls_url(0), ca_file.display());
-    let store = RedisStore::builder(url.as_str())
-        .prefix(unique_prefix("tls"))
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let store = common::open_fresh(url.as_str(), "tls").await;
     let key = new_key();
     assert_eq!(
         store.create(&key, &record(None)).await.unwrap(),

@@ -2,6 +2,8 @@
 //! server and client certificates generated here (rcgen): the conformance suite over TLS,
 //! certificate verification, mutual TLS, ACL users, and URL errors at open.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -9,11 +11,11 @@ use std::time::{Duration, Instant};
 use cloakroom_core::store::{ErrorKind, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
+use cloakroom_testkit::new_key;
 use cloakroom_testkit::pki::Pki;
 use cloakroom_testkit::redis_server::{RedisCluster, RedisServer, RedisTls, Resp};
 use cloakroom_testkit::sentinel_server::SentinelTopology;
 use cloakroom_testkit::store_checks::{login_round_trip, record};
-use cloakroom_testkit::{new_key, unique_prefix};
 
 struct Tls {
     pki: Pki,
@@ -41,11 +43,7 @@ fn ca_query() -> String {
 }
 
 async fn tls_store() -> Arc<dyn SessionStore> {
-    let store = RedisStore::builder(url(&ca_query()))
-        .prefix(unique_prefix("conformance"))
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("opening the TLS store: {e}"));
+    let store = common::open_fresh(url(&ca_query()), "conformance").await;
     Arc::new(store)
 }
 
@@ -230,11 +228,7 @@ async fn cluster_over_tls() {
         auth_clients: false,
     });
     let url = format!("{}?ca={}", cluster.tls_url(), pki.path("ca.pem"));
-    let store = RedisStore::builder(url)
-        .prefix(unique_prefix("cluster"))
-        .build()
-        .await
-        .expect("cluster over TLS");
+    let store = common::open_fresh(url, "cluster").await;
     assert!(store.is_cluster());
     // Enough sessions that every node holds some: all three TLS connections work.
     for _ in 0..3 {

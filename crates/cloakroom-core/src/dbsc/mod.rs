@@ -29,11 +29,17 @@
 
 use std::fmt;
 
+mod bound;
+mod endpoints;
 mod flow;
+mod limits;
 mod proof;
+mod settings;
 
-pub use flow::{DbscEndpoint, DbscPolicy, DbscRequest, DbscResponse, DbscSettings, NearExpiry};
+pub use endpoints::{DbscEndpoint, DbscRequest, DbscResponse};
+pub use flow::NearExpiry;
 pub use proof::{DeviceKey, Proof, verify_refresh, verify_registration};
+pub use settings::{DbscPolicy, DbscSettings};
 
 /// The response header that asks the browser to register a session.
 pub const REGISTRATION_HEADER: &str = "Secure-Session-Registration";

@@ -8,19 +8,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::committed_error;
-use super::forward::{forward_key, target};
-use super::lifecycle::{EndReason, Ended, Lifecycle};
-use super::limits::{deadline, timed};
-use super::recent::{self, AuthMethod};
-use super::seal;
+use super::lifecycle::Lifecycle;
+use super::limits::deadline;
 use super::shared::Shared;
 use super::state::{Live, Phase, State};
 use super::{
-    CSRF_SECRET_FIELD, Error, ErrorKind, RESERVED_PREFIX, Result, SessionConfig, SessionId,
-    SessionKey, Timestamp, Transport,
+    Error, ErrorKind, RESERVED_PREFIX, Result, SessionConfig, SessionId, SessionKey, Timestamp,
+    Transport,
 };
 use crate::store::{Record, SessionStore};
-use crate::telemetry::{self, SessionEvent};
 
 /// A request's session. Cheap to clone; every clone is the same session.
 ///
@@ -97,129 +93,14 @@ impl Session {
         &self.inner.shared.lifecycle
     }
 
-    fn key_of(&self, id: &SessionId) -> SessionKey {
+    pub(super) fn key_of(&self, id: &SessionId) -> SessionKey {
         self.inner.shared.format.store_key(id)
     }
 
     /// A session created now.
-    fn fresh(&self) -> Live {
+    pub(super) fn fresh(&self) -> Live {
         let now = Timestamp::now();
         Live::new(now, deadline(self.config(), now, now))
-    }
-
-    /// Loads the record if not done yet; returns the locked state.
-    async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
-        let mut guard = self.inner.state.lock().await;
-        let st: &mut State = &mut guard;
-        if let Phase::Unloaded { first, fallbacks } = &st.phase {
-            // The first verified ticket whose record is live wins (see
-            // `SessionEngine::session_from_headers`); usually there is just one. A store
-            // failure leaves the state as it was, to retry.
-            let mut found = None;
-            let mut ended = None;
-            let now = Timestamp::now();
-            for id in std::iter::once(first).chain(fallbacks) {
-                let key = self.key_of(id);
-                let limit = self.config().store_timeout;
-                let record = timed(limit, self.store().load(&key)).await?;
-                if let Some(why) = record.as_ref().and_then(Record::ended_by) {
-                    // Ended by the concurrent-session limit or an admin: no session, a flash
-                    // saying why.
-                    ended.get_or_insert((key, why));
-                    continue;
-                }
-                if let Some(mut record) = self.live(record, now) {
-                    // Opened at the boundary: the request sees plaintext (a value that does
-                    // not open is a corrupt record: the load fails, nothing is returned).
-                    seal::open_record_with(&mut st.seal_key, id, &key, &mut record)?;
-                    found = Some(Live::loaded(Some(id.clone()), key, record, None));
-                    break;
-                }
-                // Never with sealed data (the settings refuse a grace then): the old id
-                // could not open the new record's values.
-                if let Some(live) = self.follow_forward(&key, now).await? {
-                    found = Some(live);
-                    break;
-                }
-            }
-            if found.is_none() && ended.is_none() {
-                telemetry::sessions(SessionEvent::Ended("expired"), 1);
-            }
-            st.loaded_at = Some(now);
-            if let (None, Some((tombstone, why))) = (&found, ended) {
-                // The tombstone goes with this request's commit (the flash shown, or moved
-                // into a new session): the message is shown once.
-                let mut live = self.fresh();
-                let (name, json) = super::admission::flash_ended(&mut live, Some(why));
-                st.changes.insert(name, Some(json));
-                st.retired.push(tombstone);
-                st.retired_tombstone = Some(tombstone);
-                found = Some(live);
-            }
-            st.settle(found, || self.fresh());
-        }
-        Ok(guard)
-    }
-
-    /// The session record under `key` if it is live (a forwarding record is not a session).
-    async fn load_live(&self, key: &SessionKey, now: Timestamp) -> Result<Option<Record>> {
-        let limit = self.config().store_timeout;
-        let record = timed(limit, self.store().load(key)).await?;
-        Ok(self.live(record, now))
-    }
-
-    /// `record` if it is a live session (a forward or a tombstone is not one).
-    fn live(&self, record: Option<Record>, now: Timestamp) -> Option<Record> {
-        record.filter(|r| !r.is_forward() && !r.is_ended() && self.is_live(r, now))
-    }
-
-    /// With a rotation grace configured, the session an old ticket (whose record under `key`
-    /// is gone) still reaches: the record its forward names, if both are live. One load
-    /// (two when there is a forward); none without a grace. A forward is followed once.
-    async fn follow_forward(&self, key: &SessionKey, now: Timestamp) -> Result<Option<Live>> {
-        let Some(fwd_key) = self.forward_of(key, now).await? else {
-            return Ok(None);
-        };
-        let (via, to) = fwd_key;
-        let record = self.load_live(&to, now).await?;
-        Ok(record.map(|r| Live::loaded(None, to, r, Some(via))))
-    }
-
-    /// The live forward of the record once under `key` (its key, and the key it names), when
-    /// a rotation grace is configured.
-    pub(super) async fn forward_of(
-        &self,
-        key: &SessionKey,
-        now: Timestamp,
-    ) -> Result<Option<(SessionKey, SessionKey)>> {
-        if self.config().rotation_grace.is_zero() {
-            return Ok(None);
-        }
-        let via = forward_key(key);
-        let limit = self.config().store_timeout;
-        let record = timed(limit, self.store().load(&via)).await?;
-        Ok(record
-            .filter(|r| r.meta.expires_at > now)
-            .and_then(|r| target(&r))
-            .map(|to| (via, to)))
-    }
-
-    /// Whether a loaded record is live by this server's timeouts too (the store's expiry may
-    /// predate a configuration change).
-    fn is_live(&self, r: &Record, now: Timestamp) -> bool {
-        let c = self.config();
-        r.meta.expires_at > now
-            && r.meta.created_at.plus(c.absolute_lifetime) > now
-            && r.meta.last_seen.plus(c.idle_timeout) > now
-    }
-
-    /// The loaded state, refusing changes after the commit.
-    async fn state_mut(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
-        let st = self.state().await?;
-        if st.committed {
-            return Err(committed_error());
-        }
-        Ok(st)
     }
 
     /// The value of `key`, deserialized as `T`; `None` when absent.
@@ -359,169 +240,6 @@ impl Session {
     pub async fn exists(&self) -> Result<bool> {
         Ok(self.state().await?.record().is_some())
     }
-
-    /// Logs the session in as `user` who proved it with a password: [`login_with`](Self::login_with)
-    /// and [`AuthMethod::Password`].
-    ///
-    /// # Errors
-    /// Store failures, an empty user, or a committed response.
-    pub async fn login(&self, user: &str) -> Result<()> {
-        self.login_with(user, AuthMethod::Password).await
-    }
-
-    /// Logs the session in as `user`, who proved it by `method`: a new id (so a ticket
-    /// planted before login is worthless), the user index updated, the CSRF secret rotated,
-    /// the time and method recorded ([`last_authentication`](Self::last_authentication)).
-    /// Data is kept. A login restored from a remember-me token records
-    /// [`AuthMethod::RememberMe`], which never passes
-    /// [`authenticated_within`](Self::authenticated_within).
-    ///
-    /// # Errors
-    /// Store failures, an empty user, a bad [`AuthMethod::Other`] name, or a committed
-    /// response.
-    pub async fn login_with(&self, user: &str, method: AuthMethod) -> Result<()> {
-        let auth = recent::record_now(&method)?;
-        if user.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidUser,
-                "user id must not be empty",
-            ));
-        }
-        self.check_session_limit(user).await?;
-        let mut st = self.state_mut().await?;
-        // The renewal writes the whole record anew: a pending change of the CSRF secret
-        // must not survive it.
-        st.changes.remove(CSRF_SECRET_FIELD);
-        st.changes.remove(recent::AUTH_FIELD);
-        let live = st.live_or(|| self.fresh());
-        live.record.meta.user = Some(user.to_owned());
-        live.record.data.remove(CSRF_SECRET_FIELD);
-        // The renewal writes the whole record: the new authentication goes in with it.
-        live.record.data.insert(recent::AUTH_FIELD.to_owned(), auth);
-        // A login binds to a device anew (DBSC): the commit offers registration again.
-        #[cfg(feature = "dbsc")]
-        live.record.data.remove(super::DEVICE_KEY_FIELD);
-        self.renew(live);
-        // A login changes privilege: the old ticket must stop at once (session fixation).
-        live.grace = false;
-        Ok(())
-    }
-
-    /// A signal that resolves, with the reason, when this session ends anywhere: a logout,
-    /// a revocation from another device or by an admin, the session limit, expiry. Owned
-    /// (`'static`), so a WebSocket or server-sent-events handler can keep it after the
-    /// response has started and `select!` on it to close the connection:
-    ///
-    /// ```
-    /// # async fn stream(session: cloakroom_core::session::Session) -> cloakroom_core::session::Result<()> {
-    /// let ended = session.ended().await?;
-    /// tokio::select! {
-    ///     reason = ended => println!("session ended ({reason}); closing"),
-    ///     () = std::future::pending::<()>() => {} // the connection's own work
-    /// }
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// How soon it fires is in [`Ended`]: at once for ends made by this process, within the
-    /// [poll interval](super::SessionSettings::with_end_poll) for the others. A rotation
-    /// ([`login`](Self::login), [`cycle_id`](Self::cycle_id)) is not an end: the signal
-    /// follows the session to its new id. A request without a stored session (none, or one
-    /// this request creates) gets a signal that has already fired ([`EndReason::Gone`];
-    /// [`EndReason::Logout`] after [`logout`](Self::logout)).
-    ///
-    /// # Errors
-    /// Store failures (loading the session).
-    pub async fn ended(&self) -> Result<Ended> {
-        let st = self.state().await?;
-        let live = match &st.phase {
-            Phase::Live(live) => live,
-            Phase::Destroyed => return Ok(Ended::now(EndReason::Logout)),
-            _ => return Ok(Ended::now(EndReason::Gone)),
-        };
-        let Some(key) = live.stored else {
-            return Ok(Ended::now(EndReason::Gone));
-        };
-        let (user, expires_at) = (live.record.meta.user.clone(), live.record.meta.expires_at);
-        drop(st);
-        let shared = &self.inner.shared;
-        let store = shared.store.clone();
-        let timeout = shared.config.store_timeout;
-        Ok(shared
-            .lifecycle
-            .watch(store, timeout, key, user, expires_at)
-            .await)
-    }
-
-    /// The user the session is logged in as.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub async fn user(&self) -> Result<Option<String>> {
-        let st = self.state().await?;
-        Ok(st.record().and_then(|r| r.meta.user.clone()))
-    }
-
-    /// Logs out: the session is deleted from the store at commit and the cookie removed. Needs no load:
-    /// without one, when the request carried several verified tickets (see
-    /// [`SessionEngine::session_from_headers`](super::SessionEngine::session_from_headers)),
-    /// the sessions of all of them are deleted. A change made afterwards starts a new
-    /// session (new id); the destroyed one stays destroyed.
-    ///
-    /// # Errors
-    /// A committed response.
-    pub async fn logout(&self) -> Result<()> {
-        let mut st = self.inner.state.lock().await;
-        if st.committed {
-            return Err(Error::new(
-                ErrorKind::Committed,
-                "logout after the response was committed; the session was not ended",
-            ));
-        }
-        let phase = std::mem::replace(&mut st.phase, Phase::Destroyed);
-        match phase {
-            Phase::Unloaded { first, fallbacks } => {
-                let keys = std::iter::once(&first).chain(&fallbacks);
-                let keys: Vec<SessionKey> = keys.map(|id| self.key_of(id)).collect();
-                st.retired.extend(keys);
-            }
-            Phase::Live(live) => {
-                st.retired.extend(live.stored);
-                st.retired_forward = live.forward;
-                st.retired_user = live.record.meta.user;
-            }
-            Phase::Absent { .. } | Phase::Destroyed => {}
-        }
-        st.changes.clear();
-        Ok(())
-    }
-
-    /// Gives the session a new id, keeping its data (a periodic rotation, a remember-me
-    /// refresh); the old ticket stops working, after the rotation grace if one is configured
-    /// ([`SessionSettings::with_rotation_grace`](super::SessionSettings::with_rotation_grace)),
-    /// unless this request also logs in (a login has no grace). A device-bound session (DBSC)
-    /// loses its binding with its old id and is offered registration again.
-    ///
-    /// # Errors
-    /// Store failures, or a committed response.
-    pub async fn cycle_id(&self) -> Result<()> {
-        let mut st = self.state_mut().await?;
-        if let Phase::Live(live) = &mut st.phase {
-            // Already renewing for a login: that renewal keeps no grace.
-            live.grace = !live.renew || live.grace;
-            // The DBSC session identifier is the handle, which changes: the device binds
-            // anew (the commit offers registration again, as after a login).
-            live.record.data.remove(super::DEVICE_KEY_FIELD);
-            self.renew(live);
-        }
-        Ok(())
-    }
-
-    /// Marks `live` for a new id at commit.
-    fn renew(&self, live: &mut Live) {
-        live.renew = true;
-        live.id = Some(self.inner.shared.new_id(&live.record));
-    }
-
     /// Makes the cookie persistent (`true`, "remember me") or a browser-session cookie.
     ///
     /// # Errors
@@ -684,7 +402,7 @@ mod tests {
 
     use super::*;
     use crate::keys::{Key, KeyRing};
-    use crate::session::{CommitAction, SessionEngine};
+    use crate::session::{CSRF_SECRET_FIELD, CommitAction, SessionEngine};
     use crate::store::MemoryStore;
 
     fn engine(store: &Arc<MemoryStore>, keys: &KeyRing, config: SessionConfig) -> SessionEngine {
