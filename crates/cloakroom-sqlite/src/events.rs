@@ -23,9 +23,10 @@ use cloakroom_core::store::{
 };
 use rusqlite::{Connection, params};
 
+use crate::SqliteStore;
 use crate::error::SqlContext;
 use crate::rows::{encode_data, key_param};
-use crate::{SqliteStore, insert, insert_limited};
+use crate::store::{insert, insert_limited};
 
 /// Whether a row about to be purged is a session (not a rotation grace's forward, not a
 /// limit tombstone: `Record::is_forward`, `Record::is_ended`, whose marker fields are

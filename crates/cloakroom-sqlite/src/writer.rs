@@ -548,7 +548,7 @@ mod tests {
         let path = dir.path().join("s.db");
         // A real failing COMMIT: a deferred foreign key left broken in the transaction.
         let mut conn = crate::pool::open_file(&path, Duration::from_secs(5)).unwrap();
-        crate::enable_wal(&conn).unwrap();
+        crate::builder::enable_wal(&conn).unwrap();
         crate::schema::migrate(&mut conn, None).unwrap();
         conn.execute_batch(
             "PRAGMA foreign_keys = ON;
