@@ -51,12 +51,9 @@
 
 use std::fmt;
 
-use aes_gcm::aead::consts::U12;
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::aes::Aes256Enc;
-use aes_gcm::{AesGcm, Nonce, Tag};
 use base64_simd::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use sha2::{Digest, Sha256};
 
 use super::{SessionConfig, SessionId, SessionKey};
@@ -120,10 +117,6 @@ pub(super) fn open_record_with(
     Ok(())
 }
 
-/// AES-256-GCM with the encryption key schedule only (GCM never runs the block cipher
-/// backwards), and a 96-bit nonce.
-type Cipher = AesGcm<Aes256Enc, U12>;
-
 /// The key one session's values are sealed under (derived from its id), and the store key
 /// of its record.
 #[derive(Clone, Copy)]
@@ -161,7 +154,9 @@ impl SealKey {
 impl From<SealKey> for Seal {
     fn from(k: SealKey) -> Self {
         Seal {
-            cipher: Cipher::new(&k.derived.into()),
+            cipher: LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, &k.derived).expect("an AES-256 key is 32 bytes"),
+            ),
             key: k.key,
         }
     }
@@ -169,7 +164,7 @@ impl From<SealKey> for Seal {
 
 /// The cipher of one session, bound to its store key.
 pub(crate) struct Seal {
-    cipher: Cipher,
+    cipher: LessSafeKey,
     key: SessionKey,
 }
 
@@ -211,10 +206,11 @@ impl Seal {
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(json.as_bytes());
         let tag = self.with_aad(name, |aad| {
-            let msg = &mut raw[NONCE_LEN..];
-            (self.cipher).encrypt_inout_detached(&Nonce::from(nonce), aad, msg.into())
+            let nonce = Nonce::assume_unique_for_key(nonce);
+            (self.cipher).seal_in_place_separate_tag(nonce, Aad::from(aad), &mut raw[NONCE_LEN..])
         });
-        raw.extend_from_slice(&tag.expect("AES-256-GCM seals any value a session can hold"));
+        let tag = tag.expect("AES-256-GCM seals any value a session can hold");
+        raw.extend_from_slice(tag.as_ref());
         let mut out =
             String::with_capacity(PREFIX.len() + URL_SAFE_NO_PAD.encoded_length(raw.len()));
         out.push_str(PREFIX);
@@ -250,12 +246,10 @@ impl Seal {
         let Some(text_len) = raw.len().checked_sub(NONCE_LEN + TAG_LEN) else {
             return Err(corrupt());
         };
-        let (nonce, rest) = raw.split_at_mut(NONCE_LEN);
-        let (msg, tag) = rest.split_at_mut(text_len);
-        let nonce = Nonce::try_from(&*nonce).map_err(|_| corrupt())?;
-        let tag = Tag::try_from(&*tag).map_err(|_| corrupt())?;
+        let (nonce, sealed) = raw.split_at_mut(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| corrupt())?;
         self.with_aad(name, |aad| {
-            (self.cipher).decrypt_inout_detached(&nonce, aad, msg.into(), &tag)
+            (self.cipher).open_in_place(nonce, Aad::from(aad), sealed)
         })
         .map_err(|_| corrupt())?;
         let start = PREFIX.len() + NONCE_LEN;
