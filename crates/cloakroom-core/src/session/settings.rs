@@ -161,7 +161,7 @@ impl SessionSettings {
         self.edit(|c| c.max_data_bytes = max)
     }
 
-    /// Seals session data at rest. Default off. On: each data value is encrypted before it
+    /// Seals session data at rest (feature `seal`). Default off. On: each data value is encrypted before it
     /// reaches the store, under a key derived from the session id (which the store never
     /// sees), bound to its session and field; see [`seal`](super::seal) and SECURITY.md
     /// ("Stolen store") for what it guarantees. The user index, times and user agent stay
@@ -172,6 +172,7 @@ impl SessionSettings {
     /// # Errors
     /// On with a ticket format whose records another program reads
     /// ([`TicketFormat::sealable`], false for pycket's).
+    #[cfg(feature = "seal")]
     pub fn with_sealed_data(self, seal: bool) -> Result<Self, ConfigError> {
         self.check_sealable(seal)?;
         self.edit(|c| c.seal_data = seal)
@@ -183,6 +184,7 @@ impl SessionSettings {
     ///
     /// # Errors
     /// As [`with_sealed_data`](Self::with_sealed_data).
+    #[cfg(feature = "seal")]
     pub fn with_sealed_user_agent(self, seal: bool) -> Result<Self, ConfigError> {
         self.check_sealable(seal)?;
         self.edit(|c| c.seal_user_agent = seal)
@@ -410,6 +412,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "seal")]
     #[test]
     fn sealing_is_refused_with_a_format_that_cannot_seal() {
         #[derive(Debug)]
@@ -453,6 +456,7 @@ mod tests {
 
     /// An old ticket reaching the new record could not open its sealed values: a rotation
     /// grace and sealing are refused together, whichever comes first.
+    #[cfg(feature = "seal")]
     #[test]
     fn a_rotation_grace_is_refused_with_sealed_data() {
         let grace = Duration::from_secs(5);
