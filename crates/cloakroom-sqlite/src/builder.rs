@@ -23,6 +23,7 @@ pub struct SqliteStoreBuilder {
     busy_timeout: Duration,
     purge_interval: Option<Duration>,
     events: Option<u64>,
+    inline_loads: bool,
 }
 
 impl Default for SqliteStoreBuilder {
@@ -32,6 +33,7 @@ impl Default for SqliteStoreBuilder {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             purge_interval: Some(DEFAULT_PURGE_INTERVAL),
             events: None,
+            inline_loads: true,
         }
     }
 }
@@ -42,6 +44,22 @@ impl SqliteStoreBuilder {
     /// a time), so more connections than cores buys little. An in-memory store always has one.
     pub fn pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections.max(1);
+        self
+    }
+
+    /// Whether a session's load (the one read every request makes) runs on the requesting
+    /// task's thread when a pooled connection is idle (default on), instead of on one of
+    /// tokio's blocking threads. It is one indexed row of a WAL database, tens of
+    /// microseconds from the page cache, where the hand-off to a blocking thread and back
+    /// costs more than the read (a `read` request then costs half the server CPU; see
+    /// BENCHMARKS.md). It never waits on the async thread: with every connection busy, or
+    /// the database locked (another process holding it exclusively), the load goes to a
+    /// blocking thread as before and waits there. Turn it off when the database file is on
+    /// storage that can stall a read (a network file system): a cold page would then hold
+    /// the async thread for as long as the storage takes. Other reads (listing a user's
+    /// sessions, the event log, statistics) always run on blocking threads.
+    pub fn inline_loads(mut self, on: bool) -> Self {
+        self.inline_loads = on;
         self
     }
 
@@ -127,7 +145,12 @@ impl SqliteStoreBuilder {
     pub(crate) fn finish(self, target: Target, conn: Connection) -> Result<SqliteStore> {
         let (reads, pool_size) = match &target {
             Target::File(path) => {
-                let pool = Pool::new(path.clone(), self.pool_size, self.busy_timeout);
+                let pool = Pool::new(
+                    path.clone(),
+                    self.pool_size,
+                    self.busy_timeout,
+                    self.inline_loads,
+                );
                 (Some(Arc::new(pool)), self.pool_size)
             }
             Target::Memory => (None, 1),

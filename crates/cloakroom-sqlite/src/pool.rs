@@ -1,5 +1,6 @@
-//! A small pool of SQLite connections for reads, used on tokio's blocking threads (writes go
-//! to the writer thread, `writer.rs`).
+//! A small pool of SQLite connections for reads (writes go to the writer thread,
+//! `writer.rs`): used on tokio's blocking threads, or right on the caller's thread for the
+//! short reads that cannot wait ([`Pool::run_here`]).
 //!
 //! Permits (a semaphore) bound how many connections are in use; connections are opened
 //! lazily up to the bound and returned to the idle list by a guard, even when the work
@@ -28,6 +29,8 @@ pub(crate) struct Pool {
     target: Target,
     busy_timeout: Duration,
     size: usize,
+    /// Whether [`Pool::run_here`] may run work on the caller's thread.
+    here: bool,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
 }
@@ -38,18 +41,21 @@ impl std::fmt::Debug for Pool {
             .field("target", &self.target)
             .field("size", &self.size)
             .field("busy_timeout", &self.busy_timeout)
+            .field("here", &self.here)
             .finish_non_exhaustive()
     }
 }
 
 impl Pool {
-    /// A pool of up to `size` connections to the file at `path`, opened when needed.
-    pub(crate) fn new(path: PathBuf, size: usize, busy_timeout: Duration) -> Self {
+    /// A pool of up to `size` connections to the file at `path`, opened when needed; `here`:
+    /// whether [`Pool::run_here`] runs work on the caller's thread.
+    pub(crate) fn new(path: PathBuf, size: usize, busy_timeout: Duration, here: bool) -> Self {
         let size = size.max(1);
         Pool {
             target: Target::File(path),
             busy_timeout,
             size,
+            here,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Arc::new(Semaphore::new(size)),
         }
@@ -76,6 +82,51 @@ impl Pool {
         })
         .await
         .map_err(|e| Error::new(ErrorKind::Backend, "a sqlite worker failed").with_source(e))?
+    }
+
+    /// Runs `work` right here, on the caller's thread, with a connection that is open and
+    /// idle, and answers its result; `None` when it cannot without waiting: the pool runs
+    /// nothing here (`here` off), every connection is in use or none is open yet, or the
+    /// database is locked (`work` then ran with no busy timeout and got `SQLITE_BUSY`). The
+    /// caller then runs it with [`Pool::run`], which waits as configured.
+    ///
+    /// For the one read every request makes (a session by its key, one indexed row of a WAL
+    /// database): tens of microseconds from the page cache, where a blocking thread's
+    /// hand-off costs more than the read. WAL readers do not wait for the writer, so the
+    /// lock case is another process's exclusive lock or a log recovery.
+    pub(crate) fn run_here<T>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Option<rusqlite::Result<T>> {
+        if !self.here {
+            return None;
+        }
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        let conn = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        let mut lease = Lease {
+            conn: Some(conn),
+            pool: Arc::clone(self),
+            _permit: permit,
+        };
+        let conn = lease.connection();
+        conn.busy_timeout(Duration::ZERO).ok()?;
+        let result = work(conn);
+        if conn.busy_timeout(self.busy_timeout).is_err() {
+            // Never seen (SQLite's call cannot fail); a connection that would not wait must
+            // not go back to the pool.
+            lease.conn = None;
+        }
+        match result {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                None
+            }
+            result => Some(result),
+        }
     }
 
     fn checkout(&self) -> Result<Connection> {
@@ -160,4 +211,65 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> Result<()> {
         .ctx("setting synchronous = NORMAL")?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy_timeout_ms(conn: &Connection) -> rusqlite::Result<i64> {
+        conn.query_row("PRAGMA busy_timeout", [], |row| row.get(0))
+    }
+
+    fn locked() -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None)
+    }
+
+    /// Work run on the caller's thread never waits for a lock: the connection has no busy
+    /// timeout there, a locked database hands the work back (to wait on a blocking thread),
+    /// and the connection goes back to the pool waiting as configured.
+    #[tokio::test]
+    async fn work_here_never_waits_and_leaves_the_connection_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = Duration::from_millis(1500);
+        let pool = Arc::new(Pool::new(dir.path().join("s.db"), 1, timeout, true));
+        assert!(
+            pool.run_here(|_| Ok(())).is_none(),
+            "no connection open yet"
+        );
+        pool.run(|_| Ok(())).await.unwrap();
+        assert_eq!(pool.run_here(busy_timeout_ms).unwrap().unwrap(), 0);
+        assert!(pool.run_here(|_| Err::<(), _>(locked())).is_none());
+        let after = pool.run(|c| busy_timeout_ms(c).ctx("reading the timeout"));
+        assert_eq!(after.await.unwrap(), 1500);
+        let other = pool.run_here(|_| Err::<(), _>(rusqlite::Error::InvalidQuery));
+        assert!(matches!(other, Some(Err(rusqlite::Error::InvalidQuery))));
+
+        // Every connection in use: nothing runs here.
+        let (held, release) = std::sync::mpsc::channel::<()>();
+        let (started, wait_started) = tokio::sync::oneshot::channel();
+        let busy = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move {
+                pool.run(move |_| {
+                    let _ = started.send(());
+                    let _ = release.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        wait_started.await.unwrap();
+        assert!(
+            pool.run_here(|_| Ok(())).is_none(),
+            "the only connection is in use"
+        );
+        held.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        assert!(pool.run_here(|_| Ok(())).is_some(), "back in the pool");
+
+        let off = Arc::new(Pool::new(dir.path().join("t.db"), 1, timeout, false));
+        off.run(|_| Ok(())).await.unwrap();
+        assert!(off.run_here(|_| Ok(())).is_none(), "inline loads off");
+    }
 }

@@ -7,8 +7,15 @@ use cloakroom_core::store::{
 };
 use rusqlite::Row;
 
-pub(crate) const COLUMNS: &str =
-    "key, user, created_at, last_seen, expires_at, user_agent, remember, data";
+/// The columns [`raw_row`] reads, in its order (a macro, for `concat!`).
+macro_rules! columns {
+    () => {
+        "key, user, created_at, last_seen, expires_at, user_agent, remember, data"
+    };
+}
+pub(crate) use columns;
+
+pub(crate) const COLUMNS: &str = columns!();
 
 /// A row as read: the data column still JSON.
 pub(crate) struct RawRow {

@@ -11,7 +11,9 @@ use cloakroom_core::store::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::SqlContext;
-use crate::rows::{COLUMNS, RawRow, encode_data, key_param, merge_patch, parse_cursor, raw_row};
+use crate::rows::{
+    COLUMNS, RawRow, columns, encode_data, key_param, merge_patch, parse_cursor, raw_row,
+};
 use crate::{PURGE_BATCH, PURGE_PAUSE_MAX, SqliteStore, events};
 
 /// Inserts a record, or replaces a row only if it has expired: one statement, so two creates
@@ -137,6 +139,13 @@ fn admit(
 // ---------------------------------------------------------------------------------------
 // The store
 
+/// A live session by its key (`?1`) at a time (`?2`).
+const LOAD: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM sessions WHERE key = ?1 AND expires_at > ?2"
+);
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -151,20 +160,24 @@ impl SessionStore for SqliteStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let key = *key;
-        self.read_conn(move |conn| {
+        let fetch = move |conn: &Connection| {
             let now = Timestamp::now();
-            let row = conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM sessions WHERE key = ?1 AND expires_at > ?2"
-                ))
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![key_param(&key), now.as_millis()], raw_row)
-                        .optional()
-                })
-                .ctx("loading a session")?;
-            row.map(RawRow::record).transpose()
-        })
-        .await
+            let mut stmt = conn.prepare_cached(LOAD)?;
+            (stmt.query_row(params![key_param(&key), now.as_millis()], raw_row)).optional()
+        };
+        let here = self
+            .inner
+            .reads
+            .as_ref()
+            .and_then(|pool| pool.run_here(fetch));
+        let row = match here {
+            Some(row) => row.ctx("loading a session")?,
+            None => {
+                let load = move |conn: &Connection| fetch(conn).ctx("loading a session");
+                self.read_conn(load).await?
+            }
+        };
+        row.map(RawRow::record).transpose()
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Created> {
