@@ -20,10 +20,10 @@
 //!   compression per request that opens or seals, where HKDF-Expand cost four.
 //! - Cipher: AES-256-GCM (from `ring`: its AES-NI/VAES and carry-less multiply code seals
 //!   1 KB in about a third of the time of the portable RustCrypto crates) with a random
-//!   96-bit nonce per value. Every session has its own key
-//!   and seals few values (one per write of a field), so the random-nonce bound (NIST SP
-//!   800-38D section 8.3: at most 2^32 messages per key; a nonce collision among q values has
-//!   a chance below q^2 / 2^97) is never approached. Nonces come from `rand`'s thread-local
+//!   96-bit nonce per value. Every session has its own key and seals few values (one per
+//!   write of a field), so the random-nonce bound (NIST SP 800-38D section 8.3: at most 2^32
+//!   messages per key; a nonce collision among q values has a chance below q^2 / 2^97) is
+//!   never approached. Nonces come from `rand`'s thread-local
 //!   CSPRNG (ChaCha12 seeded from the OS and reseeded every 64 KiB of output), since the
 //!   OS's own generator costs about 5 ns a byte (60 ns a nonce, where `rand` takes 20); a
 //!   process must not fork after it has sealed (a child would repeat its parent's stream
@@ -114,20 +114,22 @@ pub(super) fn open_record_with(
         if is_sealed(value) {
             let seal = match &mut seal {
                 Some(seal) => seal,
-                none => none.insert(Seal::with(SealKey::cached(derived, id, key)).ok_or_else(
-                    || {
-                        store::Error::new(
-                            store::ErrorKind::Corrupt,
-                            "a sealed session value, and this build cannot open it (it was built \
-                         without the `seal` feature)",
-                        )
-                    },
-                )?),
+                none => none
+                    .insert(Seal::with(SealKey::cached(derived, id, key)).ok_or_else(no_cipher)?),
             };
             seal.open_in_place(name, value)?;
         }
     }
     Ok(())
+}
+
+/// A sealed value found by a build without the `seal` feature.
+fn no_cipher() -> store::Error {
+    store::Error::new(
+        store::ErrorKind::Corrupt,
+        "a sealed session value, and this build cannot open it (built without the `seal` \
+         feature)",
+    )
 }
 
 /// The key one session's values are sealed under (derived from its id), and the store key
