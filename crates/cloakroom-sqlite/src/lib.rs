@@ -44,7 +44,9 @@
 //!   done is committed; if the commit fails, every write of it gets the error. Each write is
 //!   one statement, so one that fails (or finds its session gone) leaves the others alone.
 //! - Reads run on a small pool of connections on tokio's blocking threads (an in-memory
-//!   database has one connection, the writer's, for both).
+//!   database has one connection, the writer's, for both), except a session's load: it
+//!   runs on the requesting task's thread when a pooled connection is idle, never waiting
+//!   for a lock there ([`SqliteStoreBuilder::inline_loads`]).
 //! - WAL journal, `synchronous = NORMAL` (the last commits may be lost on power loss, never
 //!   consistency), prepared statements cached per connection.
 //! - Optionally a durable event log ([`SqliteStoreBuilder::event_log`], `?events=N`): an
