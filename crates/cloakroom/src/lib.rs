@@ -14,6 +14,8 @@
 //! | `actix`  | no      | `cloakroom::actix`: the actix-web 4 `SessionMiddleware`, `Session` extractor and `Error` response, `CsrfMiddleware` and the `CsrfToken` extractor |
 //! | `postgres` | no    | [`store::PostgresStore`], `postgres://` in [`store::open`] |
 //! | `metrics` | no     | metrics through the `metrics` facade and `tracing` spans of store operations ([`telemetry`]; names in the README's *Metrics and traces* table) |
+//! | `dbsc`   | no      | Device Bound Session Credentials (a W3C draft): the registration and refresh endpoints in the session layers, `cloakroom::dbsc` |
+//! | `seal`   | no      | session data sealed at rest (`SessionSettings::with_sealed_data`; AES-256-GCM from `ring`, which builds C and assembly) |
 //!
 #![cfg_attr(feature = "axum", doc = "```")]
 #![cfg_attr(not(feature = "axum"), doc = "```ignore")]
