@@ -51,8 +51,8 @@ impl SqliteStoreBuilder {
     /// task's thread when a pooled connection is idle (default on), instead of on one of
     /// tokio's blocking threads. It is one indexed row of a WAL database, tens of
     /// microseconds from the page cache, where the hand-off to a blocking thread and back
-    /// costs more than the read (a `read` request then costs half the server CPU; see
-    /// BENCHMARKS.md). It never waits on the async thread: with every connection busy, or
+    /// costs more than the read (with it, a `read` request costs half the server CPU it did
+    /// without; see BENCHMARKS.md). It never waits on the async thread: with every connection busy, or
     /// the database locked (another process holding it exclusively), the load goes to a
     /// blocking thread as before and waits there. Turn it off when the database file is on
     /// storage that can stall a read (a network file system): a cold page would then hold
