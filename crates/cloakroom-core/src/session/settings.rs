@@ -163,9 +163,9 @@ impl SessionSettings {
 
     /// Seals session data at rest (feature `seal`). Default off. On: each data value is
     /// encrypted before it reaches the store, under a key derived from the session id (which
-    /// the store never sees), bound to its session and field; see [`seal`](super::seal) and SECURITY.md
-    /// ("Stolen store") for what it guarantees. The user index, times and user agent stay
-    /// readable (for "your devices" and the admin CLI) unless
+    /// the store never sees), bound to its session and field; see [`seal`](super::seal) and
+    /// SECURITY.md ("Stolen store") for what it guarantees. The user index, times and user
+    /// agent stay readable (for "your devices" and the admin CLI) unless
     /// [`with_sealed_user_agent`](Self::with_sealed_user_agent). Sealed values are opened
     /// whatever this setting, so it can be turned on or off over an existing store.
     ///
