@@ -143,8 +143,8 @@ fn gone() -> Error {
 /// How many times the thread, finding the queue empty after a batch, yields its core and
 /// looks again before it sleeps. Under load the next write usually arrives within those few
 /// microseconds, and taking it awake spares both sides a sleep and a wake-up (a futex call
-/// each, and a context switch): the `write` case measured 1.17-1.22x the throughput with
-/// 30 yields, at less CPU per request (BENCHMARKS.md, SQLite). An idle store pays nothing
+/// each, and a context switch): the `write` case measured 1.18x [0.96-1.43] the throughput
+/// in alternating rounds, at less CPU per request (BENCHMARKS.md, SQLite). An idle store pays nothing
 /// (the thread sleeps); a lone write pays at most this many `sched_yield` calls after it.
 const YIELDS_BEFORE_SLEEP: u32 = 32;
 
