@@ -181,11 +181,11 @@
 //! committed change lacks its event, no event exists for a change that did not happen
 //! (a collision, a refusal, nothing to delete). A login then costs one script (the record,
 //! the user index and the event) instead of `RESTORE` and the index script; a logout or a
-//! revocation of one session, one script as before, with one `XADD` inside; revoking all of
-//! a user's sessions, one script in all (one `XADD` per session ended). Positions are stream
-//! ids (`1700000000000-0`); a read is one pipeline (`XINFO STREAM`, `XRANGE`), and a
-//! follower blocks in `XREAD BLOCK` on a connection of its own. `MAXLEN ~` trims whole
-//! stream nodes, so the stream may keep somewhat more than N; a reader behind what was
+//! revocation of one session, one script (as without the log), with one `XADD` inside;
+//! revoking all of a user's sessions, one script in all (one `XADD` per session ended).
+//! Positions are stream ids (`1700000000000-0`); a read is one pipeline (`XINFO STREAM`,
+//! `XRANGE`), and a follower blocks in `XREAD BLOCK` on a connection of its own. `MAXLEN ~`
+//! trims whole stream nodes, so the stream may keep somewhat more than N; a reader behind what was
 //! trimmed is told so (a gap, from `XINFO STREAM`: `entries-added` against `length`, and
 //! the first entry kept; a reader whose last event was itself the newest one trimmed may be
 //! told of a gap it did not suffer, never the other way round).

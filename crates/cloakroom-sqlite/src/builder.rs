@@ -54,7 +54,7 @@ impl SqliteStoreBuilder {
     /// costs more than the read (with it, a `read` request costs half the server CPU it did
     /// without; see BENCHMARKS.md). It never waits on the async thread: with every connection busy, or
     /// the database locked (another process holding it exclusively), the load goes to a
-    /// blocking thread as before and waits there. Turn it off when the database file is on
+    /// blocking thread and waits there. Turn it off when the database file is on
     /// storage that can stall a read (a network file system): a cold page would then hold
     /// the async thread for as long as the storage takes. Other reads (listing a user's
     /// sessions, the event log, statistics) always run on blocking threads.

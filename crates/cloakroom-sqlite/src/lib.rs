@@ -199,7 +199,7 @@ impl SqliteStore {
     /// row, and without it the writer's automatic checkpoint (when the log passes 1,000
     /// pages) copies several steps' pages inside the commit of a batch of requests' writes,
     /// which then wait for it. Done aside, the writer's checkpoint finds little left to copy,
-    /// and still bounds the log as before. A failure only costs that benefit: logged, not
+    /// and still bounds the log. A failure only costs that benefit: logged, not
     /// returned.
     async fn checkpoint_aside(&self) {
         let Some(reads) = &self.inner.reads else {

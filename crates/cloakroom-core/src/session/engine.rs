@@ -130,7 +130,7 @@ impl SessionEngine {
     /// apart; `__Host-` cookie names (HTTPS) stop neighbours from planting it.
     ///
     /// With one verified ticket (the usual case) this allocates nothing and costs one store
-    /// load, exactly as before; each further ticket costs at most one more load, only when
+    /// load; each further ticket costs at most one more load, only when
     /// the ones before it are unknown.
     pub fn session_from_headers<'h>(
         &self,
