@@ -50,11 +50,7 @@ pub(crate) fn insert(
                     ])
                 })
                 .ctx("creating a session")?;
-    Ok(if changed == 1 {
-        Created::Done
-    } else {
-        Created::Collision
-    })
+    Ok(created(changed))
 }
 
 /// `create_limited` inside the writer's transaction (every write of the file goes through
@@ -146,6 +142,24 @@ const LOAD: &str = concat!(
     " FROM sessions WHERE key = ?1 AND expires_at > ?2"
 );
 
+/// An insert's outcome from the rows it changed: one, or none (the key was taken).
+fn created(rows: usize) -> Created {
+    if rows == 1 {
+        Created::Done
+    } else {
+        Created::Collision
+    }
+}
+
+/// A change's outcome from the rows it changed: one, or none (no live session).
+fn applied(rows: usize) -> Applied {
+    if rows == 1 {
+        Applied::Done
+    } else {
+        Applied::Missing
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -236,11 +250,7 @@ impl SessionStore for SqliteStore {
                     ])
                 })
                 .ctx("patching a session")?;
-            Ok(if changed == 1 {
-                Applied::Done
-            } else {
-                Applied::Missing
-            })
+            Ok(applied(changed))
         })
         .await
     }
@@ -268,11 +278,7 @@ impl SessionStore for SqliteStore {
                     ])
                 })
                 .ctx("touching a session")?;
-            Ok(if changed == 1 {
-                Applied::Done
-            } else {
-                Applied::Missing
-            })
+            Ok(applied(changed))
         })
         .await
     }
@@ -466,11 +472,7 @@ impl SessionStore for SqliteStore {
                     ])
                 })
                 .ctx("keeping a challenge")?;
-            Ok(if n == 1 {
-                Created::Done
-            } else {
-                Created::Collision
-            })
+            Ok(created(n))
         })
         .await
     }
