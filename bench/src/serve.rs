@@ -214,7 +214,7 @@ async fn prefill(store: &Arc<dyn SessionStore>, n: u64, expired: bool) -> anyhow
     let now = Timestamp::now();
     let mut record = crate::memory::idle_record();
     if expired {
-        let ago = |ms: i64| Timestamp(now.as_millis() - ms);
+        let ago = |ms: i64| Timestamp::from_millis(now.as_millis() - ms);
         (record.meta.created_at, record.meta.last_seen) = (ago(60_000), ago(60_000));
         record.meta.expires_at = ago(1_000);
     }

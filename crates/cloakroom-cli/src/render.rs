@@ -207,13 +207,16 @@ mod tests {
 
     #[test]
     fn times_are_utc_without_the_t() {
-        assert_eq!(time(Timestamp(1_764_320_000_000)), "2025-11-28 08:53:20");
+        assert_eq!(
+            time(Timestamp::from_millis(1_764_320_000_000)),
+            "2025-11-28 08:53:20"
+        );
     }
 
     #[test]
     fn relative_times_use_the_largest_unit() {
-        let now = Timestamp(1_000_000_000);
-        let at = |secs: i64| Timestamp(now.as_millis() + secs * 1000);
+        let now = Timestamp::from_millis(1_000_000_000);
+        let at = |secs: i64| Timestamp::from_millis(now.as_millis() + secs * 1000);
         assert_eq!(relative(now, at(3 * 3600 + 59 * 60)), "in 3h");
         assert_eq!(relative(now, at(-300)), "5m ago");
         assert_eq!(relative(now, at(45)), "in 45s");

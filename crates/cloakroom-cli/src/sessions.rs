@@ -380,7 +380,7 @@ fn last_authentication(record: &Record) -> Option<Value> {
         return Some(Value::String(SEALED.to_owned()));
     }
     let stored: Value = serde_json::from_str(text).ok()?;
-    let at = Timestamp(stored["at"].as_i64()?);
+    let at = Timestamp::from_millis(stored["at"].as_i64()?);
     let method = stored["method"].as_str()?;
     Some(serde_json::json!({ "at": at.to_string(), "at_ms": at.as_millis(), "method": method }))
 }
@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn the_last_authentication_is_shown_sealed_or_not_at_all() {
-        let mut record = Record::new(Timestamp(0), Timestamp(1));
+        let mut record = Record::new(Timestamp::from_millis(0), Timestamp::from_millis(1));
         assert_eq!(last_authentication(&record), None);
         let at = 1_764_320_000_000_i64;
         let plain = format!(r#"{{"at":{at},"method":"passkey"}}"#);
@@ -520,7 +520,7 @@ mod tests {
 
     #[test]
     fn secrets_are_never_decoded_and_internal_fields_are_apart() {
-        let mut record = Record::new(Timestamp(0), Timestamp(1));
+        let mut record = Record::new(Timestamp::from_millis(0), Timestamp::from_millis(1));
         record.data.insert("__cr.csrf".into(), "\"s3cret\"".into());
         record.data.insert("__cr.flash".into(), "[]".into());
         record.data.insert("cart".into(), "[1,2]".into());

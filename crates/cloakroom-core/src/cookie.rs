@@ -116,8 +116,12 @@ pub fn decode_ticket(
 
 /// How session ids are made, named in the store and carried in the cookie.
 ///
-/// The default, [`SignedTicket`], is Cloakroom's own. `cloakroom_tornado::PycketTicket`
-/// speaks pycket's format (a Tornado-signed uuid4) for sharing sessions with a Tornado app.
+/// The default is Cloakroom's own signed ticket (see [`encode_ticket`]), made with the
+/// engine's key ring. A format set with
+/// [`SessionSettings::with_ticket_format`](crate::session::SessionSettings::with_ticket_format)
+/// replaces it and brings its own secrets: `cloakroom_tornado::PycketTicket` speaks pycket's
+/// format (a uuid4 signed with Tornado's cookie secret) for sharing sessions with a Tornado
+/// app.
 pub trait TicketFormat: Send + Sync + fmt::Debug + 'static {
     /// A fresh random id.
     fn generate(&self) -> SessionId;
@@ -139,38 +143,28 @@ pub trait TicketFormat: Send + Sync + fmt::Debug + 'static {
         true
     }
     /// The cookie value carrying `id`.
-    fn encode(&self, keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String;
+    fn encode(&self, cookie_name: &str, id: &SessionId) -> String;
     /// The id in a cookie value, if it verifies.
     ///
     /// # Errors
     /// A [`TicketError`] for anything that does not verify.
-    fn decode(
-        &self,
-        keys: &KeyRing,
-        cookie_name: &str,
-        value: &str,
-    ) -> Result<SessionId, TicketError>;
+    fn decode(&self, cookie_name: &str, value: &str) -> Result<SessionId, TicketError>;
 }
 
-/// Cloakroom's ticket: 256 random bits, MAC'd by the key ring, bound to the cookie name;
-/// the store sees only a SHA-256 of the id.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SignedTicket;
+/// Cloakroom's ticket, the default format: 256 random bits, MAC'd by the engine's key ring,
+/// bound to the cookie name; the store sees only a SHA-256 of the id.
+#[derive(Clone, Debug)]
+pub(crate) struct SignedTicket(pub(crate) KeyRing);
 
 impl TicketFormat for SignedTicket {
     fn generate(&self) -> SessionId {
         SessionId::generate()
     }
-    fn encode(&self, keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
-        encode_ticket(keys, cookie_name, id)
+    fn encode(&self, cookie_name: &str, id: &SessionId) -> String {
+        encode_ticket(&self.0, cookie_name, id)
     }
-    fn decode(
-        &self,
-        keys: &KeyRing,
-        cookie_name: &str,
-        value: &str,
-    ) -> Result<SessionId, TicketError> {
-        decode_ticket(keys, cookie_name, value)
+    fn decode(&self, cookie_name: &str, value: &str) -> Result<SessionId, TicketError> {
+        decode_ticket(&self.0, cookie_name, value)
     }
 }
 

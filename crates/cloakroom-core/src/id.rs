@@ -140,9 +140,14 @@ impl fmt::Debug for SessionKey {
 
 /// Milliseconds since the Unix epoch.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(pub i64);
+pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The time `ms` milliseconds after the epoch.
+    pub const fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
     /// Now, by the system clock.
     pub fn now() -> Self {
         let ms = SystemTime::now()

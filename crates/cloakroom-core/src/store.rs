@@ -420,14 +420,25 @@ pub struct SessionInfo {
     pub device_bound: bool,
 }
 
-/// Where a [`SessionStore::scan`] continues; opaque to callers.
+/// Where a [`SessionStore::scan`] continues. Opaque to applications, which only pass it
+/// back; the store that made it ([`Cursor::new`]) reads it ([`Cursor::as_str`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Cursor(pub String);
+pub struct Cursor(String);
 
 impl Cursor {
     /// The start of a scan.
     pub fn start() -> Self {
         Cursor(String::new())
+    }
+
+    /// A store's position, in the store's own text form.
+    pub fn new(position: impl Into<String>) -> Self {
+        Cursor(position.into())
+    }
+
+    /// The position's text, for the store that made it.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -196,7 +196,7 @@ fn decode(row: &tokio_postgres::Row) -> Result<LoggedEvent> {
             kind: parse_kind(kind, previous).ok_or_else(bad)?,
             session: SessionKey::from_bytes(session),
             user,
-            at: Timestamp(at),
+            at: Timestamp::from_millis(at),
         },
     })
 }

@@ -106,9 +106,9 @@ pub(crate) fn record(row: &Row) -> Result<(SessionKey, Record)> {
         .map_err(|_| corrupt("a session key is not 16 bytes"))?;
     let meta = Meta {
         user: row.try_get(1).map_err(bad)?,
-        created_at: Timestamp(row.try_get(2).map_err(bad)?),
-        last_seen: Timestamp(row.try_get(3).map_err(bad)?),
-        expires_at: Timestamp(row.try_get(4).map_err(bad)?),
+        created_at: Timestamp::from_millis(row.try_get(2).map_err(bad)?),
+        last_seen: Timestamp::from_millis(row.try_get(3).map_err(bad)?),
+        expires_at: Timestamp::from_millis(row.try_get(4).map_err(bad)?),
         user_agent: row.try_get(5).map_err(bad)?,
         remember: row.try_get(6).map_err(bad)?,
     };
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn patches_set_last_write_and_list_removals() {
-        let now = Timestamp(0);
+        let now = Timestamp::from_millis(0);
         let p = Patch::new(now, now)
             .set("a", "1")
             .set("a", "2")

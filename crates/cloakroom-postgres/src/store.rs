@@ -34,7 +34,9 @@ impl PostgresStore {
         let data = encode_data(&record.data);
         let m = &record.meta;
         let now = Timestamp::now().as_millis();
-        let tombstone = encode_data(&Record::ended_by_limit(Timestamp(now), Timestamp(now)).data);
+        let tombstone = encode_data(
+            &Record::ended_by_limit(Timestamp::from_millis(now), Timestamp::from_millis(now)).data,
+        );
         let sql = &self.inner.sql;
         let k = key.as_bytes().as_slice();
         statement!(self, "creating a session under the limit", |c| {
@@ -135,7 +137,11 @@ fn live_sessions(rows: &[tokio_postgres::Row]) -> Vec<(SessionKey, Timestamp, Ti
         .filter_map(|r| {
             let key: &[u8] = r.get(0);
             let key = SessionKey::from_bytes(key.try_into().ok()?);
-            Some((key, Timestamp(r.get(1)), Timestamp(r.get(2))))
+            Some((
+                key,
+                Timestamp::from_millis(r.get(1)),
+                Timestamp::from_millis(r.get(2)),
+            ))
         })
         .collect()
 }
@@ -277,10 +283,10 @@ impl SessionStore for PostgresStore {
     }
 
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
-        let after: Vec<u8> = if cursor.0.is_empty() {
+        let after: Vec<u8> = if cursor.as_str().is_empty() {
             Vec::new() // sorts before every key
         } else {
-            SessionKey::from_handle(&cursor.0)
+            SessionKey::from_handle(cursor.as_str())
                 .map(|k| k.as_bytes().to_vec())
                 .ok_or_else(|| Error::new(ErrorKind::Config, "invalid scan cursor"))?
         };
@@ -292,7 +298,7 @@ impl SessionStore for PostgresStore {
         })?;
         let records = rows.iter().map(rows::record).collect::<Result<Vec<_>>>()?;
         let next = (records.len() == limit)
-            .then(|| records.last().map(|(key, _)| Cursor(key.to_handle())))
+            .then(|| records.last().map(|(key, _)| Cursor::new(key.to_handle())))
             .flatten();
         // A rotation grace's forwarding record is no session.
         let sessions = (records.into_iter())

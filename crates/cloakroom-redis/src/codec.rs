@@ -216,7 +216,7 @@ fn millis(value: &[u8]) -> Result<Timestamp> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|s| s.parse().ok())
-        .map(Timestamp)
+        .map(Timestamp::from_millis)
         .ok_or_else(|| corrupt("timestamp is not a decimal number"))
 }
 
@@ -239,7 +239,10 @@ mod tests {
     }
 
     fn record() -> Record {
-        let mut r = Record::new(Timestamp(1_000), Timestamp(i64::MAX));
+        let mut r = Record::new(
+            Timestamp::from_millis(1_000),
+            Timestamp::from_millis(i64::MAX),
+        );
         r.meta.user = Some("ada".into());
         r.meta.remember = true;
         r.data.insert("c".into(), "\"not metadata\"".into());
@@ -257,10 +260,10 @@ mod tests {
     #[test]
     fn create_args_round_trip() {
         let r = record();
-        let args = create_args(&r, Timestamp(0));
+        let args = create_args(&r, Timestamp::from_millis(0));
         let flat = created_hash(&args);
         assert_eq!(
-            decode_record(Value::Array(flat.clone()), Timestamp(5)).unwrap(),
+            decode_record(Value::Array(flat.clone()), Timestamp::from_millis(5)).unwrap(),
             Some(r.clone())
         );
         let map = flat
@@ -268,7 +271,7 @@ mod tests {
             .map(|c| (c[0].clone(), c[1].clone()))
             .collect();
         assert_eq!(
-            decode_record(Value::Map(map), Timestamp(5)).unwrap(),
+            decode_record(Value::Map(map), Timestamp::from_millis(5)).unwrap(),
             Some(r)
         );
     }
@@ -277,9 +280,9 @@ mod tests {
     /// later `s` or `r` is read back.
     #[test]
     fn new_records_leave_out_what_they_can() {
-        let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
+        let mut r = Record::new(Timestamp::from_millis(1_000), Timestamp::from_millis(9_000));
         r.data.insert("counter".into(), "1".into());
-        let args = create_args(&r, Timestamp(1_000));
+        let args = create_args(&r, Timestamp::from_millis(1_000));
         let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
@@ -294,10 +297,10 @@ mod tests {
                 b"1"
             ]
         );
-        r.meta.last_seen = Timestamp(2_000);
+        r.meta.last_seen = Timestamp::from_millis(2_000);
         r.meta.remember = true;
         r.meta.user_agent = Some("curl".into());
-        let args = create_args(&r, Timestamp(1_000));
+        let args = create_args(&r, Timestamp::from_millis(1_000));
         let text: Vec<&[u8]> = args[6..].iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
@@ -313,27 +316,27 @@ mod tests {
             ]
         );
         assert_eq!(
-            decode_record(Value::Array(created_hash(&args)), Timestamp(5)).unwrap(),
+            decode_record(Value::Array(created_hash(&args)), Timestamp::from_millis(5)).unwrap(),
             Some(r)
         );
     }
 
     #[test]
     fn expired_or_empty_is_none_and_junk_is_corrupt() {
-        let r = Record::new(Timestamp(1_000), Timestamp(2_000));
-        let flat = created_hash(&create_args(&r, Timestamp(0)));
+        let r = Record::new(Timestamp::from_millis(1_000), Timestamp::from_millis(2_000));
+        let flat = created_hash(&create_args(&r, Timestamp::from_millis(0)));
         assert!(
-            decode_record(Value::Array(flat.clone()), Timestamp(1_999))
+            decode_record(Value::Array(flat.clone()), Timestamp::from_millis(1_999))
                 .unwrap()
                 .is_some()
         );
         assert!(
-            decode_record(Value::Array(flat), Timestamp(2_000))
+            decode_record(Value::Array(flat), Timestamp::from_millis(2_000))
                 .unwrap()
                 .is_none()
         );
         assert!(
-            decode_record(Value::Array(vec![]), Timestamp(0))
+            decode_record(Value::Array(vec![]), Timestamp::from_millis(0))
                 .unwrap()
                 .is_none()
         );
@@ -350,11 +353,11 @@ mod tests {
             vec![bulk(b"d:x"), bulk(b"1")],
             vec![bulk(b"e"), bulk(b"5")],
         ] {
-            let err = decode_record(Value::Array(junk), Timestamp(0)).unwrap_err();
+            let err = decode_record(Value::Array(junk), Timestamp::from_millis(0)).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Corrupt);
         }
         assert_eq!(
-            decode_record(Value::Int(3), Timestamp(0))
+            decode_record(Value::Int(3), Timestamp::from_millis(0))
                 .unwrap_err()
                 .kind(),
             ErrorKind::Corrupt
@@ -377,7 +380,7 @@ mod tests {
 
     #[test]
     fn restore_payload_layout() {
-        let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
+        let mut r = Record::new(Timestamp::from_millis(1_000), Timestamp::from_millis(9_000));
         r.data.insert("counter".into(), "1".into());
         let p = restore_payload(&r);
         let (body, crc) = p.split_at(p.len() - 8);
@@ -398,11 +401,11 @@ mod tests {
 
     #[test]
     fn apply_args_layout() {
-        let mut p = Patch::new(Timestamp(7), Timestamp(9))
+        let mut p = Patch::new(Timestamp::from_millis(7), Timestamp::from_millis(9))
             .set("a", "1")
             .remove("b");
         p.remember = Some(false);
-        let args = apply_args(&p, Timestamp(3));
+        let args = apply_args(&p, Timestamp::from_millis(3));
         let text: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         assert_eq!(
             text,
@@ -422,7 +425,7 @@ mod tests {
         p.remember = None;
         p.max_lifetime = Some(std::time::Duration::from_secs(2));
         p.max_idle = Some(std::time::Duration::from_secs(1));
-        let args = apply_args(&p, Timestamp(3));
+        let args = apply_args(&p, Timestamp::from_millis(3));
         assert_eq!(args[1], b"2000");
         assert_eq!(args[2], b"1000");
         assert_eq!(args[7], b"", "remember unchanged");

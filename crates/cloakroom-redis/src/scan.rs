@@ -196,7 +196,7 @@ struct ScanPos {
 
 impl ScanPos {
     fn parse(cursor: &Cursor) -> Result<ScanPos> {
-        if cursor.0.is_empty() {
+        if cursor.as_str().is_empty() {
             return Ok(ScanPos {
                 node: 0,
                 cursor: 0,
@@ -204,7 +204,7 @@ impl ScanPos {
             });
         }
         let bad = || Error::new(ErrorKind::Config, "invalid scan cursor");
-        let mut parts = cursor.0.splitn(3, ':');
+        let mut parts = cursor.as_str().splitn(3, ':');
         let node = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let scan = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let after = match parts.next().ok_or_else(bad)? {
@@ -219,7 +219,7 @@ impl ScanPos {
     }
 
     fn cursor(&self) -> Cursor {
-        Cursor(format!(
+        Cursor::new(format!(
             "{}:{}:{}",
             self.node,
             self.cursor,
@@ -251,8 +251,8 @@ mod tests {
             (again.node, again.cursor, again.after),
             (5461, 42, Some(key.to_handle()))
         );
-        assert!(ScanPos::parse(&Cursor("x".into())).is_err());
-        assert!(ScanPos::parse(&Cursor("1:2:not-a-handle".into())).is_err());
+        assert!(ScanPos::parse(&Cursor::new("x")).is_err());
+        assert!(ScanPos::parse(&Cursor::new("1:2:not-a-handle")).is_err());
         assert_eq!(ScanPos::parse(&Cursor::start()).unwrap().cursor, 0);
     }
 }

@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn transaction_layout() {
-        let mut p = Patch::new(Timestamp(7), Timestamp(9)).set("a", "1");
+        let mut p = Patch::new(Timestamp::from_millis(7), Timestamp::from_millis(9)).set("a", "1");
         let (pipe, exec, xx) = transaction(b"k", &p, false, None);
         assert_eq!((exec, xx), (4, 1));
         let text = packed(&pipe);

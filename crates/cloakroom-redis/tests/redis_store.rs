@@ -297,7 +297,7 @@ async fn new_records_are_compact() {
     );
     assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
 
-    let later = Timestamp(now.as_millis() + 5);
+    let later = Timestamp::from_millis(now.as_millis() + 5);
     let mut patch = Patch::new(later, later.plus(2 * HOUR)).set("counter", "2");
     patch.remember = Some(true);
     assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
@@ -311,7 +311,7 @@ async fn new_records_are_compact() {
     assert_eq!(store.apply(&key, &patch).await.unwrap(), Applied::Done);
     r.apply(&patch);
     assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
-    let seen = Timestamp(now.as_millis() + 10);
+    let seen = Timestamp::from_millis(now.as_millis() + 10);
     assert_eq!(
         store.touch(&key, seen, seen.plus(HOUR)).await.unwrap(),
         Applied::Done

@@ -177,7 +177,7 @@ fn decode(
             kind,
             session: SessionKey::from_bytes(session),
             user,
-            at: Timestamp(at),
+            at: Timestamp::from_millis(at),
         },
     })
 }

@@ -29,9 +29,9 @@ pub(crate) fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         key: row.get(0)?,
         meta: Meta {
             user: row.get(1)?,
-            created_at: Timestamp(row.get(2)?),
-            last_seen: Timestamp(row.get(3)?),
-            expires_at: Timestamp(row.get(4)?),
+            created_at: Timestamp::from_millis(row.get(2)?),
+            last_seen: Timestamp::from_millis(row.get(3)?),
+            expires_at: Timestamp::from_millis(row.get(4)?),
             user_agent: row.get(5)?,
             remember: row.get(6)?,
         },
@@ -88,10 +88,10 @@ pub(crate) fn key_param(key: &SessionKey) -> &[u8] {
 }
 
 pub(crate) fn parse_cursor(cursor: &Cursor) -> Result<Vec<u8>> {
-    if cursor.0.is_empty() {
+    if cursor.as_str().is_empty() {
         return Ok(Vec::new()); // sorts before every key
     }
-    SessionKey::from_handle(&cursor.0)
+    SessionKey::from_handle(cursor.as_str())
         .map(|k| k.as_bytes().to_vec())
         .ok_or_else(|| Error::new(ErrorKind::Config, "invalid scan cursor"))
 }
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn merge_patches_set_fields_as_strings_and_remove_with_null() {
-        let now = Timestamp(0);
+        let now = Timestamp::from_millis(0);
         let p = Patch::new(now, now)
             .remove("a")
             .set("b", "null")
@@ -118,8 +118,11 @@ mod tests {
     fn cursors_are_handles() {
         assert_eq!(parse_cursor(&Cursor::start()).unwrap(), Vec::<u8>::new());
         let key = SessionKey::from_bytes([7; 16]);
-        assert_eq!(parse_cursor(&Cursor(key.to_handle())).unwrap(), vec![7; 16]);
-        let err = parse_cursor(&Cursor("0:abc".into())).unwrap_err();
+        assert_eq!(
+            parse_cursor(&Cursor::new(key.to_handle())).unwrap(),
+            vec![7; 16]
+        );
+        let err = parse_cursor(&Cursor::new("0:abc")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
     }
 

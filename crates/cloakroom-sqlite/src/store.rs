@@ -109,7 +109,11 @@ fn admit(
         .into_iter()
         .filter_map(|(k, seen, created)| {
             let k = SessionKey::from_bytes(k.try_into().ok()?);
-            Some((k, Timestamp(seen), Timestamp(created)))
+            Some((
+                k,
+                Timestamp::from_millis(seen),
+                Timestamp::from_millis(created),
+            ))
         })
         .collect();
     let Some(ended) = admission(limit, sessions) else {
@@ -358,7 +362,7 @@ impl SessionStore for SqliteStore {
             let next = (rows.len() == limit)
                 .then(|| {
                     rows.last()
-                        .map(|r| Cursor(SessionKey::from_bytes(r.key).to_handle()))
+                        .map(|r| Cursor::new(SessionKey::from_bytes(r.key).to_handle()))
                 })
                 .flatten();
             let mut sessions = Vec::with_capacity(rows.len());

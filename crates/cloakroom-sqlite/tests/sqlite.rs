@@ -446,7 +446,7 @@ async fn memory_paths_and_bad_paths() {
 async fn scan_rejects_a_foreign_cursor() {
     let store = SqliteStore::open_in_memory().await.unwrap();
     let err = store
-        .scan(cloakroom_core::store::Cursor("3:not-a-handle".into()), 10)
+        .scan(cloakroom_core::store::Cursor::new("3:not-a-handle"), 10)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);

@@ -296,11 +296,11 @@ impl SessionStore for NaiveStore {
 
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
         let now = Timestamp::now();
-        let after = if cursor.0.is_empty() {
+        let after = if cursor.as_str().is_empty() {
             None
         } else {
             Some(
-                SessionKey::from_handle(&cursor.0)
+                SessionKey::from_handle(cursor.as_str())
                     .ok_or_else(|| Error::new(ErrorKind::Config, "bad cursor"))?,
             )
         };
@@ -328,7 +328,7 @@ impl SessionStore for NaiveStore {
             } else {
                 page[limit - 1]
             };
-            Some(Cursor(last.to_handle()))
+            Some(Cursor::new(last.to_handle()))
         } else {
             None
         };

@@ -38,9 +38,8 @@
 //! uuid's size ([`pycket_key`](pycket::pycket_key), [`pycket_uuid`](pycket::pycket_uuid)),
 //! which [`PycketStore`] writes as the bare uuid text. The price is pycket's: anyone who can
 //! read this Redis database can use the sessions in it. Nothing of this reaches the core's
-//! default path ([`SignedTicket`](cloakroom_core::cookie::SignedTicket) keeps the hash), and
-//! the key ring the core hands every ticket format is not used here: Tornado's
-//! `cookie_secret` signs pycket's cookie.
+//! default format, which keeps the hash; and pycket's cookie is signed with Tornado's
+//! `cookie_secret`, which the format holds, not with the engine's key ring.
 //!
 //! The Redis connections (URL options, TLS, Sentinel, the command timeout) are
 //! `cloakroom-redis`'s, through its [`connection`](cloakroom_redis::connection) module.

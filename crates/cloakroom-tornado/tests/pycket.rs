@@ -232,11 +232,11 @@ fn assert_loaded_from_pycket(record: &Record, now: Timestamp) {
     assert_eq!(record.meta.user, None);
     let day = 86_400_000;
     assert!(
-        (record.meta.expires_at.0 - (now.0 + day)).abs() < 5_000,
+        (record.meta.expires_at.as_millis() - (now.as_millis() + day)).abs() < 5_000,
         "expiry from the TTL: {:?}",
         record.meta.expires_at
     );
-    assert!((record.meta.last_seen.0 - now.0).abs() < 5_000);
+    assert!((record.meta.last_seen.as_millis() - now.as_millis()).abs() < 5_000);
     let flash: Vec<Message> = serde_json::from_str(&record.data["__cr.flash"]).unwrap();
     assert_eq!(
         flash,
@@ -306,7 +306,7 @@ async fn records_written_by_pycket_load_and_keep_their_values() {
     );
     assert_eq!(v["s"]["theme"], "dark");
     assert_eq!(v["s"]["visits"], 4);
-    assert_eq!(v["exp"], expires.0);
+    assert_eq!(v["exp"], expires.as_millis());
     let pttl = v["pttl"].as_i64().unwrap();
     assert!(pttl > 3_590_000 && pttl <= 3_600_000, "TTL set: {pttl}");
     assert_eq!(v["notes"], 0, "the taken notifications are gone");
@@ -342,7 +342,7 @@ async fn records_written_by_pycket_load_and_keep_their_values() {
     assert_eq!(record.data["ID"], "\"carol\"");
     assert_eq!(record.data["theme"], "\"dark\"");
     assert!(
-        record.meta.expires_at.0 > now.0 + day - 5_000,
+        record.meta.expires_at.as_millis() > now.as_millis() + day - 5_000,
         "the TTL wins"
     );
 

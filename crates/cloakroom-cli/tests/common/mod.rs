@@ -90,9 +90,9 @@ pub(crate) fn record(
     expires_in: Duration,
 ) -> Record {
     let now = Timestamp::now();
-    let created = Timestamp(now.as_millis() - age.as_millis() as i64);
+    let created = Timestamp::from_millis(now.as_millis() - age.as_millis() as i64);
     let mut record = Record::new(created, now.plus(expires_in));
-    record.meta.last_seen = Timestamp(now.as_millis() - (age.as_millis() / 2) as i64);
+    record.meta.last_seen = Timestamp::from_millis(now.as_millis() - (age.as_millis() / 2) as i64);
     record.meta.user = user.map(str::to_owned);
     record.meta.user_agent = agent.map(str::to_owned);
     let secret = format!("csrf-secret-{}", SessionId::generate().key().to_handle());

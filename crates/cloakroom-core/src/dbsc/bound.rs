@@ -50,7 +50,7 @@ impl BoundRaw {
     pub(super) fn expires_at(&self) -> Timestamp {
         let at = KEY_ID_LEN + SessionKey::LEN;
         let bytes: [u8; 8] = self.0[at..at + 8].try_into().expect("8 bytes");
-        Timestamp(i64::from_be_bytes(bytes))
+        Timestamp::from_millis(i64::from_be_bytes(bytes))
     }
 
     /// The claimed registration flag (unverified).
@@ -107,7 +107,13 @@ mod tests {
             bound_cookie_session(&other_ring, "b", live.as_bytes()),
             None
         );
-        let expired = bound_cookie_value(&ring, "b", &key, Timestamp(Timestamp::now().0 - 1), true);
+        let expired = bound_cookie_value(
+            &ring,
+            "b",
+            &key,
+            Timestamp::from_millis(Timestamp::now().as_millis() - 1),
+            true,
+        );
         assert_eq!(bound_cookie_session(&ring, "b", expired.as_bytes()), None);
         let mut tampered = live.into_bytes();
         tampered[10] ^= 1;

@@ -137,7 +137,7 @@ impl EarlyChallenges {
     /// Whether `expires_at` is in the window (`now` before it).
     pub(super) fn due(&self, expires_at: Timestamp, now: Timestamp) -> bool {
         let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
-        now < expires_at && expires_at.0 - now.0 <= window
+        now < expires_at && expires_at.as_millis() - now.as_millis() <= window
     }
 
     /// Whether `key` may have an early challenge now (at most one per half window).

@@ -543,7 +543,7 @@ impl Session {
     fn answer(&self, action: CommitAction, issued: Option<Issued<'_>>) -> CommitOutcome {
         let shared = &*self.inner.shared;
         let cookie = &shared.config.cookie;
-        let ticket = |id| shared.format.encode(&shared.keys, &cookie.name, id);
+        let ticket = |id| shared.format.encode(&cookie.name, id);
         let (set_cookie, ticket_header) = match (issued, self.by_header()) {
             (None, _) => (None, None),
             (Some(Issued::Removal), false) => (Some(cookie.removal()), None),

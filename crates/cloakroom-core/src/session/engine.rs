@@ -74,7 +74,7 @@ impl SessionEngine {
     /// tests (which set fields the settings check).
     #[cfg(test)]
     pub(crate) fn new(store: impl IntoSessionStore, keys: KeyRing, config: SessionConfig) -> Self {
-        let format = Arc::new(crate::cookie::SignedTicket);
+        let format = Arc::new(crate::cookie::SignedTicket(keys.clone()));
         let lifecycle = Lifecycle::new(None, DEFAULT_END_POLL);
         Self::from_parts(store.into_session_store(), keys, config, format, lifecycle)
     }
@@ -152,7 +152,7 @@ impl SessionEngine {
         let mut had_cookie = false;
         for value in crate::cookie::cookie_values(cookie_headers, name) {
             had_cookie = true;
-            match self.shared.format.decode(&self.shared.keys, name, value) {
+            match self.shared.format.decode(name, value) {
                 Ok(id) if first.is_none() => first = Some(id),
                 Ok(id) if first.as_ref() == Some(&id) || more.contains(&id) => {}
                 Ok(id) => {
@@ -231,7 +231,7 @@ impl SessionEngine {
         let config = &self.shared.config;
         let ticket = transport::header_ticket(config.ticket_header == "authorization", value)?;
         let name = config.cookie.name.as_str();
-        match self.shared.format.decode(&self.shared.keys, name, ticket) {
+        match self.shared.format.decode(name, ticket) {
             Ok(id) => Some(id),
             Err(reason) => {
                 tracing::debug!(%reason, "ignoring session ticket header");

@@ -310,7 +310,7 @@ impl Session {
             self.inner.by_header.store(true, Ordering::Relaxed);
         }
         let name = &shared.config.cookie.name;
-        Ok(Some(shared.format.encode(&shared.keys, name, id)))
+        Ok(Some(shared.format.encode(name, id)))
     }
 
     /// The session's public handle (its store key); see [`SessionEngine::handle_of`](super::SessionEngine::handle_of).
@@ -453,10 +453,7 @@ mod tests {
     fn key_of(engine: &SessionEngine, pair: &str) -> SessionKey {
         let value = pair.split_once('=').unwrap().1;
         let name = &engine.config().cookie.name;
-        let id = engine
-            .ticket_format()
-            .decode(engine.keys(), name, value)
-            .unwrap();
+        let id = engine.ticket_format().decode(name, value).unwrap();
         engine.ticket_format().store_key(&id)
     }
 

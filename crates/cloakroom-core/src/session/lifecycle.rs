@@ -405,8 +405,12 @@ impl Watch {
     async fn run(mut self, mut notices: broadcast::Receiver<Notice>) -> EndReason {
         loop {
             let now = Timestamp::now();
-            let to_expiry =
-                Duration::from_millis(self.expires_at.0.saturating_sub(now.0).max(0) as u64);
+            let to_expiry = Duration::from_millis(
+                self.expires_at
+                    .as_millis()
+                    .saturating_sub(now.as_millis())
+                    .max(0) as u64,
+            );
             let wait = self.poll.min(to_expiry);
             tokio::select! {
                 notice = notices.recv() => match notice {

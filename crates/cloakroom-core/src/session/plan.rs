@@ -128,7 +128,7 @@ mod tests {
     use crate::session::state::Live;
     use crate::store::Record;
 
-    const NOW: Timestamp = Timestamp(1_000_000_000_000);
+    const NOW: Timestamp = Timestamp::from_millis(1_000_000_000_000);
 
     fn config() -> SessionConfig {
         SessionConfig::default()
@@ -140,8 +140,9 @@ mod tests {
 
     /// A stored session, created an hour ago, last seen `seen_ago` ago.
     fn stored(seen_ago: Duration) -> Live {
-        let created = Timestamp(NOW.0 - 3_600_000);
-        let seen = Timestamp(NOW.0 - i64::try_from(seen_ago.as_millis()).unwrap());
+        let created = Timestamp::from_millis(NOW.as_millis() - 3_600_000);
+        let seen =
+            Timestamp::from_millis(NOW.as_millis() - i64::try_from(seen_ago.as_millis()).unwrap());
         let mut record = Record::new(created, deadline(&config(), created, seen));
         record.meta.last_seen = seen;
         let id = SessionId::from_bytes([1; 32]);
@@ -252,7 +253,7 @@ mod tests {
     #[test]
     fn changes_to_a_stored_session_are_a_patch() {
         let st = with_change(state(Phase::Live(stored(Duration::from_secs(1)))));
-        let created = Timestamp(NOW.0 - 3_600_000);
+        let created = Timestamp::from_millis(NOW.as_millis() - 3_600_000);
         assert_eq!(
             plan_of(&st, true),
             CommitPlan::Patch {
@@ -286,7 +287,7 @@ mod tests {
             }
         );
         let due = state(Phase::Live(stored(interval * 2)));
-        let created = Timestamp(NOW.0 - 3_600_000);
+        let created = Timestamp::from_millis(NOW.as_millis() - 3_600_000);
         assert_eq!(
             plan_of(&due, true),
             CommitPlan::Touch {
@@ -300,7 +301,8 @@ mod tests {
     fn a_session_at_its_absolute_lifetime_is_not_touched() {
         let mut live = stored(config().touch_interval() * 2);
         // Created so long ago that its deadline is its absolute lifetime, already recorded.
-        live.record.meta.created_at = Timestamp(NOW.0 - 29 * 24 * 3_600_000 - 3_600_000);
+        live.record.meta.created_at =
+            Timestamp::from_millis(NOW.as_millis() - 29 * 24 * 3_600_000 - 3_600_000);
         live.record.meta.expires_at = deadline(&config(), live.record.meta.created_at, NOW);
         assert_eq!(
             plan_of(&state(Phase::Live(live)), true),

@@ -180,7 +180,7 @@ pub(super) fn record_now(method: &AuthMethod) -> Result<String> {
 pub(super) fn parse(json: &str) -> Option<Authentication> {
     let stored: Stored = serde_json::from_str(json).ok()?;
     Some(Authentication {
-        at: Timestamp(stored.at),
+        at: Timestamp::from_millis(stored.at),
         method: stored.method,
     })
 }
@@ -270,7 +270,7 @@ mod tests {
     async fn age(engine: &SessionEngine, ticket: &str, age: Duration) -> String {
         let s = engine.session(Some(ticket));
         let mut auth = s.last_authentication().await.unwrap().unwrap();
-        auth.at = Timestamp(Timestamp::now().as_millis() - age.as_millis() as i64);
+        auth.at = Timestamp::from_millis(Timestamp::now().as_millis() - age.as_millis() as i64);
         let stored = Stored {
             at: auth.at.as_millis(),
             method: auth.method,

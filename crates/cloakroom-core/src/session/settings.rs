@@ -34,7 +34,7 @@ pub struct SessionSettings {
     store: Arc<dyn SessionStore>,
     keys: KeyRing,
     config: SessionConfig,
-    format: Arc<dyn TicketFormat>,
+    format: Option<Arc<dyn TicketFormat>>,
     listener: Option<Arc<dyn SessionListener>>,
     end_poll: Duration,
 }
@@ -56,7 +56,7 @@ impl SessionSettings {
             store: store.into_session_store(),
             keys,
             config: SessionConfig::default(),
-            format: Arc::new(SignedTicket),
+            format: None,
             listener: None,
             end_poll: DEFAULT_END_POLL,
         }
@@ -216,8 +216,8 @@ impl SessionSettings {
     }
 
     fn check_sealable(&self, seal: bool) -> Result<(), ConfigError> {
-        if seal && !self.format.sealable() {
-            let format = format!("{:?}", self.format);
+        if let Some(format) = self.format.as_ref().filter(|f| seal && !f.sealable()) {
+            let format = format!("{format:?}");
             return Err(ConfigError::new(
                 ConfigErrorKind::Sealing,
                 "ticket format",
@@ -227,8 +227,8 @@ impl SessionSettings {
         Ok(())
     }
 
-    /// How ids are made and carried. Default: Cloakroom's signed ticket
-    /// ([`SignedTicket`]); use `cloakroom_tornado::PycketTicket` with the cookie name
+    /// How ids are made and carried. Default: Cloakroom's signed ticket, made with this
+    /// engine's key ring ([`encode_ticket`](crate::cookie::encode_ticket)); use `cloakroom_tornado::PycketTicket` with the cookie name
     /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
     ///
     /// # Errors
@@ -241,7 +241,7 @@ impl SessionSettings {
         format: Arc<dyn TicketFormat>,
     ) -> Result<Self, ConfigError> {
         refuse_grace_with_interop(&*format, self.config.rotation_grace)?;
-        self.format = format;
+        self.format = Some(format);
         let sealing = self.config.seal_data || self.config.seal_user_agent;
         self.check_sealable(sealing)?;
         Ok(self)
@@ -322,7 +322,9 @@ impl SessionSettings {
     /// # Errors
     /// Over 60 seconds, or with an interop ticket format ([`with_ticket_format`](Self::with_ticket_format)).
     pub fn with_rotation_grace(self, grace: Duration) -> Result<Self, ConfigError> {
-        refuse_grace_with_interop(&*self.format, grace)?;
+        if let Some(format) = &self.format {
+            refuse_grace_with_interop(&**format, grace)?;
+        }
         self.edit(|c| c.rotation_grace = grace)
     }
 
@@ -341,7 +343,10 @@ impl SessionSettings {
     pub fn build(self) -> SessionEngine {
         let store = crate::telemetry::instrument(self.store);
         let lifecycle = Lifecycle::new(self.listener, self.end_poll);
-        SessionEngine::from_parts(store, self.keys, self.config, self.format, lifecycle)
+        let format = self
+            .format
+            .unwrap_or_else(|| Arc::new(SignedTicket(self.keys.clone())));
+        SessionEngine::from_parts(store, self.keys, self.config, format, lifecycle)
     }
 }
 
@@ -368,8 +373,12 @@ mod tests {
     use crate::keys::Key;
     use crate::store::MemoryStore;
 
+    fn ring() -> KeyRing {
+        KeyRing::single(Key::generate())
+    }
+
     fn settings() -> SessionSettings {
-        SessionSettings::new(MemoryStore::new(), KeyRing::single(Key::generate()))
+        SessionSettings::new(MemoryStore::new(), ring())
     }
 
     fn name(settings: Result<SessionSettings, ConfigError>) -> String {
@@ -416,7 +425,7 @@ mod tests {
     #[test]
     fn sealing_is_refused_with_a_format_that_cannot_seal() {
         #[derive(Debug)]
-        struct Plain;
+        struct Plain(KeyRing);
         impl TicketFormat for Plain {
             fn generate(&self) -> crate::session::SessionId {
                 crate::session::SessionId::generate()
@@ -424,20 +433,23 @@ mod tests {
             fn sealable(&self) -> bool {
                 false
             }
-            fn encode(&self, k: &KeyRing, n: &str, id: &crate::session::SessionId) -> String {
-                crate::cookie::encode_ticket(k, n, id)
+            fn encode(&self, n: &str, id: &crate::session::SessionId) -> String {
+                crate::cookie::encode_ticket(&self.0, n, id)
             }
             fn decode(
                 &self,
-                k: &KeyRing,
                 n: &str,
                 v: &str,
             ) -> Result<crate::session::SessionId, crate::cookie::TicketError> {
-                crate::cookie::decode_ticket(k, n, v)
+                crate::cookie::decode_ticket(&self.0, n, v)
             }
         }
         let kind = |r: Result<SessionSettings, ConfigError>| r.unwrap_err().kind();
-        let plain = || settings().with_ticket_format(Arc::new(Plain)).unwrap();
+        let plain = || {
+            settings()
+                .with_ticket_format(Arc::new(Plain(ring())))
+                .unwrap()
+        };
         assert_eq!(
             kind(plain().with_sealed_data(true)),
             ConfigErrorKind::Sealing
@@ -449,7 +461,7 @@ mod tests {
         assert!(plain().with_sealed_data(false).is_ok());
         let sealed = settings().with_sealed_data(true).unwrap();
         assert_eq!(
-            kind(sealed.with_ticket_format(Arc::new(Plain))),
+            kind(sealed.with_ticket_format(Arc::new(Plain(ring())))),
             ConfigErrorKind::Sealing
         );
     }

@@ -493,7 +493,7 @@ mod tests {
                 kind: EventKind::Rotated { previous },
                 session: key,
                 user: Some("ada".into()),
-                at: Timestamp(17),
+                at: Timestamp::from_millis(17),
             }
         );
         let short = vec![bulk("kind"), bulk("created")];

@@ -148,7 +148,7 @@ pub(super) fn entry(value: Value) -> Result<LoggedEvent> {
             kind,
             session: session.ok_or_else(bad)?,
             user,
-            at: Timestamp(at.ok_or_else(bad)?),
+            at: Timestamp::from_millis(at.ok_or_else(bad)?),
         },
     })
 }

@@ -41,7 +41,7 @@ pub async fn check_expiry_is_honoured_everywhere(store: Arc<dyn SessionStore>) {
     create(&store, &short_key, &short).await;
     create(&store, &long_key, &long).await;
     // Only meaningful while the short record has time left (a very slow machine skips it).
-    if Timestamp::now().0 + 100 < short.meta.expires_at.0 {
+    if Timestamp::now().as_millis() + 100 < short.meta.expires_at.as_millis() {
         assert_record(load(&store, &short_key).await, &short, "before expiry");
         let listed = sessions_of(&store, &user).await;
         if Timestamp::now() < short.meta.expires_at {

@@ -19,7 +19,7 @@ fn limit(policy: LimitPolicy) -> Limit {
 /// A logged-in record of `user` last seen `seen` ms after a common start.
 fn login_record(user: &str, seen: i64) -> Record {
     let mut record = sample(Some(user), LONG_TTL);
-    record.meta.last_seen = Timestamp(record.meta.last_seen.0 + seen);
+    record.meta.last_seen = Timestamp::from_millis(record.meta.last_seen.as_millis() + seen);
     record
 }
 
@@ -158,7 +158,7 @@ pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
     let start = login_record(&user, 0).meta.last_seen;
     let login_record = |user: &str, seen: i64| {
         let mut record = login_record(user, 0);
-        record.meta.last_seen = Timestamp(start.0 + seen);
+        record.meta.last_seen = Timestamp::from_millis(start.as_millis() + seen);
         record
     };
     let keys: Vec<SessionKey> = (0..MAX).map(|_| key_for(&store, &user)).collect();
@@ -243,7 +243,7 @@ pub async fn check_limit_ends_in_last_seen_order(store: Arc<dyn SessionStore>) {
     let one = Limit { max: 2, ..end };
     let (a, b) = (key_for(&store, &tied), key_for(&store, &tied));
     let mut older = login_record(&tied, 0);
-    older.meta.created_at = Timestamp(older.meta.created_at.0 - 10);
+    older.meta.created_at = Timestamp::from_millis(older.meta.created_at.as_millis() - 10);
     create_limited(&store, &b, &login_record(&tied, 0), &one).await;
     create_limited(&store, &a, &older, &one).await;
     let outcome = create_limited(

@@ -111,8 +111,8 @@ fn sample(user: Option<&str>, ttl: Duration) -> Record {
     Record {
         data: fields(&[("name", "\"Ada\""), ("count", "3")]),
         meta: Meta {
-            created_at: Timestamp(now.0 - 5_000),
-            last_seen: Timestamp(now.0 - 1_000),
+            created_at: Timestamp::from_millis(now.as_millis() - 5_000),
+            last_seen: Timestamp::from_millis(now.as_millis() - 1_000),
             expires_at: now.plus(ttl),
             user: user.map(str::to_owned),
             user_agent: Some("Mozilla/5.0 (X11; conformance) \"quoted\"".to_owned()),
@@ -123,7 +123,7 @@ fn sample(user: Option<&str>, ttl: Duration) -> Record {
 
 fn patch(ttl: Duration) -> Patch {
     let now = Timestamp::now();
-    Patch::new(Timestamp(now.0 + 7), now.plus(ttl))
+    Patch::new(Timestamp::from_millis(now.as_millis() + 7), now.plus(ttl))
 }
 
 async fn create(store: &Arc<dyn SessionStore>, key: &SessionKey, record: &Record) {

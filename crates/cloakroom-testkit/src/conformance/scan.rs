@@ -15,7 +15,7 @@ pub async fn check_scan_pages_through_every_live_session_once(store: Arc<dyn Ses
         live.insert(key, record);
     }
     let mut expired = HashSet::new();
-    let mut latest = Timestamp(0);
+    let mut latest = Timestamp::from_millis(0);
     for _ in 0..5 {
         let key = key_for(&store, &user);
         let record = sample(Some(&user), SHORT_TTL);
@@ -50,7 +50,7 @@ pub async fn check_scan_pages_through_every_live_session_once(store: Arc<dyn Ses
 pub async fn check_purge_expired_with(store: Arc<dyn SessionStore>, purge: Purge) {
     let user = unique_user("purge");
     let mut expired = Vec::new();
-    let mut latest = Timestamp(0);
+    let mut latest = Timestamp::from_millis(0);
     for _ in 0..3 {
         let key = key_for(&store, &user);
         let record = sample(Some(&user), SHORT_TTL);

@@ -12,7 +12,10 @@ pub async fn check_touch_moves_only_the_times(store: Arc<dyn SessionStore>) {
     expected.meta.remember = false;
     create(&store, &key, &expected).await;
     let now = Timestamp::now();
-    let (last_seen, expires_at) = (Timestamp(now.0 + 3), now.plus(LONG_TTL + ms(30_000)));
+    let (last_seen, expires_at) = (
+        Timestamp::from_millis(now.as_millis() + 3),
+        now.plus(LONG_TTL + ms(30_000)),
+    );
     assert_eq!(
         touch(&store, &key, last_seen, expires_at).await,
         Applied::Done

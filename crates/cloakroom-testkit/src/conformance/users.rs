@@ -18,7 +18,8 @@ pub async fn check_sessions_of_lists_exactly_the_users_sessions(store: Arc<dyn S
         }
         record.meta.remember = i % 2 == 0;
         record.meta.user_agent = (i != 1).then(|| format!("agent {i}"));
-        record.meta.last_seen = Timestamp(record.meta.last_seen.0 + i as i64);
+        record.meta.last_seen =
+            Timestamp::from_millis(record.meta.last_seen.as_millis() + i as i64);
         create(&store, &key, &record).await;
         mine.push((key, record));
     }

@@ -324,7 +324,10 @@ mod tests {
     #[test]
     fn records_keep_verbatim_json_and_meta() {
         let now = Timestamp::now();
-        let mut record = Record::new(Timestamp(now.0 - 5000), now.plus(Duration::from_secs(60)));
+        let mut record = Record::new(
+            Timestamp::from_millis(now.as_millis() - 5000),
+            now.plus(Duration::from_secs(60)),
+        );
         record.meta.user = Some("ada".into());
         record.meta.remember = true;
         for (k, v) in [("a", "2.50"), ("b", "\"x\""), ("c", "{\"z\":1,\"y\":2}")] {
@@ -336,7 +339,7 @@ mod tests {
         let meta = back.meta();
         assert_eq!(meta.json.len(), 2, "only the non-canonical texts are kept");
         assert_eq!(back.fields(&meta.json), record.data);
-        let pttl = record.meta.expires_at.0 - now.0;
+        let pttl = record.meta.expires_at.as_millis() - now.as_millis();
         assert_eq!(record_meta(&meta, pttl, now), record.meta);
         // Tornado changed `a`: its new value wins over the kept text.
         let mut changed = back;
@@ -346,31 +349,46 @@ mod tests {
 
     #[test]
     fn records_written_by_tornado_get_times_from_the_ttl() {
-        let now = Timestamp(1_764_320_000_000);
+        let now = Timestamp::from_millis(1_764_320_000_000);
         let day = PYCKET_EXPIRE.as_millis() as i64;
         // Written 10 minutes ago by pycket: TTL 23h50m left.
         let pttl = day - 600_000;
         let meta = record_meta(&StoredMeta::default(), pttl, now);
-        assert_eq!(meta.expires_at, Timestamp(now.0 + pttl));
-        assert_eq!(meta.last_seen, Timestamp(now.0 - 600_000));
+        assert_eq!(
+            meta.expires_at,
+            Timestamp::from_millis(now.as_millis() + pttl)
+        );
+        assert_eq!(
+            meta.last_seen,
+            Timestamp::from_millis(now.as_millis() - 600_000)
+        );
         assert_eq!(meta.created_at, meta.last_seen);
         assert_eq!(meta.user, None);
         // Ours, then rewritten by pycket a minute ago: the TTL wins, and counts as activity.
         let ours = StoredMeta {
-            created: Some(now.0 - 3_600_000),
-            seen: Some(now.0 - 3_000_000),
-            exp: Some(now.0 + 1_000_000),
+            created: Some(now.as_millis() - 3_600_000),
+            seen: Some(now.as_millis() - 3_000_000),
+            exp: Some(now.as_millis() + 1_000_000),
             user: Some("ada".into()),
             ..StoredMeta::default()
         };
         let meta = record_meta(&ours, day - 60_000, now);
-        assert_eq!(meta.expires_at, Timestamp(now.0 + day - 60_000));
-        assert_eq!(meta.last_seen, Timestamp(now.0 - 60_000));
-        assert_eq!(meta.created_at, Timestamp(now.0 - 3_600_000));
+        assert_eq!(
+            meta.expires_at,
+            Timestamp::from_millis(now.as_millis() + day - 60_000)
+        );
+        assert_eq!(
+            meta.last_seen,
+            Timestamp::from_millis(now.as_millis() - 60_000)
+        );
+        assert_eq!(
+            meta.created_at,
+            Timestamp::from_millis(now.as_millis() - 3_600_000)
+        );
         // No TTL (between pycket's SET and EXPIRE): the stored expiry.
         assert_eq!(
             record_meta(&ours, -1, now).expires_at,
-            Timestamp(now.0 + 1_000_000)
+            Timestamp::from_millis(now.as_millis() + 1_000_000)
         );
     }
 

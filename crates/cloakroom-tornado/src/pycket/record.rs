@@ -195,9 +195,9 @@ impl Stored {
         let opt = |s: &Option<String>| s.clone().map_or(Value::None, Value::String);
         let mut m = BTreeMap::new();
         m.insert(key("v"), Value::I64(1));
-        m.insert(key("created"), Value::I64(meta.created_at.0));
-        m.insert(key("seen"), Value::I64(meta.last_seen.0));
-        m.insert(key("exp"), Value::I64(meta.expires_at.0));
+        m.insert(key("created"), Value::I64(meta.created_at.as_millis()));
+        m.insert(key("seen"), Value::I64(meta.last_seen.as_millis()));
+        m.insert(key("exp"), Value::I64(meta.expires_at.as_millis()));
         m.insert(key("user"), opt(&meta.user));
         m.insert(key("ua"), opt(&meta.user_agent));
         m.insert(key("remember"), Value::Bool(meta.remember));
@@ -242,24 +242,24 @@ pub(super) fn check_field(name: &str) -> Result<()> {
 /// rules on records written by Tornado.
 pub(super) fn record_meta(stored: &StoredMeta, pttl: i64, now: Timestamp) -> Meta {
     let day = PYCKET_EXPIRE.as_millis() as i64;
-    let ttl_exp = (pttl >= 0).then(|| now.0 + pttl);
+    let ttl_exp = (pttl >= 0).then(|| now.as_millis() + pttl);
     let (expires_at, rewritten) = match (stored.exp, ttl_exp) {
         (Some(exp), Some(t)) if (t - exp).abs() <= TTL_TOLERANCE_MS => (exp, false),
         (Some(exp), None) => (exp, false),
         (_, Some(t)) => (t, true),
-        (None, None) => (now.0 + day, true),
+        (None, None) => (now.as_millis() + day, true),
     };
     // When pycket last wrote: its EXPIRE gives the key 24 hours.
-    let pycket_write = ttl_exp.map_or(now.0, |t| (t - day).min(now.0));
+    let pycket_write = ttl_exp.map_or(now.as_millis(), |t| (t - day).min(now.as_millis()));
     let last_seen = match stored.seen {
         Some(seen) if !rewritten => seen,
         Some(seen) => seen.max(pycket_write),
         None => pycket_write,
     };
     Meta {
-        created_at: Timestamp(stored.created.unwrap_or(last_seen)),
-        last_seen: Timestamp(last_seen),
-        expires_at: Timestamp(expires_at),
+        created_at: Timestamp::from_millis(stored.created.unwrap_or(last_seen)),
+        last_seen: Timestamp::from_millis(last_seen),
+        expires_at: Timestamp::from_millis(expires_at),
         user: stored.user.clone(),
         user_agent: stored.user_agent.clone(),
         remember: stored.remember,

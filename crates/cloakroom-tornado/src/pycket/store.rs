@@ -224,10 +224,10 @@ impl SessionStore for PycketStore {
     async fn scan(&self, cursor: Cursor, limit: usize) -> Result<Page> {
         let limit = limit.max(1);
         let bad = || config("invalid scan cursor");
-        let (mut scan_cursor, mut after) = if cursor.0.is_empty() {
+        let (mut scan_cursor, mut after) = if cursor.as_str().is_empty() {
             (0u64, None)
         } else {
-            let (c, a) = cursor.0.split_once(':').ok_or_else(bad)?;
+            let (c, a) = cursor.as_str().split_once(':').ok_or_else(bad)?;
             let c: u64 = c.parse().map_err(|_| bad())?;
             let a = match a {
                 "" => None,
@@ -275,7 +275,7 @@ impl SessionStore for PycketStore {
                     let last = &batch[taken - 1].0;
                     return Ok(Page {
                         sessions,
-                        next: Some(Cursor(format!("{scan_cursor}:{last}"))),
+                        next: Some(Cursor::new(format!("{scan_cursor}:{last}"))),
                     });
                 }
             }
@@ -293,7 +293,7 @@ impl SessionStore for PycketStore {
         }
         Ok(Page {
             sessions,
-            next: Some(Cursor(format!("{scan_cursor}:"))),
+            next: Some(Cursor::new(format!("{scan_cursor}:"))),
         })
     }
 

@@ -1,6 +1,6 @@
 //! pycket's ticket: the `PYCKET_ID` cookie holds a Tornado signed value of a uuid4 text,
-//! and the Redis key is that uuid. Cloakroom's own tickets (the core's
-//! [`SignedTicket`](cloakroom_core::cookie::SignedTicket)) never show the store the raw id;
+//! and the Redis key is that uuid. Cloakroom's own tickets (the core's default format) never
+//! show the store the raw id;
 //! this format must, through the core's hook for it,
 //! [`TicketFormat::store_key`] (see the [crate docs](crate#the-store-key-where-this-crate-departs-from-the-core)).
 
@@ -8,7 +8,6 @@ use crate::signed_value::{
     CreateError, DecodeError, TornadoSecret, Version, create_signed_value, decode_signed_value,
 };
 use cloakroom_core::cookie::{TicketError, TicketFormat};
-use cloakroom_core::keys::KeyRing;
 use cloakroom_core::session::{SessionId, SessionKey, Timestamp};
 
 /// pycket's ticket: the cookie (`PYCKET_ID`) holds a Tornado v2 signed value of a uuid4
@@ -99,19 +98,14 @@ impl TicketFormat for PycketTicket {
         false
     }
 
-    fn encode(&self, _keys: &KeyRing, cookie_name: &str, id: &SessionId) -> String {
+    fn encode(&self, cookie_name: &str, id: &SessionId) -> String {
         let uuid = pycket_uuid(&self.store_key(id));
         let now = Timestamp::now().as_secs();
         create_signed_value(&self.secret, cookie_name, uuid.as_bytes(), Version::V2, now)
             .expect("checked by PycketTicket::new: the secret signs v2 values")
     }
 
-    fn decode(
-        &self,
-        _keys: &KeyRing,
-        cookie_name: &str,
-        value: &str,
-    ) -> Result<SessionId, TicketError> {
+    fn decode(&self, cookie_name: &str, value: &str) -> Result<SessionId, TicketError> {
         let now = Timestamp::now().as_secs();
         let raw = decode_signed_value(&self.secret, cookie_name, value, self.max_age_days, now)
             .map_err(|e| match e {
@@ -130,7 +124,7 @@ impl TicketFormat for PycketTicket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloakroom_core::keys::Key;
+    use cloakroom_core::keys::{Key, KeyRing};
 
     /// Tornado reads pycket's values: sealing them is refused, in either order of the settings.
     #[test]
@@ -152,16 +146,15 @@ mod tests {
     #[test]
     fn pycket_tickets_round_trip_as_uuid4() {
         let f = PycketTicket::new(TornadoSecret::single("s"), 31.0).unwrap();
-        let ring = KeyRing::single(Key::generate());
         let id = f.generate();
         let uuid = pycket_uuid(&f.store_key(&id));
         assert_eq!(uuid.len(), 36);
         assert_eq!(&uuid[14..15], "4");
         assert!(matches!(&uuid[19..20], "8" | "9" | "a" | "b"));
-        let cookie = f.encode(&ring, "PYCKET_ID", &id);
+        let cookie = f.encode("PYCKET_ID", &id);
         assert!(cookie.starts_with("2|1:0|10:"));
-        assert_eq!(f.decode(&ring, "PYCKET_ID", &cookie).unwrap(), id);
-        assert!(f.decode(&ring, "OTHER", &cookie).is_err());
+        assert_eq!(f.decode("PYCKET_ID", &cookie).unwrap(), id);
+        assert!(f.decode("OTHER", &cookie).is_err());
         assert_eq!(pycket_key(&uuid), Some(f.store_key(&id)));
         assert_eq!(pycket_key(&uuid.to_uppercase()), None);
         assert_eq!(pycket_key("../../../../etc/passwd-0000-0000-0000"), None);
@@ -180,9 +173,8 @@ mod tests {
             Some(CreateError::MissingCurrentKey)
         );
         let f = PycketTicket::new(versioned(1), 31.0).unwrap();
-        let ring = KeyRing::single(Key::generate());
         let id = f.generate();
-        let cookie = f.encode(&ring, "PYCKET_ID", &id);
-        assert_eq!(f.decode(&ring, "PYCKET_ID", &cookie).unwrap(), id);
+        let cookie = f.encode("PYCKET_ID", &id);
+        assert_eq!(f.decode("PYCKET_ID", &cookie).unwrap(), id);
     }
 }

@@ -169,7 +169,11 @@ impl PycketStore {
     }
 
     pub(super) async fn backoff(&self, attempt: u32) {
-        let seed = (attempt, Timestamp::now().0, std::thread::current().id());
+        let seed = (
+            attempt,
+            Timestamp::now().as_millis(),
+            std::thread::current().id(),
+        );
         let cap = 200u64 << attempt.min(5);
         let micros = self.inner.hasher.hash_one(seed) % cap;
         tokio::time::sleep(Duration::from_micros(micros)).await;
@@ -295,7 +299,7 @@ impl PycketStore {
                 .arg(rkey)
                 .arg(stored.encode()?)
                 .arg("PXAT")
-                .arg(meta.expires_at.0);
+                .arg(meta.expires_at.as_millis());
         } else {
             // Past its lifetime: gone, as if Redis had expired it.
             p.cmd("DEL").arg(rkey);
@@ -344,7 +348,7 @@ impl PycketStore {
             .arg(rkey)
             .arg(stored.encode()?)
             .arg("PXAT")
-            .arg(exp.0);
+            .arg(exp.as_millis());
         if let Some(user) = &record.meta.user {
             p.cmd("SADD").arg(self.user_key(user)).arg(rkey);
         }
@@ -385,10 +389,14 @@ impl PycketStore {
         p.cmd("SELECT").arg(self.inner.notifications_db);
         match (flash, exp) {
             (FlashOp::Set(bytes), Some(exp)) => {
-                p.cmd("SET").arg(rkey).arg(bytes).arg("PXAT").arg(exp.0);
+                p.cmd("SET")
+                    .arg(rkey)
+                    .arg(bytes)
+                    .arg("PXAT")
+                    .arg(exp.as_millis());
             }
             (FlashOp::Keep, Some(exp)) => {
-                p.cmd("PEXPIREAT").arg(rkey).arg(exp.0);
+                p.cmd("PEXPIREAT").arg(rkey).arg(exp.as_millis());
             }
             _ => {
                 p.cmd("DEL").arg(rkey);

@@ -35,6 +35,9 @@ mod tests {
         assert_eq!(span(Duration::from_secs(60)), "1 minute");
         assert_eq!(span(Duration::from_secs(7200)), "2 hours");
         assert_eq!(span(Duration::from_secs(86_400 * 30)), "30 days");
-        assert_eq!(ago(Timestamp(0), Timestamp(1000)), "just now");
+        assert_eq!(
+            ago(Timestamp::from_millis(0), Timestamp::from_millis(1000)),
+            "just now"
+        );
     }
 }

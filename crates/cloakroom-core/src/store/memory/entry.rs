@@ -208,7 +208,7 @@ mod tests {
     use crate::id::SessionId;
 
     fn record(fields: &[(&str, &str)]) -> Record {
-        let mut r = Record::new(Timestamp(1_000), Timestamp(9_000));
+        let mut r = Record::new(Timestamp::from_millis(1_000), Timestamp::from_millis(9_000));
         for (k, v) in fields {
             r.data.insert((*k).into(), (*v).into());
         }
@@ -239,10 +239,13 @@ mod tests {
     #[test]
     fn entry_patches_match_record_patches() {
         let base = record(&[("a", "1"), ("b", "2"), ("c", "3")]);
-        let mut patch = Patch::new(Timestamp(2_000), Timestamp(50_000))
-            .set("b", "20")
-            .set("d", "4")
-            .remove("a");
+        let mut patch = Patch::new(
+            Timestamp::from_millis(2_000),
+            Timestamp::from_millis(50_000),
+        )
+        .set("b", "20")
+        .set("d", "4")
+        .remove("a");
         patch.remember = Some(true);
         patch.max_lifetime = Some(Duration::from_secs(10));
         let mut e = Entry::new(&base);
@@ -252,7 +255,7 @@ mod tests {
         assert_eq!(e.record(), expected);
         assert_eq!(
             e.expires_at,
-            Timestamp(11_000),
+            Timestamp::from_millis(11_000),
             "capped at created + lifetime"
         );
         // Every mix of removals and sets, before, between, after and on existing names, gives
@@ -260,7 +263,8 @@ mod tests {
         let names = ["", "a", "aa", "b", "c", "d", "z"];
         for mask in 0u32..(1 << 7) {
             for set_mask in [0u32, 0b1010101, 0b0110011, 0b1111111] {
-                let mut p = Patch::new(Timestamp(2_000), Timestamp(5_000));
+                let mut p =
+                    Patch::new(Timestamp::from_millis(2_000), Timestamp::from_millis(5_000));
                 for (i, n) in names.iter().enumerate() {
                     if mask & (1 << i) != 0 {
                         p = p.remove(*n);
@@ -278,11 +282,14 @@ mod tests {
         }
         // A patch of times only leaves the fields as they are.
         let mut e2 = Entry::new(&base);
-        e2.apply(&Patch::new(Timestamp(3_000), Timestamp(4_000)));
+        e2.apply(&Patch::new(
+            Timestamp::from_millis(3_000),
+            Timestamp::from_millis(4_000),
+        ));
         assert_eq!(e2.record().data, base.data);
         assert_eq!(
             (e2.last_seen, e2.expires_at),
-            (Timestamp(3_000), Timestamp(4_000))
+            (Timestamp::from_millis(3_000), Timestamp::from_millis(4_000))
         );
     }
 }

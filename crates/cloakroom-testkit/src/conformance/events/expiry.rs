@@ -46,7 +46,7 @@ pub async fn check_event_log_purge_logs_expiry(store: Arc<dyn SessionStore>, exp
         replacing: None,
     };
     let mut long = short(Some(&other));
-    long.meta.last_seen = Timestamp(long.meta.last_seen.0 + 1);
+    long.meta.last_seen = Timestamp::from_millis(long.meta.last_seen.as_millis() + 1);
     long.meta.expires_at = Timestamp::now().plus(LONG_TTL);
     let admitted = create_logged(&store, &new, &long, Some(&limit), EventKind::Created).await;
     assert_eq!(admitted, Admitted::Done { ended: vec![old] });
