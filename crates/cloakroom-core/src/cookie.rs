@@ -128,7 +128,7 @@ pub trait TicketFormat: Send + Sync + fmt::Debug + 'static {
     /// The key under which the store keeps the session of `id`.
     ///
     /// The default is [`SessionId::key`], a SHA-256 of the id: the store never sees the id
-    /// itself, so a dump of it cannot be turned back into tickets. [`SignedTicket`] keeps
+    /// itself, so a dump of it cannot be turned back into tickets. Cloakroom's own format keeps
     /// the default. Override it only for an interop format whose records another program
     /// reads and writes under keys it chose (pycket looks its records up by the uuid in its
     /// cookie); such a format gives up that protection, and says so.

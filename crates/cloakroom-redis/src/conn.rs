@@ -43,15 +43,19 @@ fn cluster_client(
     });
     let nodes = nodes.collect::<RedisResult<Vec<_>>>();
     let bad = |e| config(format!("bad Redis Cluster URL {}", url.shown)).with_source(e);
-    let mut builder = ClusterClientBuilder::new(nodes.map_err(bad)?)
+    let builder = ClusterClientBuilder::new(nodes.map_err(bad)?)
         .connection_timeout(timeout)
         .response_timeout(timeout)
         .retries(3)
         .min_retry_wait(RECONNECT_MIN_DELAY.as_millis() as u64)
         .max_retry_wait(RECONNECT_MAX_DELAY.as_millis() as u64);
-    if let Some(certs) = certificates {
-        builder = builder.certs(certs);
-    }
+    let builder = match certificates {
+        #[cfg(feature = "tls")]
+        Some(certs) => builder.certs(certs),
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match never {},
+        None => builder,
+    };
     builder.build().map_err(bad)
 }
 
@@ -223,6 +227,7 @@ pub(crate) fn open_error(
 /// keeps the I/O error behind an `Arc`, which hides it from `downcast_ref`, so rustls's own
 /// messages (stable: `invalid peer certificate: ...`, `received fatal alert: ...`) are
 /// recognised too.
+#[cfg(feature = "tls")]
 fn is_tls_rejection(e: &RedisError) -> bool {
     const RUSTLS_MESSAGES: [&str; 5] = [
         "invalid peer certificate",
@@ -244,6 +249,12 @@ fn is_tls_rejection(e: &RedisError) -> bool {
     }
     let text = e.to_string();
     e.is_io_error() && RUSTLS_MESSAGES.iter().any(|m| text.contains(m))
+}
+
+/// Without the `tls` feature no connection uses TLS, so none is refused by it.
+#[cfg(not(feature = "tls"))]
+fn is_tls_rejection(_: &RedisError) -> bool {
+    false
 }
 
 /// Whether the request certainly or probably never ran, so sending it again is safe: the

@@ -117,10 +117,7 @@ impl Master {
             let info = addr
                 .into_connection_info()?
                 .set_redis_settings(settings.clone());
-            match &certificates {
-                Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
-                None => redis::Client::open(info),
-            }
+            crate::url::client(info, certificates.as_ref())
         };
         let bad = |e| config(format!("bad TLS certificate or key for {shown}")).with_source(e);
         let (server, sentinel) = match &url.endpoint {

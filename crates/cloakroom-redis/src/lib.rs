@@ -102,6 +102,11 @@
 //! | `sentinel_password=P` | Sentinel URLs only: the sentinels' own password (`requirepass`) |
 //! | `sentinel_username=U` | Sentinel URLs only: the sentinels' ACL user (with `sentinel_password`) |
 //!
+//! TLS needs this crate's `tls` feature (the `cloakroom` crate's `redis-tls`), which brings
+//! rustls with its `ring` provider (C and assembly); without it a TLS URL is an
+//! [`ErrorKind::Config`](cloakroom_core::store::ErrorKind::Config) error that names the
+//! feature, and nothing of TLS is compiled.
+//!
 //! TLS verifies the server's certificate and name against the system's root certificates
 //! (read through `rustls-native-certs`; `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured), or
 //! against `ca=` alone when given. `insecure_skip_verify=true` disables every check (anyone

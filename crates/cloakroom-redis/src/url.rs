@@ -13,7 +13,7 @@ use redis::{ConnectionAddr, ProtocolVersion, RedisConnectionInfo};
 
 mod tls;
 
-pub(crate) use tls::TlsOptions;
+pub(crate) use tls::{TlsOptions, client};
 
 /// Query parameters that go on to redis-rs (`db`, `user`, `pass`: Unix sockets only).
 const REDIS_RS_OPTIONS: [&str; 4] = ["protocol", "db", "user", "pass"];
@@ -99,8 +99,9 @@ impl RedisUrl {
     /// Parses and checks `url`.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] for a fragment, an unknown scheme or option, a bad value, or TLS
-    /// options on a URL without TLS; secrets are never shown.
+    /// [`ErrorKind::Config`] for a fragment, an unknown scheme or option, a bad value, TLS
+    /// options on a URL without TLS, or a TLS URL in a build without the `tls` feature;
+    /// secrets are never shown.
     pub fn parse(url: &str) -> Result<RedisUrl> {
         refuse_fragment(url)?;
         let shown = redact(url);
@@ -123,6 +124,7 @@ impl RedisUrl {
                 )));
             }
         };
+        refuse_tls_unless_built(tls, cfg!(feature = "tls"), &shown)?;
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut parsed = RedisUrl {
             endpoint: Endpoint::Cluster(Vec::new()),
@@ -369,6 +371,17 @@ impl RedisUrl {
     }
 }
 
+/// Refuses a TLS URL (`tls`) in a build without TLS (`built` false), naming the feature.
+fn refuse_tls_unless_built(tls: bool, built: bool, shown: &str) -> Result<()> {
+    if tls && !built {
+        return Err(config(format!(
+            "{shown} asks for TLS: build cloakroom-redis with its `tls` feature \
+             (the `cloakroom` crate: `redis-tls`)"
+        )));
+    }
+    Ok(())
+}
+
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
 fn host_port(h: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = match h.strip_prefix('[') {
@@ -521,6 +534,7 @@ pub fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "tls")]
     fn parse(url: &str) -> RedisUrl {
         RedisUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
     }
@@ -531,6 +545,7 @@ mod tests {
         err.to_string()
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn parses_servers() {
         let u = parse("rediss://u:p%40w@h:1/3");
@@ -570,6 +585,7 @@ mod tests {
         assert!(parse("rediss+cluster://a:1,b:2").tls);
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn takes_the_store_options() {
         let u = parse("redis://h:1/2?prefix=app%3Ax+y&timeout_ms=250&protocol=3&connections=4");
@@ -611,6 +627,20 @@ mod tests {
         }
     }
 
+    /// A TLS URL in a build without the `tls` feature is refused, naming the feature (the
+    /// password redacted); a plain URL, or any URL in a build with it, passes.
+    #[test]
+    fn a_tls_url_needs_the_tls_feature() {
+        let err = refuse_tls_unless_built(true, false, "rediss://u:***@h").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+        assert!(err.to_string().contains("rediss://u:***@h"), "{err}");
+        assert!(refuse_tls_unless_built(false, false, "redis://h").is_ok());
+        assert!(refuse_tls_unless_built(true, true, "rediss://h").is_ok());
+        #[cfg(not(feature = "tls"))]
+        assert!(RedisUrl::parse("rediss://h").is_err());
+    }
+
     #[test]
     fn refuses_bad_urls() {
         for bad in [
@@ -644,6 +674,7 @@ mod tests {
         assert!(err.contains("name not shown"), "{err}");
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn reads_the_certificates_when_asked() {
         let err = parse("rediss://h?cert=/nonexistent/c.pem").certificates();
@@ -664,6 +695,7 @@ mod tests {
         assert!(parse("rediss://h").certificates().unwrap().is_none());
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn parses_sentinel_urls() {
         let u = parse("redis+sentinel://u:p@a:1,b:2,[::1]:3,c/mymaster/2?protocol=resp3");

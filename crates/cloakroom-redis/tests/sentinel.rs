@@ -16,7 +16,9 @@ use cloakroom_core::session::{SessionKey, Timestamp};
 use cloakroom_core::store::{Created, ErrorKind, Patch, SessionStore};
 use cloakroom_redis::RedisStore;
 use cloakroom_testkit::Purge;
-use cloakroom_testkit::redis_server::{RedisTls, Resp};
+#[cfg(feature = "tls")]
+use cloakroom_testkit::redis_server::RedisTls;
+use cloakroom_testkit::redis_server::Resp;
 use cloakroom_testkit::sentinel_server::{SentinelAuth, SentinelTopology};
 use cloakroom_testkit::store_checks::{error_text, login_round_trip, record};
 use cloakroom_testkit::{new_key, unique_prefix};
@@ -215,6 +217,7 @@ async fn refused_by_the_sentinels(redis_url: &str, timeout: Duration, what: &str
 /// Sentinels over TLS that know only an ACL user (the default user off): both stores reach
 /// them with `rediss+sentinel://...?sentinel_username=U&sentinel_password=P&ca=...`; another
 /// user or no user is a configuration error at open.
+#[cfg(feature = "tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinels_with_an_acl_user_over_tls() {
     let (ca, cert, key) = private_ca();
@@ -481,6 +484,7 @@ async fn wait_for_replicas_after_writes() {
 }
 
 /// A private CA and a certificate for `127.0.0.1` it signed: (CA PEM, certificate PEM, key PEM).
+#[cfg(feature = "tls")]
 fn private_ca() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -500,6 +504,7 @@ fn private_ca() -> (String, String, String) {
 
 /// `rediss+sentinel://`: the sentinels and the master they name are reached over TLS and
 /// verified against `?ca=`; another CA is refused at open.
+#[cfg(feature = "tls")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls() {
     let (ca, cert, key) = private_ca();

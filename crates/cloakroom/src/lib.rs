@@ -8,6 +8,7 @@
 //! | `memory` | yes     | `memory://` in [`store::open`] |
 //! | `sqlite` | no      | [`store::SqliteStore`], `sqlite://` in [`store::open`] |
 //! | `redis`  | no      | [`store::RedisStore`], `redis://`, `redis+cluster://`, `redis+sentinel://` in [`store::open`] |
+//! | `redis-tls` | no   | TLS to Redis: `rediss://`, `rediss+cluster://`, `rediss+sentinel://` (rustls with `ring`, which builds C); implies `redis` |
 //! | `tornado` | no     | `cloakroom::tornado` (Tornado's signed values, `TornadoSecret`), `PycketTicket` and `PycketStore`, `pycket+redis://` in [`store::open`] (Tornado's pycket format); implies `redis` |
 //! | `tower`  | via `axum` | [`SessionLayer`] and [`CsrfLayer`], the tower middleware |
 //! | `axum`   | yes     | the [`Session`] extractor and the [`SessionError`] response |

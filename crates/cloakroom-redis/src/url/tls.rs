@@ -1,12 +1,43 @@
 //! The TLS part of a Redis URL: the certificate options of its query (`ca`, `cert`, `key`,
 //! `insecure_skip_verify`) and the files they name, read and checked when a store opens.
+//! The options are parsed in every build; reading them and connecting over TLS need the
+//! `tls` feature (without it a TLS URL is refused when it is parsed).
 
+use redis::{Client, ConnectionInfo, RedisResult};
+#[cfg(feature = "tls")]
 use redis::{ClientTlsConfig, TlsCertificates};
+#[cfg(feature = "tls")]
 use rustls::pki_types::pem::PemObject;
+#[cfg(feature = "tls")]
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{Endpoint, RedisUrl, config};
+use super::RedisUrl;
+#[cfg(feature = "tls")]
+use super::{Endpoint, config};
 use cloakroom_core::store::Result;
+
+/// The certificates a TLS URL names (redis-rs's type); in a build without TLS, a type with no
+/// value.
+#[cfg(feature = "tls")]
+pub(crate) type Certificates = TlsCertificates;
+/// The certificates a TLS URL names (redis-rs's type); in a build without TLS, a type with no
+/// value.
+#[cfg(not(feature = "tls"))]
+pub(crate) type Certificates = std::convert::Infallible;
+
+/// A redis-rs client for `info`, with `certificates` if the URL named any.
+pub(crate) fn client(
+    info: ConnectionInfo,
+    certificates: Option<&Certificates>,
+) -> RedisResult<Client> {
+    match certificates {
+        #[cfg(feature = "tls")]
+        Some(certs) => Client::build_with_tls(info, certs.clone()),
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+        None => Client::open(info),
+    }
+}
 
 /// TLS settings from the URL's query (`ca`, `cert`, `key`, `insecure_skip_verify`): file
 /// paths, read when the store opens.
@@ -29,6 +60,7 @@ impl TlsOptions {
 
     /// The certificates these options name, read and checked now (so a bad file is an error
     /// at start-up, not at the first request); `None` when none is named.
+    #[cfg(feature = "tls")]
     fn certificates(&self) -> Result<Option<TlsCertificates>> {
         let read = |what: &str, path: &str| {
             std::fs::read(path)
@@ -84,7 +116,16 @@ impl TlsOptions {
 impl RedisUrl {
     /// For a TLS URL: installs the crypto provider, warns about a disabled verification or
     /// Sentinel without `ca=`, and reads the certificate files.
-    pub(crate) fn certificates(&self) -> Result<Option<TlsCertificates>> {
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn certificates(&self) -> Result<Option<Certificates>> {
+        // `parse` refuses a TLS URL in this build.
+        Ok(None)
+    }
+
+    /// For a TLS URL: installs the crypto provider, warns about a disabled verification or
+    /// Sentinel without `ca=`, and reads the certificate files.
+    #[cfg(feature = "tls")]
+    pub(crate) fn certificates(&self) -> Result<Option<Certificates>> {
         if !self.tls {
             return Ok(None);
         }
