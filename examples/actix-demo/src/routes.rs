@@ -16,6 +16,7 @@ use actix_web::{App, HttpMessage as _, HttpRequest, HttpResponse, guard};
 use cloakroom_actix::{
     CsrfMiddleware, CsrfSettings, CsrfToken, DeviceBound, RecentLoginMiddleware, SessionMiddleware,
 };
+use cloakroom_core::csrf::TokenSource;
 use cloakroom_core::session::Session;
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
 use cloakroom_demo_app::pages::{self, ConfirmQuery, LoginHint};
@@ -337,7 +338,7 @@ fn csrf(req: &HttpRequest) -> Result<CsrfToken, HttpResponse> {
 
 /// What a page gets: the session and the CSRF token source of the request.
 fn visit(req: &HttpRequest) -> Result<Visit, HttpResponse> {
-    Ok(Visit::new(session(req)?, csrf(req)?.source().clone()))
+    Ok(Visit::new(session(req)?, TokenSource::clone(&*csrf(req)?)))
 }
 
 fn content_type(req: &HttpRequest) -> Option<&[u8]> {
@@ -524,7 +525,7 @@ async fn api_me(app: Data<AppState>, req: HttpRequest) -> HttpResponse {
 
 async fn api_csrf(req: HttpRequest) -> HttpResponse {
     let csrf = or_answer!(csrf(&req));
-    send(pages::api_csrf(csrf.source()).await)
+    send(pages::api_csrf(&csrf).await)
 }
 
 async fn api_add_note(app: Data<AppState>, req: HttpRequest, body: Bytes) -> HttpResponse {

@@ -295,7 +295,7 @@ pub struct Visit {
 }
 
 impl Visit {
-    /// The request's session and CSRF token source (the framework's `CsrfToken::source()`).
+    /// The request's session and CSRF token source (what the framework's `CsrfToken` derefs to).
     pub fn new(session: Session, csrf: TokenSource) -> Self {
         Visit { session, csrf }
     }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
 use cloakroom::SessionLayer;
+use cloakroom::csrf::TokenSource;
 use cloakroom::session::Session;
 use cloakroom::tower::{CsrfLayer, CsrfToken, DeviceBoundLayer, RecentLoginLayer};
 use cloakroom_demo_app::hosts::{self, AllowedHosts};
@@ -166,7 +167,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
         let csrf = CsrfToken::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        Ok(Page(Visit::new(session, csrf.source().clone())))
+        Ok(Page(Visit::new(session, TokenSource::clone(&csrf))))
     }
 }
 
@@ -384,7 +385,7 @@ async fn api_me(State(app): App, session: Session) -> Response {
 }
 
 async fn api_csrf(csrf: CsrfToken) -> Response {
-    send(pages::api_csrf(csrf.source()).await)
+    send(pages::api_csrf(&csrf).await)
 }
 
 async fn api_add_note(

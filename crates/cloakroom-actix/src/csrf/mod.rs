@@ -40,7 +40,7 @@
 //! # let _ = app;
 //! ```
 //!
-//! Single-page apps ([`SpaCookie`], [`CsrfToken::ensure_spa_cookie`]) and tokenless mode
+//! Single-page apps ([`SpaCookie`], [`CsrfToken`]'s [`ensure_spa_cookie`](cloakroom_core::csrf::TokenSource::ensure_spa_cookie)) and tokenless mode
 //! ([`CsrfSettings::tokenless`], [`CsrfSettings::add_token_path`]) work as with the tower
 //! layer; see its documentation (`cloakroom_tower::csrf`) for what each protects and what it
 //! does not.

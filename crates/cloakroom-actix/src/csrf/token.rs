@@ -7,11 +7,10 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use cloakroom_core::csrf::TokenSource;
-use cloakroom_core::session;
 
 /// The request's CSRF token source, for rendering forms: an extractor, put there by
-/// [`CsrfMiddleware`](super::CsrfMiddleware). A wrapper of the core's [`TokenSource`], as the
-/// tower adapter's `CsrfToken` is. `Option<CsrfToken>` is `None` on a route without the
+/// [`CsrfMiddleware`](super::CsrfMiddleware). It derefs to the core's [`TokenSource`], where
+/// its methods are. `Option<CsrfToken>` is `None` on a route without the
 /// middleware instead of a `500`.
 #[derive(Clone)]
 pub struct CsrfToken(pub(super) TokenSource);
@@ -22,35 +21,13 @@ impl fmt::Debug for CsrfToken {
     }
 }
 
-impl CsrfToken {
-    /// Sends the [`SpaCookie`](super::SpaCookie) (the readable `XSRF-TOKEN` cookie) with
-    /// this response even if the request did not carry one: call it in the handler serving
-    /// the single-page app (as Django's `ensure_csrf_cookie`). Before there is a session this
-    /// makes the `_xsrf` secret (and cookie) if the request had none. Does nothing without
-    /// [`CsrfSettings::with_spa_cookie`](super::CsrfSettings::with_spa_cookie).
-    pub fn ensure_spa_cookie(&self) {
-        self.0.ensure_spa_cookie();
-    }
+impl std::ops::Deref for CsrfToken {
+    type Target = TokenSource;
 
-    /// A fresh masked token (Tornado v2 format): a different string on every call, each
-    /// valid until the secret rotates.
-    ///
-    /// # Errors
-    /// Session store failures (`?` turns them into [`crate::Error`], a 503).
-    pub async fn token(&self) -> Result<String, session::Error> {
-        self.0.token().await
-    }
-
-    /// `<input type="hidden" name="_xsrf" value="...">` for forms.
-    ///
-    /// # Errors
-    /// Session store failures.
-    pub async fn form_field(&self) -> Result<String, session::Error> {
-        self.0.form_field().await
-    }
-
-    /// The core token source.
-    pub fn source(&self) -> &TokenSource {
+    /// The core's token source: [`token`](TokenSource::token),
+    /// [`form_field`](TokenSource::form_field),
+    /// [`ensure_spa_cookie`](TokenSource::ensure_spa_cookie).
+    fn deref(&self) -> &TokenSource {
         &self.0
     }
 }

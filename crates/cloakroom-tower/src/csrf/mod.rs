@@ -32,7 +32,7 @@
 //! same-origin requests. [`CsrfSettings::with_spa_cookie`] sets that cookie (readable by
 //! scripts, not `HttpOnly`; `Secure`, `SameSite`, `Domain`, `Path` as the `_xsrf` cookie's)
 //! to a masked token of the expected secret. The handler serving the app hands it out with
-//! [`CsrfToken::ensure_spa_cookie`] (or every response does, with [`SpaCookie::with_eager`]);
+//! [`CsrfToken`]'s [`ensure_spa_cookie`](cloakroom_core::csrf::TokenSource::ensure_spa_cookie) (or every response does, with [`SpaCookie::with_eager`]);
 //! from then on every answered response replaces it when it no longer holds a token of the
 //! current secret: the login response carries the token of the rotated secret, the logout
 //! response the one of the `_xsrf` cookie. Visitors who never load the app get no cookie.
