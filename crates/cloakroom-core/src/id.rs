@@ -85,7 +85,7 @@ impl SessionKey {
     pub const LEN: usize = 16;
 
     /// The length of a handle ([`SessionKey::to_handle`]), in characters.
-    pub const HANDLE_LEN: usize = 22;
+    pub(crate) const HANDLE_LEN: usize = 22;
 
     /// A key from its 16 raw bytes.
     pub fn from_bytes(bytes: [u8; Self::LEN]) -> Self {

@@ -45,7 +45,7 @@ pub use events::{
     parse_kind, previous_handle,
 };
 pub use memory::MemoryStore;
-pub use placement::{MAX_DRAWS, Placement, placed};
+pub use placement::{Placement, placed};
 
 /// Session data: field name to the field's value as JSON text.
 pub type Fields = BTreeMap<String, String>;

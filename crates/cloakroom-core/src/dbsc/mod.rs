@@ -42,11 +42,11 @@ pub use proof::{DeviceKey, Proof, verify_refresh, verify_registration};
 pub use settings::{DbscPolicy, DbscSettings};
 
 /// The response header that asks the browser to register a session.
-pub const REGISTRATION_HEADER: &str = "Secure-Session-Registration";
+pub(crate) const REGISTRATION_HEADER: &str = "Secure-Session-Registration";
 /// The request header carrying a proof (a compact JWS).
 pub const RESPONSE_HEADER: &str = "Secure-Session-Response";
 /// The response header carrying a fresh challenge for a session.
-pub const CHALLENGE_HEADER: &str = "Secure-Session-Challenge";
+pub(crate) const CHALLENGE_HEADER: &str = "Secure-Session-Challenge";
 /// The request header naming the session a refresh is for.
 pub const SESSION_ID_HEADER: &str = "Sec-Secure-Session-Id";
 

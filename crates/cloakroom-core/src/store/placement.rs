@@ -74,7 +74,7 @@ pub fn placed<I>(
 }
 
 /// How many ids [`placed`] draws at most (a miss with 16 shards: `(15/16)^4096`, never).
-pub const MAX_DRAWS: usize = 4096;
+pub(crate) const MAX_DRAWS: usize = 4096;
 
 #[cfg(test)]
 mod tests {
