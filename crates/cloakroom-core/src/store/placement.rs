@@ -51,7 +51,7 @@ impl Placement {
 
 /// Draws ids with `draw` until the key `key_of` gives fits `user` under `placement` (at once
 /// without a placement or a user). With `B` shards it takes `B` draws on average; after
-/// [`MAX_DRAWS`] it gives up and returns the last (the store then refuses the create).
+/// 4,096 draws it gives up and returns the last (the store then refuses the create).
 pub fn placed<I>(
     placement: Option<Placement>,
     user: Option<&str>,
