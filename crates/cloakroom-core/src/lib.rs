@@ -25,6 +25,7 @@ pub mod flash;
 pub mod guard;
 mod id;
 pub mod keys;
+mod percent;
 #[cfg(feature = "http")]
 pub mod recent_login;
 pub mod redact;

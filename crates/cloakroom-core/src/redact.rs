@@ -1,5 +1,6 @@
 //! Store URLs made safe to print: [`redact_url`] masks anything in a URL that looks like a
-//! password, whether the URL is well-formed or not.
+//! password, whether the URL is well-formed or not. Beside it, [`percent_decode`], the one
+//! decoder the store crates' URL parsers use.
 //!
 //! Every crate that shows a store URL (the Redis store's errors and `Debug`, the `cloakroom`
 //! command's messages) calls this one function, so a URL is masked the same way everywhere.
@@ -17,6 +18,8 @@
 //! ```
 
 use std::ops::Range;
+
+pub use crate::percent::percent_decode;
 
 /// What replaces a secret.
 pub const MASK: &str = "***";
@@ -57,7 +60,7 @@ pub fn url_secrets(url: &str) -> Vec<String> {
         .into_iter()
         .map(|r| url[r].to_owned())
         .collect();
-    let decoded: Vec<String> = found.iter().map(|s| percent_decode(s)).collect();
+    let decoded: Vec<String> = found.iter().map(|s| decode_leniently(s)).collect();
     found.extend(decoded);
     found.retain(|s| !s.is_empty());
     found.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -170,28 +173,9 @@ fn parameter_ranges(url: &str, from: usize, ranges: &mut Vec<Range<usize>>) {
 }
 
 /// `%XX` escapes decoded (and `+` as a space); anything malformed kept as is.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|&b| char::from(b).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+fn decode_leniently(text: &str) -> String {
+    let decoded = crate::percent::decode(text.as_bytes(), true, false).unwrap_or_default();
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]

@@ -178,26 +178,8 @@ pub(crate) fn identifier(what: &str, name: &str) -> Result<String> {
 }
 
 fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| config("bad percent-encoding in a store URL option"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| config("a store URL option is not UTF-8"))
+    cloakroom_core::redact::percent_decode(s, false)
+        .ok_or_else(|| config("bad percent-encoding (or not UTF-8) in a store URL option"))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::mem::take;
 use std::time::Duration;
 
+use cloakroom_core::redact::percent_decode;
 use cloakroom_core::store::{Error, ErrorKind, Result};
 use redis::{ConnectionAddr, ProtocolVersion, RedisConnectionInfo};
 
@@ -504,24 +505,6 @@ pub fn refuse_fragment(url: &str) -> Result<()> {
          development only, say insecure_skip_verify=true; a `#` in a password is written %23)",
         redact(url)
     )))
-}
-
-/// Decodes `%XX` escapes (and, in a query (`plus_is_space`), `+` as a space); `None` for bad
-/// escapes or non-UTF-8.
-pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hex = [bytes.next()?, bytes.next()?];
-                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The URL with any password replaced by `***`, for messages and Debug output (the core's

@@ -133,7 +133,7 @@ impl fmt::Display for CreateError {
 impl std::error::Error for CreateError {}
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    base16ct::lower::encode_string(bytes)
 }
 
 fn sig_v1(secret: &[u8], parts: &[&[u8]]) -> String {

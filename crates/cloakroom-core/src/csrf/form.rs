@@ -47,50 +47,13 @@ pub(crate) fn urlencoded_field(body: &[u8], field: &str) -> Option<String> {
 
 /// Decodes `%XX` and `+`; `None` for a broken escape.
 pub(crate) fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
-    decode(input, Escapes::Form)
+    crate::percent::decode(input, true, true)
 }
 
 /// Decodes every `%XX` of a URL path (`%2F` included); `+` is itself and a broken escape
 /// is kept as it is, as routers read paths.
 pub(super) fn percent_decode_path(input: &[u8]) -> Vec<u8> {
-    decode(input, Escapes::Path).unwrap_or_else(|| input.to_vec())
-}
-
-/// What [`decode`] decodes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Escapes {
-    /// A form field: `+` is a space, a broken escape makes the whole field unreadable.
-    Form,
-    /// A path: `+` is `+`, a broken escape stays as it is.
-    Path,
-}
-
-/// The one percent-decoder of the CSRF check, for form fields and for paths.
-fn decode(input: &[u8], escapes: Escapes) -> Option<Vec<u8>> {
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' if escapes == Escapes::Form => out.push(b' '),
-            b'%' => {
-                let pair = input
-                    .get(i + 1..i + 3)
-                    .and_then(|h| Some(hex(h[0])? * 16 + hex(h[1])?));
-                match (pair, escapes) {
-                    (Some(byte), _) => {
-                        out.push(byte as u8);
-                        i += 2;
-                    }
-                    (None, Escapes::Path) => out.push(b'%'),
-                    (None, Escapes::Form) => return None,
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Some(out)
+    crate::percent::decode(input, false, false).unwrap_or_else(|| input.to_vec())
 }
 
 /// The value of the part named `field` in a multipart body.
