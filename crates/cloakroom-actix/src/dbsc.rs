@@ -11,7 +11,7 @@ use cloakroom_core::dbsc::{
     DbscEndpoint, DbscRequest, NearExpiry, RESPONSE_HEADER, SESSION_ID_HEADER,
 };
 use cloakroom_core::response::dbsc_response;
-use cloakroom_core::session::{CommitAction, CommitOutcome, SessionEngine};
+use cloakroom_core::session::{CommitOutcome, SessionEngine};
 
 use crate::convert::to_actix;
 
@@ -38,8 +38,8 @@ pub(crate) async fn answer(
 }
 
 /// After the commit: a login's bound cookie and registration offer, or the early challenge
-/// of a request whose bound cookie is near its expiry. A store failure here leaves the
-/// response as it is, without them (logged).
+/// of a request whose bound cookie is near its expiry
+/// ([`SessionEngine::dbsc_response_headers`]).
 pub(crate) async fn after_commit(
     engine: &SessionEngine,
     session: &Session,
@@ -47,28 +47,12 @@ pub(crate) async fn after_commit(
     near: Option<NearExpiry>,
     headers: &mut header::HeaderMap,
 ) {
-    let (extra, early) = if outcome.action == CommitAction::Renewed {
-        (engine.dbsc_headers(session, outcome).await, false)
-    } else if let Some(near) = near {
-        let early = engine.dbsc_early_challenge(session, outcome, near).await;
-        (early.map(Vec::from_iter), true)
-    } else {
-        return;
-    };
-    match extra {
-        Ok(extra) => {
-            // A challenge names the session: like a ticket, not for a shared cache (unless
-            // the handler chose a caching policy).
-            if early && !extra.is_empty() && !headers.contains_key(CACHE_CONTROL) {
-                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            }
-            for (name, value) in extra {
-                let name = HeaderName::from_bytes(name.as_bytes());
-                if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
-                    headers.append(name, value);
-                }
+    for (name, value) in engine.dbsc_response_headers(session, outcome, near).await {
+        let name = HeaderName::from_bytes(name.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
+            if name != CACHE_CONTROL || !headers.contains_key(CACHE_CONTROL) {
+                headers.append(name, value);
             }
         }
-        Err(error) => tracing::warn!(%error, "DBSC headers not added"),
     }
 }

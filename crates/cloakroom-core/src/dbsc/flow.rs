@@ -143,6 +143,35 @@ impl SessionEngine {
             .expect("a challenge and a handle are base64url");
         Ok(Some((CHALLENGE_HEADER, value)))
     }
+    /// Everything DBSC adds to a response after its commit, for the adapters: after a login,
+    /// [`dbsc_headers`](Self::dbsc_headers); otherwise, with `near`, the
+    /// [early challenge](Self::dbsc_early_challenge) and `Cache-Control: no-store` (a
+    /// challenge names the session, so no shared cache may keep it; an adapter adds that
+    /// header only where the handler chose no caching policy). A store failure is logged and
+    /// adds nothing: the response stands without them.
+    pub async fn dbsc_response_headers(
+        &self,
+        session: &Session,
+        outcome: &CommitOutcome,
+        near: Option<NearExpiry>,
+    ) -> Vec<(&'static str, String)> {
+        let headers = if outcome.action == CommitAction::Renewed {
+            self.dbsc_headers(session, outcome).await
+        } else if let Some(near) = near {
+            let early = self.dbsc_early_challenge(session, outcome, near).await;
+            early.map(|challenge| match challenge {
+                Some(challenge) => vec![challenge, ("Cache-Control", "no-store".to_owned())],
+                None => Vec::new(),
+            })
+        } else {
+            return Vec::new();
+        };
+        headers.unwrap_or_else(|error| {
+            tracing::warn!(%error, "DBSC headers not added");
+            Vec::new()
+        })
+    }
+
     pub(super) async fn load_record(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.timed(self.store().load(key)).await
     }

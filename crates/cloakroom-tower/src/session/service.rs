@@ -127,7 +127,7 @@ mod dbsc {
         DbscEndpoint, DbscRequest, NearExpiry, RESPONSE_HEADER, SESSION_ID_HEADER,
     };
     use cloakroom_core::response::dbsc_response;
-    use cloakroom_core::session::{CommitAction, CommitOutcome, SessionEngine};
+    use cloakroom_core::session::{CommitOutcome, SessionEngine};
     use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, ORIGIN};
     use http::{HeaderMap, Request, Response};
 
@@ -195,8 +195,8 @@ mod dbsc {
     }
 
     /// After the commit: a login's bound cookie and registration offer, or the early
-    /// challenge of a request whose bound cookie is near its expiry. A store failure here
-    /// leaves the response as it is, without them (logged).
+    /// challenge of a request whose bound cookie is near its expiry
+    /// ([`SessionEngine::dbsc_response_headers`]).
     pub(super) async fn after_commit(
         engine: &SessionEngine,
         session: &Session,
@@ -204,29 +204,13 @@ mod dbsc {
         near: Option<NearExpiry>,
         headers: &mut HeaderMap,
     ) {
-        let (extra, early) = if outcome.action == CommitAction::Renewed {
-            (engine.dbsc_headers(session, outcome).await, false)
-        } else if let Some(near) = near {
-            let early = engine.dbsc_early_challenge(session, outcome, near).await;
-            (early.map(Vec::from_iter), true)
-        } else {
-            return;
-        };
-        match extra {
-            Ok(extra) => {
-                // A challenge names the session: like a ticket, not for a shared cache (unless
-                // the handler chose a caching policy).
-                if early && !extra.is_empty() && !headers.contains_key(CACHE_CONTROL) {
-                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                }
-                for (name, value) in extra {
-                    let name = HeaderName::from_bytes(name.as_bytes());
-                    if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
-                        headers.append(name, value);
-                    }
+        for (name, value) in engine.dbsc_response_headers(session, outcome, near).await {
+            let name = HeaderName::from_bytes(name.as_bytes());
+            if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
+                if name != CACHE_CONTROL || !headers.contains_key(CACHE_CONTROL) {
+                    headers.append(name, value);
                 }
             }
-            Err(error) => tracing::warn!(%error, "DBSC headers not added"),
         }
     }
 }
