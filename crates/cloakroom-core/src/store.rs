@@ -334,6 +334,29 @@ pub enum Applied {
     Missing,
 }
 
+impl From<bool> for Applied {
+    /// `Done` when the change reached the record (a statement changed its one row), else
+    /// `Missing`.
+    fn from(changed: bool) -> Self {
+        if changed {
+            Applied::Done
+        } else {
+            Applied::Missing
+        }
+    }
+}
+
+impl From<bool> for Created {
+    /// `Done` when the record was written, else `Collision`.
+    fn from(written: bool) -> Self {
+        if written {
+            Created::Done
+        } else {
+            Created::Collision
+        }
+    }
+}
+
 /// What [`SessionStore::create_limited`] enforces: a user may hold at most `max` live
 /// sessions, the new one included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

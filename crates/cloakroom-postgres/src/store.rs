@@ -150,14 +150,6 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn applied(rows: u64) -> Applied {
-    if rows == 1 {
-        Applied::Done
-    } else {
-        Applied::Missing
-    }
-}
-
 #[async_trait]
 impl SessionStore for PostgresStore {
     fn kind(&self) -> &'static str {
@@ -220,7 +212,7 @@ impl SessionStore for PostgresStore {
             )
             .await
         })?;
-        Ok(applied(n))
+        Ok(Applied::from(n == 1))
     }
 
     async fn touch(
@@ -243,7 +235,7 @@ impl SessionStore for PostgresStore {
             )
             .await
         })?;
-        Ok(applied(n))
+        Ok(Applied::from(n == 1))
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
@@ -351,11 +343,7 @@ impl SessionStore for PostgresStore {
             c.execute(&stmt, &[&challenge, &key, &expires_at.as_millis(), &now])
                 .await
         })?;
-        Ok(if n == 1 {
-            Created::Done
-        } else {
-            Created::Collision
-        })
+        Ok(Created::from(n == 1))
     }
 
     async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {

@@ -312,11 +312,7 @@ impl RedisStore {
 
 /// The reply of a script that changes a record: 1 when it did, 0 when the record was gone.
 pub(crate) fn applied(written: Value) -> Result<Applied> {
-    Ok(if reply::<i64>(written)? == 1 {
-        Applied::Done
-    } else {
-        Applied::Missing
-    })
+    Ok(Applied::from(reply::<i64>(written)? == 1))
 }
 
 #[async_trait]
@@ -577,11 +573,7 @@ impl SessionStore for RedisStore {
             self.query("keeping a challenge", rkey.as_bytes(), cmd)
                 .await?,
         )?;
-        Ok(if set.is_some() {
-            Created::Done
-        } else {
-            Created::Collision
-        })
+        Ok(Created::from(set.is_some()))
     }
 
     async fn take_challenge(&self, challenge: &str) -> Result<Option<SessionKey>> {

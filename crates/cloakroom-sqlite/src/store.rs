@@ -50,7 +50,7 @@ pub(crate) fn insert(
                     ])
                 })
                 .ctx("creating a session")?;
-    Ok(created(changed))
+    Ok(Created::from(changed == 1))
 }
 
 /// `create_limited` inside the writer's transaction (every write of the file goes through
@@ -147,23 +147,6 @@ const LOAD: &str = concat!(
 );
 
 /// An insert's outcome from the rows it changed: one, or none (the key was taken).
-fn created(rows: usize) -> Created {
-    if rows == 1 {
-        Created::Done
-    } else {
-        Created::Collision
-    }
-}
-
-/// A change's outcome from the rows it changed: one, or none (no live session).
-fn applied(rows: usize) -> Applied {
-    if rows == 1 {
-        Applied::Done
-    } else {
-        Applied::Missing
-    }
-}
-
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -254,7 +237,7 @@ impl SessionStore for SqliteStore {
                     ])
                 })
                 .ctx("patching a session")?;
-            Ok(applied(changed))
+            Ok(Applied::from(changed == 1))
         })
         .await
     }
@@ -282,7 +265,7 @@ impl SessionStore for SqliteStore {
                     ])
                 })
                 .ctx("touching a session")?;
-            Ok(applied(changed))
+            Ok(Applied::from(changed == 1))
         })
         .await
     }
@@ -476,7 +459,7 @@ impl SessionStore for SqliteStore {
                     ])
                 })
                 .ctx("keeping a challenge")?;
-            Ok(created(n))
+            Ok(Created::from(n == 1))
         })
         .await
     }

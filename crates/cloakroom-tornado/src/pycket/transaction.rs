@@ -326,11 +326,7 @@ impl PycketStore {
         if exists || record.meta.expires_at <= now {
             redis::cmd("UNWATCH").exec_async(c).await?;
             // A record already expired is written nowhere, as if Redis had dropped it.
-            return Ok(Attempt::Done(Outcome::Created(if exists {
-                Created::Collision
-            } else {
-                Created::Done
-            })));
+            return Ok(Attempt::Done(Outcome::Created(Created::from(!exists))));
         }
         let stored = Stored::from_record(record)?;
         let flash = match record.data.get(FLASH_FIELD) {
