@@ -190,10 +190,10 @@
 //! revoking all of a user's sessions, one script in all (one `XADD` per session ended).
 //! Positions are stream ids (`1700000000000-0`); a read is one pipeline (`XINFO STREAM`,
 //! `XRANGE`), and a follower blocks in `XREAD BLOCK` on a connection of its own. `MAXLEN ~`
-//! trims whole stream nodes, so the stream may keep somewhat more than N; a reader behind what was
-//! trimmed is told so (a gap, from `XINFO STREAM`: `entries-added` against `length`, and
-//! the first entry kept; a reader whose last event was itself the newest one trimmed may be
-//! told of a gap it did not suffer, never the other way round).
+//! trims whole stream nodes, so the stream may keep somewhat more than N; a reader behind
+//! what was trimmed is told so (a gap, from `XINFO STREAM`: `entries-added` against
+//! `length`, and the first entry kept; a reader whose last event was itself the newest one
+//! trimmed may be told of a gap it did not suffer, never the other way round).
 //!
 //! **Expiry** is logged when it is noticed, not when it happens: Redis expires session keys
 //! by itself and says nothing reliable when it does, but a logged-in session stays in its

@@ -146,7 +146,6 @@ const LOAD: &str = concat!(
     " FROM sessions WHERE key = ?1 AND expires_at > ?2"
 );
 
-/// An insert's outcome from the rows it changed: one, or none (the key was taken).
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn kind(&self) -> &'static str {

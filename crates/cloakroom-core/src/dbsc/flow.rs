@@ -17,7 +17,7 @@ use crate::store::{Applied, Created, Patch, Record};
 
 /// A request whose bound cookie, registered and for session `key`, is in its early-challenge
 /// window: what [`SessionEngine::dbsc_near_expiry`] found, for
-/// [`SessionEngine::dbsc_early_challenge`] at response time.
+/// [`SessionEngine::dbsc_response_headers`] at response time.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct NearExpiry {
     key: SessionKey,
@@ -52,7 +52,7 @@ impl SessionEngine {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn dbsc_headers(
+    pub(crate) async fn dbsc_headers(
         &self,
         session: &Session,
         outcome: &CommitOutcome,
@@ -93,7 +93,7 @@ impl SessionEngine {
     /// `cookie_headers` carry a bound cookie of a registered session that is in its last
     /// stretch (the last 3 minutes, or the last half of a shorter bound lifetime; see
     /// [`DbscSettings::with_bound_lifetime`]). Adapters call it before the application runs
-    /// and hand the answer to [`SessionEngine::dbsc_early_challenge`]. No store command: the
+    /// and hand the answer to [`SessionEngine::dbsc_response_headers`]. No store command: the
     /// expiry is read first and the MAC is checked only for a cookie in the window, so a
     /// request with a fresh bound cookie costs a base64 decode.
     pub fn dbsc_near_expiry<'h>(
@@ -121,7 +121,7 @@ impl SessionEngine {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn dbsc_early_challenge(
+    pub(crate) async fn dbsc_early_challenge(
         &self,
         session: &Session,
         outcome: &CommitOutcome,
@@ -143,12 +143,21 @@ impl SessionEngine {
             .expect("a challenge and a handle are base64url");
         Ok(Some((CHALLENGE_HEADER, value)))
     }
-    /// Everything DBSC adds to a response after its commit, for the adapters: after a login,
-    /// [`dbsc_headers`](Self::dbsc_headers); otherwise, with `near`, the
-    /// [early challenge](Self::dbsc_early_challenge) and `Cache-Control: no-store` (a
-    /// challenge names the session, so no shared cache may keep it; an adapter adds that
-    /// header only where the handler chose no caching policy). A store failure is logged and
-    /// adds nothing: the response stands without them.
+
+    /// Everything DBSC adds to a response after its commit, for the adapters. After a commit
+    /// that renewed a logged-in session (a login) with DBSC on: a bound cookie for the
+    /// session, which covers the requests racing the registration, and
+    /// `Secure-Session-Registration` with a fresh challenge bound to the session (nothing
+    /// for a session whose ticket is answered in a header: an API client keeps no cookies).
+    /// Otherwise, when `near` ([`SessionEngine::dbsc_near_expiry`]) found the request's
+    /// bound cookie near its expiry, the response keeps that session and this process
+    /// offered it none in the last half window: the early challenge,
+    /// `Secure-Session-Challenge: "<challenge>";id="<session identifier>"` (Chromium signs
+    /// it at its next refresh, which then needs no 403 round trip), and
+    /// `Cache-Control: no-store` (a challenge names the session, so no shared cache may keep
+    /// it; an adapter adds that header only where the handler chose no caching policy). One
+    /// store command (`put_challenge`) when there is something to add, none otherwise. A
+    /// store failure is logged and adds nothing: the response stands without them.
     pub async fn dbsc_response_headers(
         &self,
         session: &Session,

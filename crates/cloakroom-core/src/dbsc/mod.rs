@@ -15,7 +15,8 @@
 //! `jti` in the store (`SessionStore::take_challenge`), which says whether it was issued.
 //! A challenge given in advance spares the browser the 403 round trip: the registration and
 //! refresh answers carry the next one, and so does an ordinary response whose bound cookie
-//! is near its expiry ([`SessionEngine::dbsc_early_challenge`](crate::SessionEngine::dbsc_early_challenge)).
+//! is near its expiry
+//! ([`SessionEngine::dbsc_response_headers`](crate::SessionEngine::dbsc_response_headers)).
 //!
 //! ```
 //! use cloakroom_core::dbsc::{self, ErrorKind};

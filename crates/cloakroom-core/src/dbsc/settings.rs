@@ -100,7 +100,7 @@ impl DbscSettings {
 
     /// How long a bound cookie lives (default 10 minutes): how long a stolen one works, and
     /// how often the browser signs a refresh. It also sets the early-challenge window (see
-    /// [`SessionEngine::dbsc_early_challenge`](crate::SessionEngine::dbsc_early_challenge)):
+    /// [`SessionEngine::dbsc_response_headers`](crate::SessionEngine::dbsc_response_headers)):
     /// the last 3 minutes of a bound cookie's life, or the last half of it when it lives less
     /// than 6 minutes.
     ///

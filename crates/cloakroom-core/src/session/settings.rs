@@ -228,8 +228,9 @@ impl SessionSettings {
     }
 
     /// How ids are made and carried. Default: Cloakroom's signed ticket, made with this
-    /// engine's key ring ([`encode_ticket`](crate::cookie::encode_ticket)); use `cloakroom_tornado::PycketTicket` with the cookie name
-    /// `PYCKET_ID` to share sessions with a Tornado + pycket app.
+    /// engine's key ring ([`encode_ticket`](crate::cookie::encode_ticket)); use
+    /// `cloakroom_tornado::PycketTicket` with the cookie name `PYCKET_ID` to share sessions
+    /// with a Tornado + pycket app.
     ///
     /// # Errors
     /// An interop format (one that names store records itself, as pycket's does) with a
