@@ -26,7 +26,6 @@
 //! # }
 //! ```
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -35,15 +34,19 @@ use async_trait::async_trait;
 
 use crate::id::{SessionKey, Timestamp};
 
+mod error;
 mod events;
+mod limit;
 mod memory;
 mod placement;
 
+pub use error::{Error, ErrorKind, Result};
 pub(crate) use events::create_session;
 pub use events::{
     Batch, EventLog, FOLLOW_POLL, LoggedEvent, Position, end_session, end_user, kind_label,
     parse_kind, previous_handle,
 };
+pub use limit::{Admitted, Limit, LimitPolicy, admission};
 pub use memory::MemoryStore;
 pub use placement::{Placement, placed};
 
@@ -357,76 +360,6 @@ impl From<bool> for Created {
     }
 }
 
-/// What [`SessionStore::create_limited`] enforces: a user may hold at most `max` live
-/// sessions, the new one included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limit {
-    /// Most live sessions one user may hold (at least 1).
-    pub max: usize,
-    /// What to do when the new session would be one too many.
-    pub policy: LimitPolicy,
-    /// The session the new record replaces (a renewal of a session already logged in): not
-    /// counted and never ended, since the engine deletes it right after.
-    pub replacing: Option<SessionKey>,
-}
-
-/// What happens when a login would exceed [`Limit::max`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LimitPolicy {
-    /// End the user's least recently seen sessions (smallest `last_seen`, ties by
-    /// `created_at`) to make room; each is replaced by a tombstone ([`Record::is_ended`]).
-    #[default]
-    EndLeastRecentlySeen,
-    /// Refuse the new session ([`Admitted::Refused`]); the others stay.
-    RefuseNew,
-}
-
-/// Outcome of [`SessionStore::create_limited`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Admitted {
-    /// The record was written; `ended` are the sessions ended to make room (now tombstones).
-    Done {
-        /// Keys of the sessions ended, least recently seen first.
-        ended: Vec<SessionKey>,
-    },
-    /// A live record already has this key; nothing was written or ended.
-    Collision,
-    /// The user is at the limit and the policy refuses; nothing was written or ended.
-    Refused,
-}
-
-/// A plain create's outcome as an admission that ended nothing.
-impl From<Created> for Admitted {
-    fn from(created: Created) -> Self {
-        match created {
-            Created::Done => Admitted::Done { ended: Vec::new() },
-            Created::Collision => Admitted::Collision,
-        }
-    }
-}
-
-/// Picks, from a user's live sessions as `(key, last_seen, created_at)`, those to end so that
-/// a new one fits under `limit` (least recently seen first), or `None` when the policy
-/// refuses. `limit.replacing` is neither counted nor picked. The one decision every store
-/// makes inside its atomic step.
-pub fn admission(
-    limit: &Limit,
-    mut live: Vec<(SessionKey, Timestamp, Timestamp)>,
-) -> Option<Vec<SessionKey>> {
-    live.retain(|(k, ..)| Some(*k) != limit.replacing);
-    let max = limit.max.max(1);
-    if live.len() < max {
-        return Some(Vec::new());
-    }
-    if limit.policy == LimitPolicy::RefuseNew {
-        return None;
-    }
-    live.sort_by_key(|(k, seen, created)| (*seen, *created, *k));
-    let over = live.len() + 1 - max;
-    Some(live.into_iter().take(over).map(|(k, ..)| k).collect())
-}
-
 /// A session as listed by [`SessionStore::sessions_of`] and [`SessionStore::scan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -473,95 +406,6 @@ pub struct Page {
     /// Where to continue, `None` at the end.
     pub next: Option<Cursor>,
 }
-
-/// What kind of store failure happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The backend cannot be reached (connection refused, closed, pool exhausted).
-    Unavailable,
-    /// The operation did not finish within the configured time.
-    Timeout,
-    /// Stored data could not be decoded.
-    Corrupt,
-    /// The backend reported an error.
-    Backend,
-    /// The store is misconfigured (bad URL, bad option).
-    Config,
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ErrorKind::Unavailable => "session store unavailable",
-            ErrorKind::Timeout => "session store timed out",
-            ErrorKind::Corrupt => "session store returned undecodable data",
-            ErrorKind::Backend => "session store error",
-            ErrorKind::Config => "session store misconfigured",
-        })
-    }
-}
-
-/// A store failure, with its cause kept as `source()`.
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: Cow<'static, str>,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl Error {
-    /// An error of `kind` with a message.
-    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// Attaches the underlying cause.
-    #[must_use]
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
-        self
-    }
-
-    /// What kind of failure this is.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// The message, without the kind.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.message.is_empty() {
-            write!(f, "{}", self.kind)
-        } else {
-            write!(f, "{}: {}", self.kind, self.message)
-        }?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-/// Result of a store operation.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A place to keep sessions. Object safe: the layer holds an `Arc<dyn SessionStore>`.
 ///
