@@ -226,6 +226,7 @@ mod conn;
 pub mod connection;
 mod events;
 mod index;
+mod layout;
 mod limit;
 mod near;
 mod reconnect;
